@@ -1,0 +1,195 @@
+"""``proxyctl``: the command line.
+
+User errors (``LocalError``: bad config, busy port) are printed as one line,
+``proxyctl: error: ...``, without a traceback, and exit with the error's code
+(2 for configuration and usage, 1 for runtime failures); see docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import replace
+from typing import Any, Callable
+
+import click
+import trio
+
+from . import __version__, logs
+from .banner import inspector_lines, route_lines
+from .config import PROFILES, build_config, load_config, load_config_file, parse_duration, render_toml
+from .errors import EXIT_FAILURE, ConfigError, SidecarError
+from .listeners import bind_all
+from .proxy import Proxy
+from .worker import run_worker
+
+
+def _sidecar_error(exc: BaseException) -> SidecarError | None:
+    """The user-facing error in ``exc``, looking inside exception groups."""
+    if isinstance(exc, SidecarError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _sidecar_error(exc.exceptions[0])
+    return None
+
+
+def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BaseException as exc:
+            error = _sidecar_error(exc)
+            if error is None:
+                raise
+            click.echo(f"proxyctl: error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+    return wrapper
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+    sys.stdout.flush()
+
+
+log_options = [
+    click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
+                 help="Log lines on stderr: JSON objects, or text for humans (auto: text on a terminal)."),
+    click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+                 show_default=True),
+]
+
+
+def with_log_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(log_options):
+        func = option(func)
+    return func
+
+
+route_options = [
+    click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                 help="TOML file with [[route]] tables (see docs/configuration.md)."),
+    click.option("--forward", "-L", "forwards", multiple=True, metavar="[BIND:]PORT:HOST:HOSTPORT",
+                 help="Forward a port, ssh -L syntax; repeatable. IPv6 in brackets."),
+    click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
+                 help="Predefined routes (default when nothing else is given: inspector-v1)."),
+]
+
+
+def with_route_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(route_options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="proxyctl")
+def cli() -> None:
+    """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic."""
+
+
+@cli.command()
+@with_route_options
+@click.option("--drain-timeout", default=None, metavar="DURATION",
+              help="Override proxy.drain_timeout (e.g. 10s).")
+@with_log_options
+@reports_errors
+def run(config_path: str | None, forwards: tuple[str, ...], profile: str | None, drain_timeout: str | None,
+        log_format: str, log_level: str) -> None:
+    """Forward every route until SIGTERM/SIGINT, then drain and exit 0."""
+    config = load_config(config_path, forwards=forwards, profile=profile)
+    if drain_timeout is not None:
+        try:
+            config = replace(config, drain_timeout_s=parse_duration(drain_timeout))
+        except ValueError as exc:
+            raise ConfigError("--drain-timeout", "", str(exc)) from None
+    logs.configure(log_format, log_level)
+    listeners = bind_all(config)
+
+    def on_ready(proxy: Proxy) -> None:
+        _echo_lines([f"mcp-sidecar {__version__} forwarding (pid {os.getpid()})", *route_lines(proxy),
+                     *inspector_lines(proxy)])
+
+    trio.run(run_worker, config, listeners, on_ready)
+
+
+@cli.command()
+@click.option("--http-port", default=6280, show_default=True, help="Proxy port for the demo HTTP service.")
+@click.option("--echo-port", default=6281, show_default=True, help="Proxy port for the demo TCP echo service.")
+@click.option("--check", is_flag=True, help="Run the self-check through the proxy, then exit (0 if it passed).")
+@with_log_options
+@reports_errors
+def demo(http_port: int, echo_port: int, check: bool, log_format: str, log_level: str) -> None:
+    """Run the proxy in front of an embedded demo upstream (HTTP and TCP echo)."""
+    logs.configure(log_format, log_level)
+    passed = trio.run(_demo, http_port, echo_port, check)
+    if check and not passed:
+        sys.exit(EXIT_FAILURE)
+
+
+async def _demo(http_port: int, echo_port: int, check_only: bool) -> bool:
+    from .demo import self_check, serve_echo, serve_http
+
+    outcome = {"passed": False}
+    async with trio.open_nursery() as upstreams:
+        upstream_http = await upstreams.start(serve_http, "127.0.0.1", 0)
+        upstream_echo = await upstreams.start(serve_echo, "127.0.0.1", 0)
+        config = build_config({"route": [
+            {"name": "demo-http", "listen": f"127.0.0.1:{http_port}", "upstream": f"localhost:{upstream_http}"},
+            {"name": "demo-echo", "listen": f"127.0.0.1:{echo_port}", "upstream": f"localhost:{upstream_echo}"},
+        ]}, source="demo")
+        listeners = bind_all(config)
+
+        async with trio.open_nursery() as nursery:
+
+            async def check_then(proxy: Proxy) -> None:
+                http = next(rt for rt in proxy.routes if rt.config.name == "demo-http").listeners[0].address
+                echo = next(rt for rt in proxy.routes if rt.config.name == "demo-echo").listeners[0].address
+                results = await self_check(http.port, echo.port)
+                lines = ["self-check through the proxy:"]
+                lines += [f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}" for what, ok, detail in results]
+                outcome["passed"] = all(ok for _, ok, _ in results)
+                if not check_only:
+                    lines += ["", f"Open http://{http}/ in a browser, or: curl http://{http}/sse?n=3",
+                              f"Echo: nc {http.host} {echo.port}",
+                              "Ctrl-C to stop (drains open connections first)."]
+                _echo_lines(lines)
+                if check_only:
+                    proxy.begin_drain()
+
+            def on_ready(proxy: Proxy) -> None:
+                _echo_lines([f"mcp-sidecar {__version__} demo (pid {os.getpid()})", *route_lines(proxy)])
+                nursery.start_soon(check_then, proxy)
+
+            await run_worker(config, listeners, on_ready)
+        upstreams.cancel_scope.cancel()
+    return outcome["passed"]
+
+
+@cli.group()
+def config() -> None:
+    """Validate or show a configuration."""
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@reports_errors
+def config_validate(file: str) -> None:
+    """Check FILE; print a summary, exit 2 with the reason if invalid."""
+    cfg = build_config(load_config_file(file), source=file)
+    click.echo(f"{file}: ok ({len(cfg.routes)} route{'s' if len(cfg.routes) != 1 else ''})")
+
+
+@config.command("show")
+@with_route_options
+@reports_errors
+def config_show(config_path: str | None, forwards: tuple[str, ...], profile: str | None) -> None:
+    """Print the effective configuration, defaults filled in, as TOML."""
+    click.echo(render_toml(load_config(config_path, forwards=forwards, profile=profile)), nl=False)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,365 @@
+"""Configuration: TOML file, ``--forward`` specs and profiles -> ``ProxyConfig``.
+
+Rules this module keeps:
+
+* Every value is validated before anything is bound or started; the first
+  problem raises ``ConfigError`` naming the source, the field and the fault.
+* Unknown keys are errors (a typo must not silently fall back to a default).
+* Durations are seconds: a TOML number (``5``, ``0.25``) or a string with a
+  unit (``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``).  Internally every field
+  that holds a duration ends in ``_s``; sizes end in ``_bytes``.
+* Routes are numbered from 1 in messages: ``route[1]`` is the first.
+
+File layout::
+
+    [proxy]                      # process-wide settings
+    drain_timeout = "25s"
+
+    [defaults]                   # per-route settings every route inherits
+    connect_timeout = "5s"
+
+    [[route]]
+    name = "ui"
+    listen = "0.0.0.0:6274"      # or a list of addresses
+    upstream = "localhost:6274"
+    idle_timeout = "10m"         # any [defaults] key may be overridden here
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
+from .errors import ConfigError
+
+# --- defaults, with their units -------------------------------------------------
+
+#: Per attempt; a SYN to a dead host otherwise waits for the kernel (~2 min).
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+#: While the upstream refuses, keep retrying this long so that a restarting
+#: upstream (Inspector reload, container restart) does not fail the client.
+DEFAULT_CONNECT_RETRY_WINDOW_S = 5.0
+#: Off: the Inspector's /sse and /stdio streams stay silent for 20 s and more,
+#: WebSockets may idle for hours.  Dead peers are found by TCP keepalive.
+DEFAULT_IDLE_TIMEOUT_S = 0.0
+DEFAULT_MAX_CONNECTIONS = 1024
+#: One buffer per direction per connection: the memory bound of a connection.
+DEFAULT_BUFFER_BYTES = 256 * 1024
+#: TCP keepalive idle time before the first probe (0 disables keepalive).
+DEFAULT_TCP_KEEPALIVE_S = 60.0
+#: Below Kubernetes' default 30 s termination grace period.
+DEFAULT_DRAIN_TIMEOUT_S = 25.0
+
+MIN_BUFFER_BYTES = 4 * 1024
+MAX_BUFFER_BYTES = 16 * 1024 * 1024
+
+ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+PROFILES: dict[str, list[dict[str, Any]]] = {
+    # The MCP Inspector v1 pair: web UI and its proxy server.  Listening on the
+    # host's non-loopback addresses leaves the loopback ports to the Inspector.
+    "inspector-v1": [
+        {"name": "inspector-ui", "listen": f"{NONLOOPBACK}:6274", "upstream": "localhost:6274"},
+        {"name": "inspector-proxy", "listen": f"{NONLOOPBACK}:6277", "upstream": "localhost:6277"},
+    ],
+    # Inspector v2: one web port (UI and /api) and a sandbox origin.
+    "inspector-v2": [
+        {"name": "inspector-ui", "listen": f"{NONLOOPBACK}:6274", "upstream": "localhost:6274"},
+        {"name": "inspector-sandbox", "listen": f"{NONLOOPBACK}:6275", "upstream": "localhost:6275"},
+    ],
+}
+DEFAULT_PROFILE = "inspector-v1"
+
+
+# --- the validated model ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """The per-route settings a ``[defaults]`` section may set."""
+
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    connect_retry_window_s: float = DEFAULT_CONNECT_RETRY_WINDOW_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    tcp_keepalive_s: float = DEFAULT_TCP_KEEPALIVE_S
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    listen: tuple[HostPort, ...]
+    upstream: HostPort
+    settings: RouteSettings = field(default_factory=RouteSettings)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    routes: tuple[RouteConfig, ...]
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    profile: str | None = None
+    source: str = "<defaults>"
+
+
+# --- value parsers: each raises ValueError with a message for the user --------
+
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 5, 0.25 or \"250ms\", got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 5, 0.25 or \"250ms\", got {value!r}")
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"duration must be a finite number >= 0, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+#: TOML key -> (RouteSettings attribute, parser).
+_SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "connect_timeout": ("connect_timeout_s", _positive_duration),
+    "connect_retry_window": ("connect_retry_window_s", parse_duration),
+    "idle_timeout": ("idle_timeout_s", parse_duration),
+    "max_connections": ("max_connections", _int_in(1, 1_000_000)),
+    "buffer_size": ("buffer_bytes", _int_in(MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)),
+    "tcp_keepalive": ("tcp_keepalive_s", parse_duration),
+}
+_PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "drain_timeout": ("drain_timeout_s", parse_duration),
+}
+_ROUTE_KEYS = {"name", "listen", "upstream", *_SETTING_KEYS}
+_TOP_KEYS = {"proxy", "defaults", "route"}
+
+
+# --- building -------------------------------------------------------------------
+
+
+def _table(source: str, fieldname: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, fieldname, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(source: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key (known keys: {known})")
+
+
+def _apply_settings(source: str, prefix: str, base: RouteSettings, table: dict[str, Any]) -> RouteSettings:
+    changes: dict[str, Any] = {}
+    for key, (attr, parse) in _SETTING_KEYS.items():
+        if key in table:
+            try:
+                changes[attr] = parse(table[key])
+            except ValueError as exc:
+                raise ConfigError(source, f"{prefix}{key}", str(exc)) from None
+    return replace(base, **changes)
+
+
+def _parse_listen(source: str, fieldname: str, value: Any) -> tuple[HostPort, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(source, fieldname, "needs at least one address")
+    result = []
+    for item in items:
+        try:
+            result.append(parse_hostport(item, allow_zero_port=True))
+        except AddressSyntaxError as exc:
+            raise ConfigError(source, fieldname, str(exc)) from None
+    return tuple(result)
+
+
+def _build_route(source: str, index: int, table: dict[str, Any], defaults: RouteSettings) -> RouteConfig:
+    prefix = f"route[{index}]."
+    _check_keys(source, prefix, table, _ROUTE_KEYS)
+    for required in ("listen", "upstream"):
+        if required not in table:
+            raise ConfigError(source, f"{prefix}{required}", "missing (required)")
+    listen = _parse_listen(source, f"{prefix}listen", table["listen"])
+    try:
+        upstream = parse_hostport(table["upstream"])
+    except AddressSyntaxError as exc:
+        raise ConfigError(source, f"{prefix}upstream", str(exc)) from None
+    if upstream.host == NONLOOPBACK:
+        raise ConfigError(source, f"{prefix}upstream", f"{NONLOOPBACK} is only valid in listen")
+    name = table.get("name", f"port-{listen[0].port}" if listen[0].port else f"route-{index}")
+    if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
+        raise ConfigError(
+            source, f"{prefix}name", f"must be 1-64 characters of A-Z a-z 0-9 _ . - , got {name!r}"
+        )
+    settings = _apply_settings(source, prefix, defaults, table)
+    return RouteConfig(name=name, listen=listen, upstream=upstream, settings=settings)
+
+
+def _check_routes(source: str, routes: list[RouteConfig]) -> None:
+    if not routes:
+        raise ConfigError(source, "route", "no routes: add [[route]] tables, --forward or --profile")
+    names: dict[str, int] = {}
+    addresses: dict[HostPort, int] = {}
+    for index, route in enumerate(routes, start=1):
+        if route.name in names:
+            raise ConfigError(
+                source, f"route[{index}].name", f"duplicate route name {route.name!r} (also route[{names[route.name]}])"
+            )
+        names[route.name] = index
+        for addr in route.listen:
+            if addr.port and addr in addresses:
+                raise ConfigError(
+                    source, f"route[{index}].listen", f"{addr} is already used by route[{addresses[addr]}]"
+                )
+            addresses[addr] = index
+
+
+def build_config(
+    document: dict[str, Any] | None = None,
+    *,
+    source: str = "<defaults>",
+    forwards: tuple[str, ...] = (),
+    profile: str | None = None,
+) -> ProxyConfig:
+    """Validate a parsed TOML document plus CLI routes into a ``ProxyConfig``.
+
+    With no document, no forwards and no profile, the default profile
+    (``inspector-v1``) supplies the routes.
+    """
+    document = document or {}
+    _check_keys(source, "", document, _TOP_KEYS)
+    proxy_table = _table(source, "proxy", document.get("proxy", {}))
+    _check_keys(source, "proxy.", proxy_table, set(_PROXY_KEYS))
+    proxy_values: dict[str, Any] = {}
+    for key, (attr, parse) in _PROXY_KEYS.items():
+        if key in proxy_table:
+            try:
+                proxy_values[attr] = parse(proxy_table[key])
+            except ValueError as exc:
+                raise ConfigError(source, f"proxy.{key}", str(exc)) from None
+
+    defaults_table = _table(source, "defaults", document.get("defaults", {}))
+    _check_keys(source, "defaults.", defaults_table, set(_SETTING_KEYS))
+    defaults = _apply_settings(source, "defaults.", RouteSettings(), defaults_table)
+
+    raw_routes = document.get("route", [])
+    if not isinstance(raw_routes, list):
+        raise ConfigError(source, "route", "expected [[route]] tables")
+    routes = [
+        _build_route(source, i, _table(source, f"route[{i}]", t), defaults)
+        for i, t in enumerate(raw_routes, start=1)
+    ]
+
+    for spec in forwards:
+        index = len(routes) + 1
+        try:
+            fwd = parse_forward(spec)
+        except AddressSyntaxError as exc:
+            raise ConfigError("--forward", spec, str(exc)) from None
+        table = {"listen": str(fwd.listen), "upstream": str(fwd.upstream)}
+        routes.append(_build_route("--forward", index, table, defaults))
+
+    if profile is None and not routes:
+        profile = DEFAULT_PROFILE
+    if profile is not None:
+        if profile not in PROFILES:
+            raise ConfigError("--profile", "", f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+        for table in PROFILES[profile]:
+            routes.append(_build_route(f"profile {profile}", len(routes) + 1, dict(table), defaults))
+
+    _check_routes(source, routes)
+    return ProxyConfig(routes=tuple(routes), profile=profile, source=source, **proxy_values)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and parse a TOML file; errors name the file and the position."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
+
+
+def load_config(
+    path: str | Path | None = None, *, forwards: tuple[str, ...] = (), profile: str | None = None
+) -> ProxyConfig:
+    document = load_config_file(path) if path is not None else None
+    return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile)
+
+
+# --- rendering (``proxyctl config show``) -------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _settings_items(settings: RouteSettings) -> list[tuple[str, Any]]:
+    attr_to_key = {attr: key for key, (attr, _) in _SETTING_KEYS.items()}
+    items = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        items.append((attr_to_key[f.name], format_duration(value) if f.name.endswith("_s") else value))
+    return items
+
+
+def render_toml(config: ProxyConfig) -> str:
+    """The effective configuration, every default filled in, as TOML."""
+    lines = [f"# effective configuration (source: {config.source}"]
+    lines[0] += f", profile: {config.profile})" if config.profile else ")"
+    lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}", ""]
+    for route in config.routes:
+        lines.append("[[route]]")
+        lines.append(f"name = {_toml_value(route.name)}")
+        listen = [str(a) for a in route.listen]
+        lines.append(f"listen = {_toml_value(listen if len(listen) > 1 else listen[0])}")
+        lines.append(f"upstream = {_toml_value(str(route.upstream))}")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in _settings_items(route.settings)]
+        lines.append("")
+    return "\n".join(lines)

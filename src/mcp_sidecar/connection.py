@@ -1,0 +1,163 @@
+"""One forwarded connection: connect upstream, pump both ways, close right.
+
+Rules this module keeps:
+
+* Each connection is one task owning one nursery with the two pumps (and
+  the idle watcher when ``idle_timeout`` is set).  It ends when both
+  directions have seen EOF, when a leg fails, on idle timeout, or when the
+  proxy cancels it (drain deadline, forced stop).
+* Half-close is propagated: EOF from one side becomes ``shutdown(SHUT_WR)``
+  towards the other, and the other direction keeps flowing.
+* A reset is propagated: an error on one leg closes the other with RST, so
+  each peer sees what it would have seen on a direct connection.
+* ``end`` records how it ended, as a bounded label (see ``END_REASONS``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import sockopts
+from .errors import UpstreamUnavailable
+from .logs import log
+from .pump import Flow, LegFailed, pump
+
+if TYPE_CHECKING:
+    from .proxy import RouteRuntime
+
+logger = logging.getLogger("mcp_sidecar.connection")
+
+END_REASONS = (
+    "closed",  # both directions reached EOF
+    "client_reset",  # the client leg failed (RST, EPIPE); upstream got RST
+    "upstream_reset",  # the upstream leg failed; client got RST
+    "idle_timeout",
+    "upstream_unavailable",  # no upstream connection within the retry window
+    "drain_timeout",  # still open when the drain deadline passed
+    "cancelled",  # stopped by the proxy otherwise
+)
+
+#: The idle watcher wakes this many times per idle_timeout: a connection is
+#: closed between 1 and 1.25 idle_timeouts after its last byte.
+IDLE_CHECKS_PER_TIMEOUT = 4
+
+_ids = itertools.count(1)
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return "?"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Connection:
+    __slots__ = ("id", "route", "client", "upstream", "started", "c2u", "u2c", "end", "connect_attempts",
+                 "connect_s")
+
+    def __init__(self, route: str, client: str) -> None:
+        self.id = next(_ids)
+        self.route = route
+        self.client = client
+        self.upstream: str | None = None
+        self.started = trio.current_time()
+        self.c2u = Flow()
+        self.u2c = Flow()
+        self.end: str | None = None
+        self.connect_attempts = 0
+        self.connect_s: float | None = None
+
+
+async def _idle_watch(conn: Connection, timeout_s: float, scope: trio.CancelScope) -> None:
+    last = (conn.c2u.bytes, conn.u2c.bytes)
+    quiet_since = trio.current_time()
+    while True:
+        await trio.sleep(timeout_s / IDLE_CHECKS_PER_TIMEOUT)
+        now = trio.current_time()
+        seen = (conn.c2u.bytes, conn.u2c.bytes)
+        if seen != last:
+            last, quiet_since = seen, now
+        elif now - quiet_since >= timeout_s:
+            conn.end = "idle_timeout"
+            scope.cancel()
+            return
+
+
+async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, usock: socket.socket) -> set[str]:
+    """Run both pumps; return the legs ("client"/"upstream") to abort with RST."""
+    abort: set[str] = set()
+    open_directions = 2
+
+    async def leg(src: socket.socket, dst: socket.socket, flow: Flow, src_name: str, dst_name: str) -> None:
+        nonlocal open_directions
+        try:
+            await pump(src, dst, rt.scratch, flow)
+        except LegFailed as exc:
+            failed = src_name if exc.side == "src" else dst_name
+            other = dst_name if failed == src_name else src_name
+            if conn.end is None:
+                conn.end = f"{failed}_reset"
+            abort.add(other)
+            nursery.cancel_scope.cancel()
+            return
+        open_directions -= 1
+        if open_directions == 0:
+            nursery.cancel_scope.cancel()  # stops the idle watcher
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leg, csock, usock, conn.c2u, "client", "upstream")
+        nursery.start_soon(leg, usock, csock, conn.u2c, "upstream", "client")
+        if rt.config.settings.idle_timeout_s > 0:
+            nursery.start_soon(_idle_watch, conn, rt.config.settings.idle_timeout_s, nursery.cancel_scope)
+    if conn.end is None and open_directions == 0:
+        conn.end = "closed"
+    return abort
+
+
+async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str) -> None:
+    """Handle one accepted client socket to the end; never raises OSError."""
+    settings = rt.config.settings
+    conn = Connection(rt.config.name, client)
+    rt.connections[conn.id] = conn
+    usock: socket.socket | None = None
+    abort: set[str] = set()
+    try:
+        sockopts.tune(csock, settings.tcp_keepalive_s)
+        t0 = trio.current_time()
+        try:
+            usock, conn.connect_attempts = await rt.connector.connect()
+        except UpstreamUnavailable as exc:
+            conn.end = "upstream_unavailable"
+            conn.connect_attempts = exc.attempts
+            rt.connect_failures[exc.reason] = rt.connect_failures.get(exc.reason, 0) + 1
+            abort.add("client")
+            log(logger, logging.WARNING, "upstream.unavailable", route=conn.route, conn=conn.id,
+                client=client, upstream=exc.upstream, reason=exc.reason, attempts=exc.attempts,
+                detail=exc.detail)
+            return
+        conn.connect_s = trio.current_time() - t0
+        conn.upstream = _peer(usock)
+        sockopts.tune(usock, settings.tcp_keepalive_s)
+        abort = await _forward(conn, rt, csock, usock)
+    except OSError as exc:  # setsockopt on a socket the client already reset
+        conn.end = conn.end or "client_reset"
+        log(logger, logging.DEBUG, "connection.error", route=conn.route, conn=conn.id, error=str(exc))
+    finally:
+        if conn.end is None:
+            conn.end = "drain_timeout" if rt.draining else "cancelled"
+        sockopts.close(csock, abort="client" in abort)
+        if usock is not None:
+            sockopts.close(usock, abort="upstream" in abort)
+        del rt.connections[conn.id]
+        rt.connection_closed(conn)
+        log(logger, logging.INFO, "connection.closed", route=conn.route, conn=conn.id, client=client,
+            upstream=conn.upstream, end=conn.end,
+            duration_s=round(trio.current_time() - conn.started, 6),
+            bytes_client_to_upstream=conn.c2u.bytes, bytes_upstream_to_client=conn.u2c.bytes)

@@ -1,0 +1,229 @@
+"""The embedded demo upstream: a TCP echo service and a small HTTP service.
+
+``proxyctl demo`` runs both behind the real forwarding path, so a newcomer
+sees the proxy work with nothing else installed; the tests use the same
+servers as their upstream.  The HTTP service is sans-io h11 wrapped in
+thin trio code, like everything else here.
+
+HTTP endpoints::
+
+    GET  /            an index page
+    GET  /health      {"status": "ok"}
+    POST /echo        the request body back, same Content-Type
+    GET  /bytes?n=N   N bytes of a repeating pattern (N <= 64 MiB)
+    GET  /sse?n=N&interval=S
+                      a text/event-stream of N events, S seconds apart
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Awaitable, Callable
+
+import h11
+import trio
+
+MAX_BYTES = 64 * 1024 * 1024
+MAX_SSE_EVENTS = 10_000
+#: A client that sends no complete request within this time is dropped.
+HTTP_REQUEST_TIMEOUT_S = 30.0
+#: Largest request body the demo reads.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+PATTERN = bytes(range(256)) * 256  # 64 KiB, the unit of /bytes
+
+
+def pattern_bytes(n: int) -> bytes:
+    """The first ``n`` bytes of the ``/bytes`` pattern (tests compare with it)."""
+    return (PATTERN * (n // len(PATTERN) + 1))[:n]
+
+
+async def _listen(host: str, port: int) -> list[trio.SocketListener]:
+    return await trio.open_tcp_listeners(port, host=host)
+
+
+async def _serve(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    host: str,
+    port: int,
+    task_status: trio.TaskStatus[int],
+) -> None:
+    listeners = await _listen(host, port)
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handler, listeners)
+
+
+# --- TCP echo -------------------------------------------------------------------------
+
+
+async def echo_handler(stream: trio.SocketStream) -> None:
+    """Echo until the client half-closes, then half-close back."""
+    try:
+        async with stream:
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
+            await stream.send_eof()
+            # Keep the socket open until the client closes its side, so the
+            # client never sees RST for data still in flight.
+            await stream.receive_some(1)
+    except trio.BrokenResourceError:
+        pass
+
+
+async def serve_echo(
+    host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await _serve(echo_handler, host, port, task_status)
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+INDEX = b"""<!doctype html><title>mcp-sidecar demo</title>
+<h1>mcp-sidecar demo upstream</h1>
+<p>You reached this page through the proxy. Try:
+<ul><li><a href="/health">/health</a><li><a href="/bytes?n=1024">/bytes?n=1024</a>
+<li><a href="/sse?n=5&amp;interval=0.5">/sse?n=5&amp;interval=0.5</a>
+<li>POST /echo</ul>
+"""
+
+
+class _HttpConnection:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.SERVER)
+
+    async def next_event(self):
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(await self.stream.receive_some(65536))
+                continue
+            return event
+
+    async def send(self, *events) -> None:
+        data = b"".join(self.conn.send(e) or b"" for e in events)
+        await self.stream.send_all(data)
+
+    async def simple(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        headers = [("content-type", content_type), ("content-length", str(len(body)))]
+        await self.send(h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
+
+
+def _query_number(query: dict[str, list[str]], name: str, default: float, high: float) -> float:
+    try:
+        value = float(query.get(name, [default])[0])
+    except ValueError:
+        return default
+    return max(0.0, min(value, high))
+
+
+async def _respond(http: _HttpConnection, request: h11.Request, body: bytes) -> None:
+    url = urllib.parse.urlsplit(request.target.decode("ascii", "replace"))
+    query = urllib.parse.parse_qs(url.query)
+    method = request.method.decode()
+    if url.path == "/" and method == "GET":
+        await http.simple(200, INDEX, "text/html; charset=utf-8")
+    elif url.path == "/health" and method == "GET":
+        await http.simple(200, b'{"status":"ok"}')
+    elif url.path == "/echo" and method == "POST":
+        ctype = dict(request.headers).get(b"content-type", b"application/octet-stream").decode("latin-1")
+        await http.simple(200, body, ctype)
+    elif url.path == "/bytes" and method == "GET":
+        n = int(_query_number(query, "n", 1024, MAX_BYTES))
+        await http.send(h11.Response(status_code=200, headers=[
+            ("content-type", "application/octet-stream"), ("content-length", str(n))]))
+        sent = 0
+        while sent < n:
+            chunk = PATTERN[: min(len(PATTERN), n - sent)]
+            await http.send(h11.Data(data=chunk))
+            sent += len(chunk)
+        await http.send(h11.EndOfMessage())
+    elif url.path == "/sse" and method == "GET":
+        count = int(_query_number(query, "n", 5, MAX_SSE_EVENTS))
+        interval = _query_number(query, "interval", 0.5, 60.0)
+        await http.send(h11.Response(status_code=200, headers=[
+            ("content-type", "text/event-stream"), ("cache-control", "no-cache")]))
+        for i in range(count):
+            if i:
+                await trio.sleep(interval)
+            payload = json.dumps({"seq": i}).encode()
+            await http.send(h11.Data(data=b"id: %d\r\nevent: tick\r\ndata: %s\r\n\r\n" % (i, payload)))
+        await http.send(h11.EndOfMessage())
+    else:
+        await http.simple(404, json.dumps({"error": "not found", "path": url.path}).encode())
+
+
+async def http_handler(stream: trio.SocketStream) -> None:
+    http = _HttpConnection(stream)
+    try:
+        async with stream:
+            while True:
+                with trio.move_on_after(HTTP_REQUEST_TIMEOUT_S):
+                    event = await http.next_event()
+                if not isinstance(event, h11.Request):
+                    return  # timeout, ConnectionClosed
+                body = bytearray()
+                while True:
+                    part = await http.next_event()
+                    if isinstance(part, h11.Data):
+                        body += part.data
+                        if len(body) > MAX_BODY_BYTES:
+                            await http.simple(413, b'{"error":"body too large"}')
+                            return
+                    elif isinstance(part, h11.EndOfMessage):
+                        break
+                    else:
+                        return
+                await _respond(http, event, bytes(body))
+                if http.conn.our_state is h11.MUST_CLOSE:
+                    return
+                http.conn.start_next_cycle()
+    except h11.RemoteProtocolError:
+        try:
+            await http.simple(400, b'{"error":"bad request"}')
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        pass
+
+
+async def serve_http(
+    host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await _serve(http_handler, host, port, task_status)
+
+
+# --- ``proxyctl demo`` ----------------------------------------------------------------
+
+
+async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") -> list[tuple[str, bool, str]]:
+    """Drive one HTTP request and one echo through the proxy; report results."""
+    from .httpclient import request
+
+    results: list[tuple[str, bool, str]] = []
+    t0 = trio.current_time()
+    try:
+        with trio.fail_after(5):
+            response = await request(host, http_port, "/health")
+        ok = response.status == 200 and response.body == b'{"status":"ok"}'
+        ms = (trio.current_time() - t0) * 1000
+        results.append((f"GET http://{host}:{http_port}/health", ok, f"{response.status} in {ms:.1f} ms"))
+    except (OSError, trio.TooSlowError, h11.ProtocolError) as exc:
+        results.append((f"GET http://{host}:{http_port}/health", False, repr(exc)))
+    message = b"hello through mcp-sidecar\n"
+    t0 = trio.current_time()
+    try:
+        with trio.fail_after(5):
+            stream = await trio.open_tcp_stream(host, echo_port)
+            async with stream:
+                await stream.send_all(message)
+                await stream.send_eof()
+                received = bytearray()
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        ms = (trio.current_time() - t0) * 1000
+        results.append((f"echo tcp://{host}:{echo_port}", bytes(received) == message,
+                        f"{len(received)} bytes back in {ms:.1f} ms"))
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        results.append((f"echo tcp://{host}:{echo_port}", False, repr(exc)))
+    return results

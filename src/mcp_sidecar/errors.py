@@ -1,0 +1,72 @@
+"""Errors, split by who is to blame (the h11 way).
+
+* ``LocalError`` -- the operator's input or this host is wrong: a bad config
+  field, a busy port, a missing permission.  The CLI prints ``str(err)`` as
+  one line, without a traceback, and exits with ``err.exit_code``.
+* ``RemoteError`` -- a peer misbehaved or is absent (upstream refused, reset,
+  timed out).  These are per-connection facts: they are counted and logged,
+  never fatal to the process.
+
+Exit codes follow the convention documented in docs/cli.md:
+0 ok, 1 runtime failure (cannot bind, ...), 2 usage or configuration error,
+3 not running.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+class SidecarError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = EXIT_FAILURE
+
+
+class LocalError(SidecarError):
+    """The operator's input or the local host is at fault."""
+
+
+class ConfigError(LocalError):
+    """An invalid configuration value.
+
+    ``source`` is the file (or ``--forward``, ``--profile``), ``field`` the
+    dotted path of the offending key (``route[1].upstream``).
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, source: str, field: str, message: str) -> None:
+        self.source = source
+        self.field = field
+        self.message = message
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {message}")
+
+
+class BindError(LocalError):
+    """A listening socket could not be opened (busy, privileged, absent)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class RemoteError(SidecarError):
+    """A peer (client or upstream) is at fault."""
+
+
+class UpstreamUnavailable(RemoteError):
+    """No upstream connection could be made within the retry window.
+
+    ``reason`` is a bounded label (``refused``, ``timeout``, ``unreachable``,
+    ``dns``, ``error``) suitable for metrics.
+    """
+
+    def __init__(self, upstream: str, reason: str, detail: str, attempts: int) -> None:
+        self.upstream = upstream
+        self.reason = reason
+        self.detail = detail
+        self.attempts = attempts
+        super().__init__(f"upstream {upstream} unavailable after {attempts} attempt(s): {detail}")

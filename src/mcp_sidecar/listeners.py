@@ -1,0 +1,143 @@
+"""Opening listening sockets for routes: all of them, or none.
+
+Rules this module keeps:
+
+* ``bind_all`` either returns a listening socket for every address of every
+  route or closes what it opened and raises ``BindError``: nothing is left
+  half-started.
+* A failure names the address and the route, and says why in words: who
+  holds a busy port (and, when it holds only loopback, how to avoid the
+  collision), that a privileged port needs a capability, that an address is
+  not on this host.
+* IPv6 sockets are ``IPV6_V6ONLY``: ``0.0.0.0`` and ``[::]`` are separate
+  listen addresses, whatever ``net.ipv6.bindv6only`` says.
+* Sockets are plain non-blocking stdlib sockets: the accept loop and the pump
+  drive them with ``trio.lowlevel.wait_readable``.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from .addresses import NONLOOPBACK, HostPort
+from .config import ProxyConfig, RouteConfig
+from .errors import BindError
+from .netinfo import listeners_on_port, nonloopback_addresses
+
+LISTEN_BACKLOG = 1024
+
+
+@dataclass
+class BoundListener:
+    route: RouteConfig
+    sock: socket.socket
+    address: HostPort  # as bound: the real port when 0 was asked for
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def expand_listen_host(host: str, port: int) -> list[str]:
+    """The IP addresses one configured listen host stands for."""
+    if host == NONLOOPBACK:
+        addresses = nonloopback_addresses()
+        if not addresses:
+            raise BindError(
+                f"cannot listen on {NONLOOPBACK}:{port}: this host has no non-loopback address "
+                "(use --forward with an explicit bind address)"
+            )
+        return addresses
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return [host]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {host}:{port}: cannot resolve {host!r}: {exc.strerror}") from None
+    result: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in result:
+            result.append(sockaddr[0])
+    return result
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _explain(exc: OSError, addr: HostPort, route: RouteConfig) -> BindError:
+    where = f"cannot listen on {addr} (route {route.name})"
+    if exc.errno == errno.EADDRINUSE:
+        owners = [o for o in listeners_on_port(addr.port)]
+        if not owners:
+            return BindError(f"{where}: address already in use")
+        held = "; ".join(o.describe() for o in owners)
+        hint = ""
+        if all(ipaddress.ip_address(o.address).is_loopback for o in owners) and (
+            ipaddress.ip_address(addr.host.split("%", 1)[0]).is_unspecified
+        ):
+            hint = (
+                f" -- the upstream holds only loopback: listen on {NONLOOPBACK}:{addr.port} "
+                "(or a specific address) instead of a wildcard"
+            )
+        return BindError(f"{where}: address already in use by {held}{hint}")
+    if exc.errno == errno.EACCES:
+        start = _unprivileged_port_start()
+        if addr.port < start:
+            return BindError(
+                f"{where}: permission denied: ports below {start} need root or CAP_NET_BIND_SERVICE"
+            )
+        return BindError(f"{where}: permission denied")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return BindError(f"{where}: address not available on this host")
+    return BindError(f"{where}: {exc.strerror or exc}")
+
+
+def open_listener(route: RouteConfig, host: str, port: int) -> BoundListener:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise _explain(exc, HostPort(host, port), route) from None
+    return BoundListener(route, sock, HostPort(host, sock.getsockname()[1]))
+
+
+def bind_route(route: RouteConfig) -> list[BoundListener]:
+    bound: list[BoundListener] = []
+    try:
+        for addr in route.listen:
+            for host in expand_listen_host(addr.host, addr.port):
+                bound.append(open_listener(route, host, addr.port))
+    except BaseException:
+        for listener in bound:
+            listener.close()
+        raise
+    return bound
+
+
+def bind_all(config: ProxyConfig) -> list[BoundListener]:
+    bound: list[BoundListener] = []
+    try:
+        for route in config.routes:
+            bound.extend(bind_route(route))
+    except BaseException:
+        for listener in bound:
+            listener.close()
+        raise
+    return bound

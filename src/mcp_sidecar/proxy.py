@@ -1,0 +1,169 @@
+"""The forwarding worker: accept loops for every route, connections, drain.
+
+Task tree (every task has one owner)::
+
+    Proxy.serve
+      connections nursery        -- one task per connection (connection.py)
+        acceptors nursery        -- one accept loop per listening socket
+
+Shutdown is cancellation: ``begin_drain()`` cancels the acceptors (no new
+connections), the listening sockets are closed, and the connections nursery
+gets a deadline of ``drain_timeout``; connections that finish earlier end
+the drain earlier.  ``stop_now()`` cancels the connections at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import trio
+
+from . import sockopts
+from .config import ProxyConfig, RouteConfig
+from .connection import Connection, serve_connection
+from .listeners import BoundListener
+from .logs import log
+from .pump import ScratchBuffer
+from .upstream import Connector
+
+logger = logging.getLogger("mcp_sidecar.proxy")
+
+#: Accepts in a row before yielding to the scheduler during an accept storm.
+ACCEPTS_PER_CHECKPOINT = 64
+#: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
+ACCEPT_RESOURCE_BACKOFF_S = 0.1
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+@dataclass
+class RouteRuntime:
+    """A route's live state: its listeners, connector and counters."""
+
+    config: RouteConfig
+    listeners: list[BoundListener]
+    connector: Connector
+    scratch: memoryview
+    active: int = 0
+    total: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    ended: dict[str, int] = field(default_factory=dict)
+    connections: dict[int, Connection] = field(default_factory=dict)
+    draining: bool = False
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.active -= 1
+        self.ended[conn.end or "cancelled"] = self.ended.get(conn.end or "cancelled", 0) + 1
+
+
+def _addr_text(addr: tuple) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Proxy:
+    def __init__(self, config: ProxyConfig, listeners: list[BoundListener]) -> None:
+        self.config = config
+        size = max(r.settings.buffer_bytes for r in config.routes)
+        self._scratch = ScratchBuffer(size)
+        self.routes: list[RouteRuntime] = []
+        for route in config.routes:
+            s = route.settings
+            self.routes.append(
+                RouteRuntime(
+                    config=route,
+                    listeners=[l for l in listeners if l.route is route],
+                    connector=Connector(route.upstream, s.connect_timeout_s, s.connect_retry_window_s),
+                    scratch=self._scratch.view(s.buffer_bytes),
+                )
+            )
+        self.draining = False
+        self._accept_scope: trio.CancelScope | None = None
+        self._conn_scope: trio.CancelScope | None = None
+        self._drain_requested = trio.Event()
+        self.stopped = trio.Event()
+
+    @property
+    def listeners(self) -> list[BoundListener]:
+        return [l for rt in self.routes for l in rt.listeners]
+
+    def begin_drain(self) -> None:
+        """Stop accepting; open connections get ``drain_timeout`` to finish."""
+        if not self.draining:
+            self.draining = True
+            for rt in self.routes:
+                rt.draining = True
+            self._drain_requested.set()
+
+    def stop_now(self) -> None:
+        """Close every connection now (a second signal during drain)."""
+        self.begin_drain()
+        if self._conn_scope is not None:
+            self._conn_scope.cancel()
+
+    async def _accept_loop(self, rt: RouteRuntime, lsock: socket.socket, conns: trio.Nursery) -> None:
+        accept = lsock.accept
+        max_connections = rt.config.settings.max_connections
+        burst = 0
+        while True:
+            try:
+                csock, addr = accept()
+            except BlockingIOError:
+                burst = 0
+                await trio.lowlevel.wait_readable(lsock)
+                continue
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRNOS:
+                    log(logger, logging.ERROR, "accept.resource_exhausted", route=rt.config.name, error=str(exc))
+                    await trio.sleep(ACCEPT_RESOURCE_BACKOFF_S)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # the client gave up before we accepted
+                raise
+            csock.setblocking(False)
+            if rt.active >= max_connections:
+                rt.rejected["max_connections"] = rt.rejected.get("max_connections", 0) + 1
+                sockopts.close(csock, abort=True)
+                log(logger, logging.WARNING, "connection.rejected", route=rt.config.name,
+                    client=_addr_text(addr), reason="max_connections", limit=max_connections)
+            else:
+                rt.active += 1
+                rt.total += 1
+                conns.start_soon(serve_connection, rt, csock, _addr_text(addr))
+            burst += 1
+            if burst >= ACCEPTS_PER_CHECKPOINT:
+                burst = 0
+                await trio.lowlevel.checkpoint()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until drained; the listeners are closed on return."""
+        try:
+            async with trio.open_nursery() as conns:
+                self._conn_scope = conns.cancel_scope
+                async with trio.open_nursery() as acceptors:
+                    self._accept_scope = acceptors.cancel_scope
+                    for rt in self.routes:
+                        for listener in rt.listeners:
+                            acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
+                    task_status.started()
+                    await self._drain_requested.wait()
+                    acceptors.cancel_scope.cancel()
+                self._close_listeners()
+                active = sum(rt.active for rt in self.routes)
+                log(logger, logging.INFO, "proxy.draining", connections=active,
+                    drain_timeout_s=self.config.drain_timeout_s)
+                conns.cancel_scope.deadline = min(
+                    conns.cancel_scope.deadline, trio.current_time() + self.config.drain_timeout_s
+                )
+        finally:
+            self._close_listeners()
+            self.stopped.set()
+        log(logger, logging.INFO, "proxy.stopped")
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            if listener.sock.fileno() >= 0:
+                sockopts.close(listener.sock)

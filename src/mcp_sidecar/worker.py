@@ -1,0 +1,49 @@
+"""Running the forwarding worker in this process, with signal handling.
+
+SIGTERM or SIGINT starts a graceful drain (stop accepting, let connections
+finish up to ``drain_timeout``, exit 0); a second one closes every
+connection at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Callable
+
+import trio
+
+from .config import ProxyConfig
+from .listeners import BoundListener
+from .logs import log
+from .proxy import Proxy
+
+logger = logging.getLogger("mcp_sidecar.worker")
+
+
+async def _watch_signals(proxy: Proxy) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not proxy.draining:
+                log(logger, logging.INFO, "signal.drain", signal=name)
+                proxy.begin_drain()
+            else:
+                log(logger, logging.WARNING, "signal.stop_now", signal=name)
+                proxy.stop_now()
+
+
+async def run_worker(
+    config: ProxyConfig,
+    listeners: list[BoundListener],
+    on_ready: Callable[[Proxy], None] | None = None,
+) -> None:
+    proxy = Proxy(config, listeners)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, proxy)
+        await nursery.start(proxy.serve)
+        if on_ready is not None:
+            on_ready(proxy)
+        # serve() runs on in the nursery; once it has drained, stop watching signals.
+        await proxy.stopped.wait()
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,240 @@
+"""Shared fixtures: demo upstreams, a running in-process proxy, subprocess helpers.
+
+Everything binds loopback port 0.  Every I/O test body runs under
+``trio.fail_after``; subprocess waits carry timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from mcp_sidecar.config import ProxyConfig, build_config
+from mcp_sidecar.demo import serve_echo, serve_http
+from mcp_sidecar.listeners import bind_all
+from mcp_sidecar.proxy import Proxy
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXYCTL = [sys.executable, "-m", "mcp_sidecar"]
+@pytest.fixture
+async def echo_port(nursery: trio.Nursery) -> int:
+    return await nursery.start(serve_echo, "127.0.0.1", 0)
+
+
+@pytest.fixture
+async def http_port(nursery: trio.Nursery) -> int:
+    return await nursery.start(serve_http, "127.0.0.1", 0)
+
+
+@dataclass
+class RunningProxy:
+    proxy: Proxy
+    config: ProxyConfig
+
+    def port(self, route: str | None = None) -> int:
+        return self.address(route)[1]
+
+    def address(self, route: str | None = None) -> tuple[str, int]:
+        rt = self.route(route)
+        addr = rt.listeners[0].address
+        return addr.host, addr.port
+
+    def route(self, name: str | None = None):
+        if name is None:
+            return self.proxy.routes[0]
+        return next(rt for rt in self.proxy.routes if rt.config.name == name)
+
+
+async def start_proxy(nursery: trio.Nursery, document: dict[str, Any]) -> RunningProxy:
+    """Bind and serve ``document`` (a config dict) in ``nursery``."""
+    config = build_config(document, source="test")
+    proxy = Proxy(config, bind_all(config))
+    await nursery.start(proxy.serve)
+    return RunningProxy(proxy, config)
+
+
+def route_doc(upstream: str, listen: str = "127.0.0.1:0", **settings: Any) -> dict[str, Any]:
+    return {"route": [{"name": "r", "listen": listen, "upstream": upstream, **settings}]}
+
+
+@pytest.fixture
+async def echo_proxy(nursery: trio.Nursery, echo_port: int) -> RunningProxy:
+    return await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"))
+
+
+async def connect(port: int, host: str = "127.0.0.1") -> trio.SocketStream:
+    return await trio.open_tcp_stream(host, port)
+
+
+async def receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = await stream.receive_some(n - len(data))
+        if not chunk:
+            raise EOFError(f"EOF after {len(data)} of {n} bytes")
+        data += chunk
+    return bytes(data)
+
+
+async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = bytearray()
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return bytes(data)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# --- subprocess helpers ---------------------------------------------------------------
+
+
+class ProxyProcess:
+    """``proxyctl`` in a subprocess; stdout lines are awaited as events.
+
+    A reader thread (test harness only) collects stdout lines so that
+    ``wait_for_line`` can block on a condition instead of polling.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [*PROXYCTL, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self.log_lines: list[str] = []
+        self._changed = threading.Condition()
+        self._open_streams = 2
+        for stream, sink in ((self.proc.stdout, self.lines), (self.proc.stderr, self.log_lines)):
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+
+    def _read(self, stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                sink.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._open_streams -= 1
+            self._changed.notify_all()
+
+    def _wait(self, sink: list[str], needle: str, timeout: float, *, prefix: bool) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in sink:
+                    if (line.startswith(needle) if prefix else needle in line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if self._open_streams == 0 or remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+        self.kill()
+        raise AssertionError(f"no line {needle!r}; stdout={self.lines!r} stderr={self.log_lines!r}")
+
+    def wait_for_line(self, prefix: str, timeout: float = 20.0) -> str:
+        """Block until stdout has a line starting with ``prefix``."""
+        return self._wait(self.lines, prefix, timeout, prefix=True)
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
+        """Block until stderr (the log) has a line containing ``text``."""
+        return self._wait(self.log_lines, text, timeout, prefix=False)
+
+    def route_port(self, name: str) -> int:
+        line = next(l for l in self.lines if l.startswith(f"route {name} "))
+        bound = line.split("  ", 1)[1].split(" -> ")[0].split(", ")[0]
+        return int(bound.rsplit(":", 1)[1])
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stderr(self) -> str:
+        with self._changed:
+            return "\n".join(self.log_lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def proxy_process():
+    started: list[ProxyProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ProxyProcess:
+        p = ProxyProcess(list(args), env)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+def run_proxyctl(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PROXYCTL, *args], capture_output=True, text=True, timeout=timeout)
+
+
+async def wait_until(predicate, interval: float = 0.005) -> None:
+    """Poll ``predicate`` -- only for state that has no event to await
+    (e.g. a counter inside the proxy); the caller bounds it with fail_after."""
+    while not predicate():
+        await trio.sleep(interval)
+
+
+@dataclass
+class ScriptedUpstream:
+    """An upstream whose accepted connections the test drives itself."""
+
+    port: int
+    accepted: trio.MemoryReceiveChannel
+
+
+@pytest.fixture
+async def scripted_upstream(nursery: trio.Nursery) -> ScriptedUpstream:
+    return await start_scripted_upstream(nursery)
+
+
+async def start_scripted_upstream(nursery: trio.Nursery) -> ScriptedUpstream:
+    send, receive = trio.open_memory_channel(100)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await send.send(stream)
+        await trio.sleep_forever()  # the test owns the stream from here
+
+    async def serve() -> None:
+        await trio.serve_listeners(handler, listeners)
+
+    nursery.start_soon(serve)
+    return ScriptedUpstream(listeners[0].socket.getsockname()[1], receive)
