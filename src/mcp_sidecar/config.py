@@ -231,20 +231,21 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
 def _check_routes(source: str, routes: list[RouteConfig]) -> None:
     if not routes:
         raise ConfigError(source, "route", "no routes: add [[route]] tables, --forward or --profile")
-    names: dict[str, int] = {}
     addresses: dict[HostPort, int] = {}
     for index, route in enumerate(routes, start=1):
-        if route.name in names:
-            raise ConfigError(
-                source, f"route[{index}].name", f"duplicate route name {route.name!r} (also route[{names[route.name]}])"
-            )
-        names[route.name] = index
         for addr in route.listen:
             if addr.port and addr in addresses:
                 raise ConfigError(
                     source, f"route[{index}].listen", f"{addr} is already used by route[{addresses[addr]}]"
                 )
             addresses[addr] = index
+    names: dict[str, int] = {}
+    for index, route in enumerate(routes, start=1):
+        if route.name in names:
+            raise ConfigError(
+                source, f"route[{index}].name", f"duplicate route name {route.name!r} (also route[{names[route.name]}])"
+            )
+        names[route.name] = index
 
 
 def build_config(

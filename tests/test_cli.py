@@ -1,0 +1,130 @@
+"""``proxyctl`` as a user runs it: subprocesses, exit codes, exact messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+import trio
+
+from mcp_sidecar.demo import serve_echo
+
+from .conftest import connect, receive_all, receive_exactly, run_proxyctl
+
+
+def test_config_validate_ok(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[[route]]\nlisten = "127.0.0.1:7000"\nupstream = "localhost:8000"\n')
+    result = run_proxyctl("config", "validate", str(path))
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{path}: ok (1 route)\n", "")
+
+
+def test_config_validate_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[route]]\nlisten = "127.0.0.1:7000"\nupstream = "localhost"\n')
+    result = run_proxyctl("config", "validate", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f'proxyctl: error: {path}: route[1].upstream: expected "HOST:PORT", got \'localhost\'\n'
+    )
+
+
+def test_run_with_invalid_config_starts_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[defaults]\nidle_timeout = "soon"\n')
+    result = run_proxyctl("run", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"proxyctl: error: {path}: defaults.idle_timeout: expected a duration such as 5, 0.25 or \"250ms\", "
+        "got 'soon'"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_busy_port_names_address_and_owner() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run_proxyctl("run", "--forward", f"127.0.0.1:{port}:localhost:9")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"proxyctl: error: cannot listen on 127.0.0.1:{port} (route port-{port}): address already in use by "
+        f"pid {os.getpid()} ({Path('/proc/self/comm').read_text().strip()}) listening on 127.0.0.1:{port}\n"
+    )
+
+
+def test_bad_forward_spec_exit_2() -> None:
+    result = run_proxyctl("run", "--forward", "7000")
+    assert result.returncode == 2
+    assert result.stderr.startswith("proxyctl: error: --forward: 7000: expected \"[BIND:]PORT:HOST:HOSTPORT\"")
+
+
+def test_config_show_default_profile_is_valid_toml() -> None:
+    result = run_proxyctl("config", "show")
+    assert result.returncode == 0, result.stderr
+    document = tomllib.loads(result.stdout)
+    assert [(r["name"], r["listen"], r["upstream"]) for r in document["route"]] == [
+        ("inspector-ui", "@nonloopback:6274", "localhost:6274"),
+        ("inspector-proxy", "@nonloopback:6277", "localhost:6277"),
+    ]
+    assert document["route"][0]["idle_timeout"] == "0s"
+    assert document["proxy"]["drain_timeout"] == "25s"
+
+
+def test_demo_self_check_passes() -> None:
+    result = run_proxyctl("demo", "--check", "--http-port", "0", "--echo-port", "0", "--log-format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("mcp-sidecar ")
+    assert any(l.startswith("  ok   GET http://127.0.0.1:") and ": 200 in " in l for l in lines)
+    assert any(l.startswith("  ok   echo tcp://127.0.0.1:") and "26 bytes back" in l for l in lines)
+    assert '"event":"connection.closed"' in result.stderr
+
+
+async def test_sigterm_drains_open_connection_then_exits_0(nursery, proxy_process) -> None:
+    with trio.fail_after(30):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}", "--drain-timeout", "20s",
+                             "--log-format", "json")
+        await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
+        port = proc.route_port("route-1")
+        conn = await connect(port)
+        await conn.send_all(b"before")
+        assert await receive_exactly(conn, 6) == b"before"
+
+        proc.signal(signal.SIGTERM)
+        await trio.to_thread.run_sync(proc.wait_for_log, '"event":"proxy.draining"')
+        with pytest.raises(OSError):  # no longer accepting
+            await connect(port)
+        await conn.send_all(b"during drain")  # but the open connection lives on
+        assert await receive_exactly(conn, 12) == b"during drain"
+        assert proc.proc.poll() is None
+        await conn.send_eof()
+        assert await receive_all(conn) == b""
+        await conn.aclose()
+        assert await trio.to_thread.run_sync(proc.wait) == 0
+
+
+async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process) -> None:
+    with trio.fail_after(30):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}", "--drain-timeout", "60s",
+                             "--log-format", "json")
+        await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
+        conn = await connect(proc.route_port("route-1"))
+        await conn.send_all(b"x")
+        assert await receive_exactly(conn, 1) == b"x"
+        proc.signal(signal.SIGINT)
+        await trio.to_thread.run_sync(proc.wait_for_log, '"event":"proxy.draining"')
+        proc.signal(signal.SIGINT)  # a second signal closes connections at once
+        assert await trio.to_thread.run_sync(proc.wait) == 0
+        assert await conn.receive_some(10) == b""
+        await conn.aclose()
+        assert any('"end":"drain_timeout"' in l for l in proc.log_lines)

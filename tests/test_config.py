@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mcp_sidecar.addresses import HostPort
+from mcp_sidecar.config import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_CONNECT_RETRY_WINDOW_S,
+    build_config,
+    format_duration,
+    load_config,
+    parse_duration,
+    render_toml,
+)
+from mcp_sidecar.errors import ConfigError
+
+
+def test_default_is_inspector_v1_on_nonloopback_addresses() -> None:
+    config = build_config()
+    assert config.profile == "inspector-v1"
+    assert [(r.name, [str(a) for a in r.listen], str(r.upstream)) for r in config.routes] == [
+        ("inspector-ui", ["@nonloopback:6274"], "localhost:6274"),
+        ("inspector-proxy", ["@nonloopback:6277"], "localhost:6277"),
+    ]
+
+
+def test_inspector_v2_profile() -> None:
+    config = build_config(profile="inspector-v2")
+    assert [(r.name, r.listen[0].port, r.upstream.port) for r in config.routes] == [
+        ("inspector-ui", 6274, 6274),
+        ("inspector-sandbox", 6275, 6275),
+    ]
+
+
+def test_forwards_replace_default_profile() -> None:
+    config = build_config(forwards=("7000:localhost:8000", "[::1]:7001:[::1]:8001"))
+    assert config.profile is None
+    assert [r.name for r in config.routes] == ["port-7000", "port-7001"]
+    assert config.routes[1].listen == (HostPort("::1", 7001),)
+
+
+def test_file_routes_defaults_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.toml"
+    path.write_text(
+        """
+[proxy]
+drain_timeout = "10s"
+
+[defaults]
+connect_timeout = "250ms"
+idle_timeout = 600
+
+[[route]]
+name = "ui"
+listen = ["0.0.0.0:6274", "[::]:6274"]
+upstream = "localhost:6274"
+max_connections = 10
+
+[[route]]
+listen = "127.0.0.1:7000"
+upstream = "[::1]:8000"
+idle_timeout = "0"
+"""
+    )
+    config = load_config(path)
+    ui, second = config.routes
+    assert config.drain_timeout_s == 10.0
+    assert ui.listen == (HostPort("0.0.0.0", 6274), HostPort("::", 6274))
+    assert ui.settings.connect_timeout_s == 0.25
+    assert ui.settings.idle_timeout_s == 600
+    assert ui.settings.max_connections == 10
+    assert ui.settings.connect_retry_window_s == DEFAULT_CONNECT_RETRY_WINDOW_S
+    assert second.name == "port-7000"
+    assert second.settings.idle_timeout_s == 0
+    assert second.settings.buffer_bytes == DEFAULT_BUFFER_BYTES
+
+
+@pytest.mark.parametrize(
+    "document, field, message",
+    [
+        ({"route": [{"listen": "1.2.3.4:1"}]}, "route[1].upstream", "missing (required)"),
+        ({"route": [{"listen": "x:1", "upstream": "nohost"}]}, "route[1].upstream", 'expected "HOST:PORT"'),
+        ({"route": [{"listen": "x:1", "upstream": "h:1", "idle": 5}]}, "route[1].idle", "unknown key"),
+        ({"route": [{"listen": "x:1", "upstream": "h:1", "connect_timeout": "5 parsecs"}]},
+         "route[1].connect_timeout", "expected a duration"),
+        ({"route": [{"listen": "x:1", "upstream": "h:1", "connect_timeout": 0}]},
+         "route[1].connect_timeout", "must be greater than 0"),
+        ({"route": [{"listen": "x:1", "upstream": "h:1", "max_connections": 0}]},
+         "route[1].max_connections", "must be in 1..1000000"),
+        ({"route": [{"listen": "x:1", "upstream": "h:1", "max_connections": "9"}]},
+         "route[1].max_connections", "expected an integer"),
+        ({"route": [{"listen": "x:1", "upstream": "h:1", "name": "has space"}]}, "route[1].name", "must be 1-64"),
+        ({"route": [{"listen": "x:1", "upstream": "h:1"}, {"listen": "x:1", "upstream": "h:2"}]},
+         "route[2].listen", "x:1 is already used by route[1]"),
+        ({"route": [{"name": "a", "listen": "x:1", "upstream": "h:1"}, {"name": "a", "listen": "x:2",
+                                                                        "upstream": "h:2"}]},
+         "route[2].name", "duplicate route name 'a'"),
+        ({"defaults": {"buffer_size": 10}}, "defaults.buffer_size", "must be in 4096..16777216"),
+        ({"proxy": {"drain_timeout": -1}}, "proxy.drain_timeout", "must be a finite number >= 0"),
+        ({"proxy": {"drain": 1}}, "proxy.drain", "unknown key"),
+        ({"routes": []}, "routes", "unknown key"),
+        ({"route": {"listen": "x:1"}}, "route", "expected [[route]] tables"),
+        ({"route": [{"listen": [], "upstream": "h:1"}]}, "route[1].listen", "needs at least one address"),
+        ({"route": [{"listen": "x:1", "upstream": "@nonloopback:1"}]}, "route[1].upstream", "only valid in listen"),
+    ],
+)
+def test_errors_name_source_field_and_fault(document, field: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(document, source="sidecar.toml")
+    assert info.value.field == field
+    assert message in info.value.message
+    assert str(info.value) == f"sidecar.toml: {field}: {info.value.message}"
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing.toml: file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[route]\nname=")
+    with pytest.raises(ConfigError, match=r"bad.toml: invalid TOML: .*line 1"):
+        load_config(bad)
+
+
+def test_bad_forward_and_profile() -> None:
+    with pytest.raises(ConfigError, match=r"--forward: 7000:host: expected"):
+        build_config(forwards=("7000:host",))
+    with pytest.raises(ConfigError, match="unknown profile 'inspector-v9'"):
+        build_config(profile="inspector-v9")
+
+
+@pytest.mark.parametrize("value, seconds", [(5, 5.0), (0.25, 0.25), ("250ms", 0.25), ("2m", 120.0),
+                                            ("1h", 3600.0), ("0", 0.0), ("1.5s", 1.5)])
+def test_durations(value, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize("value", [True, "5 min", "-1s", float("inf"), "s", None])
+def test_bad_durations(value) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_render_round_trips_with_defaults_filled(tmp_path: Path) -> None:
+    original = build_config(
+        {"defaults": {"idle_timeout": "90s"},
+         "route": [{"name": "a", "listen": ["127.0.0.1:1", "[::1]:1"], "upstream": "localhost:2",
+                    "buffer_size": 65536}]},
+        forwards=("9000:[::1]:9001",),
+    )
+    text = render_toml(original)
+    document = tomllib.loads(text)
+    assert document["route"][0]["connect_timeout"] == "5s"  # defaults are explicit
+    again = build_config(document, source="rendered")
+    assert again.routes == original.routes
+    assert again.drain_timeout_s == original.drain_timeout_s
