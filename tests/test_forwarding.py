@@ -56,13 +56,19 @@ def abort(stream: trio.SocketStream) -> None:
     stream.socket.close()
 
 
+#: Small buffers make reads fill the buffer often, which switches the pump
+#: to splice(2) and back: both paths are exercised.
+pump_settings = st.fixed_dictionaries({"buffer_size": st.sampled_from([4096, 65536, 262144]),
+                                       "splice": st.booleans()})
+
+
 @fuzz
-@given(payload=payloads, sizes=chunkings)
-async def test_echo_is_byte_exact_with_client_half_close(payload: bytes, sizes) -> None:
+@given(payload=payloads, sizes=chunkings, settings_=pump_settings)
+async def test_echo_is_byte_exact_with_client_half_close(payload: bytes, sizes, settings_) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-            proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"))
+            proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", **settings_))
             received = await echo_chunked(proxy.port(), payload, sizes)
             nursery.cancel_scope.cancel()
         assert received == payload
@@ -86,9 +92,9 @@ async def echo_chunked(port: int, payload: bytes, sizes) -> bytes:
 
 @fuzz
 @given(up=payloads, down=payloads, up_sizes=chunkings, down_sizes=chunkings,
-       upstream_closes_first=st.booleans())
+       upstream_closes_first=st.booleans(), settings_=pump_settings)
 async def test_both_directions_byte_exact_with_half_close_from_either_side(
-    up: bytes, down: bytes, up_sizes, down_sizes, upstream_closes_first: bool,
+    up: bytes, down: bytes, up_sizes, down_sizes, upstream_closes_first: bool, settings_,
 ) -> None:
     """Each side sends its own payload; one side half-closes first and the
     other direction must still be delivered completely after that."""
@@ -96,15 +102,15 @@ async def test_both_directions_byte_exact_with_half_close_from_either_side(
         async with trio.open_nursery() as nursery:
             scripted_upstream = await start_scripted_upstream(nursery)
             got_first, got_second, first_data, second_data = await exchange_with_half_close(
-                nursery, scripted_upstream, up, down, up_sizes, down_sizes, upstream_closes_first)
+                nursery, scripted_upstream, up, down, up_sizes, down_sizes, upstream_closes_first, settings_)
             nursery.cancel_scope.cancel()
     assert got_second == first_data
     assert got_first == second_data
 
 
 async def exchange_with_half_close(nursery, scripted_upstream, up, down, up_sizes, down_sizes,
-                                   upstream_closes_first):
-    proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}"))
+                                   upstream_closes_first, settings_):
+    proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}", **settings_))
     client = await connect(proxy.port())
     server = await scripted_upstream.accepted.receive()
     first, first_data, first_sizes = (server, down, down_sizes) if upstream_closes_first else (client, up, up_sizes)
@@ -124,6 +130,46 @@ async def exchange_with_half_close(nursery, scripted_upstream, up, down, up_size
 async def send_then_eof(stream: trio.SocketStream, data: bytes, sizes) -> None:
     await send_chunked(stream, data, sizes)
     await stream.send_eof()
+
+
+async def test_bulk_transfer_through_splice_is_byte_exact(
+    nursery, scripted_upstream: ScriptedUpstream, monkeypatch
+) -> None:
+    """8 MiB each way with a 4 KiB buffer: many switches between the copy
+    and splice paths, while the other direction runs concurrently."""
+    from mcp_sidecar import pump as pump_module
+    from mcp_sidecar.demo import pattern_bytes
+
+    pipes = []
+
+    class CountingPipe(pump_module.Pipe):
+        def __init__(self, size: int) -> None:
+            super().__init__(size)
+            pipes.append(self)
+
+    monkeypatch.setattr(pump_module, "Pipe", CountingPipe)
+
+    with trio.fail_after(20):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}", buffer_size=4096))
+        client = await connect(proxy.port())
+        server = await scripted_upstream.accepted.receive()
+        up = pattern_bytes(8 << 20)
+        down = up[::-1]
+        results = {}
+
+        async def side(name, stream, data):
+            async with trio.open_nursery() as n:
+                n.start_soon(send_then_eof, stream, data, [65536, 1, 300_000])
+                results[name] = await receive_all(stream)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(side, "client", client, up)
+            n.start_soon(side, "server", server, down)
+        assert results["server"] == up
+        assert results["client"] == down
+        assert len(pipes) == 2  # each direction went bulk, and used splice
+        await client.aclose()
+        await server.aclose()
 
 
 async def test_client_reset_reaches_upstream_as_reset(nursery, scripted_upstream: ScriptedUpstream) -> None:

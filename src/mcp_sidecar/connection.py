@@ -25,7 +25,7 @@ import trio
 from . import sockopts
 from .errors import UpstreamUnavailable
 from .logs import log
-from .pump import Flow, LegFailed, pump
+from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 
 if TYPE_CHECKING:
     from .proxy import RouteRuntime
@@ -94,11 +94,12 @@ async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, u
     """Run both pumps; return the legs ("client"/"upstream") to abort with RST."""
     abort: set[str] = set()
     open_directions = 2
+    use_splice = rt.config.settings.splice and HAVE_SPLICE
 
     async def leg(src: socket.socket, dst: socket.socket, flow: Flow, src_name: str, dst_name: str) -> None:
         nonlocal open_directions
         try:
-            await pump(src, dst, rt.scratch, flow)
+            await pump(src, dst, rt.scratch, flow, splice=use_splice)
         except LegFailed as exc:
             failed = src_name if exc.side == "src" else dst_name
             other = dst_name if failed == src_name else src_name

@@ -14,6 +14,9 @@ chosen by measurement (see docs/design.md and scripts/bench):
   holds no buffer of its own; a blocked direction holds at most one chunk
   (``buffer_size``).  No further byte is read from the source until the
   tail is delivered: a slow reader slows the writer, through TCP.
+* A read that does not fill the buffer means the socket is empty: the next
+  step is ``wait_readable``, not a ``recv`` that would return EAGAIN (one
+  syscall saved per small message, which is most of MCP traffic).
 * A scheduler checkpoint every ``CHECKPOINT_EVERY`` chunks moved without
   blocking, so that one busy connection cannot starve the others.
 * Bytes are never altered, reordered or held back waiting for more.
@@ -24,6 +27,8 @@ caller can propagate a reset to the other leg.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 
 import trio
@@ -85,8 +90,58 @@ async def _send_tail(dst: socket.socket, tail: bytes) -> None:
             raise LegFailed("dst", exc) from None
 
 
-async def pump(src: socket.socket, dst: socket.socket, scratch: memoryview, flow: Flow) -> None:
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_F_SETPIPE_SZ = 1031
+_F_GETPIPE_SZ = 1032
+HAVE_SPLICE = hasattr(os, "splice")
+
+
+class Pipe:
+    """A non-blocking pipe sized to the route's buffer: splice's staging area.
+
+    Bytes wait here (in the kernel) while the destination is full, so a
+    blocked direction holds at most ``size`` bytes, as with the scratch copy.
+    """
+
+    __slots__ = ("r", "w", "size")
+
+    def __init__(self, size: int) -> None:
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.w, _F_SETPIPE_SZ, size)
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size or the user's pipe quota
+        self.size = fcntl.fcntl(self.w, _F_GETPIPE_SZ)
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+async def _splice_out(pipe: Pipe, dst: socket.socket, n: int) -> None:
+    """Move ``n`` bytes already in ``pipe`` to ``dst``."""
+    splice = os.splice
+    r, dst_fd = pipe.r, dst.fileno()
+    while n:
+        try:
+            n -= splice(r, dst_fd, n, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(dst)
+        except OSError as exc:
+            raise LegFailed("dst", exc) from None
+
+
+async def pump(
+    src: socket.socket, dst: socket.socket, scratch: memoryview, flow: Flow, *, splice: bool = False
+) -> None:
     """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
+
+    With ``splice``, a direction whose reads fill the buffer (a bulk
+    transfer) switches to ``splice(2)`` through a pipe of the same size, so
+    the kernel moves the bytes without copying them through Python; it
+    switches back to ``recv_into`` as soon as a read comes up short (small
+    messages: one syscall cheaper each way).  The pipe is created on the
+    first bulk read, so connections that never move bulk data use no pipe.
 
     Returns normally on EOF; raises ``LegFailed`` on a socket error;
     cancellation leaves both sockets open for the caller to close.
@@ -94,32 +149,64 @@ async def pump(src: socket.socket, dst: socket.socket, scratch: memoryview, flow
     recv_into = src.recv_into
     send = dst.send
     wait_readable = trio.lowlevel.wait_readable
+    full = len(scratch)
     streak = 0
-    while True:
-        try:
-            n = recv_into(scratch)
-        except BlockingIOError:
-            await wait_readable(src)
-            streak = 0
-            continue
-        except OSError as exc:
-            raise LegFailed("src", exc) from None
-        if not n:
-            break
-        try:
-            sent = send(scratch[:n])
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise LegFailed("dst", exc) from None
-        if sent < n:
-            await _send_tail(dst, bytes(scratch[sent:n]))
-            streak = 0
-        flow.bytes += n
-        streak += 1
-        if streak >= CHECKPOINT_EVERY:
-            streak = 0
-            await trio.lowlevel.checkpoint()
+    drained = False
+    bulk = False
+    pipe: Pipe | None = None
+    try:
+        while True:
+            if drained:
+                # The last read did not fill the buffer: the socket was empty,
+                # so wait instead of paying for a read that returns EAGAIN.
+                await wait_readable(src)
+                streak = 0
+            if bulk and pipe is not None:
+                try:
+                    n = os.splice(src.fileno(), pipe.w, pipe.size, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    drained = True
+                    continue
+                except OSError as exc:
+                    raise LegFailed("src", exc) from None
+                if not n:
+                    break
+                await _splice_out(pipe, dst, n)
+                drained = n < pipe.size
+            else:
+                try:
+                    n = recv_into(scratch)
+                except BlockingIOError:
+                    drained = True
+                    continue
+                except OSError as exc:
+                    raise LegFailed("src", exc) from None
+                if not n:
+                    break
+                try:
+                    sent = send(scratch[:n])
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise LegFailed("dst", exc) from None
+                if sent < n:
+                    await _send_tail(dst, bytes(scratch[sent:n]))
+                    streak = 0
+                drained = n < full
+            flow.bytes += n
+            bulk = not drained
+            if bulk and splice and pipe is None:
+                try:
+                    pipe = Pipe(full)
+                except OSError:
+                    splice = False  # out of descriptors: keep copying
+            streak += 1
+            if streak >= CHECKPOINT_EVERY and not drained:
+                streak = 0
+                await trio.lowlevel.checkpoint()
+    finally:
+        if pipe is not None:
+            pipe.close()
     flow.eof = True
     try:
         dst.shutdown(socket.SHUT_WR)
