@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import sys
 from dataclasses import replace
 from typing import Any, Callable
@@ -47,6 +48,17 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(error.exit_code)
 
     return wrapper
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: every connection costs
+    two descriptors (four while splicing), and 1024 is a common soft default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _echo_lines(lines: list[str]) -> None:
@@ -107,6 +119,7 @@ def run(config_path: str | None, forwards: tuple[str, ...], profile: str | None,
         except ValueError as exc:
             raise ConfigError("--drain-timeout", "", str(exc)) from None
     logs.configure(log_format, log_level)
+    raise_fd_limit()
     listeners = bind_all(config)
 
     def on_ready(proxy: Proxy) -> None:

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mcp_sidecar.banner import inspector_lines, route_lines
+from mcp_sidecar.config import build_config
+from mcp_sidecar.listeners import bind_all
+from mcp_sidecar.proxy import Proxy
+
+
+def _proxy(profile: str) -> Proxy:
+    """The profile's routes, bound on loopback port 0 instead of their ports."""
+    config = build_config(profile=profile)
+    routes = tuple(
+        replace(r, listen=tuple(replace(a, host="127.0.0.1", port=0) for a in r.listen)) for r in config.routes
+    )
+    config = replace(config, routes=routes)
+    return Proxy(config, bind_all(config))
+
+
+def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
+    proxy = _proxy("inspector-v1")
+    try:
+        ui = proxy.routes[0].listeners[0].address.port
+        mcp_proxy = proxy.routes[1].listeners[0].address.port
+        assert route_lines(proxy) == [
+            f"route inspector-ui     127.0.0.1:{ui} -> localhost:6274",
+            f"route inspector-proxy  127.0.0.1:{mcp_proxy} -> localhost:6277",
+        ]
+        lines = inspector_lines(proxy)
+        assert lines[1] == (
+            f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:{ui} "
+            "npx @modelcontextprotocol/inspector"
+        )
+        assert lines[3] == (
+            f"  then open:      http://127.0.0.1:{ui}/?MCP_PROXY_PORT={mcp_proxy}"
+            "&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>"
+        )
+    finally:
+        for listener in proxy.listeners:
+            listener.close()
+
+
+def test_inspector_v2_lines_and_no_hints_without_profile() -> None:
+    proxy = _proxy("inspector-v2")
+    try:
+        ui = proxy.routes[0].listeners[0].address.port
+        assert inspector_lines(proxy)[:2] == ["Inspector v2 through the sidecar:", f"  open:  http://127.0.0.1:{ui}/"]
+    finally:
+        for listener in proxy.listeners:
+            listener.close()
+    config = build_config(forwards=("127.0.0.1:0:localhost:1",))
+    plain = Proxy(config, bind_all(config))
+    try:
+        assert inspector_lines(plain) == []
+    finally:
+        for listener in plain.listeners:
+            listener.close()
