@@ -140,7 +140,8 @@ class Path_:
 
 def start_sidecar(upstream: dict[str, int], extra: list[str] | None = None) -> Path_:
     ports = {name: _free_port() for name in upstream}
-    args = [sys.executable, "-m", "mcp_sidecar", "run", "--log-level", "warning", *(extra or [])]
+    args = [sys.executable, "-m", "mcp_sidecar", "run", "--log-level", "warning", "--admin", "127.0.0.1:0",
+            *(extra or [])]
     for name, up in upstream.items():
         args += ["--forward", f"127.0.0.1:{ports[name]}:127.0.0.1:{up}"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)

@@ -65,6 +65,9 @@ async def start_proxy(nursery: trio.Nursery, document: dict[str, Any]) -> Runnin
 
 
 def route_doc(upstream: str, listen: str = "127.0.0.1:0", **settings: Any) -> dict[str, Any]:
+    """One route "r"; active health checks off unless asked for (they would
+    be accepted by scripted upstreams as if they were clients)."""
+    settings.setdefault("health_interval", 0)
     return {"route": [{"name": "r", "listen": listen, "upstream": upstream, **settings}]}
 
 

@@ -79,7 +79,7 @@ def test_config_show_default_profile_is_valid_toml() -> None:
 
 
 def test_demo_self_check_passes() -> None:
-    result = run_proxyctl("demo", "--check", "--http-port", "0", "--echo-port", "0", "--log-format", "json")
+    result = run_proxyctl("demo", "--check", "--http-port", "0", "--echo-port", "0", "--admin-port", "0", "--log-format", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mcp-sidecar ")
@@ -92,6 +92,7 @@ async def test_sigterm_drains_open_connection_then_exits_0(nursery, proxy_proces
     with trio.fail_after(30):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}", "--drain-timeout", "20s",
+                             "--admin", "127.0.0.1:0",
                              "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
         port = proc.route_port("route-1")
@@ -116,6 +117,7 @@ async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process
     with trio.fail_after(30):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}", "--drain-timeout", "60s",
+                             "--admin", "127.0.0.1:0",
                              "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
         conn = await connect(proc.route_port("route-1"))

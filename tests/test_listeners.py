@@ -78,7 +78,7 @@ def test_nothing_half_started_when_a_later_route_fails() -> None:
 
 def test_privileged_port_message() -> None:
     route = build_config(forwards=("80:h:1",)).routes[0]
-    error = _explain(OSError(errno.EACCES, "Permission denied"), HostPort("0.0.0.0", 80), route)
+    error = _explain(OSError(errno.EACCES, "Permission denied"), HostPort("0.0.0.0", 80), f"route {route.name}")
     assert str(error).startswith("cannot listen on 0.0.0.0:80 (route port-80): permission denied: ports below")
     assert "CAP_NET_BIND_SERVICE" in str(error)
 

@@ -40,13 +40,17 @@ async def push_until_stalled(sock: socket.socket, chunk: bytes, stall_s: float) 
     return sent
 
 
-async def test_slow_upstream_reader_bounds_proxy_memory(proxy_process) -> None:
+async def test_slow_upstream_reader_bounds_proxy_memory(proxy_process, tmp_path) -> None:
     with trio.fail_after(60):
         upstream = socket.socket()
         upstream.bind(("127.0.0.1", 0))
         upstream.listen()
         up_port = upstream.getsockname()[1]
-        proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{up_port}", "--log-format", "json")
+        config = tmp_path / "sidecar.toml"
+        # No health checks: every connection the upstream accepts is the client's.
+        config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{up_port}"\n'
+                          "health_interval = 0\n")
+        proc = proxy_process("run", "--config", str(config), "--admin", "off", "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
         rss_before = rss_bytes(proc.proc.pid)
 

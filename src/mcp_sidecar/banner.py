@@ -10,8 +10,21 @@ and its UI looks for the proxy server on its own hostname plus
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .addresses import bracket
 from .proxy import Proxy
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
+
+
+def admin_lines(admin: "AdminServer | None") -> list[str]:
+    if admin is None:
+        return []
+    host, port = admin.address
+    base = f"http://{bracket(host)}:{port}"
+    return [f"admin {base}/  (/healthz /readyz /metrics /api/status /api/connections)"]
 
 
 def route_lines(proxy: Proxy) -> list[str]:

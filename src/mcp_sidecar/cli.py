@@ -18,10 +18,12 @@ import click
 import trio
 
 from . import __version__, logs
-from .banner import inspector_lines, route_lines
-from .config import PROFILES, build_config, load_config, load_config_file, parse_duration, render_toml
+from .admin import AdminServer
+from .banner import admin_lines, inspector_lines, route_lines
+from .config import (PROFILES, ProxyConfig, build_config, load_config, load_config_file, parse_admin_listen,
+                     parse_duration, render_toml)
 from .errors import EXIT_FAILURE, ConfigError, SidecarError
-from .listeners import bind_all
+from .listeners import bind_everything
 from .proxy import Proxy
 from .worker import run_worker
 
@@ -107,54 +109,69 @@ def cli() -> None:
 @with_route_options
 @click.option("--drain-timeout", default=None, metavar="DURATION",
               help="Override proxy.drain_timeout (e.g. 10s).")
+@click.option("--admin", "admin_listen", default=None, metavar="HOST:PORT|off",
+              help="Admin endpoint (health, metrics, API); default 127.0.0.1:6279.")
 @with_log_options
 @reports_errors
 def run(config_path: str | None, forwards: tuple[str, ...], profile: str | None, drain_timeout: str | None,
-        log_format: str, log_level: str) -> None:
+        admin_listen: str | None, log_format: str, log_level: str) -> None:
     """Forward every route until SIGTERM/SIGINT, then drain and exit 0."""
-    config = load_config(config_path, forwards=forwards, profile=profile)
+    config = apply_overrides(load_config(config_path, forwards=forwards, profile=profile),
+                             drain_timeout=drain_timeout, admin_listen=admin_listen)
+    logs.configure(log_format, log_level)
+    raise_fd_limit()
+    sockets = bind_everything(config)
+
+    def on_ready(proxy: Proxy, admin: AdminServer | None) -> None:
+        _echo_lines([f"mcp-sidecar {__version__} forwarding (pid {os.getpid()})", *route_lines(proxy),
+                     *admin_lines(admin), *inspector_lines(proxy)])
+
+    trio.run(run_worker, config, sockets, on_ready)
+
+
+def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
+                    admin_listen: str | None = None) -> ProxyConfig:
+    """Command-line options that override single config values."""
     if drain_timeout is not None:
         try:
             config = replace(config, drain_timeout_s=parse_duration(drain_timeout))
         except ValueError as exc:
             raise ConfigError("--drain-timeout", "", str(exc)) from None
-    logs.configure(log_format, log_level)
-    raise_fd_limit()
-    listeners = bind_all(config)
-
-    def on_ready(proxy: Proxy) -> None:
-        _echo_lines([f"mcp-sidecar {__version__} forwarding (pid {os.getpid()})", *route_lines(proxy),
-                     *inspector_lines(proxy)])
-
-    trio.run(run_worker, config, listeners, on_ready)
+    if admin_listen is not None:
+        try:
+            config = replace(config, admin=replace(config.admin, listen=parse_admin_listen(admin_listen)))
+        except ValueError as exc:
+            raise ConfigError("--admin", "", str(exc)) from None
+    return config
 
 
 @cli.command()
 @click.option("--http-port", default=6280, show_default=True, help="Proxy port for the demo HTTP service.")
 @click.option("--echo-port", default=6281, show_default=True, help="Proxy port for the demo TCP echo service.")
+@click.option("--admin-port", default=6282, show_default=True, help="Admin endpoint port (on 127.0.0.1).")
 @click.option("--check", is_flag=True, help="Run the self-check through the proxy, then exit (0 if it passed).")
 @with_log_options
 @reports_errors
-def demo(http_port: int, echo_port: int, check: bool, log_format: str, log_level: str) -> None:
+def demo(http_port: int, echo_port: int, admin_port: int, check: bool, log_format: str, log_level: str) -> None:
     """Run the proxy in front of an embedded demo upstream (HTTP and TCP echo)."""
     logs.configure(log_format, log_level)
-    passed = trio.run(_demo, http_port, echo_port, check)
+    passed = trio.run(_demo, http_port, echo_port, admin_port, check)
     if check and not passed:
         sys.exit(EXIT_FAILURE)
 
 
-async def _demo(http_port: int, echo_port: int, check_only: bool) -> bool:
+async def _demo(http_port: int, echo_port: int, admin_port: int, check_only: bool) -> bool:
     from .demo import self_check, serve_echo, serve_http
 
     outcome = {"passed": False}
     async with trio.open_nursery() as upstreams:
         upstream_http = await upstreams.start(serve_http, "127.0.0.1", 0)
         upstream_echo = await upstreams.start(serve_echo, "127.0.0.1", 0)
-        config = build_config({"route": [
+        config = build_config({"admin": {"listen": f"127.0.0.1:{admin_port}"}, "route": [
             {"name": "demo-http", "listen": f"127.0.0.1:{http_port}", "upstream": f"localhost:{upstream_http}"},
             {"name": "demo-echo", "listen": f"127.0.0.1:{echo_port}", "upstream": f"localhost:{upstream_echo}"},
         ]}, source="demo")
-        listeners = bind_all(config)
+        sockets = bind_everything(config)
 
         async with trio.open_nursery() as nursery:
 
@@ -173,11 +190,12 @@ async def _demo(http_port: int, echo_port: int, check_only: bool) -> bool:
                 if check_only:
                     proxy.begin_drain()
 
-            def on_ready(proxy: Proxy) -> None:
-                _echo_lines([f"mcp-sidecar {__version__} demo (pid {os.getpid()})", *route_lines(proxy)])
+            def on_ready(proxy: Proxy, admin: AdminServer | None) -> None:
+                _echo_lines([f"mcp-sidecar {__version__} demo (pid {os.getpid()})", *route_lines(proxy),
+                             *admin_lines(admin)])
                 nursery.start_soon(check_then, proxy)
 
-            await run_worker(config, listeners, on_ready)
+            await run_worker(config, sockets, on_ready)
         upstreams.cancel_scope.cancel()
     return outcome["passed"]
 

@@ -27,6 +27,7 @@ File layout::
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -56,6 +57,19 @@ DEFAULT_TCP_KEEPALIVE_S = 60.0
 DEFAULT_SPLICE = True
 #: Below Kubernetes' default 30 s termination grace period.
 DEFAULT_DRAIN_TIMEOUT_S = 25.0
+#: Kernel TCP_INFO (RTT, retransmits) is sampled for every connection this
+#: often, and once more at close (Envoy's tcp_stats model).
+DEFAULT_TCP_STATS_INTERVAL_S = 10.0
+#: Active upstream check (TCP connect) period; 0 disables it.
+DEFAULT_HEALTH_INTERVAL_S = 5.0
+DEFAULT_HEALTH_TIMEOUT_S = 2.0
+#: Consecutive successes to mark an upstream healthy, failures to mark it
+#: down (HAProxy's rise/fall).
+DEFAULT_HEALTH_RISE = 2
+DEFAULT_HEALTH_FALL = 3
+#: The admin endpoint: loopback only unless told otherwise.
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:6279"
+ADMIN_TOKEN_ENV = "MCP_SIDECAR_ADMIN_TOKEN"
 
 MIN_BUFFER_BYTES = 4 * 1024
 MAX_BUFFER_BYTES = 16 * 1024 * 1024
@@ -92,6 +106,20 @@ class RouteSettings:
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     tcp_keepalive_s: float = DEFAULT_TCP_KEEPALIVE_S
     splice: bool = DEFAULT_SPLICE
+    #: Readiness requires this route's upstream to be reachable.
+    required: bool = True
+    health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+    health_rise: int = DEFAULT_HEALTH_RISE
+    health_fall: int = DEFAULT_HEALTH_FALL
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    #: None: no admin endpoint.
+    listen: HostPort | None = field(default_factory=lambda: parse_hostport(DEFAULT_ADMIN_LISTEN))
+    #: Required (as a bearer token) for requests that change state.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -106,6 +134,8 @@ class RouteConfig:
 class ProxyConfig:
     routes: tuple[RouteConfig, ...]
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
+    admin: AdminConfig = field(default_factory=AdminConfig)
     profile: str | None = None
     source: str = "<defaults>"
 
@@ -160,6 +190,22 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+def parse_admin_listen(value: Any) -> HostPort | None:
+    """``HOST:PORT``, or ``"off"`` (or empty) for no admin endpoint."""
+    if value in ("", "off", "none", False):
+        return None
+    try:
+        return parse_hostport(value, allow_zero_port=True)
+    except AddressSyntaxError as exc:
+        raise ValueError(f'{exc} (or "off")') from None
+
+
+def _token(value: Any) -> str:
+    if not isinstance(value, str) or len(value) < 16 or any(c.isspace() for c in value):
+        raise ValueError("must be a string of at least 16 characters without spaces")
+    return value
+
+
 #: TOML key -> (RouteSettings attribute, parser).
 _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "connect_timeout": ("connect_timeout_s", _positive_duration),
@@ -169,15 +215,40 @@ _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "buffer_size": ("buffer_bytes", _int_in(MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)),
     "tcp_keepalive": ("tcp_keepalive_s", parse_duration),
     "splice": ("splice", _boolean),
+    "required": ("required", _boolean),
+    "health_interval": ("health_interval_s", parse_duration),
+    "health_timeout": ("health_timeout_s", _positive_duration),
+    "health_rise": ("health_rise", _int_in(1, 100)),
+    "health_fall": ("health_fall", _int_in(1, 100)),
 }
 _PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
+    "tcp_stats_interval": ("tcp_stats_interval_s", _positive_duration),
+}
+_ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "listen": ("listen", parse_admin_listen),
+    "token": ("token", _token),
 }
 _ROUTE_KEYS = {"name", "listen", "upstream", *_SETTING_KEYS}
-_TOP_KEYS = {"proxy", "defaults", "route"}
+_TOP_KEYS = {"proxy", "defaults", "route", "admin"}
 
 
 # --- building -------------------------------------------------------------------
+
+
+def _section(source: str, name: str, document: dict[str, Any],
+             keys: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+    """Parse a flat ``[name]`` table into attribute values."""
+    table = _table(source, name, document.get(name, {}))
+    _check_keys(source, f"{name}.", table, set(keys))
+    values: dict[str, Any] = {}
+    for key, (attr, parse) in keys.items():
+        if key in table:
+            try:
+                values[attr] = parse(table[key])
+            except ValueError as exc:
+                raise ConfigError(source, f"{name}.{key}", str(exc)) from None
+    return values
 
 
 def _table(source: str, fieldname: str, value: Any) -> dict[str, Any]:
@@ -273,15 +344,14 @@ def build_config(
     """
     document = document or {}
     _check_keys(source, "", document, _TOP_KEYS)
-    proxy_table = _table(source, "proxy", document.get("proxy", {}))
-    _check_keys(source, "proxy.", proxy_table, set(_PROXY_KEYS))
-    proxy_values: dict[str, Any] = {}
-    for key, (attr, parse) in _PROXY_KEYS.items():
-        if key in proxy_table:
-            try:
-                proxy_values[attr] = parse(proxy_table[key])
-            except ValueError as exc:
-                raise ConfigError(source, f"proxy.{key}", str(exc)) from None
+    proxy_values = _section(source, "proxy", document, _PROXY_KEYS)
+    admin_values = _section(source, "admin", document, _ADMIN_KEYS)
+    if "token" not in admin_values and os.environ.get(ADMIN_TOKEN_ENV):
+        try:
+            admin_values["token"] = _token(os.environ[ADMIN_TOKEN_ENV])
+        except ValueError as exc:
+            raise ConfigError(f"${ADMIN_TOKEN_ENV}", "", str(exc)) from None
+    proxy_values["admin"] = AdminConfig(**admin_values)
 
     defaults_table = _table(source, "defaults", document.get("defaults", {}))
     _check_keys(source, "defaults.", defaults_table, set(_SETTING_KEYS))
@@ -365,7 +435,13 @@ def render_toml(config: ProxyConfig) -> str:
     """The effective configuration, every default filled in, as TOML."""
     lines = [f"# effective configuration (source: {config.source}"]
     lines[0] += f", profile: {config.profile})" if config.profile else ")"
-    lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}", ""]
+    lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
+              f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}", ""]
+    admin = config.admin
+    lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
+    if admin.token:
+        lines.append('# token is set (not shown)')
+    lines.append("")
     for route in config.routes:
         lines.append("[[route]]")
         lines.append(f"name = {_toml_value(route.name)}")

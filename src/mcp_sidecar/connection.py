@@ -18,14 +18,17 @@ from __future__ import annotations
 import itertools
 import logging
 import socket
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from . import sockopts
 from .errors import UpstreamUnavailable
 from .logs import log
+from .metrics import RouteMetrics
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
+from .tcpinfo import TcpInfo, read_tcp_info
 
 if TYPE_CHECKING:
     from .proxy import RouteRuntime
@@ -59,20 +62,73 @@ def _peer(sock: socket.socket) -> str:
 
 
 class Connection:
-    __slots__ = ("id", "route", "client", "upstream", "started", "c2u", "u2c", "end", "connect_attempts",
-                 "connect_s")
+    """One forwarded connection's identity, sockets and counters."""
 
-    def __init__(self, route: str, client: str) -> None:
+    __slots__ = ("id", "route", "client", "upstream", "started", "started_unix", "c2u", "u2c", "end",
+                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "protocol")
+
+    def __init__(self, route: str, client: str, csock: socket.socket) -> None:
         self.id = next(_ids)
         self.route = route
         self.client = client
         self.upstream: str | None = None
         self.started = trio.current_time()
+        self.started_unix = time.time()
         self.c2u = Flow()
         self.u2c = Flow()
         self.end: str | None = None
         self.connect_attempts = 0
         self.connect_s: float | None = None
+        self.csock = csock
+        self.usock: socket.socket | None = None
+        #: The last TCP_INFO sample per leg.
+        self.tcp: dict[str, TcpInfo | None] = {"client": None, "upstream": None}
+        self._retrans_seen = {"client": 0, "upstream": 0}
+        self.protocol = "tcp"
+
+    def sample_tcp(self, metrics: RouteMetrics) -> None:
+        """Read TCP_INFO of both legs into the histograms and counters."""
+        for leg, sock in (("client", self.csock), ("upstream", self.usock)):
+            if sock is None or sock.fileno() < 0:
+                continue
+            info = read_tcp_info(sock)
+            if info is None:
+                continue
+            self.tcp[leg] = info
+            if info.rtt_s > 0:
+                metrics.rtt[leg].observe(info.rtt_s)
+            delta = info.total_retrans - self._retrans_seen[leg]
+            if delta > 0:
+                metrics.retransmits[leg] += delta
+                self._retrans_seen[leg] = info.total_retrans
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        """The connection as /api/connections shows it; TCP figures read now."""
+        tcp = {}
+        age = now - self.started
+        idle = age
+        for leg, sock in (("client", self.csock), ("upstream", self.usock)):
+            fresh = read_tcp_info(sock) if sock is not None and sock.fileno() >= 0 else None
+            if fresh is not None:
+                idle = min(idle, fresh.idle_s)
+            info = fresh or self.tcp[leg]
+            tcp[leg] = info.as_json() if info else None
+        return {
+            "id": self.id,
+            "route": self.route,
+            "client": self.client,
+            "upstream": self.upstream,
+            "protocol": self.protocol,
+            "age_s": round(age, 3),
+            "idle_s": round(idle, 3),
+            "bytes_client_to_upstream": self.c2u.bytes,
+            "bytes_upstream_to_client": self.u2c.bytes,
+            "client_eof": self.c2u.eof,
+            "upstream_eof": self.u2c.eof,
+            "connect_attempts": self.connect_attempts,
+            "connect_ms": None if self.connect_s is None else round(self.connect_s * 1000, 3),
+            "tcp": tcp,
+        }
 
 
 async def _idle_watch(conn: Connection, timeout_s: float, scope: trio.CancelScope) -> None:
@@ -125,7 +181,7 @@ async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, u
 async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str) -> None:
     """Handle one accepted client socket to the end; never raises OSError."""
     settings = rt.config.settings
-    conn = Connection(rt.config.name, client)
+    conn = Connection(rt.config.name, client, csock)
     rt.connections[conn.id] = conn
     usock: socket.socket | None = None
     abort: set[str] = set()
@@ -144,6 +200,8 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
                 detail=exc.detail)
             return
         conn.connect_s = trio.current_time() - t0
+        rt.metrics.upstream_connect.observe(conn.connect_s)
+        conn.usock = usock
         conn.upstream = _peer(usock)
         sockopts.tune(usock, settings.tcp_keepalive_s)
         abort = await _forward(conn, rt, csock, usock)
@@ -153,12 +211,15 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
     finally:
         if conn.end is None:
             conn.end = "drain_timeout" if rt.draining else "cancelled"
+        conn.sample_tcp(rt.metrics)  # the last sample, at close
         sockopts.close(csock, abort="client" in abort)
         if usock is not None:
             sockopts.close(usock, abort="upstream" in abort)
         del rt.connections[conn.id]
         rt.connection_closed(conn)
+        duration = trio.current_time() - conn.started
+        rt.metrics.connection_duration.observe(duration)
+        rtt = {f"rtt_{leg}_ms": round(info.rtt_s * 1000, 3) for leg, info in conn.tcp.items() if info}
         log(logger, logging.INFO, "connection.closed", route=conn.route, conn=conn.id, client=client,
-            upstream=conn.upstream, end=conn.end,
-            duration_s=round(trio.current_time() - conn.started, 6),
-            bytes_client_to_upstream=conn.c2u.bytes, bytes_upstream_to_client=conn.u2c.bytes)
+            upstream=conn.upstream, end=conn.end, duration_s=round(duration, 6),
+            bytes_client_to_upstream=conn.c2u.bytes, bytes_upstream_to_client=conn.u2c.bytes, **rtt)

@@ -23,7 +23,7 @@ import socket
 from dataclasses import dataclass
 
 from .addresses import NONLOOPBACK, HostPort
-from .config import ProxyConfig, RouteConfig
+from .config import AdminConfig, ProxyConfig, RouteConfig
 from .errors import BindError
 from .netinfo import listeners_on_port, nonloopback_addresses
 
@@ -74,8 +74,8 @@ def _unprivileged_port_start() -> int:
         return 1024
 
 
-def _explain(exc: OSError, addr: HostPort, route: RouteConfig) -> BindError:
-    where = f"cannot listen on {addr} (route {route.name})"
+def _explain(exc: OSError, addr: HostPort, owner: str) -> BindError:
+    where = f"cannot listen on {addr} ({owner})"
     if exc.errno == errno.EADDRINUSE:
         owners = [o for o in listeners_on_port(addr.port)]
         if not owners:
@@ -102,7 +102,7 @@ def _explain(exc: OSError, addr: HostPort, route: RouteConfig) -> BindError:
     return BindError(f"{where}: {exc.strerror or exc}")
 
 
-def open_listener(route: RouteConfig, host: str, port: int) -> BoundListener:
+def _listening_socket(host: str, port: int, owner: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -114,8 +114,21 @@ def open_listener(route: RouteConfig, host: str, port: int) -> BoundListener:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise _explain(exc, HostPort(host, port), route) from None
+        raise _explain(exc, HostPort(host, port), owner) from None
+    return sock
+
+
+def open_listener(route: RouteConfig, host: str, port: int) -> BoundListener:
+    sock = _listening_socket(host, port, f"route {route.name}")
     return BoundListener(route, sock, HostPort(host, sock.getsockname()[1]))
+
+
+def open_admin_listener(admin: AdminConfig) -> socket.socket | None:
+    """The admin endpoint's socket (its first address), or None when off."""
+    if admin.listen is None:
+        return None
+    host = expand_listen_host(admin.listen.host, admin.listen.port)[0]
+    return _listening_socket(host, admin.listen.port, "admin endpoint")
 
 
 def bind_route(route: RouteConfig) -> list[BoundListener]:
@@ -141,3 +154,29 @@ def bind_all(config: ProxyConfig) -> list[BoundListener]:
             listener.close()
         raise
     return bound
+
+
+@dataclass
+class Sockets:
+    """Everything the worker listens on: route listeners and the admin socket."""
+
+    routes: list[BoundListener]
+    admin: socket.socket | None
+
+    def close(self) -> None:
+        for listener in self.routes:
+            listener.close()
+        if self.admin is not None:
+            self.admin.close()
+
+
+def bind_everything(config: ProxyConfig) -> Sockets:
+    """Route listeners and the admin endpoint, all or nothing."""
+    routes = bind_all(config)
+    try:
+        admin = open_admin_listener(config.admin)
+    except BaseException:
+        for listener in routes:
+            listener.close()
+        raise
+    return Sockets(routes, admin)

@@ -4,7 +4,8 @@ Every record has an ``event`` name (``connection.closed``) and flat fields.
 Call sites use ``log(logger, level, event, **fields)``; the formatter decides
 whether that becomes ``{"ts": ..., "level": ..., "event": ..., ...}`` or a
 ``key=value`` line for humans.  Logs go to stderr; stdout carries only what
-the user asked for (the route table, command output).
+the user asked for (the route table, command output).  Both formatters pass
+every string through ``redact.scrub`` so that no secret reaches a log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from .redact import scrub
 
 _FIELDS = "sidecar_fields"
 
@@ -25,11 +28,12 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": scrub(record.getMessage()),
         }
-        payload.update(getattr(record, _FIELDS, {}))
+        for key, value in getattr(record, _FIELDS, {}).items():
+            payload[key] = scrub(value) if isinstance(value, str) else value
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
+            payload["exception"] = scrub(self.formatException(record.exc_info))
         return json.dumps(payload, default=str, separators=(",", ":"))
 
 
@@ -41,7 +45,7 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}" + (f" {tail}" if tail else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return scrub(line)
 
 
 def _text(value: Any) -> str:

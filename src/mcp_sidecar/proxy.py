@@ -4,7 +4,8 @@ Task tree (every task has one owner)::
 
     Proxy.serve
       connections nursery        -- one task per connection (connection.py)
-        acceptors nursery        -- one accept loop per listening socket
+        acceptors nursery        -- one accept loop per listening socket, the
+                                    upstream checkers, the TCP_INFO sampler
 
 Shutdown is cancellation: ``begin_drain()`` cancels the acceptors (no new
 connections), the listening sockets are closed, and the connections nursery
@@ -17,15 +18,19 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import trio
 
 from . import sockopts
 from .config import ProxyConfig, RouteConfig
 from .connection import Connection, serve_connection
+from .health import UpstreamHealth, run_checks
 from .listeners import BoundListener
 from .logs import log
+from .metrics import Metrics, RouteMetrics
 from .pump import ScratchBuffer
 from .upstream import Connector
 
@@ -40,23 +45,38 @@ _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 @dataclass
 class RouteRuntime:
-    """A route's live state: its listeners, connector and counters."""
+    """A route's live state: its listeners, connector, health and counters."""
 
     config: RouteConfig
     listeners: list[BoundListener]
     connector: Connector
     scratch: memoryview
+    metrics: RouteMetrics
+    health: UpstreamHealth
     active: int = 0
     total: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    #: Connections that gave up on the upstream, by the last attempt's reason.
     connect_failures: dict[str, int] = field(default_factory=dict)
     ended: dict[str, int] = field(default_factory=dict)
     connections: dict[int, Connection] = field(default_factory=dict)
+    #: Bytes of connections already closed: [client_to_upstream, upstream_to_client].
+    bytes_closed: list[int] = field(default_factory=lambda: [0, 0])
     draining: bool = False
 
     def connection_closed(self, conn: Connection) -> None:
         self.active -= 1
         self.ended[conn.end or "cancelled"] = self.ended.get(conn.end or "cancelled", 0) + 1
+        self.bytes_closed[0] += conn.c2u.bytes
+        self.bytes_closed[1] += conn.u2c.bytes
+
+    def bytes_forwarded(self) -> tuple[int, int]:
+        """Totals so far, open connections included."""
+        c2u, u2c = self.bytes_closed
+        for conn in self.connections.values():
+            c2u += conn.c2u.bytes
+            u2c += conn.u2c.bytes
+        return c2u, u2c
 
 
 def _addr_text(addr: tuple) -> str:
@@ -67,6 +87,8 @@ def _addr_text(addr: tuple) -> str:
 class Proxy:
     def __init__(self, config: ProxyConfig, listeners: list[BoundListener]) -> None:
         self.config = config
+        self.started_unix = time.time()
+        self.metrics = Metrics()
         size = max(r.settings.buffer_bytes for r in config.routes)
         self._scratch = ScratchBuffer(size)
         self.routes: list[RouteRuntime] = []
@@ -78,13 +100,33 @@ class Proxy:
                     listeners=[l for l in listeners if l.route is route],
                     connector=Connector(route.upstream, s.connect_timeout_s, s.connect_retry_window_s),
                     scratch=self._scratch.view(s.buffer_bytes),
+                    metrics=self.metrics.for_route(route.name),
+                    health=UpstreamHealth(s.health_rise, s.health_fall, enabled=s.health_interval_s > 0),
                 )
             )
+        #: Set by the worker when a supervisor runs it (see supervisor.py).
+        self.supervisor_facts: Callable[[], dict[str, Any] | None] = lambda: None
         self.draining = False
         self._accept_scope: trio.CancelScope | None = None
         self._conn_scope: trio.CancelScope | None = None
         self._drain_requested = trio.Event()
         self.stopped = trio.Event()
+        self.metrics.attach(self)
+
+    def connection(self, conn_id: int) -> tuple[RouteRuntime, Connection] | None:
+        for rt in self.routes:
+            conn = rt.connections.get(conn_id)
+            if conn is not None:
+                return rt, conn
+        return None
+
+    async def _sample_tcp_stats(self) -> None:
+        """Envoy's tcp_stats: TCP_INFO of every open connection, periodically."""
+        while True:
+            await trio.sleep(self.config.tcp_stats_interval_s)
+            for rt in self.routes:
+                for conn in list(rt.connections.values()):
+                    conn.sample_tcp(rt.metrics)
 
     @property
     def listeners(self) -> list[BoundListener]:
@@ -148,6 +190,9 @@ class Proxy:
                     for rt in self.routes:
                         for listener in rt.listeners:
                             acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
+                        if rt.health.enabled:
+                            acceptors.start_soon(run_checks, rt)
+                    acceptors.start_soon(self._sample_tcp_stats)
                     task_status.started()
                     await self._drain_requested.wait()
                     acceptors.cancel_scope.cancel()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -80,8 +80,10 @@ class Connector:
     _preferred_loopback: str = "127.0.0.1"
     #: Attempts that failed, over the connector's life (retries included).
     failed_attempts: int = 0
+    #: The same, by ``classify`` reason.
+    failures: dict[str, int] = field(default_factory=dict)
 
-    async def _attempt(self) -> socket.socket:
+    async def attempt_once(self) -> socket.socket:
         host, port = self.upstream.host, self.upstream.port
         if not is_localhost(host):
             stream = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S)
@@ -109,10 +111,12 @@ class Connector:
             attempts += 1
             try:
                 with trio.fail_after(self.connect_timeout_s):
-                    return await self._attempt(), attempts
+                    return await self.attempt_once(), attempts
             except (OSError, trio.TooSlowError) as exc:
                 error: BaseException = exc
                 self.failed_attempts += 1
+                reason = classify(exc)
+                self.failures[reason] = self.failures.get(reason, 0) + 1
             pause = delay * random.uniform(0.8, 1.2)
             if trio.current_time() + pause >= deadline:
                 detail = "timed out" if isinstance(error, trio.TooSlowError) else str(error)

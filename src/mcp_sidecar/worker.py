@@ -14,7 +14,8 @@ from typing import Callable
 import trio
 
 from .config import ProxyConfig
-from .listeners import BoundListener
+from .admin import AdminServer
+from .listeners import Sockets
 from .logs import log
 from .proxy import Proxy
 
@@ -35,15 +36,23 @@ async def _watch_signals(proxy: Proxy) -> None:
 
 async def run_worker(
     config: ProxyConfig,
-    listeners: list[BoundListener],
-    on_ready: Callable[[Proxy], None] | None = None,
+    sockets: Sockets,
+    on_ready: Callable[[Proxy, AdminServer | None], None] | None = None,
 ) -> None:
-    proxy = Proxy(config, listeners)
+    """Serve until drained.  The admin endpoint answers through the drain
+    (readiness says 503 "draining") and stops with the proxy."""
+    proxy = Proxy(config, sockets.routes)
+    admin = AdminServer(proxy, sockets.admin, config.admin) if sockets.admin is not None else None
+    if admin is not None and not admin.loopback_only and config.admin.token is None:
+        log(logger, logging.WARNING, "admin.exposed_without_token", address=str(admin.address),
+            detail="read-only endpoints are open to the network; state-changing ones are refused")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, proxy)
+        if admin is not None:
+            await nursery.start(admin.serve)
         await nursery.start(proxy.serve)
         if on_ready is not None:
-            on_ready(proxy)
+            on_ready(proxy, admin)
         # serve() runs on in the nursery; once it has drained, stop watching signals.
         await proxy.stopped.wait()
         nursery.cancel_scope.cancel()

@@ -1,0 +1,91 @@
+"""Secrets never leave the process: redaction of traffic details.
+
+Rules this module keeps:
+
+* Header values of ``SECRET_HEADERS`` (the Inspector's ``X-MCP-Proxy-Auth``,
+  ``Authorization``, cookies, API keys) are replaced by ``REDACTED``.
+* Query parameters named in ``SECRET_PARAMS`` (the Inspector's
+  ``MCP_PROXY_AUTH_TOKEN``, OAuth ``access_token``, ...) keep their name and
+  lose their value.
+* ``scrub()`` is the last line of defence, applied by the log formatters to
+  every string they write: it catches the same secrets in free text.
+
+Callers redact before they store, log or expose anything derived from
+traffic; the log formatter scrubs again.
+"""
+
+from __future__ import annotations
+
+import re
+
+REDACTED = "REDACTED"
+
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-mcp-proxy-auth",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+    }
+)
+SECRET_PARAMS = frozenset(
+    {
+        "mcp_proxy_auth_token",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "key",
+        "secret",
+        "password",
+        "auth",
+        "code",
+    }
+)
+
+_SECRET_PARAM_RE = re.compile(
+    r"(?i)(?<![A-Za-z0-9_.-])(?P<name>" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
+    + r")=(?P<value>[^&;#\s\"',)]*)"
+)
+_BEARER_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_HEADER_LINE_RE = re.compile(
+    r"(?i)(?P<name>" + "|".join(re.escape(h) for h in sorted(SECRET_HEADERS)) + r")(?P<sep>\"?\s*[:=]\s*\"?)"
+    r"(?P<value>[^\"\r\n,}]*)"
+)
+
+
+def redact_header(name: str | bytes, value: str | bytes) -> str:
+    name_text = name.decode("latin-1") if isinstance(name, bytes) else name
+    value_text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return REDACTED if name_text.lower() in SECRET_HEADERS else value_text
+
+
+def redact_headers(headers: list[tuple[str | bytes, str | bytes]]) -> list[tuple[str, str]]:
+    return [
+        (n.decode("latin-1") if isinstance(n, bytes) else n, redact_header(n, v)) for n, v in headers
+    ]
+
+
+def _redact_params(text: str) -> str:
+    return _SECRET_PARAM_RE.sub(lambda m: f"{m.group('name')}={REDACTED}", text)
+
+
+def redact_target(target: str | bytes) -> str:
+    """A request target (path and query) with secret parameter values removed."""
+    text = target.decode("latin-1") if isinstance(target, bytes) else target
+    path, sep, query = text.partition("?")
+    return path + sep + _redact_params(query) if sep else text
+
+
+def scrub(text: str) -> str:
+    """Remove secrets from free text (log lines, error messages)."""
+    if "=" in text:
+        text = _redact_params(text)
+    text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _HEADER_LINE_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)

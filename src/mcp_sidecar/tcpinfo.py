@@ -1,0 +1,54 @@
+"""Kernel TCP statistics (Linux ``TCP_INFO``) for one socket.
+
+Reading ``TCP_INFO`` is one ``getsockopt``: microseconds.  The offsets are
+those of ``struct tcp_info`` in ``linux/tcp.h`` (stable ABI: fields are only
+ever appended); ``rtt``/``rttvar`` are smoothed values in microseconds,
+``total_retrans`` counts every retransmitted segment of the connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_TCP_INFO_LEN = 104  # up to and including tcpi_total_retrans
+_RTT = struct.Struct("=II")  # tcpi_rtt, tcpi_rttvar at offset 68
+_LAST = struct.Struct("=IIII")  # last_data_sent, last_ack_sent, last_data_recv, last_ack_recv at 44 (ms)
+_U32 = struct.Struct("=I")
+
+
+@dataclass(frozen=True, slots=True)
+class TcpInfo:
+    rtt_s: float
+    rttvar_s: float
+    total_retrans: int
+    #: Time since data was last sent / received on this socket (kernel clock):
+    #: how long the leg has been idle, at no cost to the hot path.
+    since_sent_s: float
+    since_recv_s: float
+
+    @property
+    def idle_s(self) -> float:
+        return min(self.since_sent_s, self.since_recv_s)
+
+    def as_json(self) -> dict[str, float | int]:
+        return {
+            "rtt_ms": round(self.rtt_s * 1000, 3),
+            "rttvar_ms": round(self.rttvar_s * 1000, 3),
+            "retransmits": self.total_retrans,
+        }
+
+
+def read_tcp_info(sock: socket.socket) -> TcpInfo | None:
+    """The socket's kernel figures, or None (closed socket, other OS)."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
+    except (OSError, ValueError):
+        return None
+    if len(raw) < _TCP_INFO_LEN:
+        return None
+    rtt_us, rttvar_us = _RTT.unpack_from(raw, 68)
+    sent_ms, _, recv_ms, _ = _LAST.unpack_from(raw, 44)
+    return TcpInfo(rtt_us / 1e6, rttvar_us / 1e6, _U32.unpack_from(raw, 100)[0], sent_ms / 1000, recv_ms / 1000)

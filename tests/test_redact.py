@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcp_sidecar import logs
+from mcp_sidecar.redact import REDACTED, redact_headers, redact_target, scrub
+
+SECRET = "s3cr3t-Tok3n_value"
+
+
+def test_headers() -> None:
+    headers = [(b"X-MCP-Proxy-Auth", f"Bearer {SECRET}".encode()), (b"Authorization", b"Basic dXNlcjpwYXNz"),
+               (b"Cookie", b"a=b"), (b"Origin", b"http://localhost:6274"), (b"mcp-session-id", b"abc")]
+    assert redact_headers(headers) == [("X-MCP-Proxy-Auth", REDACTED), ("Authorization", REDACTED),
+                                       ("Cookie", REDACTED), ("Origin", "http://localhost:6274"),
+                                       ("mcp-session-id", "abc")]
+
+
+def test_query_parameters() -> None:
+    assert redact_target(f"/sse?transportType=stdio&MCP_PROXY_AUTH_TOKEN={SECRET}&x=1") == (
+        f"/sse?transportType=stdio&MCP_PROXY_AUTH_TOKEN={REDACTED}&x=1"
+    )
+    assert redact_target(f"/?access_token={SECRET}") == f"/?access_token={REDACTED}"
+    assert redact_target("/message?sessionId=42") == "/message?sessionId=42"
+    assert redact_target("/plain") == "/plain"
+
+
+def test_scrub_free_text() -> None:
+    text = (f"GET /?MCP_PROXY_AUTH_TOKEN={SECRET} Authorization: Bearer {SECRET} "
+            f'{{"x-mcp-proxy-auth": "{SECRET}"}} token={SECRET}')
+    cleaned = scrub(text)
+    assert SECRET not in cleaned
+    assert cleaned.count(REDACTED) == 4
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60))
+def test_scrub_removes_any_token_value(prefix: str) -> None:
+    token = "Zq9" + "x" * 20
+    for template in ("?MCP_PROXY_AUTH_TOKEN={t}", " Bearer {t}", "&token={t}"):
+        assert token not in scrub(prefix + template.format(t=token))
+
+
+def test_log_formatters_scrub_fields() -> None:
+    for fmt in ("json", "text"):
+        stream = io.StringIO()
+        logs.configure(fmt, "info", stream=stream)
+        logs.log(logging.getLogger("mcp_sidecar.test"), logging.INFO, "http.request",
+                 target=f"/sse?MCP_PROXY_AUTH_TOKEN={SECRET}", header=f"Bearer {SECRET}")
+        out = stream.getvalue()
+        assert SECRET not in out and REDACTED in out
+        if fmt == "json":
+            assert json.loads(out)["event"] == "http.request"
+    logs.configure("text", "warning")
