@@ -22,7 +22,8 @@ import trio
 
 from mcp_sidecar.config import ProxyConfig, build_config
 from mcp_sidecar.demo import serve_echo, serve_http
-from mcp_sidecar.listeners import bind_all
+from mcp_sidecar.admin import AdminServer
+from mcp_sidecar.listeners import bind_all, bind_everything
 from mcp_sidecar.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,12 @@ async def http_port(nursery: trio.Nursery) -> int:
 class RunningProxy:
     proxy: Proxy
     config: ProxyConfig
+    admin: AdminServer | None = None
+
+    @property
+    def admin_port(self) -> int:
+        assert self.admin is not None
+        return self.admin.address[1]
 
     def port(self, route: str | None = None) -> int:
         return self.address(route)[1]
@@ -56,12 +63,21 @@ class RunningProxy:
         return next(rt for rt in self.proxy.routes if rt.config.name == name)
 
 
-async def start_proxy(nursery: trio.Nursery, document: dict[str, Any]) -> RunningProxy:
-    """Bind and serve ``document`` (a config dict) in ``nursery``."""
+async def start_proxy(nursery: trio.Nursery, document: dict[str, Any], *, admin: bool = False) -> RunningProxy:
+    """Bind and serve ``document`` (a config dict) in ``nursery``; with
+    ``admin``, also its admin endpoint on a free loopback port."""
+    document = dict(document)
+    document.setdefault("admin", {})
+    document["admin"] = {"listen": "127.0.0.1:0", **document["admin"]}
     config = build_config(document, source="test")
-    proxy = Proxy(config, bind_all(config))
+    sockets = bind_everything(config) if admin else None
+    proxy = Proxy(config, sockets.routes if sockets else bind_all(config))
+    server = None
+    if sockets is not None and sockets.admin is not None:
+        server = AdminServer(proxy, sockets.admin, config.admin)
+        await nursery.start(server.serve)
     await nursery.start(proxy.serve)
-    return RunningProxy(proxy, config)
+    return RunningProxy(proxy, config, server)
 
 
 def route_doc(upstream: str, listen: str = "127.0.0.1:0", **settings: Any) -> dict[str, Any]:

@@ -162,8 +162,8 @@ class AdminServer:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(stream, conn, _json(status, {"error": str(exc)}), head_only=False)
                 return
-            except _Timeout:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and conn.their_state is not h11.IDLE:
+            except _Timeout as timeout:
+                if timeout.partial and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(stream, conn, _json(408, {"error": "request timeout"}), head_only=False)
                 return
             if request is None:
@@ -184,6 +184,7 @@ class AdminServer:
         request: h11.Request | None = None
         body = bytearray()
         deadline = None
+        head_bytes = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -195,16 +196,23 @@ class AdminServer:
                     with trio.move_on_after(wait) as scope:
                         data = await stream.receive_some(65536)
                     if scope.cancelled_caught:
-                        raise _Timeout
+                        raise _Timeout(partial=request is not None)
                     deadline = trio.current_time() + REQUEST_TIMEOUT_S
                 else:
                     with trio.move_on_at(deadline) as scope:
                         data = await stream.receive_some(65536)
                     if scope.cancelled_caught:
-                        raise _Timeout
+                        raise _Timeout(partial=True)
+                if request is None:
+                    # h11 bounds only an incomplete head; bound a complete one too.
+                    head_bytes += len(data)
+                    if head_bytes > MAX_HEAD_BYTES + 65536:
+                        raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                 conn.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
+                if sum(len(k) + len(v) + 4 for k, v in event.headers) + len(event.target) > MAX_HEAD_BYTES:
+                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
                 request = event
             elif isinstance(event, h11.Data):
                 body += event.data
@@ -310,4 +318,8 @@ class AdminServer:
 
 
 class _Timeout(Exception):
-    pass
+    """The client was too slow; ``partial``: it had sent part of a request."""
+
+    def __init__(self, partial: bool) -> None:
+        super().__init__()
+        self.partial = partial
