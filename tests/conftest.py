@@ -257,3 +257,76 @@ async def start_scripted_upstream(nursery: trio.Nursery) -> ScriptedUpstream:
 
     nursery.start_soon(serve)
     return ScriptedUpstream(listeners[0].socket.getsockname()[1], receive)
+
+
+# --- supervised proxies -------------------------------------------------------------------
+
+
+def write_config(path: Path, routes: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
+                 proxy: dict[str, Any] | None = None) -> Path:
+    """A TOML config file from plain dicts (strings, numbers, booleans)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["[admin]", 'listen = "127.0.0.1:0"', ""]
+    for section, table in (("supervisor", supervisor), ("proxy", proxy)):
+        if table:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items()]
+            lines.append("")
+    for route in routes:
+        lines.append("[[route]]")
+        lines += [f"{k} = {value(v)}" for k, v in route.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+#: Fast supervision for tests: quick heartbeats, short backoff.
+FAST_SUPERVISOR = {"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "restart_backoff_initial": "50ms",
+                   "stable_after": "2s"}
+
+
+@dataclass
+class Supervised:
+    process: ProxyProcess
+    state_dir: Path
+    config_path: Path
+
+    def status(self) -> dict[str, Any]:
+        from mcp_sidecar.control import send_command
+
+        return send_command(self.state_dir, "status", timeout_s=20)
+
+    def command(self, command: str, **fields: Any) -> dict[str, Any]:
+        from mcp_sidecar.control import send_command
+
+        return send_command(self.state_dir, command, timeout_s=60, **fields)
+
+    def worker_pid(self) -> int | None:
+        worker = self.status()["worker"]
+        return worker["pid"] if worker else None
+
+    def port(self, route: str) -> int:
+        listen = next(r for r in self.status()["routes"] if r["name"] == route)["listen"][0]
+        return int(listen.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def supervised(proxy_process, tmp_path):
+    def start(routes: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
+              proxy: dict[str, Any] | None = None, *extra: str, state_dir: Path | None = None,
+              env: dict[str, str] | None = None) -> Supervised:
+        config = write_config(tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy)
+        directory = state_dir or tmp_path / "state"
+        proc = proxy_process("run", "--config", str(config), "--state-dir", str(directory), "--log-format", "json",
+                             *extra, env=env)
+        proc.wait_for_line("mcp-sidecar ")
+        return Supervised(proc, directory, config)
+
+    return start

@@ -188,6 +188,39 @@ async def test_slowloris_does_not_block_others_and_is_cut(nursery, echo_port: in
             await s.aclose()
 
 
+async def test_admin_answers_while_a_connection_pushes_flat_out(nursery, echo_port: int) -> None:
+    """The pump yields every few chunks: a saturating connection cannot
+    starve the admin endpoint (or other connections)."""
+    with trio.fail_after(20):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
+        stream = await connect(proxy.port())
+        block = b"x" * 1_000_000
+        stop = trio.Event()
+
+        async def pump_out() -> None:
+            while not stop.is_set():
+                await stream.send_all(block)
+
+        async def drain_in() -> None:
+            while not stop.is_set():
+                await stream.receive_some(1 << 20)
+
+        async with trio.open_nursery() as n:
+            n.start_soon(pump_out)
+            n.start_soon(drain_in)
+            await wait_until(lambda: proxy.route().bytes_forwarded()[1] > 20_000_000)
+            t0 = trio.current_time()
+            for _ in range(5):
+                assert (await get(proxy.admin_port, "/healthz")).status == 200
+            elapsed = trio.current_time() - t0
+            moved = proxy.route().bytes_forwarded()[1]
+            stop.set()
+            n.cancel_scope.cancel()
+        assert elapsed < 2.0, elapsed  # generous: five requests on a loaded loop
+        assert moved > 20_000_000
+        await stream.aclose()
+
+
 async def test_oversized_head_gets_431(nursery, echo_port: int) -> None:
     with trio.fail_after(10):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)

@@ -23,11 +23,11 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
     try:
         ui = proxy.routes[0].listeners[0].address.port
         mcp_proxy = proxy.routes[1].listeners[0].address.port
-        assert route_lines(proxy) == [
+        assert route_lines(proxy.config, proxy.listeners) == [
             f"route inspector-ui     127.0.0.1:{ui} -> localhost:6274",
             f"route inspector-proxy  127.0.0.1:{mcp_proxy} -> localhost:6277",
         ]
-        lines = inspector_lines(proxy)
+        lines = inspector_lines(proxy.config, proxy.listeners)
         assert lines[1] == (
             f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:{ui} "
             "npx @modelcontextprotocol/inspector"
@@ -45,14 +45,14 @@ def test_inspector_v2_lines_and_no_hints_without_profile() -> None:
     proxy = _proxy("inspector-v2")
     try:
         ui = proxy.routes[0].listeners[0].address.port
-        assert inspector_lines(proxy)[:2] == ["Inspector v2 through the sidecar:", f"  open:  http://127.0.0.1:{ui}/"]
+        assert inspector_lines(proxy.config, proxy.listeners)[:2] == ["Inspector v2 through the sidecar:", f"  open:  http://127.0.0.1:{ui}/"]
     finally:
         for listener in proxy.listeners:
             listener.close()
     config = build_config(forwards=("127.0.0.1:0:localhost:1",))
     plain = Proxy(config, bind_all(config))
     try:
-        assert inspector_lines(plain) == []
+        assert inspector_lines(plain.config, plain.listeners) == []
     finally:
         for listener in plain.listeners:
             listener.close()

@@ -10,53 +10,49 @@ and its UI looks for the proxy server on its own hostname plus
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import socket
 
 from .addresses import bracket
-from .proxy import Proxy
-
-if TYPE_CHECKING:
-    from .admin import AdminServer
+from .config import ProxyConfig
+from .listeners import BoundListener
 
 
-def admin_lines(admin: "AdminServer | None") -> list[str]:
+def admin_lines(admin: socket.socket | None) -> list[str]:
     if admin is None:
         return []
-    host, port = admin.address
+    host, port = admin.getsockname()[:2]
     base = f"http://{bracket(host)}:{port}"
     return [f"admin {base}/  (/healthz /readyz /metrics /api/status /api/connections)"]
 
 
-def route_lines(proxy: Proxy) -> list[str]:
-    width = max(len(rt.config.name) for rt in proxy.routes)
+def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:
+    width = max(len(route.name) for route in config.routes)
     lines = []
-    for rt in proxy.routes:
-        bound = ", ".join(str(l.address) for l in rt.listeners)
-        lines.append(f"route {rt.config.name:<{width}}  {bound} -> {rt.config.upstream}")
+    for route in config.routes:
+        bound = ", ".join(str(l.address) for l in listeners if l.route.name == route.name)
+        lines.append(f"route {route.name:<{width}}  {bound} -> {route.upstream}")
     return lines
 
 
-def _route(proxy: Proxy, name: str):
-    return next((rt for rt in proxy.routes if rt.config.name == name), None)
+def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:
+    def bound(name: str) -> list[BoundListener]:
+        return [l for l in listeners if l.route.name == name]
 
-
-def inspector_lines(proxy: Proxy) -> list[str]:
-    profile = proxy.config.profile
-    ui = _route(proxy, "inspector-ui")
+    profile = config.profile
+    ui = next((r for r in config.routes if r.name == "inspector-ui"), None)
     if profile not in ("inspector-v1", "inspector-v2") or ui is None:
         return []
-    ui_origins = [f"http://{bracket(l.address.host)}:{l.address.port}" for l in ui.listeners]
+    ui_origins = [f"http://{bracket(l.address.host)}:{l.address.port}" for l in bound("inspector-ui")]
     if profile == "inspector-v2":
-        sandbox = _route(proxy, "inspector-sandbox")
         lines = ["Inspector v2 through the sidecar:"]
         lines += [f"  open:  {origin}/" for origin in ui_origins]
-        if sandbox is not None:
-            ports = sorted({l.address.port for l in sandbox.listeners})
+        ports = sorted({l.address.port for l in bound("inspector-sandbox")})
+        if ports:
             lines.append(f"  the sandbox port {', '.join(map(str, ports))} is forwarded as well")
         return lines
-    proxy_route = _route(proxy, "inspector-proxy")
-    proxy_port = proxy_route.listeners[0].address.port if proxy_route and proxy_route.listeners else 6277
-    allowed = ",".join([f"http://localhost:{ui.config.upstream.port}", *ui_origins])
+    proxy_listeners = bound("inspector-proxy")
+    proxy_port = proxy_listeners[0].address.port if proxy_listeners else 6277
+    allowed = ",".join([f"http://localhost:{ui.upstream.port}", *ui_origins])
     lines = [
         "Inspector v1 through the sidecar:",
         f"  start it with:  ALLOWED_ORIGINS={allowed} npx @modelcontextprotocol/inspector",

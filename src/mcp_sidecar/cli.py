@@ -8,10 +8,13 @@ User errors (``LocalError``: bad config, busy port) are printed as one line,
 from __future__ import annotations
 
 import functools
+import json
 import os
 import resource
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -22,9 +25,12 @@ from .admin import AdminServer
 from .banner import admin_lines, inspector_lines, route_lines
 from .config import (PROFILES, ProxyConfig, build_config, load_config, load_config_file, parse_admin_listen,
                      parse_duration, render_toml)
-from .errors import EXIT_FAILURE, ConfigError, SidecarError
+from .control import NotRunning, send_command
+from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, ConfigError, LocalError, SidecarError
 from .listeners import bind_everything
 from .proxy import Proxy
+from .statedir import STATE_DIR_ENV, Counters, default_state_dir, ensure_state_dir, inspect_pid_file
+from .supervisor import Supervisor, run_supervised
 from .worker import run_worker
 
 
@@ -105,28 +111,62 @@ def cli() -> None:
     """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic."""
 
 
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help=f"PID file, counters and control socket (env {STATE_DIR_ENV}; default /run/mcp-sidecar for root, "
+         "else $XDG_RUNTIME_DIR/mcp-sidecar or /tmp/mcp-sidecar-UID).")
+
+
+def _state_dir(value: Path | None) -> Path:
+    return value if value is not None else default_state_dir()
+
+
 @cli.command()
 @with_route_options
 @click.option("--drain-timeout", default=None, metavar="DURATION",
               help="Override proxy.drain_timeout (e.g. 10s).")
 @click.option("--admin", "admin_listen", default=None, metavar="HOST:PORT|off",
               help="Admin endpoint (health, metrics, API); default 127.0.0.1:6279.")
+@click.option("--supervise/--no-supervise", default=True, show_default=True,
+              help="Run the worker under a socket-holding supervisor, or alone in this process.")
+@state_dir_option
 @with_log_options
 @reports_errors
 def run(config_path: str | None, forwards: tuple[str, ...], profile: str | None, drain_timeout: str | None,
-        admin_listen: str | None, log_format: str, log_level: str) -> None:
+        admin_listen: str | None, supervise: bool, state_dir: Path | None, log_format: str, log_level: str) -> None:
     """Forward every route until SIGTERM/SIGINT, then drain and exit 0."""
-    config = apply_overrides(load_config(config_path, forwards=forwards, profile=profile),
-                             drain_timeout=drain_timeout, admin_listen=admin_listen)
+
+    def load() -> ProxyConfig:
+        return apply_overrides(load_config(config_path, forwards=forwards, profile=profile),
+                               drain_timeout=drain_timeout, admin_listen=admin_listen)
+
+    config = load()
     logs.configure(log_format, log_level)
     raise_fd_limit()
+    if supervise:
+        directory = ensure_state_dir(_state_dir(state_dir))
+
+        def on_supervised(supervisor: Supervisor) -> None:
+            assert supervisor.sockets is not None
+            _banner(supervisor.config, supervisor.sockets.routes, supervisor.sockets.admin,
+                    f"supervisor pid {os.getpid()}, worker pid {supervisor.active.pid if supervisor.active else '?'}, "
+                    f"state {directory}")
+
+        resolved_format = log_format if log_format != "auto" else ("text" if sys.stderr.isatty() else "json")
+        run_supervised(config, directory, load, log_format=resolved_format, log_level=log_level,
+                       on_ready=on_supervised)
+        return
     sockets = bind_everything(config)
 
     def on_ready(proxy: Proxy, admin: AdminServer | None) -> None:
-        _echo_lines([f"mcp-sidecar {__version__} forwarding (pid {os.getpid()})", *route_lines(proxy),
-                     *admin_lines(admin), *inspector_lines(proxy)])
+        _banner(config, proxy.listeners, sockets.admin, f"pid {os.getpid()}, not supervised")
 
     trio.run(run_worker, config, sockets, on_ready)
+
+
+def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
+    _echo_lines([f"mcp-sidecar {__version__} forwarding ({who})", *route_lines(config, listeners),
+                 *admin_lines(admin), *inspector_lines(config, listeners)])
 
 
 def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
@@ -191,8 +231,8 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, check_only: boo
                     proxy.begin_drain()
 
             def on_ready(proxy: Proxy, admin: AdminServer | None) -> None:
-                _echo_lines([f"mcp-sidecar {__version__} demo (pid {os.getpid()})", *route_lines(proxy),
-                             *admin_lines(admin)])
+                _echo_lines([f"mcp-sidecar {__version__} demo (pid {os.getpid()})",
+                             *route_lines(config, proxy.listeners), *admin_lines(sockets.admin)])
                 nursery.start_soon(check_then, proxy)
 
             await run_worker(config, sockets, on_ready)
@@ -220,6 +260,114 @@ def config_validate(file: str) -> None:
 def config_show(config_path: str | None, forwards: tuple[str, ...], profile: str | None) -> None:
     """Print the effective configuration, defaults filled in, as TOML."""
     click.echo(render_toml(load_config(config_path, forwards=forwards, profile=profile)), nl=False)
+
+
+# --- talking to a running supervisor ---------------------------------------------------
+
+
+def _not_running(directory: Path, as_json: bool) -> None:
+    pid_state = inspect_pid_file(directory)
+    counters = Counters.load(directory).data if (directory / "counters.json").exists() else None
+    if as_json:
+        click.echo(json.dumps({"running": False, "state_dir": str(directory), "pid_file": pid_state.describe(),
+                               "counters": counters}, indent=1))
+    else:
+        click.echo(f"mcp-sidecar: {pid_state.describe()} (state directory {directory})")
+        if counters:
+            _echo_counters(counters)
+    sys.exit(EXIT_NOT_RUNNING)
+
+
+def _echo_counters(counters: dict[str, Any]) -> None:
+    restarts = counters.get("worker_restarts", {})
+    click.echo("failure counters (persistent):")
+    click.echo(f"  worker crashes {restarts.get('crash', 0)}, hangs {restarts.get('hang', 0)}, "
+               f"restarts {restarts.get('restart', 0)}, reloads {restarts.get('reload', 0)}, "
+               f"supervisor starts {counters.get('supervisor_starts', 0)}")
+    for route, n in sorted(counters.get("upstream_connect_failures", {}).items()):
+        down = counters.get("upstream_down", {}).get(route, 0)
+        click.echo(f"  route {route}: upstream connect failures {n}, went down {down} time(s)")
+    for event in counters.get("events", [])[-5:]:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["ts"]))
+        rest = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("ts", "event"))
+        click.echo(f"  {stamp} {event['event']} {rest}".rstrip())
+
+
+def _ask(directory: Path, command: str, as_json: bool = False, **fields: Any) -> dict[str, Any]:
+    try:
+        return send_command(directory, command, **fields)
+    except NotRunning:
+        _not_running(directory, as_json)
+        raise AssertionError("unreachable")
+    except OSError as exc:
+        raise LocalError(f"cannot reach the supervisor in {directory}: {exc}") from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@state_dir_option
+@reports_errors
+def status(as_json: bool, state_dir: Path | None) -> None:
+    """Supervisor, worker, routes and failure counters.  Exit 0 healthy, 1 degraded, 3 not running."""
+    directory = _state_dir(state_dir)
+    reply = _ask(directory, "status", as_json)
+    if as_json:
+        click.echo(json.dumps(reply, indent=1))
+    else:
+        sup, worker, standby = reply["supervisor"], reply["worker"], reply["standby"]
+        verdict = "healthy" if reply["healthy"] else "DEGRADED"
+        click.echo(f"mcp-sidecar {reply['version']}: running, {verdict} (state directory {reply['state_dir']})")
+        click.echo(f"  supervisor pid {sup['pid']}, up {sup['uptime_s']:.0f} s")
+        if worker:
+            click.echo(f"  worker pid {worker['pid']} {worker['state']}, up {worker['uptime_s']:.1f} s, "
+                       f"last heartbeat {worker['heartbeat_age_s']} s ago")
+        else:
+            click.echo("  worker: none serving")
+        click.echo(f"  standby: {'pid ' + str(standby['pid']) + ' ' + standby['state'] if standby else 'none'}"
+                   f"; draining: {len(reply['draining_workers'])}")
+        if reply["admin"]:
+            click.echo(f"  admin http://{reply['admin']}/")
+        for route in reply["routes"]:
+            state = route["upstream_state"]
+            click.echo(f"  route {route['name']}: {', '.join(route['listen'])} -> {route['upstream']} "
+                       f"[upstream {state}] active {route['connections_active']}, "
+                       f"total {route['connections_total']}")
+        for problem in reply["problems"]:
+            click.echo(f"  problem: {problem}")
+        _echo_counters(reply["counters"])
+    sys.exit(0 if reply["healthy"] else 1)
+
+
+@cli.command()
+@click.option("--hard", is_flag=True, help="Kill the worker now instead of draining it.")
+@state_dir_option
+@reports_errors
+def restart(hard: bool, state_dir: Path | None) -> None:
+    """Replace the worker: a new one takes over the sockets, the old one drains."""
+    _report(_ask(_state_dir(state_dir), "restart", hard=hard))
+
+
+@cli.command()
+@state_dir_option
+@reports_errors
+def reload(state_dir: Path | None) -> None:
+    """Re-read the configuration and apply it through a graceful restart."""
+    _report(_ask(_state_dir(state_dir), "reload"))
+
+
+@cli.command()
+@state_dir_option
+@reports_errors
+def stop(state_dir: Path | None) -> None:
+    """Stop gracefully: open connections drain for up to drain_timeout."""
+    _report(_ask(_state_dir(state_dir), "stop"))
+
+
+def _report(reply: dict[str, Any]) -> None:
+    if not reply.get("ok"):
+        click.echo(f"proxyctl: error: {reply.get('error', 'failed')}", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo(" ".join(f"{k}={v}" for k, v in reply.items() if k != "ok"))
 
 
 def main() -> None:

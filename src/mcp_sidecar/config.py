@@ -67,6 +67,19 @@ DEFAULT_HEALTH_TIMEOUT_S = 2.0
 #: down (HAProxy's rise/fall).
 DEFAULT_HEALTH_RISE = 2
 DEFAULT_HEALTH_FALL = 3
+#: Supervision: the worker heartbeats this often; a worker silent for
+#: heartbeat_timeout is killed and replaced (counted as a hang).
+DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
+DEFAULT_HEARTBEAT_TIMEOUT_S = 5.0
+#: A worker serving this long without a failure resets the restart backoff.
+DEFAULT_STABLE_AFTER_S = 30.0
+DEFAULT_RESTART_BACKOFF_INITIAL_S = 0.1
+DEFAULT_RESTART_BACKOFF_MAX_S = 30.0
+#: Alert after this many consecutive failures within the window (the old
+#: watchdog's threshold was 3), at most once per alert_min_interval per kind.
+DEFAULT_ALERT_THRESHOLD = 3
+DEFAULT_ALERT_WINDOW_S = 300.0
+DEFAULT_ALERT_MIN_INTERVAL_S = 300.0
 #: The admin endpoint: loopback only unless told otherwise.
 DEFAULT_ADMIN_LISTEN = "127.0.0.1:6279"
 ADMIN_TOKEN_ENV = "MCP_SIDECAR_ADMIN_TOKEN"
@@ -123,6 +136,22 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class SupervisorConfig:
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+    stable_after_s: float = DEFAULT_STABLE_AFTER_S
+    restart_backoff_initial_s: float = DEFAULT_RESTART_BACKOFF_INITIAL_S
+    restart_backoff_max_s: float = DEFAULT_RESTART_BACKOFF_MAX_S
+    #: Keep a pre-started worker ready, so a dead worker is replaced in
+    #: milliseconds instead of a cold Python start (~0.3 s).
+    standby: bool = True
+    alert_threshold: int = DEFAULT_ALERT_THRESHOLD
+    alert_window_s: float = DEFAULT_ALERT_WINDOW_S
+    alert_min_interval_s: float = DEFAULT_ALERT_MIN_INTERVAL_S
+    alert_webhook: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     name: str
     listen: tuple[HostPort, ...]
@@ -136,6 +165,7 @@ class ProxyConfig:
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
     admin: AdminConfig = field(default_factory=AdminConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     profile: str | None = None
     source: str = "<defaults>"
 
@@ -206,6 +236,12 @@ def _token(value: Any) -> str:
     return value
 
 
+def _webhook_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
 #: TOML key -> (RouteSettings attribute, parser).
 _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "connect_timeout": ("connect_timeout_s", _positive_duration),
@@ -229,8 +265,20 @@ _ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("listen", parse_admin_listen),
     "token": ("token", _token),
 }
+_SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "heartbeat_interval": ("heartbeat_interval_s", _positive_duration),
+    "heartbeat_timeout": ("heartbeat_timeout_s", _positive_duration),
+    "stable_after": ("stable_after_s", parse_duration),
+    "restart_backoff_initial": ("restart_backoff_initial_s", parse_duration),
+    "restart_backoff_max": ("restart_backoff_max_s", parse_duration),
+    "standby": ("standby", _boolean),
+    "alert_threshold": ("alert_threshold", _int_in(1, 1000)),
+    "alert_window": ("alert_window_s", _positive_duration),
+    "alert_min_interval": ("alert_min_interval_s", parse_duration),
+    "alert_webhook": ("alert_webhook", _webhook_url),
+}
 _ROUTE_KEYS = {"name", "listen", "upstream", *_SETTING_KEYS}
-_TOP_KEYS = {"proxy", "defaults", "route", "admin"}
+_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor"}
 
 
 # --- building -------------------------------------------------------------------
@@ -352,6 +400,12 @@ def build_config(
         except ValueError as exc:
             raise ConfigError(f"${ADMIN_TOKEN_ENV}", "", str(exc)) from None
     proxy_values["admin"] = AdminConfig(**admin_values)
+    supervisor_values = _section(source, "supervisor", document, _SUPERVISOR_KEYS)
+    if supervisor_values.get("heartbeat_timeout_s", DEFAULT_HEARTBEAT_TIMEOUT_S) <= supervisor_values.get(
+        "heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S
+    ):
+        raise ConfigError(source, "supervisor.heartbeat_timeout", "must be longer than heartbeat_interval")
+    proxy_values["supervisor"] = SupervisorConfig(**supervisor_values)
 
     defaults_table = _table(source, "defaults", document.get("defaults", {}))
     _check_keys(source, "defaults.", defaults_table, set(_SETTING_KEYS))
@@ -441,6 +495,17 @@ def render_toml(config: ProxyConfig) -> str:
     lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
     if admin.token:
         lines.append('# token is set (not shown)')
+    lines.append("")
+    lines.append("[supervisor]")
+    attr_to_key = {attr: key for key, (attr, _) in _SUPERVISOR_KEYS.items()}
+    for f in fields(config.supervisor):
+        value = getattr(config.supervisor, f.name)
+        if f.name == "alert_webhook":
+            if value:
+                lines.append("# alert_webhook is set (not shown)")
+            continue
+        shown = format_duration(value) if f.name.endswith("_s") else value
+        lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
     lines.append("")
     for route in config.routes:
         lines.append("[[route]]")

@@ -3,6 +3,7 @@ diagnostics and tests (never the forwarding path)."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 import h11
@@ -26,9 +27,14 @@ async def request(
     method: str = "GET",
     body: bytes = b"",
     headers: list[tuple[str, str]] | None = None,
+    tls: bool = False,
 ) -> HttpResponse:
     """One request on a fresh connection; the caller bounds the time."""
-    stream = await trio.open_tcp_stream(host, port)
+    if tls:
+        stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+            host, port, ssl_context=ssl.create_default_context())
+    else:
+        stream = await trio.open_tcp_stream(host, port)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         hdrs = [("host", f"{host}:{port}"), ("connection", "close"), *(headers or [])]

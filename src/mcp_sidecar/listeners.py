@@ -169,6 +169,13 @@ class Sockets:
         if self.admin is not None:
             self.admin.close()
 
+    def close_unshared(self, other: "Sockets") -> None:
+        """Close the route sockets that ``other`` does not use (after a reload)."""
+        keep = {l.sock.fileno() for l in other.routes}
+        for listener in self.routes:
+            if listener.sock.fileno() >= 0 and listener.sock.fileno() not in keep:
+                listener.close()
+
 
 def bind_everything(config: ProxyConfig) -> Sockets:
     """Route listeners and the admin endpoint, all or nothing."""

@@ -1,0 +1,44 @@
+"""``proxyctl`` talking to a running supervisor over its control socket.
+
+One JSON object per line each way, on a unix socket (mode 0600) in the
+state directory; the supervisor also checks the caller's uid
+(``SO_PEERCRED``).  Blocking and synchronous: the CLI does nothing else
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from .statedir import CONTROL_SOCKET
+
+#: Graceful restart and reload start a worker (cold Python start, ~0.3 s)
+#: and wait for it to serve: allow for a loaded host.
+CONTROL_TIMEOUT_S = 60.0
+
+
+class NotRunning(Exception):
+    """No supervisor answers on this state directory."""
+
+
+def send_command(state_dir: Path, command: str, timeout_s: float = CONTROL_TIMEOUT_S, **fields: Any) -> dict[str, Any]:
+    path = state_dir / CONTROL_SOCKET
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NotRunning(str(path)) from exc
+        sock.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        raise NotRunning(f"{path}: no answer")
+    return json.loads(data)

@@ -1,0 +1,762 @@
+"""The supervisor: holds the listening sockets, runs workers, replaces them.
+
+Rules this module keeps:
+
+* The supervisor binds (or adopts from systemd) every listening socket and
+  never closes one while a route uses it.  Workers inherit them.  While no
+  worker accepts, clients wait in the kernel's backlog: a dead worker costs
+  no refused connection.
+* One *active* worker serves; one *standby* (pre-started, config loaded,
+  sockets adopted, not accepting) waits, so a dead active worker is replaced
+  in milliseconds rather than a cold start.  Workers being replaced *drain*.
+* Every worker heartbeats from its event loop.  One silent for
+  ``heartbeat_timeout`` is killed (SIGKILL) and counted as a ``hang``; any
+  other unexpected exit is a ``crash`` (OOM kills and SIGKILL included).
+* Spawning after consecutive failures backs off (``restart_backoff_initial``
+  doubling to ``restart_backoff_max``); an active worker that has served for
+  ``stable_after`` resets it.  A crash loop is logged at ERROR, shown by
+  ``proxyctl status`` and alerted -- never hidden.
+* Counters persist in the state directory; systemd hears READY/STATUS/
+  WATCHDOG (the watchdog only while the active worker heartbeats).
+* The invariants are restored by one manager task, woken on every change,
+  so that concurrent events (a crash during a reload) cannot race.
+
+Channel protocol: see child.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+
+from . import __version__, logs, sdnotify
+from .addresses import HostPort
+from .alerts import Alerter, AlertState
+from .channel import Channel, ChannelClosed
+from .config import ProxyConfig
+from .errors import SidecarError
+from .listeners import (BoundListener, Sockets, bind_everything, bind_route, expand_listen_host, open_admin_listener,
+                        open_listener)
+from .logs import log
+from .statedir import CONTROL_SOCKET, Counters, PidLock
+
+logger = logging.getLogger("mcp_sidecar.supervisor")
+
+#: A new worker must have loaded its config (imports included) within this.
+STARTUP_TIMEOUT_S = 30.0
+#: Extra time granted to draining workers past drain_timeout before SIGKILL.
+DRAIN_GRACE_S = 5.0
+CONTROL_REQUEST_TIMEOUT_S = 5.0
+
+_worker_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Worker:
+    id: int
+    process: trio.Process
+    channel: Channel
+    config: ProxyConfig
+    role: str = "starting"  # starting | standby | active | draining | exited
+    started: float = field(default_factory=trio.current_time)
+    serving_since: float | None = None
+    last_heartbeat: float | None = None
+    snapshot: dict[str, Any] | None = None
+    kill_reason: str | None = None  # hang | restart | reload | stop | startup
+    expected_exit: bool = False
+    returncode: int | None = None
+    loaded: trio.Event = field(default_factory=trio.Event)
+    serving: trio.Event = field(default_factory=trio.Event)
+    exited: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self, reason: str) -> None:
+        if self.returncode is None and self.kill_reason is None:
+            self.kill_reason = reason
+        try:
+            self.process.kill()
+        except ProcessLookupError:
+            pass
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "state": self.role,
+            "uptime_s": round(now - self.started, 3),
+            "serving_s": None if self.serving_since is None else round(now - self.serving_since, 3),
+            "heartbeat_age_s": None if self.last_heartbeat is None else round(now - self.last_heartbeat, 3),
+        }
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        state_dir: Path,
+        reload_config: Callable[[], ProxyConfig],
+        *,
+        log_format: str = "json",
+        log_level: str = "info",
+        on_ready: Callable[["Supervisor"], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.reload_config = reload_config
+        self.log_format = log_format
+        self.log_level = log_level
+        self.on_ready = on_ready
+        self.sockets: Sockets | None = None
+        self.active: Worker | None = None
+        self.standby: Worker | None = None
+        self.workers: list[Worker] = []
+        self.stopping = False
+        self.consecutive_failures = 0
+        self.next_spawn_at = 0.0
+        self.started_unix = time.time()
+        self.counters: Counters | None = None
+        self.alerts: Alerter | None = None
+        self._changed = trio.Event()
+        self._stop_requested = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._lock = trio.Lock()  # restart / reload / stop, one at a time
+        self._ready_sent = False
+        self._upstream_down: set[str] = set()
+        self._failures_seen: dict[str, dict[str, int]] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind (or adopt from systemd) every socket: all or nothing."""
+        adopted = sdnotify.listen_fds()
+        if adopted:
+            self.sockets = adopt_activated(self.config, adopted)
+        else:
+            self.sockets = bind_everything(self.config)
+
+    async def run(self, lock: PidLock) -> None:
+        """Supervise until stopped; ``lock`` is the acquired PID file."""
+        control_path = self.state_dir / CONTROL_SOCKET
+        try:
+            self.counters = Counters.load(self.state_dir)
+            self.counters.data["supervisor_starts"] += 1
+            if lock.replaced_stale is not None:
+                self.counters.event("stale_pid_file_replaced", pid=lock.replaced_stale.pid,
+                                    detail=lock.replaced_stale.stale)
+                log(logger, logging.WARNING, "supervisor.stale_pid_file", pid=lock.replaced_stale.pid,
+                    detail=lock.replaced_stale.stale)
+            self.counters.event("supervisor_started", pid=os.getpid())
+            self.counters.save()
+            if self.sockets is None:
+                self.bind()
+            control = await open_control_socket(control_path)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                sup = self.config.supervisor
+                self.alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
+                                      sup.alert_webhook, nursery)
+                nursery.start_soon(self._watch_signals)
+                nursery.start_soon(self._serve_control, control)
+                nursery.start_soon(self._monitor_heartbeats)
+                nursery.start_soon(self._systemd_watchdog)
+                nursery.start_soon(self._manage)
+                await self._stop_requested.wait()
+                await self._shutdown()
+                nursery.cancel_scope.cancel()
+        finally:
+            try:
+                control_path.unlink()
+            except OSError:
+                pass
+            if self.sockets is not None:
+                self.sockets.close()
+            if self.counters is not None:
+                self.counters.event("supervisor_stopped", pid=os.getpid())
+                self.counters.save()
+            lock.release()
+            log(logger, logging.INFO, "supervisor.stopped")
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self._stop_requested.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._reload_logged)
+                elif not self.stopping:
+                    log(logger, logging.INFO, "signal.stop", signal=signal.Signals(signum).name)
+                    self.request_stop()
+                else:
+                    log(logger, logging.WARNING, "signal.stop_now", signal=signal.Signals(signum).name)
+                    for worker in self._alive():
+                        await self._send(worker, "stop_now")
+
+    async def _reload_logged(self) -> None:
+        result = await self.reload()
+        log(logger, logging.INFO if result.get("ok") else logging.ERROR, "supervisor.reload", **result)
+
+    async def _shutdown(self) -> None:
+        sdnotify.notify("STOPPING=1", "STATUS=draining")
+        async with self._lock:
+            if self.standby is not None:
+                await self._retire(self.standby, "stop")
+            for worker in self._alive():
+                if worker.role in ("active", "draining"):
+                    worker.role = "draining"
+                    await self._send(worker, "drain")
+                else:
+                    await self._retire(worker, "stop")
+            deadline = trio.current_time() + self.config.drain_timeout_s + DRAIN_GRACE_S
+            for worker in list(self.workers):
+                with trio.move_on_at(deadline):
+                    await worker.exited.wait()
+                if not worker.exited.is_set():
+                    worker.kill("stop")
+                    await worker.exited.wait()
+
+    # --- workers ------------------------------------------------------------------------
+
+    def _alive(self) -> list[Worker]:
+        return [w for w in self.workers if not w.exited.is_set()]
+
+    def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[list[tuple[int, int, str, int]], int | None]:
+        index = {route.name: i for i, route in enumerate(config.routes)}
+        plan = [(index[l.route.name], l.sock.fileno(), l.address.host, l.address.port) for l in sockets.routes]
+        return plan, sockets.admin.fileno() if sockets.admin is not None else None
+
+    async def _spawn(self, config: ProxyConfig, sockets: Sockets) -> Worker:
+        now = trio.current_time()
+        if now < self.next_spawn_at:
+            await trio.sleep_until(self.next_spawn_at)
+        plan, admin_fd = self._plan(config, sockets)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [fd for _, fd, _, _ in plan] + ([admin_fd] if admin_fd is not None else []) + [child.fileno()]
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "mcp_sidecar.child", str(child.fileno())],
+                pass_fds=fds, stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
+        worker = Worker(next(_worker_ids), process, channel, config)
+        self.workers.append(worker)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._follow, worker)
+        self._nursery.start_soon(self._reap, worker)
+        try:
+            await channel.send("config", config, plan, admin_fd, self.log_format, self.log_level,
+                               config.supervisor.heartbeat_interval_s)
+        except ChannelClosed:
+            pass  # it died at once; _reap counts it
+        log(logger, logging.INFO, "worker.spawned", worker=worker.id, pid=worker.pid)
+        return worker
+
+    async def _follow(self, worker: Worker) -> None:
+        """Read the worker's messages until its channel closes."""
+        try:
+            while True:
+                message = await worker.channel.receive()
+                kind = message[0]
+                if kind == "heartbeat":
+                    worker.last_heartbeat = trio.current_time()
+                    worker.snapshot = message[1]
+                    if worker.role == "active":
+                        self._absorb_snapshot(message[1])
+                elif kind == "loaded":
+                    worker.last_heartbeat = trio.current_time()
+                    if worker.role == "starting":
+                        worker.role = "standby"
+                    worker.loaded.set()
+                    self._wake()
+                elif kind == "serving":
+                    worker.serving_since = trio.current_time()
+                    worker.serving.set()
+                    self._wake()
+        except ChannelClosed:
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await worker.channel.aclose()
+
+    async def _reap(self, worker: Worker) -> None:
+        worker.returncode = await worker.process.wait()
+        worker.exited.set()
+        role = worker.role
+        worker.role = "exited"
+        if self.active is worker:
+            self.active = None
+        if self.standby is worker:
+            self.standby = None
+        self.workers.remove(worker)
+        expected = worker.expected_exit or role == "draining" or worker.kill_reason in ("restart", "stop", "reload")
+        if expected:
+            log(logger, logging.INFO, "worker.exited", worker=worker.id, pid=worker.pid, role=role,
+                returncode=worker.returncode)
+            if worker.kill_reason == "restart":
+                self._count_restart("restart")
+        elif not self.stopping or role == "active":
+            cause = "hang" if worker.kill_reason == "hang" else "crash"
+            self._failed(worker, role, cause)
+        self._wake()
+
+    def _failed(self, worker: Worker, role: str, cause: str) -> None:
+        self.consecutive_failures += 1
+        delay = min(self.config.supervisor.restart_backoff_initial_s * 2 ** (self.consecutive_failures - 1),
+                    self.config.supervisor.restart_backoff_max_s)
+        self.next_spawn_at = trio.current_time() + delay
+        self._count_restart(cause)
+        detail = f"signal {-worker.returncode}" if (worker.returncode or 0) < 0 else f"exit {worker.returncode}"
+        assert self.counters is not None
+        self.counters.event(f"worker_{cause}", pid=worker.pid, role=role, detail=detail)
+        self.counters.save()
+        level = logging.ERROR if self.consecutive_failures >= self.config.supervisor.alert_threshold else logging.WARNING
+        log(logger, level, f"worker.{cause}", worker=worker.id, pid=worker.pid, role=role, detail=detail,
+            consecutive_failures=self.consecutive_failures, next_spawn_in_s=round(delay, 3))
+        if self.consecutive_failures >= self.config.supervisor.alert_threshold:
+            log(logger, logging.ERROR, "worker.crash_loop", consecutive_failures=self.consecutive_failures,
+                backoff_s=round(delay, 3))
+        if self.alerts is not None:
+            self.alerts.failure("worker", f"worker {cause} ({detail}); {self.consecutive_failures} consecutive "
+                                f"failure(s), next start in {delay:.1f} s", pid=worker.pid, cause=cause)
+        sdnotify.notify(f"STATUS=worker {cause}; {self.consecutive_failures} consecutive failure(s)")
+        self._send_facts()
+
+    def _count_restart(self, cause: str) -> None:
+        assert self.counters is not None
+        self.counters.bump("worker_restarts", cause)
+        self.counters.save()
+        self._send_facts()
+
+    def _absorb_snapshot(self, snap: dict[str, Any]) -> None:
+        """Persist per-route upstream failures; alert on upstream down/up."""
+        assert self.counters is not None
+        changed = False
+        pid = str(snap.get("pid"))
+        seen = self._failures_seen.setdefault(pid, {})
+        for route in snap.get("routes", []):
+            name = route["name"]
+            total = sum(route.get("upstream_connect_failures", {}).values())
+            delta = total - seen.get(name, 0)
+            if delta > 0:
+                self.counters.bump("upstream_connect_failures", name, delta)
+                seen[name] = total
+                changed = True
+            down = route.get("upstream_state") == "down"
+            if down and name not in self._upstream_down:
+                self._upstream_down.add(name)
+                self.counters.bump("upstream_down", name)
+                self.counters.event("upstream_down", route=name)
+                changed = True
+                if self.alerts is not None:
+                    for _ in range(self.config.supervisor.alert_threshold):
+                        self.alerts.failure(f"upstream {name}", f"route {name}: upstream is down", route=name)
+            elif not down and name in self._upstream_down and route.get("upstream_state") == "up":
+                self._upstream_down.discard(name)
+                if self.alerts is not None:
+                    self.alerts.recovered(f"upstream {name}", f"route {name}: upstream is up again", route=name)
+        if changed:
+            self.counters.save()
+
+    async def _send(self, worker: Worker, *message: Any) -> bool:
+        try:
+            await worker.channel.send(*message)
+            return True
+        except ChannelClosed:
+            return False
+
+    def facts(self) -> dict[str, Any]:
+        assert self.counters is not None
+        return {
+            "supervisor_pid": os.getpid(),
+            "supervisor_uptime_s": round(time.time() - self.started_unix, 3),
+            "restarts": dict(self.counters.data["worker_restarts"]),
+            "consecutive_failures": self.consecutive_failures,
+            "upstream_connect_failures": dict(self.counters.data["upstream_connect_failures"]),
+        }
+
+    def _send_facts(self) -> None:
+        if self._nursery is None:
+            return
+        facts = self.facts()
+        for worker in self._alive():
+            self._nursery.start_soon(self._send, worker, "facts", facts)
+
+    async def _retire(self, worker: Worker, reason: str) -> None:
+        """Stop a worker that is not serving (a standby) at once."""
+        worker.expected_exit = True
+        if worker is self.standby:
+            self.standby = None
+        if not await self._send(worker, "drain"):
+            worker.kill(reason)
+        with trio.move_on_after(2):
+            await worker.exited.wait()
+        if not worker.exited.is_set():
+            worker.kill(reason)
+
+    async def _activate(self, worker: Worker) -> bool:
+        """Standby -> active; False if it died on the way."""
+        with trio.move_on_after(STARTUP_TIMEOUT_S):
+            await worker.loaded.wait()
+        if not worker.loaded.is_set() or worker.exited.is_set():
+            if not worker.exited.is_set():
+                worker.kill("startup")
+            return False
+        if self.standby is worker:
+            self.standby = None
+        worker.role = "active"
+        self._send_facts()
+        if not await self._send(worker, "activate"):
+            return False
+        with trio.move_on_after(STARTUP_TIMEOUT_S):
+            await worker.serving.wait()
+        if not worker.serving.is_set():
+            worker.kill("startup")
+            return False
+        self.active = worker
+        log(logger, logging.INFO, "worker.active", worker=worker.id, pid=worker.pid)
+        if not self._ready_sent:
+            self._ready_sent = True
+            sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")
+            if self.on_ready is not None:
+                self.on_ready(self)
+        else:
+            sdnotify.notify(f"STATUS=serving (worker pid {worker.pid})")
+        return True
+
+    async def _manage(self) -> None:
+        """Restore the invariants: an active worker, and a standby if enabled."""
+        assert self.sockets is not None
+        while not self.stopping:
+            self._changed = trio.Event()
+            async with self._lock:
+                if self.stopping:
+                    return
+                if self.active is None:
+                    candidate = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
+                    if candidate is None:
+                        candidate = await self._spawn(self.config, self.sockets)
+                    elif candidate is self.standby:
+                        self.standby = None
+                    await self._activate(candidate)
+                if (self.active is not None and self.config.supervisor.standby and self.standby is None
+                        and not self.stopping):
+                    self.standby = await self._spawn(self.config, self.sockets)
+            if self.active is None:
+                continue  # the candidate died: try again (spawning backs off)
+            await self._changed.wait()
+
+    async def _monitor_heartbeats(self) -> None:
+        sup = self.config.supervisor
+        period = min(0.25, sup.heartbeat_timeout_s / 4)
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for worker in self._alive():
+                if worker.last_heartbeat is None:
+                    if now - worker.started > STARTUP_TIMEOUT_S:
+                        log(logger, logging.ERROR, "worker.startup_timeout", worker=worker.id, pid=worker.pid)
+                        worker.kill("hang")
+                elif now - worker.last_heartbeat > sup.heartbeat_timeout_s:
+                    log(logger, logging.ERROR, "worker.hung", worker=worker.id, pid=worker.pid,
+                        silent_s=round(now - worker.last_heartbeat, 3))
+                    worker.kill("hang")
+            active = self.active
+            if (active is not None and active.serving_since is not None and self.consecutive_failures
+                    and now - active.serving_since >= sup.stable_after_s):
+                log(logger, logging.INFO, "worker.stable", pid=active.pid,
+                    after_failures=self.consecutive_failures)
+                self.consecutive_failures = 0
+                self.next_spawn_at = 0.0
+                if self.alerts is not None:
+                    self.alerts.recovered("worker", "worker is stable again", pid=active.pid)
+                self._send_facts()
+
+    async def _systemd_watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval_s()
+        if interval is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            active = self.active
+            if (active is not None and active.last_heartbeat is not None
+                    and trio.current_time() - active.last_heartbeat <= self.config.supervisor.heartbeat_timeout_s):
+                sdnotify.notify("WATCHDOG=1")
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def restart(self, hard: bool = False) -> dict[str, Any]:
+        """Graceful: a new worker takes over, the old one drains.  Hard: kill now."""
+        async with self._lock:
+            old = self.active
+            if old is None:
+                return {"ok": False, "error": "no active worker"}
+            if hard:
+                old.kill("restart")
+                return {"ok": True, "restart": "hard", "old_pid": old.pid}
+            assert self.sockets is not None
+            new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
+            if new is None:
+                new = await self._spawn(self.config, self.sockets)
+            if not await self._activate(new):
+                return {"ok": False, "error": "the new worker did not start"}
+            old.role = "draining"
+            await self._send(old, "drain")
+            self._count_restart("restart")
+            self.counters.event("worker_restart", old_pid=old.pid, new_pid=new.pid)  # type: ignore[union-attr]
+            self.counters.save()  # type: ignore[union-attr]
+        self._wake()
+        return {"ok": True, "restart": "graceful", "old_pid": old.pid, "new_pid": new.pid}
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config; apply it through a graceful restart, or change nothing."""
+        async with self._lock:
+            sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                try:
+                    new_config = self.reload_config()
+                    new_sockets = rebind(self.sockets, new_config)  # type: ignore[arg-type]
+                except SidecarError as exc:
+                    log(logger, logging.ERROR, "reload.rejected", error=str(exc))
+                    return {"ok": False, "error": str(exc)}
+                new = await self._spawn(new_config, new_sockets)
+                if not await self._activate(new):
+                    new_sockets.close_unshared(self.sockets)  # type: ignore[arg-type]
+                    return {"ok": False, "error": "the new worker did not start; the old one keeps serving"}
+                for worker in self._alive():
+                    if worker is new:
+                        continue
+                    if worker.role == "active":
+                        worker.role = "draining"
+                        await self._send(worker, "drain")
+                    elif worker.role in ("standby", "starting"):
+                        await self._retire(worker, "reload")
+                old_sockets, self.sockets, self.config = self.sockets, new_sockets, new_config
+                old_sockets.close_unshared(new_sockets)  # type: ignore[union-attr]
+                self._count_restart("reload")
+                self.counters.event("reload", routes=[r.name for r in new_config.routes])  # type: ignore[union-attr]
+                self.counters.save()  # type: ignore[union-attr]
+                return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
+            finally:
+                sdnotify.notify("READY=1", "STATUS=serving")
+                self._wake()
+
+    def status(self) -> dict[str, Any]:
+        now = trio.current_time()
+        assert self.counters is not None
+        snap = self.active.snapshot if self.active is not None else None
+        routes = []
+        by_name = {r["name"]: r for r in (snap or {}).get("routes", [])}
+        draining_active = {}
+        for w in self.workers:
+            if w.role == "draining" and w.snapshot:
+                for r in w.snapshot.get("routes", []):
+                    draining_active[r["name"]] = draining_active.get(r["name"], 0) + r["connections_active"]
+        assert self.sockets is not None
+        for route in self.config.routes:
+            live = by_name.get(route.name, {})
+            routes.append({
+                "name": route.name,
+                "listen": [str(l.address) for l in self.sockets.routes if l.route.name == route.name],
+                "upstream": str(route.upstream),
+                "upstream_healthy": live.get("upstream_healthy"),
+                "upstream_state": live.get("upstream_state", "unknown"),
+                "connections_active": live.get("connections_active", 0) + draining_active.get(route.name, 0),
+                "connections_total": live.get("connections_total", 0),
+            })
+        problems = []
+        if self.active is None:
+            problems.append("no worker is serving")
+        if self.consecutive_failures >= self.config.supervisor.alert_threshold:
+            problems.append(f"crash loop: {self.consecutive_failures} consecutive worker failures")
+        for r in routes:
+            if r["upstream_state"] == "down":
+                problems.append(f"route {r['name']}: upstream {r['upstream']} is down")
+        standby = self.standby
+        return {
+            "running": True,
+            "healthy": not problems,
+            "problems": problems,
+            "version": __version__,
+            "state_dir": str(self.state_dir),
+            "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3)},
+            "worker": self.active.as_json(now) if self.active is not None else None,
+            "standby": standby.as_json(now) if standby is not None else None,
+            "draining_workers": [w.as_json(now) for w in self.workers if w.role == "draining"],
+            "consecutive_failures": self.consecutive_failures,
+            "restarts": dict(self.counters.data["worker_restarts"]),
+            "counters": self.counters.data,
+            "alerts_firing": self.alerts.state.firing() if self.alerts is not None else [],
+            "admin": _admin_address(self.sockets),
+            "routes": routes,
+        }
+
+    # --- control socket -------------------------------------------------------------------
+
+    async def _serve_control(self, listener: trio.SocketListener) -> None:
+        async with listener:
+            await trio.serve_listeners(self._control_connection, [listener])
+
+    async def _control_connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                if not _peer_allowed(stream.socket):
+                    await stream.send_all(b'{"ok": false, "error": "permission denied"}\n')
+                    return
+                with trio.fail_after(CONTROL_REQUEST_TIMEOUT_S):
+                    data = b""
+                    while not data.endswith(b"\n") and len(data) < 65536:
+                        chunk = await stream.receive_some(4096)
+                        if not chunk:
+                            return
+                        data += chunk
+                request = json.loads(data)
+                reply = await self._control(request)
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except (ValueError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return self.status()
+        if command == "restart":
+            return await self.restart(hard=bool(request.get("hard")))
+        if command == "reload":
+            return await self.reload()
+        if command == "stop":
+            self.request_stop()
+            return {"ok": True, "stopping": True, "drain_timeout_s": self.config.drain_timeout_s}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+def _admin_address(sockets: Sockets | None) -> str | None:
+    if sockets is None or sockets.admin is None:
+        return None
+    host, port = sockets.admin.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer_allowed(sock: trio.socket.SocketType) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    uid = int.from_bytes(creds[4:8], sys.byteorder)
+    return uid in (0, os.geteuid())
+
+
+async def open_control_socket(path: Path) -> trio.SocketListener:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return trio.SocketListener(sock)
+
+
+# --- sockets across reloads and socket activation -----------------------------------------
+
+
+def _expanded(route_listen: list[Any]) -> list[tuple[str, int]]:
+    return [(host, addr.port) for addr in route_listen for host in expand_listen_host(addr.host, addr.port)]
+
+
+def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
+    """Sockets for ``config``, reusing the current ones where the address is
+    unchanged; new addresses are bound now (all or nothing)."""
+    by_address = {(l.address.host, l.address.port): l for l in current.routes if l.address.port}
+    fresh: list[BoundListener] = []
+    result: list[BoundListener] = []
+    try:
+        for route in config.routes:
+            for addr in route.listen:
+                for host in expand_listen_host(addr.host, addr.port):
+                    existing = by_address.pop((host, addr.port), None) if addr.port else None
+                    if existing is not None:
+                        result.append(BoundListener(route, existing.sock, existing.address))
+                        continue
+                    listener = open_listener(route, host, addr.port)
+                    fresh.append(listener)
+                    result.append(listener)
+    except BaseException:
+        for listener in fresh:
+            listener.close()
+        raise
+    return Sockets(result, current.admin)
+
+
+def adopt_activated(config: ProxyConfig, adopted: list[tuple[str, socket.socket]]) -> Sockets:
+    """Map systemd's sockets to routes: by FileDescriptorName = route name,
+    else by address; routes left over are bound here."""
+    pool = list(adopted)
+    routes: list[BoundListener] = []
+    for route in config.routes:
+        named = [(n, s) for n, s in pool if n == route.name]
+        if named:
+            for item in named:
+                pool.remove(item)
+                sock = item[1]
+                sock.setblocking(False)
+                host, port = sock.getsockname()[:2]
+                routes.append(BoundListener(route, sock, HostPort(host, port)))
+            continue
+        wanted = set(_expanded(list(route.listen)))
+        matched = [(n, s) for n, s in pool if tuple(s.getsockname()[:2]) in wanted]
+        for item in matched:
+            pool.remove(item)
+            item[1].setblocking(False)
+            host, port = item[1].getsockname()[:2]
+            routes.append(BoundListener(route, item[1], HostPort(host, port)))
+        if not matched:
+            routes.extend(bind_route(route))
+    admin_sock = next((s for n, s in pool if n == "admin"), None)
+    if admin_sock is not None:
+        pool = [(n, s) for n, s in pool if s is not admin_sock]
+    else:
+        admin_sock = open_admin_listener(config.admin)
+    for name, sock in pool:
+        log(logger, logging.WARNING, "systemd.unused_socket", name=name, address=str(sock.getsockname()))
+        sock.close()
+    return Sockets(routes, admin_sock)
+
+
+def run_supervised(config: ProxyConfig, state_dir: Path, reload_config: Callable[[], ProxyConfig], *,
+                   log_format: str, log_level: str, on_ready: Callable[[Supervisor], None] | None = None) -> None:
+    supervisor = Supervisor(config, state_dir, reload_config, log_format=log_format, log_level=log_level,
+                            on_ready=on_ready)
+    lock = PidLock(state_dir)
+    lock.acquire()  # before binding: a second instance says "already running", not "port busy"
+    try:
+        supervisor.bind()
+    except BaseException:
+        lock.release()
+        raise
+    trio.run(supervisor.run, lock)
+
+
