@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -138,14 +139,15 @@ class Path_:
                 p.kill()
 
 
-def start_sidecar(upstream: dict[str, int], extra: list[str] | None = None) -> Path_:
+def start_sidecar(upstream: dict[str, int], state_dir: str) -> Path_:
+    """The supervised sidecar, as deployed (the data path is the worker's)."""
     ports = {name: _free_port() for name in upstream}
     args = [sys.executable, "-m", "mcp_sidecar", "run", "--log-level", "warning", "--admin", "127.0.0.1:0",
-            *(extra or [])]
+            "--state-dir", state_dir]
     for name, up in upstream.items():
         args += ["--forward", f"127.0.0.1:{ports[name]}:127.0.0.1:{up}"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    _pin(proc.pid, 1)
+    # Pinned before exec, so the supervisor's workers inherit the core.
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=lambda: _pin(0, 1))
     for port in ports.values():
         _wait_listening(port)
     return Path_("mcp-sidecar", ports, [proc])
@@ -273,7 +275,8 @@ def main() -> None:
     servers = multiprocessing.Process(target=_servers_main, args=(queue,), daemon=True)
     servers.start()
     upstream = queue.get(timeout=10)
-    paths = [Path_("direct", upstream, []), start_sidecar(upstream)]
+    state_dir = tempfile.mkdtemp(prefix="mcp-sidecar-bench-")
+    paths = [Path_("direct", upstream, []), start_sidecar(upstream, state_dir)]
     socat = start_socat(upstream)
     if socat is not None:
         paths.append(socat)

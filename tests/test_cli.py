@@ -37,7 +37,7 @@ def test_config_validate_error_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_run_with_invalid_config_starts_nothing(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[defaults]\nidle_timeout = "soon"\n')
-    result = run_proxyctl("run", "--config", str(path))
+    result = run_proxyctl("run", "--no-supervise", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"proxyctl: error: {path}: defaults.idle_timeout: expected a duration such as 5, 0.25 or \"250ms\", "
@@ -46,12 +46,13 @@ def test_run_with_invalid_config_starts_nothing(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_run_with_busy_port_names_address_and_owner() -> None:
+def test_run_with_busy_port_names_address_and_owner(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = run_proxyctl("run", "--forward", f"127.0.0.1:{port}:localhost:9")
+        result = run_proxyctl("run", "--state-dir", str(tmp_path / "state"), "--forward",
+                              f"127.0.0.1:{port}:localhost:9")
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == (
@@ -61,7 +62,7 @@ def test_run_with_busy_port_names_address_and_owner() -> None:
 
 
 def test_bad_forward_spec_exit_2() -> None:
-    result = run_proxyctl("run", "--forward", "7000")
+    result = run_proxyctl("run", "--no-supervise", "--forward", "7000")
     assert result.returncode == 2
     assert result.stderr.startswith("proxyctl: error: --forward: 7000: expected \"[BIND:]PORT:HOST:HOSTPORT\"")
 
@@ -91,7 +92,8 @@ def test_demo_self_check_passes() -> None:
 async def test_sigterm_drains_open_connection_then_exits_0(nursery, proxy_process) -> None:
     with trio.fail_after(30):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}", "--drain-timeout", "20s",
+        proc = proxy_process("run", "--no-supervise", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
+                             "--drain-timeout", "20s",
                              "--admin", "127.0.0.1:0",
                              "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
@@ -116,7 +118,8 @@ async def test_sigterm_drains_open_connection_then_exits_0(nursery, proxy_proces
 async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process) -> None:
     with trio.fail_after(30):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proc = proxy_process("run", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}", "--drain-timeout", "60s",
+        proc = proxy_process("run", "--no-supervise", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
+                             "--drain-timeout", "60s",
                              "--admin", "127.0.0.1:0",
                              "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")

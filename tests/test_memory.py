@@ -50,7 +50,8 @@ async def test_slow_upstream_reader_bounds_proxy_memory(proxy_process, tmp_path)
         # No health checks: every connection the upstream accepts is the client's.
         config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{up_port}"\n'
                           "health_interval = 0\n")
-        proc = proxy_process("run", "--config", str(config), "--admin", "off", "--log-format", "json")
+        proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "off",
+                             "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
         rss_before = rss_bytes(proc.proc.pid)
 
