@@ -139,13 +139,15 @@ class ProxyProcess:
     ``wait_for_line`` can block on a condition instead of polling.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None,
+                 **popen: Any) -> None:
         self.proc = subprocess.Popen(
-            [*PROXYCTL, *args],
+            [*(prefix or []), *PROXYCTL, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            **popen,
         )
         self.lines: list[str] = []
         self.log_lines: list[str] = []
@@ -210,8 +212,8 @@ class ProxyProcess:
 def proxy_process():
     started: list[ProxyProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ProxyProcess:
-        p = ProxyProcess(list(args), env)
+    def start(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> ProxyProcess:
+        p = ProxyProcess(list(args), env, **kwargs)
         started.append(p)
         return p
 
@@ -321,11 +323,11 @@ class Supervised:
 def supervised(proxy_process, tmp_path):
     def start(routes: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
               proxy: dict[str, Any] | None = None, *extra: str, state_dir: Path | None = None,
-              env: dict[str, str] | None = None) -> Supervised:
+              env: dict[str, str] | None = None, **popen: Any) -> Supervised:
         config = write_config(tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy)
         directory = state_dir or tmp_path / "state"
         proc = proxy_process("run", "--config", str(config), "--state-dir", str(directory), "--log-format", "json",
-                             *extra, env=env)
+                             *extra, env=env, **popen)
         proc.wait_for_line("mcp-sidecar ")
         return Supervised(proc, directory, config)
 
