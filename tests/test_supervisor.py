@@ -199,6 +199,18 @@ async def test_counters_persist_across_full_restart_and_status_exit_codes(nurser
         status = await trio.to_thread.run_sync(sup2.status)
         assert status["restarts"]["crash"] == 1
         assert status["counters"]["supervisor_starts"] == 2
+        # The worker's admin endpoint shows the supervisor's facts too.
+        from mcp_sidecar.httpclient import request
+        from prometheus_client.parser import text_string_to_metric_families
+
+        admin_host, admin_port = status["admin"].rsplit(":", 1)
+        api = json.loads((await request(admin_host, int(admin_port), "/api/status")).body)
+        assert api["supervisor"]["restarts"] == {"crash": 1}
+        assert api["supervisor"]["supervisor_pid"] == status["supervisor"]["pid"]
+        metrics = (await request(admin_host, int(admin_port), "/metrics")).body.decode()
+        crash = [s.value for f in text_string_to_metric_families(metrics) for s in f.samples
+                 if s.name == "mcp_sidecar_worker_restarts_total" and s.labels == {"cause": "crash"}]
+        assert crash == [1]
         json_status = await trio.to_thread.run_sync(
             lambda: run_proxyctl("status", "--json", "--state-dir", str(sup.state_dir)))
         assert json.loads(json_status.stdout)["restarts"]["crash"] == 1
