@@ -12,7 +12,6 @@ Usage: scripts/bench failover [--rounds N]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
-from pathlib import Path
 
 import pytest
 import trio

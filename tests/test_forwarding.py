@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from mcp_sidecar.demo import serve_echo
 
 from .conftest import (
-    RunningProxy,
     ScriptedUpstream,
     connect,
     free_port,

@@ -7,8 +7,6 @@ import socket
 
 import trio
 
-from .conftest import free_port
-
 CHUNK = 1024 * 1024
 #: The client stops trying after this much: far more than any kernel buffers.
 PUSH_LIMIT = 256 * 1024 * 1024

@@ -6,17 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
-
-import pytest
 import trio
 
 from mcp_sidecar.demo import serve_echo
 
-from .conftest import (PROXYCTL, connect, receive_all, receive_exactly, run_proxyctl, wait_until,
-                       write_config)
+from .conftest import connect, receive_all, receive_exactly, run_proxyctl, write_config
 
 
 async def echo_once(port: int, payload: bytes = b"x" * 100) -> None:

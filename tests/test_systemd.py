@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 
 import trio
 
 from mcp_sidecar.demo import serve_echo
 
-from .test_supervisor import echo_once, echo_route, wait_status
+from .test_supervisor import echo_once, echo_route
 
 
 async def test_notify_ready_status_watchdog_and_stopping(nursery, supervised, tmp_path) -> None:

@@ -9,9 +9,13 @@ meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from .statedir import CONTROL_SOCKET
 
@@ -42,3 +46,28 @@ def send_command(state_dir: Path, command: str, timeout_s: float = CONTROL_TIMEO
     if not data:
         raise NotRunning(f"{path}: no answer")
     return json.loads(data)
+
+
+# --- the supervisor's side -------------------------------------------------------------
+
+
+def peer_allowed(sock: trio.socket.SocketType) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    uid = int.from_bytes(creds[4:8], sys.byteorder)
+    return uid in (0, os.geteuid())
+
+
+async def open_control_socket(path: Path) -> trio.SocketListener:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return trio.SocketListener(sock)

@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from .addresses import NONLOOPBACK, HostPort
 from .config import AdminConfig, ProxyConfig, RouteConfig
 from .errors import BindError
+from .logs import log
 from .netinfo import listeners_on_port, nonloopback_addresses
 
 LISTEN_BACKLOG = 1024
+
+logger = logging.getLogger("mcp_sidecar.listeners")
 
 
 @dataclass
@@ -187,3 +192,69 @@ def bind_everything(config: ProxyConfig) -> Sockets:
             listener.close()
         raise
     return Sockets(routes, admin)
+
+
+# --- sockets across reloads and from systemd -----------------------------------------------
+
+
+def _expanded(route_listen: list[Any]) -> list[tuple[str, int]]:
+    return [(host, addr.port) for addr in route_listen for host in expand_listen_host(addr.host, addr.port)]
+
+
+def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
+    """Sockets for ``config``, reusing the current ones where the address is
+    unchanged; new addresses are bound now (all or nothing)."""
+    by_address = {(l.address.host, l.address.port): l for l in current.routes if l.address.port}
+    fresh: list[BoundListener] = []
+    result: list[BoundListener] = []
+    try:
+        for route in config.routes:
+            for addr in route.listen:
+                for host in expand_listen_host(addr.host, addr.port):
+                    existing = by_address.pop((host, addr.port), None) if addr.port else None
+                    if existing is not None:
+                        result.append(BoundListener(route, existing.sock, existing.address))
+                        continue
+                    listener = open_listener(route, host, addr.port)
+                    fresh.append(listener)
+                    result.append(listener)
+    except BaseException:
+        for listener in fresh:
+            listener.close()
+        raise
+    return Sockets(result, current.admin)
+
+
+def adopt_activated(config: ProxyConfig, adopted: list[tuple[str, socket.socket]]) -> Sockets:
+    """Map systemd's sockets to routes: by FileDescriptorName = route name,
+    else by address; routes left over are bound here."""
+    pool = list(adopted)
+    routes: list[BoundListener] = []
+    for route in config.routes:
+        named = [(n, s) for n, s in pool if n == route.name]
+        if named:
+            for item in named:
+                pool.remove(item)
+                sock = item[1]
+                sock.setblocking(False)
+                host, port = sock.getsockname()[:2]
+                routes.append(BoundListener(route, sock, HostPort(host, port)))
+            continue
+        wanted = set(_expanded(list(route.listen)))
+        matched = [(n, s) for n, s in pool if tuple(s.getsockname()[:2]) in wanted]
+        for item in matched:
+            pool.remove(item)
+            item[1].setblocking(False)
+            host, port = item[1].getsockname()[:2]
+            routes.append(BoundListener(route, item[1], HostPort(host, port)))
+        if not matched:
+            routes.extend(bind_route(route))
+    admin_sock = next((s for n, s in pool if n == "admin"), None)
+    if admin_sock is not None:
+        pool = [(n, s) for n, s in pool if s is not admin_sock]
+    else:
+        admin_sock = open_admin_listener(config.admin)
+    for name, sock in pool:
+        log(logger, logging.WARNING, "systemd.unused_socket", name=name, address=str(sock.getsockname()))
+        sock.close()
+    return Sockets(routes, admin_sock)

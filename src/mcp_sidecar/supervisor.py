@@ -35,20 +35,19 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import trio
 
-from . import __version__, logs, sdnotify
-from .addresses import HostPort
+from . import __version__, sdnotify
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
 from .config import ProxyConfig
 from .errors import SidecarError
-from .listeners import (BoundListener, Sockets, bind_everything, bind_route, expand_listen_host, open_admin_listener,
-                        open_listener)
+from .control import open_control_socket, peer_allowed
+from .listeners import Sockets, adopt_activated, bind_everything, rebind
 from .logs import log
 from .statedir import CONTROL_SOCKET, Counters, PidLock
 
@@ -621,7 +620,7 @@ class Supervisor:
     async def _control_connection(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                if not _peer_allowed(stream.socket):
+                if not peer_allowed(stream.socket):
                     await stream.send_all(b'{"ok": false, "error": "permission denied"}\n')
                     return
                 with trio.fail_after(CONTROL_REQUEST_TIMEOUT_S):
@@ -656,94 +655,6 @@ def _admin_address(sockets: Sockets | None) -> str | None:
         return None
     host, port = sockets.admin.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _peer_allowed(sock: trio.socket.SocketType) -> bool:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    uid = int.from_bytes(creds[4:8], sys.byteorder)
-    return uid in (0, os.geteuid())
-
-
-async def open_control_socket(path: Path) -> trio.SocketListener:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        await sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(16)
-    return trio.SocketListener(sock)
-
-
-# --- sockets across reloads and socket activation -----------------------------------------
-
-
-def _expanded(route_listen: list[Any]) -> list[tuple[str, int]]:
-    return [(host, addr.port) for addr in route_listen for host in expand_listen_host(addr.host, addr.port)]
-
-
-def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
-    """Sockets for ``config``, reusing the current ones where the address is
-    unchanged; new addresses are bound now (all or nothing)."""
-    by_address = {(l.address.host, l.address.port): l for l in current.routes if l.address.port}
-    fresh: list[BoundListener] = []
-    result: list[BoundListener] = []
-    try:
-        for route in config.routes:
-            for addr in route.listen:
-                for host in expand_listen_host(addr.host, addr.port):
-                    existing = by_address.pop((host, addr.port), None) if addr.port else None
-                    if existing is not None:
-                        result.append(BoundListener(route, existing.sock, existing.address))
-                        continue
-                    listener = open_listener(route, host, addr.port)
-                    fresh.append(listener)
-                    result.append(listener)
-    except BaseException:
-        for listener in fresh:
-            listener.close()
-        raise
-    return Sockets(result, current.admin)
-
-
-def adopt_activated(config: ProxyConfig, adopted: list[tuple[str, socket.socket]]) -> Sockets:
-    """Map systemd's sockets to routes: by FileDescriptorName = route name,
-    else by address; routes left over are bound here."""
-    pool = list(adopted)
-    routes: list[BoundListener] = []
-    for route in config.routes:
-        named = [(n, s) for n, s in pool if n == route.name]
-        if named:
-            for item in named:
-                pool.remove(item)
-                sock = item[1]
-                sock.setblocking(False)
-                host, port = sock.getsockname()[:2]
-                routes.append(BoundListener(route, sock, HostPort(host, port)))
-            continue
-        wanted = set(_expanded(list(route.listen)))
-        matched = [(n, s) for n, s in pool if tuple(s.getsockname()[:2]) in wanted]
-        for item in matched:
-            pool.remove(item)
-            item[1].setblocking(False)
-            host, port = item[1].getsockname()[:2]
-            routes.append(BoundListener(route, item[1], HostPort(host, port)))
-        if not matched:
-            routes.extend(bind_route(route))
-    admin_sock = next((s for n, s in pool if n == "admin"), None)
-    if admin_sock is not None:
-        pool = [(n, s) for n, s in pool if s is not admin_sock]
-    else:
-        admin_sock = open_admin_listener(config.admin)
-    for name, sock in pool:
-        log(logger, logging.WARNING, "systemd.unused_socket", name=name, address=str(sock.getsockname()))
-        sock.close()
-    return Sockets(routes, admin_sock)
 
 
 def run_supervised(config: ProxyConfig, state_dir: Path, reload_config: Callable[[], ProxyConfig], *,
