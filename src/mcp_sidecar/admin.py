@@ -82,11 +82,16 @@ def readiness(proxy: "Proxy") -> list[str]:
         if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
             reasons.append(f"route {name}: not listening")
         health = rt.health
-        if rt.config.settings.required and health.enabled and not health.healthy:
+        if not rt.config.settings.required:
+            continue
+        if health.enabled and not health.healthy:
             if health.state is None:
-                reasons.append(f"route {name}: upstream {rt.config.upstream} not checked yet")
+                reasons.append(f"route {name}: upstream {rt.config.upstream_text} not checked yet")
             else:
-                reasons.append(f"route {name}: upstream {rt.config.upstream} is down ({health.last_result})")
+                reasons.append(f"route {name}: upstream {rt.config.upstream_text} is down ({health.last_result})")
+        if rt.breaker.state == "open":
+            reasons.append(f"route {name}: circuit open ({rt.breaker.last_reason}), retry in "
+                           f"{rt.breaker.retry_after_s(trio.current_time())} s")
     return reasons
 
 
@@ -98,9 +103,11 @@ def status(proxy: "Proxy") -> dict[str, Any]:
         routes.append({
             "name": rt.config.name,
             "listen": [str(l.address) for l in rt.listeners],
-            "upstream": str(rt.config.upstream),
+            "upstream": rt.config.upstream_text,
             "upstream_healthy": rt.health.healthy,
             "health": rt.health.as_json(),
+            "circuit": rt.breaker.as_json(trio.current_time()),
+            "upstream_connections": dict(rt.connector.connected_to),
             "required": rt.config.settings.required,
             "connections_active": rt.active,
             "connections_total": rt.total,

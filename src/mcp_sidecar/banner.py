@@ -30,7 +30,7 @@ def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str
     lines = []
     for route in config.routes:
         bound = ", ".join(str(l.address) for l in listeners if l.route.name == route.name)
-        lines.append(f"route {route.name:<{width}}  {bound} -> {route.upstream}")
+        lines.append(f"route {route.name:<{width}}  {bound} -> {route.upstream_text}")
     return lines
 
 

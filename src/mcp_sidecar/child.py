@@ -53,7 +53,8 @@ def snapshot(proxy: Proxy) -> dict[str, Any]:
                 "connections_active": rt.active,
                 "connections_total": rt.total,
                 "upstream_healthy": rt.health.healthy,
-                "upstream_state": rt.health.as_json()["state"],
+                "upstream_state": rt.health.state_name,
+                "circuit": rt.breaker.state,
                 "upstream_connect_failures": dict(rt.connector.failures),
             }
             for rt in proxy.routes

@@ -60,9 +60,22 @@ DEFAULT_DRAIN_TIMEOUT_S = 25.0
 #: Kernel TCP_INFO (RTT, retransmits) is sampled for every connection this
 #: often, and once more at close (Envoy's tcp_stats model).
 DEFAULT_TCP_STATS_INTERVAL_S = 10.0
-#: Active upstream check (TCP connect) period; 0 disables it.
+#: Active upstream check period; 0 disables checks.  While an upstream is
+#: stable the period grows to health_interval_max; after a failure or a
+#: state change it drops to a quarter of health_interval (seed 003).
 DEFAULT_HEALTH_INTERVAL_S = 5.0
+DEFAULT_HEALTH_INTERVAL_MAX_S = 30.0
 DEFAULT_HEALTH_TIMEOUT_S = 2.0
+HEALTH_CHECKS = ("tcp", "http", "ws", "mcp")
+PROTOCOLS = ("auto", "tcp", "http")
+#: Passive health: this many consecutive clients that could not be connected
+#: to the upstream open the circuit for breaker_open; then one client is let
+#: through as a probe (seed 002: 5 failures, 30 s).
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_OPEN_S = 30.0
+#: Concurrent upstream connect attempts per route: hundreds of clients
+#: arriving while the upstream is down do not become a reconnect storm.
+DEFAULT_MAX_CONNECTING = 64
 #: Consecutive successes to mark an upstream healthy, failures to mark it
 #: down (HAProxy's rise/fall).
 DEFAULT_HEALTH_RISE = 2
@@ -122,9 +135,19 @@ class RouteSettings:
     #: Readiness requires this route's upstream to be reachable.
     required: bool = True
     health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    health_interval_max_s: float = DEFAULT_HEALTH_INTERVAL_MAX_S
     health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
     health_rise: int = DEFAULT_HEALTH_RISE
     health_fall: int = DEFAULT_HEALTH_FALL
+    #: L1 "tcp" connect, L2 "http" GET health_path or "ws" handshake + ping,
+    #: L3 "mcp" initialize + ping on health_path.
+    health_check: str = "tcp"
+    health_path: str = "/"
+    #: "auto" sniffs the first client bytes for an HTTP request line.
+    protocol: str = "auto"
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_open_s: float = DEFAULT_BREAKER_OPEN_S
+    max_connecting: int = DEFAULT_MAX_CONNECTING
 
 
 @dataclass(frozen=True)
@@ -155,8 +178,18 @@ class SupervisorConfig:
 class RouteConfig:
     name: str
     listen: tuple[HostPort, ...]
-    upstream: HostPort
+    #: In order of preference: the first reachable one gets the connection.
+    upstreams: tuple[HostPort, ...]
     settings: RouteSettings = field(default_factory=RouteSettings)
+
+    @property
+    def upstream(self) -> HostPort:
+        """The preferred upstream."""
+        return self.upstreams[0]
+
+    @property
+    def upstream_text(self) -> str:
+        return ", ".join(str(u) for u in self.upstreams)
 
 
 @dataclass(frozen=True)
@@ -236,6 +269,21 @@ def _token(value: Any) -> str:
     return value
 
 
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(repr(o) for o in options)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError(f'expected a path starting with "/", got {value!r}')
+    return value
+
+
 def _webhook_url(value: Any) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
@@ -253,9 +301,16 @@ _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "splice": ("splice", _boolean),
     "required": ("required", _boolean),
     "health_interval": ("health_interval_s", parse_duration),
+    "health_interval_max": ("health_interval_max_s", _positive_duration),
     "health_timeout": ("health_timeout_s", _positive_duration),
     "health_rise": ("health_rise", _int_in(1, 100)),
     "health_fall": ("health_fall", _int_in(1, 100)),
+    "health_check": ("health_check", _choice(HEALTH_CHECKS)),
+    "health_path": ("health_path", _path),
+    "protocol": ("protocol", _choice(PROTOCOLS)),
+    "breaker_failures": ("breaker_failures", _int_in(0, 1000)),
+    "breaker_open": ("breaker_open_s", _positive_duration),
+    "max_connecting": ("max_connecting", _int_in(1, 100_000)),
 }
 _PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
@@ -343,19 +398,27 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
         if required not in table:
             raise ConfigError(source, f"{prefix}{required}", "missing (required)")
     listen = _parse_listen(source, f"{prefix}listen", table["listen"])
-    try:
-        upstream = parse_hostport(table["upstream"])
-    except AddressSyntaxError as exc:
-        raise ConfigError(source, f"{prefix}upstream", str(exc)) from None
-    if upstream.host == NONLOOPBACK:
-        raise ConfigError(source, f"{prefix}upstream", f"{NONLOOPBACK} is only valid in listen")
+    raw_upstreams = table["upstream"] if isinstance(table["upstream"], list) else [table["upstream"]]
+    if not raw_upstreams:
+        raise ConfigError(source, f"{prefix}upstream", "needs at least one address")
+    upstreams = []
+    for item in raw_upstreams:
+        try:
+            upstream = parse_hostport(item)
+        except AddressSyntaxError as exc:
+            raise ConfigError(source, f"{prefix}upstream", str(exc)) from None
+        if upstream.host == NONLOOPBACK:
+            raise ConfigError(source, f"{prefix}upstream", f"{NONLOOPBACK} is only valid in listen")
+        upstreams.append(upstream)
     name = table.get("name", f"port-{listen[0].port}" if listen[0].port else f"route-{index}")
     if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
         raise ConfigError(
             source, f"{prefix}name", f"must be 1-64 characters of A-Z a-z 0-9 _ . - , got {name!r}"
         )
     settings = _apply_settings(source, prefix, defaults, table)
-    return RouteConfig(name=name, listen=listen, upstream=upstream, settings=settings)
+    if settings.health_interval_s and settings.health_interval_max_s < settings.health_interval_s:
+        raise ConfigError(source, f"{prefix}health_interval_max", "must not be shorter than health_interval")
+    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings)
 
 
 def _check_routes(source: str, routes: list[RouteConfig]) -> None:
@@ -512,7 +575,8 @@ def render_toml(config: ProxyConfig) -> str:
         lines.append(f"name = {_toml_value(route.name)}")
         listen = [str(a) for a in route.listen]
         lines.append(f"listen = {_toml_value(listen if len(listen) > 1 else listen[0])}")
-        lines.append(f"upstream = {_toml_value(str(route.upstream))}")
+        ups = [str(u) for u in route.upstreams]
+        lines.append(f"upstream = {_toml_value(ups if len(ups) > 1 else ups[0])}")
         lines += [f"{k} = {_toml_value(v)}" for k, v in _settings_items(route.settings)]
         lines.append("")
     return "\n".join(lines)

@@ -194,6 +194,9 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
             conn.end = "upstream_unavailable"
             conn.connect_attempts = exc.attempts
             rt.connect_failures[exc.reason] = rt.connect_failures.get(exc.reason, 0) + 1
+            if rt.breaker.record_failure(trio.current_time(), exc.reason):
+                log(logger, logging.ERROR, "circuit.open", route=conn.route, reason=exc.reason,
+                    open_s=rt.breaker.open_s, opened_total=rt.breaker.opened_total)
             abort.add("client")
             log(logger, logging.WARNING, "upstream.unavailable", route=conn.route, conn=conn.id,
                 client=client, upstream=exc.upstream, reason=exc.reason, attempts=exc.attempts,
@@ -201,6 +204,8 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
             return
         conn.connect_s = trio.current_time() - t0
         rt.metrics.upstream_connect.observe(conn.connect_s)
+        if rt.breaker.record_success():
+            log(logger, logging.INFO, "circuit.closed", route=conn.route)
         conn.usock = usock
         conn.upstream = _peer(usock)
         sockopts.tune(usock, settings.tcp_keepalive_s)
@@ -211,6 +216,8 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
     finally:
         if conn.end is None:
             conn.end = "drain_timeout" if rt.draining else "cancelled"
+        if usock is None and conn.end != "upstream_unavailable":
+            rt.breaker.release_probe()  # went away before the upstream answered either way
         conn.sample_tcp(rt.metrics)  # the last sample, at close
         sockopts.close(csock, abort="client" in abort)
         if usock is not None:

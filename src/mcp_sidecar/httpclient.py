@@ -35,9 +35,22 @@ async def request(
             host, port, ssl_context=ssl.create_default_context())
     else:
         stream = await trio.open_tcp_stream(host, port)
+    return await request_on(stream, f"{host}:{port}", target, method=method, body=body, headers=headers)
+
+
+async def request_on(
+    stream: trio.abc.Stream,
+    authority: str,
+    target: str = "/",
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+) -> HttpResponse:
+    """One request on ``stream`` (closed afterwards)."""
     async with stream:
         conn = h11.Connection(h11.CLIENT)
-        hdrs = [("host", f"{host}:{port}"), ("connection", "close"), *(headers or [])]
+        hdrs = [("host", authority), ("connection", "close"), *(headers or [])]
         if body or method in ("POST", "PUT"):
             hdrs.append(("content-length", str(len(body))))
         out = conn.send(h11.Request(method=method, target=target, headers=hdrs))

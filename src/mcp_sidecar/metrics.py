@@ -114,6 +114,13 @@ class RuntimeCollector(Collector):
                                     "1 if the route's upstream passes its checks, else 0.", labels=["route"])
         listening = GaugeMetricFamily("mcp_sidecar_listeners", "Listening sockets open for the route.",
                                       labels=["route"])
+        circuit = GaugeMetricFamily("mcp_sidecar_circuit_open",
+                                    "1 while the route's circuit breaker is open or half-open.", labels=["route"])
+        opened = CounterMetricFamily("mcp_sidecar_circuit_opened", "Times the circuit breaker opened.",
+                                     labels=["route"])
+        connecting = GaugeMetricFamily("mcp_sidecar_upstream_connecting",
+                                       "Upstream connect attempts in flight (capped by max_connecting).",
+                                       labels=["route"])
         for rt in proxy.routes:
             name = rt.config.name
             total.add_metric([name], rt.total)
@@ -131,7 +138,11 @@ class RuntimeCollector(Collector):
                 retrans.add_metric([name, leg], rt.metrics.retransmits[leg])
             healthy.add_metric([name], 1 if rt.health.healthy else 0)
             listening.add_metric([name], sum(1 for l in rt.listeners if l.sock.fileno() >= 0))
-        yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening)
+            circuit.add_metric([name], 0 if rt.breaker.state == "closed" else 1)
+            opened.add_metric([name], rt.breaker.opened_total)
+            connecting.add_metric([name], rt.connector.connecting)
+        yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
+                    opened, connecting)
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)

@@ -27,11 +27,12 @@ import trio
 from . import sockopts
 from .config import ProxyConfig, RouteConfig
 from .connection import Connection, serve_connection
-from .health import UpstreamHealth, run_checks
+from .health import CircuitBreaker, RouteHealth, route_health, run_checks
 from .listeners import BoundListener
 from .logs import log
 from .metrics import Metrics, RouteMetrics
 from .pump import ScratchBuffer
+from .refuse import refuse
 from .upstream import Connector
 
 logger = logging.getLogger("mcp_sidecar.proxy")
@@ -52,7 +53,8 @@ class RouteRuntime:
     connector: Connector
     scratch: memoryview
     metrics: RouteMetrics
-    health: UpstreamHealth
+    health: RouteHealth
+    breaker: CircuitBreaker
     active: int = 0
     total: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -94,14 +96,17 @@ class Proxy:
         self.routes: list[RouteRuntime] = []
         for route in config.routes:
             s = route.settings
+            health = route_health(route)
             self.routes.append(
                 RouteRuntime(
                     config=route,
                     listeners=[l for l in listeners if l.route is route],
-                    connector=Connector(route.upstream, s.connect_timeout_s, s.connect_retry_window_s),
+                    connector=Connector(route.upstreams, s.connect_timeout_s, s.connect_retry_window_s,
+                                        s.max_connecting, health.preferred),
                     scratch=self._scratch.view(s.buffer_bytes),
                     metrics=self.metrics.for_route(route.name),
-                    health=UpstreamHealth(s.health_rise, s.health_fall, enabled=s.health_interval_s > 0),
+                    health=health,
+                    breaker=CircuitBreaker(s.breaker_failures, s.breaker_open_s),
                 )
             )
         #: Set by the worker when a supervisor runs it (see supervisor.py).
@@ -171,6 +176,12 @@ class Proxy:
                 sockopts.close(csock, abort=True)
                 log(logger, logging.WARNING, "connection.rejected", route=rt.config.name,
                     client=_addr_text(addr), reason="max_connections", limit=max_connections)
+            elif not rt.breaker.allow(trio.current_time()):
+                rt.rejected["circuit_open"] = rt.rejected.get("circuit_open", 0) + 1
+                breaker = rt.breaker
+                reason = f"circuit open after {breaker.threshold} consecutive upstream failures ({breaker.last_reason})"
+                conns.start_soon(refuse, csock, rt.config.settings.protocol, rt.config.name, reason,
+                                 breaker.retry_after_s(trio.current_time()))
             else:
                 rt.active += 1
                 rt.total += 1
@@ -191,7 +202,8 @@ class Proxy:
                         for listener in rt.listeners:
                             acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
                         if rt.health.enabled:
-                            acceptors.start_soon(run_checks, rt)
+                            for target in rt.health.targets:
+                                acceptors.start_soon(run_checks, rt, target)
                     acceptors.start_soon(self._sample_tcp_stats)
                     task_status.started()
                     await self._drain_requested.wait()

@@ -578,8 +578,9 @@ class Supervisor:
             routes.append({
                 "name": route.name,
                 "listen": [str(l.address) for l in self.sockets.routes if l.route.name == route.name],
-                "upstream": str(route.upstream),
+                "upstream": route.upstream_text,
                 "upstream_healthy": live.get("upstream_healthy"),
+                "circuit": live.get("circuit", "closed"),
                 "upstream_state": live.get("upstream_state", "unknown"),
                 "connections_active": live.get("connections_active", 0) + draining_active.get(route.name, 0),
                 "connections_total": live.get("connections_total", 0),

@@ -10,6 +10,12 @@ Rules this module keeps:
   answered last is tried first; a loopback refusal is immediate, so trying
   them in turn costs nothing.  Other names go through trio's happy eyeballs
   (``open_tcp_stream``), which tries every resolved address.
+* A route may have several upstreams: each attempt tries them in order
+  (healthy ones first), so failover is immediate and failback happens as
+  soon as the first one passes its checks again.
+* At most ``max_connecting`` attempts of a route are in flight at once; the
+  others wait for a slot (inside their retry window): hundreds of clients
+  arriving while the upstream is down do not become a reconnect storm.
 * Each attempt is bounded by ``connect_timeout_s``.  Failed attempts are
   retried with exponential backoff (and jitter) until ``retry_window_s``
   has passed since the first one, so a restarting upstream costs the client
@@ -22,7 +28,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
-from dataclasses import dataclass, field
+from typing import Callable
 
 import trio
 
@@ -70,37 +76,79 @@ def _to_stdlib(stream: trio.SocketStream) -> socket.socket:
     return sock
 
 
-@dataclass
 class Connector:
-    """Connects to one upstream; remembers which loopback family answered."""
+    """Connects a route to its upstreams; remembers which loopback answered.
 
-    upstream: HostPort
-    connect_timeout_s: float
-    retry_window_s: float
-    _preferred_loopback: str = "127.0.0.1"
-    #: Attempts that failed, over the connector's life (retries included).
-    failed_attempts: int = 0
-    #: The same, by ``classify`` reason.
-    failures: dict[str, int] = field(default_factory=dict)
+    ``order()`` gives the addresses to try, in order (healthy ones first, see
+    health.RouteHealth.preferred); each attempt tries them in turn, so a
+    connection fails over to the next address at once.  At most
+    ``max_connecting`` attempts run at the same time.
+    """
 
-    async def attempt_once(self) -> socket.socket:
-        host, port = self.upstream.host, self.upstream.port
+    def __init__(self, upstreams: tuple[HostPort, ...], connect_timeout_s: float, retry_window_s: float,
+                 max_connecting: int = 64, order: Callable[[], list[HostPort]] | None = None) -> None:
+        self.upstreams = upstreams
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_window_s = retry_window_s
+        self.order = order or (lambda: list(upstreams))
+        self._limiter = trio.Semaphore(max_connecting)
+        self._preferred_loopback = "127.0.0.1"
+        #: Attempts that failed, over the connector's life (retries included).
+        self.failed_attempts = 0
+        #: The same, by ``classify`` reason.
+        self.failures: dict[str, int] = {}
+        self.connecting = 0
+        self.connecting_peak = 0
+        #: Which address each successful connection went to, by address.
+        self.connected_to: dict[str, int] = {}
+
+    @property
+    def upstream(self) -> HostPort:
+        return self.upstreams[0]
+
+    async def attempt_address(self, address: HostPort) -> socket.socket:
+        host, port = address.host, address.port
         if not is_localhost(host):
             stream = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S)
             return _to_stdlib(stream)
         first = self._preferred_loopback
         order = (first, *(a for a in _LOOPBACKS if a != first))
         last_error: OSError | None = None
-        for address in order:
+        for loopback in order:
             try:
-                stream = await trio.open_tcp_stream(address, port)
+                stream = await trio.open_tcp_stream(loopback, port)
             except OSError as exc:
                 last_error = exc
                 continue
-            self._preferred_loopback = address
+            self._preferred_loopback = loopback
             return _to_stdlib(stream)
         assert last_error is not None
         raise last_error
+
+    async def attempt_once(self) -> tuple[socket.socket, HostPort]:
+        """One pass over the upstreams, in order; each bounded by connect_timeout."""
+        async with self._limiter:
+            self.connecting += 1
+            self.connecting_peak = max(self.connecting_peak, self.connecting)
+            try:
+                error: BaseException | None = None
+                for address in self.order():
+                    try:
+                        with trio.fail_after(self.connect_timeout_s):
+                            sock = await self.attempt_address(address)
+                    except (OSError, trio.TooSlowError) as exc:
+                        error = exc
+                        self.failed_attempts += 1
+                        reason = classify(exc)
+                        self.failures[reason] = self.failures.get(reason, 0) + 1
+                        continue
+                    key = str(address)
+                    self.connected_to[key] = self.connected_to.get(key, 0) + 1
+                    return sock, address
+                assert error is not None
+                raise error
+            finally:
+                self.connecting -= 1
 
     async def connect(self) -> tuple[socket.socket, int]:
         """Return ``(socket, attempts)`` or raise ``UpstreamUnavailable``."""
@@ -110,16 +158,14 @@ class Connector:
         while True:
             attempts += 1
             try:
-                with trio.fail_after(self.connect_timeout_s):
-                    return await self.attempt_once(), attempts
+                sock, _ = await self.attempt_once()
+                return sock, attempts
             except (OSError, trio.TooSlowError) as exc:
                 error: BaseException = exc
-                self.failed_attempts += 1
-                reason = classify(exc)
-                self.failures[reason] = self.failures.get(reason, 0) + 1
             pause = delay * random.uniform(0.8, 1.2)
             if trio.current_time() + pause >= deadline:
                 detail = "timed out" if isinstance(error, trio.TooSlowError) else str(error)
-                raise UpstreamUnavailable(str(self.upstream), classify(error), detail, attempts)
+                names = ", ".join(str(u) for u in self.upstreams)
+                raise UpstreamUnavailable(names, classify(error), detail, attempts)
             await trio.sleep(pause)
             delay = min(delay * 2, MAX_BACKOFF_S)

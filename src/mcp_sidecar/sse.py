@@ -1,0 +1,91 @@
+"""Server-sent events, sans-io: bytes in, events out.
+
+Follows the WHATWG event-stream rules: lines end in CR, LF or CRLF (a CR at
+the end of a chunk may be the first half of a CRLF); ``data`` lines join
+with ``\\n``; a blank line dispatches; ``:`` starts a comment (keep-alive);
+the default event type is ``message``.  Buffers are bounded: a line longer
+than ``max_line`` raises ``SseError`` (the caller gives up on the stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_LINE_BYTES = 1024 * 1024
+
+
+class SseError(ValueError):
+    pass
+
+
+@dataclass
+class SseEvent:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    retry: int | None = None
+
+
+@dataclass
+class Comment:
+    text: str
+
+
+@dataclass
+class SseParser:
+    max_line: int = MAX_LINE_BYTES
+    _buffer: bytearray = field(default_factory=bytearray)
+    _pending_cr: bool = False
+    _data: list[str] = field(default_factory=list)
+    _event: str = ""
+    _id: str | None = None
+    _retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[SseEvent | Comment]:
+        out: list[SseEvent | Comment] = []
+        start = 0
+        if self._pending_cr and chunk[:1] == b"\n":
+            start = 1  # the LF of a CRLF split across chunks
+        self._pending_cr = False
+        i = start
+        n = len(chunk)
+        while i < n:
+            c = chunk[i]
+            if c == 0x0A or c == 0x0D:
+                self._buffer += chunk[start:i]
+                self._line(bytes(self._buffer), out)
+                self._buffer.clear()
+                if c == 0x0D:
+                    if i + 1 < n:
+                        if chunk[i + 1] == 0x0A:
+                            i += 1
+                    else:
+                        self._pending_cr = True
+                start = i + 1
+            i += 1
+        self._buffer += chunk[start:]
+        if len(self._buffer) > self.max_line:
+            raise SseError(f"line longer than {self.max_line} bytes")
+        return out
+
+    def _line(self, raw: bytes, out: list[SseEvent | Comment]) -> None:
+        line = raw.decode("utf-8", "replace")
+        if not line:
+            if self._data:
+                out.append(SseEvent(self._event or "message", "\n".join(self._data), self._id, self._retry))
+            self._data, self._event, self._retry = [], "", None
+            return
+        if line.startswith(":"):
+            out.append(Comment(line[1:].lstrip(" ")))
+            return
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self._retry = int(value)
