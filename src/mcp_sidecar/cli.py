@@ -21,6 +21,7 @@ import click
 import trio
 
 from . import __version__, logs
+from .addresses import HostPort
 from .admin import AdminServer
 from .banner import admin_lines, inspector_lines, route_lines
 from .config import (PROFILES, ProxyConfig, build_config, load_config, load_config_file, parse_admin_listen,
@@ -260,6 +261,76 @@ def config_validate(file: str) -> None:
 def config_show(config_path: str | None, forwards: tuple[str, ...], profile: str | None) -> None:
     """Print the effective configuration, defaults filled in, as TOML."""
     click.echo(render_toml(load_config(config_path, forwards=forwards, profile=profile)), nl=False)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@with_route_options
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--timeout", default="5s", show_default=True, metavar="DURATION", help="Bound on each step.")
+@reports_errors
+def check(target: str | None, config_path: str | None, forwards: tuple[str, ...], profile: str | None,
+          state_dir: Path | None, as_json: bool, timeout: str) -> None:
+    """Diagnose a route (through the proxy and directly) or a URL.
+
+    TARGET is a route name of the configuration (default: every route) or a
+    URL: http://HOST:PORT/PATH (an MCP endpoint if PATH ends in /mcp),
+    ws://HOST:PORT/PATH, tcp://HOST:PORT.  Exit 0 healthy, 1 degraded,
+    2 unreachable.
+    """
+    from .diagnose import check_route, check_url
+
+    try:
+        timeout_s = parse_duration(timeout)
+    except ValueError as exc:
+        raise ConfigError("--timeout", "", str(exc)) from None
+    if target and "://" in target:
+        try:
+            reports = [trio.run(check_url, target, timeout_s)]
+        except ValueError as exc:
+            raise ConfigError("check", "TARGET", str(exc)) from None
+    else:
+        config = load_config(config_path, forwards=forwards, profile=profile)
+        routes = [r for r in config.routes if target is None or r.name == target]
+        if not routes:
+            raise ConfigError("check", "TARGET", f"no route {target!r} (routes: "
+                                                 f"{', '.join(r.name for r in config.routes)})")
+        live = _live_listen_addresses(_state_dir(state_dir))
+        reports = [trio.run(check_route, r.name, _through(r, live), r.upstreams, r.settings.health_check,
+                            r.settings.health_path, timeout_s) for r in routes]
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in reports], indent=1))
+    else:
+        click.echo("\n\n".join(r.render() for r in reports))
+    sys.exit(max(r.exit_code for r in reports))
+
+
+def _live_listen_addresses(directory: Path) -> dict[str, list[str]]:
+    """Route name -> bound addresses, from a running supervisor (else {})."""
+    try:
+        status = send_command(directory, "status", timeout_s=5)
+    except (NotRunning, OSError, ValueError):
+        return {}
+    return {r["name"]: r["listen"] for r in status.get("routes", [])}
+
+
+def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
+    """Where a client reaches the route: the running proxy's address, else the config's."""
+    from .addresses import NONLOOPBACK, parse_hostport
+    from .netinfo import nonloopback_addresses
+
+    if live.get(route.name):
+        return parse_hostport(live[route.name][0])
+    addr = route.listen[0]
+    if not addr.port:
+        return None
+    if addr.host == NONLOOPBACK:
+        hosts = nonloopback_addresses()
+        return HostPort(hosts[0], addr.port) if hosts else None
+    if addr.host in ("0.0.0.0", "::"):
+        return HostPort("127.0.0.1" if addr.host == "0.0.0.0" else "::1", addr.port)
+    return addr
 
 
 # --- talking to a running supervisor ---------------------------------------------------

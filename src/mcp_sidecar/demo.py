@@ -13,6 +13,13 @@ HTTP endpoints::
     GET  /bytes?n=N   N bytes of a repeating pattern (N <= 64 MiB)
     GET  /sse?n=N&interval=S
                       a text/event-stream of N events, S seconds apart
+    POST /mcp         MCP streamable HTTP: initialize, ping, tools/list,
+                      tools/call (echo); JSON reply, or SSE when the client
+                      accepts only text/event-stream
+    DELETE /mcp       ends the session
+
+``serve_ws`` is a WebSocket service (trio-websocket): MCP JSON-RPC in text
+frames with subprotocol ``mcp``, anything else echoed.
 """
 
 from __future__ import annotations
@@ -138,6 +145,10 @@ async def _respond(http: _HttpConnection, request: h11.Request, body: bytes) -> 
             await http.send(h11.Data(data=chunk))
             sent += len(chunk)
         await http.send(h11.EndOfMessage())
+    elif url.path == "/mcp" and method == "POST":
+        await _mcp_http(http, request, body)
+    elif url.path == "/mcp" and method == "DELETE":
+        await http.simple(200, b"")
     elif url.path == "/sse" and method == "GET":
         count = int(_query_number(query, "n", 5, MAX_SSE_EVENTS))
         interval = _query_number(query, "interval", 0.5, 60.0)
@@ -151,6 +162,101 @@ async def _respond(http: _HttpConnection, request: h11.Request, body: bytes) -> 
         await http.send(h11.EndOfMessage())
     else:
         await http.simple(404, json.dumps({"error": "not found", "path": url.path}).encode())
+
+
+# --- MCP ---------------------------------------------------------------------------------
+
+MCP_SERVER_INFO = {"name": "mcp-sidecar-demo", "version": "1"}
+DEMO_TOOLS = [{"name": "echo", "description": "Echo the text back",
+               "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]
+
+
+def mcp_answer(message: dict) -> dict | None:
+    """The demo server's JSON-RPC answer to one message (None for notifications)."""
+    if "id" not in message or "method" not in message:
+        return None
+    rid, method = message["id"], message["method"]
+    params = message.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}}, "serverInfo": MCP_SERVER_INFO}
+    elif method == "ping":
+        result = {}
+    elif method == "tools/list":
+        result = {"tools": DEMO_TOOLS}
+    elif method == "tools/call" and params.get("name") == "echo":
+        text = str((params.get("arguments") or {}).get("text", ""))
+        result = {"content": [{"type": "text", "text": text}]}
+    else:
+        return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": f"unknown method {method}"}}
+    return {"jsonrpc": "2.0", "id": rid, "result": result}
+
+
+async def _mcp_http(http: "_HttpConnection", request: h11.Request, body: bytes) -> None:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        await http.simple(400, json.dumps({"jsonrpc": "2.0", "id": None,
+                                           "error": {"code": -32700, "message": "parse error"}}).encode())
+        return
+    messages = message if isinstance(message, list) else [message]
+    answers = [a for m in messages if isinstance(m, dict) and (a := mcp_answer(m)) is not None]
+    if not answers:
+        await http.simple(202, b"")
+        return
+    payload = json.dumps(answers if isinstance(message, list) else answers[0]).encode()
+    headers = dict(request.headers)
+    accept = headers.get(b"accept", b"").decode("latin-1")
+    extra = []
+    if any(m.get("method") == "initialize" for m in messages if isinstance(m, dict)):
+        extra.append(("mcp-session-id", f"demo-{id(http):x}"))
+    if "text/event-stream" in accept and "application/json" not in accept:
+        data = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
+        await http.send(h11.Response(status_code=200, headers=[
+            ("content-type", "text/event-stream"), ("content-length", str(len(data))), *extra]),
+            h11.Data(data=data), h11.EndOfMessage())
+    else:
+        await http.send(h11.Response(status_code=200, headers=[
+            ("content-type", "application/json"), ("content-length", str(len(payload))), *extra]),
+            h11.Data(data=payload), h11.EndOfMessage())
+
+
+async def ws_handler(request) -> None:
+    """Accept (with subprotocol mcp when offered); answer JSON-RPC, echo the rest."""
+    import trio_websocket
+
+    subprotocol = "mcp" if "mcp" in request.proposed_subprotocols else None
+    ws = await request.accept(subprotocol=subprotocol)
+    try:
+        while True:
+            message = await ws.get_message()
+            answer = None
+            if isinstance(message, str):
+                try:
+                    parsed = json.loads(message)
+                    answer = mcp_answer(parsed) if isinstance(parsed, dict) else None
+                except ValueError:
+                    pass
+                if answer is None and not (message.startswith("{") and "jsonrpc" in message):
+                    await ws.send_message(message)
+                    continue
+            else:
+                await ws.send_message(message)
+                continue
+            if answer is not None:
+                await ws.send_message(json.dumps(answer))
+    except trio_websocket.ConnectionClosed:
+        pass
+
+
+async def serve_ws(
+    host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    import trio_websocket
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, ws_handler, host, port, None)
+        task_status.started(server.port)
 
 
 async def http_handler(stream: trio.SocketStream) -> None:

@@ -1,0 +1,247 @@
+"""``proxyctl check``: the diagnostic sequence of seed 000, as a report.
+
+Against a URL (``http://``, ``ws://``, ``tcp://``) or a configured route.  For
+a route, two columns side by side: through the proxy (the route's listen
+address) and directly to each upstream -- so "the proxy is broken" and "the
+upstream is broken" are told apart at a glance.
+
+Steps: name resolution (every address), TCP connect time per address, then
+by level: HTTP ``GET`` (``http``), WebSocket handshake + ping RTT (``ws``),
+MCP initialize + ping (``mcp``: an ``http://`` URL whose path ends in
+``/mcp``, or a route with ``health_check = "mcp"``).
+
+Verdict: ``unreachable`` (exit 2) when the primary target accepts no TCP
+connection; ``degraded`` (exit 1) when a check fails otherwise or any step
+takes longer than ``WARN_MS`` (seed 000: warning 500 ms, critical 1000 ms);
+else ``healthy`` (exit 0).  Recommendations say what to do next.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .addresses import HostPort, bracket
+from .probes import ProbeFailed, http_get, mcp_ping, ws_ping
+from .upstream import Connector, classify, is_localhost
+
+WARN_MS = 500.0
+CRITICAL_MS = 1000.0
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    detail: str
+    ms: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"step": self.name, "ok": self.ok, "detail": self.detail, "ms": self.ms}
+
+
+@dataclass
+class Column:
+    label: str
+    target: HostPort
+    steps: list[Step] = field(default_factory=list)
+    connected: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"label": self.label, "target": str(self.target), "connected": self.connected,
+                "steps": [s.as_json() for s in self.steps]}
+
+
+async def _resolve(host: str) -> list[str]:
+    if is_localhost(host):
+        return ["127.0.0.1", "::1"]
+    try:
+        infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    seen: list[str] = []
+    for info in infos:
+        if info[4][0] not in seen:
+            seen.append(info[4][0])
+    return seen
+
+
+async def probe_column(label: str, target: HostPort, level: str, path: str, timeout_s: float) -> Column:
+    column = Column(label, target)
+    addresses = await _resolve(target.host)
+    column.steps.append(Step("resolve", bool(addresses), ", ".join(addresses) or f"cannot resolve {target.host}"))
+    if not addresses:
+        return column
+    connect_details = []
+    for address in addresses:
+        t0 = trio.current_time()
+        try:
+            with trio.fail_after(timeout_s):
+                stream = await trio.open_tcp_stream(address, target.port)
+            ms = (trio.current_time() - t0) * 1000
+            await stream.aclose()
+            connect_details.append((address, True, f"{ms:.1f} ms", ms))
+            column.connected = True
+        except (OSError, trio.TooSlowError) as exc:
+            connect_details.append((address, False, classify(exc), None))
+    best = min((ms for _, ok, _, ms in connect_details if ok and ms is not None), default=None)
+    column.steps.append(Step("tcp connect", column.connected,
+                             "; ".join(f"{bracket(a)} {d}" for a, _, d, _ in connect_details), best))
+    if not column.connected or level == "tcp":
+        return column
+    connector = Connector((target,), timeout_s, 0)
+    t0 = trio.current_time()
+    try:
+        with trio.fail_after(timeout_s):
+            if level == "http":
+                response = await http_get(connector, target, path)
+                ms = (trio.current_time() - t0) * 1000
+                column.steps.append(Step(f"http GET {path}", 200 <= response.status < 400,
+                                         f"{response.status} in {ms:.1f} ms", ms))
+            elif level == "ws":
+                rtts = [await ws_ping(connector, target, path) * 1000 for _ in range(3)]
+                ms = sum(rtts) / len(rtts)
+                column.steps.append(Step(f"websocket {path} handshake + ping", True,
+                                         f"ping RTT {ms:.1f} ms (avg of 3 handshakes)", ms))
+            elif level == "mcp":
+                rtt = await mcp_ping(connector, target, path) * 1000
+                column.steps.append(Step(f"mcp initialize + ping {path}", True, f"ping RTT {rtt:.1f} ms", rtt))
+    except ProbeFailed as exc:
+        column.steps.append(Step(f"{level} {path}", False, exc.result))
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        column.steps.append(Step(f"{level} {path}", False, classify(exc)))
+    except Exception as exc:  # noqa: BLE001 - a diagnostic reports, it does not crash
+        column.steps.append(Step(f"{level} {path}", False, type(exc).__name__))
+    return column
+
+
+@dataclass
+class Report:
+    title: str
+    columns: list[Column]
+    verdict: str = "healthy"
+    recommendations: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {"healthy": EXIT_HEALTHY, "degraded": EXIT_DEGRADED, "unreachable": EXIT_UNREACHABLE}[self.verdict]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"title": self.title, "verdict": self.verdict, "exit_code": self.exit_code,
+                "columns": [c.as_json() for c in self.columns], "recommendations": self.recommendations}
+
+    def render(self) -> str:
+        lines = [f"check {self.title}"]
+        names: list[str] = []
+        for column in self.columns:
+            for step in column.steps:
+                if step.name not in names:
+                    names.append(step.name)
+        width = max([len(n) for n in names] + [12]) + 2
+        cells = [[next((("" if s.ok else "FAIL ") + s.detail for s in c.steps if s.name == n), "-")
+                  for c in self.columns] for n in names]
+        col_width = max([len(c.label) + 2 for c in self.columns] + [len(x) + 2 for row in cells for x in row[:-1]]
+                        + [10])
+        if len(self.columns) > 1:
+            lines.append(" " * (width + 2) + "".join(f"{c.label:<{col_width}}" for c in self.columns).rstrip())
+        for name, row in zip(names, cells):
+            lines.append(f"  {name:<{width}}" + "".join(f"{cell:<{col_width}}" for cell in row).rstrip())
+        lines.append(f"verdict: {self.verdict}")
+        if self.recommendations:
+            lines.append("recommendations:")
+            lines += [f"  - {r}" for r in self.recommendations]
+        return "\n".join(lines)
+
+
+def judge(report: Report, primary: Column, direct: list[Column]) -> None:
+    slow = [s for c in report.columns for s in c.steps if s.ms is not None and s.ms > WARN_MS]
+    failed = [s for c in report.columns for s in c.steps[1:] if not s.ok and s.name != "tcp connect"]
+    if not primary.connected:
+        report.verdict = "unreachable"
+    elif failed or slow or (direct and not all(c.connected for c in direct)):
+        report.verdict = "degraded"
+    recs = report.recommendations
+    if direct and not primary.connected and any(c.connected for c in direct):
+        recs.append(f"the upstream answers but nothing accepts on {primary.target}: is the proxy running "
+                    "(`proxyctl status`) and listening there?")
+    for column in [primary, *direct]:
+        resolve = column.steps[0]
+        if not resolve.ok:
+            recs.append(f"{column.target.host} does not resolve: check the name or DNS")
+        elif not column.connected:
+            connect = next((s for s in column.steps if s.name == "tcp connect"), None)
+            detail = connect.detail if connect else ""
+            if "refused" in detail:
+                recs.append(f"nothing listens on {column.target}: is the service running? (the MCP Inspector: "
+                            "`npx @modelcontextprotocol/inspector`)")
+            elif "timeout" in detail:
+                recs.append(f"connecting to {column.target} times out: a firewall drops packets or the host is down")
+            else:
+                recs.append(f"cannot connect to {column.target} ({detail})")
+        elif is_localhost(column.target.host):
+            connect = next(s for s in column.steps if s.name == "tcp connect")
+            if "refused" in connect.detail:
+                recs.append(f"{column.target} answers on one loopback family only ({connect.detail}); "
+                            "the sidecar tries both, other clients may not")
+    for step in slow:
+        level = "critical" if (step.ms or 0) > CRITICAL_MS else "warning"
+        recs.append(f"{step.name} took {step.ms:.0f} ms ({level}: above {WARN_MS:.0f} ms): an overloaded "
+                    "upstream or a slow network")
+    for step in failed:
+        if step.detail.startswith("http 403"):
+            recs.append("HTTP 403: for the MCP Inspector, list this origin in ALLOWED_ORIGINS")
+        elif step.detail.startswith(("http 401", "mcp error", "http 5")):
+            recs.append(f"{step.name}: {step.detail}: the service answers but is not healthy")
+        elif step.detail.startswith("ws handshake"):
+            recs.append(f"{step.detail}: the path does not serve WebSocket (check the path or subprotocol)")
+
+
+def _target_from_url(url: str) -> tuple[HostPort, str, str]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "ws", "tcp") or not parts.hostname:
+        raise ValueError(f"expected an http://, ws:// or tcp:// URL, got {url!r}")
+    default = {"http": 80, "ws": 80, "tcp": 0}[parts.scheme]
+    port = parts.port or default
+    if not port:
+        raise ValueError(f"{url!r}: tcp:// needs a port")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    level = {"http": "http", "ws": "ws", "tcp": "tcp"}[parts.scheme]
+    if level == "http" and parts.path.rstrip("/").endswith("/mcp"):
+        level = "mcp"
+    return HostPort(parts.hostname, port), level, path
+
+
+async def check_url(url: str, timeout_s: float) -> Report:
+    target, level, path = _target_from_url(url)
+    column = await probe_column("target", target, level, path, timeout_s)
+    report = Report(url, [column])
+    judge(report, column, [])
+    return report
+
+
+async def check_route(name: str, through: HostPort | None, upstreams: tuple[HostPort, ...], level: str, path: str,
+                      timeout_s: float) -> Report:
+    columns: list[Column] = []
+    async with trio.open_nursery() as nursery:
+        results: dict[int, Column] = {}
+
+        async def run(i: int, label: str, target: HostPort) -> None:
+            results[i] = await probe_column(label, target, level, path, timeout_s)
+
+        targets = ([("through proxy", through)] if through else []) + [
+            ("direct" if len(upstreams) == 1 else f"direct {u}", u) for u in upstreams]
+        for i, (label, target) in enumerate(targets):
+            nursery.start_soon(run, i, label, target)
+    columns = [results[i] for i in range(len(results))]
+    title = f"route {name} ({through or 'not listening'} -> {', '.join(str(u) for u in upstreams)})"
+    report = Report(title, columns)
+    primary = columns[0]
+    judge(report, primary, columns[1:] if through else [])
+    return report
