@@ -309,6 +309,6 @@ def test_every_exported_metric_is_documented() -> None:
 
     exported = _trio.run(names)
     doc = (ROOT / "docs" / "metrics.md").read_text()
-    documented = set(re.findall(r"`(mcp_sidecar_[a-z_]+)`", doc))
+    documented = set(re.findall(r"`(mcp_[a-z_]+)`", doc))
     missing = {n for n in exported if n not in documented and f"{n}_total" not in documented}
     assert not missing, f"undocumented metrics: {sorted(missing)}"

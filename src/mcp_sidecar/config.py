@@ -73,6 +73,8 @@ PROTOCOLS = ("auto", "tcp", "http")
 #: through as a probe (seed 002: 5 failures, 30 s).
 DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_OPEN_S = 30.0
+#: The MCP SDKs' default request timeout is 60 s.
+DEFAULT_MCP_REQUEST_TIMEOUT_S = 60.0
 #: Concurrent upstream connect attempts per route: hundreds of clients
 #: arriving while the upstream is down do not become a reconnect storm.
 DEFAULT_MAX_CONNECTING = 64
@@ -145,6 +147,8 @@ class RouteSettings:
     health_path: str = "/"
     #: "auto" sniffs the first client bytes for an HTTP request line.
     protocol: str = "auto"
+    #: An MCP request with no response within this is counted as "timeout".
+    mcp_request_timeout_s: float = DEFAULT_MCP_REQUEST_TIMEOUT_S
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
     breaker_open_s: float = DEFAULT_BREAKER_OPEN_S
     max_connecting: int = DEFAULT_MAX_CONNECTING
@@ -308,6 +312,7 @@ _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "health_check": ("health_check", _choice(HEALTH_CHECKS)),
     "health_path": ("health_path", _path),
     "protocol": ("protocol", _choice(PROTOCOLS)),
+    "mcp_request_timeout": ("mcp_request_timeout_s", _positive_duration),
     "breaker_failures": ("breaker_failures", _int_in(0, 1000)),
     "breaker_open": ("breaker_open_s", _positive_duration),
     "max_connecting": ("max_connecting", _int_in(1, 100_000)),

@@ -27,6 +27,7 @@ from . import sockopts
 from .errors import UpstreamUnavailable
 from .logs import log
 from .metrics import RouteMetrics
+from .observation import Observation
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 from .tcpinfo import TcpInfo, read_tcp_info
 
@@ -65,7 +66,7 @@ class Connection:
     """One forwarded connection's identity, sockets and counters."""
 
     __slots__ = ("id", "route", "client", "upstream", "started", "started_unix", "c2u", "u2c", "end",
-                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "protocol")
+                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "protocol", "observation")
 
     def __init__(self, route: str, client: str, csock: socket.socket) -> None:
         self.id = next(_ids)
@@ -85,6 +86,7 @@ class Connection:
         self.tcp: dict[str, TcpInfo | None] = {"client": None, "upstream": None}
         self._retrans_seen = {"client": 0, "upstream": 0}
         self.protocol = "tcp"
+        self.observation: Observation | None = None
 
     def sample_tcp(self, metrics: RouteMetrics) -> None:
         """Read TCP_INFO of both legs into the histograms and counters."""
@@ -119,6 +121,7 @@ class Connection:
             "client": self.client,
             "upstream": self.upstream,
             "protocol": self.protocol,
+            "mcp": bool(self.observation and self.observation.mcp),
             "age_s": round(age, 3),
             "idle_s": round(idle, 3),
             "bytes_client_to_upstream": self.c2u.bytes,
@@ -151,11 +154,16 @@ async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, u
     abort: set[str] = set()
     open_directions = 2
     use_splice = rt.config.settings.splice and HAVE_SPLICE
+    protocol = rt.config.settings.protocol
+    if protocol != "tcp":
+        conn.observation = Observation(rt.observation, conn, protocol)
+    observe = conn.observation
 
     async def leg(src: socket.socket, dst: socket.socket, flow: Flow, src_name: str, dst_name: str) -> None:
         nonlocal open_directions
+        callback = None if observe is None else (observe.client if src_name == "client" else observe.upstream)
         try:
-            await pump(src, dst, rt.scratch, flow, splice=use_splice)
+            await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback)
         except LegFailed as exc:
             failed = src_name if exc.side == "src" else dst_name
             other = dst_name if failed == src_name else src_name

@@ -20,7 +20,8 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client import CollectorRegistry, GCCollector, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector,
+                               ProcessCollector)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -80,6 +81,32 @@ class Metrics:
             ["route", "leg"], buckets=RTT_BUCKETS_S, registry=self.registry,
         )
 
+        # In-line observation (observation.py): per event, never per byte.
+        self.observer_errors = Counter(
+            "mcp_sidecar_observer_errors", "Observers that gave up on a connection (bytes kept flowing).",
+            ["route", "protocol"], registry=self.registry)
+        self.http_requests = Counter(
+            "mcp_sidecar_http_requests", "HTTP/1.1 exchanges seen in-line, by method and status.",
+            ["route", "method", "status"], registry=self.registry)
+        self.http_response = Histogram(
+            "mcp_sidecar_http_response_seconds", "Time from the request's first byte to the response headers.",
+            ["route"], buckets=CONNECT_BUCKETS_S, registry=self.registry)
+        self.sse_events = Counter(
+            "mcp_sidecar_sse_events", "Server-sent events seen in responses (comments/keep-alives excluded).",
+            ["route"], registry=self.registry)
+        self.ws_frames = Counter(
+            "mcp_sidecar_websocket_frames", "WebSocket frames seen after a 101, by direction and opcode.",
+            ["route", "direction", "opcode"], registry=self.registry)
+        self.ws_ping_rtt = Histogram(
+            "mcp_sidecar_websocket_ping_rtt_seconds", "Ping to matching pong (by payload), either direction.",
+            ["route"], buckets=RTT_BUCKETS_S, registry=self.registry)
+        self.mcp_requests = Counter(
+            "mcp_requests", "MCP JSON-RPC requests by method and outcome (ok, error code, cancelled, timeout).",
+            ["route", "method", "status"], registry=self.registry)
+        self.mcp_duration = Histogram(
+            "mcp_response_duration_seconds", "MCP request to its final response.",
+            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0), registry=self.registry)
+
     def for_route(self, route: str) -> RouteMetrics:
         return RouteMetrics(self, route)
 
@@ -118,6 +145,8 @@ class RuntimeCollector(Collector):
                                     "1 while the route's circuit breaker is open or half-open.", labels=["route"])
         opened = CounterMetricFamily("mcp_sidecar_circuit_opened", "Times the circuit breaker opened.",
                                      labels=["route"])
+        mcp_active = GaugeMetricFamily("mcp_active_connections", "Open connections that carried MCP messages.",
+                                       labels=["route"])
         connecting = GaugeMetricFamily("mcp_sidecar_upstream_connecting",
                                        "Upstream connect attempts in flight (capped by max_connecting).",
                                        labels=["route"])
@@ -141,8 +170,10 @@ class RuntimeCollector(Collector):
             circuit.add_metric([name], 0 if rt.breaker.state == "closed" else 1)
             opened.add_metric([name], rt.breaker.opened_total)
             connecting.add_metric([name], rt.connector.connecting)
+            mcp_active.add_metric([name], sum(1 for c in rt.connections.values()
+                                              if c.observation is not None and c.observation.mcp))
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting)
+                    opened, connecting, mcp_active)
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)

@@ -31,6 +31,8 @@ from .health import CircuitBreaker, RouteHealth, route_health, run_checks
 from .listeners import BoundListener
 from .logs import log
 from .metrics import Metrics, RouteMetrics
+from .observation import RouteObservation
+from .observe.mcp import McpTracker
 from .pump import ScratchBuffer
 from .refuse import refuse
 from .upstream import Connector
@@ -55,6 +57,7 @@ class RouteRuntime:
     metrics: RouteMetrics
     health: RouteHealth
     breaker: CircuitBreaker
+    observation: RouteObservation
     active: int = 0
     total: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -107,6 +110,7 @@ class Proxy:
                     metrics=self.metrics.for_route(route.name),
                     health=health,
                     breaker=CircuitBreaker(s.breaker_failures, s.breaker_open_s),
+                    observation=RouteObservation(route.name, self.metrics, McpTracker(s.mcp_request_timeout_s)),
                 )
             )
         #: Set by the worker when a supervisor runs it (see supervisor.py).
@@ -124,6 +128,14 @@ class Proxy:
             if conn is not None:
                 return rt, conn
         return None
+
+    async def _sweep_mcp(self) -> None:
+        """MCP requests that got no response in mcp_request_timeout: "timeout"."""
+        while True:
+            await trio.sleep(1.0)
+            now = trio.current_time()
+            for rt in self.routes:
+                rt.observation.outcomes(rt.observation.tracker.sweep(now))
 
     async def _sample_tcp_stats(self) -> None:
         """Envoy's tcp_stats: TCP_INFO of every open connection, periodically."""
@@ -205,6 +217,7 @@ class Proxy:
                             for target in rt.health.targets:
                                 acceptors.start_soon(run_checks, rt, target)
                     acceptors.start_soon(self._sample_tcp_stats)
+                    acceptors.start_soon(self._sweep_mcp)
                     task_status.started()
                     await self._drain_requested.wait()
                     acceptors.cancel_scope.cancel()

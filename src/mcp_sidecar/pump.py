@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from typing import Callable
 
 import trio
 
@@ -132,7 +133,13 @@ async def _splice_out(pipe: Pipe, dst: socket.socket, n: int) -> None:
 
 
 async def pump(
-    src: socket.socket, dst: socket.socket, scratch: memoryview, flow: Flow, *, splice: bool = False
+    src: socket.socket,
+    dst: socket.socket,
+    scratch: memoryview,
+    flow: Flow,
+    *,
+    splice: bool = False,
+    observe: Callable[[memoryview], bool] | None = None,
 ) -> None:
     """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
 
@@ -142,6 +149,11 @@ async def pump(
     switches back to ``recv_into`` as soon as a read comes up short (small
     messages: one syscall cheaper each way).  The pipe is created on the
     first bulk read, so connections that never move bulk data use no pipe.
+
+    ``observe`` (in-line observation) sees every chunk before it is
+    forwarded and returns False when it wants no more; it must not raise and
+    must copy what it keeps (the chunk is a view of the shared scratch
+    buffer).  While it observes, the direction never splices.
 
     Returns normally on EOF; raises ``LegFailed`` on a socket error;
     cancellation leaves both sockets open for the caller to close.
@@ -161,7 +173,7 @@ async def pump(
                 # so wait instead of paying for a read that returns EAGAIN.
                 await wait_readable(src)
                 streak = 0
-            if bulk and pipe is not None:
+            if bulk and pipe is not None and observe is None:
                 try:
                     n = os.splice(src.fileno(), pipe.w, pipe.size, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
@@ -183,6 +195,8 @@ async def pump(
                     raise LegFailed("src", exc) from None
                 if not n:
                     break
+                if observe is not None and not observe(scratch[:n]):
+                    observe = None
                 try:
                     sent = send(scratch[:n])
                 except BlockingIOError:
@@ -195,7 +209,7 @@ async def pump(
                 drained = n < full
             flow.bytes += n
             bulk = not drained
-            if bulk and splice and pipe is None:
+            if bulk and splice and pipe is None and observe is None:
                 try:
                     pipe = Pipe(full)
                 except OSError:

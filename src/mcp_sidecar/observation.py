@@ -1,0 +1,189 @@
+"""Wiring the sans-io observers (observe/) to connections and metrics.
+
+Rules this module keeps:
+
+* The pump calls ``Observation.client``/``upstream`` with each chunk before
+  forwarding it; they return False when they want no more bytes of that
+  direction (the pump then stops calling and may splice).  They never raise:
+  an observer that fails is dropped for this connection and counted in
+  ``mcp_sidecar_observer_errors_total{route,protocol}`` -- forwarding goes on
+  unchanged (fail open).
+* ``protocol = "auto"`` decides on the first client bytes: an HTTP/1.x
+  request line means HTTP observation, anything else (or the upstream
+  speaking first) is opaque TCP.  ``"tcp"`` never observes.
+* Everything here runs per chunk of observed connections only; opaque TCP
+  pays one ``is not None`` test per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import trio
+
+from .logs import log
+from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen,
+                           Upgraded)
+from .observe.mcp import McpOutcome, McpTracker
+from .observe.websocket import FrameScanner, WebSocketError
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .metrics import Metrics
+
+logger = logging.getLogger("mcp_sidecar.observation")
+
+_REQUEST_LINE = re.compile(rb"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|CONNECT|TRACE) ")
+_SNIFF_BYTES = 8
+MAX_OUTSTANDING_PINGS = 16
+
+
+@dataclass
+class RouteObservation:
+    """Route-level state shared by its connections: MCP correlation, metrics."""
+
+    route: str
+    metrics: "Metrics"
+    tracker: McpTracker
+    errors: dict[str, int] = field(default_factory=dict)
+    exchanges: int = 0
+
+    def outcomes(self, outcomes: list[McpOutcome]) -> None:
+        for outcome in outcomes:
+            self.metrics.mcp_requests.labels(self.route, outcome.method, outcome.status).inc()
+            if outcome.duration_s is not None and outcome.status != "cancelled":
+                self.metrics.mcp_duration.labels(self.route, outcome.method).observe(outcome.duration_s)
+
+
+class Observation:
+    """One connection's observers; the pump's callbacks."""
+
+    def __init__(self, route: RouteObservation, conn: "Connection", mode: str,
+                 clock: Callable[[], float] = trio.current_time) -> None:
+        self.route = route
+        self.conn = conn
+        self.clock = clock
+        self.mode = "sniff" if mode == "auto" else mode  # sniff | http | websocket | tcp | failed
+        self._sniffed = bytearray()
+        self.http: HttpObserver | None = HttpObserver() if self.mode == "http" else None
+        self.ws: dict[str, FrameScanner] | None = None
+        self._pings: dict[str, dict[bytes, float]] = {"client": {}, "upstream": {}}
+        self.mcp = False
+        self._session = f"conn:{conn.id}"
+
+    # -- pump callbacks ---------------------------------------------------------------------
+
+    def client(self, data: Any) -> bool:
+        return self._feed("client", data)
+
+    def upstream(self, data: Any) -> bool:
+        return self._feed("upstream", data)
+
+    def _feed(self, side: str, data: Any) -> bool:
+        mode = self.mode
+        if mode in ("tcp", "failed"):
+            return False
+        try:
+            if mode == "sniff":
+                if side == "upstream" or not self._sniff(data):
+                    return self.mode != "tcp"
+                return True
+            now = self.clock()
+            if mode == "http":
+                assert self.http is not None
+                events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
+                self._apply(events, now)
+            elif mode == "websocket":
+                self._frames(side, data, now)
+        except (HttpObserverError, WebSocketError, RecursionError, ValueError, KeyError, TypeError,
+                AttributeError, IndexError, AssertionError) as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def _sniff(self, data: Any) -> bool:
+        """Decide the mode from the first client bytes; True once decided."""
+        self._sniffed += data
+        head = bytes(self._sniffed[:_SNIFF_BYTES])
+        if _REQUEST_LINE.match(head):
+            self.mode = "http"
+            self.conn.protocol = "http"
+            self.http = HttpObserver()
+            buffered = bytes(self._sniffed)
+            self._sniffed.clear()
+            now = self.clock()
+            self._apply(self.http.feed_client(buffered, now), now)
+            return True
+        if len(self._sniffed) >= _SNIFF_BYTES or not any(
+                m.startswith(head) for m in (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ",
+                                             b"OPTIONS ", b"CONNECT ", b"TRACE ")):
+            self.mode = "tcp"
+            self._sniffed.clear()
+            return True
+        return False  # a prefix of a method: wait for more bytes
+
+    def _fail(self, exc: BaseException) -> None:
+        protocol = self.mode
+        self.mode = "failed"
+        self.route.errors[protocol] = self.route.errors.get(protocol, 0) + 1
+        self.route.metrics.observer_errors.labels(self.route.route, protocol).inc()
+        log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn.id, protocol=protocol,
+            error=str(exc)[:200])
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _apply(self, events: list[Any], now: float) -> None:
+        metrics = self.route.metrics
+        route = self.route.route
+        for event in events:
+            if isinstance(event, ExchangeDone):
+                ex = event.exchange
+                self.route.exchanges += 1
+                metrics.http_requests.labels(route, ex.method, str(ex.status or 0)).inc()
+                if ex.headers_at is not None:
+                    metrics.http_response.labels(route).observe(ex.headers_at - ex.started)
+            elif isinstance(event, SseSeen):
+                if not event.keepalive:
+                    metrics.sse_events.labels(route).inc()
+                self.conn.protocol = "sse"
+            elif isinstance(event, JsonRpcSeen):
+                self._jsonrpc(event.origin, event.message, event.at, event.session)
+            elif isinstance(event, SessionEndpoint):
+                self.mcp = True
+            elif isinstance(event, Upgraded):
+                self.mode = "websocket"
+                self.conn.protocol = "websocket"
+                self.ws = {"client": FrameScanner(), "upstream": FrameScanner()}
+                if event.client_trailing:
+                    self._frames("client", event.client_trailing, now)
+                if event.upstream_trailing:
+                    self._frames("upstream", event.upstream_trailing, now)
+
+    def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None) -> None:
+        self.mcp = True
+        self.route.outcomes(self.route.tracker.message(origin, message, now, session or self._session))
+
+    def _frames(self, side: str, data: Any, now: float) -> None:
+        assert self.ws is not None
+        metrics = self.route.metrics
+        route = self.route.route
+        direction = "client_to_upstream" if side == "client" else "upstream_to_client"
+        other = "upstream" if side == "client" else "client"
+        for frame in self.ws[side].feed(data):
+            metrics.ws_frames.labels(route, direction, frame.opcode).inc()
+            if frame.opcode == "ping" and frame.payload is not None:
+                pings = self._pings[side]
+                if len(pings) < MAX_OUTSTANDING_PINGS:
+                    pings[frame.payload] = now
+            elif frame.opcode == "pong" and frame.payload is not None:
+                sent = self._pings[other].pop(frame.payload, None)
+                if sent is not None:
+                    metrics.ws_ping_rtt.labels(route).observe(now - sent)
+            elif frame.opcode in ("text", "continuation") and frame.payload and frame.payload[:1] in (b"{", b"["):
+                from .observe.http import jsonrpc_messages
+
+                for message in jsonrpc_messages(frame.payload):
+                    self._jsonrpc(side, message, now, None)

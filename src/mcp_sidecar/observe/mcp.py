@@ -1,0 +1,133 @@
+"""MCP JSON-RPC correlation (sans-io): request -> response, per route.
+
+Rules this module keeps:
+
+* Requests are keyed by (session, origin, id): the session is the
+  ``Mcp-Session-Id`` / legacy ``sessionId`` when there is one, else the
+  connection -- so the legacy transport, whose responses come back on
+  another TCP connection (the SSE stream), is correlated by session id.
+  Requests may come from either side (servers send ``sampling/*``,
+  ``roots/list``, ``ping``).
+* Outcomes: ``ok``, the JSON-RPC error code (known codes; others are
+  ``other_error``), ``cancelled`` (``notifications/cancelled`` naming the
+  request), ``timeout`` (no response within ``timeout_s``, found by
+  ``sweep``).  Latency is to the final response; the first response byte
+  time is kept when the transport gives it.
+* Labels are bounded: methods outside the spec's list are ``other``.
+* At most ``max_pending`` requests are tracked; beyond that the oldest is
+  dropped as ``timeout`` (a client flooding ids cannot grow memory).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+SPEC_METHODS = frozenset({
+    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/templates/list",
+    "resources/read", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
+    "completion/complete", "logging/setLevel", "sampling/createMessage", "elicitation/create", "roots/list",
+    "subscriptions/listen", "notifications/initialized", "notifications/cancelled", "notifications/progress",
+    "notifications/message", "notifications/resources/updated", "notifications/resources/list_changed",
+    "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/roots/list_changed",
+})
+KNOWN_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32099,
+                               -32020, -32021, -32022})
+#: Requests that open a long-lived stream: gauges, not latencies.
+STREAM_METHODS = frozenset({"subscriptions/listen"})
+MAX_PENDING = 10_000
+
+
+def method_label(method: Any) -> str:
+    return method if isinstance(method, str) and method in SPEC_METHODS else "other"
+
+
+def _id_key(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return f"{type(value).__name__}:{value}"
+
+
+@dataclass
+class McpOutcome:
+    method: str
+    status: str
+    duration_s: float | None
+    origin: str
+
+
+@dataclass
+class _Pending:
+    method: str
+    sent: float
+    origin: str
+
+
+class McpTracker:
+    def __init__(self, timeout_s: float = 300.0, max_pending: int = MAX_PENDING) -> None:
+        self.timeout_s = timeout_s
+        self.max_pending = max_pending
+        self._pending: OrderedDict[tuple[str, str, str], _Pending] = OrderedDict()
+        self.progress = 0
+        self.streams_open = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def message(self, origin: str, message: dict[str, Any], now: float, session: str) -> list[McpOutcome]:
+        out: list[McpOutcome] = []
+        method = message.get("method")
+        mid = _id_key(message.get("id"))
+        if method is not None:
+            label = method_label(method)
+            if mid is None:  # a notification
+                if label == "notifications/progress":
+                    self.progress += 1
+                elif label == "notifications/cancelled":
+                    params = message.get("params") or {}
+                    target = _id_key(params.get("requestId")) if isinstance(params, dict) else None
+                    pending = self._pending.pop((session, origin, target), None) if target else None
+                    if pending is not None:
+                        out.append(McpOutcome(pending.method, "cancelled", now - pending.sent, origin))
+                return out
+            if label in STREAM_METHODS:
+                self.streams_open += 1
+            self._pending[(session, origin, mid)] = _Pending(label, now, origin)
+            while len(self._pending) > self.max_pending:
+                _, dropped = self._pending.popitem(last=False)
+                out.append(McpOutcome(dropped.method, "timeout", None, dropped.origin))
+            return out
+        if mid is None or ("result" not in message and "error" not in message):
+            return out
+        requester = "client" if origin == "upstream" else "upstream"
+        pending = self._pending.pop((session, requester, mid), None)
+        if pending is None:
+            return out
+        if pending.method in STREAM_METHODS:
+            self.streams_open = max(0, self.streams_open - 1)
+        if "error" in message:
+            error = message["error"]
+            code = error.get("code") if isinstance(error, dict) else None
+            status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
+        else:
+            status = "ok"
+        out.append(McpOutcome(pending.method, status, now - pending.sent, requester))
+        return out
+
+    def sweep(self, now: float) -> list[McpOutcome]:
+        """Requests that got no response within timeout_s."""
+        out: list[McpOutcome] = []
+        for key, pending in list(self._pending.items()):
+            if now - pending.sent < self.timeout_s:
+                break  # ordered by time sent
+            del self._pending[key]
+            if pending.method in STREAM_METHODS:
+                continue  # a long stream is not a timed-out request
+            out.append(McpOutcome(pending.method, "timeout", None, pending.origin))
+        return out
+
+    def forget_session(self, session: str) -> None:
+        for key in [k for k in self._pending if k[0] == session]:
+            del self._pending[key]
