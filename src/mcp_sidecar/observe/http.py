@@ -106,6 +106,15 @@ class Upgraded:
     at: float
 
 
+@dataclass
+class Tunneled:
+    """Bytes after the upgrade, fed to this observer anyway (they belong to
+    the new protocol: the caller hands them to its scanner)."""
+
+    side: str
+    data: bytes
+
+
 def jsonrpc_messages(body: bytes) -> list[dict[str, Any]]:
     try:
         value = json.loads(body)
@@ -126,6 +135,9 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 class _Current:
     exchange: Exchange
     request_json: bytearray | None
+    #: The session the request named: its responses correlate under it (an
+    #: initialize answer assigns a session id only for later requests).
+    request_session: str | None = None
     response_json: bytearray | None = None
     sse: SseParser | None = None
 
@@ -144,8 +156,10 @@ class HttpObserver:
     # -- client side ----------------------------------------------------------------------
 
     def feed_client(self, data: bytes, now: float) -> list[Any]:
-        if self.upgraded:
+        if not data:  # (h11 would take b"" for EOF; EOF is not fed)
             return []
+        if self.upgraded:
+            return [Tunneled("client", bytes(data))]
         try:
             self.server.receive_data(data)
             return self._client_events(now)
@@ -167,7 +181,7 @@ class HttpObserver:
                                     started=now, session=session,
                                     mcp_method=_header(event.headers, b"mcp-method"))
                 ctype = (_header(event.headers, b"content-type") or "").split(";")[0].strip().lower()
-                current = _Current(exchange, bytearray() if ctype == "application/json" else None)
+                current = _Current(exchange, bytearray() if ctype == "application/json" else None, session)
                 self._queue.append(current)
                 self.client.send(event)
             elif isinstance(event, h11.Data):
@@ -194,8 +208,10 @@ class HttpObserver:
     # -- upstream side --------------------------------------------------------------------
 
     def feed_upstream(self, data: bytes, now: float) -> list[Any]:
-        if self.upgraded:
+        if not data:
             return []
+        if self.upgraded:
+            return [Tunneled("upstream", bytes(data))]
         try:
             if self.client.our_state in (h11.IDLE,) and not self._queue:
                 # Bytes before any request (or after the last one): buffer them.
@@ -262,7 +278,7 @@ class HttpObserver:
                 exchange.ended = now
                 if current.response_json:
                     for message in jsonrpc_messages(bytes(current.response_json)):
-                        out.append(JsonRpcSeen("upstream", message, now, exchange.session, "http"))
+                        out.append(JsonRpcSeen("upstream", message, now, current.request_session, "http"))
                 self.server.send(event)
                 self._queue.popleft()
                 out.append(ExchangeDone(exchange))
@@ -301,7 +317,7 @@ class HttpObserver:
                     self.stream_session = query["sessionId"][0]
                     out.append(SessionEndpoint(self.stream_session))
             elif event.data[:1] in ("{", "["):
-                session = current.exchange.session or self.stream_session
+                session = current.request_session if current.request_session is not None else self.stream_session
                 for message in jsonrpc_messages(event.data.encode()):
                     out.append(JsonRpcSeen("upstream", message, now, session, "sse"))
         return out

@@ -1,0 +1,137 @@
+"""The HTTP observer on recorded byte streams, split at every boundary."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import Ping, TextMessage
+
+from mcp_sidecar.observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint,
+                                      SseSeen, Tunneled, Upgraded)
+from mcp_sidecar.observe.mcp import McpTracker, method_label
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+INIT_BODY = json.dumps(INIT).encode()
+INIT_REPLY = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-06-18"}}).encode()
+PING_REPLY = b'{"jsonrpc":"2.0","id":2,"result":{}}'
+
+# A keep-alive conversation: a JSON POST, a POST answered with SSE (CRLF, a
+# comment keep-alive, CR-only line ends), a HEAD, then a WebSocket upgrade.
+SCRIPT: list[tuple[str, bytes]] = [
+    ("client", b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+               + str(len(INIT_BODY)).encode() + b"\r\n\r\n" + INIT_BODY),
+    ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: S1\r\nContent-Length: "
+                 + str(len(INIT_REPLY)).encode() + b"\r\n\r\n" + INIT_REPLY),
+    ("client", b"POST /mcp?x=1 HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: S1\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n24\r\n" + b'{"jsonrpc":"2.0","id":2,"method":"pi' + b"\r\n"
+               b"5\r\nng\"}\n\r\n0\r\n\r\n"),
+    ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"f\r\n: keepalive\r\n\r\n\r\n" + hex(len(b"event: message\rdata: " + PING_REPLY + b"\r\r"))[2:].encode()
+                 + b"\r\nevent: message\rdata: " + PING_REPLY + b"\r\r\r\n0\r\n\r\n"),
+    ("client", b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("upstream", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+    ("client", b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+    ("upstream", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                 + Connection(ConnectionType.SERVER).send(TextMessage(data="hi"))),
+]
+
+
+def describe(events) -> list:
+    out = []
+    for e in events:
+        if isinstance(e, ExchangeDone):
+            x = e.exchange
+            out.append(("exchange", x.method, x.path, x.status, x.request_bytes, x.response_bytes, x.content_type,
+                        x.session, x.sse_events))
+        elif isinstance(e, JsonRpcSeen):
+            out.append(("jsonrpc", e.origin, json.dumps(e.message, sort_keys=True), e.session, e.transport))
+        elif isinstance(e, SseSeen):
+            out.append(("sse", e.event, e.keepalive))
+        elif isinstance(e, Upgraded):
+            out.append(["upgraded", e.client_trailing, e.upstream_trailing])
+        elif isinstance(e, Tunneled):  # bytes after the 101 belong to the upgrade, however they arrive
+            upgraded = next(x for x in out if x[0] == "upgraded")
+            upgraded[1 if e.side == "client" else 2] += e.data
+        elif isinstance(e, SessionEndpoint):
+            out.append(("endpoint", e.session))
+    return out
+
+
+def run(script, cuts_by_step) -> list:
+    observer = HttpObserver()
+    events = []
+    for (side, data), cuts in zip(script, cuts_by_step):
+        points = sorted({c % (len(data) + 1) for c in cuts})
+        prev = 0
+        for p in points + [len(data)]:
+            chunk = data[prev:p]
+            prev = p
+            feed = observer.feed_client if side == "client" else observer.feed_upstream
+            events += feed(chunk, 0.0)
+    return describe(events)
+
+
+EXPECTED = run(SCRIPT, [[] for _ in SCRIPT])
+
+
+def test_recorded_conversation() -> None:
+    assert [e[:4] for e in EXPECTED if e[0] == "exchange"] == [
+        ("exchange", "POST", "/mcp", 200), ("exchange", "POST", "/mcp", 200), ("exchange", "HEAD", "/health", 200),
+        ("exchange", "GET", "other", 101)]
+    jsonrpc = [e for e in EXPECTED if e[0] == "jsonrpc"]
+    # A response correlates under the session its request named (initialize has none yet).
+    assert [(e[1], e[3], e[4]) for e in jsonrpc] == [("client", None, "http"), ("upstream", None, "http"),
+                                                    ("client", "S1", "http"), ("upstream", "S1", "sse")]
+    assert ("sse", "comment", True) in EXPECTED and ("sse", "message", False) in EXPECTED
+    upgraded = [e for e in EXPECTED if e[0] == "upgraded"][0]
+    assert upgraded[2] == Connection(ConnectionType.SERVER).send(TextMessage(data="hi"))
+    head = [e for e in EXPECTED if e[0] == "exchange" and e[1] == "HEAD"][0]
+    assert head[5] == 0  # a HEAD response has no body, whatever Content-Length says
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0), max_size=6), min_size=len(SCRIPT), max_size=len(SCRIPT)))
+def test_events_do_not_depend_on_chunking(cuts) -> None:
+    assert run(SCRIPT, cuts) == EXPECTED
+
+
+def test_one_byte_at_a_time() -> None:
+    assert run(SCRIPT, [list(range(len(d))) for _, d in SCRIPT]) == EXPECTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.binary(max_size=600))
+def test_fuzz_raises_only_observer_error(client: bytes, upstream: bytes) -> None:
+    observer = HttpObserver()
+    try:
+        observer.feed_client(b"POST /mcp HTTP/1.1\r\nHost: x\r\n" + client, 0.0)
+        observer.feed_upstream(upstream, 0.0)
+    except HttpObserverError:
+        pass
+
+
+def test_mcp_tracker_outcomes_and_bounded_labels() -> None:
+    t = McpTracker(timeout_s=10)
+    assert t.message("client", {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}, 0.0, "S") == []
+    out = t.message("upstream", {"jsonrpc": "2.0", "id": 1, "result": {}}, 0.5, "S")
+    assert [(o.method, o.status, o.duration_s) for o in out] == [("tools/call", "ok", 0.5)]
+    t.message("client", {"jsonrpc": "2.0", "id": "a", "method": "x/unknown"}, 1.0, "S")
+    out = t.message("upstream", {"jsonrpc": "2.0", "id": "a", "error": {"code": -32601}}, 1.2, "S")
+    assert [(o.method, o.status) for o in out] == [("other", "-32601")]
+    t.message("client", {"jsonrpc": "2.0", "id": 7, "method": "tools/call"}, 2.0, "S")
+    out = t.message("client", {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                "params": {"requestId": 7, "reason": "timed out"}}, 3.0, "S")
+    assert [(o.method, o.status) for o in out] == [("tools/call", "cancelled")]
+    t.message("client", {"jsonrpc": "2.0", "id": 8, "method": "ping"}, 4.0, "S")
+    assert [(o.method, o.status) for o in t.sweep(14.5)] == [("ping", "timeout")]
+    # a response with an odd error code, from a server-initiated request
+    t.message("upstream", {"jsonrpc": "2.0", "id": 9, "method": "roots/list"}, 5.0, "S")
+    out = t.message("client", {"jsonrpc": "2.0", "id": 9, "error": {"code": 12345}}, 5.1, "S")
+    assert [(o.method, o.status, o.origin) for o in out] == [("roots/list", "other_error", "upstream")]
+    assert {method_label(f"m{i}") for i in range(10_000)} == {"other"}
+    assert t.pending == 0

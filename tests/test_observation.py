@@ -1,0 +1,170 @@
+"""In-line observation end to end: the demo's MCP transports through the
+proxy, with trio-websocket and h11 clients; bytes never change."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio_websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcp_sidecar.demo import serve_echo, serve_http, serve_ws
+from mcp_sidecar.httpclient import request
+
+from .conftest import ScriptedUpstream, connect, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+
+
+def sample(proxy, name: str, **labels) -> float:
+    value = proxy.proxy.metrics.registry.get_sample_value(name, {"route": "r", **labels})
+    return value or 0.0
+
+
+def label_values(proxy, name: str, label: str) -> set[str]:
+    return {s.labels[label] for f in proxy.proxy.metrics.registry.collect() for s in f.samples
+            if s.name == name and label in s.labels}
+
+
+async def mcp_post(port: int, message, accept: str = "application/json, text/event-stream"):
+    return await request("127.0.0.1", port, "/mcp", method="POST", body=json.dumps(message).encode(),
+                         headers=[("content-type", "application/json"), ("accept", accept)])
+
+
+async def test_streamable_http_mcp_is_measured(nursery) -> None:
+    with trio.fail_after(20):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
+        reply = await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                              "params": {"protocolVersion": "2025-06-18"}})
+        assert json.loads(reply.body)["result"]["serverInfo"]["name"] == "mcp-sidecar-demo"
+        session = reply.headers["mcp-session-id"]
+        reply = await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                               accept="text/event-stream")  # answered as SSE
+        assert reply.headers["content-type"] == "text/event-stream"
+        assert b'"id": 2' in reply.body
+        await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                      "params": {"name": "echo", "arguments": {"text": "hi"}}})
+        await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 4, "method": "no/such"})
+        await mcp_post(proxy.port(), {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await wait_until(lambda: proxy.route().active == 0)
+
+        assert sample(proxy, "mcp_requests_total", method="initialize", status="ok") == 1
+        assert sample(proxy, "mcp_requests_total", method="ping", status="ok") == 1
+        assert sample(proxy, "mcp_requests_total", method="tools/call", status="ok") == 1
+        assert sample(proxy, "mcp_requests_total", method="other", status="-32601") == 1
+        assert sample(proxy, "mcp_response_duration_seconds_count", method="tools/call") == 1
+        assert sample(proxy, "mcp_sidecar_http_requests_total", method="POST", status="200") == 4
+        assert sample(proxy, "mcp_sidecar_http_requests_total", method="POST", status="202") == 1
+        assert sample(proxy, "mcp_sidecar_http_response_seconds_count") == 5
+        assert sample(proxy, "mcp_sidecar_sse_events_total") == 1
+        assert session.startswith("demo-")
+
+
+async def test_websocket_mcp_frames_and_ping_rtt(nursery) -> None:
+    with trio.fail_after(20):
+        upstream = await nursery.start(serve_ws, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{proxy.port()}/",
+                                                     subprotocols=["mcp"]) as ws:
+            assert ws.subprotocol == "mcp"
+            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}))
+            assert json.loads(await ws.get_message())["id"] == 1
+            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            assert json.loads(await ws.get_message())["result"]["tools"][0]["name"] == "echo"
+            await ws.send_message(b"\x00binary\xff")
+            assert await ws.get_message() == b"\x00binary\xff"
+            await ws.ping(b"rtt-1")
+            conn = next(iter(proxy.route().connections.values()))
+            assert conn.protocol == "websocket" and conn.observation.mcp
+        await wait_until(lambda: proxy.route().active == 0)
+        up, down = "client_to_upstream", "upstream_to_client"
+        assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="text") == 2
+        assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=down, opcode="text") == 2
+        assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="binary") == 1
+        assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="ping") == 1
+        assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=down, opcode="pong") == 1
+        assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="close") == 1
+        assert sample(proxy, "mcp_sidecar_websocket_ping_rtt_seconds_count") == 1
+        assert sample(proxy, "mcp_sidecar_http_requests_total", method="GET", status="101") == 1
+        assert sample(proxy, "mcp_requests_total", method="initialize", status="ok") == 1
+        assert sample(proxy, "mcp_requests_total", method="tools/list", status="ok") == 1
+
+
+async def test_legacy_sse_transport_is_correlated_across_connections(nursery, scripted_upstream) -> None:
+    with trio.fail_after(20):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}"))
+        stream_conn = await connect(proxy.port())
+        await stream_conn.send_all(b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        sse_up = await scripted_upstream.accepted.receive()
+        await receive_exactly(sse_up, len(b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"))
+        await sse_up.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                              b"event: endpoint\r\ndata: /message?sessionId=abc\r\n\r\n")
+        post_conn = await connect(proxy.port())
+        body = b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}'
+        post = (b"POST /message?sessionId=abc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await post_conn.send_all(post)
+        post_up = await scripted_upstream.accepted.receive()
+        assert await receive_exactly(post_up, len(post)) == post
+        await post_up.send_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+        await receive_exactly(post_conn, len(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"))
+        # The response arrives on the other connection's SSE stream.
+        await sse_up.send_all(b'event: message\r\ndata: {"jsonrpc":"2.0","id":7,"result":{"tools":[]}}\r\n\r\n')
+        await wait_until(lambda: sample(proxy, "mcp_requests_total", method="tools/list", status="ok") == 1)
+        assert sample(proxy, "mcp_sidecar_sse_events_total") == 2
+        for s in (stream_conn, post_conn, sse_up, post_up):
+            await s.aclose()
+
+
+async def test_label_cardinality_stays_bounded(nursery) -> None:
+    with trio.fail_after(30):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
+        batch = [{"jsonrpc": "2.0", "id": i, "method": f"evil/method-{i}"} for i in range(10_000)]
+        reply = await mcp_post(proxy.port(), batch)
+        assert len(json.loads(reply.body)) == 10_000
+        await wait_until(lambda: sample(proxy, "mcp_requests_total", method="other", status="-32601") == 10_000)
+        assert label_values(proxy, "mcp_requests_total", "method") == {"other"}
+        assert label_values(proxy, "mcp_sidecar_http_requests_total", "method") == {"POST"}
+
+
+async def test_malformed_http_is_forwarded_unchanged_and_counted(nursery, echo_port: int) -> None:
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"))
+        garbage = b"GET / HTTP/1.1\r\nthis is not a header\r\n\r\n\x00\xff" * 3
+        stream = await connect(proxy.port())
+        await stream.send_all(garbage)
+        await stream.send_eof()
+        assert await receive_all(stream) == garbage
+        await stream.aclose()
+        await wait_until(lambda: proxy.route().active == 0)
+        assert sample(proxy, "mcp_sidecar_observer_errors_total", protocol="http") == 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(tail=st.binary(max_size=20_000), prefix=st.sampled_from([b"POST /mcp HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n",
+                                                                 b"GE", b"\x16\x03\x01", b""]))
+async def test_bytes_identical_with_observation_on_or_off(tail: bytes, prefix: bytes) -> None:
+    payload = prefix + tail
+    results = []
+    with trio.fail_after(20):
+        for protocol in ("auto", "http", "tcp"):
+            async with trio.open_nursery() as nursery:
+                echo = await nursery.start(serve_echo, "127.0.0.1", 0)
+                proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo}", protocol=protocol))
+                stream = await connect(proxy.port())
+                async with trio.open_nursery() as n:
+                    got = {}
+
+                    async def read() -> None:
+                        got["data"] = await receive_all(stream)
+
+                    n.start_soon(read)
+                    for i in range(0, len(payload), 997):
+                        await stream.send_all(payload[i : i + 997])
+                    await stream.send_eof()
+                await stream.aclose()
+                results.append(got["data"])
+                nursery.cancel_scope.cancel()
+    assert results == [payload, payload, payload]
