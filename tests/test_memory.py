@@ -29,7 +29,8 @@ async def push_until_stalled(sock: socket.socket, chunk: bytes, stall_s: float) 
     view = memoryview(chunk)
     while sent < PUSH_LIMIT:
         try:
-            sent += sock.send(view)
+            # Continue the pattern where the last (possibly partial) send stopped.
+            sent += sock.send(view[sent % len(chunk):])
         except BlockingIOError:
             with trio.move_on_after(stall_s) as scope:
                 await trio.lowlevel.wait_writable(sock)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mcp_sidecar.demo import serve_echo, serve_http, serve_ws
 from mcp_sidecar.httpclient import request
 
-from .conftest import ScriptedUpstream, connect, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from .conftest import connect, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
 
 def sample(proxy, name: str, **labels) -> float:

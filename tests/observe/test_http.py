@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import Ping, TextMessage
+from wsproto.events import TextMessage
 
 from mcp_sidecar.observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint,
                                       SseSeen, Tunneled, Upgraded)
