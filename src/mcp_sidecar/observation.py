@@ -26,7 +26,7 @@ import trio
 
 from .logs import log
 from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen,
-                           Upgraded)
+                           Upgraded, jsonrpc_messages)
 from .observe.mcp import McpOutcome, McpTracker
 from .observe.websocket import FrameScanner, WebSocketError
 
@@ -50,12 +50,23 @@ class RouteObservation:
     tracker: McpTracker
     errors: dict[str, int] = field(default_factory=dict)
     exchanges: int = 0
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(route, *labels)``, cached (labels() takes a lock and
+        builds a key on every call; this runs per frame and per exchange)."""
+        key = (id(metric), *labels)
+        try:
+            return self._children[key]
+        except KeyError:
+            child = self._children[key] = metric.labels(self.route, *labels)
+            return child
 
     def outcomes(self, outcomes: list[McpOutcome]) -> None:
         for outcome in outcomes:
-            self.metrics.mcp_requests.labels(self.route, outcome.method, outcome.status).inc()
+            self.child(self.metrics.mcp_requests, outcome.method, outcome.status).inc()
             if outcome.duration_s is not None and outcome.status != "cancelled":
-                self.metrics.mcp_duration.labels(self.route, outcome.method).observe(outcome.duration_s)
+                self.child(self.metrics.mcp_duration, outcome.method).observe(outcome.duration_s)
 
 
 class Observation:
@@ -137,17 +148,17 @@ class Observation:
 
     def _apply(self, events: list[Any], now: float) -> None:
         metrics = self.route.metrics
-        route = self.route.route
+        child = self.route.child
         for event in events:
             if isinstance(event, ExchangeDone):
                 ex = event.exchange
                 self.route.exchanges += 1
-                metrics.http_requests.labels(route, ex.method, str(ex.status or 0)).inc()
+                child(metrics.http_requests, ex.method, str(ex.status or 0)).inc()
                 if ex.headers_at is not None:
-                    metrics.http_response.labels(route).observe(ex.headers_at - ex.started)
+                    child(metrics.http_response).observe(ex.headers_at - ex.started)
             elif isinstance(event, SseSeen):
                 if not event.keepalive:
-                    metrics.sse_events.labels(route).inc()
+                    child(metrics.sse_events).inc()
                 self.conn.protocol = "sse"
             elif isinstance(event, JsonRpcSeen):
                 self._jsonrpc(event.origin, event.message, event.at, event.session)
@@ -169,11 +180,11 @@ class Observation:
     def _frames(self, side: str, data: Any, now: float) -> None:
         assert self.ws is not None
         metrics = self.route.metrics
-        route = self.route.route
+        child = self.route.child
         direction = "client_to_upstream" if side == "client" else "upstream_to_client"
         other = "upstream" if side == "client" else "client"
         for frame in self.ws[side].feed(data):
-            metrics.ws_frames.labels(route, direction, frame.opcode).inc()
+            child(metrics.ws_frames, direction, frame.opcode).inc()
             if frame.opcode == "ping" and frame.payload is not None:
                 pings = self._pings[side]
                 if len(pings) < MAX_OUTSTANDING_PINGS:
@@ -181,9 +192,14 @@ class Observation:
             elif frame.opcode == "pong" and frame.payload is not None:
                 sent = self._pings[other].pop(frame.payload, None)
                 if sent is not None:
-                    metrics.ws_ping_rtt.labels(route).observe(now - sent)
+                    child(metrics.ws_ping_rtt).observe(now - sent)
             elif frame.opcode in ("text", "continuation") and frame.payload and frame.payload[:1] in (b"{", b"["):
-                from .observe.http import jsonrpc_messages
-
-                for message in jsonrpc_messages(frame.payload):
+                payload = frame.payload
+                if payload[:1] == b"{" and b'"id"' not in payload:
+                    # A notification: no correlation needed, skip the JSON parse.
+                    self.mcp = True
+                    if b'"notifications/progress"' in payload:
+                        self.route.tracker.progress += 1
+                    continue
+                for message in jsonrpc_messages(payload):
                     self._jsonrpc(side, message, now, None)

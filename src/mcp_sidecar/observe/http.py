@@ -183,7 +183,10 @@ class HttpObserver:
                 ctype = (_header(event.headers, b"content-type") or "").split(";")[0].strip().lower()
                 current = _Current(exchange, bytearray() if ctype == "application/json" else None, session)
                 self._queue.append(current)
-                self.client.send(event)
+                # The client-role side needs only what frames the response:
+                # the method and the upgrade headers, not the body.
+                self.client.send(h11.Request(method=event.method, target=event.target, headers=[
+                    (k, v) for k, v in event.headers if k in (b"host", b"upgrade", b"connection")]))
             elif isinstance(event, h11.Data):
                 current = self._queue[-1]
                 current.exchange.request_bytes += len(event.data)
@@ -192,10 +195,10 @@ class HttpObserver:
                         current.request_json = None
                     else:
                         current.request_json += event.data
-                self.client.send(event)
             elif isinstance(event, h11.EndOfMessage):
                 current = self._queue[-1]
-                self.client.send(event)
+                if self.client.our_state is h11.SEND_BODY:
+                    self.client.send(event)
                 if current.request_json:
                     for message in jsonrpc_messages(bytes(current.request_json)):
                         out.append(JsonRpcSeen("client", message, now, current.exchange.session, "http"))
@@ -263,7 +266,9 @@ class HttpObserver:
                     current.sse = SseParser()
                 elif ctype == "application/json":
                     current.response_json = bytearray()
-                self.server.send(event)
+                # The server-role side only has to reach DONE: an empty response.
+                self.server.send(h11.Response(status_code=event.status_code, headers=[
+                    (k, v) for k, v in event.headers if k in (b"connection", b"upgrade")] + [(b"content-length", b"0")]))
             elif isinstance(event, h11.Data):
                 exchange.response_bytes += len(event.data)
                 if current.sse is not None:
@@ -273,7 +278,6 @@ class HttpObserver:
                         current.response_json = None
                     else:
                         current.response_json += event.data
-                self.server.send(event)
             elif isinstance(event, h11.EndOfMessage):
                 exchange.ended = now
                 if current.response_json:
