@@ -147,6 +147,7 @@ async def test_status_and_connections_show_kernel_rtt_on_both_legs(nursery, echo
         assert conn["bytes_client_to_upstream"] == conn["bytes_upstream_to_client"] == 80
         assert conn["protocol"] == "tcp"
         assert 0 <= conn["idle_s"] <= conn["age_s"]
+        assert {"score", "grade", "trend", "p95_ms", "cv", "anomaly"} <= set(conn["quality"])
         for leg in ("client", "upstream"):
             assert conn["tcp"][leg]["rtt_ms"] > 0
             assert set(conn["tcp"][leg]) == {"rtt_ms", "rttvar_ms", "retransmits"}

@@ -219,6 +219,7 @@ async def test_localhost_upstream_reaches_either_family(nursery, upstream_host: 
         for _ in range(3):  # the preferred family is remembered; all must work
             assert await echo_roundtrip(proxy.port()) == b"ping"
         assert proxy.route().ended == {"closed": 3}
+        assert len(proxy.route().recent_clients["127.0.0.1"]) == 3  # seen as reconnects of one client
 
 
 @needs_ipv6

@@ -77,6 +77,9 @@ async def test_websocket_mcp_frames_and_ping_rtt(nursery) -> None:
             await ws.ping(b"rtt-1")
             conn = next(iter(proxy.route().connections.values()))
             assert conn.protocol == "websocket" and conn.observation.mcp
+            quality = conn.quality.report()
+            assert quality["samples"] == 3 and quality["source"] == "ws_ping"  # 2 MCP latencies + 1 ping
+            assert (quality["score"], quality["grade"], quality["error_rate"]) == (100, "A", 0.0)
         await wait_until(lambda: proxy.route().active == 0)
         up, down = "client_to_upstream", "upstream_to_client"
         assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="text") == 2

@@ -29,6 +29,7 @@ from .logs import log
 from .metrics import RouteMetrics
 from .observation import Observation
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
+from .quality import Quality
 from .tcpinfo import TcpInfo, read_tcp_info
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ class Connection:
     """One forwarded connection's identity, sockets and counters."""
 
     __slots__ = ("id", "route", "client", "upstream", "started", "started_unix", "c2u", "u2c", "end",
-                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "protocol", "observation")
+                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "protocol", "observation",
+                 "quality", "reconnects")
 
     def __init__(self, route: str, client: str, csock: socket.socket) -> None:
         self.id = next(_ids)
@@ -87,6 +89,9 @@ class Connection:
         self._retrans_seen = {"client": 0, "upstream": 0}
         self.protocol = "tcp"
         self.observation: Observation | None = None
+        self.quality = Quality()
+        #: Earlier connections from the same client address to this route (10 min).
+        self.reconnects = 0
 
     def sample_tcp(self, metrics: RouteMetrics) -> None:
         """Read TCP_INFO of both legs into the histograms and counters."""
@@ -99,6 +104,8 @@ class Connection:
             self.tcp[leg] = info
             if info.rtt_s > 0:
                 metrics.rtt[leg].observe(info.rtt_s)
+                if leg == "client":
+                    self.quality.latency(info.rtt_s, "tcp")
             delta = info.total_retrans - self._retrans_seen[leg]
             if delta > 0:
                 metrics.retransmits[leg] += delta
@@ -131,6 +138,7 @@ class Connection:
             "connect_attempts": self.connect_attempts,
             "connect_ms": None if self.connect_s is None else round(self.connect_s * 1000, 3),
             "tcp": tcp,
+            "quality": self.quality.report(self.reconnects),
         }
 
 
@@ -190,6 +198,7 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
     """Handle one accepted client socket to the end; never raises OSError."""
     settings = rt.config.settings
     conn = Connection(rt.config.name, client, csock)
+    conn.reconnects = rt.count_reconnect(client.rsplit(":", 1)[0], trio.current_time())
     rt.connections[conn.id] = conn
     usock: socket.socket | None = None
     abort: set[str] = set()

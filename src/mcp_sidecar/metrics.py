@@ -145,6 +145,9 @@ class RuntimeCollector(Collector):
                                     "1 while the route's circuit breaker is open or half-open.", labels=["route"])
         opened = CounterMetricFamily("mcp_sidecar_circuit_opened", "Times the circuit breaker opened.",
                                      labels=["route"])
+        worst = GaugeMetricFamily("mcp_sidecar_connection_quality_worst",
+                                  "The lowest 0-100 quality score among the route's open connections (100 if none).",
+                                  labels=["route"])
         mcp_active = GaugeMetricFamily("mcp_active_connections", "Open connections that carried MCP messages.",
                                        labels=["route"])
         connecting = GaugeMetricFamily("mcp_sidecar_upstream_connecting",
@@ -172,8 +175,9 @@ class RuntimeCollector(Collector):
             connecting.add_metric([name], rt.connector.connecting)
             mcp_active.add_metric([name], sum(1 for c in rt.connections.values()
                                               if c.observation is not None and c.observation.mcp))
+            worst.add_metric([name], rt.worst_quality())
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting, mcp_active)
+                    opened, connecting, mcp_active, worst)
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)

@@ -156,6 +156,9 @@ class Observation:
                 child(metrics.http_requests, ex.method, str(ex.status or 0)).inc()
                 if ex.headers_at is not None:
                     child(metrics.http_response).observe(ex.headers_at - ex.started)
+                    if ex.status != 101 and ex.content_type != "text/event-stream":
+                        self.conn.quality.latency(ex.headers_at - ex.started, "http")
+                self.conn.quality.outcome((ex.status or 0) < 500)
             elif isinstance(event, SseSeen):
                 if not event.keepalive:
                     child(metrics.sse_events).inc()
@@ -175,7 +178,12 @@ class Observation:
 
     def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None) -> None:
         self.mcp = True
-        self.route.outcomes(self.route.tracker.message(origin, message, now, session or self._session))
+        outcomes = self.route.tracker.message(origin, message, now, session or self._session)
+        for outcome in outcomes:
+            if outcome.duration_s is not None and outcome.status != "cancelled":
+                self.conn.quality.latency(outcome.duration_s, "mcp")
+            self.conn.quality.outcome(outcome.status == "ok")
+        self.route.outcomes(outcomes)
 
     def _frames(self, side: str, data: Any, now: float) -> None:
         assert self.ws is not None
@@ -193,6 +201,7 @@ class Observation:
                 sent = self._pings[other].pop(frame.payload, None)
                 if sent is not None:
                     child(metrics.ws_ping_rtt).observe(now - sent)
+                    self.conn.quality.latency(now - sent, "ws_ping")
             elif frame.opcode in ("text", "continuation") and frame.payload and frame.payload[:1] in (b"{", b"["):
                 payload = frame.payload
                 if payload[:1] == b"{" and b'"id"' not in payload:

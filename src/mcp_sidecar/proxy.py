@@ -19,6 +19,7 @@ import errno
 import logging
 import socket
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,6 +40,9 @@ from .upstream import Connector
 
 logger = logging.getLogger("mcp_sidecar.proxy")
 
+#: Reconnects (seed 000) are connections from the same client host in this window.
+RECONNECT_WINDOW_S = 600.0
+MAX_TRACKED_CLIENTS = 1024
 #: Accepts in a row before yielding to the scheduler during an accept storm.
 ACCEPTS_PER_CHECKPOINT = 64
 #: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
@@ -68,6 +72,24 @@ class RouteRuntime:
     #: Bytes of connections already closed: [client_to_upstream, upstream_to_client].
     bytes_closed: list[int] = field(default_factory=lambda: [0, 0])
     draining: bool = False
+    #: client address -> times of its recent connections (reconnect counting).
+    recent_clients: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+
+    def count_reconnect(self, client_host: str, now: float) -> int:
+        """Earlier connections from this client host within RECONNECT_WINDOW_S."""
+        times = self.recent_clients.pop(client_host, None) or deque(maxlen=100)
+        while times and now - times[0] > RECONNECT_WINDOW_S:
+            times.popleft()
+        earlier = len(times)
+        times.append(now)
+        self.recent_clients[client_host] = times
+        while len(self.recent_clients) > MAX_TRACKED_CLIENTS:
+            self.recent_clients.popitem(last=False)
+        return earlier
+
+    def worst_quality(self) -> int:
+        scores = [c.quality.report(c.reconnects)["score"] for c in self.connections.values() if c.quality.samples]
+        return min(scores, default=100)
 
     def connection_closed(self, conn: Connection) -> None:
         self.active -= 1

@@ -1,0 +1,128 @@
+"""Connection quality (seed 000), sans-io: samples in, a report out.
+
+Over a sliding window of the last ``window`` latency samples (MCP request
+latencies, WebSocket ping RTTs and HTTP response times when the connection
+is observed; the kernel's TCP RTT otherwise):
+
+* statistics: average, p50, p95, p99, standard deviation, coefficient of
+  variation (warning above 30 %);
+* a 0-100 score with the seed's penalties: average latency > 500 ms -15,
+  > 1000 ms -30; error rate > 1 % -20, > 5 % -40; more than 5 reconnects
+  from the same client -25; grade A >= 90, B >= 75, C >= 60, D >= 40, else F;
+* trend: the window's second half against its first: 10 % slower is
+  ``degrading``, 10 % faster ``improving``, else ``stable``;
+* anomaly: the newest sample's z-score against the window, |z| > 2.5
+  ``warning``, > 3 ``critical``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+WINDOW = 100
+WARN_LATENCY_S = 0.5
+CRITICAL_LATENCY_S = 1.0
+VARIATION_WARN = 0.3
+TREND_THRESHOLD = 0.1
+Z_WARNING, Z_CRITICAL = 2.5, 3.0
+RECONNECTS_PENALTY_ABOVE = 5
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def grade(score: int) -> str:
+    for bound, letter in ((90, "A"), (75, "B"), (60, "C"), (40, "D")):
+        if score >= bound:
+            return letter
+    return "F"
+
+
+class Quality:
+    def __init__(self, window: int = WINDOW) -> None:
+        self.samples: deque[float] = deque(maxlen=window)
+        self.source = "none"
+        self.ok = 0
+        self.errors = 0
+
+    def latency(self, seconds: float, source: str) -> None:
+        """Add a sample; application (L7) samples take over from kernel ones."""
+        if source == "tcp" and self.source not in ("none", "tcp"):
+            return
+        if source != "tcp" and self.source in ("none", "tcp"):
+            self.samples.clear()
+        self.source = source
+        self.samples.append(seconds)
+
+    def outcome(self, ok: bool) -> None:
+        if ok:
+            self.ok += 1
+        else:
+            self.errors += 1
+
+    def report(self, reconnects: int = 0) -> dict[str, Any]:
+        samples = list(self.samples)
+        n = len(samples)
+        total = self.ok + self.errors
+        error_rate = self.errors / total if total else 0.0
+        avg = sum(samples) / n if n else 0.0
+        stddev = math.sqrt(sum((x - avg) ** 2 for x in samples) / n) if n else 0.0
+        ordered = sorted(samples)
+        score, issues = 100, []
+        if avg > CRITICAL_LATENCY_S:
+            score -= 30
+            issues.append("high latency (> 1000 ms)")
+        elif avg > WARN_LATENCY_S:
+            score -= 15
+            issues.append("elevated latency (> 500 ms)")
+        if error_rate > 0.05:
+            score -= 40
+            issues.append("high error rate (> 5 %)")
+        elif error_rate > 0.01:
+            score -= 20
+            issues.append("elevated error rate (> 1 %)")
+        if reconnects > RECONNECTS_PENALTY_ABOVE:
+            score -= 25
+            issues.append(f"frequent reconnects ({reconnects})")
+        cv = stddev / avg if avg else 0.0
+        if cv > VARIATION_WARN and n >= 5:
+            issues.append(f"latency varies by {cv:.0%}")
+        trend = "stable"
+        if n >= 10:
+            first, second = samples[: n // 2], samples[n // 2:]
+            a, b = sum(first) / len(first), sum(second) / len(second)
+            if a and b > a * (1 + TREND_THRESHOLD):
+                trend = "degrading"
+            elif a and b < a * (1 - TREND_THRESHOLD):
+                trend = "improving"
+        anomaly = None
+        if n >= 10 and stddev > 0:
+            z = (samples[-1] - avg) / stddev
+            if abs(z) > Z_WARNING:
+                anomaly = {"z": round(z, 2), "level": "critical" if abs(z) > Z_CRITICAL else "warning"}
+        score = max(0, score)
+        ms = 1000.0
+        return {
+            "source": self.source,
+            "samples": n,
+            "avg_ms": round(avg * ms, 3),
+            "p50_ms": round(_percentile(ordered, 0.5) * ms, 3),
+            "p95_ms": round(_percentile(ordered, 0.95) * ms, 3),
+            "p99_ms": round(_percentile(ordered, 0.99) * ms, 3),
+            "stddev_ms": round(stddev * ms, 3),
+            "cv": round(cv, 3),
+            "error_rate": round(error_rate, 4),
+            "reconnects": reconnects,
+            "score": score,
+            "grade": grade(score),
+            "trend": trend,
+            "anomaly": anomaly,
+            "issues": issues,
+        }
