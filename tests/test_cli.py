@@ -80,12 +80,14 @@ def test_config_show_default_profile_is_valid_toml() -> None:
 
 
 def test_demo_self_check_passes() -> None:
-    result = run_proxyctl("demo", "--check", "--http-port", "0", "--echo-port", "0", "--admin-port", "0", "--log-format", "json")
+    result = run_proxyctl("demo", "--check", "--http-port", "0", "--echo-port", "0", "--admin-port", "0", "--ws-port", "0", "--log-format", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mcp-sidecar ")
     assert any(l.startswith("  ok   GET http://127.0.0.1:") and ": 200 in " in l for l in lines)
     assert any(l.startswith("  ok   echo tcp://127.0.0.1:") and "26 bytes back" in l for l in lines)
+    assert ("  ok   MCP sessions (streamable HTTP, WebSocket, HTTP+SSE): streamable_http 3 responses, "
+            "websocket 3 responses, http_sse 2 responses") in lines
     assert '"event":"connection.closed"' in result.stderr
 
 

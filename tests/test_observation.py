@@ -171,3 +171,31 @@ async def test_bytes_identical_with_observation_on_or_off(tail: bytes, prefix: b
                 results.append(got["data"])
                 nursery.cancel_scope.cancel()
     assert results == [payload, payload, payload]
+
+
+async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
+    from mcp_sidecar.demo import drive_mcp
+
+    with trio.fail_after(30):
+        http_up = await nursery.start(serve_http, "127.0.0.1", 0)
+        ws_up = await nursery.start(serve_ws, "127.0.0.1", 0)
+        doc = {"route": [
+            {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
+            {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0}]}
+        proxy = await start_proxy(nursery, doc)
+        counts = await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))
+        assert counts == {"streamable_http": 3, "websocket": 3, "http_sse": 2}
+        await wait_until(lambda: proxy.route("r").active == 0 and proxy.route("ws").active == 0)
+
+        def mcp(route: str, method: str) -> float:
+            return proxy.proxy.metrics.registry.get_sample_value(
+                "mcp_requests_total", {"route": route, "method": method, "status": "ok"}) or 0.0
+
+        # streamable HTTP (initialize, tools/list, 2 tools/call) + HTTP+SSE (initialize, tools/list)
+        assert (mcp("r", "initialize"), mcp("r", "tools/list"), mcp("r", "tools/call")) == (2, 2, 2)
+        assert (mcp("ws", "initialize"), mcp("ws", "tools/call"), mcp("ws", "ping")) == (1, 1, 1)
+        assert proxy.route("r").observation.tracker.progress == 3  # the slow tool's progress, over SSE
+        assert proxy.route("ws").observation.tracker.progress == 2
+        assert proxy.route("r").observation.tracker.pending == 0
+        assert proxy.proxy.metrics.registry.get_sample_value(
+            "mcp_sidecar_websocket_ping_rtt_seconds_count", {"route": "ws"}) == 1

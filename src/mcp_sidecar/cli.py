@@ -190,27 +190,31 @@ def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
 @click.option("--http-port", default=6280, show_default=True, help="Proxy port for the demo HTTP service.")
 @click.option("--echo-port", default=6281, show_default=True, help="Proxy port for the demo TCP echo service.")
 @click.option("--admin-port", default=6282, show_default=True, help="Admin endpoint port (on 127.0.0.1).")
+@click.option("--ws-port", default=6283, show_default=True, help="Proxy port for the demo WebSocket (MCP) service.")
 @click.option("--check", is_flag=True, help="Run the self-check through the proxy, then exit (0 if it passed).")
 @with_log_options
 @reports_errors
-def demo(http_port: int, echo_port: int, admin_port: int, check: bool, log_format: str, log_level: str) -> None:
-    """Run the proxy in front of an embedded demo upstream (HTTP and TCP echo)."""
+def demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, check: bool, log_format: str,
+         log_level: str) -> None:
+    """Run the proxy in front of an embedded demo upstream (HTTP + MCP, WebSocket, TCP echo)."""
     logs.configure(log_format, log_level)
-    passed = trio.run(_demo, http_port, echo_port, admin_port, check)
+    passed = trio.run(_demo, http_port, echo_port, admin_port, ws_port, check)
     if check and not passed:
         sys.exit(EXIT_FAILURE)
 
 
-async def _demo(http_port: int, echo_port: int, admin_port: int, check_only: bool) -> bool:
-    from .demo import self_check, serve_echo, serve_http
+async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, check_only: bool) -> bool:
+    from .demo import drive_mcp, self_check, serve_echo, serve_http, serve_ws
 
     outcome = {"passed": False}
     async with trio.open_nursery() as upstreams:
         upstream_http = await upstreams.start(serve_http, "127.0.0.1", 0)
         upstream_echo = await upstreams.start(serve_echo, "127.0.0.1", 0)
+        upstream_ws = await upstreams.start(serve_ws, "127.0.0.1", 0)
         config = build_config({"admin": {"listen": f"127.0.0.1:{admin_port}"}, "route": [
             {"name": "demo-http", "listen": f"127.0.0.1:{http_port}", "upstream": f"localhost:{upstream_http}"},
             {"name": "demo-echo", "listen": f"127.0.0.1:{echo_port}", "upstream": f"localhost:{upstream_echo}"},
+            {"name": "demo-ws", "listen": f"127.0.0.1:{ws_port}", "upstream": f"localhost:{upstream_ws}"},
         ]}, source="demo")
         sockets = bind_everything(config)
 
@@ -219,12 +223,23 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, check_only: boo
             async def check_then(proxy: Proxy) -> None:
                 http = next(rt for rt in proxy.routes if rt.config.name == "demo-http").listeners[0].address
                 echo = next(rt for rt in proxy.routes if rt.config.name == "demo-echo").listeners[0].address
+                ws = next(rt for rt in proxy.routes if rt.config.name == "demo-ws").listeners[0].address
                 results = await self_check(http.port, echo.port)
+                try:
+                    with trio.fail_after(20):
+                        counts = await drive_mcp("127.0.0.1", http.port, ws.port)
+                    results.append(("MCP sessions (streamable HTTP, WebSocket, HTTP+SSE)",
+                                    all(counts.values()), ", ".join(f"{k} {v} responses" for k, v in counts.items())))
+                except Exception as exc:  # noqa: BLE001 - reported as a failed check
+                    results.append(("MCP sessions", False, repr(exc)))
                 lines = ["self-check through the proxy:"]
                 lines += [f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}" for what, ok, detail in results]
                 outcome["passed"] = all(ok for _, ok, _ in results)
+                admin_url = f"http://127.0.0.1:{sockets.admin.getsockname()[1]}" if sockets.admin else None
                 if not check_only:
-                    lines += ["", f"Open http://{http}/ in a browser, or: curl http://{http}/sse?n=3",
+                    lines += ["", f"Open http://{http}/ in a browser, or: curl http://{http}/ticks?n=3",
+                              *([f"Metrics: {admin_url}/metrics   connections: {admin_url}/api/connections"]
+                                if admin_url else []),
                               f"Echo: nc {http.host} {echo.port}",
                               "Ctrl-C to stop (drains open connections first)."]
                 _echo_lines(lines)

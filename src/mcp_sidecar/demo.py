@@ -11,12 +11,17 @@ HTTP endpoints::
     GET  /health      {"status": "ok"}
     POST /echo        the request body back, same Content-Type
     GET  /bytes?n=N   N bytes of a repeating pattern (N <= 64 MiB)
-    GET  /sse?n=N&interval=S
+    GET  /ticks?n=N&interval=S
                       a text/event-stream of N events, S seconds apart
-    POST /mcp         MCP streamable HTTP: initialize, ping, tools/list,
-                      tools/call (echo); JSON reply, or SSE when the client
-                      accepts only text/event-stream
+    POST /mcp         MCP streamable HTTP (2025-03-26 .. 2025-11-25):
+                      initialize, ping, tools/list, tools/call (echo, and
+                      slow: progress notifications, then the result); JSON
+                      reply, or SSE when the client accepts only
+                      text/event-stream (and always for slow)
     DELETE /mcp       ends the session
+    GET  /sse         MCP HTTP+SSE (2024-11-05): an endpoint event, then the
+                      responses to POST /message?sessionId=S as SSE events
+    POST /message     the legacy transport's requests (answered 202)
 
 ``serve_ws`` is a WebSocket service (trio-websocket): MCP JSON-RPC in text
 frames with subprotocol ``mcp``, anything else echoed.
@@ -89,7 +94,8 @@ INDEX = b"""<!doctype html><title>mcp-sidecar demo</title>
 <h1>mcp-sidecar demo upstream</h1>
 <p>You reached this page through the proxy. Try:
 <ul><li><a href="/health">/health</a><li><a href="/bytes?n=1024">/bytes?n=1024</a>
-<li><a href="/sse?n=5&amp;interval=0.5">/sse?n=5&amp;interval=0.5</a>
+<li><a href="/ticks?n=5&amp;interval=0.5">/ticks?n=5&amp;interval=0.5</a>
+<li>MCP: POST /mcp (streamable HTTP), GET /sse + POST /message (HTTP+SSE)
 <li>POST /echo</ul>
 """
 
@@ -150,6 +156,10 @@ async def _respond(http: _HttpConnection, request: h11.Request, body: bytes) -> 
     elif url.path == "/mcp" and method == "DELETE":
         await http.simple(200, b"")
     elif url.path == "/sse" and method == "GET":
+        await _legacy_stream(http)
+    elif url.path == "/message" and method == "POST":
+        await _legacy_post(http, (query.get("sessionId") or [""])[0], body)
+    elif url.path == "/ticks" and method == "GET":
         count = int(_query_number(query, "n", 5, MAX_SSE_EVENTS))
         interval = _query_number(query, "interval", 0.5, 60.0)
         await http.send(h11.Response(status_code=200, headers=[
@@ -168,7 +178,22 @@ async def _respond(http: _HttpConnection, request: h11.Request, body: bytes) -> 
 
 MCP_SERVER_INFO = {"name": "mcp-sidecar-demo", "version": "1"}
 DEMO_TOOLS = [{"name": "echo", "description": "Echo the text back",
-               "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]
+               "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+              {"name": "slow", "description": "Report progress 3 times, then answer",
+               "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}}]
+SLOW_STEP_S = 0.05
+_legacy_sessions: dict[str, trio.MemorySendChannel] = {}
+
+
+def progress_notifications(message: dict) -> list[dict]:
+    """The progress a tools/call of ``slow`` reports before its result."""
+    params = message.get("params") or {}
+    if message.get("method") != "tools/call" or params.get("name") != "slow":
+        return []
+    token = ((params.get("_meta") or {}).get("progressToken")) or f"slow-{message.get('id')}"
+    steps = max(1, min(int((params.get("arguments") or {}).get("steps", 3)), 20))
+    return [{"jsonrpc": "2.0", "method": "notifications/progress",
+             "params": {"progressToken": token, "progress": i + 1, "total": steps}} for i in range(steps)]
 
 
 def mcp_answer(message: dict) -> dict | None:
@@ -187,6 +212,8 @@ def mcp_answer(message: dict) -> dict | None:
     elif method == "tools/call" and params.get("name") == "echo":
         text = str((params.get("arguments") or {}).get("text", ""))
         result = {"content": [{"type": "text", "text": text}]}
+    elif method == "tools/call" and params.get("name") == "slow":
+        result = {"content": [{"type": "text", "text": "done"}]}
     else:
         return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": f"unknown method {method}"}}
     return {"jsonrpc": "2.0", "id": rid, "result": result}
@@ -210,7 +237,16 @@ async def _mcp_http(http: "_HttpConnection", request: h11.Request, body: bytes) 
     extra = []
     if any(m.get("method") == "initialize" for m in messages if isinstance(m, dict)):
         extra.append(("mcp-session-id", f"demo-{id(http):x}"))
-    if "text/event-stream" in accept and "application/json" not in accept:
+    progress = [n for m in messages if isinstance(m, dict) for n in progress_notifications(m)]
+    if progress and "text/event-stream" in accept:
+        # A long call: stream progress notifications, then the result.
+        await http.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
+                                                               ("cache-control", "no-cache"), *extra]))
+        for note in progress:
+            await http.send(h11.Data(data=b"event: message\r\ndata: " + json.dumps(note).encode() + b"\r\n\r\n"))
+            await trio.sleep(SLOW_STEP_S)
+        await http.send(h11.Data(data=b"event: message\r\ndata: " + payload + b"\r\n\r\n"), h11.EndOfMessage())
+    elif "text/event-stream" in accept and "application/json" not in accept:
         data = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
         await http.send(h11.Response(status_code=200, headers=[
             ("content-type", "text/event-stream"), ("content-length", str(len(data))), *extra]),
@@ -219,6 +255,56 @@ async def _mcp_http(http: "_HttpConnection", request: h11.Request, body: bytes) 
         await http.send(h11.Response(status_code=200, headers=[
             ("content-type", "application/json"), ("content-length", str(len(payload))), *extra]),
             h11.Data(data=payload), h11.EndOfMessage())
+
+
+async def _legacy_stream(http: "_HttpConnection") -> None:
+    """HTTP+SSE (2024-11-05): announce the endpoint, then relay the answers."""
+    session = f"{id(http):x}"
+    send, receive = trio.open_memory_channel(64)
+    _legacy_sessions[session] = send
+    try:
+        await http.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
+                                                               ("cache-control", "no-cache")]))
+        await http.send(h11.Data(data=f"event: endpoint\r\ndata: /message?sessionId={session}\r\n\r\n".encode()))
+
+        async def relay() -> None:
+            while True:
+                with trio.move_on_after(15) as idle:  # like sse-starlette: a comment every 15 s
+                    message = await receive.receive()
+                if idle.cancelled_caught:
+                    await http.send(h11.Data(data=b": keepalive\r\n\r\n"))
+                    continue
+                await http.send(h11.Data(data=b"event: message\r\ndata: " + json.dumps(message).encode()
+                                         + b"\r\n\r\n"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay)
+            # The stream ends when the client goes away (EOF on its side).
+            while await http.stream.receive_some(4096):
+                pass
+            nursery.cancel_scope.cancel()
+    finally:
+        _legacy_sessions.pop(session, None)
+
+
+async def _legacy_post(http: "_HttpConnection", session: str, body: bytes) -> None:
+    stream = _legacy_sessions.get(session)
+    if stream is None:
+        await http.simple(404, b'{"error":"unknown session"}')
+        return
+    try:
+        message = json.loads(body)
+    except ValueError:
+        await http.simple(400, b'{"error":"invalid json"}')
+        return
+    await http.simple(202, b"")
+    for m in message if isinstance(message, list) else [message]:
+        if isinstance(m, dict):
+            for note in progress_notifications(m):
+                await stream.send(note)
+            answer = mcp_answer(m)
+            if answer is not None:
+                await stream.send(answer)
 
 
 async def ws_handler(request) -> None:
@@ -244,6 +330,9 @@ async def ws_handler(request) -> None:
                 await ws.send_message(message)
                 continue
             if answer is not None:
+                for note in progress_notifications(parsed):
+                    await ws.send_message(json.dumps(note))
+                    await trio.sleep(SLOW_STEP_S)
                 await ws.send_message(json.dumps(answer))
     except trio_websocket.ConnectionClosed:
         pass
@@ -333,3 +422,69 @@ async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") ->
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
         results.append((f"echo tcp://{host}:{echo_port}", False, repr(exc)))
     return results
+
+
+async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
+    """One MCP session over each transport, through the given (proxy) ports:
+    streamable HTTP (JSON and SSE replies, a slow tool with progress),
+    WebSocket (subprotocol mcp, trio-websocket) and the legacy HTTP+SSE pair.
+    Returns how many responses each transport got."""
+    import trio_websocket
+
+    from .httpclient import request
+    from .sse import SseEvent, SseParser
+
+    got = {"streamable_http": 0, "websocket": 0, "http_sse": 0}
+    headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+
+    async def post(message: dict, session: str | None = None):
+        extra = [("mcp-session-id", session)] if session else []
+        return await request(host, http_port, "/mcp", method="POST", body=json.dumps(message).encode(),
+                             headers=headers + extra)
+
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "demo"}}}
+    reply = await post(init)
+    session = reply.headers.get("mcp-session-id")
+    await post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    for i, (method, params) in enumerate([("tools/list", {}), ("tools/call", {"name": "echo", "arguments": {
+            "text": "hello"}}), ("tools/call", {"name": "slow", "_meta": {"progressToken": "p1"}})], start=2):
+        reply = await post({"jsonrpc": "2.0", "id": i, "method": method, "params": params}, session)
+        got["streamable_http"] += reply.body.count(f'"id": {i}'.encode())
+
+    async with trio_websocket.open_websocket_url(f"ws://{host}:{ws_port}/", subprotocols=["mcp"]) as ws:
+        for i, (method, params) in enumerate([("initialize", init["params"]), ("tools/call", {
+                "name": "slow", "arguments": {"steps": 2}}), ("ping", {})], start=1):
+            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
+            while "id" not in json.loads(await ws.get_message()):
+                pass  # progress notifications before the result
+            got["websocket"] += 1
+        await ws.ping(b"demo")
+
+    stream = await trio.open_tcp_stream(host, http_port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        await stream.send_all(conn.send(h11.Request(method="GET", target="/sse", headers=[
+            ("host", f"{host}:{http_port}"), ("accept", "text/event-stream")])) + conn.send(h11.EndOfMessage()))
+        parser = SseParser()
+        endpoint = None
+        expected = 2
+        while got["http_sse"] < expected:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if not isinstance(event, h11.Data):
+                continue
+            for sse in parser.feed(event.data):
+                if not isinstance(sse, SseEvent):
+                    continue
+                if sse.event == "endpoint":
+                    endpoint = sse.data
+                    for i, method in enumerate(("initialize", "tools/list"), start=1):
+                        params = init["params"] if method == "initialize" else {}
+                        await request(host, http_port, endpoint, method="POST", headers=headers[:1], body=json.dumps(
+                            {"jsonrpc": "2.0", "id": i, "method": method, "params": params}).encode())
+                elif '"id"' in sse.data:
+                    got["http_sse"] += 1
+    return got
