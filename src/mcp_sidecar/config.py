@@ -147,6 +147,11 @@ class RouteSettings:
     health_path: str = "/"
     #: "auto" sniffs the first client bytes for an HTTP request line.
     protocol: str = "auto"
+    #: The proxy's own WebSocket keepalive: a ping to each side this often
+    #: (0 = off); a side whose pong does not come within ws_ping_timeout is a
+    #: zombie and the connection is closed (seed 003).
+    ws_ping_interval_s: float = 0.0
+    ws_ping_timeout_s: float = 10.0
     #: An MCP request with no response within this is counted as "timeout".
     mcp_request_timeout_s: float = DEFAULT_MCP_REQUEST_TIMEOUT_S
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
@@ -313,6 +318,8 @@ _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "health_path": ("health_path", _path),
     "protocol": ("protocol", _choice(PROTOCOLS)),
     "mcp_request_timeout": ("mcp_request_timeout_s", _positive_duration),
+    "ws_ping_interval": ("ws_ping_interval_s", parse_duration),
+    "ws_ping_timeout": ("ws_ping_timeout_s", _positive_duration),
     "breaker_failures": ("breaker_failures", _int_in(0, 1000)),
     "breaker_open": ("breaker_open_s", _positive_duration),
     "max_connecting": ("max_connecting", _int_in(1, 100_000)),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import select
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ END_REASONS = (
     "client_reset",  # the client leg failed (RST, EPIPE); upstream got RST
     "upstream_reset",  # the upstream leg failed; client got RST
     "idle_timeout",
+    "ws_timeout",  # a WebSocket side stopped answering the proxy's keepalive pings
     "upstream_unavailable",  # no upstream connection within the retry window
     "drain_timeout",  # still open when the drain deadline passed
     "cancelled",  # stopped by the proxy otherwise
@@ -157,6 +159,48 @@ async def _idle_watch(conn: Connection, timeout_s: float, scope: trio.CancelScop
             return
 
 
+def _write_frame(sock: socket.socket, frame: bytes) -> bool:
+    """Write a small frame whole, or not at all (never half a frame)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    if not poller.poll(0):
+        return False
+    try:
+        return sock.send(frame) == len(frame)
+    except OSError:
+        return False
+
+
+async def _ws_keepalive(conn: Connection, rt: "RouteRuntime", csock: socket.socket, usock: socket.socket,
+                        scope: trio.CancelScope) -> None:
+    """Ping both sides between frames; close a connection whose side stops answering."""
+    observation = conn.observation
+    assert observation is not None
+    settings = rt.config.settings
+    await observation.upgraded.wait()
+    while True:
+        await trio.sleep(settings.ws_ping_interval_s)
+        now = trio.current_time()
+        if observation.closing:
+            return
+        for side, sock, flow in (("client", csock, conn.u2c), ("upstream", usock, conn.c2u)):
+            pending = observation.keepalive[side]
+            if pending is not None:
+                if now - pending[1] > settings.ws_ping_timeout_s:
+                    conn.end = "ws_timeout"
+                    log(logger, logging.WARNING, "websocket.zombie", route=conn.route, conn=conn.id, side=side,
+                        silent_s=round(now - pending[1], 3))
+                    scope.cancel()
+                    return
+                continue
+            if flow.tail:
+                continue  # a chunk is half delivered: not a frame boundary
+            frame = observation.keepalive_frame(side, now)
+            if frame is not None and not _write_frame(sock, frame):
+                # Could not write it whole: the socket is full; try next time.
+                observation.keepalive[side] = None
+
+
 async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, usock: socket.socket) -> set[str]:
     """Run both pumps; return the legs ("client"/"upstream") to abort with RST."""
     abort: set[str] = set()
@@ -189,6 +233,8 @@ async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, u
         nursery.start_soon(leg, usock, csock, conn.u2c, "upstream", "client")
         if rt.config.settings.idle_timeout_s > 0:
             nursery.start_soon(_idle_watch, conn, rt.config.settings.idle_timeout_s, nursery.cancel_scope)
+        if observe is not None and rt.config.settings.ws_ping_interval_s > 0:
+            nursery.start_soon(_ws_keepalive, conn, rt, csock, usock, nursery.cancel_scope)
     if conn.end is None and open_directions == 0:
         conn.end = "closed"
     return abort

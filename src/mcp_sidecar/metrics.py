@@ -100,6 +100,10 @@ class Metrics:
         self.ws_ping_rtt = Histogram(
             "mcp_sidecar_websocket_ping_rtt_seconds", "Ping to matching pong (by payload), either direction.",
             ["route"], buckets=RTT_BUCKETS_S, registry=self.registry)
+        self.ws_keepalive_rtt = Histogram(
+            "mcp_sidecar_websocket_keepalive_rtt_seconds",
+            "The proxy's own keepalive ping to its pong, per leg (ws_ping_interval).",
+            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=self.registry)
         self.mcp_requests = Counter(
             "mcp_requests", "MCP JSON-RPC requests by method and outcome (ok, error code, cancelled, timeout).",
             ["route", "method", "status"], registry=self.registry)

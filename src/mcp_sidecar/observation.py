@@ -18,6 +18,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -39,6 +40,8 @@ logger = logging.getLogger("mcp_sidecar.observation")
 _REQUEST_LINE = re.compile(rb"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|CONNECT|TRACE) ")
 _SNIFF_BYTES = 8
 MAX_OUTSTANDING_PINGS = 16
+#: The proxy's keepalive pings carry 32 bytes: "mcp-sidecar:" + 20 random hex.
+KEEPALIVE_PAYLOAD_LEN = 32
 
 
 @dataclass
@@ -84,6 +87,15 @@ class Observation:
         self._pings: dict[str, dict[bytes, float]] = {"client": {}, "upstream": {}}
         self.mcp = False
         self._session = f"conn:{conn.id}"
+        #: Set once a 101 switched the connection to WebSocket.
+        self.upgraded = trio.Event()
+        #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
+        self.closing = False
+        #: The proxy's own keepalive ping outstanding towards each side: (payload, sent at).
+        self.keepalive: dict[str, tuple[bytes, float] | None] = {"client": None, "upstream": None}
+        #: Bytes withheld from forwarding per source side (a pong header whose
+        #: payload decides whether it answers our keepalive), at most 14 + 32.
+        self._held: dict[str, bytearray] = {"client": bytearray(), "upstream": bytearray()}
 
     # -- pump callbacks ---------------------------------------------------------------------
 
@@ -93,10 +105,14 @@ class Observation:
     def upstream(self, data: Any) -> bool:
         return self._feed("upstream", data)
 
-    def _feed(self, side: str, data: Any) -> bool:
+    def _feed(self, side: str, data: Any) -> bool | bytes:
         mode = self.mode
         if mode in ("tcp", "failed"):
-            return False
+            return bytes(self._held[side]) if self._held[side] else False
+        if not data:  # EOF: release anything withheld
+            held = bytes(self._held[side])
+            self._held[side].clear()
+            return held or True
         try:
             if mode == "sniff":
                 if side == "upstream" or not self._sniff(data):
@@ -108,10 +124,18 @@ class Observation:
                 events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
                 self._apply(events, now)
             elif mode == "websocket":
-                self._frames(side, data, now)
+                if self.keepalive[side] is None and not self._held[side]:
+                    self._frames(side, data, now)
+                else:
+                    return self._rewrite(side, data, now)
         except (HttpObserverError, WebSocketError, RecursionError, ValueError, KeyError, TypeError,
                 AttributeError, IndexError, AssertionError) as exc:
             self._fail(exc)
+            held = self._held[side]
+            if held:  # withheld bytes are forwarded after all, before this chunk
+                out = bytes(held) + bytes(data)
+                held.clear()
+                return out
             return False
         return True
 
@@ -171,6 +195,7 @@ class Observation:
                 self.mode = "websocket"
                 self.conn.protocol = "websocket"
                 self.ws = {"client": FrameScanner(), "upstream": FrameScanner()}
+                self.upgraded.set()
                 if event.client_trailing:
                     self._frames("client", event.client_trailing, now)
                 if event.upstream_trailing:
@@ -185,14 +210,72 @@ class Observation:
             self.conn.quality.outcome(outcome.status == "ok")
         self.route.outcomes(outcomes)
 
-    def _frames(self, side: str, data: Any, now: float) -> None:
+    # -- the proxy's own keepalive (connection.py sends, this side matches) -----------------
+
+    def keepalive_frame(self, side: str, now: float) -> bytes | None:
+        """A ping frame to write to ``side`` now, or None if the stream towards it
+        is not at a frame boundary (or a ping is still unanswered)."""
+        if self.ws is None or self.keepalive[side] is not None or self.closing:
+            return None
+        source = "upstream" if side == "client" else "client"  # frames towards side come from there
+        if not self.ws[source].at_boundary or self._held[source]:
+            return None
+        payload = b"mcp-sidecar:" + os.urandom(10).hex().encode()
+        self.keepalive[side] = (payload, now)
+        if side == "client":  # we speak as the server: unmasked
+            return bytes([0x89, len(payload)]) + payload
+        key = os.urandom(4)  # we speak as the client: masked
+        masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        return bytes([0x89, 0x80 | len(payload)]) + key + masked
+
+    def _rewrite(self, side: str, data: Any, now: float) -> bytes:
+        """Forward ``data`` minus our keepalive's pongs; withhold a pong that
+        may be ours until its payload has arrived."""
+        assert self.ws is not None
+        scanner = self.ws[side]
+        held = self._held[side]
+        base = scanner.position - len(held)
+        combined = bytes(held) + bytes(data)
+        drops = self._frames(side, data, now)
+        hold_from = None
+        current = scanner.current
+        expecting = self.keepalive[side] is not None
+        if expecting and current is not None and current.opcode == "pong" and current.length == KEEPALIVE_PAYLOAD_LEN:
+            hold_from = current.start
+        elif expecting and current is None and not scanner.at_boundary:
+            hold_from = scanner.frame_start  # a header still incomplete: hold its few bytes
+        out = bytearray()
+        pos = base
+        for start, end in drops:
+            if start >= pos:
+                out += combined[pos - base : start - base]
+                pos = end
+        stop = hold_from if hold_from is not None and hold_from >= pos else base + len(combined)
+        out += combined[pos - base : stop - base]
+        held.clear()
+        held += combined[stop - base :]
+        return bytes(out)
+
+    def _frames(self, side: str, data: Any, now: float) -> list[tuple[int, int]]:
+        """Scan, count and match frames; return the byte ranges of pongs that
+        answer the proxy's keepalive (never forwarded)."""
         assert self.ws is not None
         metrics = self.route.metrics
         child = self.route.child
         direction = "client_to_upstream" if side == "client" else "upstream_to_client"
         other = "upstream" if side == "client" else "client"
+        drops: list[tuple[int, int]] = []
         for frame in self.ws[side].feed(data):
+            ours = self.keepalive[side]
+            if frame.opcode == "pong" and ours is not None and frame.payload == ours[0]:
+                self.keepalive[side] = None
+                child(metrics.ws_keepalive_rtt, side).observe(now - ours[1])
+                self.conn.quality.latency(now - ours[1], "ws_ping")
+                drops.append((frame.start, frame.end))
+                continue
             child(metrics.ws_frames, direction, frame.opcode).inc()
+            if frame.opcode == "close":
+                self.closing = True
             if frame.opcode == "ping" and frame.payload is not None:
                 pings = self._pings[side]
                 if len(pings) < MAX_OUTSTANDING_PINGS:
@@ -212,3 +295,4 @@ class Observation:
                     continue
                 for message in jsonrpc_messages(payload):
                     self._jsonrpc(side, message, now, None)
+        return drops

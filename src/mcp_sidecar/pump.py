@@ -41,11 +41,14 @@ CHECKPOINT_EVERY = 16
 class Flow:
     """Per-direction counters, read by introspection and the idle watcher."""
 
-    __slots__ = ("bytes", "eof")
+    __slots__ = ("bytes", "eof", "tail")
 
     def __init__(self) -> None:
         self.bytes = 0
         self.eof = False
+        #: True while a partly sent chunk is being delivered (no frame may be
+        #: inserted into the destination meanwhile).
+        self.tail = False
 
 
 class LegFailed(Exception):
@@ -139,7 +142,7 @@ async def pump(
     flow: Flow,
     *,
     splice: bool = False,
-    observe: Callable[[memoryview], bool] | None = None,
+    observe: Callable[[memoryview], bool | bytes] | None = None,
 ) -> None:
     """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
 
@@ -151,9 +154,13 @@ async def pump(
     first bulk read, so connections that never move bulk data use no pipe.
 
     ``observe`` (in-line observation) sees every chunk before it is
-    forwarded and returns False when it wants no more; it must not raise and
-    must copy what it keeps (the chunk is a view of the shared scratch
-    buffer).  While it observes, the direction never splices.
+    forwarded and returns True, or False when it wants no more; it must not
+    raise and must copy what it keeps (the chunk is a view of the shared
+    scratch buffer).  While it observes, the direction never splices.  Only
+    for the WebSocket keepalive may it return ``bytes``: what to forward
+    instead of the chunk (the proxy's own pong answers removed, a pong
+    header held back until its payload shows whose it is); at EOF it is
+    called with an empty chunk and may return bytes still held.
 
     Returns normally on EOF; raises ``LegFailed`` on a socket error;
     cancellation leaves both sockets open for the caller to close.
@@ -195,17 +202,25 @@ async def pump(
                     raise LegFailed("src", exc) from None
                 if not n:
                     break
-                if observe is not None and not observe(scratch[:n]):
-                    observe = None
-                try:
-                    sent = send(scratch[:n])
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    raise LegFailed("dst", exc) from None
-                if sent < n:
-                    await _send_tail(dst, bytes(scratch[sent:n]))
-                    streak = 0
+                out: memoryview | bytes = scratch[:n]
+                if observe is not None:
+                    verdict = observe(out)
+                    if verdict is False:
+                        observe = None
+                    elif verdict is not True:
+                        out = verdict  # rewritten by the WebSocket keepalive
+                if out:
+                    try:
+                        sent = send(out)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        raise LegFailed("dst", exc) from None
+                    if sent < len(out):
+                        flow.tail = True
+                        await _send_tail(dst, bytes(out[sent:]))
+                        flow.tail = False
+                        streak = 0
                 drained = n < full
             flow.bytes += n
             bulk = not drained
@@ -221,6 +236,10 @@ async def pump(
     finally:
         if pipe is not None:
             pipe.close()
+    if observe is not None:
+        rest = observe(memoryview(b""))
+        if isinstance(rest, bytes) and rest:
+            await _send_tail(dst, rest)
     flow.eof = True
     try:
         dst.shutdown(socket.SHUT_WR)

@@ -40,6 +40,9 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 def scan(chunks: list[bytes]) -> list[tuple]:
     scanner = FrameScanner()
     frames = [f for c in chunks for f in scanner.feed(c)]
+    # Frames tile the stream: each starts where the previous ended.
+    assert [f.start for f in frames] == ([0] + [f.end for f in frames[:-1]])[: len(frames)]
+    assert scanner.at_boundary and scanner.position == sum(len(c) for c in chunks)
     return [(f.opcode, f.fin, f.length, f.masked, f.payload, f.close_code, f.close_reason) for f in frames]
 
 

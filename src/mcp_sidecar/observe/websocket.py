@@ -41,6 +41,9 @@ class Frame:
     payload: bytes | None = None
     close_code: int | None = None
     close_reason: str | None = None
+    #: Stream offsets: where the frame's header starts and its payload ends.
+    start: int = 0
+    end: int = 0
 
 
 def _unmask(data: bytes, key: bytes) -> bytes:
@@ -62,13 +65,35 @@ class FrameScanner:
         self._message: bytearray | None = None  # text message being reassembled
         self._message_ok = False
         self._in_message = False
+        #: Bytes consumed so far (stream offset of the next byte).
+        self.position = 0
+        self._frame_start = 0
+
+    @property
+    def at_boundary(self) -> bool:
+        """True between frames: a frame may be inserted here."""
+        return self._frame is None and not self._header
+
+    @property
+    def frame_start(self) -> int:
+        """Stream offset where the frame being read (or its header) starts."""
+        return self._frame_start
+
+    @property
+    def current(self) -> Frame | None:
+        """The frame whose header is read and whose payload is still arriving."""
+        return self._frame
 
     def feed(self, data: bytes) -> list[Frame]:
         out: list[Frame] = []
         view = memoryview(data)
         while view:
             if self._frame is None:
+                if not self._header:
+                    self._frame_start = self.position
+                before = len(view)
                 view = self._read_header(view)
+                self.position += before - len(view)
                 if self._frame is not None and self._remaining == 0:
                     self._finish(out)
                 continue
@@ -76,6 +101,7 @@ class FrameScanner:
             if self._keep is not None:
                 self._keep += view[:take]
             self._remaining -= take
+            self.position += take
             view = view[take:]
             if self._remaining == 0:
                 self._finish(out)
@@ -117,7 +143,8 @@ class FrameScanner:
         name = OPCODES[opcode]
         if opcode >= 0x8 and (length > 125 or not fin):
             raise WebSocketError(f"invalid {name} frame")
-        self._frame = Frame(name, fin, length, masked, compressed)
+        self._frame = Frame(name, fin, length, masked, compressed, start=self._frame_start,
+                            end=self._frame_start + size + length)
         self._remaining = length
         header.clear()
         # Decide whether this payload is worth keeping.

@@ -1,0 +1,139 @@
+"""The proxy's own WebSocket keepalive: pings between frames, pongs consumed,
+zombies closed, and every message still delivered intact."""
+
+from __future__ import annotations
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage
+
+from .conftest import connect, route_doc, start_proxy, start_scripted_upstream, wait_until
+
+
+class Peer:
+    """A raw wsproto endpoint on a trio stream that records what it receives
+    and answers pings (as every WebSocket implementation must)."""
+
+    def __init__(self, stream: trio.SocketStream, role: ConnectionType) -> None:
+        self.stream = stream
+        self.ws = WSConnection(role)
+        self.messages: list[bytes | str] = []
+        self.pings = 0
+        self.pongs = 0
+        self.answer_pings = True
+        self.closed = trio.Event()
+        self._partial: list = []
+        self._lock = trio.Lock()
+
+    async def send(self, event) -> None:
+        async with self._lock:  # the reader answers pings while the test sends
+            await self.stream.send_all(self.ws.send(event))
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while data := await self.stream.receive_some(65536):
+                self.ws.receive_data(data)
+                for event in self.ws.events():
+                    if isinstance(event, Request):
+                        await self.send(AcceptConnection())
+                    elif isinstance(event, Ping):
+                        self.pings += 1
+                        if self.answer_pings:
+                            await self.send(event.response())
+                    elif isinstance(event, Pong):
+                        self.pongs += 1
+                    elif isinstance(event, (TextMessage, BytesMessage)):
+                        self._partial.append(event.data)
+                        if event.message_finished:
+                            joined = "".join(self._partial) if isinstance(event, TextMessage) else b"".join(
+                                self._partial)
+                            self.messages.append(joined)
+                            self._partial = []
+                    elif isinstance(event, CloseConnection):
+                        self.closed.set()
+                        return
+        except trio.BrokenResourceError:
+            pass
+        self.closed.set()
+
+
+async def open_pair(nursery, **settings_):
+    upstream = await start_scripted_upstream(nursery)
+    proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream.port}", **settings_))
+    client_stream = await connect(proxy.port())
+    client = Peer(client_stream, ConnectionType.CLIENT)
+    await client.send(Request(host="x", target="/ws", subprotocols=["mcp"]))
+    server = Peer(await upstream.accepted.receive(), ConnectionType.SERVER)
+    await nursery.start(server.run)
+    # the client's handshake answer
+    while True:
+        client.ws.receive_data(await client_stream.receive_some(65536))
+        if any(isinstance(e, AcceptConnection) for e in client.ws.events()):
+            break
+    await nursery.start(client.run)
+    return proxy, client, server
+
+
+async def test_keepalive_measures_both_legs_and_never_forwards_its_pongs(nursery) -> None:
+    with trio.fail_after(20):
+        proxy, client, server = await open_pair(nursery, ws_ping_interval="30ms", ws_ping_timeout="5s")
+        rt = proxy.route()
+        registry = proxy.proxy.metrics.registry
+
+        def keepalives(leg: str) -> float:
+            return registry.get_sample_value("mcp_sidecar_websocket_keepalive_rtt_seconds_count",
+                                             {"route": "r", "leg": leg}) or 0.0
+
+        for i in range(20):
+            await client.send(TextMessage(data=f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}'))
+            await server.send(TextMessage(data=f'{{"jsonrpc":"2.0","id":{i},"result":{{}}}}'))
+            await trio.sleep(0.01)
+        await wait_until(lambda: keepalives("client") >= 3 and keepalives("upstream") >= 3)
+        assert client.pings >= 3 and server.pings >= 3  # both sides were pinged by the proxy ...
+        assert client.pongs == 0 and server.pongs == 0  # ... and its pongs never reached the other side
+        assert len(client.messages) == len(server.messages) == 20
+        assert rt.ended == {}
+        conn = next(iter(rt.connections.values()))
+        quality = conn.quality.report()  # fed by the keepalive RTTs and the MCP latencies
+        assert quality["source"] in ("ws_ping", "mcp") and quality["samples"] >= 6
+
+
+async def test_a_side_that_stops_answering_is_closed(nursery) -> None:
+    with trio.fail_after(20):
+        proxy, client, server = await open_pair(nursery, ws_ping_interval="50ms", ws_ping_timeout="300ms")
+        server.answer_pings = False  # a zombie upstream: connected, silent
+        t0 = trio.current_time()
+        await client.closed.wait()
+        assert 0.3 <= trio.current_time() - t0 < 3
+        await wait_until(lambda: proxy.route().active == 0)
+        assert proxy.route().ended == {"ws_timeout": 1}
+
+
+@settings(max_examples=8, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=70_000), min_size=1, max_size=40))
+async def test_messages_intact_while_keepalive_pings_interleave(sizes) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            proxy, client, server = await open_pair(nursery, ws_ping_interval="5ms", ws_ping_timeout="5s",
+                                                    buffer_size=4096)
+            up = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
+            down = [f"m{i}:" + "y" * (n // 7) for i, n in enumerate(sizes)]
+
+            async def send_up() -> None:
+                for m in up:
+                    await client.send(BytesMessage(data=m))
+
+            async def send_down() -> None:
+                for m in down:
+                    await server.send(TextMessage(data=m))
+
+            async with trio.open_nursery() as n:
+                n.start_soon(send_up)
+                n.start_soon(send_down)
+            await wait_until(lambda: len(server.messages) == len(up) and len(client.messages) == len(down))
+            assert server.messages == up and client.messages == down
+            assert client.pongs == 0 and server.pongs == 0
+            nursery.cancel_scope.cancel()
