@@ -80,7 +80,9 @@ async def test_websocket_mcp_frames_and_ping_rtt(nursery) -> None:
             quality = conn.quality.report()
             assert quality["samples"] == 3 and quality["source"] == "ws_ping"  # 2 MCP latencies + 1 ping
             assert (quality["score"], quality["grade"], quality["error_rate"]) == (100, "A", 0.0)
+            ws_conn = conn
         await wait_until(lambda: proxy.route().active == 0)
+        assert ws_conn.observation.close == {"code": 1000, "reason": "", "from": "client"}
         up, down = "client_to_upstream", "upstream_to_client"
         assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="text") == 2
         assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=down, opcode="text") == 2
@@ -116,8 +118,23 @@ async def test_legacy_sse_transport_is_correlated_across_connections(nursery, sc
         await sse_up.send_all(b'event: message\r\ndata: {"jsonrpc":"2.0","id":7,"result":{"tools":[]}}\r\n\r\n')
         await wait_until(lambda: sample(proxy, "mcp_requests_total", method="tools/list", status="ok") == 1)
         assert sample(proxy, "mcp_sidecar_sse_events_total") == 2
+        assert sample(proxy, "mcp_sidecar_mcp_streams_open") == 1  # the GET /sse stream: a gauge
+        stream = next(c for c in proxy.route().connections.values() if c.protocol == "sse")
+        facts = stream.as_json(trio.current_time())["observed"]["sse"]
+        assert facts["events"] == 2 and facts["max_gap_s"] >= 0 and facts["stream_s"] >= 0
         for s in (stream_conn, post_conn, sse_up, post_up):
             await s.aclose()
+
+
+async def test_mcp_method_header_labels_an_unparsed_request(nursery) -> None:
+    with trio.fail_after(10):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
+        # 2026-07-28: Mcp-Method labels the request; the body is not JSON the observer reads.
+        await request("127.0.0.1", proxy.port(), "/echo", method="POST", body=b"\x00opaque",
+                      headers=[("content-type", "application/octet-stream"), ("mcp-method", "tools/call"),
+                               ("mcp-name", "echo")])
+        await wait_until(lambda: sample(proxy, "mcp_requests_total", method="tools/call", status="ok") == 1)
 
 
 async def test_label_cardinality_stays_bounded(nursery) -> None:
@@ -197,5 +214,9 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         assert proxy.route("r").observation.tracker.progress == 3  # the slow tool's progress, over SSE
         assert proxy.route("ws").observation.tracker.progress == 2
         assert proxy.route("r").observation.tracker.pending == 0
-        assert proxy.proxy.metrics.registry.get_sample_value(
-            "mcp_sidecar_websocket_ping_rtt_seconds_count", {"route": "ws"}) == 1
+        registry = proxy.proxy.metrics.registry
+        assert registry.get_sample_value("mcp_sidecar_websocket_ping_rtt_seconds_count", {"route": "ws"}) == 1
+        # time to first byte (response headers) for the two HTTP tools/call requests; progress counted
+        assert registry.get_sample_value("mcp_sidecar_mcp_first_byte_seconds_count",
+                                         {"route": "r", "method": "tools/call"}) == 2
+        assert registry.get_sample_value("mcp_sidecar_mcp_progress_notifications_total", {"route": "r"}) == 3

@@ -28,7 +28,7 @@ from . import sockopts
 from .errors import UpstreamUnavailable
 from .logs import log
 from .metrics import RouteMetrics
-from .observation import Observation
+from .observation import Observation, connection_facts
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 from .quality import Quality
 from .tcpinfo import TcpInfo, read_tcp_info
@@ -141,6 +141,7 @@ class Connection:
             "connect_ms": None if self.connect_s is None else round(self.connect_s * 1000, 3),
             "tcp": tcp,
             "quality": self.quality.report(self.reconnects),
+            "observed": connection_facts(self.observation, now),
         }
 
 

@@ -100,6 +100,13 @@ class Metrics:
         self.ws_ping_rtt = Histogram(
             "mcp_sidecar_websocket_ping_rtt_seconds", "Ping to matching pong (by payload), either direction.",
             ["route"], buckets=RTT_BUCKETS_S, registry=self.registry)
+        self.ws_bytes = Counter(
+            "mcp_sidecar_websocket_payload_bytes", "WebSocket payload bytes seen after a 101, by direction and opcode.",
+            ["route", "direction", "opcode"], registry=self.registry)
+        self.mcp_first_byte = Histogram(
+            "mcp_sidecar_mcp_first_byte_seconds",
+            "MCP request (HTTP transports) to the first byte of its HTTP response (headers).",
+            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0), registry=self.registry)
         self.ws_keepalive_rtt = Histogram(
             "mcp_sidecar_websocket_keepalive_rtt_seconds",
             "The proxy's own keepalive ping to its pong, per leg (ws_ping_interval).",
@@ -149,6 +156,11 @@ class RuntimeCollector(Collector):
                                     "1 while the route's circuit breaker is open or half-open.", labels=["route"])
         opened = CounterMetricFamily("mcp_sidecar_circuit_opened", "Times the circuit breaker opened.",
                                      labels=["route"])
+        progress = CounterMetricFamily("mcp_sidecar_mcp_progress_notifications",
+                                       "MCP notifications/progress seen.", labels=["route"])
+        streams = GaugeMetricFamily("mcp_sidecar_mcp_streams_open",
+                                    "Long-lived MCP streams open (GET event streams, subscriptions/listen).",
+                                    labels=["route"])
         worst = GaugeMetricFamily("mcp_sidecar_connection_quality_worst",
                                   "The lowest 0-100 quality score among the route's open connections (100 if none).",
                                   labels=["route"])
@@ -180,8 +192,12 @@ class RuntimeCollector(Collector):
             mcp_active.add_metric([name], sum(1 for c in rt.connections.values()
                                               if c.observation is not None and c.observation.mcp))
             worst.add_metric([name], rt.worst_quality())
+            tracker = rt.observation.tracker
+            progress.add_metric([name], tracker.progress)
+            streams.add_metric([name], tracker.streams_open + sum(
+                1 for c in rt.connections.values() if c.observation is not None and c.observation.open_stream))
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting, mcp_active, worst)
+                    opened, connecting, mcp_active, worst, progress, streams)
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)

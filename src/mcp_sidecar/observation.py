@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import trio
 
 from .logs import log
-from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen,
-                           Upgraded, jsonrpc_messages)
+from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
+                           SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
+from .observe.mcp import method_label
 from .observe.mcp import McpOutcome, McpTracker
 from .observe.websocket import FrameScanner, WebSocketError
 
@@ -91,6 +92,14 @@ class Observation:
         self.upgraded = trio.Event()
         #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
         self.closing = False
+        #: Facts for /api/connections.
+        self.http_stats: dict[str, Any] = {"exchanges": 0, "last": None}
+        self.sse_stats: dict[str, Any] = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None,
+                                          "last_at": None}
+        self.close: dict[str, Any] | None = None
+        #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
+        self.open_stream = False
+        self._exchange_requests: list[tuple[str, float]] = []
         #: The proxy's own keepalive ping outstanding towards each side: (payload, sent at).
         self.keepalive: dict[str, tuple[bytes, float] | None] = {"client": None, "upstream": None}
         #: Bytes withheld from forwarding per source side (a pong header whose
@@ -174,9 +183,30 @@ class Observation:
         metrics = self.route.metrics
         child = self.route.child
         for event in events:
-            if isinstance(event, ExchangeDone):
+            if isinstance(event, ResponseStarted):
+                ex = event.exchange
+                for label, at in self._exchange_requests:  # MCP time to first response byte
+                    child(metrics.mcp_first_byte, label).observe(now - at)
+                self._exchange_requests.clear()
+                if ex.content_type == "text/event-stream" and ex.method == "GET":
+                    self.open_stream = True
+                    self.sse_stats["started"] = now
+            elif isinstance(event, ExchangeDone):
                 ex = event.exchange
                 self.route.exchanges += 1
+                self.open_stream = False
+                self.http_stats["exchanges"] += 1
+                self.http_stats["last"] = {
+                    "method": ex.method, "path": ex.path, "status": ex.status,
+                    "first_byte_ms": None if ex.headers_at is None else round((ex.headers_at - ex.started) * 1000, 3),
+                    "total_ms": None if ex.ended is None else round((ex.ended - ex.started) * 1000, 3),
+                    "request_bytes": ex.request_bytes, "response_bytes": ex.response_bytes,
+                    "content_type": ex.content_type}
+                if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
+                    # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
+                    status = "ok" if ex.status and 200 <= ex.status < 300 else "other_error"
+                    duration = (ex.ended or now) - ex.started
+                    self.route.outcomes([McpOutcome(method_label(ex.mcp_method), status, duration, "client")])
                 child(metrics.http_requests, ex.method, str(ex.status or 0)).inc()
                 if ex.headers_at is not None:
                     child(metrics.http_response).observe(ex.headers_at - ex.started)
@@ -184,8 +214,15 @@ class Observation:
                         self.conn.quality.latency(ex.headers_at - ex.started, "http")
                 self.conn.quality.outcome((ex.status or 0) < 500)
             elif isinstance(event, SseSeen):
-                if not event.keepalive:
+                stats = self.sse_stats
+                if event.keepalive:
+                    stats["keepalives"] += 1
+                else:
                     child(metrics.sse_events).inc()
+                    stats["events"] += 1
+                if stats["last_at"] is not None:
+                    stats["max_gap_s"] = max(stats["max_gap_s"], event.at - stats["last_at"])
+                stats["last_at"] = event.at
                 self.conn.protocol = "sse"
             elif isinstance(event, JsonRpcSeen):
                 self._jsonrpc(event.origin, event.message, event.at, event.session)
@@ -203,6 +240,8 @@ class Observation:
 
     def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None) -> None:
         self.mcp = True
+        if origin == "client" and self.mode == "http" and "id" in message and "method" in message:
+            self._exchange_requests.append((method_label(message["method"]), now))
         outcomes = self.route.tracker.message(origin, message, now, session or self._session)
         for outcome in outcomes:
             if outcome.duration_s is not None and outcome.status != "cancelled":
@@ -274,8 +313,12 @@ class Observation:
                 drops.append((frame.start, frame.end))
                 continue
             child(metrics.ws_frames, direction, frame.opcode).inc()
+            child(metrics.ws_bytes, direction, frame.opcode).inc(frame.length)
             if frame.opcode == "close":
                 self.closing = True
+                if self.close is None:
+                    self.close = {"code": frame.close_code, "reason": (frame.close_reason or "")[:123],
+                                  "from": side}
             if frame.opcode == "ping" and frame.payload is not None:
                 pings = self._pings[side]
                 if len(pings) < MAX_OUTSTANDING_PINGS:
@@ -296,3 +339,22 @@ class Observation:
                 for message in jsonrpc_messages(payload):
                     self._jsonrpc(side, message, now, None)
         return drops
+
+
+def connection_facts(observation: Observation | None, now: float) -> dict[str, Any] | None:
+    """What /api/connections shows of a connection's observed traffic."""
+    if observation is None:
+        return None
+    facts: dict[str, Any] = {"mode": observation.mode, "mcp": observation.mcp}
+    if observation.http_stats["exchanges"] or observation.mode == "http":
+        facts["http"] = observation.http_stats
+    sse = observation.sse_stats
+    if sse["events"] or sse["keepalives"]:
+        facts["sse"] = {"events": sse["events"], "keepalives": sse["keepalives"],
+                        "max_gap_s": round(sse["max_gap_s"], 3),
+                        "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
+                        "stream_s": None if sse["started"] is None else round(now - sse["started"], 3)}
+    if observation.ws is not None:
+        facts["websocket"] = {"close": observation.close,
+                              "keepalive_outstanding": [s for s, v in observation.keepalive.items() if v]}
+    return facts

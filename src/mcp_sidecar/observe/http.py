@@ -67,10 +67,19 @@ class Exchange:
     session: str | None = None
     mcp_method: str | None = None
     sse_events: int = 0
+    #: JSON-RPC messages found in the request body (0: not parsed or not JSON-RPC).
+    jsonrpc_requests: int = 0
 
 
 @dataclass
 class ExchangeDone:
+    exchange: Exchange
+
+
+@dataclass
+class ResponseStarted:
+    """Response headers arrived (the first byte of an answer)."""
+
     exchange: Exchange
 
 
@@ -201,6 +210,7 @@ class HttpObserver:
                     self.client.send(event)
                 if current.request_json:
                     for message in jsonrpc_messages(bytes(current.request_json)):
+                        current.exchange.jsonrpc_requests += 1
                         out.append(JsonRpcSeen("client", message, now, current.exchange.session, "http"))
                 current.request_json = None
                 out += self._drain_upstream(now)
@@ -266,6 +276,7 @@ class HttpObserver:
                     current.sse = SseParser()
                 elif ctype == "application/json":
                     current.response_json = bytearray()
+                out.append(ResponseStarted(exchange))
                 # The server-role side only has to reach DONE: an empty response.
                 self.server.send(h11.Response(status_code=event.status_code, headers=[
                     (k, v) for k, v in event.headers if k in (b"connection", b"upgrade")] + [(b"content-length", b"0")]))
