@@ -3,6 +3,7 @@ installs the package this repository builds."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,3 +43,57 @@ def test_dockerfile_runs_proxyctl_from_this_package() -> None:
     assert "USER 10001" in text
     scripts = (ROOT / "pyproject.toml").read_text()
     assert 'proxyctl = "mcp_sidecar.cli:main"' in scripts
+
+
+def _exported_metric_names() -> set[str]:
+    import trio
+
+    from mcp_sidecar.config import build_config
+    from mcp_sidecar.listeners import bind_all
+    from mcp_sidecar.proxy import Proxy
+
+    async def collect() -> set[str]:
+        config = build_config({"route": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}]})
+        proxy = Proxy(config, bind_all(config))
+        try:
+            names = set()
+            for family in proxy.metrics.registry.collect():
+                names.add(family.name)
+                names.update(s.name for s in family.samples)
+            return names
+        finally:
+            for listener in proxy.listeners:
+                listener.close()
+
+    return trio.run(collect)
+
+
+def test_alert_rules_and_docs_use_only_exported_metrics() -> None:
+    """The Prometheus examples and the docs' queries name metrics that exist."""
+    exported = _exported_metric_names()
+    for path in (ROOT / "deploy" / "prometheus" / "alerts.yml", ROOT / "docs" / "metrics.md"):
+        used = set(re.findall(r"\b(mcp_[a-z_]+)\b", path.read_text()))
+        def known(name: str) -> bool:
+            return any(name.removesuffix(suffix) in exported
+                       for suffix in ("", "_total", "_bucket", "_count", "_sum"))
+
+        unknown = {n for n in used if not known(n)}
+        assert not unknown, f"{path.name}: unknown metrics {sorted(unknown)}"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (apt-get install prometheus); the metric names are "
+                           "still checked by test_alert_rules_and_docs_use_only_exported_metrics")
+def test_promtool_accepts_rules_and_config() -> None:
+    for args in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"]):
+        result = subprocess.run(["promtool", *args], cwd=ROOT / "deploy" / "prometheus", capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_example_runs_the_sidecar_with_probes_on_its_admin_endpoint() -> None:
+    text = (ROOT / "deploy" / "kubernetes" / "inspector-with-sidecar.yaml").read_text()
+    args = re.search(r'args: \["run", (.*)\]', text).group(1)
+    assert '"--profile", "inspector-v1"' in args and '"--admin", "0.0.0.0:6279"' in args
+    assert "path: /healthz" in text and "path: /readyz" in text
+    assert "MCP_SIDECAR_ADMIN_TOKEN" in text  # the admin endpoint leaves loopback: a token
