@@ -45,6 +45,18 @@ async def test_healthz_and_index(nursery, echo_port: int) -> None:
         assert (wrong.status, wrong.headers["allow"]) == (405, "GET, HEAD")
 
 
+async def test_dashboard_page(nursery, echo_port: int) -> None:
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
+        reply = await get(proxy.admin_port, "/dashboard")
+        assert reply.status == 200 and reply.headers["content-type"] == "text/html; charset=utf-8"
+        assert "default-src 'self'" in reply.headers["content-security-policy"]
+        page = reply.body.decode()
+        assert 'fetch("/api/status")' in page and 'fetch("/api/connections")' in page
+        assert "innerHTML" not in page  # traffic-derived text is inserted as text only
+        assert "<script src" not in page and "http://" not in page and "https://" not in page  # self-contained
+
+
 async def test_metrics_parse_and_move_with_traffic(nursery, echo_port: int) -> None:
     with trio.fail_after(10):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)

@@ -8,6 +8,7 @@ Endpoints::
     GET  /api/status              version, pid, uptime, supervisor facts, routes
     GET  /api/connections         every open connection (kernel TCP_INFO included)
     GET  /api/connections/{id}    one of them
+    GET  /dashboard               a live page over the two above (seed 000)
     POST /api/drain               stop accepting and drain (changes state: see below)
 
 Rules this module keeps:
@@ -41,6 +42,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .config import AdminConfig
+from .dashboard import PAGE
 from .logs import log
 from .redact import redact_target
 
@@ -258,6 +260,9 @@ class AdminServer:
             "/metrics": lambda: self._metrics(headers.get("accept")),
             "/api/status": lambda: _json(200, status(self.proxy)),
             "/api/connections": self._connections,
+            "/dashboard": lambda: _Reply(200, PAGE, "text/html; charset=utf-8",
+                                         [("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; "
+                                                                      "style-src 'unsafe-inline'")]),
             "/": self._index,
         }
         writes = {"/api/drain": self._drain}
@@ -321,7 +326,7 @@ class AdminServer:
     def _index(self) -> _Reply:
         return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": [
             "/healthz", "/readyz", "/metrics", "/api/status", "/api/connections", "/api/connections/{id}",
-            "POST /api/drain"]})
+            "/dashboard", "POST /api/drain"]})
 
 
 class _Timeout(Exception):
