@@ -273,6 +273,7 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
         conn.usock = usock
         conn.upstream = _peer(usock)
         sockopts.tune(usock, settings.tcp_keepalive_s)
+        conn.sample_tcp(rt.metrics)  # the handshakes' RTT: quality has a figure from the start
         abort = await _forward(conn, rt, csock, usock)
     except OSError as exc:  # setsockopt on a socket the client already reset
         conn.end = conn.end or "client_reset"
