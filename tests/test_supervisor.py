@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import subprocess
+
+import pytest
 import trio
 
 from mcp_sidecar.demo import serve_echo
@@ -255,8 +257,24 @@ async def test_reload_rejects_bad_config_and_applies_good_one(nursery, supervise
         assert [r["name"] for r in status["routes"]] == ["echo", "second"]
         assert status["worker"]["pid"] != before
         await echo_once(port)  # same port, no gap
-        await echo_once(await trio.to_thread.run_sync(sup.port, "second"))
+        second = await trio.to_thread.run_sync(sup.port, "second")
+        await echo_once(second)
         assert status["restarts"]["reload"] == 1
+
+        # Removing a route closes its port once the previous worker has drained.
+        write_config(sup.config_path, [
+            {"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"}])
+        result = await trio.to_thread.run_sync(lambda: run_proxyctl("reload", "--state-dir", str(sup.state_dir)))
+        assert result.returncode == 0, result.stderr
+        await wait_status(sup, lambda s: not s["draining_workers"] and [r["name"] for r in s["routes"]] == ["echo"])
+        with trio.fail_after(5):
+            while True:
+                try:
+                    await echo_once(second)
+                except OSError:
+                    break  # refused: nothing listens there any more
+                await trio.sleep(0.05)
+        await echo_once(port)
 
 
 async def test_alert_webhook_after_three_failures_and_recovery(nursery, supervised) -> None:
@@ -318,3 +336,32 @@ async def test_webhook_down_never_blocks(nursery, supervised) -> None:
         await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
         await echo_once(port)
         await trio.to_thread.run_sync(sup.process.wait_for_log, '"event":"alert.webhook_failed"')
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(nursery, supervised) -> None:
+    with trio.fail_after(40):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)])
+        status = await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
+        workers = [status["worker"]["pid"], status["standby"]["pid"]]
+        port = await trio.to_thread.run_sync(sup.port, "echo")
+        os.kill(status["supervisor"]["pid"], signal.SIGKILL)
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # a zombie child of the dead supervisor is reaped by init; treat "Z" as gone
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ", 1)[1].startswith("Z")
+
+        while not all(gone(pid) for pid in workers):  # orphans drain and exit on their own
+            await trio.sleep(0.05)
+        with pytest.raises(OSError):
+            await connect(port)  # nobody holds the port any more
+        # The PID file is stale now; a new supervisor replaces it and serves again.
+        sup2 = await trio.to_thread.run_sync(lambda: supervised([echo_route(echo_port)], state_dir=sup.state_dir))
+        status2 = await trio.to_thread.run_sync(sup2.status)
+        assert any(e["event"] == "stale_pid_file_replaced" for e in status2["counters"]["events"])
+        await echo_once(await trio.to_thread.run_sync(sup2.port, "echo"))
