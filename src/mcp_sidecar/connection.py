@@ -214,7 +214,8 @@ async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, u
 
     async def leg(src: socket.socket, dst: socket.socket, flow: Flow, src_name: str, dst_name: str) -> None:
         nonlocal open_directions
-        callback = None if observe is None else (observe.client if src_name == "client" else observe.upstream)
+        callback = None if observe is None else (
+            observe.client_direction if src_name == "client" else observe.upstream_direction)
         try:
             await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback)
         except LegFailed as exc:

@@ -2,9 +2,10 @@
 
 Rules this module keeps:
 
-* The pump calls ``Observation.client``/``upstream`` with each chunk before
-  forwarding it; they return False when they want no more bytes of that
-  direction (the pump then stops calling and may splice).  They never raise:
+* The pump calls ``ObservedDirection.feed`` with each chunk right after
+  handing it to the kernel (before, only while the WebSocket keepalive may
+  rewrite it); False means no more bytes of that direction are wanted (the
+  pump then stops calling and may splice).  They never raise:
   an observer that fails is dropped for this connection and counted in
   ``mcp_sidecar_observer_errors_total{route,protocol}`` -- forwarding goes on
   unchanged (fail open).
@@ -43,6 +44,23 @@ _SNIFF_BYTES = 8
 MAX_OUTSTANDING_PINGS = 16
 #: The proxy's keepalive pings carry 32 bytes: "mcp-sidecar:" + 20 random hex.
 KEEPALIVE_PAYLOAD_LEN = 32
+
+
+class ObservedDirection:
+    """What the pump holds for one direction: ``feed`` and ``rewriting``."""
+
+    __slots__ = ("observation", "side")
+
+    def __init__(self, observation: "Observation", side: str) -> None:
+        self.observation = observation
+        self.side = side
+
+    @property
+    def rewriting(self) -> bool:
+        return self.observation.rewriting
+
+    def feed(self, data: Any) -> bool | bytes:
+        return self.observation._feed(self.side, data)
 
 
 @dataclass
@@ -105,14 +123,18 @@ class Observation:
         #: Bytes withheld from forwarding per source side (a pong header whose
         #: payload decides whether it answers our keepalive), at most 14 + 32.
         self._held: dict[str, bytearray] = {"client": bytearray(), "upstream": bytearray()}
+        self.client_direction = ObservedDirection(self, "client")
+        self.upstream_direction = ObservedDirection(self, "upstream")
 
-    # -- pump callbacks ---------------------------------------------------------------------
+    @property
+    def rewriting(self) -> bool:
+        """True while chunks may have to change before they are forwarded
+        (a keepalive ping is outstanding, or bytes are held back)."""
+        ka, held = self.keepalive, self._held
+        return ka["client"] is not None or ka["upstream"] is not None or bool(held["client"] or held["upstream"])
 
-    def client(self, data: Any) -> bool:
-        return self._feed("client", data)
 
-    def upstream(self, data: Any) -> bool:
-        return self._feed("upstream", data)
+    # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
     def _feed(self, side: str, data: Any) -> bool | bytes:
         mode = self.mode

@@ -30,9 +30,12 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from .observation import ObservedDirection
 
 #: Chunks moved without blocking before yielding to the scheduler.
 CHECKPOINT_EVERY = 16
@@ -142,7 +145,7 @@ async def pump(
     flow: Flow,
     *,
     splice: bool = False,
-    observe: Callable[[memoryview], bool | bytes] | None = None,
+    observe: "ObservedDirection | None" = None,
 ) -> None:
     """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
 
@@ -153,14 +156,16 @@ async def pump(
     messages: one syscall cheaper each way).  The pipe is created on the
     first bulk read, so connections that never move bulk data use no pipe.
 
-    ``observe`` (in-line observation) sees every chunk before it is
-    forwarded and returns True, or False when it wants no more; it must not
-    raise and must copy what it keeps (the chunk is a view of the shared
-    scratch buffer).  While it observes, the direction never splices.  Only
-    for the WebSocket keepalive may it return ``bytes``: what to forward
-    instead of the chunk (the proxy's own pong answers removed, a pong
-    header held back until its payload shows whose it is); at EOF it is
-    called with an empty chunk and may return bytes still held.
+    ``observe`` (in-line observation) sees every chunk right after it was
+    handed to the kernel -- in the same step, so a request is always seen
+    before its response -- and returns True, or False when it wants no
+    more; it must not raise and must copy what it keeps (the chunk is a view
+    of the shared scratch buffer).  While it observes, the direction never
+    splices.  Only while ``observe.rewriting`` (the WebSocket keepalive
+    awaits a pong) does it see chunks *before* they are sent, and may return
+    ``bytes`` to forward instead (its own pongs removed, a pong header held
+    back until its payload shows whose it is); at EOF it is called with an
+    empty chunk and may return bytes still held.
 
     Returns normally on EOF; raises ``LegFailed`` on a socket error;
     cancellation leaves both sockets open for the caller to close.
@@ -203,8 +208,10 @@ async def pump(
                 if not n:
                     break
                 out: memoryview | bytes = scratch[:n]
-                if observe is not None:
-                    verdict = observe(out)
+                after = observe
+                if observe is not None and observe.rewriting:
+                    after = None
+                    verdict = observe.feed(out)
                     if verdict is False:
                         observe = None
                     elif verdict is not True:
@@ -217,10 +224,15 @@ async def pump(
                     except OSError as exc:
                         raise LegFailed("dst", exc) from None
                     if sent < len(out):
+                        if after is not None and after.feed(out) is False:
+                            observe = None
+                        after = None
                         flow.tail = True
                         await _send_tail(dst, bytes(out[sent:]))
                         flow.tail = False
                         streak = 0
+                if after is not None and after.feed(out) is False:
+                    observe = None
                 drained = n < full
             flow.bytes += n
             bulk = not drained
@@ -237,7 +249,7 @@ async def pump(
         if pipe is not None:
             pipe.close()
     if observe is not None:
-        rest = observe(memoryview(b""))
+        rest = observe.feed(memoryview(b""))
         if isinstance(rest, bytes) and rest:
             await _send_tail(dst, rest)
     flow.eof = True
