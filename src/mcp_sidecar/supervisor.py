@@ -327,9 +327,7 @@ class Supervisor:
         self.next_spawn_at = trio.current_time() + delay
         self._count_restart(cause)
         detail = f"signal {-worker.returncode}" if (worker.returncode or 0) < 0 else f"exit {worker.returncode}"
-        assert self.counters is not None
-        self.counters.event(f"worker_{cause}", pid=worker.pid, role=role, detail=detail)
-        self.counters.save()
+        self._record(f"worker_{cause}", pid=worker.pid, role=role, detail=detail)
         level = logging.ERROR if self.consecutive_failures >= self.config.supervisor.alert_threshold else logging.WARNING
         log(logger, level, f"worker.{cause}", worker=worker.id, pid=worker.pid, role=role, detail=detail,
             consecutive_failures=self.consecutive_failures, next_spawn_in_s=round(delay, 3))
@@ -341,6 +339,12 @@ class Supervisor:
                                 f"failure(s), next start in {delay:.1f} s", pid=worker.pid, cause=cause)
         sdnotify.notify(f"STATUS=worker {cause}; {self.consecutive_failures} consecutive failure(s)")
         self._send_facts()
+
+    def _record(self, event: str, **details: Any) -> None:
+        """Append an event to the persistent counters file."""
+        assert self.counters is not None
+        self.counters.event(event, **details)
+        self.counters.save()
 
     def _count_restart(self, cause: str) -> None:
         assert self.counters is not None
@@ -523,25 +527,26 @@ class Supervisor:
             old.role = "draining"
             await self._send(old, "drain")
             self._count_restart("restart")
-            self.counters.event("worker_restart", old_pid=old.pid, new_pid=new.pid)  # type: ignore[union-attr]
-            self.counters.save()  # type: ignore[union-attr]
+            self._record("worker_restart", old_pid=old.pid, new_pid=new.pid)
         self._wake()
         return {"ok": True, "restart": "graceful", "old_pid": old.pid, "new_pid": new.pid}
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; apply it through a graceful restart, or change nothing."""
         async with self._lock:
+            current = self.sockets
+            assert current is not None
             sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
             try:
                 try:
                     new_config = self.reload_config()
-                    new_sockets = rebind(self.sockets, new_config)  # type: ignore[arg-type]
+                    new_sockets = rebind(current, new_config)
                 except SidecarError as exc:
                     log(logger, logging.ERROR, "reload.rejected", error=str(exc))
                     return {"ok": False, "error": str(exc)}
                 new = await self._spawn(new_config, new_sockets)
                 if not await self._activate(new):
-                    new_sockets.close_unshared(self.sockets)  # type: ignore[arg-type]
+                    new_sockets.close_unshared(current)
                     return {"ok": False, "error": "the new worker did not start; the old one keeps serving"}
                 for worker in self._alive():
                     if worker is new:
@@ -551,11 +556,10 @@ class Supervisor:
                         await self._send(worker, "drain")
                     elif worker.role in ("standby", "starting"):
                         await self._retire(worker, "reload")
-                old_sockets, self.sockets, self.config = self.sockets, new_sockets, new_config
-                old_sockets.close_unshared(new_sockets)  # type: ignore[union-attr]
+                self.sockets, self.config = new_sockets, new_config
+                current.close_unshared(new_sockets)
                 self._count_restart("reload")
-                self.counters.event("reload", routes=[r.name for r in new_config.routes])  # type: ignore[union-attr]
-                self.counters.save()  # type: ignore[union-attr]
+                self._record("reload", routes=[r.name for r in new_config.routes])
                 return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
             finally:
                 sdnotify.notify("READY=1", "STATUS=serving")
