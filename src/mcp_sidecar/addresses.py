@@ -46,6 +46,11 @@ def bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def format_sockaddr(addr: tuple) -> str:
+    """A socket address (IPv4 or IPv6 tuple) as ``HOST:PORT``."""
+    return f"{bracket(addr[0])}:{addr[1]}"
+
+
 def _split_tokens(text: str) -> list[str]:
     """Split on ``:`` outside ``[...]``; brackets are removed from tokens."""
     tokens: list[str] = []

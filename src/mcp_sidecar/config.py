@@ -356,13 +356,19 @@ def _section(source: str, name: str, document: dict[str, Any],
     """Parse a flat ``[name]`` table into attribute values."""
     table = _table(source, name, document.get(name, {}))
     _check_keys(source, f"{name}.", table, set(keys))
+    return _parse_values(source, f"{name}.", table, keys)
+
+
+def _parse_values(source: str, prefix: str, table: dict[str, Any],
+                  keys: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+    """TOML key -> parsed attribute value; a bad value names its field."""
     values: dict[str, Any] = {}
     for key, (attr, parse) in keys.items():
         if key in table:
             try:
                 values[attr] = parse(table[key])
             except ValueError as exc:
-                raise ConfigError(source, f"{name}.{key}", str(exc)) from None
+                raise ConfigError(source, f"{prefix}{key}", str(exc)) from None
     return values
 
 
@@ -380,14 +386,7 @@ def _check_keys(source: str, prefix: str, table: dict[str, Any], allowed: set[st
 
 
 def _apply_settings(source: str, prefix: str, base: RouteSettings, table: dict[str, Any]) -> RouteSettings:
-    changes: dict[str, Any] = {}
-    for key, (attr, parse) in _SETTING_KEYS.items():
-        if key in table:
-            try:
-                changes[attr] = parse(table[key])
-            except ValueError as exc:
-                raise ConfigError(source, f"{prefix}{key}", str(exc)) from None
-    return replace(base, **changes)
+    return replace(base, **_parse_values(source, prefix, table, _SETTING_KEYS))
 
 
 def _parse_listen(source: str, fieldname: str, value: Any) -> tuple[HostPort, ...]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import sockopts
+from .addresses import format_sockaddr
 from .errors import UpstreamUnavailable
 from .logs import log
 from .metrics import RouteMetrics
@@ -58,11 +59,9 @@ _ids = itertools.count(1)
 
 def _peer(sock: socket.socket) -> str:
     try:
-        addr = sock.getpeername()
+        return format_sockaddr(sock.getpeername())
     except OSError:
         return "?"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Connection:

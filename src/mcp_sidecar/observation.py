@@ -29,8 +29,7 @@ import trio
 from .logs import log
 from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
                            SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
-from .observe.mcp import method_label
-from .observe.mcp import McpOutcome, McpTracker
+from .observe.mcp import McpOutcome, McpTracker, method_label
 from .observe.websocket import FrameScanner, WebSocketError
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import trio
 
 from . import sockopts
+from .addresses import format_sockaddr
 from .config import ProxyConfig, RouteConfig
 from .connection import Connection, serve_connection
 from .health import CircuitBreaker, RouteHealth, route_health, run_checks
@@ -104,11 +105,6 @@ class RouteRuntime:
             c2u += conn.c2u.bytes
             u2c += conn.u2c.bytes
         return c2u, u2c
-
-
-def _addr_text(addr: tuple) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Proxy:
@@ -209,7 +205,7 @@ class Proxy:
                 rt.rejected["max_connections"] = rt.rejected.get("max_connections", 0) + 1
                 sockopts.close(csock, abort=True)
                 log(logger, logging.WARNING, "connection.rejected", route=rt.config.name,
-                    client=_addr_text(addr), reason="max_connections", limit=max_connections)
+                    client=format_sockaddr(addr), reason="max_connections", limit=max_connections)
             elif not rt.breaker.allow(trio.current_time()):
                 rt.rejected["circuit_open"] = rt.rejected.get("circuit_open", 0) + 1
                 breaker = rt.breaker
@@ -219,7 +215,7 @@ class Proxy:
             else:
                 rt.active += 1
                 rt.total += 1
-                conns.start_soon(serve_connection, rt, csock, _addr_text(addr))
+                conns.start_soon(serve_connection, rt, csock, format_sockaddr(addr))
             burst += 1
             if burst >= ACCEPTS_PER_CHECKPOINT:
                 burst = 0

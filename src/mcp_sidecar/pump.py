@@ -223,16 +223,15 @@ async def pump(
                         sent = 0
                     except OSError as exc:
                         raise LegFailed("dst", exc) from None
+                    # Observed right after the send, before any await: a request
+                    # is always seen before its response.
+                    if after is not None and after.feed(out) is False:
+                        observe = None
                     if sent < len(out):
-                        if after is not None and after.feed(out) is False:
-                            observe = None
-                        after = None
                         flow.tail = True
                         await _send_tail(dst, bytes(out[sent:]))
                         flow.tail = False
                         streak = 0
-                if after is not None and after.feed(out) is False:
-                    observe = None
                 drained = n < full
             flow.bytes += n
             bulk = not drained

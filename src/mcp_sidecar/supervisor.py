@@ -42,6 +42,7 @@ from typing import Any, Callable
 import trio
 
 from . import __version__, sdnotify
+from .addresses import format_sockaddr
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
 from .config import ProxyConfig
@@ -309,6 +310,7 @@ class Supervisor:
         if self.standby is worker:
             self.standby = None
         self.workers.remove(worker)
+        self._failures_seen.pop(str(worker.pid), None)
         expected = worker.expected_exit or role == "draining" or worker.kill_reason in ("restart", "stop", "reload")
         if expected:
             log(logger, logging.INFO, "worker.exited", worker=worker.id, pid=worker.pid, role=role,
@@ -658,8 +660,7 @@ class Supervisor:
 def _admin_address(sockets: Sockets | None) -> str | None:
     if sockets is None or sockets.admin is None:
         return None
-    host, port = sockets.admin.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_sockaddr(sockets.admin.getsockname())
 
 
 def run_supervised(config: ProxyConfig, state_dir: Path, reload_config: Callable[[], ProxyConfig], *,

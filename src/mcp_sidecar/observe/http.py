@@ -133,6 +133,14 @@ def jsonrpc_messages(body: bytes) -> list[dict[str, Any]]:
     return [m for m in items if isinstance(m, dict) and m.get("jsonrpc") == "2.0"]
 
 
+def _append_bounded(buffer: bytearray | None, data: bytes) -> bytearray | None:
+    """Collect a JSON body up to MAX_JSON_BYTES; beyond that, stop (None)."""
+    if buffer is None or len(buffer) + len(data) > MAX_JSON_BYTES:
+        return None
+    buffer += data
+    return buffer
+
+
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     for k, v in headers:
         if k == name:
@@ -199,11 +207,7 @@ class HttpObserver:
             elif isinstance(event, h11.Data):
                 current = self._queue[-1]
                 current.exchange.request_bytes += len(event.data)
-                if current.request_json is not None:
-                    if len(current.request_json) + len(event.data) > MAX_JSON_BYTES:
-                        current.request_json = None
-                    else:
-                        current.request_json += event.data
+                current.request_json = _append_bounded(current.request_json, event.data)
             elif isinstance(event, h11.EndOfMessage):
                 current = self._queue[-1]
                 if self.client.our_state is h11.SEND_BODY:
@@ -284,11 +288,8 @@ class HttpObserver:
                 exchange.response_bytes += len(event.data)
                 if current.sse is not None:
                     out += self._sse(current, event.data, now)
-                elif current.response_json is not None:
-                    if len(current.response_json) + len(event.data) > MAX_JSON_BYTES:
-                        current.response_json = None
-                    else:
-                        current.response_json += event.data
+                else:
+                    current.response_json = _append_bounded(current.response_json, event.data)
             elif isinstance(event, h11.EndOfMessage):
                 exchange.ended = now
                 if current.response_json:
