@@ -126,6 +126,30 @@ async def test_legacy_sse_transport_is_correlated_across_connections(nursery, sc
             await s.aclose()
 
 
+async def test_a_connect_tunnel_is_left_opaque(nursery, scripted_upstream) -> None:
+    """After a 2xx to CONNECT the bytes are another protocol: observation stops
+    quietly (no observer error) and the tunnel's bytes pass unchanged."""
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}"))
+        client = await connect(proxy.port())
+        hello = b"CONNECT example:443 HTTP/1.1\r\nHost: example:443\r\n\r\n"
+        await client.send_all(hello)
+        upstream = await scripted_upstream.accepted.receive()
+        assert await receive_exactly(upstream, len(hello)) == hello
+        established = b"HTTP/1.1 200 Connection Established\r\n\r\n"
+        await upstream.send_all(established + b"\x16\x03\x03\x00\x02hi")
+        assert await receive_exactly(client, len(established) + 7) == established + b"\x16\x03\x03\x00\x02hi"
+        tunnel = bytes(range(256)) * 64  # not WebSocket frames: a scanner would give up on them
+        await client.send_all(tunnel)
+        assert await receive_exactly(upstream, len(tunnel)) == tunnel
+        conn = next(iter(proxy.route().connections.values()))
+        assert conn.observation.mode == "tcp"
+        assert sample(proxy, "mcp_sidecar_observer_errors_total", protocol="http") == 0
+        assert sample(proxy, "mcp_sidecar_http_requests_total", method="OTHER", status="200") == 1
+        for s in (client, upstream):
+            await s.aclose()
+
+
 async def test_mcp_method_header_labels_an_unparsed_request(nursery) -> None:
     with trio.fail_after(10):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)

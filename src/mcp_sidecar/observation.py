@@ -217,12 +217,7 @@ class Observation:
                 self.route.exchanges += 1
                 self.open_stream = False
                 self.http_stats["exchanges"] += 1
-                self.http_stats["last"] = {
-                    "method": ex.method, "path": ex.path, "status": ex.status,
-                    "first_byte_ms": None if ex.headers_at is None else round((ex.headers_at - ex.started) * 1000, 3),
-                    "total_ms": None if ex.ended is None else round((ex.ended - ex.started) * 1000, 3),
-                    "request_bytes": ex.request_bytes, "response_bytes": ex.response_bytes,
-                    "content_type": ex.content_type}
+                self.http_stats["last"] = ex  # rendered when asked (connection_facts)
                 if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
                     # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
                     status = "ok" if ex.status and 200 <= ex.status < 300 else "other_error"
@@ -250,6 +245,10 @@ class Observation:
             elif isinstance(event, SessionEndpoint):
                 self.mcp = True
             elif isinstance(event, Upgraded):
+                if not event.websocket:  # a tunnel of another protocol: opaque from here on
+                    self.mode = "tcp"
+                    self.http = None
+                    continue
                 self.mode = "websocket"
                 self.conn.protocol = "websocket"
                 self.ws = {"client": FrameScanner(), "upstream": FrameScanner()}
@@ -325,17 +324,21 @@ class Observation:
         direction = "client_to_upstream" if side == "client" else "upstream_to_client"
         other = "upstream" if side == "client" else "client"
         drops: list[tuple[int, int]] = []
+        # Counted per chunk, not per frame: a chunk often holds dozens of frames.
+        frames: dict[str, int] = {}
+        sizes: dict[str, int] = {}
         for frame in self.ws[side].feed(data):
+            opcode = frame.opcode
             ours = self.keepalive[side]
-            if frame.opcode == "pong" and ours is not None and frame.payload == ours[0]:
+            if opcode == "pong" and ours is not None and frame.payload == ours[0]:
                 self.keepalive[side] = None
                 child(metrics.ws_keepalive_rtt, side).observe(now - ours[1])
                 self.conn.quality.latency(now - ours[1], "ws_ping")
                 drops.append((frame.start, frame.end))
                 continue
-            child(metrics.ws_frames, direction, frame.opcode).inc()
-            child(metrics.ws_bytes, direction, frame.opcode).inc(frame.length)
-            if frame.opcode == "close":
+            frames[opcode] = frames.get(opcode, 0) + 1
+            sizes[opcode] = sizes.get(opcode, 0) + frame.length
+            if opcode == "close":
                 self.closing = True
                 if self.close is None:
                     self.close = {"code": frame.close_code, "reason": (frame.close_reason or "")[:123],
@@ -359,6 +362,9 @@ class Observation:
                     continue
                 for message in jsonrpc_messages(payload):
                     self._jsonrpc(side, message, now, None)
+        for opcode, count in frames.items():
+            child(metrics.ws_frames, direction, opcode).inc(count)
+            child(metrics.ws_bytes, direction, opcode).inc(sizes[opcode])
         return drops
 
 
@@ -368,7 +374,13 @@ def connection_facts(observation: Observation | None, now: float) -> dict[str, A
         return None
     facts: dict[str, Any] = {"mode": observation.mode, "mcp": observation.mcp}
     if observation.http_stats["exchanges"] or observation.mode == "http":
-        facts["http"] = observation.http_stats
+        last = observation.http_stats["last"]
+        facts["http"] = {"exchanges": observation.http_stats["exchanges"], "last": None if last is None else {
+            "method": last.method, "path": last.path, "status": last.status,
+            "first_byte_ms": None if last.headers_at is None else round((last.headers_at - last.started) * 1000, 3),
+            "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
+            "request_bytes": last.request_bytes, "response_bytes": last.response_bytes,
+            "content_type": last.content_type}}
     sse = observation.sse_stats
     if sse["events"] or sse["keepalives"]:
         facts["sse"] = {"events": sse["events"], "keepalives": sse["keepalives"],

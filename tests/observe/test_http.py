@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from mcp_sidecar.observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint,
-                                      SseSeen, Tunneled, Upgraded)
+from mcp_sidecar.observe.http import (MAX_BUFFERED_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError,
+                                      JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded)
 from mcp_sidecar.observe.mcp import McpTracker, method_label
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
@@ -135,3 +136,62 @@ def test_mcp_tracker_outcomes_and_bounded_labels() -> None:
     assert [(o.method, o.status, o.origin) for o in out] == [("roots/list", "other_error", "upstream")]
     assert {method_label(f"m{i}") for i in range(10_000)} == {"other"}
     assert t.pending == 0
+
+
+def exchanges(events) -> list[tuple]:
+    return [(e.exchange.method, e.exchange.path, e.exchange.status, e.exchange.response_bytes)
+            for e in events if isinstance(e, ExchangeDone)]
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    observer = HttpObserver()
+    get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert observer.feed_client(get + b"HEAD /mcp HTTP/1.1\r\nHost: x\r\n\r\n" + get, 0.0) == []
+    answers = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+               b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"  # HEAD: no body, whatever it says
+               b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert exchanges(observer.feed_upstream(answers, 1.0)) == [
+        ("GET", "/health", 200, 2), ("HEAD", "/mcp", 200, 0), ("GET", "/health", 204, 0)]
+
+
+def test_a_declined_upgrade_leaves_the_connection_http() -> None:
+    observer = HttpObserver()
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    # The client pipelines a plain request behind the proposal; only the answer says which it is.
+    observer.feed_client(upgrade + b"GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    events = observer.feed_upstream(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1.0)
+    assert exchanges(events) == [("GET", "other", 426, 0), ("GET", "/mcp", 200, 0)]
+    assert not observer.upgraded
+
+
+def test_informational_responses_and_connect_tunnels() -> None:
+    observer = HttpObserver()
+    observer.feed_client(b"POST /mcp HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}", 0.0)
+    events = observer.feed_upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", 1.0)
+    assert exchanges(events) == [("POST", "/mcp", 202, 0)]
+    observer.feed_client(b"CONNECT example:443 HTTP/1.1\r\nHost: example:443\r\n\r\n\x16\x03", 2.0)
+    events = observer.feed_upstream(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03", 3.0)
+    upgraded = [e for e in events if isinstance(e, Upgraded)]
+    assert exchanges(events) == [("OTHER", "other", 200, 0)]
+    assert [(u.websocket, u.client_trailing, u.upstream_trailing) for u in upgraded] == [(False, b"\x16\x03",
+                                                                                          b"\x16\x03\x03")]
+
+
+def test_bytes_after_connection_close_and_unbounded_pipelines_are_refused() -> None:
+    observer = HttpObserver()
+    observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 0.0)
+    with pytest.raises(HttpObserverError):
+        observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    observer = HttpObserver()
+    observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    observer.feed_upstream(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 0.0)
+    with pytest.raises(HttpObserverError):
+        observer.feed_upstream(b"HTTP/1.1 200 OK\r\n\r\n", 0.0)
+    observer = HttpObserver()
+    with pytest.raises(HttpObserverError, match="unanswered"):
+        observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * (MAX_PIPELINE + 1), 0.0)
+    observer = HttpObserver()  # a proposal left unanswered does not buffer without bound
+    observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 0.0)
+    with pytest.raises(HttpObserverError, match="upgrade"):
+        observer.feed_client(b"x" * (MAX_BUFFERED_BYTES + 1), 0.0)

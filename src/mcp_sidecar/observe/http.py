@@ -1,23 +1,34 @@
 """HTTP/1.1 exchanges seen in-line, with h11 (sans-io).
 
-A server-role ``h11.Connection`` reads the client's bytes, a client-role one
-the upstream's; each is fed the other side's parsed events (``send``, output
-discarded) so that h11 frames everything exactly as the peers do: HEAD
-responses, chunked bodies, keep-alive cycles, pipelined requests (h11 pauses
-until the cycle ends), ``101 Switching Protocols``.
+h11 does all the parsing, one message at a time: a fresh server-role
+``h11.Connection`` reads each request from the client's bytes, a fresh
+client-role one each response from the upstream's.  The response reader is
+first told the request it answers (``send`` of a minimal request: the method
+and any ``Upgrade``, all that frames a response; output discarded), so h11
+frames HEAD responses, chunked and close-delimited bodies, ``1xx`` and
+``101 Switching Protocols`` exactly as the peers do.  What one message leaves
+in its reader's buffer starts the next one.  A connection per message
+instead of ``start_next_cycle`` spares the work of answering each request on
+the server-role side (about a third of the cost per exchange) and lets
+pipelined requests be read as they arrive.
 
 Rules this module keeps:
 
 * ``feed_client``/``feed_upstream`` take bytes and a timestamp and return
-  events; the caller must feed client bytes before forwarding them (so a
-  request is always seen before its response).
+  events; the caller feeds a request's bytes before any of its response's
+  (the pump observes each chunk right after sending it, so a response cannot
+  overtake its request).
+* Exchanges are answered in order; at most ``MAX_PIPELINE`` wait for an
+  answer, and at most ``MAX_BUFFERED_BYTES`` wait in a paused reader.
 * Bodies are inspected only where MCP lives: JSON request/response bodies up
   to ``MAX_JSON_BYTES`` and ``text/event-stream`` responses (SSE parser,
   bounded lines).  Other bodies are counted, not kept.
-* After a 101 the observer hands over: ``Upgraded`` carries the bytes that
-  followed the handshake on each side, for the WebSocket scanner.
-* Anything h11 rejects raises ``HttpObserverError``: the caller gives up on
-  this connection (fail open); the bytes were forwarded regardless.
+* After a ``101`` (or a ``2xx`` to ``CONNECT``) the observer hands over:
+  ``Upgraded`` carries the bytes that followed the handshake on each side and
+  whether the new protocol is WebSocket.
+* Anything h11 rejects (and any breach of the bounds above) raises
+  ``HttpObserverError``: the caller gives up on this connection (fail open);
+  the bytes were forwarded regardless.
 """
 
 from __future__ import annotations
@@ -33,6 +44,13 @@ import h11
 from ..sse import Comment, SseError, SseEvent, SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
+#: Largest request or response head h11 may wait for (bytes).
+MAX_HEAD_BYTES = 64 * 1024
+#: Requests read but not yet answered (pipelining) before the observer gives up.
+MAX_PIPELINE = 64
+#: Bytes a paused reader may hold: a request proposing an upgrade waits for
+#: its answer; upstream bytes wait for the request they answer.
+MAX_BUFFERED_BYTES = 64 * 1024
 KNOWN_PATHS = ("/", "/mcp", "/sse", "/message", "/messages", "/stdio", "/health", "/config")
 KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -113,6 +131,8 @@ class Upgraded:
     client_trailing: bytes
     upstream_trailing: bytes
     at: float
+    #: False for anything but WebSocket (CONNECT, h2c, ...): opaque from here on.
+    websocket: bool = True
 
 
 @dataclass
@@ -141,30 +161,59 @@ def _append_bounded(buffer: bytearray | None, data: bytes) -> bytearray | None:
     return buffer
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for k, v in headers:
-        if k == name:
-            return v.decode("latin-1")
-    return None
-
-
 @dataclass
 class _Current:
     exchange: Exchange
+    #: What frames the response: h11 is told this request before reading it.
+    framing: h11.Request
+    #: The request proposed a protocol switch (Upgrade header or CONNECT).
+    switch: bool
     request_json: bytearray | None
     #: The session the request named: its responses correlate under it (an
     #: initialize answer assigns a session id only for later requests).
     request_session: str | None = None
     response_json: bytearray | None = None
     sse: SseParser | None = None
+    upgrade: bytes = b""
+
+
+#: Framing requests by method, reused (h11 events are immutable).
+_FRAMING: dict[bytes, h11.Request] = {}
+
+
+def _framing_request(method: bytes, upgrade: bytes) -> h11.Request:
+    """The least h11 needs to frame a response: the method (HEAD, CONNECT)
+    and whether an upgrade was proposed."""
+    if upgrade:
+        return h11.Request(method=method, target=b"/", headers=[(b"host", b"x"), (b"upgrade", upgrade)])
+    try:
+        return _FRAMING[method]
+    except KeyError:
+        request = h11.Request(method=method, target=b"/", headers=[(b"host", b"x")])
+        if method.decode("latin-1") in KNOWN_METHODS:
+            _FRAMING[method] = request
+        return request
+
+
+def _request_reader() -> h11.Connection:
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+
+def _response_reader(current: _Current) -> h11.Connection:
+    reader = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+    reader.send(current.framing)
+    if current.switch:  # h11 switches only once the proposing request has ended
+        reader.send(h11.EndOfMessage())
+    return reader
 
 
 class HttpObserver:
     def __init__(self) -> None:
-        self.server = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        self.client = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+        self._requests = _request_reader()
+        #: Reads the response to ``_queue[0]``; None until its first byte.
+        self._responses: h11.Connection | None = None
+        #: Exchanges whose request has started and whose response has not ended.
         self._queue: deque[_Current] = deque()
-        self._upstream_current: _Current | None = None
         self._pending_upstream = bytearray()
         self.upgraded = False
         #: The legacy SSE stream's session, once its endpoint event was seen.
@@ -178,49 +227,71 @@ class HttpObserver:
         if self.upgraded:
             return [Tunneled("client", bytes(data))]
         try:
-            self.server.receive_data(data)
+            self._requests.receive_data(data)
             return self._client_events(now)
         except h11.ProtocolError as exc:
             raise HttpObserverError(f"client: {exc}") from None
 
     def _client_events(self, now: float) -> list[Any]:
         out: list[Any] = []
+        reader = self._requests
         while True:
-            event = self.server.next_event()
+            event = reader.next_event()
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                # PAUSED: a switch was proposed; its answer decides what follows.
+                if event is h11.PAUSED and len(reader.trailing_data[0]) > MAX_BUFFERED_BYTES:
+                    raise HttpObserverError("client kept sending while its upgrade was unanswered")
                 return out
-            if isinstance(event, h11.Request):
-                target = event.target
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(target.decode("latin-1")).query)
-                session = _header(event.headers, b"mcp-session-id") or (query.get("sessionId") or [None])[0]
-                method = event.method.decode("latin-1")
-                exchange = Exchange(method if method in KNOWN_METHODS else "OTHER", path_label(target),
-                                    started=now, session=session,
-                                    mcp_method=_header(event.headers, b"mcp-method"))
-                ctype = (_header(event.headers, b"content-type") or "").split(";")[0].strip().lower()
-                current = _Current(exchange, bytearray() if ctype == "application/json" else None, session)
-                self._queue.append(current)
-                # The client-role side needs only what frames the response:
-                # the method and the upgrade headers, not the body.
-                self.client.send(h11.Request(method=event.method, target=event.target, headers=[
-                    (k, v) for k, v in event.headers if k in (b"host", b"upgrade", b"connection")]))
-            elif isinstance(event, h11.Data):
+            if isinstance(event, h11.Data):
                 current = self._queue[-1]
                 current.exchange.request_bytes += len(event.data)
-                current.request_json = _append_bounded(current.request_json, event.data)
+                if current.request_json is not None:
+                    current.request_json = _append_bounded(current.request_json, event.data)
+            elif isinstance(event, h11.Request):
+                if len(self._queue) >= MAX_PIPELINE:
+                    raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
+                self._queue.append(self._request(event, now))
             elif isinstance(event, h11.EndOfMessage):
                 current = self._queue[-1]
-                if self.client.our_state is h11.SEND_BODY:
-                    self.client.send(event)
                 if current.request_json:
                     for message in jsonrpc_messages(bytes(current.request_json)):
                         current.exchange.jsonrpc_requests += 1
                         out.append(JsonRpcSeen("client", message, now, current.exchange.session, "http"))
                 current.request_json = None
-                out += self._drain_upstream(now)
-                out += self._maybe_next_cycle(now)
+                if self._pending_upstream:
+                    out += self._drain_upstream(now)
+                if reader.their_state is h11.DONE:  # keep-alive: the next request starts here
+                    leftover = reader.trailing_data[0]
+                    reader = self._requests = _request_reader()
+                    if not leftover:
+                        return out
+                    reader.receive_data(leftover)
+                # (MUST_CLOSE: h11 rejects any further byte.  MIGHT_SWITCH_PROTOCOL: paused.)
             elif isinstance(event, h11.ConnectionClosed):
                 return out
+
+    def _request(self, event: h11.Request, now: float) -> _Current:
+        session = mcp_method = None
+        ctype = upgrade = b""
+        for name, value in event.headers:
+            if name == b"content-type":
+                ctype = value
+            elif name == b"mcp-session-id":
+                session = value.decode("latin-1")
+            elif name == b"mcp-method":
+                mcp_method = value.decode("latin-1")
+            elif name == b"upgrade":
+                upgrade = value
+        target = event.target
+        if session is None and b"?" in target:
+            query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
+            session = (query.get("sessionId") or [None])[0]
+        method = event.method.decode("latin-1")
+        exchange = Exchange(method if method in KNOWN_METHODS else "OTHER", path_label(target), started=now,
+                            session=session, mcp_method=mcp_method)
+        json_body = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+        return _Current(exchange, _framing_request(event.method, upgrade), bool(upgrade) or method == "CONNECT",
+                        bytearray() if json_body else None, session, upgrade=upgrade)
 
     # -- upstream side --------------------------------------------------------------------
 
@@ -230,88 +301,99 @@ class HttpObserver:
         if self.upgraded:
             return [Tunneled("upstream", bytes(data))]
         try:
-            if self.client.our_state in (h11.IDLE,) and not self._queue:
-                # Bytes before any request (or after the last one): buffer them.
-                self._pending_upstream += data
-                if len(self._pending_upstream) > 64 * 1024:
-                    raise HttpObserverError("upstream sent a response with no request")
-                return []
-            self.client.receive_data(data)
+            if self._responses is None:
+                if not self._queue:
+                    # Bytes before any request (or after the last answer): hold them.
+                    self._pending_upstream += data
+                    if len(self._pending_upstream) > MAX_BUFFERED_BYTES:
+                        raise HttpObserverError("upstream sent a response with no request")
+                    return []
+                self._responses = _response_reader(self._queue[0])
+            self._responses.receive_data(data)
             return self._upstream_events(now)
         except h11.ProtocolError as exc:
             raise HttpObserverError(f"upstream: {exc}") from None
 
     def _drain_upstream(self, now: float) -> list[Any]:
-        if not self._pending_upstream:
-            return []
         data = bytes(self._pending_upstream)
         self._pending_upstream.clear()
-        self.client.receive_data(data)
-        return self._upstream_events(now)
+        return self.feed_upstream(data, now)
 
     def _upstream_events(self, now: float) -> list[Any]:
         out: list[Any] = []
+        reader = self._responses
+        assert reader is not None
         while True:
-            event = self.client.next_event()
+            event = reader.next_event()
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return out
-            if not self._queue:
-                raise HttpObserverError("upstream sent a response with no request")
             current = self._queue[0]
             exchange = current.exchange
-            if isinstance(event, h11.InformationalResponse):
-                self.server.send(event)
-                if event.status_code == 101:
-                    exchange.status = 101
-                    exchange.headers_at = exchange.ended = now
-                    out.append(ExchangeDone(exchange))
-                    self.upgraded = True
-                    out.append(Upgraded(self.server.trailing_data[0], self.client.trailing_data[0], now))
-                    return out
-            elif isinstance(event, h11.Response):
-                exchange.status = event.status_code
-                exchange.headers_at = now
-                ctype = (_header(event.headers, b"content-type") or "").split(";")[0].strip().lower()
-                exchange.content_type = ctype
-                session = _header(event.headers, b"mcp-session-id")
-                if session and not exchange.session:
-                    exchange.session = session
-                if ctype == "text/event-stream":
-                    current.sse = SseParser()
-                elif ctype == "application/json":
-                    current.response_json = bytearray()
-                out.append(ResponseStarted(exchange))
-                # The server-role side only has to reach DONE: an empty response.
-                self.server.send(h11.Response(status_code=event.status_code, headers=[
-                    (k, v) for k, v in event.headers if k in (b"connection", b"upgrade")] + [(b"content-length", b"0")]))
-            elif isinstance(event, h11.Data):
+            if isinstance(event, h11.Data):
                 exchange.response_bytes += len(event.data)
                 if current.sse is not None:
                     out += self._sse(current, event.data, now)
-                else:
+                elif current.response_json is not None:
                     current.response_json = _append_bounded(current.response_json, event.data)
+            elif isinstance(event, h11.Response):
+                self._response(current, event, now, out)
+                if reader.their_state is h11.SWITCHED_PROTOCOL:  # a 2xx to CONNECT: a tunnel now
+                    exchange.ended = now
+                    out.append(ExchangeDone(exchange))
+                    return self._switched(reader, now, out, websocket=False)
             elif isinstance(event, h11.EndOfMessage):
                 exchange.ended = now
                 if current.response_json:
                     for message in jsonrpc_messages(bytes(current.response_json)):
                         out.append(JsonRpcSeen("upstream", message, now, current.request_session, "http"))
-                self.server.send(event)
                 self._queue.popleft()
                 out.append(ExchangeDone(exchange))
-                if h11.MUST_CLOSE in (self.server.our_state, self.client.their_state):
-                    return out
-                out += self._maybe_next_cycle(now)
+                if current.switch and self._requests.their_state is h11.MIGHT_SWITCH_PROTOCOL:
+                    # The switch was declined: what the client sent meanwhile is the next request.
+                    leftover = self._requests.trailing_data[0]
+                    self._requests = _request_reader()
+                    if leftover:
+                        self._requests.receive_data(leftover)
+                        out += self._client_events(now)
+                if reader.their_state is h11.MUST_CLOSE:
+                    return out  # h11 rejects any further byte
+                leftover = reader.trailing_data[0]
+                self._responses = None
+                if leftover:
+                    out += self.feed_upstream(leftover, now)
+                return out
+            elif isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101:
+                    exchange.status = 101
+                    exchange.headers_at = exchange.ended = now
+                    self._queue.popleft()
+                    out.append(ExchangeDone(exchange))
+                    websocket = current.upgrade.lower() == b"websocket"
+                    return self._switched(reader, now, out, websocket)
             elif isinstance(event, h11.ConnectionClosed):
                 return out
 
-    def _maybe_next_cycle(self, now: float) -> list[Any]:
-        """Both sides done with an exchange: start the next one (keep-alive)."""
-        if (self.server.our_state is h11.DONE and self.server.their_state is h11.DONE
-                and self.client.our_state is h11.DONE and self.client.their_state is h11.DONE):
-            self.server.start_next_cycle()
-            self.client.start_next_cycle()
-            return self._client_events(now)
-        return []
+    def _response(self, current: _Current, event: h11.Response, now: float, out: list[Any]) -> None:
+        exchange = current.exchange
+        exchange.status = event.status_code
+        exchange.headers_at = now
+        ctype = b""
+        for name, value in event.headers:
+            if name == b"content-type":
+                ctype = value
+            elif name == b"mcp-session-id" and not exchange.session:
+                exchange.session = value.decode("latin-1")
+        exchange.content_type = ctype.split(b";", 1)[0].strip().lower().decode("latin-1")
+        if exchange.content_type == "text/event-stream":
+            current.sse = SseParser()
+        elif exchange.content_type == "application/json":
+            current.response_json = bytearray()
+        out.append(ResponseStarted(exchange))
+
+    def _switched(self, reader: h11.Connection, now: float, out: list[Any], websocket: bool) -> list[Any]:
+        self.upgraded = True
+        out.append(Upgraded(self._requests.trailing_data[0], reader.trailing_data[0], now, websocket))
+        return out
 
     def _sse(self, current: _Current, data: bytes, now: float) -> list[Any]:
         out: list[Any] = []

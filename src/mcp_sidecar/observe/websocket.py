@@ -29,7 +29,7 @@ class WebSocketError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     opcode: str
     fin: bool
@@ -47,11 +47,19 @@ class Frame:
 
 
 def _unmask(data: bytes, key: bytes) -> bytes:
-    if not data:
+    if not data or not key:
         return data
     n = len(data)
     mask = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(data, "little") ^ int.from_bytes(mask, "little")).to_bytes(n, "little")
+
+
+def _header_size(b1: int) -> int:
+    """The whole header's size, from its second byte."""
+    return 2 + _EXTENDED[b1 & 0x7F] + (4 if b1 & 0x80 else 0)
+
+
+_EXTENDED = [0] * 126 + [2, 8]
 
 
 class FrameScanner:
@@ -62,6 +70,7 @@ class FrameScanner:
         self._remaining = 0
         self._key = b""
         self._keep: bytearray | None = None  # payload being collected (masked)
+        self._wanted = False  # the current frame's payload is to be read
         self._message: bytearray | None = None  # text message being reassembled
         self._message_ok = False
         self._in_message = False
@@ -87,44 +96,57 @@ class FrameScanner:
     def feed(self, data: bytes) -> list[Frame]:
         out: list[Frame] = []
         view = memoryview(data)
-        while view:
-            if self._frame is None:
-                if not self._header:
-                    self._frame_start = self.position
-                before = len(view)
-                view = self._read_header(view)
-                self.position += before - len(view)
-                if self._frame is not None and self._remaining == 0:
-                    self._finish(out)
+        n = len(view)
+        pos = 0
+        base = self.position
+        while pos < n:
+            if self._frame is not None:  # a payload arriving in pieces
+                take = min(self._remaining, n - pos)
+                if self._wanted:
+                    self._keep += view[pos : pos + take]  # type: ignore[operator]
+                self._remaining -= take
+                pos += take
+                if self._remaining == 0:
+                    self._finish(out, self._keep)
                 continue
-            take = min(self._remaining, len(view))
-            if self._keep is not None:
-                self._keep += view[:take]
-            self._remaining -= take
-            self.position += take
-            view = view[take:]
-            if self._remaining == 0:
-                self._finish(out)
+            if not self._header:
+                self._frame_start = base + pos
+                if n - pos >= 2 and n - pos >= _header_size(view[pos + 1]):
+                    # Fast path: a whole header here (usual); maybe the whole frame.
+                    size = _header_size(view[pos + 1])
+                    self._start(view[pos : pos + size], size)
+                    pos += size
+                    length = self._remaining
+                    if n - pos >= length:
+                        payload = view[pos : pos + length] if self._wanted else None
+                        pos += length
+                        self._remaining = 0
+                        self._finish(out, payload)
+                    elif self._wanted:
+                        self._keep = bytearray()
+                    continue
+            # A header split across chunks: gather exactly its bytes.
+            header = self._header
+            need = 2 if len(header) < 2 else _header_size(header[1])
+            take = min(need - len(header), n - pos)
+            header += view[pos : pos + take]
+            pos += take
+            if len(header) == need and (need > 2 or _header_size(header[1]) == 2):
+                self._start(header, need)
+                header.clear()
+                if self._wanted:
+                    self._keep = bytearray()
+                if self._remaining == 0:
+                    self._finish(out, self._keep)
+        self.position = base + n
         return out
 
-    def _read_header(self, view: memoryview) -> memoryview:
-        header = self._header
-        # Fill only as many bytes as the header needs (2, then the full size).
-        need = 2
-        while True:
-            if len(header) < need:
-                take = min(need - len(header), len(view))
-                header += view[:take]
-                view = view[take:]
-                if len(header) < need:
-                    return view
-            b0, b1 = header[0], header[1]
-            size = 2 + {126: 2, 127: 8}.get(b1 & 0x7F, 0) + (4 if b1 & 0x80 else 0)
-            if len(header) >= size:
-                break
-            need = size
+    def _start(self, header: memoryview | bytearray, size: int) -> None:
+        """Interpret a complete header: the frame, its length, whether to read it."""
+        b0, b1 = header[0], header[1]
         opcode = b0 & 0x0F
-        if opcode not in OPCODES:
+        name = OPCODES.get(opcode)
+        if name is None:
             raise WebSocketError(f"reserved opcode {opcode:#x}")
         length = b1 & 0x7F
         pos = 2
@@ -140,43 +162,46 @@ class FrameScanner:
         self._key = bytes(header[pos : pos + 4]) if masked else b""
         fin = bool(b0 & 0x80)
         compressed = bool(b0 & 0x40)
-        name = OPCODES[opcode]
         if opcode >= 0x8 and (length > 125 or not fin):
             raise WebSocketError(f"invalid {name} frame")
         self._frame = Frame(name, fin, length, masked, compressed, start=self._frame_start,
                             end=self._frame_start + size + length)
         self._remaining = length
-        header.clear()
-        # Decide whether this payload is worth keeping.
         self._keep = None
+        # Decide whether this payload is worth reading.
+        self._wanted = False
         if opcode >= 0x8:
-            self._keep = bytearray()
+            self._wanted = True
         elif opcode == 0x1 or (opcode == 0x0 and self._in_message):
             if opcode == 0x1:
                 self._message = bytearray()
                 self._message_ok = not compressed
                 self._in_message = not fin
             if self._message_ok and self._message is not None and len(self._message) + length <= self.max_text:
-                self._keep = bytearray()
+                self._wanted = True
             else:
                 self._message_ok = False
         elif opcode == 0x2:
             self._message = None
             self._in_message = not fin
-        return view
 
-    def _finish(self, out: list[Frame]) -> None:
+    def _finish(self, out: list[Frame], kept: memoryview | bytearray | None) -> None:
         frame = self._frame
         assert frame is not None
-        payload = _unmask(bytes(self._keep), self._key) if self._keep is not None else None
-        if frame.opcode in ("close", "ping", "pong"):
+        payload = _unmask(bytes(kept), self._key) if kept is not None else None
+        opcode = frame.opcode
+        if opcode == "text" and frame.fin and payload is not None:  # the usual MCP message: one frame
             frame.payload = payload
-            if frame.opcode == "close" and payload:
+            self._message = None
+            self._in_message = False
+        elif opcode in ("close", "ping", "pong"):
+            frame.payload = payload
+            if opcode == "close" and payload:
                 if len(payload) < 2:
                     raise WebSocketError("close frame with a one-byte payload")
                 frame.close_code = int.from_bytes(payload[:2], "big")
                 frame.close_reason = payload[2:].decode("utf-8", "replace")
-        elif frame.opcode in ("text", "continuation") and self._message is not None:
+        elif opcode in ("text", "continuation") and self._message is not None:
             if payload is not None and self._message_ok:
                 self._message += payload
             if frame.fin:
@@ -184,7 +209,7 @@ class FrameScanner:
                     frame.payload = bytes(self._message)
                 self._message = None
                 self._in_message = False
-        elif frame.opcode == "binary" and frame.fin:
+        elif opcode == "binary" and frame.fin:
             self._in_message = False
         out.append(frame)
         self._frame = None
