@@ -1,8 +1,16 @@
 """What in-line observation costs: the same proxy, observing or not.
 
-Two sidecar processes forward to the same upstreams, one with
-``protocol = "auto"`` (HTTP and WebSocket observation on), one with
-``protocol = "tcp"`` (opaque); measured alternately in one run:
+Three sidecar processes forward to the same upstreams, measured alternately
+in one run:
+
+* ``tcp``: ``protocol = "tcp"`` (opaque; the baseline);
+* ``full``: ``protocol = "auto"`` with ``observe_cpu_share = 1`` (every
+  chunk observed, whatever it costs);
+* ``budget``: ``protocol = "auto"`` with the default ``observe_cpu_share``
+  (observation may take that share of the core; beyond it connections are
+  shed to opaque forwarding -- the fraction still observed is reported).
+
+Workloads:
 
 * WebSocket text frames per second, echoed, over one connection (64-byte
   JSON-RPC-like messages, 32 in flight);
@@ -10,9 +18,10 @@ Two sidecar processes forward to the same upstreams, one with
   sequential).
 
 The upstreams are blocking threads in a separate process (the WebSocket one
-speaks wsproto), so they are not the bottleneck.  Target (issue #5): >= 0.8.
+speaks wsproto) pinned to the other core, so they are not the bottleneck.
+Target (issue #5): >= 0.8.
 
-Usage: scripts/bench observation [--seconds S]
+Usage: scripts/bench observation [--seconds S] [--repeat N]
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
@@ -108,14 +118,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sidecar(protocol: str, ports: dict[str, int]) -> tuple[subprocess.Popen, dict[str, int]]:
-    listen = {name: _free_port() for name in ports}
-    directory = tempfile.mkdtemp(prefix=f"mcp-sidecar-obs-{protocol}-")
+def start_sidecar(name: str, protocol: str, share: float | None,
+                  ports: dict[str, int]) -> tuple[subprocess.Popen, dict[str, int], int]:
+    listen = {route: _free_port() for route in ports}
+    admin = _free_port()
+    directory = tempfile.mkdtemp(prefix=f"mcp-sidecar-obs-{name}-")
     config = os.path.join(directory, "sidecar.toml")
     with open(config, "w") as f:
-        f.write('[admin]\nlisten = "off"\n')
-        for name, port in ports.items():
-            f.write(f'[[route]]\nname = "{name}"\nlisten = "127.0.0.1:{listen[name]}"\n'
+        f.write(f'[admin]\nlisten = "127.0.0.1:{admin}"\n')
+        if share is not None:
+            f.write(f"[proxy]\nobserve_cpu_share = {share}\n")
+        for route, port in ports.items():
+            f.write(f'[[route]]\nname = "{route}"\nlisten = "127.0.0.1:{listen[route]}"\n'
                     f'upstream = "127.0.0.1:{port}"\nprotocol = "{protocol}"\nhealth_interval = 0\n')
     proc = subprocess.Popen([sys.executable, "-m", "mcp_sidecar", "run", "--config", config, "--state-dir",
                              directory, "--log-level", "warning"], stdout=subprocess.DEVNULL,
@@ -130,10 +144,25 @@ def start_sidecar(protocol: str, ports: dict[str, int]) -> tuple[subprocess.Pope
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-    return proc, listen
+    return proc, listen, admin
 
 
-def http_rate(port: int, seconds: float) -> float:
+def observed(admin: int) -> dict[str, float]:
+    """HTTP exchanges and WebSocket text frames the sidecar observed, and connections shed."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10).read().decode()
+    totals = {"http": 0.0, "ws": 0.0, "shed": 0.0}
+    for line in text.splitlines():
+        if line.startswith("mcp_sidecar_http_requests_total{"):
+            totals["http"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("mcp_sidecar_websocket_frames_total{") and 'direction="upstream_to_client"' in line \
+                and 'opcode="text"' in line:
+            totals["ws"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("mcp_sidecar_observer_shed_total{"):
+            totals["shed"] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def http_rate(port: int, seconds: float) -> tuple[float, int]:
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         done = 0
@@ -145,10 +174,10 @@ def http_rate(port: int, seconds: float) -> float:
             while got < len(RESPONSE):
                 got += len(s.recv(65536))
             done += 1
-        return done / (time.perf_counter() - t0)
+        return done / (time.perf_counter() - t0), done
 
 
-def ws_rate(port: int, seconds: float, window: int = 32) -> float:
+def ws_rate(port: int, seconds: float, window: int = 32) -> tuple[float, int]:
     ws = WSConnection(ConnectionType.CLIENT)
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -173,7 +202,14 @@ def ws_rate(port: int, seconds: float, window: int = 32) -> float:
             if in_flight < window // 2:
                 s.sendall(frame * (window - in_flight))
                 in_flight = window
-        return echoed / (time.perf_counter() - t0)
+        rate = echoed / (time.perf_counter() - t0)
+        while in_flight > 0:  # collect the echoes still in flight: every frame sent is counted
+            ws.receive_data(s.recv(65536))
+            in_flight -= sum(1 for e in ws.events() if isinstance(e, TextMessage))
+        return rate, echoed - in_flight + window
+
+
+SIDECARS = {"tcp": ("tcp", None), "full": ("auto", 1.0), "budget": ("auto", None)}
 
 
 def main() -> None:
@@ -185,26 +221,37 @@ def main() -> None:
     queue: multiprocessing.Queue = multiprocessing.Queue()
     multiprocessing.Process(target=_upstreams, args=(queue,), daemon=True).start()
     ports = queue.get(timeout=10)
-    sidecars = {p: start_sidecar(p, ports) for p in ("auto", "tcp")}
-    results: dict[str, dict[str, list[float]]] = {p: {"ws": [], "http": []} for p in sidecars}
+    sidecars = {name: start_sidecar(name, protocol, share, ports) for name, (protocol, share) in SIDECARS.items()}
+    rates: dict[str, dict[str, list[float]]] = {name: {"ws": [], "http": []} for name in sidecars}
+    sent: dict[str, dict[str, int]] = {name: {"ws": 0, "http": 0} for name in sidecars}
     try:
         for _ in range(args.repeat):
-            for protocol, (_, listen) in sidecars.items():
-                results[protocol]["ws"].append(ws_rate(listen["ws"], args.seconds))
-                results[protocol]["http"].append(http_rate(listen["http"], args.seconds))
+            for name, (_, listen, _) in sidecars.items():
+                for kind, measure in (("ws", ws_rate), ("http", http_rate)):
+                    rate, count = measure(listen[kind], args.seconds)
+                    rates[name][kind].append(rate)
+                    sent[name][kind] += count
+        seen = {name: observed(admin) for name, (_, _, admin) in sidecars.items()}
     finally:
-        for proc, _ in sidecars.values():
+        for proc, _, _ in sidecars.values():
             proc.terminate()
             proc.wait(timeout=40)
-    med = {p: {k: sorted(v)[len(v) // 2] for k, v in r.items()} for p, r in results.items()}
+    med = {n: {k: sorted(v)[len(v) // 2] for k, v in r.items()} for n, r in rates.items()}
     print(f"observation cost: median of {args.repeat} x {args.seconds:.0f} s, proxy pinned to core 1")
-    print(f"{'protocol':<10}{'WS frames/s':>14}{'HTTP req/s':>14}")
-    for protocol in ("tcp", "auto"):
-        print(f"{protocol:<10}{med[protocol]['ws']:>14.0f}{med[protocol]['http']:>14.0f}")
-    ws_ratio = med["auto"]["ws"] / med["tcp"]["ws"]
-    http_ratio = med["auto"]["http"] / med["tcp"]["http"]
-    print(f"observed / opaque: WebSocket {ws_ratio:.2f}x, HTTP keep-alive {http_ratio:.2f}x "
-          f"(target >= 0.8: {'met' if min(ws_ratio, http_ratio) >= 0.8 else 'NOT met'})")
+    print(f"{'sidecar':<10}{'WS frames/s':>14}{'ratio':>8}{'observed':>10}{'HTTP req/s':>14}{'ratio':>8}"
+          f"{'observed':>10}{'shed':>6}")
+    for name in SIDECARS:
+        row = f"{name:<10}"
+        for kind in ("ws", "http"):
+            ratio = med[name][kind] / med["tcp"][kind]
+            share = seen[name][kind] / sent[name][kind] if sent[name][kind] else 0.0
+            row += f"{med[name][kind]:>14.0f}{ratio:>7.2f}x{share:>9.0%} "
+        print(row + f"{seen[name]['shed']:>6.0f}")
+    for name in ("full", "budget"):
+        ws_ratio = med[name]["ws"] / med["tcp"]["ws"]
+        http_ratio = med[name]["http"] / med["tcp"]["http"]
+        print(f"{name} / tcp: WebSocket {ws_ratio:.2f}x, HTTP keep-alive {http_ratio:.2f}x "
+              f"(target >= 0.8: {'met' if min(ws_ratio, http_ratio) >= 0.8 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from mcp_sidecar.addresses import HostPort
 from mcp_sidecar.config import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_CONNECT_RETRY_WINDOW_S,
+    DEFAULT_OBSERVE_CPU_SHARE,
     build_config,
     format_duration,
     load_config,
@@ -68,6 +69,7 @@ idle_timeout = "0"
     config = load_config(path)
     ui, second = config.routes
     assert config.drain_timeout_s == 10.0
+    assert config.observe_cpu_share == DEFAULT_OBSERVE_CPU_SHARE
     assert ui.listen == (HostPort("0.0.0.0", 6274), HostPort("::", 6274))
     assert ui.settings.connect_timeout_s == 0.25
     assert ui.settings.idle_timeout_s == 600
@@ -101,6 +103,8 @@ idle_timeout = "0"
         ({"defaults": {"buffer_size": 10}}, "defaults.buffer_size", "must be in 4096..16777216"),
         ({"proxy": {"drain_timeout": -1}}, "proxy.drain_timeout", "must be a finite number >= 0"),
         ({"proxy": {"drain": 1}}, "proxy.drain", "unknown key"),
+        ({"proxy": {"observe_cpu_share": 0}}, "proxy.observe_cpu_share", "greater than 0 and at most 1"),
+        ({"proxy": {"observe_cpu_share": "20%"}}, "proxy.observe_cpu_share", "expected a fraction of a CPU core"),
         ({"routes": []}, "routes", "unknown key"),
         ({"route": {"listen": "x:1"}}, "route", "expected [[route]] tables"),
         ({"route": [{"listen": [], "upstream": "h:1"}]}, "route[1].listen", "needs at least one address"),

@@ -137,3 +137,21 @@ async def test_messages_intact_while_keepalive_pings_interleave(sizes) -> None:
             assert server.messages == up and client.messages == down
             assert client.pongs == 0 and server.pongs == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
+    """Without its frame scanners the proxy knows no frame boundaries: it must
+    stop pinging, and a ping left unanswered must not condemn the connection."""
+    with trio.fail_after(20):
+        proxy, client, server = await open_pair(nursery, ws_ping_interval="20ms", ws_ping_timeout="150ms")
+        server.answer_pings = False  # our ping to the upstream stays outstanding ...
+        observation = next(iter(proxy.route().connections.values())).observation
+        await wait_until(lambda: observation.keepalive["upstream"] is not None)
+        observation._fail(RuntimeError("test: the observer gave up"))  # ... when observation stops
+        pings = (client.pings, server.pings)
+        await trio.sleep(0.5)  # over three timeouts: nothing may happen in this time
+        assert (client.pings, server.pings) == pings
+        assert proxy.route().ended == {} and proxy.route().active == 1
+        await client.send(TextMessage(data="still here"))
+        await server.send(TextMessage(data="and here"))
+        await wait_until(lambda: server.messages[-1:] == ["still here"] and client.messages[-1:] == ["and here"])

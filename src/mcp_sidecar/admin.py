@@ -118,6 +118,8 @@ def status(proxy: "Proxy") -> dict[str, Any]:
             "upstream_connect_failures": dict(rt.connector.failures),
             "bytes_client_to_upstream": c2u,
             "bytes_upstream_to_client": u2c,
+            "observer_seconds": round(rt.observation.observe_s, 6),
+            "observer_shed": rt.observation.shed,
         })
     return {
         "version": __version__,
@@ -127,6 +129,7 @@ def status(proxy: "Proxy") -> dict[str, Any]:
         "draining": proxy.draining,
         "ready": not readiness(proxy),
         "supervisor": proxy.supervisor_facts(),
+        "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
         "routes": routes,
     }
 

@@ -57,6 +57,12 @@ DEFAULT_TCP_KEEPALIVE_S = 60.0
 DEFAULT_SPLICE = True
 #: Below Kubernetes' default 30 s termination grace period.
 DEFAULT_DRAIN_TIMEOUT_S = 25.0
+#: Fraction of one CPU core in-line observation may use (budget.py); beyond
+#: it, observation is shed connection by connection and forwarding goes on at
+#: full speed.  An h11 exchange costs ~2-4x what forwarding it does, so 0.2
+#: keeps a saturated worker's forwarding rate >= 0.8 of opaque TCP while
+#: leaving room for ~1,000 observed exchanges per second.  1 never sheds.
+DEFAULT_OBSERVE_CPU_SHARE = 0.2
 #: Kernel TCP_INFO (RTT, retransmits) is sampled for every connection this
 #: often, and once more at close (Envoy's tcp_stats model).
 DEFAULT_TCP_STATS_INTERVAL_S = 10.0
@@ -206,6 +212,7 @@ class ProxyConfig:
     routes: tuple[RouteConfig, ...]
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
+    observe_cpu_share: float = DEFAULT_OBSERVE_CPU_SHARE
     admin: AdminConfig = field(default_factory=AdminConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     profile: str | None = None
@@ -254,6 +261,12 @@ def _int_in(low: int, high: int) -> Callable[[Any], int]:
         return value
 
     return parse
+
+
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"expected a fraction of a CPU core, greater than 0 and at most 1, got {value!r}")
+    return float(value)
 
 
 def _boolean(value: Any) -> bool:
@@ -327,6 +340,7 @@ _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 _PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
     "tcp_stats_interval": ("tcp_stats_interval_s", _positive_duration),
+    "observe_cpu_share": ("observe_cpu_share", _share),
 }
 _ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("listen", parse_admin_listen),
@@ -564,7 +578,8 @@ def render_toml(config: ProxyConfig) -> str:
     lines = [f"# effective configuration (source: {config.source}"]
     lines[0] += f", profile: {config.profile})" if config.profile else ")"
     lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
-              f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}", ""]
+              f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
+              f"observe_cpu_share = {config.observe_cpu_share!r}", ""]
     admin = config.admin
     lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
     if admin.token:

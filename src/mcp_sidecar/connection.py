@@ -181,8 +181,8 @@ async def _ws_keepalive(conn: Connection, rt: "RouteRuntime", csock: socket.sock
     while True:
         await trio.sleep(settings.ws_ping_interval_s)
         now = trio.current_time()
-        if observation.closing:
-            return
+        if observation.closing or observation.mode != "websocket":
+            return  # closing, or observation gave up (or was shed): frame boundaries are unknown
         for side, sock, flow in (("client", csock, conn.u2c), ("upstream", usock, conn.c2u)):
             pending = observation.keepalive[side]
             if pending is not None:

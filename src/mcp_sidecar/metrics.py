@@ -169,9 +169,17 @@ class RuntimeCollector(Collector):
         connecting = GaugeMetricFamily("mcp_sidecar_upstream_connecting",
                                        "Upstream connect attempts in flight (capped by max_connecting).",
                                        labels=["route"])
+        observe_s = CounterMetricFamily("mcp_sidecar_observer_seconds",
+                                        "Time spent observing the route's traffic in-line (one thread).",
+                                        labels=["route"])
+        shed = CounterMetricFamily("mcp_sidecar_observer_shed",
+                                   "Connections forwarded unobserved because observation was over its CPU "
+                                   "budget (observe_cpu_share).", labels=["route"])
         for rt in proxy.routes:
             name = rt.config.name
             total.add_metric([name], rt.total)
+            observe_s.add_metric([name], rt.observation.observe_s)
+            shed.add_metric([name], rt.observation.shed)
             active.add_metric([name], rt.active)
             for reason, count in sorted(rt.rejected.items()):
                 rejected.add_metric([name, reason], count)
@@ -197,7 +205,7 @@ class RuntimeCollector(Collector):
             streams.add_metric([name], tracker.streams_open + sum(
                 1 for c in rt.connections.values() if c.observation is not None and c.observation.open_stream))
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting, mcp_active, worst, progress, streams)
+                    opened, connecting, mcp_active, worst, progress, streams, observe_s, shed)
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from time import perf_counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
+from .budget import ObservationBudget
 from .logs import log
 from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
                            SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
@@ -70,7 +72,12 @@ class RouteObservation:
     metrics: "Metrics"
     tracker: McpTracker
     errors: dict[str, int] = field(default_factory=dict)
+    #: Shared by the worker's routes (proxy.py); unlimited when built alone (tests).
+    budget: ObservationBudget = field(default_factory=lambda: ObservationBudget(1.0, 0.0))
     exchanges: int = 0
+    #: Seconds spent observing this route's chunks; connections shed over the budget.
+    observe_s: float = 0.0
+    shed: int = 0
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -98,7 +105,12 @@ class Observation:
         self.route = route
         self.conn = conn
         self.clock = clock
-        self.mode = "sniff" if mode == "auto" else mode  # sniff | http | websocket | tcp | failed
+        #: sniff | http | websocket | tcp (opaque by choice) | failed (gave up) | shed (over budget)
+        self.mode = "sniff" if mode == "auto" else mode
+        if self.mode != "tcp" and not route.budget.admit(perf_counter()):
+            self.mode = "shed"
+            route.shed += 1
+            route.budget.shed += 1
         self._sniffed = bytearray()
         self.http: HttpObserver | None = HttpObserver() if self.mode == "http" else None
         self.ws: dict[str, FrameScanner] | None = None
@@ -136,38 +148,52 @@ class Observation:
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
     def _feed(self, side: str, data: Any) -> bool | bytes:
-        mode = self.mode
-        if mode in ("tcp", "failed"):
-            return bytes(self._held[side]) if self._held[side] else False
+        if self.mode in ("tcp", "failed", "shed"):  # (the other direction may have given up)
+            return self._release(side, data)
         if not data:  # EOF: release anything withheld
             held = bytes(self._held[side])
             self._held[side].clear()
             return held or True
+        started = perf_counter()
         try:
-            if mode == "sniff":
-                if side == "upstream" or not self._sniff(data):
-                    return self.mode != "tcp"
-                return True
-            now = self.clock()
-            if mode == "http":
-                assert self.http is not None
-                events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
-                self._apply(events, now)
-            elif mode == "websocket":
-                if self.keepalive[side] is None and not self._held[side]:
-                    self._frames(side, data, now)
-                else:
-                    return self._rewrite(side, data, now)
+            result = self._observe(side, data)
         except (HttpObserverError, WebSocketError, RecursionError, ValueError, KeyError, TypeError,
                 AttributeError, IndexError, AssertionError) as exc:
             self._fail(exc)
-            held = self._held[side]
-            if held:  # withheld bytes are forwarded after all, before this chunk
-                out = bytes(held) + bytes(data)
-                held.clear()
-                return out
+            return self._release(side, data)
+        ended = perf_counter()
+        route = self.route
+        route.observe_s += ended - started
+        if not route.budget.spend(ended - started, ended) and result is True and not self.rewriting:
+            self._shed()
             return False
+        return result
+
+    def _observe(self, side: str, data: Any) -> bool | bytes:
+        mode = self.mode
+        if mode == "sniff":
+            if side == "upstream" or not self._sniff(data):
+                return self.mode != "tcp"
+            return True
+        now = self.clock()
+        if mode == "http":
+            assert self.http is not None
+            events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
+            self._apply(events, now)
+        elif mode == "websocket":
+            if self.keepalive[side] is not None or self._held[side]:
+                return self._rewrite(side, data, now)
+            self._frames(side, data, now)
         return True
+
+    def _release(self, side: str, data: Any) -> bool | bytes:
+        """No more observation: forward anything withheld, then this chunk."""
+        held = self._held[side]
+        if not held:
+            return False
+        out = bytes(held) + bytes(data)
+        held.clear()
+        return out
 
     def _sniff(self, data: Any) -> bool:
         """Decide the mode from the first client bytes; True once decided."""
@@ -189,6 +215,15 @@ class Observation:
             self._sniffed.clear()
             return True
         return False  # a prefix of a method: wait for more bytes
+
+    def _shed(self) -> None:
+        """Over the CPU budget: this connection is forwarded opaque from now on."""
+        protocol = self.mode
+        self.mode = "shed"
+        self.route.shed += 1
+        self.route.budget.shed += 1
+        log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn.id, protocol=protocol,
+            budget=self.route.budget.share)
 
     def _fail(self, exc: BaseException) -> None:
         protocol = self.mode
@@ -273,8 +308,9 @@ class Observation:
 
     def keepalive_frame(self, side: str, now: float) -> bytes | None:
         """A ping frame to write to ``side`` now, or None if the stream towards it
-        is not at a frame boundary (or a ping is still unanswered)."""
-        if self.ws is None or self.keepalive[side] is not None or self.closing:
+        is not at a frame boundary (or a ping is still unanswered, or the
+        scanners stopped: without them no boundary is known)."""
+        if self.mode != "websocket" or self.ws is None or self.keepalive[side] is not None or self.closing:
             return None
         source = "upstream" if side == "client" else "client"  # frames towards side come from there
         if not self.ws[source].at_boundary or self._held[source]:

@@ -33,6 +33,7 @@ from .health import CircuitBreaker, RouteHealth, route_health, run_checks
 from .listeners import BoundListener
 from .logs import log
 from .metrics import Metrics, RouteMetrics
+from .budget import LOAD_INTERVAL_S, ObservationBudget
 from .observation import RouteObservation
 from .observe.mcp import McpTracker
 from .pump import ScratchBuffer
@@ -115,6 +116,8 @@ class Proxy:
         size = max(r.settings.buffer_bytes for r in config.routes)
         self._scratch = ScratchBuffer(size)
         self.routes: list[RouteRuntime] = []
+        #: One budget for the whole worker: observation shares its one thread.
+        self.observe_budget = ObservationBudget(config.observe_cpu_share, time.perf_counter())
         for route in config.routes:
             s = route.settings
             health = route_health(route)
@@ -128,7 +131,8 @@ class Proxy:
                     metrics=self.metrics.for_route(route.name),
                     health=health,
                     breaker=CircuitBreaker(s.breaker_failures, s.breaker_open_s),
-                    observation=RouteObservation(route.name, self.metrics, McpTracker(s.mcp_request_timeout_s)),
+                    observation=RouteObservation(route.name, self.metrics, McpTracker(s.mcp_request_timeout_s),
+                                                 budget=self.observe_budget),
                 )
             )
         #: Set by the worker when a supervisor runs it (see supervisor.py).
@@ -154,6 +158,13 @@ class Proxy:
             now = trio.current_time()
             for rt in self.routes:
                 rt.observation.outcomes(rt.observation.tracker.sweep(now))
+
+    async def _watch_load(self) -> None:
+        """The worker's CPU utilisation, for the observation budget (budget.py)."""
+        budget = self.observe_budget
+        while True:
+            budget.load(time.process_time(), time.perf_counter())
+            await trio.sleep(LOAD_INTERVAL_S)
 
     async def _sample_tcp_stats(self) -> None:
         """Envoy's tcp_stats: TCP_INFO of every open connection, periodically."""
@@ -236,6 +247,8 @@ class Proxy:
                                 acceptors.start_soon(run_checks, rt, target)
                     acceptors.start_soon(self._sample_tcp_stats)
                     acceptors.start_soon(self._sweep_mcp)
+                    if not self.observe_budget.unlimited:
+                        acceptors.start_soon(self._watch_load)
                     task_status.started()
                     await self._drain_requested.wait()
                     acceptors.cancel_scope.cancel()

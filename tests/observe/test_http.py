@@ -168,7 +168,8 @@ def test_a_declined_upgrade_leaves_the_connection_http() -> None:
 def test_informational_responses_and_connect_tunnels() -> None:
     observer = HttpObserver()
     observer.feed_client(b"POST /mcp HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}", 0.0)
-    events = observer.feed_upstream(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", 1.0)
+    events = observer.feed_upstream(b"HTTP/1.1 100 Continue\r\n\r\n"
+                                    b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", 1.0)
     assert exchanges(events) == [("POST", "/mcp", 202, 0)]
     observer.feed_client(b"CONNECT example:443 HTTP/1.1\r\nHost: example:443\r\n\r\n\x16\x03", 2.0)
     events = observer.feed_upstream(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03", 3.0)

@@ -1,0 +1,86 @@
+"""The observation CPU budget (a token bucket, sans-io: times passed in),
+and what the proxy does when it runs out: forward unobserved, count it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from mcp_sidecar.budget import ObservationBudget
+from mcp_sidecar.demo import serve_http
+
+from .conftest import connect, receive_all, route_doc, start_proxy, wait_until
+
+
+def test_nothing_is_shed_while_the_worker_has_spare_cpu() -> None:
+    budget = ObservationBudget(0.25, now=0.0)
+    budget.load(cpu_s=10.0, wall_s=0.0)
+    budget.load(cpu_s=10.5, wall_s=1.0)  # 50 % busy: headroom
+    assert budget.utilization == 0.5 and not budget.pressure
+    assert budget.spend(0.9, 1.0) and budget.admit(1.0)  # far over the share, and yet
+    assert budget.level_s == 0.0  # no debt accrues: observation used idle time
+    budget.load(cpu_s=11.45, wall_s=2.0)  # 95 % busy: saturated
+    assert budget.pressure
+    assert not budget.spend(0.3, 2.0)  # 250 ms refilled, 300 ms spent: shed
+
+
+def test_under_pressure_the_bucket_refills_at_its_share_up_to_a_burst() -> None:
+    budget = ObservationBudget(0.25, now=100.0, burst_window_s=1.0)  # 250 ms of observation per second
+    budget.pressure = True
+    assert budget.capacity_s == 0.25 and budget.admit(100.0)
+    assert budget.spend(0.2, 100.0)  # within the burst
+    assert not budget.spend(0.1, 100.0)  # 50 ms in debt
+    assert not budget.admit(100.1)  # refilled 25 ms: still in debt
+    assert budget.admit(100.3)  # refilled 75 ms: 25 ms available
+    assert budget.spend(0.01, 100.3) and budget.spent_s == pytest.approx(0.31)
+    # A long idle spell refills to the burst, never beyond it.
+    budget.spend(0.0, 1000.0)
+    assert budget.level_s == pytest.approx(0.25)
+    facts = budget.as_json(1000.0)
+    assert facts["cpu_share"] == 0.25 and facts["pressure"] is True and facts["available_s"] == 0.25
+
+
+def test_a_whole_core_never_sheds() -> None:
+    budget = ObservationBudget(1.0, now=0.0)
+    budget.pressure = True
+    assert budget.spend(50.0, 0.0) and budget.admit(0.0)
+    assert budget.spent_s == 50.0
+    with pytest.raises(ValueError):
+        ObservationBudget(0.0, now=0.0)
+
+
+async def test_over_budget_connections_are_forwarded_unobserved_and_counted(nursery) -> None:
+    """Under CPU pressure, with almost no budget, the first chunk observed puts observation in debt:
+    that connection is shed mid-stream and the next one is never observed, yet
+    every byte of every exchange arrives, and no observer error is counted."""
+    with trio.fail_after(10):
+        http = await nursery.start(serve_http, "127.0.0.1", 0)
+        doc = route_doc(f"127.0.0.1:{http}")
+        doc["proxy"] = {"observe_cpu_share": 1e-9}  # a burst of 1 ns: less than any exchange costs
+        proxy = await start_proxy(nursery, doc)
+        budget = proxy.proxy.observe_budget
+        budget.pressure_utilization = 0.0  # the test's worker counts as saturated, however idle
+        await wait_until(lambda: budget.pressure)
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
+        post = (b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        replies = []
+        for _ in range(2):  # two connections, two exchanges each (the last one closes)
+            stream = await connect(proxy.port())
+            await stream.send_all(post + post.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+            replies.append(await receive_all(stream))
+            await stream.aclose()
+        for reply in replies:
+            assert reply.count(b"HTTP/1.1 200 ") == 2 and reply.count(b'"result"') == 2
+        await wait_until(lambda: proxy.route().active == 0)
+        registry = proxy.proxy.metrics.registry
+        assert registry.get_sample_value("mcp_sidecar_observer_shed_total", {"route": "r"}) == 2
+        assert (registry.get_sample_value("mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "http"})
+                or 0) == 0
+        # The first connection's requests were read, then it was shed: no exchange completed.
+        assert registry.get_sample_value("mcp_sidecar_http_requests_total",
+                                         {"route": "r", "method": "POST", "status": "200"}) is None
+        assert registry.get_sample_value("mcp_sidecar_observer_seconds_total", {"route": "r"}) > 0
+        assert proxy.proxy.observe_budget.shed == 2
