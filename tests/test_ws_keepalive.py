@@ -155,3 +155,29 @@ async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
         await client.send(TextMessage(data="still here"))
         await server.send(TextMessage(data="and here"))
         await wait_until(lambda: server.messages[-1:] == ["still here"] and client.messages[-1:] == ["and here"])
+
+
+async def test_bytes_held_for_a_pong_are_released_in_order_when_the_other_side_gives_up() -> None:
+    """A pong header withheld (it may answer our keepalive) must reach its
+    destination, followed by the chunk in hand, if observation stops meanwhile."""
+    import socket
+
+    from mcp_sidecar.connection import Connection
+    from mcp_sidecar.metrics import Metrics
+    from mcp_sidecar.observation import Observation, RouteObservation
+    from mcp_sidecar.observe.mcp import McpTracker
+
+    with trio.fail_after(5), socket.socket() as sock:
+        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), Connection("r", "c", sock), "http")
+        client, upstream = observation.client_direction, observation.upstream_direction
+        assert client.feed(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        assert upstream.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        assert observation.mode == "websocket"
+        observation.keepalive["client"] = (b"mcp-sidecar:" + b"0" * 20, trio.current_time())
+        frame = b"\x8a\xa0" + b"\x00\x00\x00\x00" + b"somebody-else's-pong-32-bytes..."  # masked, zero key
+        assert len(frame) == 6 + 32
+        assert client.rewriting and client.feed(frame[:6]) == b""  # could be ours: held
+        assert upstream.feed(b"\x83\x00") is False  # a reserved opcode: the upstream side gives up
+        assert observation.mode == "failed"
+        assert client.feed(frame[6:] + b"next") == frame + b"next"
+        assert client.feed(b"more") is False  # nothing held any more: plain forwarding
