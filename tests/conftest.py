@@ -67,6 +67,9 @@ async def start_proxy(nursery: trio.Nursery, document: dict[str, Any], *, admin:
     """Bind and serve ``document`` (a config dict) in ``nursery``; with
     ``admin``, also its admin endpoint on a free loopback port."""
     document = dict(document)
+    # Observation is never shed unless a test asks for a budget: a busy test
+    # process would otherwise count as a saturated worker (budget.py).
+    document["proxy"] = {"observe_cpu_share": 1.0, **document.get("proxy", {})}
     document.setdefault("admin", {})
     document["admin"] = {"listen": "127.0.0.1:0", **document["admin"]}
     config = build_config(document, source="test")
