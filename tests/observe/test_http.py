@@ -196,3 +196,25 @@ def test_bytes_after_connection_close_and_unbounded_pipelines_are_refused() -> N
     observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 0.0)
     with pytest.raises(HttpObserverError, match="upgrade"):
         observer.feed_client(b"x" * (MAX_BUFFERED_BYTES + 1), 0.0)
+
+
+PIPELINE: list[tuple[str, bytes]] = [
+    # Three requests at once (one with a chunked body), then their answers at once:
+    # a JSON reply, an SSE stream that ends, a HEAD with a Content-Length and no body.
+    ("client", SCRIPT[0][1] + SCRIPT[2][1] + b"HEAD /mcp HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("upstream", SCRIPT[1][1] + SCRIPT[3][1] + b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 20\r\n\r\n"),
+]
+PIPELINE_EXPECTED = run(PIPELINE, [[], []])
+
+
+def test_pipelined_conversation() -> None:
+    assert [e[:4] for e in PIPELINE_EXPECTED if e[0] == "exchange"] == [
+        ("exchange", "POST", "/mcp", 200), ("exchange", "POST", "/mcp", 200), ("exchange", "HEAD", "/mcp", 405)]
+    assert [(e[1], e[4]) for e in PIPELINE_EXPECTED if e[0] == "jsonrpc"] == [
+        ("client", "http"), ("client", "http"), ("upstream", "http"), ("upstream", "sse")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0), max_size=12), min_size=2, max_size=2))
+def test_pipelined_events_do_not_depend_on_chunking(cuts) -> None:
+    assert run(PIPELINE, cuts) == PIPELINE_EXPECTED
