@@ -146,7 +146,10 @@ async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
         proxy, client, server = await open_pair(nursery, ws_ping_interval="20ms", ws_ping_timeout="150ms")
         server.answer_pings = False  # our ping to the upstream stays outstanding ...
         observation = next(iter(proxy.route().connections.values())).observation
-        await wait_until(lambda: observation.keepalive["upstream"] is not None)
+        # Every ping written so far has arrived: the upstream's one (never answered, so the
+        # only one), and the client's (each answered before the next is sent; none out now).
+        await wait_until(lambda: server.pings == 1 and observation.keepalive["upstream"] is not None
+                         and observation.keepalive["client"] is None and client.pings >= 1)
         observation._fail(RuntimeError("test: the observer gave up"))  # ... when observation stops
         pings = (client.pings, server.pings)
         await trio.sleep(0.5)  # over three timeouts: nothing may happen in this time
