@@ -21,7 +21,7 @@ The upstreams are blocking threads in a separate process (the WebSocket one
 speaks wsproto) pinned to the other core, so they are not the bottleneck.
 Target (issue #5): >= 0.8.
 
-Usage: scripts/bench observation [--seconds S] [--repeat N]
+Usage: scripts/bench observation [--seconds S] [--repeat N]   (default: 5 rounds of 2 s, median)
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ SIDECARS = {"tcp": ("tcp", None), "full": ("auto", 1.0), "budget": ("auto", None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     _pin(0)
     queue: multiprocessing.Queue = multiprocessing.Queue()
@@ -225,8 +225,11 @@ def main() -> None:
     rates: dict[str, dict[str, list[float]]] = {name: {"ws": [], "http": []} for name in sidecars}
     sent: dict[str, dict[str, int]] = {name: {"ws": 0, "http": 0} for name in sidecars}
     try:
-        for _ in range(args.repeat):
-            for name, (_, listen, _) in sidecars.items():
+        names = list(sidecars)
+        for i in range(args.repeat):
+            # Rotate the order each round: the machine's drift lands on every sidecar alike.
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                listen = sidecars[name][1]
                 for kind, measure in (("ws", ws_rate), ("http", http_rate)):
                     rate, count = measure(listen[kind], args.seconds)
                     rates[name][kind].append(rate)
