@@ -14,6 +14,12 @@ Rules this module keeps:
   speaking first) is opaque TCP.  ``"tcp"`` never observes.
 * Everything here runs per chunk of observed connections only; opaque TCP
   pays one ``is not None`` test per chunk.
+* Each observed chunk's cost is measured and charged to the worker's
+  ``ObservationBudget`` (budget.py).  While the worker is saturated and the
+  budget is spent, the connection is shed: mode ``shed``, counted in
+  ``mcp_sidecar_observer_shed_total{route}``, forwarded opaque from then on
+  (never while the keepalive may still rewrite a chunk); new connections are
+  shed at birth.  Whatever stops observation also stops the keepalive.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from time import perf_counter
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable
 
 import trio
@@ -108,9 +114,7 @@ class Observation:
         #: sniff | http | websocket | tcp (opaque by choice) | failed (gave up) | shed (over budget)
         self.mode = "sniff" if mode == "auto" else mode
         if self.mode != "tcp" and not route.budget.admit(perf_counter()):
-            self.mode = "shed"
-            route.shed += 1
-            route.budget.shed += 1
+            self._shed()
         self._sniffed = bytearray()
         self.http: HttpObserver | None = HttpObserver() if self.mode == "http" else None
         self.ws: dict[str, FrameScanner] | None = None
