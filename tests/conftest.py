@@ -116,6 +116,15 @@ async def receive_all(stream: trio.abc.ReceiveStream) -> bytes:
     return bytes(data)
 
 
+async def echo_roundtrip(port: int, host: str = "127.0.0.1", message: bytes = b"ping") -> bytes:
+    """Send ``message`` through ``port``, half-close, return all that comes back."""
+    stream = await connect(port, host)
+    async with stream:
+        await stream.send_all(message)
+        await stream.send_eof()
+        return await receive_all(stream)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:

@@ -15,7 +15,7 @@ from mcp_sidecar.demo import serve_echo
 from mcp_sidecar.httpclient import request
 from mcp_sidecar.netinfo import nonloopback_addresses
 
-from .conftest import ROOT, connect, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from .conftest import ROOT, connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
 SECRET = "Zs3cr3tT0kenValue0123456789"
 
@@ -67,11 +67,7 @@ async def test_metrics_parse_and_move_with_traffic(nursery, echo_port: int) -> N
         assert ("process_cpu_seconds_total", ()) in before  # the standard process collector
 
         for payload in (b"a" * 1000, b"b" * 2345):
-            stream = await connect(proxy.port())
-            await stream.send_all(payload)
-            await stream.send_eof()
-            assert await receive_all(stream) == payload
-            await stream.aclose()
+            assert await echo_roundtrip(proxy.port(), message=payload) == payload
         await wait_until(lambda: proxy.route().active == 0)
 
         after = samples((await get(proxy.admin_port, "/metrics")).body.decode())

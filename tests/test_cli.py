@@ -91,15 +91,18 @@ def test_demo_self_check_passes() -> None:
     assert '"event":"connection.closed"' in result.stderr
 
 
+async def forwarding_process(nursery, proxy_process, drain_timeout: str):
+    """An unsupervised ``proxyctl run`` in front of an echo server, and its route's port."""
+    echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+    proc = proxy_process("run", "--no-supervise", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
+                         "--drain-timeout", drain_timeout, "--admin", "127.0.0.1:0", "--log-format", "json")
+    await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
+    return proc, proc.route_port("route-1")
+
+
 async def test_sigterm_drains_open_connection_then_exits_0(nursery, proxy_process) -> None:
     with trio.fail_after(30):
-        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proc = proxy_process("run", "--no-supervise", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
-                             "--drain-timeout", "20s",
-                             "--admin", "127.0.0.1:0",
-                             "--log-format", "json")
-        await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
-        port = proc.route_port("route-1")
+        proc, port = await forwarding_process(nursery, proxy_process, "20s")
         conn = await connect(port)
         await conn.send_all(b"before")
         assert await receive_exactly(conn, 6) == b"before"
@@ -119,13 +122,8 @@ async def test_sigterm_drains_open_connection_then_exits_0(nursery, proxy_proces
 
 async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process) -> None:
     with trio.fail_after(30):
-        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proc = proxy_process("run", "--no-supervise", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
-                             "--drain-timeout", "60s",
-                             "--admin", "127.0.0.1:0",
-                             "--log-format", "json")
-        await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
-        conn = await connect(proc.route_port("route-1"))
+        proc, port = await forwarding_process(nursery, proxy_process, "60s")
+        conn = await connect(port)
         await conn.send_all(b"x")
         assert await receive_exactly(conn, 1) == b"x"
         proc.signal(signal.SIGINT)

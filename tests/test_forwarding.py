@@ -15,6 +15,7 @@ from mcp_sidecar.demo import serve_echo
 from .conftest import (
     ScriptedUpstream,
     connect,
+    echo_roundtrip,
     free_port,
     ipv6_loopback_available,
     receive_all,
@@ -199,14 +200,6 @@ async def test_upstream_reset_reaches_client_as_reset(nursery, scripted_upstream
                 pass
         await wait_until(lambda: proxy.route().active == 0)
         assert proxy.route().ended == {"upstream_reset": 1}
-
-
-async def echo_roundtrip(port: int, host: str = "127.0.0.1", message: bytes = b"ping") -> bytes:
-    stream = await connect(port, host)
-    async with stream:
-        await stream.send_all(message)
-        await stream.send_eof()
-        return await receive_all(stream)
 
 
 @pytest.mark.parametrize("upstream_host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])

@@ -14,7 +14,7 @@ from mcp_sidecar.demo import serve_echo, serve_http, serve_ws
 from mcp_sidecar.health import CircuitBreaker, UpstreamHealth
 from mcp_sidecar.httpclient import request
 
-from .conftest import connect, free_port, receive_all, route_doc, run_proxyctl, start_proxy, wait_until
+from .conftest import connect, echo_roundtrip, free_port, route_doc, run_proxyctl, start_proxy, wait_until
 
 A = HostPort("127.0.0.1", 1)
 
@@ -98,11 +98,7 @@ async def test_breaker_answers_http_503_fast_and_recovers(nursery) -> None:
 
         await nursery.start(serve_echo, "127.0.0.1", port)  # the upstream returns
         await wait_until(lambda: trio.current_time() >= rt.breaker.open_until)  # open period over
-        stream = await connect(proxy.port())
-        await stream.send_all(b"probe")
-        await stream.send_eof()
-        assert await receive_all(stream) == b"probe"  # the probe client is served ...
-        await stream.aclose()
+        assert await echo_roundtrip(proxy.port(), message=b"probe") == b"probe"  # the probe client is served ...
         assert rt.breaker.state == "closed"  # ... and closes the breaker
         ready = await request("127.0.0.1", proxy.admin_port, "/readyz")
         assert ready.status == 200
@@ -137,11 +133,7 @@ async def test_ordered_failover_and_failback(nursery) -> None:
         rt = proxy.route()
 
         async def roundtrip() -> None:
-            stream = await connect(proxy.port())
-            await stream.send_all(b"x")
-            await stream.send_eof()
-            assert await receive_all(stream) == b"x"
-            await stream.aclose()
+            assert await echo_roundtrip(proxy.port(), message=b"x") == b"x"
 
         await roundtrip()  # the first is down: the second serves, no client error
         assert rt.connector.connected_to == {f"127.0.0.1:{second}": 1}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mcp_sidecar.demo import serve_echo, serve_http, serve_ws
 from mcp_sidecar.httpclient import request
 
-from .conftest import connect, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from .conftest import connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
 
 def sample(proxy, name: str, **labels) -> float:
@@ -177,11 +177,7 @@ async def test_malformed_http_is_forwarded_unchanged_and_counted(nursery, echo_p
     with trio.fail_after(10):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"))
         garbage = b"GET / HTTP/1.1\r\nthis is not a header\r\n\r\n\x00\xff" * 3
-        stream = await connect(proxy.port())
-        await stream.send_all(garbage)
-        await stream.send_eof()
-        assert await receive_all(stream) == garbage
-        await stream.aclose()
+        assert await echo_roundtrip(proxy.port(), message=garbage) == garbage
         await wait_until(lambda: proxy.route().active == 0)
         assert sample(proxy, "mcp_sidecar_observer_errors_total", protocol="http") == 1
 

@@ -12,15 +12,11 @@ import trio
 
 from mcp_sidecar.demo import serve_echo
 
-from .conftest import connect, receive_all, receive_exactly, run_proxyctl, write_config
+from .conftest import connect, echo_roundtrip, receive_all, receive_exactly, run_proxyctl, write_config
 
 
 async def echo_once(port: int, payload: bytes = b"x" * 100) -> None:
-    stream = await connect(port)
-    async with stream:
-        await stream.send_all(payload)
-        await stream.send_eof()
-        assert await receive_all(stream) == payload
+    assert await echo_roundtrip(port, message=payload) == payload
 
 
 async def wait_status(sup, predicate, timeout: float = 15.0) -> dict:

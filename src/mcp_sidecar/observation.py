@@ -77,10 +77,8 @@ class RouteObservation:
     route: str
     metrics: "Metrics"
     tracker: McpTracker
-    errors: dict[str, int] = field(default_factory=dict)
     #: Shared by the worker's routes (proxy.py); unlimited when built alone (tests).
     budget: ObservationBudget = field(default_factory=lambda: ObservationBudget(1.0, 0.0))
-    exchanges: int = 0
     #: Seconds spent observing this route's chunks; connections shed over the budget.
     observe_s: float = 0.0
     shed: int = 0
@@ -232,7 +230,6 @@ class Observation:
     def _fail(self, exc: BaseException) -> None:
         protocol = self.mode
         self.mode = "failed"
-        self.route.errors[protocol] = self.route.errors.get(protocol, 0) + 1
         self.route.metrics.observer_errors.labels(self.route.route, protocol).inc()
         log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn.id, protocol=protocol,
             error=str(exc)[:200])
@@ -253,7 +250,6 @@ class Observation:
                     self.sse_stats["started"] = now
             elif isinstance(event, ExchangeDone):
                 ex = event.exchange
-                self.route.exchanges += 1
                 self.open_stream = False
                 self.http_stats["exchanges"] += 1
                 self.http_stats["last"] = ex  # rendered when asked (connection_facts)
