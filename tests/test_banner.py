@@ -10,7 +10,7 @@ from mcp_sidecar.proxy import Proxy
 
 def _proxy(profile: str) -> Proxy:
     """The profile's routes, bound on loopback port 0 instead of their ports."""
-    config = build_config(profile=profile)
+    config = build_config(profile=profile, dangerously_expose_unprotected=True)
     routes = tuple(
         replace(r, listen=tuple(replace(a, host="127.0.0.1", port=0) for a in r.listen)) for r in config.routes
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -133,3 +134,56 @@ async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process
         assert await conn.receive_some(10) == b""
         await conn.aclose()
         assert any('"end":"drain_timeout"' in l for l in proc.log_lines)
+
+
+def test_inspector_v2_profile_refuses_beyond_loopback_and_starts_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    result = run_proxyctl("run", "--profile", "inspector-v2", "--state-dir", str(state))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("proxyctl: error: --profile inspector-v2: refusing to listen beyond loopback "
+                           "(@nonloopback:6274, @nonloopback:6275): Inspector v2 serves its API token")
+    assert "ssh -L 6274:localhost:6274" in line and line.endswith(
+        "or pass --dangerously-expose-unprotected on a trusted network")
+    assert not state.exists()  # no state directory, no PID file, nothing bound
+    assert run_proxyctl("config", "show", "--profile", "inspector-v2").returncode == 2
+    # v1 is not guarded: its token never appears in a page and its proxy checks Origin.
+    shown = run_proxyctl("config", "show", "--profile", "inspector-v1")
+    assert shown.returncode == 0, shown.stderr
+
+
+def _profile_ports_free() -> bool:
+    from mcp_sidecar.netinfo import nonloopback_addresses
+
+    hosts = nonloopback_addresses()
+    for host in hosts:
+        for port in (6274, 6275):
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    return False
+    return bool(hosts)
+
+
+async def test_inspector_v2_exposed_explicitly_warns_everywhere(supervised) -> None:
+    if not _profile_ports_free():
+        pytest.skip("needs a non-loopback address with ports 6274 and 6275 free (the profile's fixed ports)")
+    from mcp_sidecar.httpclient import request
+
+    expected = ("route inspector-ui listens beyond loopback without protection (--dangerously-expose-unprotected): "
+                "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs "
+                "commands on this host")
+    with trio.fail_after(30):
+        sup = supervised([], None, None, "--profile", "inspector-v2", "--dangerously-expose-unprotected")
+        await trio.to_thread.run_sync(sup.process.wait_for_line, f"WARNING: {expected}")
+        log = await trio.to_thread.run_sync(sup.process.wait_for_log, '"event":"exposure.unprotected"')
+        assert '"level":"warning"' in log and expected in log
+        status = await trio.to_thread.run_sync(sup.status)
+        assert expected in status["warnings"]
+        text = run_proxyctl("status", "--state-dir", str(sup.state_dir))
+        assert f"  WARNING: {expected}" in text.stdout.splitlines()
+        admin = status["admin"].rsplit(":", 1)
+        reply = await request(admin[0], int(admin[1]), "/api/status")
+        assert expected in json.loads(reply.body)["warnings"]

@@ -11,6 +11,7 @@ from mcp_sidecar.config import (
     DEFAULT_CONNECT_RETRY_WINDOW_S,
     DEFAULT_OBSERVE_CPU_SHARE,
     build_config,
+    exposure_warnings,
     format_duration,
     load_config,
     parse_duration,
@@ -28,12 +29,49 @@ def test_default_is_inspector_v1_on_nonloopback_addresses() -> None:
     ]
 
 
-def test_inspector_v2_profile() -> None:
-    config = build_config(profile="inspector-v2")
+def test_inspector_v2_profile_refuses_to_listen_beyond_loopback() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config(profile="inspector-v2")
+    assert err.value.exit_code == 2
+    assert str(err.value) == (
+        "--profile inspector-v2: refusing to listen beyond loopback (@nonloopback:6274, @nonloopback:6275): "
+        "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs commands on "
+        "this host; reach it through an SSH tunnel to loopback "
+        "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 THIS_HOST), "
+        "or pass --dangerously-expose-unprotected on a trusted network"
+    )
+
+
+def test_inspector_v2_profile_exposed_on_explicit_request() -> None:
+    config = build_config(profile="inspector-v2", dangerously_expose_unprotected=True)
     assert [(r.name, r.listen[0].port, r.upstream.port) for r in config.routes] == [
         ("inspector-ui", 6274, 6274),
         ("inspector-sandbox", 6275, 6275),
     ]
+    assert config.dangerously_expose_unprotected
+    assert exposure_warnings(config) == [
+        f"route {name} listens beyond loopback without protection (--dangerously-expose-unprotected): "
+        "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs commands on "
+        "this host" for name in ("inspector-ui", "inspector-sandbox")
+    ]
+    assert tomllib.loads(render_toml(config))["proxy"]["dangerously_expose_unprotected"] is True
+    # The same from the [proxy] table of a file.
+    from_file = build_config({"proxy": {"dangerously_expose_unprotected": True}}, profile="inspector-v2")
+    assert exposure_warnings(from_file) == exposure_warnings(config)
+
+
+def test_inspector_v1_profile_is_not_guarded() -> None:
+    for expose in (False, True):
+        config = build_config(profile="inspector-v1", dangerously_expose_unprotected=expose)
+        assert [r.name for r in config.routes] == ["inspector-ui", "inspector-proxy"]
+        assert exposure_warnings(config) == []
+    assert exposure_warnings(build_config(forwards=("0.0.0.0:7000:localhost:8000",),
+                                          dangerously_expose_unprotected=True)) == []
+
+
+def test_expose_option_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigError, match=r"proxy.dangerously_expose_unprotected: expected true or false"):
+        build_config({"proxy": {"dangerously_expose_unprotected": "yes"}})
 
 
 def test_forwards_replace_default_profile() -> None:

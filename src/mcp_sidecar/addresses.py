@@ -41,6 +41,21 @@ class HostPort:
         return True
 
 
+def beyond_loopback(host: str) -> bool:
+    """Whether listening on ``host`` may accept clients from other hosts.
+
+    Loopback IP literals and ``localhost`` (RFC 6761: always loopback) stay
+    on this host; ``@nonloopback``, wildcards, other IP literals and any
+    other name (it may resolve anywhere) do not.
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True
+
+
 def bracket(host: str) -> str:
     """``::1`` -> ``[::1]``; names and IPv4 are returned unchanged."""
     return f"[{host}]" if ":" in host else host

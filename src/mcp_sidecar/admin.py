@@ -41,7 +41,7 @@ import trio
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__
-from .config import AdminConfig
+from .config import AdminConfig, exposure_warnings
 from .dashboard import PAGE
 from .logs import log
 from .redact import redact_target
@@ -128,6 +128,7 @@ def status(proxy: "Proxy") -> dict[str, Any]:
         "started_unix": proxy.started_unix,
         "draining": proxy.draining,
         "ready": not readiness(proxy),
+        "warnings": exposure_warnings(proxy.config),
         "supervisor": proxy.supervisor_facts(),
         "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
         "routes": routes,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 
 from .addresses import bracket
-from .config import ProxyConfig
+from .config import ProxyConfig, exposure_warnings
 from .listeners import BoundListener
 
 
@@ -32,6 +32,11 @@ def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str
         bound = ", ".join(str(l.address) for l in listeners if l.route.name == route.name)
         lines.append(f"route {route.name:<{width}}  {bound} -> {route.upstream_text}")
     return lines
+
+
+def warning_lines(config: ProxyConfig) -> list[str]:
+    """What is exposed without protection because the operator said so."""
+    return [f"WARNING: {warning}" for warning in exposure_warnings(config)]
 
 
 def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:

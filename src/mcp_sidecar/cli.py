@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import resource
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,16 +24,19 @@ import trio
 from . import __version__, logs
 from .addresses import HostPort
 from .admin import AdminServer
-from .banner import admin_lines, inspector_lines, route_lines
-from .config import (PROFILES, ProxyConfig, build_config, load_config, load_config_file, parse_admin_listen,
-                     parse_duration, render_toml)
+from .banner import admin_lines, inspector_lines, route_lines, warning_lines
+from .config import (EXPOSE_OPTION, PROFILES, ProxyConfig, build_config, exposure_warnings, load_config,
+                     load_config_file, parse_admin_listen, parse_duration, render_toml)
 from .control import NotRunning, send_command
 from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, ConfigError, LocalError, SidecarError
 from .listeners import bind_everything
+from .logs import log
 from .proxy import Proxy
 from .statedir import STATE_DIR_ENV, Counters, default_state_dir, ensure_state_dir, inspect_pid_file
 from .supervisor import Supervisor, run_supervised
 from .worker import run_worker
+
+logger = logging.getLogger("mcp_sidecar.cli")
 
 
 def _sidecar_error(exc: BaseException) -> SidecarError | None:
@@ -97,13 +101,37 @@ route_options = [
                  help="Forward a port, ssh -L syntax; repeatable. IPv6 in brackets."),
     click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
                  help="Predefined routes (default when nothing else is given: inspector-v1)."),
+    click.option(EXPOSE_OPTION, "expose_unprotected", is_flag=True,
+                 help="Let the inspector-v2 profile listen beyond loopback without protection: anyone who "
+                      "reaches it can run commands on this host. For a trusted network only."),
 ]
 
 
+@dataclass(frozen=True)
+class RouteSource:
+    """Where the routes come from: the route options of one command line."""
+
+    config_path: str | None
+    forwards: tuple[str, ...]
+    profile: str | None
+    expose_unprotected: bool
+
+    def load(self) -> ProxyConfig:
+        return load_config(self.config_path, forwards=self.forwards, profile=self.profile,
+                           dangerously_expose_unprotected=self.expose_unprotected)
+
+
 def with_route_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the route options; the command receives them as ``routes: RouteSource``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, forwards: tuple[str, ...], profile: str | None,
+                expose_unprotected: bool, **kwargs: Any) -> Any:
+        return func(*args, routes=RouteSource(config_path, forwards, profile, expose_unprotected), **kwargs)
+
     for option in reversed(route_options):
-        func = option(func)
-    return func
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,16 +161,17 @@ def _state_dir(value: Path | None) -> Path:
 @state_dir_option
 @with_log_options
 @reports_errors
-def run(config_path: str | None, forwards: tuple[str, ...], profile: str | None, drain_timeout: str | None,
-        admin_listen: str | None, supervise: bool, state_dir: Path | None, log_format: str, log_level: str) -> None:
+def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None, supervise: bool,
+        state_dir: Path | None, log_format: str, log_level: str) -> None:
     """Forward every route until SIGTERM/SIGINT, then drain and exit 0."""
 
     def load() -> ProxyConfig:
-        return apply_overrides(load_config(config_path, forwards=forwards, profile=profile),
-                               drain_timeout=drain_timeout, admin_listen=admin_listen)
+        return apply_overrides(routes.load(), drain_timeout=drain_timeout, admin_listen=admin_listen)
 
     config = load()
     logs.configure(log_format, log_level)
+    for warning in exposure_warnings(config):
+        log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
     raise_fd_limit()
     if supervise:
         directory = ensure_state_dir(_state_dir(state_dir))
@@ -167,7 +196,7 @@ def run(config_path: str | None, forwards: tuple[str, ...], profile: str | None,
 
 def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
     _echo_lines([f"mcp-sidecar {__version__} forwarding ({who})", *route_lines(config, listeners),
-                 *admin_lines(admin), *inspector_lines(config, listeners)])
+                 *admin_lines(admin), *inspector_lines(config, listeners), *warning_lines(config)])
 
 
 def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
@@ -273,9 +302,9 @@ def config_validate(file: str) -> None:
 @config.command("show")
 @with_route_options
 @reports_errors
-def config_show(config_path: str | None, forwards: tuple[str, ...], profile: str | None) -> None:
+def config_show(routes: RouteSource) -> None:
     """Print the effective configuration, defaults filled in, as TOML."""
-    click.echo(render_toml(load_config(config_path, forwards=forwards, profile=profile)), nl=False)
+    click.echo(render_toml(routes.load()), nl=False)
 
 
 @cli.command()
@@ -285,8 +314,7 @@ def config_show(config_path: str | None, forwards: tuple[str, ...], profile: str
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--timeout", default="5s", show_default=True, metavar="DURATION", help="Bound on each step.")
 @reports_errors
-def check(target: str | None, config_path: str | None, forwards: tuple[str, ...], profile: str | None,
-          state_dir: Path | None, as_json: bool, timeout: str) -> None:
+def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_json: bool, timeout: str) -> None:
     """Diagnose a route (through the proxy and directly) or a URL.
 
     TARGET is a route name of the configuration (default: every route) or a
@@ -306,14 +334,14 @@ def check(target: str | None, config_path: str | None, forwards: tuple[str, ...]
         except ValueError as exc:
             raise ConfigError("check", "TARGET", str(exc)) from None
     else:
-        config = load_config(config_path, forwards=forwards, profile=profile)
-        routes = [r for r in config.routes if target is None or r.name == target]
-        if not routes:
+        config = routes.load()
+        chosen = [r for r in config.routes if target is None or r.name == target]
+        if not chosen:
             raise ConfigError("check", "TARGET", f"no route {target!r} (routes: "
                                                  f"{', '.join(r.name for r in config.routes)})")
         live = _live_listen_addresses(_state_dir(state_dir))
         reports = [trio.run(check_route, r.name, _through(r, live), r.upstreams, r.settings.health_check,
-                            r.settings.health_path, timeout_s) for r in routes]
+                            r.settings.health_path, timeout_s) for r in chosen]
     if as_json:
         click.echo(json.dumps([r.as_json() for r in reports], indent=1))
     else:
@@ -420,6 +448,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
                        f"total {route['connections_total']}")
         for problem in reply["problems"]:
             click.echo(f"  problem: {problem}")
+        for warning in reply.get("warnings", []):
+            click.echo(f"  WARNING: {warning}")
         _echo_counters(reply["counters"])
     sys.exit(0 if reply["healthy"] else 1)
 

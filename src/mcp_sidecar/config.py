@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
+from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, beyond_loopback, parse_forward, parse_hostport
 from .errors import ConfigError
 
 # --- defaults, with their units -------------------------------------------------
@@ -124,6 +124,23 @@ PROFILES: dict[str, list[dict[str, Any]]] = {
     ],
 }
 DEFAULT_PROFILE = "inspector-v1"
+#: Profiles whose upstream hands out a credential to whoever loads its page:
+#: they do not listen beyond loopback unless the operator says, loudly, that
+#: the network is trusted (``dangerously_expose_unprotected``).  Inspector v2
+#: writes its API token into the ``index.html`` it serves to anyone and
+#: accepts API calls without an ``Origin``; the token starts processes on
+#: the host.  (v1 never puts its token in the page, and its proxy checks the
+#: token and ``Origin``.)
+PROFILE_RISKS: dict[str, str] = {
+    "inspector-v2": "Inspector v2 serves its API token in its page to anyone who loads it, "
+                    "and that token runs commands on this host",
+}
+#: What to do instead, per guarded profile.
+PROFILE_ALTERNATIVES: dict[str, str] = {
+    "inspector-v2": "reach it through an SSH tunnel to loopback "
+                    "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 THIS_HOST)",
+}
+EXPOSE_OPTION = "--dangerously-expose-unprotected"
 
 
 # --- the validated model ----------------------------------------------------------
@@ -213,6 +230,9 @@ class ProxyConfig:
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
     observe_cpu_share: float = DEFAULT_OBSERVE_CPU_SHARE
+    #: Let a guarded profile (PROFILE_RISKS) listen beyond loopback anyway:
+    #: for a trusted network only; warned about at start and in every status.
+    dangerously_expose_unprotected: bool = False
     admin: AdminConfig = field(default_factory=AdminConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     profile: str | None = None
@@ -341,6 +361,7 @@ _PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
     "tcp_stats_interval": ("tcp_stats_interval_s", _positive_duration),
     "observe_cpu_share": ("observe_cpu_share", _share),
+    "dangerously_expose_unprotected": ("dangerously_expose_unprotected", _boolean),
 }
 _ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("listen", parse_admin_listen),
@@ -472,15 +493,19 @@ def build_config(
     source: str = "<defaults>",
     forwards: tuple[str, ...] = (),
     profile: str | None = None,
+    dangerously_expose_unprotected: bool = False,
 ) -> ProxyConfig:
     """Validate a parsed TOML document plus CLI routes into a ``ProxyConfig``.
 
     With no document, no forwards and no profile, the default profile
-    (``inspector-v1``) supplies the routes.
+    (``inspector-v1``) supplies the routes.  ``dangerously_expose_unprotected``
+    (the command-line flag) sets the ``[proxy]`` key of that name.
     """
     document = document or {}
     _check_keys(source, "", document, _TOP_KEYS)
     proxy_values = _section(source, "proxy", document, _PROXY_KEYS)
+    if dangerously_expose_unprotected:
+        proxy_values["dangerously_expose_unprotected"] = True
     admin_values = _section(source, "admin", document, _ADMIN_KEYS)
     if "token" not in admin_values and os.environ.get(ADMIN_TOKEN_ENV):
         try:
@@ -523,9 +548,35 @@ def build_config(
             raise ConfigError("--profile", "", f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
         for table in PROFILES[profile]:
             routes.append(_build_route(f"profile {profile}", len(routes) + 1, dict(table), defaults))
+        if not proxy_values.get("dangerously_expose_unprotected"):
+            _refuse_exposure(profile, routes)
 
     _check_routes(source, routes)
     return ProxyConfig(routes=tuple(routes), profile=profile, source=source, **proxy_values)
+
+
+def _refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
+    """A guarded profile listening beyond loopback: refuse, naming the risk."""
+    risk = PROFILE_RISKS.get(profile)
+    if risk is None:
+        return
+    names = {table["name"] for table in PROFILES[profile]}
+    exposed = [str(a) for r in routes if r.name in names for a in r.listen if beyond_loopback(a.host)]
+    if exposed:
+        raise ConfigError(
+            f"--profile {profile}", "",
+            f"refusing to listen beyond loopback ({', '.join(exposed)}): {risk}; "
+            f"{PROFILE_ALTERNATIVES[profile]}, or pass {EXPOSE_OPTION} on a trusted network")
+
+
+def exposure_warnings(config: ProxyConfig) -> list[str]:
+    """What a guarded profile exposes unprotected (the operator allowed it)."""
+    risk = PROFILE_RISKS.get(config.profile or "")
+    if risk is None or not config.dangerously_expose_unprotected:
+        return []
+    names = {table["name"] for table in PROFILES[config.profile or ""]}
+    return [f"route {r.name} listens beyond loopback without protection ({EXPOSE_OPTION}): {risk}"
+            for r in config.routes if r.name in names and any(beyond_loopback(a.host) for a in r.listen)]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -544,10 +595,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, *, forwards: tuple[str, ...] = (), profile: str | None = None
+    path: str | Path | None = None, *, forwards: tuple[str, ...] = (), profile: str | None = None,
+    dangerously_expose_unprotected: bool = False,
 ) -> ProxyConfig:
     document = load_config_file(path) if path is not None else None
-    return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile)
+    return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile,
+                        dangerously_expose_unprotected=dangerously_expose_unprotected)
 
 
 # --- rendering (``proxyctl config show``) -------------------------------------------
@@ -579,7 +632,8 @@ def render_toml(config: ProxyConfig) -> str:
     lines[0] += f", profile: {config.profile})" if config.profile else ")"
     lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
               f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
-              f"observe_cpu_share = {config.observe_cpu_share!r}", ""]
+              f"observe_cpu_share = {config.observe_cpu_share!r}",
+              f"dangerously_expose_unprotected = {_toml_value(config.dangerously_expose_unprotected)}", ""]
     admin = config.admin
     lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
     if admin.token:

@@ -45,7 +45,7 @@ from . import __version__, sdnotify
 from .addresses import format_sockaddr
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
-from .config import ProxyConfig
+from .config import ProxyConfig, exposure_warnings
 from .errors import SidecarError
 from .control import open_control_socket, peer_allowed
 from .listeners import Sockets, adopt_activated, bind_everything, rebind
@@ -562,6 +562,8 @@ class Supervisor:
                 current.close_unshared(new_sockets)
                 self._count_restart("reload")
                 self._record("reload", routes=[r.name for r in new_config.routes])
+                for warning in exposure_warnings(new_config):
+                    log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
                 return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
             finally:
                 sdnotify.notify("READY=1", "STATUS=serving")
@@ -604,6 +606,7 @@ class Supervisor:
             "running": True,
             "healthy": not problems,
             "problems": problems,
+            "warnings": exposure_warnings(self.config),
             "version": __version__,
             "state_dir": str(self.state_dir),
             "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3)},
