@@ -28,6 +28,24 @@ from mcp_sidecar.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXYCTL = [sys.executable, "-m", "mcp_sidecar"]
+#: The fault suite's size: 1 in ./scripts/test (a few seconds per test),
+#: larger under ./scripts/soak (MCP_SIDECAR_FAULT_SCALE=10: ten times the
+#: clients, rounds and durations).
+FAULT_SCALE = float(os.environ.get("MCP_SIDECAR_FAULT_SCALE", "1"))
+
+
+def scaled(n: float) -> int:
+    """``n`` at the fault suite's scale (an int, at least 1)."""
+    return max(1, int(n * FAULT_SCALE))
+@pytest.fixture(autouse=True)
+def fresh_log_limiter(monkeypatch):
+    """Each test starts with empty log rate-limit windows (the limiter is
+    process-wide; in-process proxies of earlier tests must not use them up)."""
+    from mcp_sidecar import logs
+
+    monkeypatch.setattr(logs, "limiter", logs.RateLimiter())
+
+
 @pytest.fixture
 async def echo_port(nursery: trio.Nursery) -> int:
     return await nursery.start(serve_echo, "127.0.0.1", 0)
@@ -139,6 +157,26 @@ def ipv6_loopback_available() -> bool:
         return True
     except OSError:
         return False
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Every metric a worker exports (its admin endpoint's own included):
+    family name -> the names of its samples."""
+    from mcp_sidecar.admin import AdminServer
+
+    async def collect() -> dict[str, set[str]]:
+        doc = route_doc("127.0.0.1:9")
+        doc["admin"] = {"listen": "127.0.0.1:0"}
+        config = build_config(doc)
+        sockets = bind_everything(config)
+        proxy = Proxy(config, sockets.routes)
+        AdminServer(proxy, sockets.admin, config.admin)
+        try:
+            return {f.name: {s.name for s in f.samples} for f in proxy.metrics.registry.collect()}
+        finally:
+            sockets.close()
+
+    return trio.run(collect)
 
 
 # --- subprocess helpers ---------------------------------------------------------------

@@ -15,7 +15,7 @@ from mcp_sidecar.demo import serve_echo
 from mcp_sidecar.httpclient import request
 from mcp_sidecar.netinfo import nonloopback_addresses
 
-from .conftest import ROOT, connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from .conftest import ROOT, connect, exported_metrics, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
 SECRET = "Zs3cr3tT0kenValue0123456789"
 
@@ -177,7 +177,7 @@ async def test_status_and_connections_show_kernel_rtt_on_both_legs(nursery, echo
 
 
 async def test_slowloris_does_not_block_others_and_is_cut(nursery, echo_port: int, monkeypatch) -> None:
-    monkeypatch.setattr(admin_module, "REQUEST_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(admin_module, "HEAD_TIMEOUT_S", 0.5)
     with trio.fail_after(15):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
         slow = [await connect(proxy.admin_port) for _ in range(10)]
@@ -301,22 +301,7 @@ async def test_secrets_never_reach_logs_metrics_or_api(nursery, echo_port: int, 
 
 def test_every_exported_metric_is_documented() -> None:
     """docs/metrics.md is the catalogue: each family we export is in it."""
-    import trio as _trio
-
-    from mcp_sidecar.config import build_config
-    from mcp_sidecar.listeners import bind_all
-    from mcp_sidecar.proxy import Proxy
-
-    async def names() -> set[str]:
-        config = build_config(route_doc("127.0.0.1:9"))
-        proxy = Proxy(config, bind_all(config))
-        try:
-            return {f.name for f in proxy.metrics.registry.collect() if f.name.startswith("mcp_")}
-        finally:
-            for l in proxy.listeners:
-                l.close()
-
-    exported = _trio.run(names)
+    exported = {name for name in exported_metrics() if name.startswith("mcp_")}
     doc = (ROOT / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"`(mcp_[a-z_]+)`", doc))
     missing = {n for n in exported if n not in documented and f"{n}_total" not in documented}

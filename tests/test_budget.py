@@ -8,7 +8,9 @@ import json
 import pytest
 import trio
 
-from mcp_sidecar.budget import ObservationBudget
+from mcp_sidecar.observe.http import HttpObserver
+from mcp_sidecar.observe.websocket import FrameScanner
+from mcp_sidecar.budget import InspectionMemoryExhausted, MemoryBudget, ObservationBudget
 from mcp_sidecar.demo import serve_http
 
 from .conftest import connect, receive_all, route_doc, start_proxy, wait_until
@@ -84,3 +86,87 @@ async def test_over_budget_connections_are_forwarded_unobserved_and_counted(nurs
                                          {"route": "r", "method": "POST", "status": "200"}) is None
         assert registry.get_sample_value("mcp_sidecar_observer_seconds_total", {"route": "r"}) > 0
         assert proxy.proxy.observe_budget.shed == 2
+
+
+def test_memory_budget_refuses_growth_past_its_limit_and_takes_back_releases() -> None:
+    budget = MemoryBudget(1000)
+    a, b = budget.allowance(), budget.allowance()
+    a.hold(600)
+    b.hold(400)
+    assert (budget.used, budget.peak) == (1000, 1000)
+    with pytest.raises(InspectionMemoryExhausted):
+        b.hold(401)
+    assert (b.held, budget.used, budget.exhausted) == (400, 1000, 1)
+    a.hold(100)  # shrinking always succeeds
+    b.hold(900)
+    assert budget.used == 1000
+    a.release()
+    b.release()
+    assert (budget.used, budget.peak, budget.exhausted) == (0, 1000, 1)
+
+
+def test_http_observer_charges_json_bodies_and_gives_everything_back() -> None:
+    budget = MemoryBudget(64 * 1024)
+    observer = HttpObserver(budget.allowance())
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    observer.feed_client(head + b"{" + b" " * 30_000, 0.0)
+    assert budget.used == 30_001
+    with pytest.raises(InspectionMemoryExhausted):
+        observer.feed_client(b" " * 40_000, 0.1)
+    observer.close()
+    assert budget.used == 0
+    # A body that completes is parsed and given back at once.
+    other = HttpObserver(budget.allowance())
+    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    events = other.feed_client(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(body) + body, 0.0)
+    assert [type(e).__name__ for e in events] == ["JsonRpcSeen"]
+    assert budget.used == 0
+
+
+def test_frame_scanner_charges_a_text_message_being_reassembled() -> None:
+    budget = MemoryBudget(1 << 20)
+    scanner = FrameScanner(memory=budget.allowance())
+    first = bytes([0x01, 126]) + (1000).to_bytes(2, "big") + b"a" * 1000  # text, not fin
+    scanner.feed(first)
+    assert budget.used == 1000
+    scanner.feed(bytes([0x80, 3]) + b"end")  # continuation, fin
+    assert budget.used == 0
+    scanner.feed(first)
+    scanner.close()
+    assert budget.used == 0
+
+
+async def test_a_closed_connection_keeps_nothing_alive(nursery) -> None:
+    """Observation <-> Connection and the pump callbacks are cut at close: the
+    buffers go with the last reference, not when the cyclic GC runs."""
+    import gc
+    import weakref
+
+    from mcp_sidecar.demo import serve_http
+
+    from .conftest import route_doc, start_proxy, wait_until
+
+    with trio.fail_after(10):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
+        stream = await trio.open_tcp_stream("127.0.0.1", proxy.port())
+        await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: 100\r\n\r\n{")
+        await wait_until(lambda: proxy.route().connections)
+        def observed():
+            conn = next(iter(proxy.route().connections.values()))
+            return conn.observation if conn.observation is not None and conn.observation.http is not None else None
+
+        await wait_until(observed)
+        observation, http = weakref.ref(observed()), weakref.ref(observed().http)
+        gc.disable()
+        try:
+            await stream.aclose()
+            await wait_until(lambda: not proxy.route().connections)
+            await wait_until(lambda: observation() is None or observation().mode == "closed")
+            for _ in range(5):
+                await trio.lowlevel.checkpoint()  # let the connection's task finish
+            assert http() is None and observation() is None
+        finally:
+            gc.enable()

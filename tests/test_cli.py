@@ -187,3 +187,13 @@ async def test_inspector_v2_exposed_explicitly_warns_everywhere(supervised) -> N
         admin = status["admin"].rsplit(":", 1)
         reply = await request(admin[0], int(admin[1]), "/api/status")
         assert expected in json.loads(reply.body)["warnings"]
+
+
+@pytest.mark.parametrize("supervise", ["--supervise", "--no-supervise"])
+async def test_admin_beyond_loopback_without_token_is_warned_in_both_modes(proxy_process, tmp_path,
+                                                                           supervise) -> None:
+    with trio.fail_after(20):
+        proc = proxy_process("run", supervise, "--forward", "127.0.0.1:0:127.0.0.1:9", "--admin", "0.0.0.0:0",
+                             "--state-dir", str(tmp_path / "state"), "--log-format", "json")
+        line = await trio.to_thread.run_sync(proc.wait_for_log, '"event":"admin.exposed_without_token"')
+        assert '"level":"warning"' in line and '"address":"0.0.0.0:0"' in line

@@ -199,3 +199,14 @@ def test_render_round_trips_with_defaults_filled(tmp_path: Path) -> None:
     again = build_config(document, source="rendered")
     assert again.routes == original.routes
     assert again.drain_timeout_s == original.drain_timeout_s
+
+
+def test_forwards_on_one_port_get_distinct_names_and_can_be_named() -> None:
+    config = build_config(forwards=("[::1]:7000:[::1]:8000", "127.0.0.1:7000:localhost:8000", "ui=7001:localhost:3000",
+                                    "127.0.0.2:7000:localhost:8000"))
+    assert [r.name for r in config.routes] == ["port-7000", "port-7000-2", "ui", "port-7000-3"]
+    assert config.routes[2].listen[0].port == 7001 and str(config.routes[2].upstream) == "localhost:3000"
+    with pytest.raises(ConfigError, match=r"route\[1\].name: must be 1-64 characters"):
+        build_config(forwards=("bad name=7000:localhost:8000",))
+    with pytest.raises(ConfigError, match=r"duplicate route name 'ui'"):
+        build_config(forwards=("ui=7000:localhost:8000", "ui=7001:localhost:8001"))

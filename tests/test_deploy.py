@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, exported_metrics
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -46,26 +46,8 @@ def test_dockerfile_runs_proxyctl_from_this_package() -> None:
 
 
 def _exported_metric_names() -> set[str]:
-    import trio
-
-    from mcp_sidecar.config import build_config
-    from mcp_sidecar.listeners import bind_all
-    from mcp_sidecar.proxy import Proxy
-
-    async def collect() -> set[str]:
-        config = build_config({"route": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}]})
-        proxy = Proxy(config, bind_all(config))
-        try:
-            names = set()
-            for family in proxy.metrics.registry.collect():
-                names.add(family.name)
-                names.update(s.name for s in family.samples)
-            return names
-        finally:
-            for listener in proxy.listeners:
-                listener.close()
-
-    return trio.run(collect)
+    families = exported_metrics()
+    return set(families) | {name for samples in families.values() for name in samples}
 
 
 def test_alert_rules_and_docs_use_only_exported_metrics() -> None:

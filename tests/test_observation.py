@@ -82,7 +82,7 @@ async def test_websocket_mcp_frames_and_ping_rtt(nursery) -> None:
             assert (quality["score"], quality["grade"], quality["error_rate"]) == (100, "A", 0.0)
             ws_conn = conn
         await wait_until(lambda: proxy.route().active == 0)
-        assert ws_conn.observation.close == {"code": 1000, "reason": "", "from": "client"}
+        assert ws_conn.observation.close_frame == {"code": 1000, "reason": "", "from": "client"}
         up, down = "client_to_upstream", "upstream_to_client"
         assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=up, opcode="text") == 2
         assert sample(proxy, "mcp_sidecar_websocket_frames_total", direction=down, opcode="text") == 2

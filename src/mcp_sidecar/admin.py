@@ -13,12 +13,23 @@ Endpoints::
 
 Rules this module keeps:
 
-* trio + h11, nothing else; one task per admin connection, at most
-  ``MAX_ADMIN_CONNECTIONS`` at once (more are closed at once).
-* Hostile clients cannot hold it: request heads are bounded
-  (``MAX_HEAD_BYTES``, else 431), a request must arrive completely within
-  ``REQUEST_TIMEOUT_S`` (else 408 and close), an idle keep-alive connection
-  is closed after ``KEEPALIVE_IDLE_S``, bodies are bounded.
+* trio + h11, nothing else; one task per admin connection.
+* Probes get through whatever other clients do.  At most
+  ``MAX_ADMIN_CONNECTIONS`` connections (``MAX_PER_CLIENT`` from one
+  address) are open; a new one beyond either cap *sheds* the oldest
+  connection that is not being answered (idle, or still sending its head)
+  instead of being refused, so idle floods and slowloris clients lose their
+  slots to the newcomer.  A new connection must start a request within
+  ``FIRST_REQUEST_TIMEOUT_S``; a request head must be complete within
+  ``HEAD_TIMEOUT_S`` of its first byte and the whole request within
+  ``REQUEST_TIMEOUT_S`` (else 408 and close); an idle keep-alive connection
+  is closed after ``KEEPALIVE_IDLE_S``; heads (``MAX_HEAD_BYTES``, else 431)
+  and bodies are bounded.
+* Heavy reads never stall forwarding: ``/api/connections`` is paged
+  (``limit`` at most ``MAX_PAGE``) and built with a scheduler checkpoint
+  every ``ITEMS_PER_CHECKPOINT`` connections, one heavy read at a time;
+  ``/metrics`` reads counters the hot path keeps (no per-connection walk but
+  the bytes of open connections).  Probes never wait for a heavy read.
 * Requests that change state need ``Authorization: Bearer <admin token>``
   when a token is configured; without a token they are allowed only while
   the endpoint listens on loopback.
@@ -34,11 +45,14 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Iterator
 
 import h11
 import trio
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from . import __version__
 from .config import AdminConfig, exposure_warnings
@@ -51,12 +65,31 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcp_sidecar.admin")
 
-MAX_ADMIN_CONNECTIONS = 64
+MAX_ADMIN_CONNECTIONS = 128
+MAX_PER_CLIENT = 32
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
+FIRST_REQUEST_TIMEOUT_S = 5.0
+HEAD_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 10.0
 KEEPALIVE_IDLE_S = 30.0
 SEND_TIMEOUT_S = 10.0
+#: /api/connections: connections per page by default, and at most.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+ITEMS_PER_CHECKPOINT = 32
+
+
+class _Slot:
+    """One admin connection, for shedding: who, since when, doing what."""
+
+    __slots__ = ("scope", "client", "busy")
+
+    def __init__(self, scope: trio.CancelScope, client: str) -> None:
+        self.scope = scope
+        self.client = client
+        #: Between a complete request and the end of its response: never shed.
+        self.busy = False
 
 
 class _Reply:
@@ -79,6 +112,7 @@ def readiness(proxy: "Proxy") -> list[str]:
     reasons = []
     if proxy.draining:
         reasons.append("draining: shutting down")
+    reasons += proxy.exhaustion.reasons(trio.current_time())
     for rt in proxy.routes:
         name = rt.config.name
         if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
@@ -120,6 +154,7 @@ def status(proxy: "Proxy") -> dict[str, Any]:
             "bytes_upstream_to_client": u2c,
             "observer_seconds": round(rt.observation.observe_s, 6),
             "observer_shed": rt.observation.shed,
+            "observer_memory_exhausted": rt.observation.memory_exhausted,
         })
     return {
         "version": __version__,
@@ -131,6 +166,8 @@ def status(proxy: "Proxy") -> dict[str, Any]:
         "warnings": exposure_warnings(proxy.config),
         "supervisor": proxy.supervisor_facts(),
         "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
+        "observation_memory": proxy.observe_memory.as_json(),
+        "local_exhaustion": proxy.exhaustion.as_json(trio.current_time()),
         "routes": routes,
     }
 
@@ -143,7 +180,12 @@ class AdminServer:
         host = sock.getsockname()[0]
         self.loopback_only = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
         self.address = sock.getsockname()[:2]
-        self._open = 0
+        #: Open connections, oldest first.
+        self._slots: dict[int, _Slot] = {}
+        #: Connections closed to make room for newer ones.
+        self.shed = 0
+        self._heavy = trio.Semaphore(1)
+        proxy.metrics.registry.register(_AdminCollector(self))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
@@ -152,24 +194,52 @@ class AdminServer:
             await trio.serve_listeners(self._handle, [listener])
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self._open >= MAX_ADMIN_CONNECTIONS:
-            await stream.aclose()
-            return
-        self._open += 1
         try:
-            async with stream:
-                await self._converse(stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            pass
-        finally:
-            self._open -= 1
-
-    async def _converse(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        while True:
-            deadline = KEEPALIVE_IDLE_S if conn.their_state is h11.IDLE and conn.our_state is h11.IDLE else 0
+            client = stream.socket.getpeername()[0]
+        except OSError:
+            client = "?"
+        with trio.CancelScope() as scope:
+            slot = _Slot(scope, client)
+            if not self._admit(slot):
+                await stream.aclose()
+                return
             try:
-                request, body = await self._read_request(stream, conn, deadline)
+                async with stream:
+                    await self._converse(stream, slot)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                pass
+            finally:
+                self._slots.pop(id(slot), None)
+
+    def _admit(self, slot: _Slot) -> bool:
+        """Make room for ``slot`` by shedding the oldest connection not being
+        answered (from the same client when that client is over its cap);
+        False only when every candidate is busy answering."""
+        same = [s for s in self._slots.values() if s.client == slot.client]
+        if len(same) >= MAX_PER_CLIENT:
+            candidates = same
+        elif len(self._slots) >= MAX_ADMIN_CONNECTIONS:
+            candidates = list(self._slots.values())
+        else:
+            candidates = []
+        if candidates:
+            victim = next((s for s in candidates if not s.busy), None)
+            if victim is None:
+                return False
+            del self._slots[id(victim)]
+            victim.scope.cancel()
+            self.shed += 1
+        self._slots[id(slot)] = slot
+        return True
+
+    async def _converse(self, stream: trio.SocketStream, slot: _Slot) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        first = True
+        while True:
+            idle_s = FIRST_REQUEST_TIMEOUT_S if first else KEEPALIVE_IDLE_S
+            first = False
+            try:
+                request, body = await self._read_request(stream, conn, idle_s)
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
@@ -181,8 +251,10 @@ class AdminServer:
                 return
             if request is None:
                 return
-            reply = self._dispatch(request, body)
+            slot.busy = True
+            reply = await self._dispatch(request, body)
             await self._send(stream, conn, reply, head_only=request.method == b"HEAD")
+            slot.busy = False
             log(logger, logging.DEBUG, "admin.request", method=request.method.decode(),
                 target=redact_target(request.target), status=reply.status)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
@@ -194,28 +266,29 @@ class AdminServer:
 
     async def _read_request(self, stream: trio.SocketStream, conn: h11.Connection,
                             idle_s: float) -> tuple[h11.Request | None, bytes]:
+        """One request; its first byte may take ``idle_s``, its head then
+        ``HEAD_TIMEOUT_S`` and all of it ``REQUEST_TIMEOUT_S``."""
         request: h11.Request | None = None
         body = bytearray()
-        deadline = None
+        head_deadline = request_deadline = None
         head_bytes = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                if deadline is None:
-                    # Waiting for the first byte of a request may take the
-                    # keep-alive idle time; the request itself must then be
-                    # complete within REQUEST_TIMEOUT_S.
-                    wait = idle_s if idle_s and request is None else REQUEST_TIMEOUT_S
-                    with trio.move_on_after(wait) as scope:
-                        data = await stream.receive_some(65536)
-                    if scope.cancelled_caught:
-                        raise _Timeout(partial=request is not None)
-                    deadline = trio.current_time() + REQUEST_TIMEOUT_S
+                if head_deadline is None:
+                    deadline = trio.current_time() + idle_s
+                elif request is None:
+                    deadline = head_deadline
                 else:
-                    with trio.move_on_at(deadline) as scope:
-                        data = await stream.receive_some(65536)
-                    if scope.cancelled_caught:
-                        raise _Timeout(partial=True)
+                    assert request_deadline is not None
+                    deadline = request_deadline
+                with trio.move_on_at(deadline) as scope:
+                    data = await stream.receive_some(65536)
+                if scope.cancelled_caught:
+                    raise _Timeout(partial=head_deadline is not None)
+                if head_deadline is None:
+                    now = trio.current_time()
+                    head_deadline, request_deadline = now + HEAD_TIMEOUT_S, now + REQUEST_TIMEOUT_S
                 if request is None:
                     # h11 bounds only an incomplete head; bound a complete one too.
                     head_bytes += len(data)
@@ -254,8 +327,9 @@ class AdminServer:
 
     # --- routing ---------------------------------------------------------------------
 
-    def _dispatch(self, request: h11.Request, body: bytes) -> _Reply:
-        path = request.target.decode("latin-1").split("?", 1)[0]
+    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply:
+        target = request.target.decode("latin-1")
+        path, _, query = target.partition("?")
         method = request.method.decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
         reads = {
@@ -263,7 +337,7 @@ class AdminServer:
             "/readyz": self._readyz,
             "/metrics": lambda: self._metrics(headers.get("accept")),
             "/api/status": lambda: _json(200, status(self.proxy)),
-            "/api/connections": self._connections,
+            "/api/connections": lambda: self._connections(query),
             "/dashboard": lambda: _Reply(200, PAGE, "text/html; charset=utf-8",
                                          [("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; "
                                                                       "style-src 'unsafe-inline'")]),
@@ -287,7 +361,11 @@ class AdminServer:
             refusal = self._authorize(headers.get("authorization"))
             if refusal is not None:
                 return refusal
-        return handler()
+        reply = handler()
+        if not isinstance(reply, _Reply):  # a heavy read: one at a time, yielding as it goes
+            async with self._heavy:
+                reply = await reply
+        return reply
 
     def _authorize(self, authorization: str | None) -> _Reply | None:
         token = self.config.token
@@ -311,10 +389,32 @@ class AdminServer:
         encoder, content_type = choose_encoder(accept or "")
         return _Reply(200, encoder(self.proxy.metrics.registry), content_type)
 
-    def _connections(self) -> _Reply:
-        now = trio.current_time()
-        items = [conn.as_json(now) for rt in self.proxy.routes for conn in rt.connections.values()]
-        return _json(200, {"connections": items, "count": len(items)})
+    async def _connections(self, query: str) -> _Reply:
+        """A page of the open connections: ``?limit=N&offset=M&route=NAME``."""
+        params = urllib.parse.parse_qs(query)
+        try:
+            limit = int(params.get("limit", [DEFAULT_PAGE])[0])
+            offset = int(params.get("offset", [0])[0])
+        except ValueError:
+            return _json(400, {"error": "limit and offset must be integers"})
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            return _json(400, {"error": f"limit must be in 1..{MAX_PAGE} and offset >= 0"})
+        route = params.get("route", [None])[0]
+        conns = [c for rt in self.proxy.routes if route is None or rt.config.name == route
+                 for c in rt.connections.values()]
+        page = conns[offset:offset + limit]
+        parts = []
+        for i, conn in enumerate(page):
+            if i % ITEMS_PER_CHECKPOINT == ITEMS_PER_CHECKPOINT - 1:
+                await trio.lowlevel.checkpoint()
+            if conn.end is None:  # still open after the checkpoints
+                parts.append(json.dumps(conn.as_json(trio.current_time()), separators=(",", ":")).encode())
+        following = offset + limit if offset + limit < len(conns) else None
+        # One connection per line, encoded as it is built: no single long
+        # synchronous encode of a large page.
+        tail = json.dumps({"count": len(conns), "offset": offset, "limit": limit, "next_offset": following})
+        body = b'{"connections": [\n' + b",\n".join(parts) + b"\n], " + tail[1:].encode() + b"\n"
+        return _Reply(200, body, "application/json")
 
     def _connection(self, conn_id: str) -> _Reply:
         found = self.proxy.connection(int(conn_id)) if conn_id.isdigit() else None
@@ -331,6 +431,22 @@ class AdminServer:
         return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": [
             "/healthz", "/readyz", "/metrics", "/api/status", "/api/connections", "/api/connections/{id}",
             "/dashboard", "POST /api/drain"]})
+
+
+class _AdminCollector(Collector):
+    """The admin endpoint's own figures, read at scrape time."""
+
+    def __init__(self, server: AdminServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        open_now = GaugeMetricFamily("mcp_sidecar_admin_connections", "Admin endpoint connections open now.")
+        open_now.add_metric([], len(self.server._slots))
+        yield open_now
+        shed = CounterMetricFamily("mcp_sidecar_admin_connections_shed",
+                                   "Admin connections closed to make room for a newer one (idle or slow clients).")
+        shed.add_metric([], self.server.shed)
+        yield shed
 
 
 class _Timeout(Exception):

@@ -105,3 +105,66 @@ class ObservationBudget:
         return {"cpu_share": self.share, "worker_utilization": round(self.utilization, 3),
                 "pressure": self.pressure, "available_s": round(self.level_s, 6), "spent_s": round(self.spent_s, 6),
                 "shed": self.shed}
+
+
+class InspectionMemoryExhausted(Exception):
+    """The worker's inspection buffers are at their limit: this observer gives
+    up (a local limit, not the peer's fault), the bytes keep flowing."""
+
+
+class MemoryBudget:
+    """Bytes that every inspection buffer of one worker may hold together.
+
+    Per-connection bounds times ``max_connections`` is an out-of-memory kill
+    in a memory-limited container; this budget is the one bound that holds
+    whatever the number of connections.  Observers report the size of what
+    they hold after each step through their ``Allowance``; a step that would
+    go over the limit is refused and that observer gives up (counted in
+    ``exhausted``).  Plain state, no I/O.
+    """
+
+    __slots__ = ("limit", "used", "peak", "exhausted")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self.exhausted = 0
+
+    def allowance(self) -> "Allowance":
+        return Allowance(self)
+
+    def as_json(self) -> dict[str, int]:
+        return {"limit_bytes": self.limit, "used_bytes": self.used, "peak_bytes": self.peak,
+                "exhausted": self.exhausted}
+
+
+class Allowance:
+    """What one observer holds of a ``MemoryBudget``."""
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def hold(self, level: int) -> None:
+        """Set what this observer holds now; raise ``InspectionMemoryExhausted``
+        (changing nothing) if growing to it would exceed the budget."""
+        budget = self.budget
+        delta = level - self.held
+        if delta > 0 and budget.used + delta > budget.limit:
+            budget.exhausted += 1
+            raise InspectionMemoryExhausted(f"inspection buffers at their limit ({budget.limit} bytes)")
+        budget.used += delta
+        self.held = level
+        if budget.used > budget.peak:
+            budget.peak = budget.used
+
+    def release(self) -> None:
+        self.budget.used -= self.held
+        self.held = 0
+
+
+#: For observers built alone (tests, tools): effectively unbounded.
+UNBOUNDED = MemoryBudget(1 << 62)

@@ -7,8 +7,10 @@ Life of a worker (the supervisor drives it over the channel):
    and starts heartbeating -- it is now a *standby*;
 2. on ``("activate",)`` starts the accept loops and the admin endpoint and
    answers ``("serving",)``;
-3. on ``("drain",)`` (or SIGTERM) stops accepting, closes its admin listener so
-   the next worker answers there, drains, and exits 0;
+3. on ``("drain", handover)`` (or SIGTERM) stops accepting, drains, and exits
+   0; with ``handover`` (a restart or reload: a successor serves) it also
+   stops answering on the admin socket so that the next worker answers
+   there, without (a stop) it keeps answering the probes through the drain;
 4. ``("facts", dict)`` updates what /api/status and the metrics show about
    supervision; ``("stop_now",)`` closes every connection.
 
@@ -142,7 +144,8 @@ async def child_main(channel_fd: int) -> int:
                         facts.clear()
                         facts.update(message[1])
                     elif message[0] == "drain":
-                        admin_scope.cancel()  # the next worker answers on the admin port
+                        if message[1]:
+                            admin_scope.cancel()  # the next worker answers on the admin port
                         proxy.begin_drain()
                     elif message[0] == "stop_now":
                         admin_scope.cancel()

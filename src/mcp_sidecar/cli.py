@@ -22,13 +22,13 @@ import click
 import trio
 
 from . import __version__, logs
-from .addresses import HostPort
+from .addresses import HostPort, beyond_loopback
 from .admin import AdminServer
 from .banner import admin_lines, inspector_lines, route_lines, warning_lines
 from .config import (EXPOSE_OPTION, PROFILES, ProxyConfig, build_config, exposure_warnings, load_config,
                      load_config_file, parse_admin_listen, parse_duration, render_toml)
 from .control import NotRunning, send_command
-from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, ConfigError, LocalError, SidecarError
+from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_STOPPING, ConfigError, LocalError, SidecarError
 from .listeners import bind_everything
 from .logs import log
 from .proxy import Proxy
@@ -98,7 +98,8 @@ route_options = [
     click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                  help="TOML file with [[route]] tables (see docs/configuration.md)."),
     click.option("--forward", "-L", "forwards", multiple=True, metavar="[BIND:]PORT:HOST:HOSTPORT",
-                 help="Forward a port, ssh -L syntax; repeatable. IPv6 in brackets."),
+                 help="Forward a port, ssh -L syntax, optionally named (NAME=SPEC); repeatable. "
+                      "IPv6 in brackets."),
     click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
                  help="Predefined routes (default when nothing else is given: inspector-v1)."),
     click.option(EXPOSE_OPTION, "expose_unprotected", is_flag=True,
@@ -172,6 +173,10 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
     logs.configure(log_format, log_level)
     for warning in exposure_warnings(config):
         log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
+    admin = config.admin
+    if admin.listen is not None and beyond_loopback(admin.listen.host) and admin.token is None:
+        log(logger, logging.WARNING, "admin.exposed_without_token", address=str(admin.listen),
+            detail="read-only endpoints are open to the network; state-changing ones are refused")
     raise_fd_limit()
     if supervise:
         directory = ensure_state_dir(_state_dir(state_dir))
@@ -422,7 +427,9 @@ def _ask(directory: Path, command: str, as_json: bool = False, **fields: Any) ->
 @state_dir_option
 @reports_errors
 def status(as_json: bool, state_dir: Path | None) -> None:
-    """Supervisor, worker, routes and failure counters.  Exit 0 healthy, 1 degraded, 3 not running."""
+    """Supervisor, worker, routes and failure counters.
+
+    Exit 0 healthy, 1 degraded, 3 not running, 4 stopping."""
     directory = _state_dir(state_dir)
     reply = _ask(directory, "status", as_json)
     if as_json:
@@ -430,6 +437,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
     else:
         sup, worker, standby = reply["supervisor"], reply["worker"], reply["standby"]
         verdict = "healthy" if reply["healthy"] else "DEGRADED"
+        if reply.get("stopping"):
+            verdict = "STOPPING (draining)"
         click.echo(f"mcp-sidecar {reply['version']}: running, {verdict} (state directory {reply['state_dir']})")
         click.echo(f"  supervisor pid {sup['pid']}, up {sup['uptime_s']:.0f} s")
         if worker:
@@ -451,7 +460,7 @@ def status(as_json: bool, state_dir: Path | None) -> None:
         for warning in reply.get("warnings", []):
             click.echo(f"  WARNING: {warning}")
         _echo_counters(reply["counters"])
-    sys.exit(0 if reply["healthy"] else 1)
+    sys.exit(EXIT_STOPPING if reply.get("stopping") else 0 if reply["healthy"] else 1)
 
 
 @cli.command()
@@ -482,7 +491,7 @@ def stop(state_dir: Path | None) -> None:
 def _report(reply: dict[str, Any]) -> None:
     if not reply.get("ok"):
         click.echo(f"proxyctl: error: {reply.get('error', 'failed')}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(EXIT_STOPPING if reply.get("stopping") else EXIT_FAILURE)
     click.echo(" ".join(f"{k}={v}" for k, v in reply.items() if k != "ok"))
 
 

@@ -63,6 +63,11 @@ DEFAULT_DRAIN_TIMEOUT_S = 25.0
 #: keeps a saturated worker's forwarding rate >= 0.8 of opaque TCP while
 #: leaving room for ~1,000 observed exchanges per second.  1 never sheds.
 DEFAULT_OBSERVE_CPU_SHARE = 0.2
+#: All inspection buffers of a worker together (JSON bodies being collected,
+#: SSE lines, WebSocket text messages): bounded whatever the number of
+#: connections, so a flood of half-sent large bodies cannot OOM-kill a
+#: memory-limited container.  Beyond it observers give up, counted.
+DEFAULT_OBSERVE_MEMORY_BYTES = 64 * 1024 * 1024
 #: Kernel TCP_INFO (RTT, retransmits) is sampled for every connection this
 #: often, and once more at close (Envoy's tcp_stats model).
 DEFAULT_TCP_STATS_INTERVAL_S = 10.0
@@ -73,6 +78,12 @@ DEFAULT_HEALTH_INTERVAL_S = 5.0
 DEFAULT_HEALTH_INTERVAL_MAX_S = 30.0
 DEFAULT_HEALTH_TIMEOUT_S = 2.0
 HEALTH_CHECKS = ("tcp", "http", "ws", "mcp")
+#: The per-connection ``connection.closed`` line: every one, the ones that did
+#: not end cleanly plus one clean one in ``connection_log_every``, or none.
+#: The counters (mcp_sidecar_connections_closed_total{end}) count all either way.
+CONNECTION_LOGS = ("all", "sampled", "off")
+DEFAULT_CONNECTION_LOG = "sampled"
+DEFAULT_CONNECTION_LOG_EVERY = 100
 PROTOCOLS = ("auto", "tcp", "http")
 #: Passive health: this many consecutive clients that could not be connected
 #: to the upstream open the circuit for breaker_open; then one client is let
@@ -180,6 +191,8 @@ class RouteSettings:
     breaker_failures: int = DEFAULT_BREAKER_FAILURES
     breaker_open_s: float = DEFAULT_BREAKER_OPEN_S
     max_connecting: int = DEFAULT_MAX_CONNECTING
+    connection_log: str = DEFAULT_CONNECTION_LOG
+    connection_log_every: int = DEFAULT_CONNECTION_LOG_EVERY
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,7 @@ class ProxyConfig:
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
     observe_cpu_share: float = DEFAULT_OBSERVE_CPU_SHARE
+    observe_memory_bytes: int = DEFAULT_OBSERVE_MEMORY_BYTES
     #: Let a guarded profile (PROFILE_RISKS) listen beyond loopback anyway:
     #: for a trusted network only; warned about at start and in every status.
     dangerously_expose_unprotected: bool = False
@@ -257,6 +271,42 @@ def parse_duration(value: Any) -> float:
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"duration must be a finite number >= 0, got {value!r}")
     return seconds
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB)?\s*$")
+_UNIT_BYTES = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, None: 1}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes: an integer, or a string with a binary unit (``"64MiB"``)."""
+    if isinstance(value, bool):
+        raise ValueError(f'expected a size such as 65536 or "64MiB", got {value!r}')
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        size = int(m.group(1)) * _UNIT_BYTES[m.group(2)]
+    else:
+        raise ValueError(f'expected a size such as 65536 or "64MiB", got {value!r}')
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {value!r}")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        if size and size % _UNIT_BYTES[unit] == 0:
+            return f"{size // _UNIT_BYTES[unit]}{unit}"
+    return str(size)
+
+
+def _size_at_least(low: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        size = parse_size(value)
+        if size < low:
+            raise ValueError(f"must be at least {format_size(low)}, got {value!r}")
+        return size
+
+    return parse
 
 
 def format_duration(seconds: float) -> str:
@@ -327,8 +377,14 @@ def _path(value: Any) -> str:
 
 
 def _webhook_url(value: Any) -> str:
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
-        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    # Never echo the value: a Slack or Discord webhook URL is itself a secret.
+    if not isinstance(value, str):
+        raise ValueError(f"expected an http:// or https:// URL, got a {type(value).__name__}")
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        shown = f" (scheme {scheme[:10]!r})" if scheme and scheme.isalnum() else ""
+        raise ValueError(f"expected an http:// or https:// URL{shown}; the value is not shown: "
+                         "a webhook URL is a secret")
     return value
 
 
@@ -356,11 +412,14 @@ _SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "breaker_failures": ("breaker_failures", _int_in(0, 1000)),
     "breaker_open": ("breaker_open_s", _positive_duration),
     "max_connecting": ("max_connecting", _int_in(1, 100_000)),
+    "connection_log": ("connection_log", _choice(CONNECTION_LOGS)),
+    "connection_log_every": ("connection_log_every", _int_in(1, 1_000_000)),
 }
 _PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
     "tcp_stats_interval": ("tcp_stats_interval_s", _positive_duration),
     "observe_cpu_share": ("observe_cpu_share", _share),
+    "observe_memory": ("observe_memory_bytes", _size_at_least(1024 * 1024)),
     "dangerously_expose_unprotected": ("dangerously_expose_unprotected", _boolean),
 }
 _ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
@@ -534,11 +593,24 @@ def build_config(
 
     for spec in forwards:
         index = len(routes) + 1
+        name, sep, address_spec = spec.partition("=")
+        if not sep:
+            name, address_spec = "", spec
         try:
-            fwd = parse_forward(spec)
+            fwd = parse_forward(address_spec)
         except AddressSyntaxError as exc:
             raise ConfigError("--forward", spec, str(exc)) from None
         table = {"listen": str(fwd.listen), "upstream": str(fwd.upstream)}
+        if name:
+            table["name"] = name
+        elif fwd.listen.port:
+            # The same port on two addresses ([::1]:P and 127.0.0.1:P) gets port-P and port-P-2.
+            taken = {r.name for r in routes}
+            table["name"] = base = f"port-{fwd.listen.port}"
+            suffix = 2
+            while table["name"] in taken:
+                table["name"] = f"{base}-{suffix}"
+                suffix += 1
         routes.append(_build_route("--forward", index, table, defaults))
 
     if profile is None and not routes:
@@ -633,6 +705,7 @@ def render_toml(config: ProxyConfig) -> str:
     lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
               f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
               f"observe_cpu_share = {config.observe_cpu_share!r}",
+              f"observe_memory = {_toml_value(format_size(config.observe_memory_bytes))}",
               f"dangerously_expose_unprotected = {_toml_value(config.dangerously_expose_unprotected)}", ""]
     admin = config.admin
     lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]

@@ -26,13 +26,14 @@ import trio
 
 from . import sockopts
 from .addresses import format_sockaddr
-from .errors import UpstreamUnavailable
+from .errors import ClientGone, LocalResourceError, UpstreamUnavailable
 from .logs import log
 from .metrics import RouteMetrics
 from .observation import Observation, connection_facts
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 from .quality import Quality
-from .tcpinfo import TcpInfo, read_tcp_info
+from .observe.http import starts_like_request
+from .tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, TcpInfo, read_tcp_info, tcp_state
 
 if TYPE_CHECKING:
     from .proxy import RouteRuntime
@@ -46,6 +47,8 @@ END_REASONS = (
     "idle_timeout",
     "ws_timeout",  # a WebSocket side stopped answering the proxy's keepalive pings
     "upstream_unavailable",  # no upstream connection within the retry window
+    "client_gone",  # the client left before an upstream connection was made: nothing delivered
+    "local_resources",  # this host ran out of descriptors, buffers or memory (never the upstream's fault)
     "drain_timeout",  # still open when the drain deadline passed
     "cancelled",  # stopped by the proxy otherwise
 )
@@ -241,6 +244,30 @@ async def _forward(conn: Connection, rt: "RouteRuntime", csock: socket.socket, u
     return abort
 
 
+def _client_gone(csock: socket.socket, protocol: str) -> bool:
+    """Has the client left before its upstream connection was made?
+
+    A reset, or a FIN with nothing sent (nothing to deliver), always; a FIN
+    after an HTTP request too -- HTTP/1.1 clients do not half-close while
+    they wait for an answer, a closed one abandoned its request.  On opaque
+    TCP a FIN after data is a half-close, part of the stream: delivered.
+    """
+    try:
+        head = csock.recv(8, socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    if not head:
+        return True
+    state = tcp_state(csock)
+    if state == TCP_CLOSE:  # reset: the kernel may still hold the bytes it sent before
+        return True
+    if protocol == "tcp" or state != TCP_CLOSE_WAIT:
+        return False
+    return protocol == "http" or starts_like_request(head)
+
+
 async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str) -> None:
     """Handle one accepted client socket to the end; never raises OSError."""
     settings = rt.config.settings
@@ -253,7 +280,22 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
         sockopts.tune(csock, settings.tcp_keepalive_s)
         t0 = trio.current_time()
         try:
-            usock, conn.connect_attempts = await rt.connector.connect()
+            usock, conn.connect_attempts = await rt.connector.connect(
+                lambda: _client_gone(csock, settings.protocol))
+        except ClientGone as exc:
+            conn.end = "client_gone"
+            conn.connect_attempts = exc.attempts
+            log(logger, logging.DEBUG, "connection.client_gone", route=conn.route, conn=conn.id, client=client,
+                attempts=exc.attempts)
+            return
+        except LocalResourceError as exc:
+            conn.end = "local_resources"
+            rt.exhaustion.record(exc.resource, exc.errno_name, "upstream_connect", trio.current_time())
+            rt.breaker.release_probe()
+            abort.add("client")
+            log(logger, logging.ERROR, "connection.local_resources", route=conn.route, conn=conn.id,
+                resource=exc.resource, error=exc.errno_name, detail=str(exc))
+            return
         except UpstreamUnavailable as exc:
             conn.end = "upstream_unavailable"
             conn.connect_attempts = exc.attempts
@@ -281,9 +323,11 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
     finally:
         if conn.end is None:
             conn.end = "drain_timeout" if rt.draining else "cancelled"
-        if usock is None and conn.end != "upstream_unavailable":
+        if usock is None and conn.end not in ("upstream_unavailable", "local_resources"):
             rt.breaker.release_probe()  # went away before the upstream answered either way
         conn.sample_tcp(rt.metrics)  # the last sample, at close
+        if conn.observation is not None:
+            conn.observation.close()  # buffers given back at once, not when the cyclic GC runs
         sockopts.close(csock, abort="client" in abort)
         if usock is not None:
             sockopts.close(usock, abort="upstream" in abort)
@@ -291,7 +335,11 @@ async def serve_connection(rt: "RouteRuntime", csock: socket.socket, client: str
         rt.connection_closed(conn)
         duration = trio.current_time() - conn.started
         rt.metrics.connection_duration.observe(duration)
-        rtt = {f"rtt_{leg}_ms": round(info.rtt_s * 1000, 3) for leg, info in conn.tcp.items() if info}
-        log(logger, logging.INFO, "connection.closed", route=conn.route, conn=conn.id, client=client,
-            upstream=conn.upstream, end=conn.end, duration_s=round(duration, 6),
-            bytes_client_to_upstream=conn.c2u.bytes, bytes_upstream_to_client=conn.u2c.bytes, **rtt)
+        policy = settings.connection_log
+        if policy == "all" or (policy == "sampled" and (
+                conn.end != "closed" or (rt.ended.get("closed", 1) - 1) % settings.connection_log_every == 0)):
+            rtt = {f"rtt_{leg}_ms": round(info.rtt_s * 1000, 3) for leg, info in conn.tcp.items() if info}
+            log(logger, logging.INFO, "connection.closed", unlimited=policy == "all",
+                limit_key=f"connection.closed:{conn.end}", route=conn.route, conn=conn.id,
+                client=client, upstream=conn.upstream, end=conn.end, duration_s=round(duration, 6),
+                bytes_client_to_upstream=conn.c2u.bytes, bytes_upstream_to_client=conn.u2c.bytes, **rtt)

@@ -9,7 +9,7 @@
 
 Exit codes follow the convention documented in docs/cli.md:
 0 ok, 1 runtime failure (cannot bind, ...), 2 usage or configuration error,
-3 not running.
+3 not running, 4 stopping (a stop is in progress: the workers are draining).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+EXIT_STOPPING = 4
 
 
 class SidecarError(Exception):
@@ -53,8 +54,32 @@ class BindError(LocalError):
     exit_code = EXIT_FAILURE
 
 
+class LocalResourceError(LocalError):
+    """This host ran out of something a connection needs (descriptors, socket
+    buffers, memory): the fault is local, never the upstream's.
+
+    ``resource`` is a bounded label (``descriptors``, ``buffers``,
+    ``memory``) for metrics; ``errno_name`` says which error it was.
+    """
+
+    def __init__(self, resource: str, errno_name: str, detail: str) -> None:
+        self.resource = resource
+        self.errno_name = errno_name
+        super().__init__(f"out of {resource} ({errno_name}): {detail}")
+
+
 class RemoteError(SidecarError):
     """A peer (client or upstream) is at fault."""
+
+
+class ClientGone(RemoteError):
+    """The client left (reset, or closed an HTTP request) before an upstream
+    connection was made: nothing is delivered, nothing counts as an upstream
+    failure."""
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(f"the client left during {attempts} upstream connect attempt(s)")
 
 
 class UpstreamUnavailable(RemoteError):

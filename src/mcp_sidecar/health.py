@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .addresses import HostPort
+from .errors import LocalResourceError
 from .logs import log
 
 if TYPE_CHECKING:
@@ -260,8 +261,14 @@ async def run_checks(rt: "RouteRuntime", target: UpstreamHealth) -> None:
     settings = rt.config.settings
     while True:
         t0 = trio.current_time()
-        ok, result = await probe(settings.health_check, target.address, settings.health_path,
-                                 settings.health_timeout_s, rt.connector)
+        try:
+            ok, result = await probe(settings.health_check, target.address, settings.health_path,
+                                     settings.health_timeout_s, rt.connector)
+        except LocalResourceError as exc:
+            # This host cannot even open a socket: says nothing about the upstream.
+            rt.exhaustion.record(exc.resource, exc.errno_name, "health_check", trio.current_time())
+            await trio.sleep(target.next_interval_s())
+            continue
         changed = target.record(ok, result, trio.current_time() - t0)
         if changed is not None:
             log(logger, logging.INFO if changed else logging.WARNING,

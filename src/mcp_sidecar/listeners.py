@@ -167,6 +167,8 @@ class Sockets:
 
     routes: list[BoundListener]
     admin: socket.socket | None
+    #: Adopted from systemd socket activation (systemd holds them too).
+    activated: bool = False
 
     def close(self) -> None:
         for listener in self.routes:
@@ -203,26 +205,35 @@ def _expanded(route_listen: list[Any]) -> list[tuple[str, int]]:
 
 def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
     """Sockets for ``config``, reusing the current ones where the address is
-    unchanged; new addresses are bound now (all or nothing)."""
-    by_address = {(l.address.host, l.address.port): l for l in current.routes if l.address.port}
+    unchanged -- for a port-0 address, the port the same route already has
+    on that host -- and binding new addresses now (all or nothing)."""
+    unclaimed = {(l.address.host, l.address.port): l for l in current.routes}
+    wanted = [(route, host, addr.port) for route in config.routes for addr in route.listen
+              for host in expand_listen_host(addr.host, addr.port)]
+    reused: dict[int, BoundListener] = {}
+    for i, (route, host, port) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
+        if port and (host, port) in unclaimed:
+            reused[i] = unclaimed.pop((host, port))
+    for i, (route, host, port) in enumerate(wanted):
+        if not port:
+            mine = next((l for l in unclaimed.values() if l.route.name == route.name and l.address.host == host), None)
+            if mine is not None:
+                reused[i] = unclaimed.pop((mine.address.host, mine.address.port))
     fresh: list[BoundListener] = []
     result: list[BoundListener] = []
     try:
-        for route in config.routes:
-            for addr in route.listen:
-                for host in expand_listen_host(addr.host, addr.port):
-                    existing = by_address.pop((host, addr.port), None) if addr.port else None
-                    if existing is not None:
-                        result.append(BoundListener(route, existing.sock, existing.address))
-                        continue
-                    listener = open_listener(route, host, addr.port)
-                    fresh.append(listener)
-                    result.append(listener)
+        for i, (route, host, port) in enumerate(wanted):
+            if i in reused:
+                result.append(BoundListener(route, reused[i].sock, reused[i].address))
+                continue
+            listener = open_listener(route, host, port)
+            fresh.append(listener)
+            result.append(listener)
     except BaseException:
         for listener in fresh:
             listener.close()
         raise
-    return Sockets(result, current.admin)
+    return Sockets(result, current.admin, current.activated)
 
 
 def adopt_activated(config: ProxyConfig, adopted: list[tuple[str, socket.socket]]) -> Sockets:
@@ -257,4 +268,4 @@ def adopt_activated(config: ProxyConfig, adopted: list[tuple[str, socket.socket]
     for name, sock in pool:
         log(logger, logging.WARNING, "systemd.unused_socket", name=name, address=str(sock.getsockname()))
         sock.close()
-    return Sockets(routes, admin_sock)
+    return Sockets(routes, admin_sock, activated=True)

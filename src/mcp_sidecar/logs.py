@@ -19,6 +19,47 @@ from typing import Any
 from .redact import scrub
 
 _FIELDS = "sidecar_fields"
+RATE_LIMIT_WINDOW_S = 10.0
+RATE_LIMIT_LINES = 20
+
+
+class RateLimiter:
+    """Per event name: lines allowed in the current window, and suppressed."""
+
+    __slots__ = ("windows", "suppressed_total")
+
+    def __init__(self) -> None:
+        #: event -> [window start, lines written in it, lines suppressed in it, level]
+        self.windows: dict[str, list[Any]] = {}
+        #: event -> lines suppressed since start (for metrics).
+        self.suppressed_total: dict[str, int] = {}
+
+    def allow(self, event: str, level: int, now: float) -> tuple[bool, int]:
+        """(write this line?, lines suppressed in the window that just ended)."""
+        window = self.windows.get(event)
+        if window is None or now - window[0] >= RATE_LIMIT_WINDOW_S:
+            ended = window[2] if window is not None else 0
+            self.windows[event] = [now, 1, 0, level]
+            return True, ended
+        if window[1] < RATE_LIMIT_LINES:
+            window[1] += 1
+            return True, 0
+        window[2] += 1
+        self.suppressed_total[event] = self.suppressed_total.get(event, 0) + 1
+        return False, 0
+
+    def expired(self, now: float) -> list[tuple[str, int, int]]:
+        """(event, suppressed, level) of windows that ended with lines dropped."""
+        out = []
+        for event, window in list(self.windows.items()):
+            if now - window[0] >= RATE_LIMIT_WINDOW_S:
+                if window[2]:
+                    out.append((event, window[2], window[3]))
+                del self.windows[event]
+        return out
+
+
+limiter = RateLimiter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,6 +107,30 @@ def configure(log_format: str = "auto", level: str = "info", stream: Any = None)
     root.propagate = False
 
 
-def log(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
-    if logger.isEnabledFor(level):
-        logger.log(level, event, extra={_FIELDS: fields})
+def log(logger: logging.Logger, level: int, event: str, *, unlimited: bool = False, limit_key: str | None = None,
+        **fields: Any) -> None:
+    """Write one event; ``limit_key`` (default: the event name) is what the
+    rate limit counts by, so that rare variants of a frequent event (a
+    connection that ended badly among clean ones) keep their own allowance."""
+    if not logger.isEnabledFor(level):
+        return
+    if level > logging.DEBUG and not unlimited:
+        key = limit_key or event
+        allowed, ended = limiter.allow(key, level, time.monotonic())
+        if ended:
+            _summary(logger, key, ended, level)
+        if not allowed:
+            return
+    logger.log(level, event, extra={_FIELDS: fields})
+
+
+def _summary(logger: logging.Logger, event: str, suppressed: int, level: int) -> None:
+    logger.log(max(level, logging.WARNING), "log.suppressed", extra={_FIELDS: {
+        "suppressed_event": event, "suppressed": suppressed, "window_s": RATE_LIMIT_WINDOW_S}})
+
+
+def flush_suppressed() -> None:
+    """Write the summaries of windows that ended with lines dropped."""
+    logger = logging.getLogger("mcp_sidecar.logs")
+    for event, suppressed, level in limiter.expired(time.monotonic()):
+        _summary(logger, event, suppressed, level)

@@ -25,7 +25,7 @@ from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogra
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
+from . import __version__, logs
 
 if TYPE_CHECKING:
     from .proxy import Proxy
@@ -44,6 +44,8 @@ DURATION_BUCKETS_S = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0
 LEGS = ("client", "upstream")
 DIRECTIONS = ("client_to_upstream", "upstream_to_client")
 WORKER_RESTART_CAUSES = ("crash", "hang", "restart", "reload")
+LOCAL_RESOURCES = ("descriptors", "buffers", "memory")
+EXHAUSTION_PLACES = ("accept", "upstream_connect", "health_check")
 
 
 class RouteMetrics:
@@ -172,6 +174,10 @@ class RuntimeCollector(Collector):
         observe_s = CounterMetricFamily("mcp_sidecar_observer_seconds",
                                         "Time spent observing the route's traffic in-line (one thread).",
                                         labels=["route"])
+        memory_exhausted = CounterMetricFamily(
+            "mcp_sidecar_observer_memory_exhausted",
+            "Connections whose observation stopped because the worker's inspection buffers were full "
+            "(observe_memory); forwarding unaffected.", labels=["route"])
         shed = CounterMetricFamily("mcp_sidecar_observer_shed",
                                    "Connections forwarded unobserved because observation was over its CPU "
                                    "budget (observe_cpu_share).", labels=["route"])
@@ -180,6 +186,7 @@ class RuntimeCollector(Collector):
             total.add_metric([name], rt.total)
             observe_s.add_metric([name], rt.observation.observe_s)
             shed.add_metric([name], rt.observation.shed)
+            memory_exhausted.add_metric([name], rt.observation.memory_exhausted)
             active.add_metric([name], rt.active)
             for reason, count in sorted(rt.rejected.items()):
                 rejected.add_metric([name, reason], count)
@@ -197,15 +204,35 @@ class RuntimeCollector(Collector):
             circuit.add_metric([name], 0 if rt.breaker.state == "closed" else 1)
             opened.add_metric([name], rt.breaker.opened_total)
             connecting.add_metric([name], rt.connector.connecting)
-            mcp_active.add_metric([name], sum(1 for c in rt.connections.values()
-                                              if c.observation is not None and c.observation.mcp))
+            mcp_active.add_metric([name], rt.observation.mcp_connections)
             worst.add_metric([name], rt.worst_quality())
             tracker = rt.observation.tracker
             progress.add_metric([name], tracker.progress)
-            streams.add_metric([name], tracker.streams_open + sum(
-                1 for c in rt.connections.values() if c.observation is not None and c.observation.open_stream))
+            streams.add_metric([name], tracker.streams_open + rt.observation.open_streams)
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting, mcp_active, worst, progress, streams, observe_s, shed)
+                    opened, connecting, mcp_active, worst, progress, streams, observe_s, shed, memory_exhausted)
+        exhausted = CounterMetricFamily(
+            "mcp_sidecar_local_resource_exhausted",
+            "Times this worker ran out of a local resource (descriptors, buffers, memory), by where it happened; "
+            "never counted against an upstream.", labels=["resource", "where"])
+        for resource in LOCAL_RESOURCES:
+            for where in EXHAUSTION_PLACES:
+                exhausted.add_metric([resource, where], proxy.exhaustion.counts.get((resource, where), 0))
+        yield exhausted
+        suppressed = CounterMetricFamily("mcp_sidecar_log_lines_suppressed",
+                                         "Log lines not written because their event was over its rate limit.",
+                                         labels=["event"])
+        for event, count in sorted(logs.limiter.suppressed_total.items()):
+            suppressed.add_metric([event], count)
+        yield suppressed
+        memory = GaugeMetricFamily("mcp_sidecar_observer_memory_bytes",
+                                   "Bytes held by the worker's inspection buffers now (all routes).")
+        memory.add_metric([], proxy.observe_memory.used)
+        yield memory
+        memory_limit = GaugeMetricFamily("mcp_sidecar_observer_memory_limit_bytes",
+                                         "The worker's inspection buffer budget (observe_memory).")
+        memory_limit.add_metric([], proxy.observe_memory.limit)
+        yield memory_limit
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)

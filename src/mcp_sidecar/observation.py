@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
-from .budget import ObservationBudget
+from .budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
 from .logs import log
+from .redact import redact_text
 from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
                            SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
 from .observe.mcp import McpOutcome, McpTracker, method_label
@@ -79,9 +80,17 @@ class RouteObservation:
     tracker: McpTracker
     #: Shared by the worker's routes (proxy.py); unlimited when built alone (tests).
     budget: ObservationBudget = field(default_factory=lambda: ObservationBudget(1.0, 0.0))
+    #: The worker's inspection buffers (budget.py); unbounded when built alone.
+    memory: MemoryBudget = UNBOUNDED
     #: Seconds spent observing this route's chunks; connections shed over the budget.
     observe_s: float = 0.0
     shed: int = 0
+    #: Observers that gave up because the inspection buffers were full.
+    memory_exhausted: int = 0
+    #: Open connections that carried MCP; GET event streams open now (kept
+    #: here as they change, so that a scrape never walks the connections).
+    mcp_connections: int = 0
+    open_streams: int = 0
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -114,10 +123,10 @@ class Observation:
         if self.mode != "tcp" and not route.budget.admit(perf_counter()):
             self._shed()
         self._sniffed = bytearray()
-        self.http: HttpObserver | None = HttpObserver() if self.mode == "http" else None
+        self.http: HttpObserver | None = self._http_observer() if self.mode == "http" else None
         self.ws: dict[str, FrameScanner] | None = None
         self._pings: dict[str, dict[bytes, float]] = {"client": {}, "upstream": {}}
-        self.mcp = False
+        self._mcp = False
         self._session = f"conn:{conn.id}"
         #: Set once a 101 switched the connection to WebSocket.
         self.upgraded = trio.Event()
@@ -127,9 +136,9 @@ class Observation:
         self.http_stats: dict[str, Any] = {"exchanges": 0, "last": None}
         self.sse_stats: dict[str, Any] = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None,
                                           "last_at": None}
-        self.close: dict[str, Any] | None = None
+        self.close_frame: dict[str, Any] | None = None
         #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
-        self.open_stream = False
+        self._open_stream = False
         self._exchange_requests: list[tuple[str, float]] = []
         #: The proxy's own keepalive ping outstanding towards each side: (payload, sent at).
         self.keepalive: dict[str, tuple[bytes, float] | None] = {"client": None, "upstream": None}
@@ -138,6 +147,45 @@ class Observation:
         self._held: dict[str, bytearray] = {"client": bytearray(), "upstream": bytearray()}
         self.client_direction = ObservedDirection(self, "client")
         self.upstream_direction = ObservedDirection(self, "upstream")
+
+    def _http_observer(self) -> HttpObserver:
+        return HttpObserver(self.route.memory.allowance())
+
+    @property
+    def mcp(self) -> bool:
+        """The connection carried MCP JSON-RPC."""
+        return self._mcp
+
+    def _saw_mcp(self) -> None:
+        if not self._mcp:
+            self._mcp = True
+            self.route.mcp_connections += 1
+
+    @property
+    def open_stream(self) -> bool:
+        return self._open_stream
+
+    def _stream(self, is_open: bool) -> None:
+        if is_open != self._open_stream:
+            self._open_stream = is_open
+            self.route.open_streams += 1 if is_open else -1
+
+    def close(self) -> None:
+        """The connection ended: give back every buffer and the route's gauges,
+        and drop the references a closed connection must not keep alive."""
+        if self._mcp:
+            self.route.mcp_connections -= 1
+        self._stream(False)
+        if self.http is not None:
+            self.http.close()
+        for scanner in (self.ws or {}).values():
+            scanner.close()
+        self._held = {"client": bytearray(), "upstream": bytearray()}
+        self._sniffed = bytearray()
+        self.http_stats["last"] = None
+        self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
+        self.conn = None  # type: ignore[assignment]  # conn.observation <-> observation.conn
+        self.mode = "closed"
 
     @property
     def rewriting(self) -> bool:
@@ -150,7 +198,7 @@ class Observation:
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
     def _feed(self, side: str, data: Any) -> bool | bytes:
-        if self.mode in ("tcp", "failed", "shed"):  # (the other direction may have given up)
+        if self.mode in ("tcp", "failed", "shed", "closed"):  # (the other direction may have given up)
             return self._release(side, data)
         if not data:  # EOF: release anything withheld
             held = bytes(self._held[side])
@@ -159,6 +207,9 @@ class Observation:
         started = perf_counter()
         try:
             result = self._observe(side, data)
+        except InspectionMemoryExhausted:
+            self._out_of_memory()
+            return self._release(side, data)
         except (HttpObserverError, WebSocketError, RecursionError, ValueError, KeyError, TypeError,
                 AttributeError, IndexError, AssertionError) as exc:
             self._fail(exc)
@@ -204,7 +255,7 @@ class Observation:
         if _REQUEST_LINE.match(head):
             self.mode = "http"
             self.conn.protocol = "http"
-            self.http = HttpObserver()
+            self.http = self._http_observer()
             buffered = bytes(self._sniffed)
             self._sniffed.clear()
             now = self.clock()
@@ -227,9 +278,26 @@ class Observation:
         log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn.id, protocol=protocol,
             budget=self.route.budget.share)
 
+    def _out_of_memory(self) -> None:
+        """The worker's inspection buffers are full: stop observing this
+        connection (a local limit, counted apart from peer faults)."""
+        protocol = self.mode
+        self.mode = "failed"
+        self.route.memory_exhausted += 1
+        self._drop_observers()
+        log(logger, logging.INFO, "observer.memory_exhausted", route=self.route.route, conn=self.conn.id,
+            protocol=protocol, limit_bytes=self.route.memory.limit)
+
+    def _drop_observers(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        for scanner in (self.ws or {}).values():
+            scanner.close()
+
     def _fail(self, exc: BaseException) -> None:
         protocol = self.mode
         self.mode = "failed"
+        self._drop_observers()
         self.route.metrics.observer_errors.labels(self.route.route, protocol).inc()
         log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn.id, protocol=protocol,
             error=str(exc)[:200])
@@ -246,11 +314,11 @@ class Observation:
                     child(metrics.mcp_first_byte, label).observe(now - at)
                 self._exchange_requests.clear()
                 if ex.content_type == "text/event-stream" and ex.method == "GET":
-                    self.open_stream = True
+                    self._stream(True)
                     self.sse_stats["started"] = now
             elif isinstance(event, ExchangeDone):
                 ex = event.exchange
-                self.open_stream = False
+                self._stream(False)
                 self.http_stats["exchanges"] += 1
                 self.http_stats["last"] = ex  # rendered when asked (connection_facts)
                 if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
@@ -278,7 +346,7 @@ class Observation:
             elif isinstance(event, JsonRpcSeen):
                 self._jsonrpc(event.origin, event.message, event.at, event.session)
             elif isinstance(event, SessionEndpoint):
-                self.mcp = True
+                self._saw_mcp()
             elif isinstance(event, Upgraded):
                 if not event.websocket:  # a tunnel of another protocol: opaque from here on
                     self.mode = "tcp"
@@ -286,7 +354,9 @@ class Observation:
                     continue
                 self.mode = "websocket"
                 self.conn.protocol = "websocket"
-                self.ws = {"client": FrameScanner(), "upstream": FrameScanner()}
+                memory = self.route.memory
+                self.ws = {"client": FrameScanner(memory=memory.allowance()),
+                           "upstream": FrameScanner(memory=memory.allowance())}
                 self.upgraded.set()
                 if event.client_trailing:
                     self._frames("client", event.client_trailing, now)
@@ -294,7 +364,7 @@ class Observation:
                     self._frames("upstream", event.upstream_trailing, now)
 
     def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None) -> None:
-        self.mcp = True
+        self._saw_mcp()
         if origin == "client" and self.mode == "http" and "id" in message and "method" in message:
             self._exchange_requests.append((method_label(message["method"]), now))
         outcomes = self.route.tracker.message(origin, message, now, session or self._session)
@@ -376,9 +446,9 @@ class Observation:
             sizes[opcode] = sizes.get(opcode, 0) + frame.length
             if opcode == "close":
                 self.closing = True
-                if self.close is None:
-                    self.close = {"code": frame.close_code, "reason": (frame.close_reason or "")[:123],
-                                  "from": side}
+                if self.close_frame is None:
+                    self.close_frame = {"code": frame.close_code, "reason": redact_text((frame.close_reason or "")[:123]),
+                                        "from": side}
             if frame.opcode == "ping" and frame.payload is not None:
                 pings = self._pings[side]
                 if len(pings) < MAX_OUTSTANDING_PINGS:
@@ -392,7 +462,7 @@ class Observation:
                 payload = frame.payload
                 if payload[:1] == b"{" and b'"id"' not in payload:
                     # A notification: no correlation needed, skip the JSON parse.
-                    self.mcp = True
+                    self._saw_mcp()
                     if b'"notifications/progress"' in payload:
                         self.route.tracker.progress += 1
                     continue
@@ -424,6 +494,6 @@ def connection_facts(observation: Observation | None, now: float) -> dict[str, A
                         "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
                         "stream_s": None if sse["started"] is None else round(now - sse["started"], 3)}
     if observation.ws is not None:
-        facts["websocket"] = {"close": observation.close,
+        facts["websocket"] = {"close": observation.close_frame,
                               "keepalive_outstanding": [s for s, v in observation.keepalive.items() if v]}
     return facts

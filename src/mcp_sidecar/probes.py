@@ -12,7 +12,9 @@
 Every probe connects through the route's ``Connector`` (so ``localhost``
 means both loopbacks here too) and returns ``(ok, result)`` where result is
 a short bounded label (``ok``, ``refused``, ``timeout``, ``http 503``,
-``mcp error -32601``...).
+``mcp error -32601``...).  When this host cannot open a socket at all
+(``EMFILE``...) it raises ``LocalResourceError``: that is no verdict on
+the upstream.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import trio_websocket
 from .addresses import HostPort, bracket
 from .httpclient import HttpResponse, request_on
 from .sse import SseEvent, SseParser
-from .upstream import Connector, classify
+from .upstream import Connector, classify, local_resource_error
 
 MCP_PROTOCOL_VERSION = "2025-06-18"
 CLIENT_INFO = {"name": "mcp-sidecar-check", "version": "1"}
@@ -147,5 +149,8 @@ async def probe(level: str, address: HostPort, path: str, timeout_s: float,
     except h11.ProtocolError:
         return False, "http protocol error"
     except (OSError, trio.TooSlowError) as exc:
+        local = local_resource_error(exc)
+        if local is not None:
+            raise local from None  # the caller must not count it against the upstream
         return False, classify(exc)
     return True, "ok"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import trio
 
-from . import sockopts
+from . import logs, memtrim, sockopts
 from .addresses import format_sockaddr
 from .config import ProxyConfig, RouteConfig
 from .connection import Connection, serve_connection
@@ -33,12 +33,13 @@ from .health import CircuitBreaker, RouteHealth, route_health, run_checks
 from .listeners import BoundListener
 from .logs import log
 from .metrics import Metrics, RouteMetrics
-from .budget import LOAD_INTERVAL_S, ObservationBudget
+from .budget import LOAD_INTERVAL_S, MemoryBudget, ObservationBudget
 from .observation import RouteObservation
 from .observe.mcp import McpTracker
-from .pump import ScratchBuffer
+from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
-from .upstream import Connector
+from .upstream import Connector, local_resource_error
+from .exhaustion import DescriptorBudget, LocalExhaustion
 
 logger = logging.getLogger("mcp_sidecar.proxy")
 
@@ -49,7 +50,6 @@ MAX_TRACKED_CLIENTS = 1024
 ACCEPTS_PER_CHECKPOINT = 64
 #: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
 ACCEPT_RESOURCE_BACKOFF_S = 0.1
-_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 @dataclass
@@ -64,8 +64,12 @@ class RouteRuntime:
     health: RouteHealth
     breaker: CircuitBreaker
     observation: RouteObservation
+    #: The worker's local resource exhaustion (shared by its routes).
+    exhaustion: LocalExhaustion = field(default_factory=LocalExhaustion)
     active: int = 0
     total: int = 0
+    #: Clients being answered 503 (or RST) while the circuit is open.
+    refusing: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     #: Connections that gave up on the upstream, by the last attempt's reason.
     connect_failures: dict[str, int] = field(default_factory=dict)
@@ -90,7 +94,7 @@ class RouteRuntime:
         return earlier
 
     def worst_quality(self) -> int:
-        scores = [c.quality.report(c.reconnects)["score"] for c in self.connections.values() if c.quality.samples]
+        scores = [c.quality.score(c.reconnects) for c in self.connections.values() if c.quality.samples]
         return min(scores, default=100)
 
     def connection_closed(self, conn: Connection) -> None:
@@ -118,6 +122,10 @@ class Proxy:
         self.routes: list[RouteRuntime] = []
         #: One budget for the whole worker: observation shares its one thread.
         self.observe_budget = ObservationBudget(config.observe_cpu_share, time.perf_counter())
+        #: One byte budget for every inspection buffer of the worker.
+        self.observe_memory = MemoryBudget(config.observe_memory_bytes)
+        self.exhaustion = LocalExhaustion()
+        self.descriptors = DescriptorBudget.for_this_process()
         for route in config.routes:
             s = route.settings
             health = route_health(route)
@@ -132,7 +140,8 @@ class Proxy:
                     health=health,
                     breaker=CircuitBreaker(s.breaker_failures, s.breaker_open_s),
                     observation=RouteObservation(route.name, self.metrics, McpTracker(s.mcp_request_timeout_s),
-                                                 budget=self.observe_budget),
+                                                 budget=self.observe_budget, memory=self.observe_memory),
+                    exhaustion=self.exhaustion,
                 )
             )
         #: Set by the worker when a supervisor runs it (see supervisor.py).
@@ -165,6 +174,21 @@ class Proxy:
         while True:
             budget.load(time.process_time(), time.perf_counter())
             await trio.sleep(LOAD_INTERVAL_S)
+
+    async def _maintain(self) -> None:
+        """Housekeeping: the summaries of suppressed log lines (logs.py), and
+        freed heap handed back to the kernel after connections end (memtrim.py)."""
+        closed = self._closed_total()
+        while True:
+            await trio.sleep(memtrim.TRIM_INTERVAL_S)
+            logs.flush_suppressed()
+            now = self._closed_total()
+            if now != closed:
+                closed = now
+                memtrim.trim()
+
+    def _closed_total(self) -> int:
+        return sum(rt.total - rt.active for rt in self.routes)
 
     async def _sample_tcp_stats(self) -> None:
         """Envoy's tcp_stats: TCP_INFO of every open connection, periodically."""
@@ -204,25 +228,28 @@ class Proxy:
                 await trio.lowlevel.wait_readable(lsock)
                 continue
             except OSError as exc:
-                if exc.errno in _RESOURCE_ERRNOS:
-                    log(logger, logging.ERROR, "accept.resource_exhausted", route=rt.config.name, error=str(exc))
+                local = local_resource_error(exc)
+                if local is not None:
+                    self.exhaustion.record(local.resource, local.errno_name, "accept", trio.current_time())
+                    log(logger, logging.ERROR, "accept.resource_exhausted", route=rt.config.name,
+                        resource=local.resource, error=local.errno_name)
                     await trio.sleep(ACCEPT_RESOURCE_BACKOFF_S)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # the client gave up before we accepted
+                if exc.errno == errno.EINVAL:
+                    return  # the supervisor shut the listening socket down: a stop
                 raise
             csock.setblocking(False)
-            if rt.active >= max_connections:
-                rt.rejected["max_connections"] = rt.rejected.get("max_connections", 0) + 1
-                sockopts.close(csock, abort=True)
-                log(logger, logging.WARNING, "connection.rejected", route=rt.config.name,
-                    client=format_sockaddr(addr), reason="max_connections", limit=max_connections)
+            if rt.active + rt.refusing >= max_connections:  # refusals hold a descriptor too
+                self._reject(rt, csock, addr, "max_connections", limit=max_connections)
+            elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
+                self.exhaustion.record("descriptors", "RLIMIT_NOFILE", "accept", trio.current_time())
+                self._reject(rt, csock, addr, "descriptors", limit=self.descriptors.limit)
             elif not rt.breaker.allow(trio.current_time()):
                 rt.rejected["circuit_open"] = rt.rejected.get("circuit_open", 0) + 1
-                breaker = rt.breaker
-                reason = f"circuit open after {breaker.threshold} consecutive upstream failures ({breaker.last_reason})"
-                conns.start_soon(refuse, csock, rt.config.settings.protocol, rt.config.name, reason,
-                                 breaker.retry_after_s(trio.current_time()))
+                rt.refusing += 1
+                conns.start_soon(self._refuse, rt, csock)
             else:
                 rt.active += 1
                 rt.total += 1
@@ -231,6 +258,24 @@ class Proxy:
             if burst >= ACCEPTS_PER_CHECKPOINT:
                 burst = 0
                 await trio.lowlevel.checkpoint()
+
+    def _reject(self, rt: RouteRuntime, csock: socket.socket, addr: Any, reason: str, **fields: Any) -> None:
+        """Close a client at once with RST (a limit is reached), counted."""
+        rt.rejected[reason] = rt.rejected.get(reason, 0) + 1
+        sockopts.close(csock, abort=True)
+        log(logger, logging.WARNING, "connection.rejected", route=rt.config.name, client=format_sockaddr(addr),
+            reason=reason, **fields)
+
+    async def _refuse(self, rt: RouteRuntime, csock: socket.socket) -> None:
+        """The circuit is open: answer 503 (HTTP) or RST, counted against
+        max_connections while it lasts."""
+        breaker = rt.breaker
+        reason = f"circuit open after {breaker.threshold} consecutive upstream failures ({breaker.last_reason})"
+        try:
+            await refuse(csock, rt.config.settings.protocol, rt.config.name, reason,
+                         breaker.retry_after_s(trio.current_time()))
+        finally:
+            rt.refusing -= 1
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until drained; the listeners are closed on return."""
@@ -246,6 +291,7 @@ class Proxy:
                             for target in rt.health.targets:
                                 acceptors.start_soon(run_checks, rt, target)
                     acceptors.start_soon(self._sample_tcp_stats)
+                    acceptors.start_soon(self._maintain)
                     acceptors.start_soon(self._sweep_mcp)
                     if not self.observe_budget.unlimited:
                         acceptors.start_soon(self._watch_load)

@@ -111,9 +111,13 @@ class Pipe:
     """
 
     __slots__ = ("r", "w", "size")
+    #: Pipes open in this process (two descriptors each): the worker's
+    #: descriptor budget counts them (exhaustion.py).
+    open = 0
 
     def __init__(self, size: int) -> None:
         self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        Pipe.open += 1
         try:
             fcntl.fcntl(self.w, _F_SETPIPE_SZ, size)
         except OSError:
@@ -123,6 +127,7 @@ class Pipe:
     def close(self) -> None:
         os.close(self.r)
         os.close(self.w)
+        Pipe.open -= 1
 
 
 async def _splice_out(pipe: Pipe, dst: socket.socket, n: int) -> None:

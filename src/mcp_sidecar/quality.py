@@ -45,21 +45,59 @@ def grade(score: int) -> str:
     return "F"
 
 
+def _score(avg_s: float, error_rate: float, reconnects: int) -> tuple[int, list[str]]:
+    """Seed 000's penalties: the score and what was deducted, in words."""
+    score, issues = 100, []
+    if avg_s > CRITICAL_LATENCY_S:
+        score -= 30
+        issues.append("high latency (> 1000 ms)")
+    elif avg_s > WARN_LATENCY_S:
+        score -= 15
+        issues.append("elevated latency (> 500 ms)")
+    if error_rate > 0.05:
+        score -= 40
+        issues.append("high error rate (> 5 %)")
+    elif error_rate > 0.01:
+        score -= 20
+        issues.append("elevated error rate (> 1 %)")
+    if reconnects > RECONNECTS_PENALTY_ABOVE:
+        score -= 25
+        issues.append(f"frequent reconnects ({reconnects})")
+    return max(0, score), issues
+
+
 class Quality:
+    """One connection's latency window and outcomes; ``score`` is O(1)."""
+
+    __slots__ = ("samples", "source", "ok", "errors", "_sum")
+
     def __init__(self, window: int = WINDOW) -> None:
         self.samples: deque[float] = deque(maxlen=window)
         self.source = "none"
         self.ok = 0
         self.errors = 0
+        self._sum = 0.0  # of the samples in the window
 
     def latency(self, seconds: float, source: str) -> None:
         """Add a sample; application (L7) samples take over from kernel ones."""
         if source == "tcp" and self.source not in ("none", "tcp"):
             return
+        samples = self.samples
         if source != "tcp" and self.source in ("none", "tcp"):
-            self.samples.clear()
+            samples.clear()
+            self._sum = 0.0
         self.source = source
-        self.samples.append(seconds)
+        if len(samples) == samples.maxlen:
+            self._sum -= samples[0]
+        samples.append(seconds)
+        self._sum += seconds
+
+    def score(self, reconnects: int = 0) -> int:
+        """The 0-100 score alone, without the statistics (for a scrape over
+        every open connection)."""
+        n = len(self.samples)
+        total = self.ok + self.errors
+        return _score(self._sum / n if n else 0.0, self.errors / total if total else 0.0, reconnects)[0]
 
     def outcome(self, ok: bool) -> None:
         if ok:
@@ -75,22 +113,7 @@ class Quality:
         avg = sum(samples) / n if n else 0.0
         stddev = math.sqrt(sum((x - avg) ** 2 for x in samples) / n) if n else 0.0
         ordered = sorted(samples)
-        score, issues = 100, []
-        if avg > CRITICAL_LATENCY_S:
-            score -= 30
-            issues.append("high latency (> 1000 ms)")
-        elif avg > WARN_LATENCY_S:
-            score -= 15
-            issues.append("elevated latency (> 500 ms)")
-        if error_rate > 0.05:
-            score -= 40
-            issues.append("high error rate (> 5 %)")
-        elif error_rate > 0.01:
-            score -= 20
-            issues.append("elevated error rate (> 1 %)")
-        if reconnects > RECONNECTS_PENALTY_ABOVE:
-            score -= 25
-            issues.append(f"frequent reconnects ({reconnects})")
+        score, issues = _score(avg, error_rate, reconnects)
         cv = stddev / avg if avg else 0.0
         if cv > VARIATION_WARN and n >= 5:
             issues.append(f"latency varies by {cv:.0%}")
@@ -107,7 +130,6 @@ class Quality:
             z = (samples[-1] - avg) / stddev
             if abs(z) > Z_WARNING:
                 anomaly = {"z": round(z, 2), "level": "critical" if abs(z) > Z_CRITICAL else "warning"}
-        score = max(0, score)
         ms = 1000.0
         return {
             "source": self.source,

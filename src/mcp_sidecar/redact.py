@@ -53,7 +53,8 @@ _SECRET_PARAM_RE = re.compile(
     r"(?i)(?<![A-Za-z0-9_.-])(?P<name>" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
     + r")=(?P<value>[^&;#\s\"',)]*)"
 )
-_BEARER_RE = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+#: The scheme word may repeat ("BEARER Bearer <token>"): the token is what follows the last one.
+_BEARER_RE = re.compile(r"(?i)\b((?:bearer|basic)(?:\s+(?:bearer|basic)\b)*)\s+[A-Za-z0-9._~+/=-]+")
 _HEADER_LINE_RE = re.compile(
     r"(?i)(?P<name>" + "|".join(re.escape(h) for h in sorted(SECRET_HEADERS)) + r")(?P<sep>\"?\s*[:=]\s*\"?)"
     r"(?P<value>[^\"\r\n,}]*)"
@@ -89,3 +90,20 @@ def scrub(text: str) -> str:
         text = _redact_params(text)
     text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return _HEADER_LINE_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
+
+
+_SECRET_WORD_RE = re.compile(
+    r"(?i)\b(token|secret|password|passwd|passphrase|api[-_]?key|key|bearer|basic|session|cookie|credentials?"
+    r"|signature|sig)(\s*[:=]?\s*)([^\s,;]+)")
+#: A run of 16+ token characters with both letters and digits: a key, not a word.
+_TOKENISH_RE = re.compile(r"(?<![A-Za-z0-9._~+/=-])(?=[A-Za-z0-9._~+/=-]*[0-9])(?=[A-Za-z0-9._~+/=-]*[A-Za-z])"
+                          r"[A-Za-z0-9._~+/=-]{16,}")
+
+
+def redact_text(text: str) -> str:
+    """Free text a peer wrote (a WebSocket close reason, an error message it
+    sent): ``scrub``, then the word after a secret-sounding one and anything
+    that looks like a key.  Errs on the side of removing too much."""
+    text = scrub(text)
+    text = _SECRET_WORD_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _TOKENISH_RE.sub(REDACTED, text)

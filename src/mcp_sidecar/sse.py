@@ -40,6 +40,13 @@ class SseParser:
     _event: str = ""
     _id: str | None = None
     _retry: int | None = None
+    #: Bytes of the event being assembled (its data lines so far).
+    _data_bytes: int = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the incomplete line and the event's data lines."""
+        return len(self._buffer) + self._data_bytes
 
     def feed(self, chunk: bytes) -> list[SseEvent | Comment]:
         out: list[SseEvent | Comment] = []
@@ -74,6 +81,7 @@ class SseParser:
             if self._data:
                 out.append(SseEvent(self._event or "message", "\n".join(self._data), self._id, self._retry))
             self._data, self._event, self._retry = [], "", None
+            self._data_bytes = 0
             return
         if line.startswith(":"):
             out.append(Comment(line[1:].lstrip(" ")))
@@ -83,6 +91,7 @@ class SseParser:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_bytes += len(raw)
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import trio
 
-from . import __version__, sdnotify
+from . import __version__, logs, sdnotify
 from .addresses import format_sockaddr
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
@@ -136,6 +136,8 @@ class Supervisor:
         self._lock = trio.Lock()  # restart / reload / stop, one at a time
         self._ready_sent = False
         self._upstream_down: set[str] = set()
+        #: Connections accepted per route by workers that have exited.
+        self._retired_totals: dict[str, int] = {}
         self._failures_seen: dict[str, dict[str, int]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -218,15 +220,17 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         sdnotify.notify("STOPPING=1", "STATUS=draining")
+        self._stop_listening()
         async with self._lock:
-            if self.standby is not None:
-                await self._retire(self.standby, "stop")
-            for worker in self._alive():
-                if worker.role in ("active", "draining"):
-                    worker.role = "draining"
-                    await self._send(worker, "drain")
-                else:
-                    await self._retire(worker, "stop")
+            async with trio.open_nursery() as nursery:
+                for worker in self._alive():
+                    if worker.role in ("active", "draining"):
+                        worker.role = "draining"
+                        # No successor: the draining worker keeps answering the
+                        # admin endpoint (readiness 503 "draining", liveness 200).
+                        nursery.start_soon(self._send, worker, "drain", False)
+                    else:
+                        nursery.start_soon(self._retire, worker, "stop")
             deadline = trio.current_time() + self.config.drain_timeout_s + DRAIN_GRACE_S
             for worker in list(self.workers):
                 with trio.move_on_at(deadline):
@@ -234,6 +238,23 @@ class Supervisor:
                 if not worker.exited.is_set():
                     worker.kill("stop")
                     await worker.exited.wait()
+
+    def _stop_listening(self) -> None:
+        """A stop refuses new clients at once instead of queueing them for a
+        worker that will never accept them.  ``shutdown`` ends listening for
+        every process holding the socket (the workers' inherited copies too);
+        sockets adopted from systemd are only closed here: systemd keeps its
+        own copy and queues clients for the next start, by design."""
+        if self.sockets is None:
+            return
+        for listener in self.sockets.routes:
+            if not self.sockets.activated:
+                try:
+                    listener.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            listener.close()
+        log(logger, logging.INFO, "supervisor.stopped_listening", listeners=len(self.sockets.routes))
 
     # --- workers ------------------------------------------------------------------------
 
@@ -311,6 +332,9 @@ class Supervisor:
             self.standby = None
         self.workers.remove(worker)
         self._failures_seen.pop(str(worker.pid), None)
+        for route in (worker.snapshot or {}).get("routes", []):
+            self._retired_totals[route["name"]] = (self._retired_totals.get(route["name"], 0)
+                                                   + route["connections_total"])
         expected = worker.expected_exit or role == "draining" or worker.kill_reason in ("restart", "stop", "reload")
         if expected:
             log(logger, logging.INFO, "worker.exited", worker=worker.id, pid=worker.pid, role=role,
@@ -413,7 +437,7 @@ class Supervisor:
         worker.expected_exit = True
         if worker is self.standby:
             self.standby = None
-        if not await self._send(worker, "drain"):
+        if not await self._send(worker, "drain", True):
             worker.kill(reason)
         with trio.move_on_after(2):
             await worker.exited.wait()
@@ -477,6 +501,7 @@ class Supervisor:
         period = min(0.25, sup.heartbeat_timeout_s / 4)
         while True:
             await trio.sleep(period)
+            logs.flush_suppressed()
             now = trio.current_time()
             for worker in self._alive():
                 if worker.last_heartbeat is None:
@@ -514,6 +539,8 @@ class Supervisor:
     async def restart(self, hard: bool = False) -> dict[str, Any]:
         """Graceful: a new worker takes over, the old one drains.  Hard: kill now."""
         async with self._lock:
+            if self.stopping:
+                return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
             old = self.active
             if old is None:
                 return {"ok": False, "error": "no active worker"}
@@ -527,7 +554,7 @@ class Supervisor:
             if not await self._activate(new):
                 return {"ok": False, "error": "the new worker did not start"}
             old.role = "draining"
-            await self._send(old, "drain")
+            await self._send(old, "drain", True)
             self._count_restart("restart")
             self._record("worker_restart", old_pid=old.pid, new_pid=new.pid)
         self._wake()
@@ -536,6 +563,8 @@ class Supervisor:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; apply it through a graceful restart, or change nothing."""
         async with self._lock:
+            if self.stopping:
+                return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
             current = self.sockets
             assert current is not None
             sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
@@ -555,7 +584,7 @@ class Supervisor:
                         continue
                     if worker.role == "active":
                         worker.role = "draining"
-                        await self._send(worker, "drain")
+                        await self._send(worker, "drain", True)
                     elif worker.role in ("standby", "starting"):
                         await self._retire(worker, "reload")
                 self.sockets, self.config = new_sockets, new_config
@@ -575,11 +604,15 @@ class Supervisor:
         snap = self.active.snapshot if self.active is not None else None
         routes = []
         by_name = {r["name"]: r for r in (snap or {}).get("routes", [])}
-        draining_active = {}
+        # Every worker that serves or drains counts: open connections now, and
+        # everything accepted since the supervisor started (exited workers too).
+        active: dict[str, int] = {}
+        total = dict(self._retired_totals)
         for w in self.workers:
-            if w.role == "draining" and w.snapshot:
+            if w.role in ("active", "draining") and w.snapshot:
                 for r in w.snapshot.get("routes", []):
-                    draining_active[r["name"]] = draining_active.get(r["name"], 0) + r["connections_active"]
+                    active[r["name"]] = active.get(r["name"], 0) + r["connections_active"]
+                    total[r["name"]] = total.get(r["name"], 0) + r["connections_total"]
         assert self.sockets is not None
         for route in self.config.routes:
             live = by_name.get(route.name, {})
@@ -590,11 +623,13 @@ class Supervisor:
                 "upstream_healthy": live.get("upstream_healthy"),
                 "circuit": live.get("circuit", "closed"),
                 "upstream_state": live.get("upstream_state", "unknown"),
-                "connections_active": live.get("connections_active", 0) + draining_active.get(route.name, 0),
-                "connections_total": live.get("connections_total", 0),
+                "connections_active": active.get(route.name, 0),
+                "connections_total": total.get(route.name, 0),
             })
         problems = []
-        if self.active is None:
+        if self.stopping:
+            problems.append("stopping: draining open connections")
+        elif self.active is None:
             problems.append("no worker is serving")
         if self.consecutive_failures >= self.config.supervisor.alert_threshold:
             problems.append(f"crash loop: {self.consecutive_failures} consecutive worker failures")
@@ -604,6 +639,7 @@ class Supervisor:
         standby = self.standby
         return {
             "running": True,
+            "stopping": self.stopping,
             "healthy": not problems,
             "problems": problems,
             "warnings": exposure_warnings(self.config),
@@ -650,6 +686,12 @@ class Supervisor:
         command = request.get("command")
         if command == "status":
             return self.status()
+        if self.stopping and command == "stop":
+            return {"ok": True, "stopping": True, "already": True, "drain_timeout_s": self.config.drain_timeout_s}
+        if self.stopping and command in ("restart", "reload"):
+            return {"ok": False, "stopping": True,
+                    "error": f"stopping: the workers are draining (up to {self.config.drain_timeout_s:g} s); "
+                             f"{command} is not possible now"}
         if command == "restart":
             return await self.restart(hard=bool(request.get("hard")))
         if command == "reload":

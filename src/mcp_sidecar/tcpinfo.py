@@ -41,6 +41,20 @@ class TcpInfo:
         }
 
 
+#: ``tcpi_state`` (the first byte of TCP_INFO): closed (after a reset, too),
+#: and the peer sent FIN while we did not.
+TCP_CLOSE = 7
+TCP_CLOSE_WAIT = 8
+
+
+def tcp_state(sock: socket.socket) -> int | None:
+    """The kernel's TCP state of ``sock`` (``TCP_CLOSE_WAIT`` ...), or None."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def read_tcp_info(sock: socket.socket) -> TcpInfo | None:
     """The socket's kernel figures, or None (closed socket, other OS)."""
     try:

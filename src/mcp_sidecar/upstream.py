@@ -20,6 +20,9 @@ Rules this module keeps:
   retried with exponential backoff (and jitter) until ``retry_window_s``
   has passed since the first one, so a restarting upstream costs the client
   a short wait instead of an error.
+* Running out of a local resource (``EMFILE``, ``ENFILE``, ``ENOBUFS``,
+  ``ENOMEM``) raises ``LocalResourceError`` at once: it is this host's
+  fault, so it is never counted as an upstream failure nor retried.
 * The result is a plain non-blocking stdlib socket for the pump.
 """
 
@@ -33,7 +36,7 @@ from typing import Callable
 import trio
 
 from .addresses import HostPort
-from .errors import UpstreamUnavailable
+from .errors import ClientGone, LocalResourceError, UpstreamUnavailable
 
 INITIAL_BACKOFF_S = 0.025
 MAX_BACKOFF_S = 0.5
@@ -45,6 +48,23 @@ _LOOPBACKS = ("127.0.0.1", "::1")
 def is_localhost(host: str) -> bool:
     host = host.lower().rstrip(".")
     return host == "localhost" or host.endswith(".localhost")
+
+
+#: errno -> what this host ran out of: a local fault, never the upstream's.
+LOCAL_RESOURCE_ERRNOS = {errno.EMFILE: "descriptors", errno.ENFILE: "descriptors", errno.ENOBUFS: "buffers",
+                         errno.ENOMEM: "memory"}
+
+
+def local_resource_error(exc: BaseException) -> LocalResourceError | None:
+    """The local resource ``exc`` says this host ran out of, if it does."""
+    errors = [exc]
+    if isinstance(exc, OSError) and isinstance(exc.__cause__, BaseExceptionGroup):
+        errors += [e for e in exc.__cause__.exceptions if isinstance(e, OSError)]
+    for error in errors:
+        if isinstance(error, OSError) and error.errno in LOCAL_RESOURCE_ERRNOS:
+            return LocalResourceError(LOCAL_RESOURCE_ERRNOS[error.errno], errno.errorcode[error.errno],
+                                      error.strerror or str(error))
+    return None
 
 
 def classify(exc: BaseException) -> str:
@@ -137,6 +157,9 @@ class Connector:
                         with trio.fail_after(self.connect_timeout_s):
                             sock = await self.attempt_address(address)
                     except (OSError, trio.TooSlowError) as exc:
+                        local = local_resource_error(exc)
+                        if local is not None:
+                            raise local from None  # not the upstream's fault: not counted against it
                         error = exc
                         self.failed_attempts += 1
                         reason = classify(exc)
@@ -150,20 +173,35 @@ class Connector:
             finally:
                 self.connecting -= 1
 
-    async def connect(self) -> tuple[socket.socket, int]:
-        """Return ``(socket, attempts)`` or raise ``UpstreamUnavailable``."""
+    async def connect(self, client_gone: Callable[[], bool] = lambda: False) -> tuple[socket.socket, int]:
+        """Return ``(socket, attempts)`` or raise ``UpstreamUnavailable``.
+
+        ``client_gone`` is asked before every attempt, between attempts and
+        once connected: when the client has left, ``ClientGone`` is raised
+        (and a fresh upstream socket closed) instead of delivering a request
+        nobody waits for -- as Envoy aborts the upstream connect when the
+        downstream closes first.  Such attempts count against nobody.
+        """
         deadline = trio.current_time() + self.retry_window_s
         delay = INITIAL_BACKOFF_S
         attempts = 0
         while True:
+            if attempts and client_gone():
+                raise ClientGone(attempts)
             attempts += 1
             try:
                 sock, _ = await self.attempt_once()
-                return sock, attempts
             except (OSError, trio.TooSlowError) as exc:
                 error: BaseException = exc
+            else:
+                if attempts > 1 and client_gone():  # it left while we retried
+                    sock.close()
+                    raise ClientGone(attempts)
+                return sock, attempts
             pause = delay * random.uniform(0.8, 1.2)
             if trio.current_time() + pause >= deadline:
+                if client_gone():
+                    raise ClientGone(attempts)
                 detail = "timed out" if isinstance(error, trio.TooSlowError) else str(error)
                 names = ", ".join(str(u) for u in self.upstreams)
                 raise UpstreamUnavailable(names, classify(error), detail, attempts)

@@ -43,9 +43,6 @@ async def run_worker(
     (readiness says 503 "draining") and stops with the proxy."""
     proxy = Proxy(config, sockets.routes)
     admin = AdminServer(proxy, sockets.admin, config.admin) if sockets.admin is not None else None
-    if admin is not None and not admin.loopback_only and config.admin.token is None:
-        log(logger, logging.WARNING, "admin.exposed_without_token", address=str(admin.address),
-            detail="read-only endpoints are open to the network; state-changing ones are refused")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, proxy)
         if admin is not None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import h11
 
+from ..budget import UNBOUNDED, Allowance
 from ..sse import Comment, SseError, SseEvent, SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -57,7 +58,26 @@ KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 class HttpObserverError(ValueError):
-    pass
+    """The peer's bytes are not HTTP/1.1 as h11 reads it (or breach a bound).
+
+    The message names the fault, never the peer's bytes: they may carry a
+    cookie or a token (a malformed ``Cookie`` line is still a cookie).
+    """
+
+
+def _describe(exc: h11.ProtocolError) -> str:
+    """h11's reason without the bytes it quotes (``illegal header line: b'...'``)."""
+    text = str(exc)
+    cut = min((i for i in (text.find(m) for m in ("bytearray(", "b'", 'b"', "'", '"')) if i >= 0), default=len(text))
+    return text[:min(cut, 120)].rstrip(": ") + f" (status hint {exc.error_status_hint})"
+
+
+_REQUEST_METHODS = tuple(m.encode() + b" " for m in (*KNOWN_METHODS, "CONNECT", "TRACE"))
+
+
+def starts_like_request(head: bytes) -> bool:
+    """Whether ``head`` (a few first bytes) begins an HTTP/1.x request line."""
+    return any(head.startswith(m) or m.startswith(head) for m in _REQUEST_METHODS)
 
 
 def path_label(target: bytes) -> str:
@@ -154,14 +174,6 @@ def jsonrpc_messages(body: bytes) -> list[dict[str, Any]]:
     return [m for m in items if isinstance(m, dict) and m.get("jsonrpc") == "2.0"]
 
 
-def _append_bounded(buffer: bytearray | None, data: bytes) -> bytearray | None:
-    """Collect a JSON body up to MAX_JSON_BYTES; beyond that, stop (None)."""
-    if buffer is None or len(buffer) + len(data) > MAX_JSON_BYTES:
-        return None
-    buffer += data
-    return buffer
-
-
 @dataclass
 class _Current:
     exchange: Exchange
@@ -209,7 +221,17 @@ def _response_reader(current: _Current) -> h11.Connection:
 
 
 class HttpObserver:
-    def __init__(self) -> None:
+    """The exchanges of one HTTP/1.1 connection, read from both directions.
+
+    Owns the h11 readers, the queue of exchanges awaiting their answer and
+    the bodies being collected for JSON-RPC; what it buffers is charged to
+    ``memory`` (the worker's inspection budget) after every step.
+    """
+
+    def __init__(self, memory: Allowance | None = None) -> None:
+        self.memory = memory or UNBOUNDED.allowance()
+        #: Bytes of the JSON bodies being collected (request and response).
+        self._json_bytes = 0
         self._requests = _request_reader()
         #: Reads the response to ``_queue[0]``; None until its first byte.
         self._responses: h11.Connection | None = None
@@ -229,9 +251,41 @@ class HttpObserver:
             return [Tunneled("client", bytes(data))]
         try:
             self._requests.receive_data(data)
-            return self._client_events(now)
+            events = self._client_events(now)
         except h11.ProtocolError as exc:
-            raise HttpObserverError(f"client: {exc}") from None
+            raise HttpObserverError(f"client: {_describe(exc)}") from None
+        self._account()
+        return events
+
+    def _collect(self, buffer: bytearray | None, data: bytes) -> bytearray | None:
+        """Collect a JSON body up to MAX_JSON_BYTES; beyond that, stop (None)."""
+        if buffer is None:
+            return None
+        if len(buffer) + len(data) > MAX_JSON_BYTES:
+            self._json_bytes -= len(buffer)
+            return None
+        buffer += data
+        self._json_bytes += len(data)
+        return buffer
+
+    def _done_with(self, buffer: bytearray | None) -> None:
+        if buffer:
+            self._json_bytes -= len(buffer)
+
+    def _account(self) -> None:
+        """Charge what is buffered now to the inspection budget."""
+        level = self._json_bytes + len(self._pending_upstream)
+        if self._queue and self._queue[0].sse is not None:
+            level += self._queue[0].sse.buffered
+        self.memory.hold(level)
+
+    def close(self) -> None:
+        """Drop every buffer and give the budget back (the connection ended)."""
+        self._queue.clear()
+        self._pending_upstream = bytearray()
+        self._requests = self._responses = None  # type: ignore[assignment]  # their buffers, too
+        self._json_bytes = 0
+        self.memory.release()
 
     def _client_events(self, now: float) -> list[Any]:
         out: list[Any] = []
@@ -247,7 +301,7 @@ class HttpObserver:
                 current = self._queue[-1]
                 current.exchange.request_bytes += len(event.data)
                 if current.request_json is not None:
-                    current.request_json = _append_bounded(current.request_json, event.data)
+                    current.request_json = self._collect(current.request_json, event.data)
             elif isinstance(event, h11.Request):
                 if len(self._queue) >= MAX_PIPELINE:
                     raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
@@ -258,6 +312,7 @@ class HttpObserver:
                     for message in jsonrpc_messages(bytes(current.request_json)):
                         current.exchange.jsonrpc_requests += 1
                         out.append(JsonRpcSeen("client", message, now, current.exchange.session, "http"))
+                self._done_with(current.request_json)
                 current.request_json = None
                 if self._pending_upstream:
                     out += self._drain_upstream(now)
@@ -301,6 +356,11 @@ class HttpObserver:
             return []
         if self.upgraded:
             return [Tunneled("upstream", bytes(data))]
+        events = self._feed_upstream(data, now)
+        self._account()
+        return events
+
+    def _feed_upstream(self, data: bytes, now: float) -> list[Any]:
         try:
             if self._responses is None:
                 if not self._queue:
@@ -313,12 +373,12 @@ class HttpObserver:
             self._responses.receive_data(data)
             return self._upstream_events(now)
         except h11.ProtocolError as exc:
-            raise HttpObserverError(f"upstream: {exc}") from None
+            raise HttpObserverError(f"upstream: {_describe(exc)}") from None
 
     def _drain_upstream(self, now: float) -> list[Any]:
         data = bytes(self._pending_upstream)
         self._pending_upstream.clear()
-        return self.feed_upstream(data, now)
+        return self._feed_upstream(data, now)
 
     def _upstream_events(self, now: float) -> list[Any]:
         out: list[Any] = []
@@ -335,7 +395,7 @@ class HttpObserver:
                 if current.sse is not None:
                     out += self._sse(current, event.data, now)
                 elif current.response_json is not None:
-                    current.response_json = _append_bounded(current.response_json, event.data)
+                    current.response_json = self._collect(current.response_json, event.data)
             elif isinstance(event, h11.Response):
                 self._response(current, event, now, out)
                 if reader.their_state is h11.SWITCHED_PROTOCOL:  # a 2xx to CONNECT: a tunnel now
@@ -347,6 +407,8 @@ class HttpObserver:
                 if current.response_json:
                     for message in jsonrpc_messages(bytes(current.response_json)):
                         out.append(JsonRpcSeen("upstream", message, now, current.request_session, "http"))
+                self._done_with(current.response_json)
+                current.response_json = None
                 self._queue.popleft()
                 out.append(ExchangeDone(exchange))
                 if current.switch and self._requests.their_state is h11.MIGHT_SWITCH_PROTOCOL:
@@ -361,7 +423,7 @@ class HttpObserver:
                 leftover = reader.trailing_data[0]
                 self._responses = None
                 if leftover:
-                    out += self.feed_upstream(leftover, now)
+                    out += self._feed_upstream(leftover, now)
                 return out
             elif isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:

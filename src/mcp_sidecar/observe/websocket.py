@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..budget import UNBOUNDED, Allowance
+
 OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 MAX_TEXT_BYTES = 256 * 1024
 
@@ -63,8 +65,16 @@ _EXTENDED = [0] * 126 + [2, 8]
 
 
 class FrameScanner:
-    def __init__(self, max_text: int = MAX_TEXT_BYTES) -> None:
+    """The frames of one direction of a WebSocket, read from its bytes.
+
+    Owns the partial header, the payload being read (control frames, small
+    text frames) and the text message being reassembled; what it holds
+    between chunks is charged to ``memory`` after every chunk.
+    """
+
+    def __init__(self, max_text: int = MAX_TEXT_BYTES, memory: Allowance | None = None) -> None:
         self.max_text = max_text
+        self.memory = memory or UNBOUNDED.allowance()
         self._header = bytearray()
         self._frame: Frame | None = None
         self._remaining = 0
@@ -139,7 +149,14 @@ class FrameScanner:
                 if self._remaining == 0:
                     self._finish(out, self._keep)
         self.position = base + n
+        if self._message is not None or self._keep is not None or self.memory.held:
+            self.memory.hold(len(self._message or b"") + len(self._keep or b""))
         return out
+
+    def close(self) -> None:
+        """Drop what is held and give the budget back."""
+        self._message = self._keep = None
+        self.memory.release()
 
     def _start(self, header: memoryview | bytearray, size: int) -> None:
         """Interpret a complete header: the frame, its length, whether to read it."""
