@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from mcp_sidecar.control import NotRunning, send_command  # noqa: E402
+from mcp_sidecar.supervise.control import NotRunning, send_command  # noqa: E402
 
 
 def echo_server() -> int:

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 import trio
 
-from mcp_sidecar.config import ProxyConfig, build_config
-from mcp_sidecar.demo import serve_echo, serve_http
-from mcp_sidecar.admin import AdminServer
-from mcp_sidecar.listeners import bind_all, bind_everything
-from mcp_sidecar.proxy import Proxy
+from mcp_sidecar.config.model import ProxyConfig
+from mcp_sidecar.config.parse import build_config
+from mcp_sidecar.demo.servers import serve_echo, serve_http
+from mcp_sidecar.admin.collector import RuntimeCollector
+from mcp_sidecar.admin.server import AdminServer
+from mcp_sidecar.net.listeners import bind_all, bind_everything
+from mcp_sidecar.forward.proxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXYCTL = [sys.executable, "-m", "mcp_sidecar"]
@@ -97,6 +99,8 @@ async def start_proxy(nursery: trio.Nursery, document: dict[str, Any], *, admin:
     if sockets is not None and sockets.admin is not None:
         server = AdminServer(proxy, sockets.admin, config.admin)
         await nursery.start(server.serve)
+    else:  # the families the admin endpoint would export, readable from the registry
+        proxy.metrics.registry.register(RuntimeCollector(proxy))
     await nursery.start(proxy.serve)
     return RunningProxy(proxy, config, server)
 
@@ -162,7 +166,6 @@ def ipv6_loopback_available() -> bool:
 def exported_metrics() -> dict[str, set[str]]:
     """Every metric a worker exports (its admin endpoint's own included):
     family name -> the names of its samples."""
-    from mcp_sidecar.admin import AdminServer
 
     async def collect() -> dict[str, set[str]]:
         doc = route_doc("127.0.0.1:9")
@@ -351,12 +354,12 @@ class Supervised:
     config_path: Path
 
     def status(self) -> dict[str, Any]:
-        from mcp_sidecar.control import send_command
+        from mcp_sidecar.supervise.control import send_command
 
         return send_command(self.state_dir, "status", timeout_s=20)
 
     def command(self, command: str, **fields: Any) -> dict[str, Any]:
-        from mcp_sidecar.control import send_command
+        from mcp_sidecar.supervise.control import send_command
 
         return send_command(self.state_dir, command, timeout_s=60, **fields)
 

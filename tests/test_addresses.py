@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_sidecar.addresses import AddressSyntaxError, HostPort, beyond_loopback, parse_forward, parse_hostport
+from mcp_sidecar.config.addresses import AddressSyntaxError, HostPort, beyond_loopback, parse_forward, parse_hostport
 
 
 @pytest.mark.parametrize("host, beyond", [

@@ -9,11 +9,11 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_sidecar import admin as admin_module
+from mcp_sidecar.admin import server as admin_module
 from mcp_sidecar import logs
-from mcp_sidecar.demo import serve_echo
-from mcp_sidecar.httpclient import request
-from mcp_sidecar.netinfo import nonloopback_addresses
+from mcp_sidecar.demo.servers import serve_echo
+from mcp_sidecar.net.http import request
+from mcp_sidecar.net.netinfo import nonloopback_addresses
 
 from .conftest import ROOT, connect, exported_metrics, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mcp_sidecar.banner import inspector_lines, route_lines
-from mcp_sidecar.config import build_config
-from mcp_sidecar.listeners import bind_all
-from mcp_sidecar.proxy import Proxy
+from mcp_sidecar.cli.banner import inspector_lines, route_lines
+from mcp_sidecar.config.parse import build_config
+from mcp_sidecar.net.listeners import bind_all
+from mcp_sidecar.forward.proxy import Proxy
 
 
 def _proxy(profile: str) -> Proxy:

@@ -10,8 +10,8 @@ import trio
 
 from mcp_sidecar.observe.http import HttpObserver
 from mcp_sidecar.observe.websocket import FrameScanner
-from mcp_sidecar.budget import InspectionMemoryExhausted, MemoryBudget, ObservationBudget
-from mcp_sidecar.demo import serve_http
+from mcp_sidecar.observe.budget import InspectionMemoryExhausted, MemoryBudget, ObservationBudget
+from mcp_sidecar.demo.servers import serve_http
 
 from .conftest import connect, receive_all, route_doc, start_proxy, wait_until
 
@@ -143,7 +143,7 @@ async def test_a_closed_connection_keeps_nothing_alive(nursery) -> None:
     import gc
     import weakref
 
-    from mcp_sidecar.demo import serve_http
+    from mcp_sidecar.demo.servers import serve_http
 
     from .conftest import route_doc, start_proxy, wait_until
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from mcp_sidecar.demo import serve_echo
+from mcp_sidecar.demo.servers import serve_echo
 
 from .conftest import connect, receive_all, receive_exactly, run_proxyctl
 
@@ -154,7 +154,7 @@ def test_inspector_v2_profile_refuses_beyond_loopback_and_starts_nothing(tmp_pat
 
 
 def _profile_ports_free() -> bool:
-    from mcp_sidecar.netinfo import nonloopback_addresses
+    from mcp_sidecar.net.netinfo import nonloopback_addresses
 
     hosts = nonloopback_addresses()
     for host in hosts:
@@ -170,7 +170,7 @@ def _profile_ports_free() -> bool:
 async def test_inspector_v2_exposed_explicitly_warns_everywhere(supervised) -> None:
     if not _profile_ports_free():
         pytest.skip("needs a non-loopback address with ports 6274 and 6275 free (the profile's fixed ports)")
-    from mcp_sidecar.httpclient import request
+    from mcp_sidecar.net.http import request
 
     expected = ("route inspector-ui listens beyond loopback without protection (--dangerously-expose-unprotected): "
                 "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs "

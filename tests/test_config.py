@@ -5,18 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from mcp_sidecar.addresses import HostPort
-from mcp_sidecar.config import (
-    DEFAULT_BUFFER_BYTES,
-    DEFAULT_CONNECT_RETRY_WINDOW_S,
-    DEFAULT_OBSERVE_CPU_SHARE,
-    build_config,
-    exposure_warnings,
-    format_duration,
-    load_config,
-    parse_duration,
-    render_toml,
-)
+from mcp_sidecar.config.addresses import HostPort
+from mcp_sidecar.config.defaults import DEFAULT_BUFFER_BYTES, DEFAULT_CONNECT_RETRY_WINDOW_S, DEFAULT_OBSERVE_CPU_SHARE
+from mcp_sidecar.config.parse import build_config, load_config
+from mcp_sidecar.config.profiles import exposure_warnings
+from mcp_sidecar.config.values import format_duration, parse_duration
+from mcp_sidecar.config.render import render_toml
 from mcp_sidecar.errors import ConfigError
 
 

@@ -42,7 +42,7 @@ def test_dockerfile_runs_proxyctl_from_this_package() -> None:
     assert 'ENTRYPOINT ["proxyctl"]' in text
     assert "USER 10001" in text
     scripts = (ROOT / "pyproject.toml").read_text()
-    assert 'proxyctl = "mcp_sidecar.cli:main"' in scripts
+    assert 'proxyctl = "mcp_sidecar.cli.main:main"' in scripts
 
 
 def _exported_metric_names() -> set[str]:

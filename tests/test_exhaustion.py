@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcp_sidecar.exhaustion import READY_WINDOW_S, DescriptorBudget, LocalExhaustion
+from mcp_sidecar.net.exhaustion import READY_WINDOW_S, DescriptorBudget, LocalExhaustion
 
 
 def test_exhaustion_is_reported_for_a_window_then_forgotten_by_readiness() -> None:

@@ -9,10 +9,11 @@ import h11
 import pytest
 import trio
 
-from mcp_sidecar.addresses import HostPort
-from mcp_sidecar.demo import serve_echo, serve_http, serve_ws
-from mcp_sidecar.health import CircuitBreaker, UpstreamHealth
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.config.addresses import HostPort
+from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
+from mcp_sidecar.health.breaker import CircuitBreaker
+from mcp_sidecar.health.checks import UpstreamHealth
+from mcp_sidecar.net.http import request
 
 from .conftest import connect, echo_roundtrip, free_port, route_doc, run_proxyctl, start_proxy, wait_until
 

@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from mcp_sidecar.addresses import HostPort
-from mcp_sidecar.config import build_config
+from mcp_sidecar.config.addresses import HostPort
+from mcp_sidecar.config.parse import build_config
 from mcp_sidecar.errors import BindError
-from mcp_sidecar.listeners import _explain, bind_all, expand_listen_host
-from mcp_sidecar.netinfo import listeners_on_port, nonloopback_addresses
+from mcp_sidecar.net.listeners import _explain, bind_all, expand_listen_host
+from mcp_sidecar.net.netinfo import listeners_on_port, nonloopback_addresses
 
 
 def test_nonloopback_addresses_exclude_loopback_and_link_local() -> None:

@@ -10,8 +10,8 @@ import trio_websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_sidecar.demo import serve_echo, serve_http, serve_ws
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
+from mcp_sidecar.net.http import request
 
 from .conftest import connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
@@ -211,7 +211,7 @@ async def test_bytes_identical_with_observation_on_or_off(tail: bytes, prefix: b
 
 
 async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
-    from mcp_sidecar.demo import drive_mcp
+    from mcp_sidecar.demo.servers import drive_mcp
 
     with trio.fail_after(30):
         http_up = await nursery.start(serve_http, "127.0.0.1", 0)

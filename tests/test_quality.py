@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from mcp_sidecar.quality import Quality, grade
+from mcp_sidecar.observe.quality import Quality, grade
 
 
 def test_perfect_connection() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_sidecar.sse import Comment, SseError, SseEvent, SseParser
+from mcp_sidecar.observe.sse import Comment, SseError, SseEvent, SseParser
 
 STREAM = (b": keepalive\r\n\r\n"
           b"event: endpoint\ndata: /message?sessionId=abc\n\n"

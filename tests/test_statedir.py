@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_sidecar.alerts import AlertState, payload
+from mcp_sidecar.supervise.alerts import AlertState, payload
 from mcp_sidecar.errors import LocalError
-from mcp_sidecar.statedir import COUNTERS_FILE, MAX_EVENTS, Counters, PidLock, inspect_pid_file
+from mcp_sidecar.supervise.statedir import COUNTERS_FILE, MAX_EVENTS, Counters, PidLock, inspect_pid_file
 
 
 def test_counters_survive_and_are_written_atomically(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import trio
 
-from mcp_sidecar.demo import serve_echo
+from mcp_sidecar.demo.servers import serve_echo
 
 from .conftest import connect, echo_roundtrip, receive_all, receive_exactly, run_proxyctl, write_config
 
@@ -192,7 +192,7 @@ async def test_counters_persist_across_full_restart_and_status_exit_codes(nurser
         assert status["restarts"]["crash"] == 1
         assert status["counters"]["supervisor_starts"] == 2
         # The worker's admin endpoint shows the supervisor's facts too.
-        from mcp_sidecar.httpclient import request
+        from mcp_sidecar.net.http import request
         from prometheus_client.parser import text_string_to_metric_families
 
         admin_host, admin_port = status["admin"].rsplit(":", 1)

@@ -8,7 +8,7 @@ import socket
 
 import trio
 
-from mcp_sidecar.demo import serve_echo
+from mcp_sidecar.demo.servers import serve_echo
 
 from .test_supervisor import echo_once, echo_route
 

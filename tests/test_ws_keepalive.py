@@ -163,15 +163,13 @@ async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
 async def test_bytes_held_for_a_pong_are_released_in_order_when_the_other_side_gives_up() -> None:
     """A pong header withheld (it may answer our keepalive) must reach its
     destination, followed by the chunk in hand, if observation stops meanwhile."""
-    import socket
-
-    from mcp_sidecar.connection import Connection
-    from mcp_sidecar.metrics import Metrics
-    from mcp_sidecar.observation import Observation, RouteObservation
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
     from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
 
-    with trio.fail_after(5), socket.socket() as sock:
-        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), Connection("r", "c", sock), "http")
+    with trio.fail_after(5):
+        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), 1, Quality(), "http")
         client, upstream = observation.client_direction, observation.upstream_direction
         assert client.feed(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         assert upstream.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")

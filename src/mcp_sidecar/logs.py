@@ -131,6 +131,6 @@ def _summary(logger: logging.Logger, event: str, suppressed: int, level: int) ->
 
 def flush_suppressed() -> None:
     """Write the summaries of windows that ended with lines dropped."""
-    logger = logging.getLogger("mcp_sidecar.logs")
+    logger = logging.getLogger(__name__)
     for event, suppressed, level in limiter.expired(time.monotonic()):
         _summary(logger, event, suppressed, level)

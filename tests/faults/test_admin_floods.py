@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from mcp_sidecar import admin as admin_module
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.admin import server as admin_module
+from mcp_sidecar.net.http import request
 
 from ..conftest import connect, route_doc, scaled, start_proxy
 

@@ -7,8 +7,8 @@ import json
 
 import trio
 
-from mcp_sidecar.demo import serve_echo
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.demo.servers import serve_echo
+from mcp_sidecar.net.http import request
 
 from ..conftest import connect, receive_exactly, scaled
 
@@ -28,7 +28,11 @@ async def test_polling_the_connections_list_does_not_stall_forwarding(nursery, p
         idle = []
         for _ in range(open_connections):  # (the echo upstream runs in this event loop: connect async)
             s = trio.socket.socket()
-            await s.connect(("127.0.0.1", port))
+            try:
+                await s.connect(("127.0.0.1", port))
+            except OSError:
+                print("DEBUG", proc.stderr()[-3000:])
+                raise
             idle.append(s)
         while json.loads((await request("127.0.0.1", admin, "/api/status")).body)["routes"][0][
                 "connections_active"] < open_connections:

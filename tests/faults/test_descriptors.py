@@ -9,8 +9,8 @@ import resource
 
 import trio
 
-from mcp_sidecar.demo import serve_echo
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.demo.servers import serve_echo
+from mcp_sidecar.net.http import request
 
 from ..conftest import scaled
 

@@ -10,8 +10,8 @@ import signal
 import pytest
 import trio
 
-from mcp_sidecar.demo import serve_echo
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.demo.servers import serve_echo
+from mcp_sidecar.net.http import request
 
 from ..conftest import connect, receive_all, receive_exactly, run_proxyctl
 

@@ -8,7 +8,7 @@ import socket
 
 import trio
 
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.net.http import request
 
 from ..conftest import scaled
 from ..test_memory import rss_bytes

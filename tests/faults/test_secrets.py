@@ -10,8 +10,8 @@ import os
 import trio
 
 from mcp_sidecar import logs
-from mcp_sidecar.demo import serve_ws
-from mcp_sidecar.httpclient import request
+from mcp_sidecar.demo.servers import serve_ws
+from mcp_sidecar.net.http import request
 
 from ..conftest import connect, receive_exactly, route_doc, run_proxyctl, start_proxy, wait_until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from mcp_sidecar.demo import pattern_bytes, serve_echo, serve_http
+from mcp_sidecar.demo.servers import pattern_bytes, serve_echo, serve_http
 
 from ..conftest import connect, receive_exactly, scaled
 from ..test_memory import rss_bytes

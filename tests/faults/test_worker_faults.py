@@ -8,7 +8,7 @@ import signal
 
 import trio
 
-from mcp_sidecar.demo import serve_echo
+from mcp_sidecar.demo.servers import serve_echo
 
 from ..conftest import connect, receive_all, receive_exactly, run_proxyctl, scaled
 from ..test_supervisor import echo_route, wait_status

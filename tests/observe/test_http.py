@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from mcp_sidecar.observe.http import (MAX_BUFFERED_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError,
-                                      JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded)
+from mcp_sidecar.observe.http import MAX_BUFFERED_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded
 from mcp_sidecar.observe.mcp import McpTracker, method_label
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}

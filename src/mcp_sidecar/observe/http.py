@@ -42,8 +42,8 @@ from typing import Any
 
 import h11
 
-from ..budget import UNBOUNDED, Allowance
-from ..sse import Comment, SseError, SseEvent, SseParser
+from .budget import UNBOUNDED, Allowance
+from .sse import Comment, SseError, SseEvent, SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
 #: Largest request or response head h11 may wait for (bytes).

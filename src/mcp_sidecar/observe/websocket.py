@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..budget import UNBOUNDED, Allowance
+from .budget import UNBOUNDED, Allowance
 
 OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 MAX_TEXT_BYTES = 256 * 1024

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LocalError
+from ..errors import LocalError
 
 STATE_DIR_ENV = "MCP_SIDECAR_STATE_DIR"
 PID_FILE = "mcp-sidecar.pid"

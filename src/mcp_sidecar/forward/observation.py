@@ -29,23 +29,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import trio
 
-from .budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
-from .logs import log
-from .redact import redact_text
-from .observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
-                           SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
-from .observe.mcp import McpOutcome, McpTracker, method_label
-from .observe.websocket import FrameScanner, WebSocketError
+from ..logs import log
+from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
+from ..observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
+                            SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
+from ..observe.mcp import McpOutcome, McpTracker, method_label
+from ..observe.quality import Quality
+from ..observe.websocket import FrameScanner, WebSocketError
+from ..redact import redact_text
+from .metrics import Metrics
 
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .metrics import Metrics
-
-logger = logging.getLogger("mcp_sidecar.observation")
+logger = logging.getLogger(__name__)
 
 _REQUEST_LINE = re.compile(rb"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|CONNECT|TRACE) ")
 _SNIFF_BYTES = 8
@@ -76,7 +74,7 @@ class RouteObservation:
     """Route-level state shared by its connections: MCP correlation, metrics."""
 
     route: str
-    metrics: "Metrics"
+    metrics: Metrics
     tracker: McpTracker
     #: Shared by the worker's routes (proxy.py); unlimited when built alone (tests).
     budget: ObservationBudget = field(default_factory=lambda: ObservationBudget(1.0, 0.0))
@@ -113,10 +111,14 @@ class RouteObservation:
 class Observation:
     """One connection's observers; the pump's callbacks."""
 
-    def __init__(self, route: RouteObservation, conn: "Connection", mode: str,
+    def __init__(self, route: RouteObservation, conn_id: int, quality: Quality, mode: str,
                  clock: Callable[[], float] = trio.current_time) -> None:
         self.route = route
-        self.conn = conn
+        self.conn_id = conn_id
+        #: The connection's quality record: fed with the latencies and outcomes seen.
+        self.quality = quality
+        #: What the connection carries, as far as observation has seen: tcp, http, sse, websocket.
+        self.protocol = "tcp"
         self.clock = clock
         #: sniff | http | websocket | tcp (opaque by choice) | failed (gave up) | shed (over budget)
         self.mode = "sniff" if mode == "auto" else mode
@@ -127,7 +129,7 @@ class Observation:
         self.ws: dict[str, FrameScanner] | None = None
         self._pings: dict[str, dict[bytes, float]] = {"client": {}, "upstream": {}}
         self._mcp = False
-        self._session = f"conn:{conn.id}"
+        self._session = f"conn:{conn_id}"
         #: Set once a 101 switched the connection to WebSocket.
         self.upgraded = trio.Event()
         #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
@@ -184,7 +186,6 @@ class Observation:
         self._sniffed = bytearray()
         self.http_stats["last"] = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
-        self.conn = None  # type: ignore[assignment]  # conn.observation <-> observation.conn
         self.mode = "closed"
 
     @property
@@ -194,6 +195,28 @@ class Observation:
         ka, held = self.keepalive, self._held
         return ka["client"] is not None or ka["upstream"] is not None or bool(held["client"] or held["upstream"])
 
+
+    def facts(self, now: float) -> dict[str, Any]:
+        """What /api/connections shows of the connection's observed traffic."""
+        facts: dict[str, Any] = {"mode": self.mode, "mcp": self.mcp}
+        if self.http_stats["exchanges"] or self.mode == "http":
+            last = self.http_stats["last"]
+            facts["http"] = {"exchanges": self.http_stats["exchanges"], "last": None if last is None else {
+                "method": last.method, "path": last.path, "status": last.status,
+                "first_byte_ms": None if last.headers_at is None else round((last.headers_at - last.started) * 1000, 3),
+                "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
+                "request_bytes": last.request_bytes, "response_bytes": last.response_bytes,
+                "content_type": last.content_type}}
+        sse = self.sse_stats
+        if sse["events"] or sse["keepalives"]:
+            facts["sse"] = {"events": sse["events"], "keepalives": sse["keepalives"],
+                            "max_gap_s": round(sse["max_gap_s"], 3),
+                            "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
+                            "stream_s": None if sse["started"] is None else round(now - sse["started"], 3)}
+        if self.ws is not None:
+            facts["websocket"] = {"close": self.close_frame,
+                                  "keepalive_outstanding": [s for s, v in self.keepalive.items() if v]}
+        return facts
 
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
@@ -254,7 +277,7 @@ class Observation:
         head = bytes(self._sniffed[:_SNIFF_BYTES])
         if _REQUEST_LINE.match(head):
             self.mode = "http"
-            self.conn.protocol = "http"
+            self.protocol = "http"
             self.http = self._http_observer()
             buffered = bytes(self._sniffed)
             self._sniffed.clear()
@@ -275,7 +298,7 @@ class Observation:
         self.mode = "shed"
         self.route.shed += 1
         self.route.budget.shed += 1
-        log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn.id, protocol=protocol,
+        log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn_id, protocol=protocol,
             budget=self.route.budget.share)
 
     def _out_of_memory(self) -> None:
@@ -285,7 +308,7 @@ class Observation:
         self.mode = "failed"
         self.route.memory_exhausted += 1
         self._drop_observers()
-        log(logger, logging.INFO, "observer.memory_exhausted", route=self.route.route, conn=self.conn.id,
+        log(logger, logging.INFO, "observer.memory_exhausted", route=self.route.route, conn=self.conn_id,
             protocol=protocol, limit_bytes=self.route.memory.limit)
 
     def _drop_observers(self) -> None:
@@ -299,7 +322,7 @@ class Observation:
         self.mode = "failed"
         self._drop_observers()
         self.route.metrics.observer_errors.labels(self.route.route, protocol).inc()
-        log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn.id, protocol=protocol,
+        log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn_id, protocol=protocol,
             error=str(exc)[:200])
 
     # -- events -----------------------------------------------------------------------------
@@ -320,7 +343,7 @@ class Observation:
                 ex = event.exchange
                 self._stream(False)
                 self.http_stats["exchanges"] += 1
-                self.http_stats["last"] = ex  # rendered when asked (connection_facts)
+                self.http_stats["last"] = ex  # rendered when asked (facts)
                 if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
                     # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
                     status = "ok" if ex.status and 200 <= ex.status < 300 else "other_error"
@@ -330,8 +353,8 @@ class Observation:
                 if ex.headers_at is not None:
                     child(metrics.http_response).observe(ex.headers_at - ex.started)
                     if ex.status != 101 and ex.content_type != "text/event-stream":
-                        self.conn.quality.latency(ex.headers_at - ex.started, "http")
-                self.conn.quality.outcome((ex.status or 0) < 500)
+                        self.quality.latency(ex.headers_at - ex.started, "http")
+                self.quality.outcome((ex.status or 0) < 500)
             elif isinstance(event, SseSeen):
                 stats = self.sse_stats
                 if event.keepalive:
@@ -342,7 +365,7 @@ class Observation:
                 if stats["last_at"] is not None:
                     stats["max_gap_s"] = max(stats["max_gap_s"], event.at - stats["last_at"])
                 stats["last_at"] = event.at
-                self.conn.protocol = "sse"
+                self.protocol = "sse"
             elif isinstance(event, JsonRpcSeen):
                 self._jsonrpc(event.origin, event.message, event.at, event.session)
             elif isinstance(event, SessionEndpoint):
@@ -353,7 +376,7 @@ class Observation:
                     self.http = None
                     continue
                 self.mode = "websocket"
-                self.conn.protocol = "websocket"
+                self.protocol = "websocket"
                 memory = self.route.memory
                 self.ws = {"client": FrameScanner(memory=memory.allowance()),
                            "upstream": FrameScanner(memory=memory.allowance())}
@@ -370,8 +393,8 @@ class Observation:
         outcomes = self.route.tracker.message(origin, message, now, session or self._session)
         for outcome in outcomes:
             if outcome.duration_s is not None and outcome.status != "cancelled":
-                self.conn.quality.latency(outcome.duration_s, "mcp")
-            self.conn.quality.outcome(outcome.status == "ok")
+                self.quality.latency(outcome.duration_s, "mcp")
+            self.quality.outcome(outcome.status == "ok")
         self.route.outcomes(outcomes)
 
     # -- the proxy's own keepalive (connection.py sends, this side matches) -----------------
@@ -439,7 +462,7 @@ class Observation:
             if opcode == "pong" and ours is not None and frame.payload == ours[0]:
                 self.keepalive[side] = None
                 child(metrics.ws_keepalive_rtt, side).observe(now - ours[1])
-                self.conn.quality.latency(now - ours[1], "ws_ping")
+                self.quality.latency(now - ours[1], "ws_ping")
                 drops.append((frame.start, frame.end))
                 continue
             frames[opcode] = frames.get(opcode, 0) + 1
@@ -457,7 +480,7 @@ class Observation:
                 sent = self._pings[other].pop(frame.payload, None)
                 if sent is not None:
                     child(metrics.ws_ping_rtt).observe(now - sent)
-                    self.conn.quality.latency(now - sent, "ws_ping")
+                    self.quality.latency(now - sent, "ws_ping")
             elif frame.opcode in ("text", "continuation") and frame.payload and frame.payload[:1] in (b"{", b"["):
                 payload = frame.payload
                 if payload[:1] == b"{" and b'"id"' not in payload:
@@ -472,28 +495,3 @@ class Observation:
             child(metrics.ws_frames, direction, opcode).inc(count)
             child(metrics.ws_bytes, direction, opcode).inc(sizes[opcode])
         return drops
-
-
-def connection_facts(observation: Observation | None, now: float) -> dict[str, Any] | None:
-    """What /api/connections shows of a connection's observed traffic."""
-    if observation is None:
-        return None
-    facts: dict[str, Any] = {"mode": observation.mode, "mcp": observation.mcp}
-    if observation.http_stats["exchanges"] or observation.mode == "http":
-        last = observation.http_stats["last"]
-        facts["http"] = {"exchanges": observation.http_stats["exchanges"], "last": None if last is None else {
-            "method": last.method, "path": last.path, "status": last.status,
-            "first_byte_ms": None if last.headers_at is None else round((last.headers_at - last.started) * 1000, 3),
-            "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
-            "request_bytes": last.request_bytes, "response_bytes": last.response_bytes,
-            "content_type": last.content_type}}
-    sse = observation.sse_stats
-    if sse["events"] or sse["keepalives"]:
-        facts["sse"] = {"events": sse["events"], "keepalives": sse["keepalives"],
-                        "max_gap_s": round(sse["max_gap_s"], 3),
-                        "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
-                        "stream_s": None if sse["started"] is None else round(now - sse["started"], 3)}
-    if observation.ws is not None:
-        facts["websocket"] = {"close": observation.close_frame,
-                              "keepalive_outstanding": [s for s, v in observation.keepalive.items() if v]}
-    return facts

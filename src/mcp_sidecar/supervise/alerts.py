@@ -26,10 +26,10 @@ from typing import Any
 
 import trio
 
-from .httpclient import request
-from .logs import log
+from ..net.http import request
+from ..logs import log
 
-logger = logging.getLogger("mcp_sidecar.alerts")
+logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_S = 5.0
 

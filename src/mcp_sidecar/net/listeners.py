@@ -24,15 +24,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from .addresses import NONLOOPBACK, HostPort
-from .config import AdminConfig, ProxyConfig, RouteConfig
-from .errors import BindError
-from .logs import log
+from ..config.addresses import NONLOOPBACK, HostPort
+from ..config.model import AdminConfig, ProxyConfig, RouteConfig
+from ..errors import BindError
+from ..logs import log
 from .netinfo import listeners_on_port, nonloopback_addresses
 
 LISTEN_BACKLOG = 1024
 
-logger = logging.getLogger("mcp_sidecar.listeners")
+logger = logging.getLogger(__name__)
 
 
 @dataclass

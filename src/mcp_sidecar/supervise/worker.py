@@ -1,4 +1,4 @@
-"""A supervised worker process: ``python -m mcp_sidecar.child CHANNEL_FD``.
+"""A supervised worker process: ``python -m mcp_sidecar.supervise.worker CHANNEL_FD``.
 
 Life of a worker (the supervisor drives it over the channel):
 
@@ -32,16 +32,16 @@ from typing import Any
 
 import trio
 
-from . import logs
-from .addresses import HostPort
-from .admin import AdminServer
+from .. import logs
+from ..config.addresses import HostPort
+from ..admin.server import AdminServer
 from .channel import Channel, ChannelClosed
-from .config import ProxyConfig
-from .listeners import BoundListener
-from .logs import log
-from .proxy import Proxy
+from ..config.model import ProxyConfig
+from ..net.listeners import BoundListener
+from ..logs import log
+from ..forward.proxy import Proxy
 
-logger = logging.getLogger("mcp_sidecar.child")
+logger = logging.getLogger(__name__)
 
 
 def snapshot(proxy: Proxy) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from typing import Any
 
 import trio
 
-from .addresses import HostPort, bracket
-from .probes import ProbeFailed, http_get, mcp_ping, ws_ping
-from .upstream import Connector, classify, is_localhost
+from ..config.addresses import HostPort, bracket
+from ..health.probes import ProbeFailed, http_get, mcp_ping, ws_ping
+from ..net.upstream import Connector, classify, is_localhost
 
 WARN_MS = 500.0
 CRITICAL_MS = 1000.0

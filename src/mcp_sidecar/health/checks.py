@@ -1,11 +1,10 @@
-"""Upstream health: active checks by level, rise/fall, adaptive intervals,
-and the passive circuit breaker.
+"""Upstream health: active checks by level, rise/fall, adaptive intervals.
 
 Rules this module keeps:
 
-* ``UpstreamHealth`` (one per upstream address) and ``CircuitBreaker`` (one
-  per route) are plain state: no I/O, the clock is passed in.  They are
-  tested step by step.
+* ``UpstreamHealth`` (one per upstream address) is plain state: no I/O, the
+  clock is passed in; tested step by step.  (The passive side, the circuit
+  breaker, is ``breaker.py``.)
 * rise/fall as in HAProxy; the first result sets the state directly, so a
   sidecar in front of a dead upstream is not ready at once.  With
   ``health_interval = 0`` no checks run and the upstream counts as healthy.
@@ -15,31 +14,27 @@ Rules this module keeps:
 * Check levels: L1 ``tcp`` connect; L2 ``http`` GET ``health_path`` (2xx/3xx
   pass) or ``ws`` handshake + ping; L3 ``mcp`` initialize + ping (see
   probes.py).  A route is healthy when any of its upstreams is.
-* The breaker counts clients that could not be connected to any upstream
-  (after their retry window).  ``breaker_failures`` in a row open it for
-  ``breaker_open``; then exactly one client is let through as a probe: its
-  success closes the breaker, its failure opens it again.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from .addresses import HostPort
-from .errors import LocalResourceError
-from .logs import log
+from ..config.addresses import HostPort
+from ..config.model import RouteConfig, RouteSettings
+from ..errors import LocalResourceError
+from ..logs import log
+from ..net.exhaustion import LocalExhaustion
+from ..net.upstream import Connector
+from .probes import probe
 
-if TYPE_CHECKING:
-    from .proxy import RouteRuntime
-
-logger = logging.getLogger("mcp_sidecar.health")
+logger = logging.getLogger(__name__)
 
 JITTER = 0.1
 MIN_INTERVAL_S = 0.05
@@ -47,6 +42,9 @@ MIN_INTERVAL_S = 0.05
 
 @dataclass
 class UpstreamHealth:
+    """One upstream address's check results and the state they add up to
+    (HAProxy's rise/fall), with when it last changed."""
+
     address: HostPort
     rise: int
     fall: int
@@ -120,6 +118,8 @@ class UpstreamHealth:
             "last_result": self.last_result,
             "last_check_unix": self.last_check_unix,
             "last_duration_ms": None if self.last_duration_s is None else round(self.last_duration_s * 1000, 3),
+            "since_unix": self.last_change_unix,
+            "transitions": self.transitions,
             "consecutive_successes": self.successes,
             "consecutive_failures": self.failures,
             "next_interval_s": round(self.next_interval_s(), 3) if self.enabled else None,
@@ -128,7 +128,8 @@ class UpstreamHealth:
 
 @dataclass
 class RouteHealth:
-    """The health of a route's upstreams, in the route's order of preference."""
+    """The health of a route's upstreams, in the route's order of preference:
+    healthy when any of them is."""
 
     targets: list[UpstreamHealth]
     check: str = "tcp"
@@ -177,75 +178,7 @@ class RouteHealth:
         }
 
 
-@dataclass
-class CircuitBreaker:
-    threshold: int
-    open_s: float
-    state: str = "closed"  # closed | open | half_open
-    failures: int = 0
-    open_until: float = 0.0
-    opened_total: int = 0
-    rejected: int = 0
-    probe_in_flight: bool = False
-    last_reason: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.threshold > 0
-
-    def allow(self, now: float) -> bool:
-        """May a new client try the upstream?  In half-open, only one may."""
-        if not self.enabled or self.state == "closed":
-            return True
-        if self.state == "open" and now >= self.open_until:
-            self.state = "half_open"
-        if self.state == "half_open" and not self.probe_in_flight:
-            self.probe_in_flight = True
-            return True
-        self.rejected += 1
-        return False
-
-    def retry_after_s(self, now: float) -> int:
-        return max(1, math.ceil(self.open_until - now)) if self.state != "closed" else 0
-
-    def record_success(self) -> bool:
-        """True if this closed an open/half-open breaker."""
-        was = self.state
-        self.state = "closed"
-        self.failures = 0
-        self.probe_in_flight = False
-        return was != "closed"
-
-    def record_failure(self, now: float, reason: str) -> bool:
-        """True if this opened the breaker."""
-        self.failures += 1
-        self.last_reason = reason
-        if not self.enabled:
-            return False
-        if self.state == "half_open" or (self.state == "closed" and self.failures >= self.threshold):
-            self.state = "open"
-            self.open_until = now + self.open_s
-            self.opened_total += 1
-            self.probe_in_flight = False
-            return True
-        return False
-
-    def release_probe(self) -> None:
-        """The probe client went away before it could tell: let another try."""
-        self.probe_in_flight = False
-
-    def as_json(self, now: float) -> dict[str, Any]:
-        return {
-            "state": self.state if self.enabled else "disabled",
-            "consecutive_failures": self.failures,
-            "opened_total": self.opened_total,
-            "rejected": self.rejected,
-            "retry_after_s": self.retry_after_s(now) if self.state != "closed" else None,
-            "last_reason": self.last_reason,
-        }
-
-
-def route_health(rt_config: Any) -> RouteHealth:
+def route_health(rt_config: RouteConfig) -> RouteHealth:
     s = rt_config.settings
     return RouteHealth(
         [UpstreamHealth(addr, s.health_rise, s.health_fall, s.health_interval_s, s.health_interval_max_s,
@@ -254,24 +187,22 @@ def route_health(rt_config: Any) -> RouteHealth:
     )
 
 
-async def run_checks(rt: "RouteRuntime", target: UpstreamHealth) -> None:
+async def run_checks(route: str, settings: RouteSettings, target: UpstreamHealth, connector: Connector,
+                     exhaustion: LocalExhaustion) -> None:
     """Check one upstream address of a route forever."""
-    from .probes import probe
-
-    settings = rt.config.settings
     while True:
         t0 = trio.current_time()
         try:
             ok, result = await probe(settings.health_check, target.address, settings.health_path,
-                                     settings.health_timeout_s, rt.connector)
+                                     settings.health_timeout_s, connector)
         except LocalResourceError as exc:
             # This host cannot even open a socket: says nothing about the upstream.
-            rt.exhaustion.record(exc.resource, exc.errno_name, "health_check", trio.current_time())
+            exhaustion.record(exc.resource, exc.errno_name, "health_check", trio.current_time())
             await trio.sleep(target.next_interval_s())
             continue
         changed = target.record(ok, result, trio.current_time() - t0)
         if changed is not None:
             log(logger, logging.INFO if changed else logging.WARNING,
                 "upstream.up" if changed else "upstream.down",
-                route=rt.config.name, upstream=str(target.address), check=settings.health_check, result=result)
+                route=route, upstream=str(target.address), check=settings.health_check, result=result)
         await trio.sleep(target.next_interval_s() * random.uniform(1 - JITTER, 1 + JITTER))

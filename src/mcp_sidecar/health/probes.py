@@ -26,10 +26,10 @@ import h11
 import trio
 import trio_websocket
 
-from .addresses import HostPort, bracket
-from .httpclient import HttpResponse, request_on
-from .sse import SseEvent, SseParser
-from .upstream import Connector, classify, local_resource_error
+from ..config.addresses import HostPort, bracket
+from ..net.http import HttpResponse, request_on
+from ..observe.sse import SseEvent, SseParser
+from ..net.upstream import Connector, classify, local_resource_error
 
 MCP_PROTOCOL_VERSION = "2025-06-18"
 CLIENT_INFO = {"name": "mcp-sidecar-check", "version": "1"}

@@ -21,22 +21,25 @@ from typing import Any, Callable
 import click
 import trio
 
-from . import __version__, logs
-from .addresses import HostPort, beyond_loopback
-from .admin import AdminServer
+from .. import __version__, logs
+from ..config.addresses import HostPort, beyond_loopback
+from ..admin.server import AdminServer
 from .banner import admin_lines, inspector_lines, route_lines, warning_lines
-from .config import (EXPOSE_OPTION, PROFILES, ProxyConfig, build_config, exposure_warnings, load_config,
-                     load_config_file, parse_admin_listen, parse_duration, render_toml)
-from .control import NotRunning, send_command
-from .errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_STOPPING, ConfigError, LocalError, SidecarError
-from .listeners import bind_everything
-from .logs import log
-from .proxy import Proxy
-from .statedir import STATE_DIR_ENV, Counters, default_state_dir, ensure_state_dir, inspect_pid_file
-from .supervisor import Supervisor, run_supervised
-from .worker import run_worker
+from ..config.profiles import EXPOSE_OPTION, PROFILES, exposure_warnings
+from ..config.model import ProxyConfig
+from ..config.parse import build_config, load_config, load_config_file
+from ..config.values import parse_admin_listen, parse_duration
+from ..config.render import render_toml
+from ..supervise.control import NotRunning, send_command
+from ..errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_STOPPING, ConfigError, LocalError, SidecarError
+from ..net.listeners import bind_everything
+from ..logs import log
+from ..forward.proxy import Proxy
+from ..supervise.statedir import STATE_DIR_ENV, Counters, default_state_dir, ensure_state_dir, inspect_pid_file
+from ..supervise.supervisor import Supervisor, run_supervised
+from ..supervise.standalone import run_worker
 
-logger = logging.getLogger("mcp_sidecar.cli")
+logger = logging.getLogger(__name__)
 
 
 def _sidecar_error(exc: BaseException) -> SidecarError | None:
@@ -238,7 +241,7 @@ def demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, check: b
 
 
 async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, check_only: bool) -> bool:
-    from .demo import drive_mcp, self_check, serve_echo, serve_http, serve_ws
+    from ..demo.servers import drive_mcp, self_check, serve_echo, serve_http, serve_ws
 
     outcome = {"passed": False}
     async with trio.open_nursery() as upstreams:
@@ -365,8 +368,8 @@ def _live_listen_addresses(directory: Path) -> dict[str, list[str]]:
 
 def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
     """Where a client reaches the route: the running proxy's address, else the config's."""
-    from .addresses import NONLOOPBACK, parse_hostport
-    from .netinfo import nonloopback_addresses
+    from ..config.addresses import NONLOOPBACK, parse_hostport
+    from ..net.netinfo import nonloopback_addresses
 
     if live.get(route.name):
         return parse_hostport(live[route.name][0])

@@ -393,7 +393,7 @@ async def serve_http(
 
 async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") -> list[tuple[str, bool, str]]:
     """Drive one HTTP request and one echo through the proxy; report results."""
-    from .httpclient import request
+    from ..net.http import request
 
     results: list[tuple[str, bool, str]] = []
     t0 = trio.current_time()
@@ -431,8 +431,8 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
     Returns how many responses each transport got."""
     import trio_websocket
 
-    from .httpclient import request
-    from .sse import SseEvent, SseParser
+    from ..net.http import request
+    from ..observe.sse import SseEvent, SseParser
 
     got = {"streamable_http": 0, "websocket": 0, "http_sse": 0}
     headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]

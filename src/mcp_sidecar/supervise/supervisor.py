@@ -41,18 +41,20 @@ from typing import Any, Callable
 
 import trio
 
-from . import __version__, logs, sdnotify
-from .addresses import format_sockaddr
+from .. import __version__, logs
+from . import sdnotify
+from ..config.addresses import format_sockaddr
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
-from .config import ProxyConfig, exposure_warnings
-from .errors import SidecarError
+from ..config.model import ProxyConfig
+from ..config.profiles import exposure_warnings
+from ..errors import SidecarError
 from .control import open_control_socket, peer_allowed
-from .listeners import Sockets, adopt_activated, bind_everything, rebind
-from .logs import log
+from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
+from ..logs import log
 from .statedir import CONTROL_SOCKET, Counters, PidLock
 
-logger = logging.getLogger("mcp_sidecar.supervisor")
+logger = logging.getLogger(__name__)
 
 #: A new worker must have loaded its config (imports included) within this.
 STARTUP_TIMEOUT_S = 30.0
@@ -275,7 +277,7 @@ class Supervisor:
         fds = [fd for _, fd, _, _ in plan] + ([admin_fd] if admin_fd is not None else []) + [child.fileno()]
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "mcp_sidecar.child", str(child.fileno())],
+                [sys.executable, "-m", "mcp_sidecar.supervise.worker", str(child.fileno())],
                 pass_fds=fds, stdin=subprocess.DEVNULL,
             )
         finally:

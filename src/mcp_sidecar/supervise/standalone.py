@@ -13,13 +13,13 @@ from typing import Callable
 
 import trio
 
-from .config import ProxyConfig
-from .admin import AdminServer
-from .listeners import Sockets
-from .logs import log
-from .proxy import Proxy
+from ..config.model import ProxyConfig
+from ..admin.server import AdminServer
+from ..net.listeners import Sockets
+from ..logs import log
+from ..forward.proxy import Proxy
 
-logger = logging.getLogger("mcp_sidecar.worker")
+logger = logging.getLogger(__name__)
 
 
 async def _watch_signals(proxy: Proxy) -> None:

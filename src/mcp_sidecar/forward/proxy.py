@@ -19,107 +19,55 @@ import errno
 import logging
 import socket
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import trio
 
-from . import logs, memtrim, sockopts
-from .addresses import format_sockaddr
-from .config import ProxyConfig, RouteConfig
-from .connection import Connection, serve_connection
-from .health import CircuitBreaker, RouteHealth, route_health, run_checks
-from .listeners import BoundListener
-from .logs import log
-from .metrics import Metrics, RouteMetrics
-from .budget import LOAD_INTERVAL_S, MemoryBudget, ObservationBudget
+from .. import logs
+from ..config.addresses import format_sockaddr
+from ..config.model import ProxyConfig
+from ..health.breaker import CircuitBreaker
+from ..health.checks import route_health, run_checks
+from ..logs import log
+from ..net import sockopts
+from ..net.exhaustion import DescriptorBudget, LocalExhaustion
+from ..net.listeners import BoundListener
+from ..net.upstream import Connector, local_resource_error
+from ..observe.budget import LOAD_INTERVAL_S, MemoryBudget, ObservationBudget
+from ..observe.mcp import McpTracker
+from . import memtrim
+from .connection import serve_connection
+from .metrics import Metrics
 from .observation import RouteObservation
-from .observe.mcp import McpTracker
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
-from .upstream import Connector, local_resource_error
-from .exhaustion import DescriptorBudget, LocalExhaustion
+from .state import Connection, RouteState
 
-logger = logging.getLogger("mcp_sidecar.proxy")
+logger = logging.getLogger(__name__)
 
-#: Reconnects (seed 000) are connections from the same client host in this window.
-RECONNECT_WINDOW_S = 600.0
-MAX_TRACKED_CLIENTS = 1024
 #: Accepts in a row before yielding to the scheduler during an accept storm.
 ACCEPTS_PER_CHECKPOINT = 64
 #: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
 ACCEPT_RESOURCE_BACKOFF_S = 0.1
 
 
-@dataclass
-class RouteRuntime:
-    """A route's live state: its listeners, connector, health and counters."""
-
-    config: RouteConfig
-    listeners: list[BoundListener]
-    connector: Connector
-    scratch: memoryview
-    metrics: RouteMetrics
-    health: RouteHealth
-    breaker: CircuitBreaker
-    observation: RouteObservation
-    #: The worker's local resource exhaustion (shared by its routes).
-    exhaustion: LocalExhaustion = field(default_factory=LocalExhaustion)
-    active: int = 0
-    total: int = 0
-    #: Clients being answered 503 (or RST) while the circuit is open.
-    refusing: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    #: Connections that gave up on the upstream, by the last attempt's reason.
-    connect_failures: dict[str, int] = field(default_factory=dict)
-    ended: dict[str, int] = field(default_factory=dict)
-    connections: dict[int, Connection] = field(default_factory=dict)
-    #: Bytes of connections already closed: [client_to_upstream, upstream_to_client].
-    bytes_closed: list[int] = field(default_factory=lambda: [0, 0])
-    draining: bool = False
-    #: client address -> times of its recent connections (reconnect counting).
-    recent_clients: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
-
-    def count_reconnect(self, client_host: str, now: float) -> int:
-        """Earlier connections from this client host within RECONNECT_WINDOW_S."""
-        times = self.recent_clients.pop(client_host, None) or deque(maxlen=100)
-        while times and now - times[0] > RECONNECT_WINDOW_S:
-            times.popleft()
-        earlier = len(times)
-        times.append(now)
-        self.recent_clients[client_host] = times
-        while len(self.recent_clients) > MAX_TRACKED_CLIENTS:
-            self.recent_clients.popitem(last=False)
-        return earlier
-
-    def worst_quality(self) -> int:
-        scores = [c.quality.score(c.reconnects) for c in self.connections.values() if c.quality.samples]
-        return min(scores, default=100)
-
-    def connection_closed(self, conn: Connection) -> None:
-        self.active -= 1
-        self.ended[conn.end or "cancelled"] = self.ended.get(conn.end or "cancelled", 0) + 1
-        self.bytes_closed[0] += conn.c2u.bytes
-        self.bytes_closed[1] += conn.u2c.bytes
-
-    def bytes_forwarded(self) -> tuple[int, int]:
-        """Totals so far, open connections included."""
-        c2u, u2c = self.bytes_closed
-        for conn in self.connections.values():
-            c2u += conn.c2u.bytes
-            u2c += conn.u2c.bytes
-        return c2u, u2c
-
-
 class Proxy:
+    """The forwarding worker's engine: one ``RouteState`` per route, the
+    accept loops, the connections, the health checks and the housekeeping,
+    all owned by ``serve``'s nurseries.
+
+    Shared by every route: the scratch receive buffer (the hot path reads
+    into it), the observation CPU and memory budgets, the local-exhaustion
+    record and the descriptor budget -- one worker, one thread, one of each.
+    """
+
     def __init__(self, config: ProxyConfig, listeners: list[BoundListener]) -> None:
         self.config = config
         self.started_unix = time.time()
         self.metrics = Metrics()
         size = max(r.settings.buffer_bytes for r in config.routes)
         self._scratch = ScratchBuffer(size)
-        self.routes: list[RouteRuntime] = []
+        self.routes: list[RouteState] = []
         #: One budget for the whole worker: observation shares its one thread.
         self.observe_budget = ObservationBudget(config.observe_cpu_share, time.perf_counter())
         #: One byte budget for every inspection buffer of the worker.
@@ -130,7 +78,7 @@ class Proxy:
             s = route.settings
             health = route_health(route)
             self.routes.append(
-                RouteRuntime(
+                RouteState(
                     config=route,
                     listeners=[l for l in listeners if l.route is route],
                     connector=Connector(route.upstreams, s.connect_timeout_s, s.connect_retry_window_s,
@@ -147,13 +95,11 @@ class Proxy:
         #: Set by the worker when a supervisor runs it (see supervisor.py).
         self.supervisor_facts: Callable[[], dict[str, Any] | None] = lambda: None
         self.draining = False
-        self._accept_scope: trio.CancelScope | None = None
         self._conn_scope: trio.CancelScope | None = None
         self._drain_requested = trio.Event()
         self.stopped = trio.Event()
-        self.metrics.attach(self)
 
-    def connection(self, conn_id: int) -> tuple[RouteRuntime, Connection] | None:
+    def connection(self, conn_id: int) -> tuple[RouteState, Connection] | None:
         for rt in self.routes:
             conn = rt.connections.get(conn_id)
             if conn is not None:
@@ -216,7 +162,7 @@ class Proxy:
         if self._conn_scope is not None:
             self._conn_scope.cancel()
 
-    async def _accept_loop(self, rt: RouteRuntime, lsock: socket.socket, conns: trio.Nursery) -> None:
+    async def _accept_loop(self, rt: RouteState, lsock: socket.socket, conns: trio.Nursery) -> None:
         accept = lsock.accept
         max_connections = rt.config.settings.max_connections
         burst = 0
@@ -247,26 +193,25 @@ class Proxy:
                 self.exhaustion.record("descriptors", "RLIMIT_NOFILE", "accept", trio.current_time())
                 self._reject(rt, csock, addr, "descriptors", limit=self.descriptors.limit)
             elif not rt.breaker.allow(trio.current_time()):
-                rt.rejected["circuit_open"] = rt.rejected.get("circuit_open", 0) + 1
+                rt.reject("circuit_open")
                 rt.refusing += 1
                 conns.start_soon(self._refuse, rt, csock)
             else:
-                rt.active += 1
-                rt.total += 1
+                rt.opened()
                 conns.start_soon(serve_connection, rt, csock, format_sockaddr(addr))
             burst += 1
             if burst >= ACCEPTS_PER_CHECKPOINT:
                 burst = 0
                 await trio.lowlevel.checkpoint()
 
-    def _reject(self, rt: RouteRuntime, csock: socket.socket, addr: Any, reason: str, **fields: Any) -> None:
+    def _reject(self, rt: RouteState, csock: socket.socket, addr: Any, reason: str, **fields: Any) -> None:
         """Close a client at once with RST (a limit is reached), counted."""
-        rt.rejected[reason] = rt.rejected.get(reason, 0) + 1
+        rt.reject(reason)
         sockopts.close(csock, abort=True)
         log(logger, logging.WARNING, "connection.rejected", route=rt.config.name, client=format_sockaddr(addr),
             reason=reason, **fields)
 
-    async def _refuse(self, rt: RouteRuntime, csock: socket.socket) -> None:
+    async def _refuse(self, rt: RouteState, csock: socket.socket) -> None:
         """The circuit is open: answer 503 (HTTP) or RST, counted against
         max_connections while it lasts."""
         breaker = rt.breaker
@@ -283,13 +228,13 @@ class Proxy:
             async with trio.open_nursery() as conns:
                 self._conn_scope = conns.cancel_scope
                 async with trio.open_nursery() as acceptors:
-                    self._accept_scope = acceptors.cancel_scope
                     for rt in self.routes:
                         for listener in rt.listeners:
                             acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
                         if rt.health.enabled:
                             for target in rt.health.targets:
-                                acceptors.start_soon(run_checks, rt, target)
+                                acceptors.start_soon(run_checks, rt.name, rt.config.settings, target, rt.connector,
+                                                     rt.exhaustion)
                     acceptors.start_soon(self._sample_tcp_stats)
                     acceptors.start_soon(self._maintain)
                     acceptors.start_soon(self._sweep_mcp)

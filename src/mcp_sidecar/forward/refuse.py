@@ -18,7 +18,7 @@ import socket
 import h11
 import trio
 
-from . import sockopts
+from ..net import sockopts
 
 SNIFF_TIMEOUT_S = 1.0
 MAX_HEAD_BYTES = 16 * 1024

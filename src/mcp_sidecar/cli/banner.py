@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import socket
 
-from .addresses import bracket
-from .config import ProxyConfig, exposure_warnings
-from .listeners import BoundListener
+from ..config.addresses import bracket
+from ..config.model import ProxyConfig
+from ..config.profiles import exposure_warnings
+from ..net.listeners import BoundListener
 
 
 def admin_lines(admin: socket.socket | None) -> list[str]:

@@ -35,8 +35,8 @@ from typing import Callable
 
 import trio
 
-from .addresses import HostPort
-from .errors import ClientGone, LocalResourceError, UpstreamUnavailable
+from ..config.addresses import HostPort
+from ..errors import ClientGone, LocalResourceError, UpstreamUnavailable
 
 INITIAL_BACKOFF_S = 0.025
 MAX_BACKOFF_S = 0.5

@@ -42,11 +42,9 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 import socket
-import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import h11
 import trio
@@ -54,16 +52,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .config import AdminConfig, exposure_warnings
+from .. import __version__
+from ..config.model import AdminConfig
+from ..forward.proxy import Proxy
+from ..logs import log
+from ..redact import redact_target
+from .collector import RuntimeCollector
 from .dashboard import PAGE
-from .logs import log
-from .redact import redact_target
+from .status import readiness, status
 
-if TYPE_CHECKING:
-    from .proxy import Proxy
-
-logger = logging.getLogger("mcp_sidecar.admin")
+logger = logging.getLogger(__name__)
 
 MAX_ADMIN_CONNECTIONS = 128
 MAX_PER_CLIENT = 32
@@ -107,73 +105,16 @@ def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = Non
     return _Reply(status, body, "application/json", headers)
 
 
-def readiness(proxy: "Proxy") -> list[str]:
-    """Why the worker is not ready; empty when it is."""
-    reasons = []
-    if proxy.draining:
-        reasons.append("draining: shutting down")
-    reasons += proxy.exhaustion.reasons(trio.current_time())
-    for rt in proxy.routes:
-        name = rt.config.name
-        if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
-            reasons.append(f"route {name}: not listening")
-        health = rt.health
-        if not rt.config.settings.required:
-            continue
-        if health.enabled and not health.healthy:
-            if health.state is None:
-                reasons.append(f"route {name}: upstream {rt.config.upstream_text} not checked yet")
-            else:
-                reasons.append(f"route {name}: upstream {rt.config.upstream_text} is down ({health.last_result})")
-        if rt.breaker.state == "open":
-            reasons.append(f"route {name}: circuit open ({rt.breaker.last_reason}), retry in "
-                           f"{rt.breaker.retry_after_s(trio.current_time())} s")
-    return reasons
-
-
-def status(proxy: "Proxy") -> dict[str, Any]:
-    now = time.time()
-    routes = []
-    for rt in proxy.routes:
-        c2u, u2c = rt.bytes_forwarded()
-        routes.append({
-            "name": rt.config.name,
-            "listen": [str(l.address) for l in rt.listeners],
-            "upstream": rt.config.upstream_text,
-            "upstream_healthy": rt.health.healthy,
-            "health": rt.health.as_json(),
-            "circuit": rt.breaker.as_json(trio.current_time()),
-            "upstream_connections": dict(rt.connector.connected_to),
-            "required": rt.config.settings.required,
-            "connections_active": rt.active,
-            "connections_total": rt.total,
-            "connections_rejected": dict(rt.rejected),
-            "connections_closed": dict(rt.ended),
-            "upstream_connect_failures": dict(rt.connector.failures),
-            "bytes_client_to_upstream": c2u,
-            "bytes_upstream_to_client": u2c,
-            "observer_seconds": round(rt.observation.observe_s, 6),
-            "observer_shed": rt.observation.shed,
-            "observer_memory_exhausted": rt.observation.memory_exhausted,
-        })
-    return {
-        "version": __version__,
-        "pid": os.getpid(),
-        "uptime_s": round(now - proxy.started_unix, 3),
-        "started_unix": proxy.started_unix,
-        "draining": proxy.draining,
-        "ready": not readiness(proxy),
-        "warnings": exposure_warnings(proxy.config),
-        "supervisor": proxy.supervisor_facts(),
-        "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
-        "observation_memory": proxy.observe_memory.as_json(),
-        "local_exhaustion": proxy.exhaustion.as_json(trio.current_time()),
-        "routes": routes,
-    }
-
-
 class AdminServer:
-    def __init__(self, proxy: "Proxy", sock: socket.socket, config: AdminConfig) -> None:
+    """The worker's admin HTTP endpoint: probes, metrics, the JSON API and
+    the dashboard, served with h11 on its own listening socket.
+
+    Owns its connections (for shedding) and the one-at-a-time gate of heavy
+    reads; it reads the proxy through ``status.py`` and changes it only by
+    ``POST /api/drain``.
+    """
+
+    def __init__(self, proxy: Proxy, sock: socket.socket, config: AdminConfig) -> None:
         self.proxy = proxy
         self.sock = sock
         self.config = config
@@ -185,6 +126,7 @@ class AdminServer:
         #: Connections closed to make room for newer ones.
         self.shed = 0
         self._heavy = trio.Semaphore(1)
+        proxy.metrics.registry.register(RuntimeCollector(proxy))
         proxy.metrics.registry.register(_AdminCollector(self))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -1,0 +1,95 @@
+"""Every default of the configuration, with its unit and the reason for it.
+
+Rules this module keeps:
+
+* A name says its unit: ``_S`` seconds, ``_BYTES`` bytes; counts are plain.
+* Each default carries the reason it has that value (a measurement, a
+  protocol's habit, what Kubernetes or HAProxy do), so that changing one is
+  a decision, not a guess.
+* Pure constants: no parsing, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+#: While the upstream refuses, keep retrying this long so that a restarting
+#: upstream (Inspector reload, container restart) does not fail the client.
+DEFAULT_CONNECT_RETRY_WINDOW_S = 5.0
+#: Off: the Inspector's /sse and /stdio streams stay silent for 20 s and more,
+#: WebSockets may idle for hours.  Dead peers are found by TCP keepalive.
+DEFAULT_IDLE_TIMEOUT_S = 0.0
+DEFAULT_MAX_CONNECTIONS = 1024
+#: One buffer per direction per connection: the memory bound of a connection.
+DEFAULT_BUFFER_BYTES = 256 * 1024
+#: TCP keepalive idle time before the first probe (0 disables keepalive).
+DEFAULT_TCP_KEEPALIVE_S = 60.0
+#: Opaque TCP moves bytes with splice(2) through a pipe of buffer_size:
+#: the kernel copies them, never Python (~1.6x the copying pump's throughput).
+DEFAULT_SPLICE = True
+#: Below Kubernetes' default 30 s termination grace period.
+DEFAULT_DRAIN_TIMEOUT_S = 25.0
+#: Fraction of one CPU core in-line observation may use (budget.py); beyond
+#: it, observation is shed connection by connection and forwarding goes on at
+#: full speed.  An h11 exchange costs ~2-4x what forwarding it does, so 0.2
+#: keeps a saturated worker's forwarding rate >= 0.8 of opaque TCP while
+#: leaving room for ~1,000 observed exchanges per second.  1 never sheds.
+DEFAULT_OBSERVE_CPU_SHARE = 0.2
+#: All inspection buffers of a worker together (JSON bodies being collected,
+#: SSE lines, WebSocket text messages): bounded whatever the number of
+#: connections, so a flood of half-sent large bodies cannot OOM-kill a
+#: memory-limited container.  Beyond it observers give up, counted.
+DEFAULT_OBSERVE_MEMORY_BYTES = 64 * 1024 * 1024
+#: Kernel TCP_INFO (RTT, retransmits) is sampled for every connection this
+#: often, and once more at close (Envoy's tcp_stats model).
+DEFAULT_TCP_STATS_INTERVAL_S = 10.0
+#: Active upstream check period; 0 disables checks.  While an upstream is
+#: stable the period grows to health_interval_max; after a failure or a
+#: state change it drops to a quarter of health_interval (seed 003).
+DEFAULT_HEALTH_INTERVAL_S = 5.0
+DEFAULT_HEALTH_INTERVAL_MAX_S = 30.0
+DEFAULT_HEALTH_TIMEOUT_S = 2.0
+HEALTH_CHECKS = ("tcp", "http", "ws", "mcp")
+#: The per-connection ``connection.closed`` line: every one, the ones that did
+#: not end cleanly plus one clean one in ``connection_log_every``, or none.
+#: The counters (mcp_sidecar_connections_closed_total{end}) count all either way.
+CONNECTION_LOGS = ("all", "sampled", "off")
+DEFAULT_CONNECTION_LOG = "sampled"
+DEFAULT_CONNECTION_LOG_EVERY = 100
+PROTOCOLS = ("auto", "tcp", "http")
+#: Passive health: this many consecutive clients that could not be connected
+#: to the upstream open the circuit for breaker_open; then one client is let
+#: through as a probe (seed 002: 5 failures, 30 s).
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_OPEN_S = 30.0
+#: The MCP SDKs' default request timeout is 60 s.
+DEFAULT_MCP_REQUEST_TIMEOUT_S = 60.0
+#: Concurrent upstream connect attempts per route: hundreds of clients
+#: arriving while the upstream is down do not become a reconnect storm.
+DEFAULT_MAX_CONNECTING = 64
+#: Consecutive successes to mark an upstream healthy, failures to mark it
+#: down (HAProxy's rise/fall).
+DEFAULT_HEALTH_RISE = 2
+DEFAULT_HEALTH_FALL = 3
+#: Supervision: the worker heartbeats this often; a worker silent for
+#: heartbeat_timeout is killed and replaced (counted as a hang).
+DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
+DEFAULT_HEARTBEAT_TIMEOUT_S = 5.0
+#: A worker serving this long without a failure resets the restart backoff.
+DEFAULT_STABLE_AFTER_S = 30.0
+DEFAULT_RESTART_BACKOFF_INITIAL_S = 0.1
+DEFAULT_RESTART_BACKOFF_MAX_S = 30.0
+#: Alert after this many consecutive failures within the window (the old
+#: watchdog's threshold was 3), at most once per alert_min_interval per kind.
+DEFAULT_ALERT_THRESHOLD = 3
+DEFAULT_ALERT_WINDOW_S = 300.0
+DEFAULT_ALERT_MIN_INTERVAL_S = 300.0
+#: The admin endpoint: loopback only unless told otherwise.
+DEFAULT_ADMIN_LISTEN = "127.0.0.1:6279"
+ADMIN_TOKEN_ENV = "MCP_SIDECAR_ADMIN_TOKEN"
+
+MIN_BUFFER_BYTES = 4 * 1024
+MAX_BUFFER_BYTES = 16 * 1024 * 1024
+
+ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

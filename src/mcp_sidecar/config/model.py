@@ -1,0 +1,111 @@
+"""The validated configuration: frozen records, every default filled in.
+
+Rules this module keeps:
+
+* Nothing here parses or checks: ``parse.build_config`` builds these only
+  from validated values, so code that holds a ``ProxyConfig`` can trust it.
+* Fields that hold durations end in ``_s``, sizes in ``_bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .addresses import HostPort, parse_hostport
+from .defaults import DEFAULT_ADMIN_LISTEN, DEFAULT_ALERT_MIN_INTERVAL_S, DEFAULT_ALERT_THRESHOLD, DEFAULT_ALERT_WINDOW_S, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_OPEN_S, DEFAULT_BUFFER_BYTES, DEFAULT_CONNECTION_LOG, DEFAULT_CONNECTION_LOG_EVERY, DEFAULT_CONNECT_RETRY_WINDOW_S, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MAX_S, DEFAULT_HEALTH_INTERVAL_S, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT_S, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONNECTING, DEFAULT_MAX_CONNECTIONS, DEFAULT_MCP_REQUEST_TIMEOUT_S, DEFAULT_OBSERVE_CPU_SHARE, DEFAULT_OBSERVE_MEMORY_BYTES, DEFAULT_RESTART_BACKOFF_INITIAL_S, DEFAULT_RESTART_BACKOFF_MAX_S, DEFAULT_SPLICE, DEFAULT_STABLE_AFTER_S, DEFAULT_TCP_KEEPALIVE_S, DEFAULT_TCP_STATS_INTERVAL_S
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """The per-route settings a ``[defaults]`` section may set."""
+
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    connect_retry_window_s: float = DEFAULT_CONNECT_RETRY_WINDOW_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    tcp_keepalive_s: float = DEFAULT_TCP_KEEPALIVE_S
+    splice: bool = DEFAULT_SPLICE
+    #: Readiness requires this route's upstream to be reachable.
+    required: bool = True
+    health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    health_interval_max_s: float = DEFAULT_HEALTH_INTERVAL_MAX_S
+    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+    health_rise: int = DEFAULT_HEALTH_RISE
+    health_fall: int = DEFAULT_HEALTH_FALL
+    #: L1 "tcp" connect, L2 "http" GET health_path or "ws" handshake + ping,
+    #: L3 "mcp" initialize + ping on health_path.
+    health_check: str = "tcp"
+    health_path: str = "/"
+    #: "auto" sniffs the first client bytes for an HTTP request line.
+    protocol: str = "auto"
+    #: The proxy's own WebSocket keepalive: a ping to each side this often
+    #: (0 = off); a side whose pong does not come within ws_ping_timeout is a
+    #: zombie and the connection is closed (seed 003).
+    ws_ping_interval_s: float = 0.0
+    ws_ping_timeout_s: float = 10.0
+    #: An MCP request with no response within this is counted as "timeout".
+    mcp_request_timeout_s: float = DEFAULT_MCP_REQUEST_TIMEOUT_S
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_open_s: float = DEFAULT_BREAKER_OPEN_S
+    max_connecting: int = DEFAULT_MAX_CONNECTING
+    connection_log: str = DEFAULT_CONNECTION_LOG
+    connection_log_every: int = DEFAULT_CONNECTION_LOG_EVERY
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    #: None: no admin endpoint.
+    listen: HostPort | None = field(default_factory=lambda: parse_hostport(DEFAULT_ADMIN_LISTEN))
+    #: Required (as a bearer token) for requests that change state.
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+    stable_after_s: float = DEFAULT_STABLE_AFTER_S
+    restart_backoff_initial_s: float = DEFAULT_RESTART_BACKOFF_INITIAL_S
+    restart_backoff_max_s: float = DEFAULT_RESTART_BACKOFF_MAX_S
+    #: Keep a pre-started worker ready, so a dead worker is replaced in
+    #: milliseconds instead of a cold Python start (~0.3 s).
+    standby: bool = True
+    alert_threshold: int = DEFAULT_ALERT_THRESHOLD
+    alert_window_s: float = DEFAULT_ALERT_WINDOW_S
+    alert_min_interval_s: float = DEFAULT_ALERT_MIN_INTERVAL_S
+    alert_webhook: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    name: str
+    listen: tuple[HostPort, ...]
+    #: In order of preference: the first reachable one gets the connection.
+    upstreams: tuple[HostPort, ...]
+    settings: RouteSettings = field(default_factory=RouteSettings)
+
+    @property
+    def upstream(self) -> HostPort:
+        """The preferred upstream."""
+        return self.upstreams[0]
+
+    @property
+    def upstream_text(self) -> str:
+        return ", ".join(str(u) for u in self.upstreams)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    routes: tuple[RouteConfig, ...]
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
+    observe_cpu_share: float = DEFAULT_OBSERVE_CPU_SHARE
+    observe_memory_bytes: int = DEFAULT_OBSERVE_MEMORY_BYTES
+    #: Let a guarded profile (PROFILE_RISKS) listen beyond loopback anyway:
+    #: for a trusted network only; warned about at start and in every status.
+    dangerously_expose_unprotected: bool = False
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    profile: str | None = None
+    source: str = "<defaults>"
+

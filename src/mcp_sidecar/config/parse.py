@@ -1,0 +1,305 @@
+"""Building the configuration: TOML file, ``--forward`` specs and profiles -> ``ProxyConfig``.
+
+Rules this module keeps:
+
+* Every value is validated before anything is bound or started; the first
+  problem raises ``ConfigError`` naming the source, the field and the fault.
+* Unknown keys are errors (a typo must not silently fall back to a default).
+* Durations are seconds: a TOML number (``5``, ``0.25``) or a string with a
+  unit (``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``).  Internally every field
+  that holds a duration ends in ``_s``; sizes end in ``_bytes``.
+* Routes are numbered from 1 in messages: ``route[1]`` is the first.
+
+File layout::
+
+    [proxy]                      # process-wide settings
+    drain_timeout = "25s"
+
+    [defaults]                   # per-route settings every route inherits
+    connect_timeout = "5s"
+
+    [[route]]
+    name = "ui"
+    listen = "0.0.0.0:6274"      # or a list of addresses
+    upstream = "localhost:6274"
+    idle_timeout = "10m"         # any [defaults] key may be overridden here
+"""
+
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
+from .defaults import ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS, ROUTE_NAME_RE
+from .model import AdminConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
+from .profiles import DEFAULT_PROFILE, PROFILES, refuse_exposure
+from .values import boolean, choice, cpu_share, int_in, parse_admin_listen, parse_duration, positive_duration, secret_token, size_at_least, url_path, webhook_url
+from ..errors import ConfigError
+
+#: TOML key -> (RouteSettings attribute, parser).
+SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "connect_timeout": ("connect_timeout_s", positive_duration),
+    "connect_retry_window": ("connect_retry_window_s", parse_duration),
+    "idle_timeout": ("idle_timeout_s", parse_duration),
+    "max_connections": ("max_connections", int_in(1, 1_000_000)),
+    "buffer_size": ("buffer_bytes", int_in(MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)),
+    "tcp_keepalive": ("tcp_keepalive_s", parse_duration),
+    "splice": ("splice", boolean),
+    "required": ("required", boolean),
+    "health_interval": ("health_interval_s", parse_duration),
+    "health_interval_max": ("health_interval_max_s", positive_duration),
+    "health_timeout": ("health_timeout_s", positive_duration),
+    "health_rise": ("health_rise", int_in(1, 100)),
+    "health_fall": ("health_fall", int_in(1, 100)),
+    "health_check": ("health_check", choice(HEALTH_CHECKS)),
+    "health_path": ("health_path", url_path),
+    "protocol": ("protocol", choice(PROTOCOLS)),
+    "mcp_request_timeout": ("mcp_request_timeout_s", positive_duration),
+    "ws_ping_interval": ("ws_ping_interval_s", parse_duration),
+    "ws_ping_timeout": ("ws_ping_timeout_s", positive_duration),
+    "breaker_failures": ("breaker_failures", int_in(0, 1000)),
+    "breaker_open": ("breaker_open_s", positive_duration),
+    "max_connecting": ("max_connecting", int_in(1, 100_000)),
+    "connection_log": ("connection_log", choice(CONNECTION_LOGS)),
+    "connection_log_every": ("connection_log_every", int_in(1, 1_000_000)),
+}
+PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "drain_timeout": ("drain_timeout_s", parse_duration),
+    "tcp_stats_interval": ("tcp_stats_interval_s", positive_duration),
+    "observe_cpu_share": ("observe_cpu_share", cpu_share),
+    "observe_memory": ("observe_memory_bytes", size_at_least(1024 * 1024)),
+    "dangerously_expose_unprotected": ("dangerously_expose_unprotected", boolean),
+}
+ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "listen": ("listen", parse_admin_listen),
+    "token": ("token", secret_token),
+}
+SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "heartbeat_interval": ("heartbeat_interval_s", positive_duration),
+    "heartbeat_timeout": ("heartbeat_timeout_s", positive_duration),
+    "stable_after": ("stable_after_s", parse_duration),
+    "restart_backoff_initial": ("restart_backoff_initial_s", parse_duration),
+    "restart_backoff_max": ("restart_backoff_max_s", parse_duration),
+    "standby": ("standby", boolean),
+    "alert_threshold": ("alert_threshold", int_in(1, 1000)),
+    "alert_window": ("alert_window_s", positive_duration),
+    "alert_min_interval": ("alert_min_interval_s", parse_duration),
+    "alert_webhook": ("alert_webhook", webhook_url),
+}
+_ROUTE_KEYS = {"name", "listen", "upstream", *SETTING_KEYS}
+_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor"}
+
+
+def _section(source: str, name: str, document: dict[str, Any],
+             keys: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+    """Parse a flat ``[name]`` table into attribute values."""
+    table = _table(source, name, document.get(name, {}))
+    _check_keys(source, f"{name}.", table, set(keys))
+    return _parse_values(source, f"{name}.", table, keys)
+
+
+def _parse_values(source: str, prefix: str, table: dict[str, Any],
+                  keys: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+    """TOML key -> parsed attribute value; a bad value names its field."""
+    values: dict[str, Any] = {}
+    for key, (attr, parse) in keys.items():
+        if key in table:
+            try:
+                values[attr] = parse(table[key])
+            except ValueError as exc:
+                raise ConfigError(source, f"{prefix}{key}", str(exc)) from None
+    return values
+
+
+def _table(source: str, fieldname: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(source, fieldname, f"expected a table, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(source: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key (known keys: {known})")
+
+
+def _apply_settings(source: str, prefix: str, base: RouteSettings, table: dict[str, Any]) -> RouteSettings:
+    return replace(base, **_parse_values(source, prefix, table, SETTING_KEYS))
+
+
+def _parse_listen(source: str, fieldname: str, value: Any) -> tuple[HostPort, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(source, fieldname, "needs at least one address")
+    result = []
+    for item in items:
+        try:
+            result.append(parse_hostport(item, allow_zero_port=True))
+        except AddressSyntaxError as exc:
+            raise ConfigError(source, fieldname, str(exc)) from None
+    return tuple(result)
+
+
+def _build_route(source: str, index: int, table: dict[str, Any], defaults: RouteSettings) -> RouteConfig:
+    prefix = f"route[{index}]."
+    _check_keys(source, prefix, table, _ROUTE_KEYS)
+    for required in ("listen", "upstream"):
+        if required not in table:
+            raise ConfigError(source, f"{prefix}{required}", "missing (required)")
+    listen = _parse_listen(source, f"{prefix}listen", table["listen"])
+    raw_upstreams = table["upstream"] if isinstance(table["upstream"], list) else [table["upstream"]]
+    if not raw_upstreams:
+        raise ConfigError(source, f"{prefix}upstream", "needs at least one address")
+    upstreams = []
+    for item in raw_upstreams:
+        try:
+            upstream = parse_hostport(item)
+        except AddressSyntaxError as exc:
+            raise ConfigError(source, f"{prefix}upstream", str(exc)) from None
+        if upstream.host == NONLOOPBACK:
+            raise ConfigError(source, f"{prefix}upstream", f"{NONLOOPBACK} is only valid in listen")
+        upstreams.append(upstream)
+    name = table.get("name", f"port-{listen[0].port}" if listen[0].port else f"route-{index}")
+    if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
+        raise ConfigError(
+            source, f"{prefix}name", f"must be 1-64 characters of A-Z a-z 0-9 _ . - , got {name!r}"
+        )
+    settings = _apply_settings(source, prefix, defaults, table)
+    if settings.health_interval_s and settings.health_interval_max_s < settings.health_interval_s:
+        raise ConfigError(source, f"{prefix}health_interval_max", "must not be shorter than health_interval")
+    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings)
+
+
+def _check_routes(source: str, routes: list[RouteConfig]) -> None:
+    if not routes:
+        raise ConfigError(source, "route", "no routes: add [[route]] tables, --forward or --profile")
+    addresses: dict[HostPort, int] = {}
+    for index, route in enumerate(routes, start=1):
+        for addr in route.listen:
+            if addr.port and addr in addresses:
+                raise ConfigError(
+                    source, f"route[{index}].listen", f"{addr} is already used by route[{addresses[addr]}]"
+                )
+            addresses[addr] = index
+    names: dict[str, int] = {}
+    for index, route in enumerate(routes, start=1):
+        if route.name in names:
+            raise ConfigError(
+                source, f"route[{index}].name", f"duplicate route name {route.name!r} (also route[{names[route.name]}])"
+            )
+        names[route.name] = index
+
+
+def build_config(
+    document: dict[str, Any] | None = None,
+    *,
+    source: str = "<defaults>",
+    forwards: tuple[str, ...] = (),
+    profile: str | None = None,
+    dangerously_expose_unprotected: bool = False,
+) -> ProxyConfig:
+    """Validate a parsed TOML document plus CLI routes into a ``ProxyConfig``.
+
+    With no document, no forwards and no profile, the default profile
+    (``inspector-v1``) supplies the routes.  ``dangerously_expose_unprotected``
+    (the command-line flag) sets the ``[proxy]`` key of that name.
+    """
+    document = document or {}
+    _check_keys(source, "", document, _TOP_KEYS)
+    proxy_values = _section(source, "proxy", document, PROXY_KEYS)
+    if dangerously_expose_unprotected:
+        proxy_values["dangerously_expose_unprotected"] = True
+    admin_values = _section(source, "admin", document, ADMIN_KEYS)
+    if "token" not in admin_values and os.environ.get(ADMIN_TOKEN_ENV):
+        try:
+            admin_values["token"] = secret_token(os.environ[ADMIN_TOKEN_ENV])
+        except ValueError as exc:
+            raise ConfigError(f"${ADMIN_TOKEN_ENV}", "", str(exc)) from None
+    proxy_values["admin"] = AdminConfig(**admin_values)
+    supervisor_values = _section(source, "supervisor", document, SUPERVISOR_KEYS)
+    if supervisor_values.get("heartbeat_timeout_s", DEFAULT_HEARTBEAT_TIMEOUT_S) <= supervisor_values.get(
+        "heartbeat_interval_s", DEFAULT_HEARTBEAT_INTERVAL_S
+    ):
+        raise ConfigError(source, "supervisor.heartbeat_timeout", "must be longer than heartbeat_interval")
+    proxy_values["supervisor"] = SupervisorConfig(**supervisor_values)
+
+    defaults_table = _table(source, "defaults", document.get("defaults", {}))
+    _check_keys(source, "defaults.", defaults_table, set(SETTING_KEYS))
+    defaults = _apply_settings(source, "defaults.", RouteSettings(), defaults_table)
+
+    raw_routes = document.get("route", [])
+    if not isinstance(raw_routes, list):
+        raise ConfigError(source, "route", "expected [[route]] tables")
+    routes = [
+        _build_route(source, i, _table(source, f"route[{i}]", t), defaults)
+        for i, t in enumerate(raw_routes, start=1)
+    ]
+
+    for spec in forwards:
+        index = len(routes) + 1
+        name, sep, address_spec = spec.partition("=")
+        if not sep:
+            name, address_spec = "", spec
+        try:
+            fwd = parse_forward(address_spec)
+        except AddressSyntaxError as exc:
+            raise ConfigError("--forward", spec, str(exc)) from None
+        table = {"listen": str(fwd.listen), "upstream": str(fwd.upstream)}
+        if name:
+            table["name"] = name
+        elif fwd.listen.port:
+            # The same port on two addresses ([::1]:P and 127.0.0.1:P) gets port-P and port-P-2.
+            taken = {r.name for r in routes}
+            table["name"] = base = f"port-{fwd.listen.port}"
+            suffix = 2
+            while table["name"] in taken:
+                table["name"] = f"{base}-{suffix}"
+                suffix += 1
+        routes.append(_build_route("--forward", index, table, defaults))
+
+    if profile is None and not routes:
+        profile = DEFAULT_PROFILE
+    if profile is not None:
+        if profile not in PROFILES:
+            raise ConfigError("--profile", "", f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+        for table in PROFILES[profile]:
+            routes.append(_build_route(f"profile {profile}", len(routes) + 1, dict(table), defaults))
+        if not proxy_values.get("dangerously_expose_unprotected"):
+            refuse_exposure(profile, routes)
+
+    _check_routes(source, routes)
+    return ProxyConfig(routes=tuple(routes), profile=profile, source=source, **proxy_values)
+
+
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and parse a TOML file; errors name the file and the position."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
+
+
+def load_config(
+    path: str | Path | None = None, *, forwards: tuple[str, ...] = (), profile: str | None = None,
+    dangerously_expose_unprotected: bool = False,
+) -> ProxyConfig:
+    document = load_config_file(path) if path is not None else None
+    return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile,
+                        dangerously_expose_unprotected=dangerously_expose_unprotected)
+
+

@@ -1,0 +1,74 @@
+"""Rendering the effective configuration as TOML (``proxyctl config show``).
+
+Rules this module keeps:
+
+* Every default is written out, so the output is the whole truth and can be
+  fed back as a file.
+* Secrets (the admin token, the alert webhook) are never written: a comment
+  says they are set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .model import ProxyConfig, RouteSettings
+from .parse import SETTING_KEYS, SUPERVISOR_KEYS
+from .values import format_duration, format_size
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _settings_items(settings: RouteSettings) -> list[tuple[str, Any]]:
+    attr_to_key = {attr: key for key, (attr, _) in SETTING_KEYS.items()}
+    items = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        items.append((attr_to_key[f.name], format_duration(value) if f.name.endswith("_s") else value))
+    return items
+
+
+def render_toml(config: ProxyConfig) -> str:
+    """The effective configuration, every default filled in, as TOML."""
+    lines = [f"# effective configuration (source: {config.source}"]
+    lines[0] += f", profile: {config.profile})" if config.profile else ")"
+    lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
+              f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
+              f"observe_cpu_share = {config.observe_cpu_share!r}",
+              f"observe_memory = {_toml_value(format_size(config.observe_memory_bytes))}",
+              f"dangerously_expose_unprotected = {_toml_value(config.dangerously_expose_unprotected)}", ""]
+    admin = config.admin
+    lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
+    if admin.token:
+        lines.append('# token is set (not shown)')
+    lines.append("")
+    lines.append("[supervisor]")
+    attr_to_key = {attr: key for key, (attr, _) in SUPERVISOR_KEYS.items()}
+    for f in fields(config.supervisor):
+        value = getattr(config.supervisor, f.name)
+        if f.name == "alert_webhook":
+            if value:
+                lines.append("# alert_webhook is set (not shown)")
+            continue
+        shown = format_duration(value) if f.name.endswith("_s") else value
+        lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
+    lines.append("")
+    for route in config.routes:
+        lines.append("[[route]]")
+        lines.append(f"name = {_toml_value(route.name)}")
+        listen = [str(a) for a in route.listen]
+        lines.append(f"listen = {_toml_value(listen if len(listen) > 1 else listen[0])}")
+        ups = [str(u) for u in route.upstreams]
+        lines.append(f"upstream = {_toml_value(ups if len(ups) > 1 else ups[0])}")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in _settings_items(route.settings)]
+        lines.append("")
+    return "\n".join(lines)

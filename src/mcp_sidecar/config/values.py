@@ -1,0 +1,151 @@
+"""Value parsers: each takes what TOML (or a flag) gave and returns the
+validated value, or raises ``ValueError`` with a message for the user.
+
+Rules this module keeps:
+
+* A message says what was expected and what was given -- except for
+  secrets (tokens, webhook URLs), whose values are never echoed.
+* Durations are seconds: a number, or a string with ``ms``/``s``/``m``/``h``;
+  sizes are bytes: an integer, or a string with ``KiB``/``MiB``/``GiB``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from .addresses import AddressSyntaxError, HostPort, parse_hostport
+
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 5, 0.25 or \"250ms\", got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 5, 0.25 or \"250ms\", got {value!r}")
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"duration must be a finite number >= 0, got {value!r}")
+    return seconds
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB)?\s*$")
+_UNIT_BYTES = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, None: 1}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes: an integer, or a string with a binary unit (``"64MiB"``)."""
+    if isinstance(value, bool):
+        raise ValueError(f'expected a size such as 65536 or "64MiB", got {value!r}')
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        size = int(m.group(1)) * _UNIT_BYTES[m.group(2)]
+    else:
+        raise ValueError(f'expected a size such as 65536 or "64MiB", got {value!r}')
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {value!r}")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        if size and size % _UNIT_BYTES[unit] == 0:
+            return f"{size // _UNIT_BYTES[unit]}{unit}"
+    return str(size)
+
+
+def size_at_least(low: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        size = parse_size(value)
+        if size < low:
+            raise ValueError(f"must be at least {format_size(low)}, got {value!r}")
+        return size
+
+    return parse
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
+
+
+def int_in(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+def cpu_share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"expected a fraction of a CPU core, greater than 0 and at most 1, got {value!r}")
+    return float(value)
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def parse_admin_listen(value: Any) -> HostPort | None:
+    """``HOST:PORT``, or ``"off"`` (or empty) for no admin endpoint."""
+    if value in ("", "off", "none", False):
+        return None
+    try:
+        return parse_hostport(value, allow_zero_port=True)
+    except AddressSyntaxError as exc:
+        raise ValueError(f'{exc} (or "off")') from None
+
+
+def secret_token(value: Any) -> str:
+    if not isinstance(value, str) or len(value) < 16 or any(c.isspace() for c in value):
+        raise ValueError("must be a string of at least 16 characters without spaces")
+    return value
+
+
+def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(repr(o) for o in options)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def url_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError(f'expected a path starting with "/", got {value!r}')
+    return value
+
+
+def webhook_url(value: Any) -> str:
+    # Never echo the value: a Slack or Discord webhook URL is itself a secret.
+    if not isinstance(value, str):
+        raise ValueError(f"expected an http:// or https:// URL, got a {type(value).__name__}")
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        shown = f" (scheme {scheme[:10]!r})" if scheme and scheme.isalnum() else ""
+        raise ValueError(f"expected an http:// or https:// URL{shown}; the value is not shown: "
+                         "a webhook URL is a secret")
+    return value
+
+

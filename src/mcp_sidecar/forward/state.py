@@ -1,0 +1,234 @@
+"""The live state of routes and connections: what the accept loops, the
+connections, the health checks and the admin views all read.
+
+Rules this module keeps:
+
+* State, not behaviour: the tasks that change it live in ``proxy.py``
+  (accepting) and ``connection.py`` (serving), the readers in ``admin/``.
+  A route's counters change only through its ``RouteState`` methods, so an
+  opened connection is always closed exactly once in the books.
+* Nothing here runs per chunk; the per-direction counters (``Flow``) are
+  plain attributes the pump updates.
+* ``End`` is the bounded set of ways a connection ends: metric label values
+  and log fields.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import trio
+
+from ..config.model import RouteConfig
+from ..health.breaker import CircuitBreaker
+from ..health.checks import RouteHealth
+from ..net.exhaustion import LocalExhaustion
+from ..net.listeners import BoundListener
+from ..net.tcpinfo import TcpInfo, read_tcp_info
+from ..net.upstream import Connector
+from ..observe.quality import Quality
+from .metrics import RouteMetrics
+from .observation import Observation, RouteObservation
+from .pump import Flow
+
+#: Reconnects (seed 000) are connections from the same client host in this window.
+RECONNECT_WINDOW_S = 600.0
+MAX_TRACKED_CLIENTS = 1024
+
+
+class End(StrEnum):
+    """How a connection ended (``mcp_sidecar_connections_closed_total{end}``)."""
+
+    CLOSED = "closed"  # both directions reached EOF
+    CLIENT_RESET = "client_reset"  # the client leg failed (RST, EPIPE); upstream got RST
+    UPSTREAM_RESET = "upstream_reset"  # the upstream leg failed; client got RST
+    IDLE_TIMEOUT = "idle_timeout"
+    WS_TIMEOUT = "ws_timeout"  # a WebSocket side stopped answering the proxy's keepalive pings
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # no upstream connection within the retry window
+    CLIENT_GONE = "client_gone"  # the client left before an upstream connection was made: nothing delivered
+    LOCAL_RESOURCES = "local_resources"  # this host ran out of descriptors, buffers or memory
+    DRAIN_TIMEOUT = "drain_timeout"  # still open when the drain deadline passed
+    CANCELLED = "cancelled"  # stopped by the proxy otherwise
+
+
+_ids = itertools.count(1)
+
+
+class Connection:
+    """One forwarded connection: its identity, its two sockets, what moved
+    through it, the kernel's figures for each leg and its quality.
+
+    Owned by the task that serves it (``connection.serve_connection``);
+    registered in its route's ``connections`` while open.
+    """
+
+    __slots__ = ("id", "route", "client", "upstream", "started", "started_unix", "c2u", "u2c", "end",
+                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "observation",
+                 "quality", "reconnects")
+
+    def __init__(self, route: str, client: str, csock: socket.socket) -> None:
+        self.id = next(_ids)
+        self.route = route
+        self.client = client
+        self.upstream: str | None = None
+        self.started = trio.current_time()
+        self.started_unix = time.time()
+        self.c2u = Flow()
+        self.u2c = Flow()
+        self.end: End | None = None
+        self.connect_attempts = 0
+        self.connect_s: float | None = None
+        self.csock = csock
+        self.usock: socket.socket | None = None
+        #: The last TCP_INFO sample per leg.
+        self.tcp: dict[str, TcpInfo | None] = {"client": None, "upstream": None}
+        self._retrans_seen = {"client": 0, "upstream": 0}
+        self.observation: Observation | None = None
+        self.quality = Quality()
+        #: Earlier connections from the same client address to this route (10 min).
+        self.reconnects = 0
+
+    @property
+    def protocol(self) -> str:
+        """What observation found it carries: tcp, http, sse or websocket."""
+        return self.observation.protocol if self.observation is not None else "tcp"
+
+    def sample_tcp(self, metrics: RouteMetrics) -> None:
+        """Read TCP_INFO of both legs into the histograms and counters."""
+        for leg, sock in (("client", self.csock), ("upstream", self.usock)):
+            if sock is None or sock.fileno() < 0:
+                continue
+            info = read_tcp_info(sock)
+            if info is None:
+                continue
+            self.tcp[leg] = info
+            if info.rtt_s > 0:
+                metrics.rtt[leg].observe(info.rtt_s)
+                if leg == "client":
+                    self.quality.latency(info.rtt_s, "tcp")
+            delta = info.total_retrans - self._retrans_seen[leg]
+            if delta > 0:
+                metrics.retransmits[leg] += delta
+                self._retrans_seen[leg] = info.total_retrans
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        """The connection as /api/connections shows it; TCP figures read now."""
+        tcp = {}
+        age = now - self.started
+        idle = age
+        for leg, sock in (("client", self.csock), ("upstream", self.usock)):
+            fresh = read_tcp_info(sock) if sock is not None and sock.fileno() >= 0 else None
+            if fresh is not None:
+                idle = min(idle, fresh.idle_s)
+            info = fresh or self.tcp[leg]
+            tcp[leg] = info.as_json() if info else None
+        return {
+            "id": self.id,
+            "route": self.route,
+            "client": self.client,
+            "upstream": self.upstream,
+            "protocol": self.protocol,
+            "mcp": bool(self.observation and self.observation.mcp),
+            "age_s": round(age, 3),
+            "idle_s": round(idle, 3),
+            "bytes_client_to_upstream": self.c2u.bytes,
+            "bytes_upstream_to_client": self.u2c.bytes,
+            "client_eof": self.c2u.eof,
+            "upstream_eof": self.u2c.eof,
+            "connect_attempts": self.connect_attempts,
+            "connect_ms": None if self.connect_s is None else round(self.connect_s * 1000, 3),
+            "tcp": tcp,
+            "quality": self.quality.report(self.reconnects),
+            "observed": self.observation.facts(now) if self.observation is not None else None,
+        }
+
+
+@dataclass
+class RouteState:
+    """A route's live state: its listeners, connector, health, breaker,
+    observation and counters, and the connections open on it.
+
+    One per route per worker, built by the ``Proxy``.  The counters change
+    only through ``opened``/``closed``/``reject`` (and ``refusing`` around a
+    503), so what is open, what was accepted and how each one ended always
+    add up.
+    """
+
+    config: RouteConfig
+    listeners: list[BoundListener]
+    connector: Connector
+    scratch: memoryview
+    metrics: RouteMetrics
+    health: RouteHealth
+    breaker: CircuitBreaker
+    observation: RouteObservation
+    #: The worker's local resource exhaustion (shared by its routes).
+    exhaustion: LocalExhaustion = field(default_factory=LocalExhaustion)
+    active: int = 0
+    total: int = 0
+    #: Clients being answered 503 (or RST) while the circuit is open.
+    refusing: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    ended: dict[str, int] = field(default_factory=dict)
+    connections: dict[int, Connection] = field(default_factory=dict)
+    #: Bytes of connections already closed: [client_to_upstream, upstream_to_client].
+    bytes_closed: list[int] = field(default_factory=lambda: [0, 0])
+    draining: bool = False
+    #: client address -> times of its recent connections (reconnect counting).
+    recent_clients: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def opened(self) -> None:
+        """An accepted client will be served (its Connection follows)."""
+        self.active += 1
+        self.total += 1
+
+    def register(self, conn: Connection, now: float) -> None:
+        """The served connection's record, with its reconnect count."""
+        conn.reconnects = self.count_reconnect(conn.client.rsplit(":", 1)[0], now)
+        self.connections[conn.id] = conn
+
+    def closed(self, conn: Connection) -> None:
+        """The connection ended (``conn.end`` says how): out of the books."""
+        self.connections.pop(conn.id, None)
+        self.active -= 1
+        end = conn.end or End.CANCELLED
+        self.ended[end] = self.ended.get(end, 0) + 1
+        self.bytes_closed[0] += conn.c2u.bytes
+        self.bytes_closed[1] += conn.u2c.bytes
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def count_reconnect(self, client_host: str, now: float) -> int:
+        """Earlier connections from this client host within RECONNECT_WINDOW_S."""
+        times = self.recent_clients.pop(client_host, None) or deque(maxlen=100)
+        while times and now - times[0] > RECONNECT_WINDOW_S:
+            times.popleft()
+        earlier = len(times)
+        times.append(now)
+        self.recent_clients[client_host] = times
+        while len(self.recent_clients) > MAX_TRACKED_CLIENTS:
+            self.recent_clients.popitem(last=False)
+        return earlier
+
+    def worst_quality(self) -> int:
+        scores = [c.quality.score(c.reconnects) for c in self.connections.values() if c.quality.samples]
+        return min(scores, default=100)
+
+    def bytes_forwarded(self) -> tuple[int, int]:
+        """Totals so far, open connections included."""
+        c2u, u2c = self.bytes_closed
+        for conn in self.connections.values():
+            c2u += conn.c2u.bytes
+            u2c += conn.u2c.bytes
+        return c2u, u2c
