@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from .. import __version__
 from ..config.profiles import exposure_warnings
+from ..health.breaker import BreakerState
 from ..forward.proxy import Proxy
+from ..forward.state import RouteState
 
 
 def readiness(proxy: Proxy) -> list[str]:
@@ -40,37 +43,76 @@ def readiness(proxy: Proxy) -> list[str]:
                 reasons.append(f"route {name}: upstream {rt.config.upstream_text} not checked yet")
             else:
                 reasons.append(f"route {name}: upstream {rt.config.upstream_text} is down ({health.last_result})")
-        if rt.breaker.state == "open":
+        if rt.breaker.state is BreakerState.OPEN:
             reasons.append(f"route {name}: circuit open ({rt.breaker.last_reason}), retry in "
                            f"{rt.breaker.retry_after_s(trio.current_time())} s")
     return reasons
 
 
-def status(proxy: Proxy) -> dict[str, Any]:
-    now = time.time()
-    routes = []
-    for rt in proxy.routes:
+@dataclass(frozen=True, slots=True)
+class RouteStatus:
+    """One route's status as every view shows it: the admin API, the
+    heartbeat a worker sends its supervisor (pickled as it is), the
+    supervisor's ``proxyctl status`` and the metrics collector.  Built in one
+    place, ``of``; each view shows the part it needs."""
+
+    name: str
+    listen: tuple[str, ...]
+    upstream: str
+    required: bool
+    upstream_healthy: bool
+    upstream_state: str
+    health: dict[str, Any]
+    circuit: dict[str, Any]
+    upstream_connections: dict[str, int]
+    connections_active: int
+    connections_total: int
+    connections_rejected: dict[str, int]
+    connections_closed: dict[str, int]
+    upstream_connect_failures: dict[str, int]
+    bytes_client_to_upstream: int
+    bytes_upstream_to_client: int
+    observer_seconds: float
+    observer_shed: int
+    observer_memory_exhausted: int
+
+    @classmethod
+    def of(cls, rt: RouteState, now: float) -> "RouteStatus":
         c2u, u2c = rt.bytes_forwarded()
-        routes.append({
-            "name": rt.config.name,
-            "listen": [str(l.address) for l in rt.listeners],
-            "upstream": rt.config.upstream_text,
-            "upstream_healthy": rt.health.healthy,
-            "health": rt.health.as_json(),
-            "circuit": rt.breaker.as_json(trio.current_time()),
-            "upstream_connections": dict(rt.connector.connected_to),
-            "required": rt.config.settings.required,
-            "connections_active": rt.active,
-            "connections_total": rt.total,
-            "connections_rejected": dict(rt.rejected),
-            "connections_closed": dict(rt.ended),
-            "upstream_connect_failures": dict(rt.connector.failures),
-            "bytes_client_to_upstream": c2u,
-            "bytes_upstream_to_client": u2c,
-            "observer_seconds": round(rt.observation.observe_s, 6),
-            "observer_shed": rt.observation.shed,
-            "observer_memory_exhausted": rt.observation.memory_exhausted,
-        })
+        return cls(
+            name=rt.name, listen=tuple(str(l.address) for l in rt.listeners), upstream=rt.config.upstream_text,
+            required=rt.config.settings.required, upstream_healthy=rt.health.healthy,
+            upstream_state=rt.health.state_name, health=rt.health.as_json(), circuit=rt.breaker.as_json(now),
+            upstream_connections=dict(rt.connector.connected_to), connections_active=rt.active,
+            connections_total=rt.total, connections_rejected={str(k): v for k, v in rt.rejected.items()},
+            connections_closed={str(k): v for k, v in rt.ended.items()},
+            upstream_connect_failures=dict(rt.connector.failures), bytes_client_to_upstream=c2u,
+            bytes_upstream_to_client=u2c, observer_seconds=round(rt.observation.observe_s, 6),
+            observer_shed=rt.observation.shed, observer_memory_exhausted=rt.observation.memory_exhausted)
+
+    def as_json(self) -> dict[str, Any]:
+        """The worker API's view (``/api/status``)."""
+        return {"name": self.name, "listen": list(self.listen), "upstream": self.upstream,
+                "upstream_healthy": self.upstream_healthy, "health": self.health, "circuit": self.circuit,
+                "upstream_connections": self.upstream_connections, "required": self.required,
+                "connections_active": self.connections_active, "connections_total": self.connections_total,
+                "connections_rejected": self.connections_rejected, "connections_closed": self.connections_closed,
+                "upstream_connect_failures": self.upstream_connect_failures,
+                "bytes_client_to_upstream": self.bytes_client_to_upstream,
+                "bytes_upstream_to_client": self.bytes_upstream_to_client,
+                "observer_seconds": self.observer_seconds, "observer_shed": self.observer_shed,
+                "observer_memory_exhausted": self.observer_memory_exhausted}
+
+
+def route_statuses(proxy: Proxy) -> tuple[RouteStatus, ...]:
+    now = trio.current_time()
+    return tuple(RouteStatus.of(rt, now) for rt in proxy.routes)
+
+
+def status(proxy: Proxy) -> dict[str, Any]:
+    """The worker's ``/api/status``."""
+    now = time.time()
+    routes = [r.as_json() for r in route_statuses(proxy)]
     return {
         "version": __version__,
         "pid": os.getpid(),

@@ -27,7 +27,7 @@ from ..logs import log
 from ..net import sockopts
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.http import starts_like_request
-from .observation import Observation
+from .observation import Mode, Observation
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 from .state import Connection, End, RouteState
 
@@ -82,7 +82,7 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, csock: socket.socket, 
     while True:
         await trio.sleep(settings.ws_ping_interval_s)
         now = trio.current_time()
-        if observation.closing or observation.mode != "websocket":
+        if observation.closing or observation.mode is not Mode.WEBSOCKET:
             return  # closing, or observation gave up (or was shed): frame boundaries are unknown
         for side, sock, flow in (("client", csock, conn.u2c), ("upstream", usock, conn.c2u)):
             pending = observation.keepalive[side]

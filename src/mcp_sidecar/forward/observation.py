@@ -28,6 +28,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from time import perf_counter
 from typing import Any, Callable
 
@@ -35,9 +36,10 @@ import trio
 
 from ..logs import log
 from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
-from ..observe.http import (ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, ResponseStarted,
-                            SessionEndpoint, SseSeen, Upgraded, jsonrpc_messages)
-from ..observe.mcp import McpOutcome, McpTracker, method_label
+from ..observe.events import (ExchangeDone, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
+                              SseSeen, Upgraded)
+from ..observe.http import HttpObserver, HttpObserverError, jsonrpc_messages
+from ..observe.mcp import McpTracker, method_label
 from ..observe.quality import Quality
 from ..observe.websocket import FrameScanner, WebSocketError
 from ..redact import redact_text
@@ -50,6 +52,22 @@ _SNIFF_BYTES = 8
 MAX_OUTSTANDING_PINGS = 16
 #: The proxy's keepalive pings carry 32 bytes: "mcp-sidecar:" + 20 random hex.
 KEEPALIVE_PAYLOAD_LEN = 32
+
+
+class Mode(StrEnum):
+    """What observation does with a connection now."""
+
+    SNIFF = "sniff"  # protocol "auto": waiting for the client's first bytes
+    HTTP = "http"
+    WEBSOCKET = "websocket"  # after a 101
+    TCP = "tcp"  # opaque, by choice or because the bytes are not HTTP
+    FAILED = "failed"  # gave up: the peer's bytes broke a parser, or the inspection memory ran out
+    SHED = "shed"  # over the CPU budget
+    CLOSED = "closed"  # the connection ended
+
+
+#: Modes in which no chunk is observed any more.
+_DONE = frozenset({Mode.TCP, Mode.FAILED, Mode.SHED, Mode.CLOSED})
 
 
 class ObservedDirection:
@@ -120,15 +138,16 @@ class Observation:
         #: What the connection carries, as far as observation has seen: tcp, http, sse, websocket.
         self.protocol = "tcp"
         self.clock = clock
-        #: sniff | http | websocket | tcp (opaque by choice) | failed (gave up) | shed (over budget)
-        self.mode = "sniff" if mode == "auto" else mode
-        if self.mode != "tcp" and not route.budget.admit(perf_counter()):
+        self.mode = Mode.SNIFF if mode == "auto" else Mode(mode)
+        if self.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
             self._shed()
         self._sniffed = bytearray()
-        self.http: HttpObserver | None = self._http_observer() if self.mode == "http" else None
+        self.http: HttpObserver | None = self._http_observer() if self.mode is Mode.HTTP else None
         self.ws: dict[str, FrameScanner] | None = None
         self._pings: dict[str, dict[bytes, float]] = {"client": {}, "upstream": {}}
         self._mcp = False
+        #: JSON-RPC messages seen, by how they travelled: http (a body), sse (an event), ws (a frame).
+        self.mcp_messages: dict[str, int] = {}
         self._session = f"conn:{conn_id}"
         #: Set once a 101 switched the connection to WebSocket.
         self.upgraded = trio.Event()
@@ -186,7 +205,7 @@ class Observation:
         self._sniffed = bytearray()
         self.http_stats["last"] = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
-        self.mode = "closed"
+        self.mode = Mode.CLOSED
 
     @property
     def rewriting(self) -> bool:
@@ -198,8 +217,8 @@ class Observation:
 
     def facts(self, now: float) -> dict[str, Any]:
         """What /api/connections shows of the connection's observed traffic."""
-        facts: dict[str, Any] = {"mode": self.mode, "mcp": self.mcp}
-        if self.http_stats["exchanges"] or self.mode == "http":
+        facts: dict[str, Any] = {"mode": self.mode, "mcp": self.mcp, "mcp_messages": dict(self.mcp_messages)}
+        if self.http_stats["exchanges"] or self.mode is Mode.HTTP:
             last = self.http_stats["last"]
             facts["http"] = {"exchanges": self.http_stats["exchanges"], "last": None if last is None else {
                 "method": last.method, "path": last.path, "status": last.status,
@@ -221,7 +240,7 @@ class Observation:
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
     def _feed(self, side: str, data: Any) -> bool | bytes:
-        if self.mode in ("tcp", "failed", "shed", "closed"):  # (the other direction may have given up)
+        if self.mode in _DONE:  # (the other direction may have given up)
             return self._release(side, data)
         if not data:  # EOF: release anything withheld
             held = bytes(self._held[side])
@@ -247,16 +266,16 @@ class Observation:
 
     def _observe(self, side: str, data: Any) -> bool | bytes:
         mode = self.mode
-        if mode == "sniff":
+        if mode is Mode.SNIFF:
             if side == "upstream" or not self._sniff(data):
-                return self.mode != "tcp"
+                return self.mode is not Mode.TCP
             return True
         now = self.clock()
-        if mode == "http":
+        if mode is Mode.HTTP:
             assert self.http is not None
             events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
             self._apply(events, now)
-        elif mode == "websocket":
+        elif mode is Mode.WEBSOCKET:
             if self.keepalive[side] is not None or self._held[side]:
                 return self._rewrite(side, data, now)
             self._frames(side, data, now)
@@ -276,7 +295,7 @@ class Observation:
         self._sniffed += data
         head = bytes(self._sniffed[:_SNIFF_BYTES])
         if _REQUEST_LINE.match(head):
-            self.mode = "http"
+            self.mode = Mode.HTTP
             self.protocol = "http"
             self.http = self._http_observer()
             buffered = bytes(self._sniffed)
@@ -287,7 +306,7 @@ class Observation:
         if len(self._sniffed) >= _SNIFF_BYTES or not any(
                 m.startswith(head) for m in (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ",
                                              b"OPTIONS ", b"CONNECT ", b"TRACE ")):
-            self.mode = "tcp"
+            self.mode = Mode.TCP
             self._sniffed.clear()
             return True
         return False  # a prefix of a method: wait for more bytes
@@ -295,7 +314,7 @@ class Observation:
     def _shed(self) -> None:
         """Over the CPU budget: this connection is forwarded opaque from now on."""
         protocol = self.mode
-        self.mode = "shed"
+        self.mode = Mode.SHED
         self.route.shed += 1
         self.route.budget.shed += 1
         log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn_id, protocol=protocol,
@@ -305,7 +324,7 @@ class Observation:
         """The worker's inspection buffers are full: stop observing this
         connection (a local limit, counted apart from peer faults)."""
         protocol = self.mode
-        self.mode = "failed"
+        self.mode = Mode.FAILED
         self.route.memory_exhausted += 1
         self._drop_observers()
         log(logger, logging.INFO, "observer.memory_exhausted", route=self.route.route, conn=self.conn_id,
@@ -319,7 +338,7 @@ class Observation:
 
     def _fail(self, exc: BaseException) -> None:
         protocol = self.mode
-        self.mode = "failed"
+        self.mode = Mode.FAILED
         self._drop_observers()
         self.route.metrics.observer_errors.labels(self.route.route, protocol).inc()
         log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn_id, protocol=protocol,
@@ -327,7 +346,7 @@ class Observation:
 
     # -- events -----------------------------------------------------------------------------
 
-    def _apply(self, events: list[Any], now: float) -> None:
+    def _apply(self, events: list[HttpEvent], now: float) -> None:
         metrics = self.route.metrics
         child = self.route.child
         for event in events:
@@ -367,15 +386,15 @@ class Observation:
                 stats["last_at"] = event.at
                 self.protocol = "sse"
             elif isinstance(event, JsonRpcSeen):
-                self._jsonrpc(event.origin, event.message, event.at, event.session)
+                self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport)
             elif isinstance(event, SessionEndpoint):
                 self._saw_mcp()
             elif isinstance(event, Upgraded):
                 if not event.websocket:  # a tunnel of another protocol: opaque from here on
-                    self.mode = "tcp"
+                    self.mode = Mode.TCP
                     self.http = None
                     continue
-                self.mode = "websocket"
+                self.mode = Mode.WEBSOCKET
                 self.protocol = "websocket"
                 memory = self.route.memory
                 self.ws = {"client": FrameScanner(memory=memory.allowance()),
@@ -386,9 +405,10 @@ class Observation:
                 if event.upstream_trailing:
                     self._frames("upstream", event.upstream_trailing, now)
 
-    def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None) -> None:
+    def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None, transport: str) -> None:
         self._saw_mcp()
-        if origin == "client" and self.mode == "http" and "id" in message and "method" in message:
+        self.mcp_messages[transport] = self.mcp_messages.get(transport, 0) + 1
+        if origin == "client" and self.mode is Mode.HTTP and "id" in message and "method" in message:
             self._exchange_requests.append((method_label(message["method"]), now))
         outcomes = self.route.tracker.message(origin, message, now, session or self._session)
         for outcome in outcomes:
@@ -403,7 +423,7 @@ class Observation:
         """A ping frame to write to ``side`` now, or None if the stream towards it
         is not at a frame boundary (or a ping is still unanswered, or the
         scanners stopped: without them no boundary is known)."""
-        if self.mode != "websocket" or self.ws is None or self.keepalive[side] is not None or self.closing:
+        if self.mode is not Mode.WEBSOCKET or self.ws is None or self.keepalive[side] is not None or self.closing:
             return None
         source = "upstream" if side == "client" else "client"  # frames towards side come from there
         if not self.ws[source].at_boundary or self._held[source]:
@@ -486,11 +506,12 @@ class Observation:
                 if payload[:1] == b"{" and b'"id"' not in payload:
                     # A notification: no correlation needed, skip the JSON parse.
                     self._saw_mcp()
+                    self.mcp_messages["ws"] = self.mcp_messages.get("ws", 0) + 1
                     if b'"notifications/progress"' in payload:
                         self.route.tracker.progress += 1
                     continue
                 for message in jsonrpc_messages(payload):
-                    self._jsonrpc(side, message, now, None)
+                    self._jsonrpc(side, message, now, None, "ws")
         for opcode, count in frames.items():
             child(metrics.ws_frames, direction, opcode).inc(count)
             child(metrics.ws_bytes, direction, opcode).inc(sizes[opcode])

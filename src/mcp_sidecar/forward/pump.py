@@ -30,15 +30,30 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
-if TYPE_CHECKING:
-    from .observation import ObservedDirection
-
 #: Chunks moved without blocking before yielding to the scheduler.
 CHECKPOINT_EVERY = 16
+
+
+class ChunkObserver(Protocol):
+    """What ``pump`` asks of an in-line observer of one direction.
+
+    ``feed(chunk)`` is called with each chunk right after it was handed to
+    the kernel and returns True to go on or False to see no more of this
+    direction (the pump may then splice).  While ``rewriting`` is true it is
+    called *before* the send instead and may return ``bytes`` to forward in
+    place of the chunk; at EOF it is called with an empty chunk and may
+    return bytes still held.  It never raises, and copies what it keeps: the
+    chunk is a view of the shared scratch buffer.
+    """
+
+    @property
+    def rewriting(self) -> bool: ...
+
+    def feed(self, data: memoryview) -> bool | bytes: ...
 
 
 class Flow:
@@ -150,7 +165,7 @@ async def pump(
     flow: Flow,
     *,
     splice: bool = False,
-    observe: "ObservedDirection | None" = None,
+    observe: ChunkObserver | None = None,
 ) -> None:
     """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
 

@@ -43,6 +43,8 @@ from typing import Any
 import h11
 
 from .budget import UNBOUNDED, Allowance
+from .events import (Exchange, ExchangeDone, HttpEvent, JsonRpcSeen, ResponseStarted, SessionEndpoint, SseSeen,
+                     Tunneled, Upgraded)
 from .sse import Comment, SseError, SseEvent, SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -88,81 +90,6 @@ def path_label(target: bytes) -> str:
     if path.startswith("/api/"):
         return "/api"
     return "other"
-
-
-@dataclass
-class Exchange:
-    """One request/response pair, as it completes."""
-
-    method: str
-    path: str
-    status: int | None = None
-    started: float = 0.0
-    headers_at: float | None = None
-    ended: float | None = None
-    request_bytes: int = 0
-    response_bytes: int = 0
-    content_type: str = ""
-    session: str | None = None
-    mcp_method: str | None = None
-    sse_events: int = 0
-    #: JSON-RPC messages found in the request body (0: not parsed or not JSON-RPC).
-    jsonrpc_requests: int = 0
-
-
-@dataclass
-class ExchangeDone:
-    exchange: Exchange
-
-
-@dataclass
-class ResponseStarted:
-    """Response headers arrived (the first byte of an answer)."""
-
-    exchange: Exchange
-
-
-@dataclass
-class SseSeen:
-    event: str
-    at: float
-    keepalive: bool = False
-
-
-@dataclass
-class JsonRpcSeen:
-    """A JSON-RPC message; ``origin`` is the side that sent it."""
-
-    origin: str  # "client" | "upstream"
-    message: dict[str, Any]
-    at: float
-    session: str | None
-    transport: str  # "http" | "sse" | "ws"
-
-
-@dataclass
-class SessionEndpoint:
-    """Legacy HTTP+SSE: the stream announced its POST endpoint (session id)."""
-
-    session: str
-
-
-@dataclass
-class Upgraded:
-    client_trailing: bytes
-    upstream_trailing: bytes
-    at: float
-    #: False for anything but WebSocket (CONNECT, h2c, ...): opaque from here on.
-    websocket: bool = True
-
-
-@dataclass
-class Tunneled:
-    """Bytes after the upgrade, fed to this observer anyway (they belong to
-    the new protocol: the caller hands them to its scanner)."""
-
-    side: str
-    data: bytes
 
 
 def jsonrpc_messages(body: bytes) -> list[dict[str, Any]]:
@@ -244,7 +171,7 @@ class HttpObserver:
 
     # -- client side ----------------------------------------------------------------------
 
-    def feed_client(self, data: bytes, now: float) -> list[Any]:
+    def feed_client(self, data: bytes, now: float) -> list[HttpEvent]:
         if not data:  # (h11 would take b"" for EOF; EOF is not fed)
             return []
         if self.upgraded:
@@ -287,8 +214,8 @@ class HttpObserver:
         self._json_bytes = 0
         self.memory.release()
 
-    def _client_events(self, now: float) -> list[Any]:
-        out: list[Any] = []
+    def _client_events(self, now: float) -> list[HttpEvent]:
+        out: list[HttpEvent] = []
         reader = self._requests
         while True:
             event = reader.next_event()
@@ -351,7 +278,7 @@ class HttpObserver:
 
     # -- upstream side --------------------------------------------------------------------
 
-    def feed_upstream(self, data: bytes, now: float) -> list[Any]:
+    def feed_upstream(self, data: bytes, now: float) -> list[HttpEvent]:
         if not data:
             return []
         if self.upgraded:
@@ -360,7 +287,7 @@ class HttpObserver:
         self._account()
         return events
 
-    def _feed_upstream(self, data: bytes, now: float) -> list[Any]:
+    def _feed_upstream(self, data: bytes, now: float) -> list[HttpEvent]:
         try:
             if self._responses is None:
                 if not self._queue:
@@ -375,13 +302,13 @@ class HttpObserver:
         except h11.ProtocolError as exc:
             raise HttpObserverError(f"upstream: {_describe(exc)}") from None
 
-    def _drain_upstream(self, now: float) -> list[Any]:
+    def _drain_upstream(self, now: float) -> list[HttpEvent]:
         data = bytes(self._pending_upstream)
         self._pending_upstream.clear()
         return self._feed_upstream(data, now)
 
-    def _upstream_events(self, now: float) -> list[Any]:
-        out: list[Any] = []
+    def _upstream_events(self, now: float) -> list[HttpEvent]:
+        out: list[HttpEvent] = []
         reader = self._responses
         assert reader is not None
         while True:
@@ -436,7 +363,7 @@ class HttpObserver:
             elif isinstance(event, h11.ConnectionClosed):
                 return out
 
-    def _response(self, current: _Current, event: h11.Response, now: float, out: list[Any]) -> None:
+    def _response(self, current: _Current, event: h11.Response, now: float, out: list[HttpEvent]) -> None:
         exchange = current.exchange
         exchange.status = event.status_code
         exchange.headers_at = now
@@ -453,13 +380,13 @@ class HttpObserver:
             current.response_json = bytearray()
         out.append(ResponseStarted(exchange))
 
-    def _switched(self, reader: h11.Connection, now: float, out: list[Any], websocket: bool) -> list[Any]:
+    def _switched(self, reader: h11.Connection, now: float, out: list[HttpEvent], websocket: bool) -> list[HttpEvent]:
         self.upgraded = True
         out.append(Upgraded(self._requests.trailing_data[0], reader.trailing_data[0], now, websocket))
         return out
 
-    def _sse(self, current: _Current, data: bytes, now: float) -> list[Any]:
-        out: list[Any] = []
+    def _sse(self, current: _Current, data: bytes, now: float) -> list[HttpEvent]:
+        out: list[HttpEvent] = []
         try:
             events = current.sse.feed(data)  # type: ignore[union-attr]
         except SseError:

@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .events import McpOutcome
+
 SPEC_METHODS = frozenset({
     "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/templates/list",
     "resources/read", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
@@ -49,15 +51,7 @@ def _id_key(value: Any) -> str | None:
     return f"{type(value).__name__}:{value}"
 
 
-@dataclass
-class McpOutcome:
-    method: str
-    status: str
-    duration_s: float | None
-    origin: str
-
-
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     method: str
     sent: float
@@ -65,6 +59,9 @@ class _Pending:
 
 
 class McpTracker:
+    """One route's JSON-RPC requests awaiting their response, and what came
+    of each (``McpOutcome``); bounded, sans-io (times passed in)."""
+
     def __init__(self, timeout_s: float = 300.0, max_pending: int = MAX_PENDING) -> None:
         self.timeout_s = timeout_s
         self.max_pending = max_pending
@@ -127,7 +124,3 @@ class McpTracker:
                 continue  # a long stream is not a timed-out request
             out.append(McpOutcome(pending.method, "timeout", None, pending.origin))
         return out
-
-    def forget_session(self, session: str) -> None:
-        for key in [k for k in self._pending if k[0] == session]:
-            del self._pending[key]

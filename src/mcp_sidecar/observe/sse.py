@@ -18,7 +18,7 @@ class SseError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class SseEvent:
     event: str = "message"
     data: str = ""
@@ -26,13 +26,16 @@ class SseEvent:
     retry: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Comment:
     text: str
 
 
 @dataclass
 class SseParser:
+    """One event stream's parser: the incomplete line and the event being
+    assembled (its data lines, type, id, retry)."""
+
     max_line: int = MAX_LINE_BYTES
     _buffer: bytearray = field(default_factory=bytearray)
     _pending_cr: bool = False

@@ -19,33 +19,18 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from .budget import UNBOUNDED, Allowance
+from .events import Frame, FrameHeader
 
 OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping", 0xA: "pong"}
 MAX_TEXT_BYTES = 256 * 1024
 
 
 class WebSocketError(ValueError):
-    pass
-
-
-@dataclass(slots=True)
-class Frame:
-    opcode: str
-    fin: bool
-    length: int
-    masked: bool
-    compressed: bool
-    #: The unmasked payload for control frames; for a complete text message
-    #: (fin, small enough, uncompressed) the whole message's text.
-    payload: bytes | None = None
-    close_code: int | None = None
-    close_reason: str | None = None
-    #: Stream offsets: where the frame's header starts and its payload ends.
-    start: int = 0
-    end: int = 0
+    """The bytes break RFC 6455 (a reserved opcode, an oversized or fragmented
+    control frame, a top-bit length): the observer gives up on this
+    connection; the bytes keep flowing."""
 
 
 def _unmask(data: bytes, key: bytes) -> bytes:
@@ -76,7 +61,7 @@ class FrameScanner:
         self.max_text = max_text
         self.memory = memory or UNBOUNDED.allowance()
         self._header = bytearray()
-        self._frame: Frame | None = None
+        self._frame: FrameHeader | None = None
         self._remaining = 0
         self._key = b""
         self._keep: bytearray | None = None  # payload being collected (masked)
@@ -99,7 +84,7 @@ class FrameScanner:
         return self._frame_start
 
     @property
-    def current(self) -> Frame | None:
+    def current(self) -> FrameHeader | None:
         """The frame whose header is read and whose payload is still arriving."""
         return self._frame
 
@@ -181,8 +166,8 @@ class FrameScanner:
         compressed = bool(b0 & 0x40)
         if opcode >= 0x8 and (length > 125 or not fin):
             raise WebSocketError(f"invalid {name} frame")
-        self._frame = Frame(name, fin, length, masked, compressed, start=self._frame_start,
-                            end=self._frame_start + size + length)
+        self._frame = FrameHeader(name, fin, length, masked, compressed, self._frame_start,
+                                  self._frame_start + size + length)
         self._remaining = length
         self._keep = None
         # Decide whether this payload is worth reading.
@@ -203,31 +188,34 @@ class FrameScanner:
             self._in_message = not fin
 
     def _finish(self, out: list[Frame], kept: memoryview | bytearray | None) -> None:
-        frame = self._frame
-        assert frame is not None
+        header = self._frame
+        assert header is not None
         payload = _unmask(bytes(kept), self._key) if kept is not None else None
-        opcode = frame.opcode
-        if opcode == "text" and frame.fin and payload is not None:  # the usual MCP message: one frame
-            frame.payload = payload
+        opcode = header.opcode
+        shown = None
+        close_code = close_reason = None
+        if opcode == "text" and header.fin and payload is not None:  # the usual MCP message: one frame
+            shown = payload
             self._message = None
             self._in_message = False
         elif opcode in ("close", "ping", "pong"):
-            frame.payload = payload
+            shown = payload
             if opcode == "close" and payload:
                 if len(payload) < 2:
                     raise WebSocketError("close frame with a one-byte payload")
-                frame.close_code = int.from_bytes(payload[:2], "big")
-                frame.close_reason = payload[2:].decode("utf-8", "replace")
+                close_code = int.from_bytes(payload[:2], "big")
+                close_reason = payload[2:].decode("utf-8", "replace")
         elif opcode in ("text", "continuation") and self._message is not None:
             if payload is not None and self._message_ok:
                 self._message += payload
-            if frame.fin:
+            if header.fin:
                 if self._message_ok:
-                    frame.payload = bytes(self._message)
+                    shown = bytes(self._message)
                 self._message = None
                 self._in_message = False
-        elif opcode == "binary" and frame.fin:
+        elif opcode == "binary" and header.fin:
             self._in_message = False
-        out.append(frame)
+        out.append(Frame(opcode, header.fin, header.length, header.masked, header.compressed, shown, close_code,
+                         close_reason, header.start, header.end))
         self._frame = None
         self._keep = None

@@ -2,8 +2,15 @@
 
 A private ``socketpair`` between a supervisor and the worker it spawned:
 nobody else can write to it, so pickle (which carries the validated
-``ProxyConfig`` as it is) is safe here and nowhere else.  Messages are
-tuples whose first item names them; see supervisor.py for the protocol.
+``ProxyConfig`` as it is) is safe here and nowhere else.  The messages are
+the typed classes of ``messages.py``.
+
+Rules this module keeps:
+
+* One message per frame: a 4-byte big-endian length, then the pickle;
+  frames over ``MAX_MESSAGE_BYTES`` close the channel.
+* Sends are serialised by a lock (the heartbeat and the replies share it).
+* Any failure of the other end is ``ChannelClosed``: the caller decides.
 """
 
 from __future__ import annotations
@@ -14,21 +21,25 @@ from typing import Any
 
 import trio
 
+from ..errors import RemoteError
+
 _LEN = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(RemoteError):
     """The other end went away."""
 
 
 class Channel:
+    """One end of a supervisor <-> worker socketpair."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
 
-    async def send(self, *message: Any) -> None:
+    async def send(self, message: object) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         async with self._send_lock:
             try:
@@ -46,7 +57,7 @@ class Channel:
                 raise ChannelClosed
             self._buffer += chunk
 
-    async def receive(self) -> tuple[Any, ...]:
+    async def receive(self) -> Any:
         await self._fill(_LEN.size)
         (size,) = _LEN.unpack_from(self._buffer)
         if size > MAX_MESSAGE_BYTES:

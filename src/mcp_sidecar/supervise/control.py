@@ -1,9 +1,14 @@
-"""``proxyctl`` talking to a running supervisor over its control socket.
+"""The control socket: ``proxyctl`` talking to a running supervisor.
 
-One JSON object per line each way, on a unix socket (mode 0600) in the
-state directory; the supervisor also checks the caller's uid
-(``SO_PEERCRED``).  Blocking and synchronous: the CLI does nothing else
-meanwhile.
+Rules this module keeps:
+
+* One JSON object per line each way, on a unix socket (mode 0600) in the
+  state directory; the supervisor also checks the caller's uid
+  (``SO_PEERCRED``) and refuses others.
+* A request must arrive within ``REQUEST_TIMEOUT_S`` and be at most
+  ``MAX_REQUEST_BYTES``; anything malformed closes the connection.
+* The client side (``send_command``) is blocking and synchronous: the CLI
+  does nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import trio
 
+from ..errors import EXIT_NOT_RUNNING, LocalError
 from .statedir import CONTROL_SOCKET
 
 #: Graceful restart and reload start a worker (cold Python start, ~0.3 s)
@@ -24,8 +30,15 @@ from .statedir import CONTROL_SOCKET
 CONTROL_TIMEOUT_S = 60.0
 
 
-class NotRunning(Exception):
+#: The server side's bounds on one request.
+REQUEST_TIMEOUT_S = 5.0
+MAX_REQUEST_BYTES = 65536
+
+
+class NotRunning(LocalError):
     """No supervisor answers on this state directory."""
+
+    exit_code = EXIT_NOT_RUNNING
 
 
 def send_command(state_dir: Path, command: str, timeout_s: float = CONTROL_TIMEOUT_S, **fields: Any) -> dict[str, Any]:
@@ -71,3 +84,32 @@ async def open_control_socket(path: Path) -> trio.SocketListener:
     os.chmod(path, 0o600)
     sock.listen(16)
     return trio.SocketListener(sock)
+
+
+async def serve_control(listener: trio.SocketListener,
+                        handle: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+    """Answer control requests with ``handle`` until cancelled."""
+
+    async def connection(stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                if not peer_allowed(stream.socket):
+                    await stream.send_all(b'{"ok": false, "error": "permission denied"}\n')
+                    return
+                with trio.fail_after(REQUEST_TIMEOUT_S):
+                    data = b""
+                    while not data.endswith(b"\n") and len(data) < MAX_REQUEST_BYTES:
+                        chunk = await stream.receive_some(4096)
+                        if not chunk:
+                            return
+                        data += chunk
+                request = json.loads(data)
+                if not isinstance(request, dict):
+                    return
+                reply = await handle(request)
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except (ValueError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    async with listener:
+        await trio.serve_listeners(connection, [listener])

@@ -20,14 +20,17 @@ Rules this module keeps:
   WATCHDOG (the watchdog only while the active worker heartbeats).
 * The invariants are restored by one manager task, woken on every change,
   so that concurrent events (a crash during a reload) cannot race.
+* A stop refuses new clients at once: the listening sockets stop listening
+  before the workers drain.
 
-Channel protocol: see child.py.
+The worker protocol is ``messages.py``; what is remembered across workers
+(counters, alerts, totals) is the ``Ledger``; the control socket's server is
+``control.serve_control``.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import signal
@@ -36,22 +39,26 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable
 
 import trio
 
 from .. import __version__, logs
-from . import sdnotify
 from ..config.addresses import format_sockaddr
-from .alerts import Alerter, AlertState
-from .channel import Channel, ChannelClosed
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..errors import SidecarError
-from .control import open_control_socket, peer_allowed
-from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
 from ..logs import log
+from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
+from . import sdnotify
+from .alerts import Alerter, AlertState
+from .channel import Channel, ChannelClosed
+from .control import open_control_socket, serve_control
+from .ledger import Ledger, RestartCause
+from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
+                       ToWorker, WorkerSnapshot)
 from .statedir import CONTROL_SOCKET, Counters, PidLock
 
 logger = logging.getLogger(__name__)
@@ -60,23 +67,43 @@ logger = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 30.0
 #: Extra time granted to draining workers past drain_timeout before SIGKILL.
 DRAIN_GRACE_S = 5.0
-CONTROL_REQUEST_TIMEOUT_S = 5.0
 
 _worker_ids = itertools.count(1)
 
 
+class Role(StrEnum):
+    """Where a worker is in its life."""
+
+    STARTING = "starting"  # spawned, configuring
+    STANDBY = "standby"  # configured, sockets adopted, not accepting
+    ACTIVE = "active"  # serving
+    DRAINING = "draining"  # replaced or stopping: no new connections
+    EXITED = "exited"
+
+
+class KillReason(StrEnum):
+    HANG = "hang"  # silent past heartbeat_timeout (or never loaded)
+    RESTART = "restart"  # proxyctl restart --hard
+    RELOAD = "reload"
+    STOP = "stop"
+    STARTUP = "startup"  # did not come up in time
+
+
 @dataclass(eq=False)
 class Worker:
+    """One worker process as the supervisor sees it: its handle, channel,
+    role and latest heartbeat."""
+
     id: int
     process: trio.Process
     channel: Channel
     config: ProxyConfig
-    role: str = "starting"  # starting | standby | active | draining | exited
+    role: Role = Role.STARTING
     started: float = field(default_factory=trio.current_time)
     serving_since: float | None = None
     last_heartbeat: float | None = None
-    snapshot: dict[str, Any] | None = None
-    kill_reason: str | None = None  # hang | restart | reload | stop | startup
+    snapshot: WorkerSnapshot | None = None
+    kill_reason: KillReason | None = None
     expected_exit: bool = False
     returncode: int | None = None
     loaded: trio.Event = field(default_factory=trio.Event)
@@ -87,7 +114,7 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: KillReason) -> None:
         if self.returncode is None and self.kill_reason is None:
             self.kill_reason = reason
         try:
@@ -106,6 +133,15 @@ class Worker:
 
 
 class Supervisor:
+    """The process that holds the sockets and keeps a worker serving.
+
+    Owns the listening sockets (and the admin socket), the workers' process
+    handles and channels, the ledger and the control socket; every task is in
+    ``run``'s nursery.  One manager task restores the invariants (an active
+    worker, a standby) on every change; restart, reload and stop take the
+    same lock, one at a time.
+    """
+
     def __init__(
         self,
         config: ProxyConfig,
@@ -130,17 +166,12 @@ class Supervisor:
         self.consecutive_failures = 0
         self.next_spawn_at = 0.0
         self.started_unix = time.time()
-        self.counters: Counters | None = None
-        self.alerts: Alerter | None = None
+        self.ledger: Ledger | None = None
         self._changed = trio.Event()
         self._stop_requested = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()  # restart / reload / stop, one at a time
         self._ready_sent = False
-        self._upstream_down: set[str] = set()
-        #: Connections accepted per route by workers that have exited.
-        self._retired_totals: dict[str, int] = {}
-        self._failures_seen: dict[str, dict[str, int]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -155,26 +186,28 @@ class Supervisor:
     async def run(self, lock: PidLock) -> None:
         """Supervise until stopped; ``lock`` is the acquired PID file."""
         control_path = self.state_dir / CONTROL_SOCKET
+        counters = None
         try:
-            self.counters = Counters.load(self.state_dir)
-            self.counters.data["supervisor_starts"] += 1
+            counters = Counters.load(self.state_dir)
+            counters.data["supervisor_starts"] += 1
             if lock.replaced_stale is not None:
-                self.counters.event("stale_pid_file_replaced", pid=lock.replaced_stale.pid,
-                                    detail=lock.replaced_stale.stale)
+                counters.event("stale_pid_file_replaced", pid=lock.replaced_stale.pid,
+                               detail=lock.replaced_stale.stale)
                 log(logger, logging.WARNING, "supervisor.stale_pid_file", pid=lock.replaced_stale.pid,
                     detail=lock.replaced_stale.stale)
-            self.counters.event("supervisor_started", pid=os.getpid())
-            self.counters.save()
+            counters.event("supervisor_started", pid=os.getpid())
+            counters.save()
             if self.sockets is None:
                 self.bind()
             control = await open_control_socket(control_path)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 sup = self.config.supervisor
-                self.alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
-                                      sup.alert_webhook, nursery)
+                alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
+                                 sup.alert_webhook, nursery)
+                self.ledger = Ledger(counters, alerts, sup.alert_threshold)
                 nursery.start_soon(self._watch_signals)
-                nursery.start_soon(self._serve_control, control)
+                nursery.start_soon(serve_control, control, self._control)
                 nursery.start_soon(self._monitor_heartbeats)
                 nursery.start_soon(self._systemd_watchdog)
                 nursery.start_soon(self._manage)
@@ -188,9 +221,9 @@ class Supervisor:
                 pass
             if self.sockets is not None:
                 self.sockets.close()
-            if self.counters is not None:
-                self.counters.event("supervisor_stopped", pid=os.getpid())
-                self.counters.save()
+            if counters is not None:
+                counters.event("supervisor_stopped", pid=os.getpid())
+                counters.save()
             lock.release()
             log(logger, logging.INFO, "supervisor.stopped")
 
@@ -214,7 +247,7 @@ class Supervisor:
                 else:
                     log(logger, logging.WARNING, "signal.stop_now", signal=signal.Signals(signum).name)
                     for worker in self._alive():
-                        await self._send(worker, "stop_now")
+                        await self._send(worker, StopNow())
 
     async def _reload_logged(self) -> None:
         result = await self.reload()
@@ -226,19 +259,19 @@ class Supervisor:
         async with self._lock:
             async with trio.open_nursery() as nursery:
                 for worker in self._alive():
-                    if worker.role in ("active", "draining"):
-                        worker.role = "draining"
+                    if worker.role in (Role.ACTIVE, Role.DRAINING):
+                        worker.role = Role.DRAINING
                         # No successor: the draining worker keeps answering the
                         # admin endpoint (readiness 503 "draining", liveness 200).
-                        nursery.start_soon(self._send, worker, "drain", False)
+                        nursery.start_soon(self._send, worker, Drain(handover=False))
                     else:
-                        nursery.start_soon(self._retire, worker, "stop")
+                        nursery.start_soon(self._retire, worker, KillReason.STOP)
             deadline = trio.current_time() + self.config.drain_timeout_s + DRAIN_GRACE_S
             for worker in list(self.workers):
                 with trio.move_on_at(deadline):
                     await worker.exited.wait()
                 if not worker.exited.is_set():
-                    worker.kill("stop")
+                    worker.kill(KillReason.STOP)
                     await worker.exited.wait()
 
     def _stop_listening(self) -> None:
@@ -263,9 +296,10 @@ class Supervisor:
     def _alive(self) -> list[Worker]:
         return [w for w in self.workers if not w.exited.is_set()]
 
-    def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[list[tuple[int, int, str, int]], int | None]:
+    def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[tuple[ListenerPlan, ...], int | None]:
         index = {route.name: i for i, route in enumerate(config.routes)}
-        plan = [(index[l.route.name], l.sock.fileno(), l.address.host, l.address.port) for l in sockets.routes]
+        plan = tuple(ListenerPlan(index[l.route.name], l.sock.fileno(), l.address.host, l.address.port)
+                     for l in sockets.routes)
         return plan, sockets.admin.fileno() if sockets.admin is not None else None
 
     async def _spawn(self, config: ProxyConfig, sockets: Sockets) -> Worker:
@@ -274,7 +308,7 @@ class Supervisor:
             await trio.sleep_until(self.next_spawn_at)
         plan, admin_fd = self._plan(config, sockets)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [fd for _, fd, _, _ in plan] + ([admin_fd] if admin_fd is not None else []) + [child.fileno()]
+        fds = [p.fd for p in plan] + ([admin_fd] if admin_fd is not None else []) + [child.fileno()]
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "mcp_sidecar.supervise.worker", str(child.fileno())],
@@ -289,8 +323,8 @@ class Supervisor:
         self._nursery.start_soon(self._follow, worker)
         self._nursery.start_soon(self._reap, worker)
         try:
-            await channel.send("config", config, plan, admin_fd, self.log_format, self.log_level,
-                               config.supervisor.heartbeat_interval_s)
+            await channel.send(Configure(config, plan, admin_fd, self.log_format, self.log_level,
+                                         config.supervisor.heartbeat_interval_s))
         except ChannelClosed:
             pass  # it died at once; _reap counts it
         log(logger, logging.INFO, "worker.spawned", worker=worker.id, pid=worker.pid)
@@ -301,19 +335,18 @@ class Supervisor:
         try:
             while True:
                 message = await worker.channel.receive()
-                kind = message[0]
-                if kind == "heartbeat":
+                if isinstance(message, Heartbeat):
                     worker.last_heartbeat = trio.current_time()
-                    worker.snapshot = message[1]
-                    if worker.role == "active":
-                        self._absorb_snapshot(message[1])
-                elif kind == "loaded":
+                    worker.snapshot = message.snapshot
+                    if worker.role is Role.ACTIVE and self.ledger is not None:
+                        self.ledger.absorb(message.snapshot)
+                elif isinstance(message, Loaded):
                     worker.last_heartbeat = trio.current_time()
-                    if worker.role == "starting":
-                        worker.role = "standby"
+                    if worker.role is Role.STARTING:
+                        worker.role = Role.STANDBY
                     worker.loaded.set()
                     self._wake()
-                elif kind == "serving":
+                elif isinstance(message, Serving):
                     worker.serving_since = trio.current_time()
                     worker.serving.set()
                     self._wake()
@@ -327,119 +360,68 @@ class Supervisor:
         worker.returncode = await worker.process.wait()
         worker.exited.set()
         role = worker.role
-        worker.role = "exited"
+        worker.role = Role.EXITED
         if self.active is worker:
             self.active = None
         if self.standby is worker:
             self.standby = None
         self.workers.remove(worker)
-        self._failures_seen.pop(str(worker.pid), None)
-        for route in (worker.snapshot or {}).get("routes", []):
-            self._retired_totals[route["name"]] = (self._retired_totals.get(route["name"], 0)
-                                                   + route["connections_total"])
-        expected = worker.expected_exit or role == "draining" or worker.kill_reason in ("restart", "stop", "reload")
+        assert self.ledger is not None
+        self.ledger.retire(worker.pid, worker.snapshot)
+        expected = worker.expected_exit or role is Role.DRAINING or worker.kill_reason in (
+            KillReason.RESTART, KillReason.STOP, KillReason.RELOAD)
         if expected:
             log(logger, logging.INFO, "worker.exited", worker=worker.id, pid=worker.pid, role=role,
                 returncode=worker.returncode)
-            if worker.kill_reason == "restart":
-                self._count_restart("restart")
-        elif not self.stopping or role == "active":
-            cause = "hang" if worker.kill_reason == "hang" else "crash"
-            self._failed(worker, role, cause)
+            if worker.kill_reason is KillReason.RESTART:
+                self._count_restart(RestartCause.RESTART)
+        elif not self.stopping or role is Role.ACTIVE:
+            self._failed(worker, role, RestartCause.HANG if worker.kill_reason is KillReason.HANG else
+                         RestartCause.CRASH)
         self._wake()
 
-    def _failed(self, worker: Worker, role: str, cause: str) -> None:
+    def _failed(self, worker: Worker, role: Role, cause: RestartCause) -> None:
+        assert self.ledger is not None
         self.consecutive_failures += 1
         delay = min(self.config.supervisor.restart_backoff_initial_s * 2 ** (self.consecutive_failures - 1),
                     self.config.supervisor.restart_backoff_max_s)
         self.next_spawn_at = trio.current_time() + delay
-        self._count_restart(cause)
         detail = f"signal {-worker.returncode}" if (worker.returncode or 0) < 0 else f"exit {worker.returncode}"
-        self._record(f"worker_{cause}", pid=worker.pid, role=role, detail=detail)
+        self.ledger.worker_failed(cause, worker.pid, role, detail, self.consecutive_failures, delay)
         level = logging.ERROR if self.consecutive_failures >= self.config.supervisor.alert_threshold else logging.WARNING
         log(logger, level, f"worker.{cause}", worker=worker.id, pid=worker.pid, role=role, detail=detail,
             consecutive_failures=self.consecutive_failures, next_spawn_in_s=round(delay, 3))
         if self.consecutive_failures >= self.config.supervisor.alert_threshold:
             log(logger, logging.ERROR, "worker.crash_loop", consecutive_failures=self.consecutive_failures,
                 backoff_s=round(delay, 3))
-        if self.alerts is not None:
-            self.alerts.failure("worker", f"worker {cause} ({detail}); {self.consecutive_failures} consecutive "
-                                f"failure(s), next start in {delay:.1f} s", pid=worker.pid, cause=cause)
         sdnotify.notify(f"STATUS=worker {cause}; {self.consecutive_failures} consecutive failure(s)")
         self._send_facts()
 
-    def _record(self, event: str, **details: Any) -> None:
-        """Append an event to the persistent counters file."""
-        assert self.counters is not None
-        self.counters.event(event, **details)
-        self.counters.save()
-
-    def _count_restart(self, cause: str) -> None:
-        assert self.counters is not None
-        self.counters.bump("worker_restarts", cause)
-        self.counters.save()
+    def _count_restart(self, cause: RestartCause) -> None:
+        assert self.ledger is not None
+        self.ledger.count_restart(cause)
         self._send_facts()
 
-    def _absorb_snapshot(self, snap: dict[str, Any]) -> None:
-        """Persist per-route upstream failures; alert on upstream down/up."""
-        assert self.counters is not None
-        changed = False
-        pid = str(snap.get("pid"))
-        seen = self._failures_seen.setdefault(pid, {})
-        for route in snap.get("routes", []):
-            name = route["name"]
-            total = sum(route.get("upstream_connect_failures", {}).values())
-            delta = total - seen.get(name, 0)
-            if delta > 0:
-                self.counters.bump("upstream_connect_failures", name, delta)
-                seen[name] = total
-                changed = True
-            down = route.get("upstream_state") == "down"
-            if down and name not in self._upstream_down:
-                self._upstream_down.add(name)
-                self.counters.bump("upstream_down", name)
-                self.counters.event("upstream_down", route=name)
-                changed = True
-                if self.alerts is not None:
-                    for _ in range(self.config.supervisor.alert_threshold):
-                        self.alerts.failure(f"upstream {name}", f"route {name}: upstream is down", route=name)
-            elif not down and name in self._upstream_down and route.get("upstream_state") == "up":
-                self._upstream_down.discard(name)
-                if self.alerts is not None:
-                    self.alerts.recovered(f"upstream {name}", f"route {name}: upstream is up again", route=name)
-        if changed:
-            self.counters.save()
-
-    async def _send(self, worker: Worker, *message: Any) -> bool:
+    async def _send(self, worker: Worker, message: ToWorker) -> bool:
         try:
-            await worker.channel.send(*message)
+            await worker.channel.send(message)
             return True
         except ChannelClosed:
             return False
 
-    def facts(self) -> dict[str, Any]:
-        assert self.counters is not None
-        return {
-            "supervisor_pid": os.getpid(),
-            "supervisor_uptime_s": round(time.time() - self.started_unix, 3),
-            "restarts": dict(self.counters.data["worker_restarts"]),
-            "consecutive_failures": self.consecutive_failures,
-            "upstream_connect_failures": dict(self.counters.data["upstream_connect_failures"]),
-        }
-
     def _send_facts(self) -> None:
-        if self._nursery is None:
+        if self._nursery is None or self.ledger is None:
             return
-        facts = self.facts()
+        facts = Facts(self.ledger.facts(self.consecutive_failures))
         for worker in self._alive():
-            self._nursery.start_soon(self._send, worker, "facts", facts)
+            self._nursery.start_soon(self._send, worker, facts)
 
-    async def _retire(self, worker: Worker, reason: str) -> None:
+    async def _retire(self, worker: Worker, reason: KillReason) -> None:
         """Stop a worker that is not serving (a standby) at once."""
         worker.expected_exit = True
         if worker is self.standby:
             self.standby = None
-        if not await self._send(worker, "drain", True):
+        if not await self._send(worker, Drain(handover=True)):
             worker.kill(reason)
         with trio.move_on_after(2):
             await worker.exited.wait()
@@ -452,18 +434,18 @@ class Supervisor:
             await worker.loaded.wait()
         if not worker.loaded.is_set() or worker.exited.is_set():
             if not worker.exited.is_set():
-                worker.kill("startup")
+                worker.kill(KillReason.STARTUP)
             return False
         if self.standby is worker:
             self.standby = None
-        worker.role = "active"
+        worker.role = Role.ACTIVE
         self._send_facts()
-        if not await self._send(worker, "activate"):
+        if not await self._send(worker, Activate()):
             return False
         with trio.move_on_after(STARTUP_TIMEOUT_S):
             await worker.serving.wait()
         if not worker.serving.is_set():
-            worker.kill("startup")
+            worker.kill(KillReason.STARTUP)
             return False
         self.active = worker
         log(logger, logging.INFO, "worker.active", worker=worker.id, pid=worker.pid)
@@ -509,11 +491,11 @@ class Supervisor:
                 if worker.last_heartbeat is None:
                     if now - worker.started > STARTUP_TIMEOUT_S:
                         log(logger, logging.ERROR, "worker.startup_timeout", worker=worker.id, pid=worker.pid)
-                        worker.kill("hang")
+                        worker.kill(KillReason.HANG)
                 elif now - worker.last_heartbeat > sup.heartbeat_timeout_s:
                     log(logger, logging.ERROR, "worker.hung", worker=worker.id, pid=worker.pid,
                         silent_s=round(now - worker.last_heartbeat, 3))
-                    worker.kill("hang")
+                    worker.kill(KillReason.HANG)
             active = self.active
             if (active is not None and active.serving_since is not None and self.consecutive_failures
                     and now - active.serving_since >= sup.stable_after_s):
@@ -521,8 +503,8 @@ class Supervisor:
                     after_failures=self.consecutive_failures)
                 self.consecutive_failures = 0
                 self.next_spawn_at = 0.0
-                if self.alerts is not None:
-                    self.alerts.recovered("worker", "worker is stable again", pid=active.pid)
+                if self.ledger is not None:
+                    self.ledger.worker_stable(active.pid)
                 self._send_facts()
 
     async def _systemd_watchdog(self) -> None:
@@ -547,7 +529,7 @@ class Supervisor:
             if old is None:
                 return {"ok": False, "error": "no active worker"}
             if hard:
-                old.kill("restart")
+                old.kill(KillReason.RESTART)
                 return {"ok": True, "restart": "hard", "old_pid": old.pid}
             assert self.sockets is not None
             new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
@@ -555,10 +537,11 @@ class Supervisor:
                 new = await self._spawn(self.config, self.sockets)
             if not await self._activate(new):
                 return {"ok": False, "error": "the new worker did not start"}
-            old.role = "draining"
-            await self._send(old, "drain", True)
-            self._count_restart("restart")
-            self._record("worker_restart", old_pid=old.pid, new_pid=new.pid)
+            old.role = Role.DRAINING
+            await self._send(old, Drain(handover=True))
+            self._count_restart(RestartCause.RESTART)
+            assert self.ledger is not None
+            self.ledger.record("worker_restart", old_pid=old.pid, new_pid=new.pid)
         self._wake()
         return {"ok": True, "restart": "graceful", "old_pid": old.pid, "new_pid": new.pid}
 
@@ -584,15 +567,16 @@ class Supervisor:
                 for worker in self._alive():
                     if worker is new:
                         continue
-                    if worker.role == "active":
-                        worker.role = "draining"
-                        await self._send(worker, "drain", True)
-                    elif worker.role in ("standby", "starting"):
-                        await self._retire(worker, "reload")
+                    if worker.role is Role.ACTIVE:
+                        worker.role = Role.DRAINING
+                        await self._send(worker, Drain(handover=True))
+                    elif worker.role in (Role.STANDBY, Role.STARTING):
+                        await self._retire(worker, KillReason.RELOAD)
                 self.sockets, self.config = new_sockets, new_config
                 current.close_unshared(new_sockets)
-                self._count_restart("reload")
-                self._record("reload", routes=[r.name for r in new_config.routes])
+                self._count_restart(RestartCause.RELOAD)
+                assert self.ledger is not None
+                self.ledger.record("reload", routes=[r.name for r in new_config.routes])
                 for warning in exposure_warnings(new_config):
                     log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
                 return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
@@ -601,30 +585,31 @@ class Supervisor:
                 self._wake()
 
     def status(self) -> dict[str, Any]:
+        """What ``proxyctl status`` shows: the supervisor, its workers, each
+        route as the serving and draining workers report it, the ledger."""
         now = trio.current_time()
-        assert self.counters is not None
+        assert self.ledger is not None and self.sockets is not None
         snap = self.active.snapshot if self.active is not None else None
-        routes = []
-        by_name = {r["name"]: r for r in (snap or {}).get("routes", [])}
+        by_name = {r.name: r for r in snap.routes} if snap is not None else {}
         # Every worker that serves or drains counts: open connections now, and
         # everything accepted since the supervisor started (exited workers too).
         active: dict[str, int] = {}
-        total = dict(self._retired_totals)
+        total = dict(self.ledger.retired_totals)
         for w in self.workers:
-            if w.role in ("active", "draining") and w.snapshot:
-                for r in w.snapshot.get("routes", []):
-                    active[r["name"]] = active.get(r["name"], 0) + r["connections_active"]
-                    total[r["name"]] = total.get(r["name"], 0) + r["connections_total"]
-        assert self.sockets is not None
+            if w.role in (Role.ACTIVE, Role.DRAINING) and w.snapshot is not None:
+                for r in w.snapshot.routes:
+                    active[r.name] = active.get(r.name, 0) + r.connections_active
+                    total[r.name] = total.get(r.name, 0) + r.connections_total
+        routes = []
         for route in self.config.routes:
-            live = by_name.get(route.name, {})
+            live = by_name.get(route.name)
             routes.append({
                 "name": route.name,
                 "listen": [str(l.address) for l in self.sockets.routes if l.route.name == route.name],
                 "upstream": route.upstream_text,
-                "upstream_healthy": live.get("upstream_healthy"),
-                "circuit": live.get("circuit", "closed"),
-                "upstream_state": live.get("upstream_state", "unknown"),
+                "upstream_healthy": live.upstream_healthy if live else None,
+                "circuit": live.circuit["state"] if live else "closed",
+                "upstream_state": live.upstream_state if live else "unknown",
                 "connections_active": active.get(route.name, 0),
                 "connections_total": total.get(route.name, 0),
             })
@@ -639,6 +624,7 @@ class Supervisor:
             if r["upstream_state"] == "down":
                 problems.append(f"route {r['name']}: upstream {r['upstream']} is down")
         standby = self.standby
+        alerts = self.ledger.as_json()
         return {
             "running": True,
             "stopping": self.stopping,
@@ -650,39 +636,17 @@ class Supervisor:
             "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3)},
             "worker": self.active.as_json(now) if self.active is not None else None,
             "standby": standby.as_json(now) if standby is not None else None,
-            "draining_workers": [w.as_json(now) for w in self.workers if w.role == "draining"],
+            "draining_workers": [w.as_json(now) for w in self.workers if w.role is Role.DRAINING],
             "consecutive_failures": self.consecutive_failures,
-            "restarts": dict(self.counters.data["worker_restarts"]),
-            "counters": self.counters.data,
-            "alerts_firing": self.alerts.state.firing() if self.alerts is not None else [],
+            "restarts": dict(self.ledger.counters.data["worker_restarts"]),
+            "counters": self.ledger.counters.data,
+            "alerts_firing": alerts["firing"],
+            "alerts": alerts,
             "admin": _admin_address(self.sockets),
             "routes": routes,
         }
 
     # --- control socket -------------------------------------------------------------------
-
-    async def _serve_control(self, listener: trio.SocketListener) -> None:
-        async with listener:
-            await trio.serve_listeners(self._control_connection, [listener])
-
-    async def _control_connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
-                if not peer_allowed(stream.socket):
-                    await stream.send_all(b'{"ok": false, "error": "permission denied"}\n')
-                    return
-                with trio.fail_after(CONTROL_REQUEST_TIMEOUT_S):
-                    data = b""
-                    while not data.endswith(b"\n") and len(data) < 65536:
-                        chunk = await stream.receive_some(4096)
-                        if not chunk:
-                            return
-                        data += chunk
-                request = json.loads(data)
-                reply = await self._control(request)
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
-            except (ValueError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-                return
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request.get("command")

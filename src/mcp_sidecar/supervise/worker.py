@@ -1,24 +1,16 @@
 """A supervised worker process: ``python -m mcp_sidecar.supervise.worker CHANNEL_FD``.
 
-Life of a worker (the supervisor drives it over the channel):
+Rules this module keeps:
 
-1. receives ``("config", config, plan, log_format, log_level)``; adopts the
-   inherited listening sockets named in ``plan``; answers ``("loaded", pid)``
-   and starts heartbeating -- it is now a *standby*;
-2. on ``("activate",)`` starts the accept loops and the admin endpoint and
-   answers ``("serving",)``;
-3. on ``("drain", handover)`` (or SIGTERM) stops accepting, drains, and exits
-   0; with ``handover`` (a restart or reload: a successor serves) it also
-   stops answering on the admin socket so that the next worker answers
-   there, without (a stop) it keeps answering the probes through the drain;
-4. ``("facts", dict)`` updates what /api/status and the metrics show about
-   supervision; ``("stop_now",)`` closes every connection.
-
-Heartbeats (``("heartbeat", snapshot)``, every ``heartbeat_interval``) come
-from the event loop itself, so a stalled loop stops them and the supervisor
-replaces the worker.  If the channel closes (the supervisor died), the
-worker drains and exits rather than holding the ports as an orphan.
-SIGINT is ignored: a terminal's Ctrl-C reaches the supervisor, which decides.
+* It speaks the protocol of ``messages.py`` over the channel its supervisor
+  passed it: configured and heartbeating it is a *standby*; activated it
+  accepts on the inherited listening sockets and answers the admin endpoint.
+* Heartbeats come from the event loop itself, so a stalled loop stops them
+  and the supervisor replaces the worker.
+* If the channel closes (the supervisor died), the worker drains and exits
+  rather than hold the ports as an orphan.
+* SIGTERM drains; SIGINT is ignored: a terminal's Ctrl-C reaches the
+  supervisor, which decides.
 """
 
 from __future__ import annotations
@@ -28,56 +20,43 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 import trio
 
 from .. import logs
-from ..config.addresses import HostPort
 from ..admin.server import AdminServer
-from .channel import Channel, ChannelClosed
+from ..admin.status import route_statuses
+from ..config.addresses import HostPort
 from ..config.model import ProxyConfig
-from ..net.listeners import BoundListener
-from ..logs import log
 from ..forward.proxy import Proxy
+from ..logs import log
+from ..net.listeners import BoundListener
+from .channel import Channel, ChannelClosed
+from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
+                       SupervisionFacts, WorkerSnapshot)
 
 logger = logging.getLogger(__name__)
 
 
-def snapshot(proxy: Proxy) -> dict[str, Any]:
+def snapshot(proxy: Proxy) -> WorkerSnapshot:
     """What the supervisor keeps of this worker: enough for `proxyctl status`."""
-    return {
-        "pid": os.getpid(),
-        "draining": proxy.draining,
-        "routes": [
-            {
-                "name": rt.config.name,
-                "connections_active": rt.active,
-                "connections_total": rt.total,
-                "upstream_healthy": rt.health.healthy,
-                "upstream_state": rt.health.state_name,
-                "circuit": rt.breaker.state,
-                "upstream_connect_failures": dict(rt.connector.failures),
-            }
-            for rt in proxy.routes
-        ],
-    }
+    return WorkerSnapshot(os.getpid(), proxy.draining, route_statuses(proxy))
 
 
-def adopt(config: ProxyConfig, plan: list[tuple[int, int, str, int]]) -> list[BoundListener]:
-    """Wrap inherited listening fds: plan items are (route index, fd, host, port)."""
+def adopt(config: ProxyConfig, plan: tuple[ListenerPlan, ...]) -> list[BoundListener]:
+    """Wrap the inherited listening descriptors."""
     listeners = []
-    for index, fd, host, port in plan:
-        sock = socket.socket(fileno=fd)
+    for item in plan:
+        sock = socket.socket(fileno=item.fd)
         sock.setblocking(False)
-        listeners.append(BoundListener(config.routes[index], sock, HostPort(host, port)))
+        listeners.append(BoundListener(config.routes[item.route_index], sock, HostPort(item.host, item.port)))
     return listeners
 
 
 async def _heartbeat(channel: Channel, proxy: Proxy, interval_s: float) -> None:
     try:
         while True:
-            await channel.send("heartbeat", snapshot(proxy))
+            await channel.send(Heartbeat(snapshot(proxy)))
             await trio.sleep(interval_s)
     except ChannelClosed:
         pass  # the receiving side notices and decides
@@ -89,34 +68,42 @@ async def _sigterm_drains(proxy: Proxy) -> None:
             proxy.begin_drain()
 
 
+class _Facts:
+    """The supervisor's latest facts, as the worker's views show them."""
+
+    def __init__(self) -> None:
+        self.latest: SupervisionFacts | None = None
+
+    def __call__(self) -> dict | None:
+        return self.latest.as_json() if self.latest is not None else None
+
+
 async def child_main(channel_fd: int) -> int:
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=channel_fd)))
     channel = Channel(stream)
-    kind, config, plan, admin_fd, log_format, log_level, heartbeat_s = await channel.receive()
-    assert kind == "config"
-    logs.configure(log_format, log_level)
-    proxy = Proxy(config, adopt(config, plan))
-    facts: dict[str, Any] = {}
-    proxy.supervisor_facts = lambda: dict(facts) if facts else None
-    admin = None
-    if admin_fd is not None:
-        admin_sock = socket.socket(fileno=admin_fd)
-        admin = AdminServer(proxy, admin_sock, config.admin)
+    setup = await channel.receive()
+    assert isinstance(setup, Configure), setup
+    logs.configure(setup.log_format, setup.log_level)
+    config = setup.config
+    proxy = Proxy(config, adopt(config, setup.listeners))
+    facts = _Facts()
+    proxy.supervisor_facts = facts
+    admin = AdminServer(proxy, socket.socket(fileno=setup.admin_fd), config.admin) if setup.admin_fd is not None \
+        else None
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_heartbeat, channel, proxy, heartbeat_s)
+        nursery.start_soon(_heartbeat, channel, proxy, setup.heartbeat_interval_s)
         nursery.start_soon(_sigterm_drains, proxy)
-        await channel.send("loaded", os.getpid())
+        await channel.send(Loaded(os.getpid()))
         # Standby: wait to be activated (or told to go away).
         try:
             while True:
                 message = await channel.receive()
-                if message[0] == "activate":
+                if isinstance(message, Activate):
                     break
-                if message[0] == "facts":
-                    facts.clear()
-                    facts.update(message[1])
-                elif message[0] in ("drain", "stop_now"):
+                if isinstance(message, Facts):
+                    facts.latest = message.facts
+                elif isinstance(message, (Drain, StopNow)):
                     nursery.cancel_scope.cancel()
                     return 0
         except ChannelClosed:
@@ -133,21 +120,20 @@ async def child_main(channel_fd: int) -> int:
         if admin is not None:
             await nursery.start(serve_admin)
         await nursery.start(proxy.serve)
-        await channel.send("serving")
+        await channel.send(Serving())
         log(logger, logging.INFO, "worker.serving", pid=os.getpid())
 
         async def follow_supervisor() -> None:
             try:
                 while True:
                     message = await channel.receive()
-                    if message[0] == "facts":
-                        facts.clear()
-                        facts.update(message[1])
-                    elif message[0] == "drain":
-                        if message[1]:
+                    if isinstance(message, Facts):
+                        facts.latest = message.facts
+                    elif isinstance(message, Drain):
+                        if message.handover:
                             admin_scope.cancel()  # the next worker answers on the admin port
                         proxy.begin_drain()
-                    elif message[0] == "stop_now":
+                    elif isinstance(message, StopNow):
                         admin_scope.cancel()
                         proxy.stop_now()
             except ChannelClosed:

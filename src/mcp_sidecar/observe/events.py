@@ -1,0 +1,141 @@
+"""What the sans-io observers report: typed, immutable events.
+
+Rules this module keeps:
+
+* Events are frozen and slotted; an observer returns a list of them (the
+  ``HttpEvent`` union for the HTTP observer), never ``list[Any]``.
+* ``Exchange`` is the one mutable record: the request/response pair being
+  read, which ``ResponseStarted`` and ``ExchangeDone`` refer to (complete
+  once ``ExchangeDone`` is out).
+* No I/O, no clock, no metrics: the caller decides what an event means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request/response pair, as it completes."""
+
+    method: str
+    path: str
+    status: int | None = None
+    started: float = 0.0
+    headers_at: float | None = None
+    ended: float | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    content_type: str = ""
+    session: str | None = None
+    mcp_method: str | None = None
+    sse_events: int = 0
+    #: JSON-RPC messages found in the request body (0: not parsed or not JSON-RPC).
+    jsonrpc_requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDone:
+    exchange: Exchange
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    """Response headers arrived (the first byte of an answer)."""
+
+    exchange: Exchange
+
+
+@dataclass(frozen=True, slots=True)
+class SseSeen:
+    event: str
+    at: float
+    keepalive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JsonRpcSeen:
+    """A JSON-RPC message; ``origin`` is the side that sent it."""
+
+    origin: str  # "client" | "upstream"
+    message: dict[str, Any]
+    at: float
+    session: str | None
+    #: How it travelled: "http" (a JSON body), "sse" (an event stream), "ws" (a frame).
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEndpoint:
+    """Legacy HTTP+SSE: the stream announced its POST endpoint (session id)."""
+
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upgraded:
+    client_trailing: bytes
+    upstream_trailing: bytes
+    at: float
+    #: False for anything but WebSocket (CONNECT, h2c, ...): opaque from here on.
+    websocket: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Tunneled:
+    """Bytes after the upgrade, fed to this observer anyway (they belong to
+    the new protocol: the caller hands them to its scanner)."""
+
+    side: str
+    data: bytes
+
+
+#: Everything ``HttpObserver.feed_client``/``feed_upstream`` may return.
+HttpEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    """A WebSocket frame whose header is read (its payload may still be
+    arriving): what the keepalive needs to know where frames begin and end."""
+
+    opcode: str
+    fin: bool
+    length: int
+    masked: bool
+    compressed: bool
+    #: Stream offsets: where the frame's header starts and its payload ends.
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A complete WebSocket frame, as ``FrameScanner`` reports it."""
+
+    opcode: str
+    fin: bool
+    length: int
+    masked: bool
+    compressed: bool
+    #: The unmasked payload for control frames; for a complete text message
+    #: (fin, small enough, uncompressed) the whole message's text.
+    payload: bytes | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+    #: Stream offsets: where the frame's header starts and its payload ends.
+    start: int = 0
+    end: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class McpOutcome:
+    """What came of one MCP request: its method label, status (ok, an error
+    code, cancelled, timeout), latency and who asked."""
+
+    method: str
+    status: str
+    duration_s: float | None
+    origin: str
