@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from mcp_sidecar.supervise.control import send_command  # noqa: E402
-from mcp_sidecar.demo.servers import drive_mcp, serve_echo, serve_http, serve_ws  # noqa: E402
+from mcp_sidecar.demo.drive import drive_mcp  # noqa: E402
+from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws  # noqa: E402
 from mcp_sidecar.net.http import request  # noqa: E402
 
 KILL_EVERY_S = 60.0

@@ -211,7 +211,7 @@ async def test_bytes_identical_with_observation_on_or_off(tail: bytes, prefix: b
 
 
 async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
-    from mcp_sidecar.demo.servers import drive_mcp
+    from mcp_sidecar.demo.drive import drive_mcp
 
     with trio.fail_after(30):
         http_up = await nursery.start(serve_http, "127.0.0.1", 0)

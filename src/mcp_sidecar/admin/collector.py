@@ -14,18 +14,21 @@ from __future__ import annotations
 import platform
 from typing import Iterator
 
+import trio
+
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__, logs
 from ..forward.metrics import DIRECTIONS, EXHAUSTION_PLACES, LEGS, LOCAL_RESOURCES, WORKER_RESTART_CAUSES
 from ..forward.proxy import Proxy
+from .status import RouteStatus
 
 
 class RuntimeCollector(Collector):
     """Counters and gauges read from the worker's live state at scrape time."""
 
-    def __init__(self, proxy: "Proxy") -> None:
+    def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
 
     def collect(self) -> Iterator[Metric]:
@@ -76,28 +79,29 @@ class RuntimeCollector(Collector):
         shed = CounterMetricFamily("mcp_sidecar_observer_shed",
                                    "Connections forwarded unobserved because observation was over its CPU "
                                    "budget (observe_cpu_share).", labels=["route"])
+        now = trio.current_time()
         for rt in proxy.routes:
-            name = rt.config.name
-            total.add_metric([name], rt.total)
+            name = rt.name
+            st = RouteStatus.of(rt, now)  # the figures every view shares
+            total.add_metric([name], st.connections_total)
             observe_s.add_metric([name], rt.observation.observe_s)
-            shed.add_metric([name], rt.observation.shed)
-            memory_exhausted.add_metric([name], rt.observation.memory_exhausted)
-            active.add_metric([name], rt.active)
-            for reason, count in sorted(rt.rejected.items()):
+            shed.add_metric([name], st.observer_shed)
+            memory_exhausted.add_metric([name], st.observer_memory_exhausted)
+            active.add_metric([name], st.connections_active)
+            for reason, count in sorted(st.connections_rejected.items()):
                 rejected.add_metric([name, reason], count)
-            for end, count in sorted(rt.ended.items()):
+            for end, count in sorted(st.connections_closed.items()):
                 closed.add_metric([name, end], count)
-            c2u, u2c = rt.bytes_forwarded()
-            byte_count.add_metric([name, DIRECTIONS[0]], c2u)
-            byte_count.add_metric([name, DIRECTIONS[1]], u2c)
-            for reason, count in sorted(rt.connector.failures.items()):
+            byte_count.add_metric([name, DIRECTIONS[0]], st.bytes_client_to_upstream)
+            byte_count.add_metric([name, DIRECTIONS[1]], st.bytes_upstream_to_client)
+            for reason, count in sorted(st.upstream_connect_failures.items()):
                 failures.add_metric([name, reason], count)
             for leg in LEGS:
                 retrans.add_metric([name, leg], rt.metrics.retransmits[leg])
-            healthy.add_metric([name], 1 if rt.health.healthy else 0)
+            healthy.add_metric([name], 1 if st.upstream_healthy else 0)
             listening.add_metric([name], sum(1 for l in rt.listeners if l.sock.fileno() >= 0))
-            circuit.add_metric([name], 0 if rt.breaker.state == "closed" else 1)
-            opened.add_metric([name], rt.breaker.opened_total)
+            circuit.add_metric([name], 0 if st.circuit["state"] in ("closed", "disabled") else 1)
+            opened.add_metric([name], st.circuit["opened_total"])
             connecting.add_metric([name], rt.connector.connecting)
             mcp_active.add_metric([name], rt.observation.mcp_connections)
             worst.add_metric([name], rt.worst_quality())

@@ -56,6 +56,7 @@ from .. import __version__
 from ..config.model import AdminConfig
 from ..forward.proxy import Proxy
 from ..logs import log
+from ..net.http import RequestLimits, RequestRejected, ServerConnection
 from ..redact import redact_target
 from .collector import RuntimeCollector
 from .dashboard import PAGE
@@ -175,97 +176,34 @@ class AdminServer:
         return True
 
     async def _converse(self, stream: trio.SocketStream, slot: _Slot) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        first = True
+        # (read at each connection: tests shorten the timeouts)
+        http = ServerConnection(stream, RequestLimits(FIRST_REQUEST_TIMEOUT_S, HEAD_TIMEOUT_S, REQUEST_TIMEOUT_S,
+                                                      MAX_HEAD_BYTES, MAX_BODY_BYTES, SEND_TIMEOUT_S))
+        idle_s = FIRST_REQUEST_TIMEOUT_S
         while True:
-            idle_s = FIRST_REQUEST_TIMEOUT_S if first else KEEPALIVE_IDLE_S
-            first = False
             try:
-                request, body = await self._read_request(stream, conn, idle_s)
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(stream, conn, _json(status, {"error": str(exc)}), head_only=False)
+                got = await http.read_request(idle_s)
+            except RequestRejected as exc:
+                if exc.status is not None and http.can_answer:
+                    await self._send(http, _json(exc.status, {"error": exc.message}), head_only=False)
                 return
-            except _Timeout as timeout:
-                if timeout.partial and conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send(stream, conn, _json(408, {"error": "request timeout"}), head_only=False)
+            if got is None:
                 return
-            if request is None:
-                return
+            idle_s = KEEPALIVE_IDLE_S
+            request, body = got
             slot.busy = True
             reply = await self._dispatch(request, body)
-            await self._send(stream, conn, reply, head_only=request.method == b"HEAD")
+            await self._send(http, reply, head_only=request.method == b"HEAD")
             slot.busy = False
             log(logger, logging.DEBUG, "admin.request", method=request.method.decode(),
                 target=redact_target(request.target), status=reply.status)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
+            if not http.next_cycle():
                 return
 
-    async def _read_request(self, stream: trio.SocketStream, conn: h11.Connection,
-                            idle_s: float) -> tuple[h11.Request | None, bytes]:
-        """One request; its first byte may take ``idle_s``, its head then
-        ``HEAD_TIMEOUT_S`` and all of it ``REQUEST_TIMEOUT_S``."""
-        request: h11.Request | None = None
-        body = bytearray()
-        head_deadline = request_deadline = None
-        head_bytes = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if head_deadline is None:
-                    deadline = trio.current_time() + idle_s
-                elif request is None:
-                    deadline = head_deadline
-                else:
-                    assert request_deadline is not None
-                    deadline = request_deadline
-                with trio.move_on_at(deadline) as scope:
-                    data = await stream.receive_some(65536)
-                if scope.cancelled_caught:
-                    raise _Timeout(partial=head_deadline is not None)
-                if head_deadline is None:
-                    now = trio.current_time()
-                    head_deadline, request_deadline = now + HEAD_TIMEOUT_S, now + REQUEST_TIMEOUT_S
-                if request is None:
-                    # h11 bounds only an incomplete head; bound a complete one too.
-                    head_bytes += len(data)
-                    if head_bytes > MAX_HEAD_BYTES + 65536:
-                        raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                if sum(len(k) + len(v) + 4 for k, v in event.headers) + len(event.target) > MAX_HEAD_BYTES:
-                    raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-            elif isinstance(event, h11.EndOfMessage):
-                return request, bytes(body)
-            else:  # ConnectionClosed
-                return None, b""
-
-    async def _send(self, stream: trio.SocketStream, conn: h11.Connection, reply: _Reply, *,
-                    head_only: bool) -> None:
-        headers = [
-            ("content-type", reply.content_type),
-            ("content-length", str(len(reply.body))),
-            ("cache-control", "no-store"),
-            ("x-content-type-options", "nosniff"),
-            *reply.headers,
-        ]
-        data = conn.send(h11.Response(status_code=reply.status, headers=headers))
-        if not head_only:
-            data += conn.send(h11.Data(data=reply.body))
-        data += conn.send(h11.EndOfMessage())
-        with trio.fail_after(SEND_TIMEOUT_S):
-            await stream.send_all(data)
+    async def _send(self, http: ServerConnection, reply: _Reply, *, head_only: bool) -> None:
+        await http.respond(reply.status, reply.body, reply.content_type,
+                           [("cache-control", "no-store"), ("x-content-type-options", "nosniff"), *reply.headers],
+                           head_only=head_only)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -389,11 +327,3 @@ class _AdminCollector(Collector):
                                    "Admin connections closed to make room for a newer one (idle or slow clients).")
         shed.add_metric([], self.server.shed)
         yield shed
-
-
-class _Timeout(Exception):
-    """The client was too slow; ``partial``: it had sent part of a request."""
-
-    def __init__(self, partial: bool) -> None:
-        super().__init__()
-        self.partial = partial

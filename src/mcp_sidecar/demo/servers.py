@@ -36,12 +36,17 @@ from typing import Awaitable, Callable
 import h11
 import trio
 
+from ..net.http import RequestLimits, RequestRejected, ServerConnection
+
 MAX_BYTES = 64 * 1024 * 1024
 MAX_SSE_EVENTS = 10_000
 #: A client that sends no complete request within this time is dropped.
 HTTP_REQUEST_TIMEOUT_S = 30.0
 #: Largest request body the demo reads.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+_LIMITS = RequestLimits(first_byte_s=HTTP_REQUEST_TIMEOUT_S, head_s=HTTP_REQUEST_TIMEOUT_S,
+                        request_s=HTTP_REQUEST_TIMEOUT_S, max_head_bytes=64 * 1024, max_body_bytes=MAX_BODY_BYTES,
+                        send_s=HTTP_REQUEST_TIMEOUT_S)
 PATTERN = bytes(range(256)) * 256  # 64 KiB, the unit of /bytes
 
 
@@ -100,26 +105,20 @@ INDEX = b"""<!doctype html><title>mcp-sidecar demo</title>
 """
 
 
-class _HttpConnection:
-    def __init__(self, stream: trio.SocketStream) -> None:
+class _Http:
+    """One demo HTTP connection: the shared server connection and the
+    server's own state (the legacy transport's open streams)."""
+
+    def __init__(self, stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel]) -> None:
         self.stream = stream
-        self.conn = h11.Connection(h11.SERVER)
+        self.server = ServerConnection(stream, _LIMITS)
+        self.sessions = sessions
 
-    async def next_event(self):
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(65536))
-                continue
-            return event
-
-    async def send(self, *events) -> None:
-        data = b"".join(self.conn.send(e) or b"" for e in events)
-        await self.stream.send_all(data)
+    async def send(self, *events: h11.Event) -> None:
+        await self.server.send(*events)
 
     async def simple(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        headers = [("content-type", content_type), ("content-length", str(len(body)))]
-        await self.send(h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
+        await self.server.respond(status, body, content_type)
 
 
 def _query_number(query: dict[str, list[str]], name: str, default: float, high: float) -> float:
@@ -130,7 +129,7 @@ def _query_number(query: dict[str, list[str]], name: str, default: float, high: 
     return max(0.0, min(value, high))
 
 
-async def _respond(http: _HttpConnection, request: h11.Request, body: bytes) -> None:
+async def _respond(http: _Http, request: h11.Request, body: bytes) -> None:
     url = urllib.parse.urlsplit(request.target.decode("ascii", "replace"))
     query = urllib.parse.parse_qs(url.query)
     method = request.method.decode()
@@ -182,7 +181,6 @@ DEMO_TOOLS = [{"name": "echo", "description": "Echo the text back",
               {"name": "slow", "description": "Report progress 3 times, then answer",
                "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}}]
 SLOW_STEP_S = 0.05
-_legacy_sessions: dict[str, trio.MemorySendChannel] = {}
 
 
 def progress_notifications(message: dict) -> list[dict]:
@@ -219,7 +217,7 @@ def mcp_answer(message: dict) -> dict | None:
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
-async def _mcp_http(http: "_HttpConnection", request: h11.Request, body: bytes) -> None:
+async def _mcp_http(http: "_Http", request: h11.Request, body: bytes) -> None:
     try:
         message = json.loads(body)
     except ValueError:
@@ -257,11 +255,11 @@ async def _mcp_http(http: "_HttpConnection", request: h11.Request, body: bytes) 
             h11.Data(data=payload), h11.EndOfMessage())
 
 
-async def _legacy_stream(http: "_HttpConnection") -> None:
+async def _legacy_stream(http: "_Http") -> None:
     """HTTP+SSE (2024-11-05): announce the endpoint, then relay the answers."""
     session = f"{id(http):x}"
     send, receive = trio.open_memory_channel(64)
-    _legacy_sessions[session] = send
+    http.sessions[session] = send
     try:
         await http.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
                                                                ("cache-control", "no-cache")]))
@@ -284,11 +282,11 @@ async def _legacy_stream(http: "_HttpConnection") -> None:
                 pass
             nursery.cancel_scope.cancel()
     finally:
-        _legacy_sessions.pop(session, None)
+        http.sessions.pop(session, None)
 
 
-async def _legacy_post(http: "_HttpConnection", session: str, body: bytes) -> None:
-    stream = _legacy_sessions.get(session)
+async def _legacy_post(http: "_Http", session: str, body: bytes) -> None:
+    stream = http.sessions.get(session)
     if stream is None:
         await http.simple(404, b'{"error":"unknown session"}')
         return
@@ -348,143 +346,34 @@ async def serve_ws(
         task_status.started(server.port)
 
 
-async def http_handler(stream: trio.SocketStream) -> None:
-    http = _HttpConnection(stream)
+async def http_handler(stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel]) -> None:
+    http = _Http(stream, sessions)
     try:
         async with stream:
             while True:
-                with trio.move_on_after(HTTP_REQUEST_TIMEOUT_S):
-                    event = await http.next_event()
-                if not isinstance(event, h11.Request):
-                    return  # timeout, ConnectionClosed
-                body = bytearray()
-                while True:
-                    part = await http.next_event()
-                    if isinstance(part, h11.Data):
-                        body += part.data
-                        if len(body) > MAX_BODY_BYTES:
-                            await http.simple(413, b'{"error":"body too large"}')
-                            return
-                    elif isinstance(part, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                await _respond(http, event, bytes(body))
-                if http.conn.our_state is h11.MUST_CLOSE:
+                got = await http.server.read_request()
+                if got is None:
+                    return  # closed, or idle too long
+                await _respond(http, *got)
+                if not http.server.next_cycle():
                     return
-                http.conn.start_next_cycle()
-    except h11.RemoteProtocolError:
-        try:
-            await http.simple(400, b'{"error":"bad request"}')
-        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+    except RequestRejected as exc:
+        if exc.status is not None and http.server.can_answer:
+            try:
+                await http.simple(exc.status, json.dumps({"error": exc.message}).encode())
+            except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError, trio.TooSlowError):
         pass
 
 
 async def serve_http(
     host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    await _serve(http_handler, host, port, task_status)
+    """The demo HTTP service; each server has its own legacy-transport sessions."""
+    sessions: dict[str, trio.MemorySendChannel] = {}
 
+    async def handler(stream: trio.SocketStream) -> None:
+        await http_handler(stream, sessions)
 
-# --- ``proxyctl demo`` ----------------------------------------------------------------
-
-
-async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") -> list[tuple[str, bool, str]]:
-    """Drive one HTTP request and one echo through the proxy; report results."""
-    from ..net.http import request
-
-    results: list[tuple[str, bool, str]] = []
-    t0 = trio.current_time()
-    try:
-        with trio.fail_after(5):
-            response = await request(host, http_port, "/health")
-        ok = response.status == 200 and response.body == b'{"status":"ok"}'
-        ms = (trio.current_time() - t0) * 1000
-        results.append((f"GET http://{host}:{http_port}/health", ok, f"{response.status} in {ms:.1f} ms"))
-    except (OSError, trio.TooSlowError, h11.ProtocolError) as exc:
-        results.append((f"GET http://{host}:{http_port}/health", False, repr(exc)))
-    message = b"hello through mcp-sidecar\n"
-    t0 = trio.current_time()
-    try:
-        with trio.fail_after(5):
-            stream = await trio.open_tcp_stream(host, echo_port)
-            async with stream:
-                await stream.send_all(message)
-                await stream.send_eof()
-                received = bytearray()
-                while chunk := await stream.receive_some(65536):
-                    received += chunk
-        ms = (trio.current_time() - t0) * 1000
-        results.append((f"echo tcp://{host}:{echo_port}", bytes(received) == message,
-                        f"{len(received)} bytes back in {ms:.1f} ms"))
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-        results.append((f"echo tcp://{host}:{echo_port}", False, repr(exc)))
-    return results
-
-
-async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
-    """One MCP session over each transport, through the given (proxy) ports:
-    streamable HTTP (JSON and SSE replies, a slow tool with progress),
-    WebSocket (subprotocol mcp, trio-websocket) and the legacy HTTP+SSE pair.
-    Returns how many responses each transport got."""
-    import trio_websocket
-
-    from ..net.http import request
-    from ..observe.sse import SseEvent, SseParser
-
-    got = {"streamable_http": 0, "websocket": 0, "http_sse": 0}
-    headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
-
-    async def post(message: dict, session: str | None = None):
-        extra = [("mcp-session-id", session)] if session else []
-        return await request(host, http_port, "/mcp", method="POST", body=json.dumps(message).encode(),
-                             headers=headers + extra)
-
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "demo"}}}
-    reply = await post(init)
-    session = reply.headers.get("mcp-session-id")
-    await post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
-    for i, (method, params) in enumerate([("tools/list", {}), ("tools/call", {"name": "echo", "arguments": {
-            "text": "hello"}}), ("tools/call", {"name": "slow", "_meta": {"progressToken": "p1"}})], start=2):
-        reply = await post({"jsonrpc": "2.0", "id": i, "method": method, "params": params}, session)
-        got["streamable_http"] += reply.body.count(f'"id": {i}'.encode())
-
-    async with trio_websocket.open_websocket_url(f"ws://{host}:{ws_port}/", subprotocols=["mcp"]) as ws:
-        for i, (method, params) in enumerate([("initialize", init["params"]), ("tools/call", {
-                "name": "slow", "arguments": {"steps": 2}}), ("ping", {})], start=1):
-            await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
-            while "id" not in json.loads(await ws.get_message()):
-                pass  # progress notifications before the result
-            got["websocket"] += 1
-        await ws.ping(b"demo")
-
-    stream = await trio.open_tcp_stream(host, http_port)
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        await stream.send_all(conn.send(h11.Request(method="GET", target="/sse", headers=[
-            ("host", f"{host}:{http_port}"), ("accept", "text/event-stream")])) + conn.send(h11.EndOfMessage()))
-        parser = SseParser()
-        endpoint = None
-        expected = 2
-        while got["http_sse"] < expected:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if not isinstance(event, h11.Data):
-                continue
-            for sse in parser.feed(event.data):
-                if not isinstance(sse, SseEvent):
-                    continue
-                if sse.event == "endpoint":
-                    endpoint = sse.data
-                    for i, method in enumerate(("initialize", "tools/list"), start=1):
-                        params = init["params"] if method == "initialize" else {}
-                        await request(host, http_port, endpoint, method="POST", headers=headers[:1], body=json.dumps(
-                            {"jsonrpc": "2.0", "id": i, "method": method, "params": params}).encode())
-                elif '"id"' in sse.data:
-                    got["http_sse"] += 1
-    return got
+    await _serve(handler, host, port, task_status)

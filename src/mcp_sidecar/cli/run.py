@@ -1,0 +1,125 @@
+"""``proxyctl run``: forward every route until SIGTERM/SIGINT, supervised
+(the default) or in this process.
+
+Rules this module keeps:
+
+* The configuration is validated before anything is bound; binding is all
+  or nothing; the banner is printed only once every listener is bound and a
+  worker serves.
+* What is exposed unprotected on purpose, and an admin endpoint beyond
+  loopback without a token, are logged as warnings at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from .. import __version__, logs
+from ..config.addresses import beyond_loopback
+from ..config.model import ProxyConfig
+from ..config.profiles import exposure_warnings
+from ..config.values import parse_admin_listen, parse_duration
+from ..errors import ConfigError
+from ..admin.server import AdminServer
+from ..forward.proxy import Proxy
+from ..logs import log
+from ..net.listeners import bind_everything
+from ..supervise.standalone import run_worker
+from ..supervise.statedir import ensure_state_dir
+from ..supervise.supervisor import Supervisor, run_supervised
+from .banner import admin_lines, inspector_lines, route_lines, warning_lines
+from .options import (RouteSource, echo_lines, reports_errors, state_dir_option, resolve_state_dir,
+                      with_log_options, with_route_options)
+
+logger = logging.getLogger(__name__)
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: every connection costs
+    two descriptors (four while splicing), and 1024 is a common soft default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+@click.command()
+@with_route_options
+@click.option("--drain-timeout", default=None, metavar="DURATION",
+              help="Override proxy.drain_timeout (e.g. 10s).")
+@click.option("--admin", "admin_listen", default=None, metavar="HOST:PORT|off",
+              help="Admin endpoint (health, metrics, API); default 127.0.0.1:6279.")
+@click.option("--supervise/--no-supervise", default=True, show_default=True,
+              help="Run the worker under a socket-holding supervisor, or alone in this process.")
+@state_dir_option
+@with_log_options
+@reports_errors
+def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None, supervise: bool,
+        state_dir: Path | None, log_format: str, log_level: str) -> None:
+    """Forward every route until SIGTERM/SIGINT, then drain and exit 0."""
+
+    def load() -> ProxyConfig:
+        return apply_overrides(routes.load(), drain_timeout=drain_timeout, admin_listen=admin_listen)
+
+    config = load()
+    logs.configure(log_format, log_level)
+    for warning in exposure_warnings(config):
+        log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
+    admin = config.admin
+    if admin.listen is not None and beyond_loopback(admin.listen.host) and admin.token is None:
+        log(logger, logging.WARNING, "admin.exposed_without_token", address=str(admin.listen),
+            detail="read-only endpoints are open to the network; state-changing ones are refused")
+    raise_fd_limit()
+    if supervise:
+        directory = ensure_state_dir(resolve_state_dir(state_dir))
+
+        def on_supervised(supervisor: Supervisor) -> None:
+            assert supervisor.sockets is not None
+            _banner(supervisor.config, supervisor.sockets.routes, supervisor.sockets.admin,
+                    f"supervisor pid {os.getpid()}, worker pid {supervisor.active.pid if supervisor.active else '?'}, "
+                    f"state {directory}")
+
+        resolved_format = log_format if log_format != "auto" else ("text" if sys.stderr.isatty() else "json")
+        run_supervised(config, directory, load, log_format=resolved_format, log_level=log_level,
+                       on_ready=on_supervised)
+        return
+    sockets = bind_everything(config)
+
+    def on_ready(proxy: Proxy, admin: AdminServer | None) -> None:
+        _banner(config, proxy.listeners, sockets.admin, f"pid {os.getpid()}, not supervised")
+
+    trio.run(run_worker, config, sockets, on_ready)
+
+
+def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
+    echo_lines([f"mcp-sidecar {__version__} forwarding ({who})", *route_lines(config, listeners),
+                 *admin_lines(admin), *inspector_lines(config, listeners), *warning_lines(config)])
+
+
+def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
+                    admin_listen: str | None = None) -> ProxyConfig:
+    """Command-line options that override single config values."""
+    if drain_timeout is not None:
+        try:
+            config = replace(config, drain_timeout_s=parse_duration(drain_timeout))
+        except ValueError as exc:
+            raise ConfigError("--drain-timeout", "", str(exc)) from None
+    if admin_listen is not None:
+        try:
+            config = replace(config, admin=replace(config.admin, listen=parse_admin_listen(admin_listen)))
+        except ValueError as exc:
+            raise ConfigError("--admin", "", str(exc)) from None
+    return config
+
+
