@@ -8,7 +8,7 @@ Measured in one run, on loopback, with the same client code for every path:
 The upstream servers (echo, sink, source) run in a separate process with
 blocking sockets so they are never the bottleneck; the client runs here.
 Ratios are printed against the direct path and against socat (when socat
-is installed: ``apt-get install socat``).  Targets (issue #2): RTT p50 <=
+is installed: ``apt-get install socat``).  Targets: RTT p50 <=
 1.0x socat, upload >= 3x socat.
 
 Usage: scripts/bench [--rtt-rounds N] [--bulk-mib N] [--repeat N]

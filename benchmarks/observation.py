@@ -19,7 +19,7 @@ Workloads:
 
 The upstreams are blocking threads in a separate process (the WebSocket one
 speaks wsproto) pinned to the other core, so they are not the bottleneck.
-Target (issue #5): >= 0.8.
+Target: >= 0.8.
 
 Usage: scripts/bench observation [--seconds S] [--repeat N]   (default: 5 rounds of 2 s, median)
 """

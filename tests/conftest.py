@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 import trio
 
+#: Observer bugs raise instead of being counted, here and in every proxy the
+#: tests start as a subprocess (forward/observation.py); set before the
+#: package is imported.
+os.environ["MCP_SIDECAR_STRICT"] = "1"
+
 from mcp_sidecar.config.model import ProxyConfig
 from mcp_sidecar.config.parse import build_config
 from mcp_sidecar.demo.servers import serve_echo, serve_http

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 import trio_websocket
 from hypothesis import given, settings
@@ -240,3 +241,56 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         assert registry.get_sample_value("mcp_sidecar_mcp_first_byte_seconds_count",
                                          {"route": "r", "method": "tools/call"}) == 2
         assert registry.get_sample_value("mcp_sidecar_mcp_progress_notifications_total", {"route": "r"}) == 3
+
+
+def _buggy_observation(monkeypatch):
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
+    from mcp_sidecar.observe.http import HttpObserver
+    from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
+
+    def broken(self, data, now):
+        raise AttributeError("a defect in our own glue")
+
+    monkeypatch.setattr(HttpObserver, "feed_client", broken)
+    route = RouteObservation("r", Metrics(), McpTracker())
+    return route, Observation(route, 1, Quality(), "http", clock=lambda: 0.0)
+
+
+def test_an_observer_bug_is_raised_under_the_test_suite(monkeypatch) -> None:
+    from mcp_sidecar.forward import observation as observation_module
+
+    assert observation_module.STRICT  # the suite's environment sets MCP_SIDECAR_STRICT=1
+    route, observation = _buggy_observation(monkeypatch)
+    with pytest.raises(AttributeError, match="a defect in our own glue"):
+        observation.client_direction.feed(memoryview(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+
+
+def test_in_production_an_observer_bug_fails_open_counted_and_logged_once(monkeypatch) -> None:
+    import io
+
+    from mcp_sidecar import logs
+    from mcp_sidecar.forward import observation as observation_module
+
+    monkeypatch.setattr(observation_module, "STRICT", False)
+    monkeypatch.setattr(observation_module, "_BUGS_LOGGED", set())
+    stream = io.StringIO()
+    logs.configure("json", "info", stream=stream)
+    try:
+        for _ in range(3):
+            route, observation = _buggy_observation(monkeypatch)
+            assert observation.client_direction.feed(memoryview(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")) is False
+            assert observation.mode == "failed"  # the pump forwards the rest unobserved
+            assert route.bugs == 1
+            assert sample_route_errors(route) == 0  # not counted as the peer's fault
+        lines = [json.loads(l) for l in stream.getvalue().splitlines()]
+        bugs = [l for l in lines if l["event"] == "observer.bug"]
+        assert len(bugs) == 1 and "AttributeError: a defect in our own glue" in bugs[0]["exception"]
+    finally:
+        logs.configure("text", "warning")
+
+
+def sample_route_errors(route) -> float:
+    return route.metrics.registry.get_sample_value("mcp_sidecar_observer_errors_total",
+                                                   {"route": "r", "protocol": "http"}) or 0.0

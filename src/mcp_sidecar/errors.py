@@ -72,6 +72,12 @@ class RemoteError(SidecarError):
     """A peer (client or upstream) is at fault."""
 
 
+class ObserverError(RemoteError, ValueError):
+    """A peer's bytes break the protocol an in-line observer reads (HTTP,
+    SSE, WebSocket): that observer gives up on its connection, the bytes
+    keep flowing.  (Also a ``ValueError``: it is a malformed value.)"""
+
+
 class ClientGone(RemoteError):
     """The client left (reset, or closed an HTTP request) before an upstream
     connection was made: nothing is delivered, nothing counts as an upstream

@@ -63,6 +63,8 @@ limiter = RateLimiter()
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, every string scrubbed of secrets."""
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -79,6 +81,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``time LEVEL event key=value ...`` for a terminal, scrubbed of secrets."""
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
         fields = getattr(record, _FIELDS, {})

@@ -1,4 +1,4 @@
-"""The live dashboard (seed 000): one self-contained page served by the admin
+"""The live dashboard: one self-contained page served by the admin
 endpoint at ``/dashboard``.  It polls ``/api/status`` and ``/api/connections``
 every second and draws a card per connection (latency, uptime, error rate,
 quality grade, status colour).  No external assets; data is inserted with

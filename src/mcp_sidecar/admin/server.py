@@ -8,7 +8,7 @@ Endpoints::
     GET  /api/status              version, pid, uptime, supervisor facts, routes
     GET  /api/connections         every open connection (kernel TCP_INFO included)
     GET  /api/connections/{id}    one of them
-    GET  /dashboard               a live page over the two above (seed 000)
+    GET  /dashboard               a live page over the two above
     POST /api/drain               stop accepting and drain (changes state: see below)
 
 Rules this module keeps:

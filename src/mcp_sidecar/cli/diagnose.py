@@ -1,4 +1,4 @@
-"""``proxyctl check``: the diagnostic sequence of seed 000, as a report.
+"""``proxyctl check``: a diagnostic sequence, as a report.
 
 Against a URL (``http://``, ``ws://``, ``tcp://``) or a configured route.  For
 a route, two columns side by side: through the proxy (the route's listen
@@ -12,7 +12,7 @@ MCP initialize + ping (``mcp``: an ``http://`` URL whose path ends in
 
 Verdict: ``unreachable`` (exit 2) when the primary target accepts no TCP
 connection; ``degraded`` (exit 1) when a check fails otherwise or any step
-takes longer than ``WARN_MS`` (seed 000: warning 500 ms, critical 1000 ms);
+takes longer than ``WARN_MS`` (warning 500 ms, critical 1000 ms);
 else ``healthy`` (exit 0).  Recommendations say what to do next.
 """
 
@@ -36,6 +36,8 @@ EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
 
 @dataclass
 class Step:
+    """One step of a check (resolve, connect, a probe) and how it went."""
+
     name: str
     ok: bool
     detail: str
@@ -47,6 +49,8 @@ class Step:
 
 @dataclass
 class Column:
+    """The steps of one target: through the proxy, or one upstream directly."""
+
     label: str
     target: HostPort
     steps: list[Step] = field(default_factory=list)
@@ -122,6 +126,8 @@ async def probe_column(label: str, target: HostPort, level: str, path: str, time
 
 @dataclass
 class Report:
+    """The columns side by side, the verdict and what to do about it."""
+
     title: str
     columns: list[Column]
     verdict: str = "healthy"

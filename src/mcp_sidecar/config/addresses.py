@@ -17,28 +17,25 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from ..errors import LocalError
+
 NONLOOPBACK = "@nonloopback"
 
 
-class AddressSyntaxError(ValueError):
-    """A malformed address; the message says what was expected."""
+class AddressSyntaxError(LocalError, ValueError):
+    """A malformed address; the message says what was expected.  The config
+    parser turns it into a ``ConfigError`` naming the field."""
 
 
 @dataclass(frozen=True, order=True)
 class HostPort:
+    """A host (name or IP literal, without brackets) and a port."""
+
     host: str
     port: int
 
     def __str__(self) -> str:
         return f"{bracket(self.host)}:{self.port}"
-
-    @property
-    def is_ip_literal(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
 
 
 def beyond_loopback(host: str) -> bool:
@@ -133,6 +130,8 @@ def parse_hostport(text: str, *, allow_zero_port: bool = False) -> HostPort:
 
 @dataclass(frozen=True)
 class ForwardSpec:
+    """One ``--forward`` (ssh ``-L``): where to listen, where to forward."""
+
     listen: HostPort
     upstream: HostPort
 

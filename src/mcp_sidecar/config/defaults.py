@@ -46,7 +46,7 @@ DEFAULT_OBSERVE_MEMORY_BYTES = 64 * 1024 * 1024
 DEFAULT_TCP_STATS_INTERVAL_S = 10.0
 #: Active upstream check period; 0 disables checks.  While an upstream is
 #: stable the period grows to health_interval_max; after a failure or a
-#: state change it drops to a quarter of health_interval (seed 003).
+#: state change it drops to a quarter of health_interval.
 DEFAULT_HEALTH_INTERVAL_S = 5.0
 DEFAULT_HEALTH_INTERVAL_MAX_S = 30.0
 DEFAULT_HEALTH_TIMEOUT_S = 2.0
@@ -60,7 +60,7 @@ DEFAULT_CONNECTION_LOG_EVERY = 100
 PROTOCOLS = ("auto", "tcp", "http")
 #: Passive health: this many consecutive clients that could not be connected
 #: to the upstream open the circuit for breaker_open; then one client is let
-#: through as a probe (seed 002: 5 failures, 30 s).
+#: through as a probe (5 failures, 30 s: a common circuit-breaker setting).
 DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_OPEN_S = 30.0
 #: The MCP SDKs' default request timeout is 60 s.

@@ -40,7 +40,7 @@ class RouteSettings:
     protocol: str = "auto"
     #: The proxy's own WebSocket keepalive: a ping to each side this often
     #: (0 = off); a side whose pong does not come within ws_ping_timeout is a
-    #: zombie and the connection is closed (seed 003).
+    #: zombie and the connection is closed.
     ws_ping_interval_s: float = 0.0
     ws_ping_timeout_s: float = 10.0
     #: An MCP request with no response within this is counted as "timeout".
@@ -54,6 +54,8 @@ class RouteSettings:
 
 @dataclass(frozen=True)
 class AdminConfig:
+    """Where the admin endpoint listens (None: nowhere) and its bearer token."""
+
     #: None: no admin endpoint.
     listen: HostPort | None = field(default_factory=lambda: parse_hostport(DEFAULT_ADMIN_LISTEN))
     #: Required (as a bearer token) for requests that change state.
@@ -62,6 +64,8 @@ class AdminConfig:
 
 @dataclass(frozen=True)
 class SupervisorConfig:
+    """How the supervisor watches, replaces and alerts about its workers."""
+
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     stable_after_s: float = DEFAULT_STABLE_AFTER_S
@@ -78,6 +82,8 @@ class SupervisorConfig:
 
 @dataclass(frozen=True)
 class RouteConfig:
+    """One route: its name, where it listens, its upstreams in order of preference, its settings."""
+
     name: str
     listen: tuple[HostPort, ...]
     #: In order of preference: the first reachable one gets the connection.
@@ -96,6 +102,8 @@ class RouteConfig:
 
 @dataclass(frozen=True)
 class ProxyConfig:
+    """The whole validated configuration: routes and the process-wide settings."""
+
     routes: tuple[RouteConfig, ...]
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S

@@ -5,10 +5,12 @@ Rules this module keeps:
 * The pump calls ``ObservedDirection.feed`` with each chunk right after
   handing it to the kernel (before, only while the WebSocket keepalive may
   rewrite it); False means no more bytes of that direction are wanted (the
-  pump then stops calling and may splice).  They never raise:
-  an observer that fails is dropped for this connection and counted in
-  ``mcp_sidecar_observer_errors_total{route,protocol}`` -- forwarding goes on
-  unchanged (fail open).
+  pump then stops calling and may splice).  They never raise: an observer
+  that the peer's bytes defeat (``PEER_FAULTS``) is dropped for this
+  connection and counted in ``mcp_sidecar_observer_errors_total`` --
+  forwarding goes on unchanged (fail open).  A defect of our own is counted
+  apart (``mcp_sidecar_observer_bugs_total``) and logged once with its
+  traceback; under the test suite (``STRICT``) it is raised.
 * ``protocol = "auto"`` decides on the first client bytes: an HTTP/1.x
   request line means HTTP observation, anything else (or the upstream
   speaking first) is opaque TCP.  ``"tcp"`` never observes.
@@ -34,14 +36,15 @@ from typing import Any, Callable
 
 import trio
 
+from ..errors import ObserverError
 from ..logs import log
 from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
 from ..observe.events import (ExchangeDone, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
                               SseSeen, Upgraded)
-from ..observe.http import HttpObserver, HttpObserverError, jsonrpc_messages
+from ..observe.http import HttpObserver, jsonrpc_messages
 from ..observe.mcp import McpTracker, method_label
 from ..observe.quality import Quality
-from ..observe.websocket import FrameScanner, WebSocketError
+from ..observe.websocket import FrameScanner
 from ..redact import redact_text
 from .metrics import Metrics
 
@@ -52,6 +55,18 @@ _SNIFF_BYTES = 8
 MAX_OUTSTANDING_PINGS = 16
 #: The proxy's keepalive pings carry 32 bytes: "mcp-sidecar:" + 20 random hex.
 KEEPALIVE_PAYLOAD_LEN = 32
+
+
+#: What a peer's bytes can make an observer raise: its own protocol errors,
+#: malformed values (JSON, UTF-8) and JSON nested past the recursion limit.
+#: Anything else is a bug of ours: raised under tests (``STRICT``), counted
+#: and logged with a traceback in production.
+PEER_FAULTS = (ObserverError, ValueError, UnicodeDecodeError, RecursionError)
+#: Set in the test suite's environment (MCP_SIDECAR_STRICT=1): observer bugs
+#: surface as failures instead of being counted.
+STRICT = os.environ.get("MCP_SIDECAR_STRICT") == "1"
+#: Bug kinds already logged with a traceback (once each per process).
+_BUGS_LOGGED: set[str] = set()
 
 
 class Mode(StrEnum):
@@ -103,6 +118,8 @@ class RouteObservation:
     shed: int = 0
     #: Observers that gave up because the inspection buffers were full.
     memory_exhausted: int = 0
+    #: Observers stopped by a defect of ours (not the peer's bytes).
+    bugs: int = 0
     #: Open connections that carried MCP; GET event streams open now (kept
     #: here as they change, so that a scrape never walks the connections).
     mcp_connections: int = 0
@@ -252,9 +269,13 @@ class Observation:
         except InspectionMemoryExhausted:
             self._out_of_memory()
             return self._release(side, data)
-        except (HttpObserverError, WebSocketError, RecursionError, ValueError, KeyError, TypeError,
-                AttributeError, IndexError, AssertionError) as exc:
+        except PEER_FAULTS as exc:
             self._fail(exc)
+            return self._release(side, data)
+        except Exception as exc:  # a bug of ours, not the peer's
+            if STRICT:
+                raise
+            self._bug(exc)
             return self._release(side, data)
         ended = perf_counter()
         route = self.route
@@ -335,6 +356,23 @@ class Observation:
             self.http.close()
         for scanner in (self.ws or {}).values():
             scanner.close()
+
+    def _bug(self, exc: Exception) -> None:
+        """A defect in the observation code met this connection: fail open
+        (the bytes keep flowing), count it apart from peer garbage, and log
+        the first of each kind with its traceback."""
+        protocol = self.mode
+        self.mode = Mode.FAILED
+        self.route.bugs += 1
+        kind = type(exc).__name__
+        if kind not in _BUGS_LOGGED:
+            _BUGS_LOGGED.add(kind)
+            logger.error("observer.bug", exc_info=exc, extra={"sidecar_fields": {
+                "route": self.route.route, "conn": self.conn_id, "protocol": protocol, "error": kind}})
+        try:
+            self._drop_observers()
+        except Exception:  # noqa: BLE001 - already failing open
+            pass
 
     def _fail(self, exc: BaseException) -> None:
         protocol = self.mode

@@ -34,6 +34,8 @@ from typing import Protocol
 
 import trio
 
+from ..errors import RemoteError
+
 #: Chunks moved without blocking before yielding to the scheduler.
 CHECKPOINT_EVERY = 16
 
@@ -69,8 +71,9 @@ class Flow:
         self.tail = False
 
 
-class LegFailed(Exception):
-    """A socket error on one leg: ``side`` is ``"src"`` or ``"dst"``."""
+class LegFailed(RemoteError):
+    """A socket error on one leg (a reset, a broken pipe): ``side`` is
+    ``"src"`` or ``"dst"``, so the caller resets the other leg."""
 
     def __init__(self, side: str, error: OSError) -> None:
         self.side = side

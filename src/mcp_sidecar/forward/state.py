@@ -37,7 +37,7 @@ from .metrics import RouteMetrics
 from .observation import Observation, RouteObservation
 from .pump import Flow
 
-#: Reconnects (seed 000) are connections from the same client host in this window.
+#: Reconnects are connections from the same client host in this window.
 RECONNECT_WINDOW_S = 600.0
 MAX_TRACKED_CLIENTS = 1024
 

@@ -1,4 +1,4 @@
-"""The passive circuit breaker of one route (seed 002): plain state, no I/O,
+"""The passive circuit breaker of one route: plain state, no I/O,
 the clock passed in.
 
 Rules this module keeps:
@@ -21,6 +21,8 @@ from typing import Any
 
 
 class BreakerState(StrEnum):
+    """Closed (clients try the upstream), open (they are refused), half-open (one probes)."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"

@@ -8,7 +8,7 @@ Rules this module keeps:
 * rise/fall as in HAProxy; the first result sets the state directly, so a
   sidecar in front of a dead upstream is not ready at once.  With
   ``health_interval = 0`` no checks run and the upstream counts as healthy.
-* Adaptive interval (seed 003): after a failure or a state change checks run
+* Adaptive interval: after a failure or a state change checks run
   at a quarter of ``health_interval``; every ``rise`` successes in a row
   while up double the interval, up to ``health_interval_max``; +-10 % jitter.
 * Check levels: L1 ``tcp`` connect; L2 ``http`` GET ``health_path`` (2xx/3xx

@@ -26,6 +26,7 @@ import h11
 import trio
 import trio_websocket
 
+from ..errors import RemoteError
 from ..config.addresses import HostPort, bracket
 from ..net.http import HttpResponse, request_on
 from ..observe.sse import SseEvent, SseParser
@@ -35,7 +36,10 @@ MCP_PROTOCOL_VERSION = "2025-06-18"
 CLIENT_INFO = {"name": "mcp-sidecar-check", "version": "1"}
 
 
-class ProbeFailed(Exception):
+class ProbeFailed(RemoteError):
+    """The upstream answered, but not as a healthy one would; ``result`` is
+    the bounded label for it."""
+
     def __init__(self, result: str) -> None:
         super().__init__(result)
         self.result = result

@@ -64,6 +64,8 @@ class DescriptorBudget:
 
 
 class LocalExhaustion:
+    """What the worker ran out of, where and when (counts, the last time per resource)."""
+
     __slots__ = ("counts", "last_at", "last_errno")
 
     def __init__(self) -> None:

@@ -35,6 +35,8 @@ RECEIVE_BYTES = 65536
 
 @dataclass(frozen=True)
 class RequestLimits:
+    """How long and how large a client's request may be (seconds, bytes)."""
+
     first_byte_s: float = 5.0
     head_s: float = 5.0
     request_s: float = 10.0
@@ -173,6 +175,8 @@ class ServerConnection:
 
 @dataclass
 class HttpResponse:
+    """A whole response: status, headers (lower-case names), body."""
+
     status: int
     headers: dict[str, str]
     body: bytes

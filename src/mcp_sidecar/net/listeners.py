@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BoundListener:
+    """A listening socket, the route it serves and the address it is bound to."""
+
     route: RouteConfig
     sock: socket.socket
     address: HostPort  # as bound: the real port when 0 was asked for

@@ -75,6 +75,8 @@ def nonloopback_addresses() -> list[str]:
 
 @dataclass(frozen=True)
 class PortListener:
+    """A socket listening on a port, and the process holding it when it can be told."""
+
     address: str
     port: int
     pid: int | None

@@ -21,6 +21,8 @@ _U32 = struct.Struct("=I")
 
 @dataclass(frozen=True, slots=True)
 class TcpInfo:
+    """The kernel's figures for one socket: smoothed RTT and its variance, retransmits, idle times."""
+
     rtt_s: float
     rttvar_s: float
     total_retrans: int

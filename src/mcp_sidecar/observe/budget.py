@@ -29,6 +29,8 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from ..errors import LocalError
+
 #: Seconds of observation at the full share the bucket holds for a burst.
 BURST_WINDOW_S = 1.0
 #: Worker utilisation (CPU seconds per wall second) from which it counts as
@@ -39,6 +41,8 @@ LOAD_INTERVAL_S = 0.1
 
 
 class ObservationBudget:
+    """The token bucket of observation CPU time, and whether the worker is saturated."""
+
     __slots__ = ("share", "capacity_s", "level_s", "updated", "spent_s", "shed", "utilization", "pressure",
                  "pressure_utilization", "_mark")
 
@@ -107,7 +111,7 @@ class ObservationBudget:
                 "shed": self.shed}
 
 
-class InspectionMemoryExhausted(Exception):
+class InspectionMemoryExhausted(LocalError):
     """The worker's inspection buffers are at their limit: this observer gives
     up (a local limit, not the peer's fault), the bytes keep flowing."""
 

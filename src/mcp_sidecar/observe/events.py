@@ -38,6 +38,8 @@ class Exchange:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeDone:
+    """A request and its response are complete (or the connection switched protocols)."""
+
     exchange: Exchange
 
 
@@ -50,6 +52,8 @@ class ResponseStarted:
 
 @dataclass(frozen=True, slots=True)
 class SseSeen:
+    """A server-sent event (or a comment, ``keepalive``) in a response."""
+
     event: str
     at: float
     keepalive: bool = False
@@ -76,6 +80,8 @@ class SessionEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class Upgraded:
+    """The connection switched protocols; the bytes that followed the handshake on each side."""
+
     client_trailing: bytes
     upstream_trailing: bytes
     at: float

@@ -42,6 +42,7 @@ from typing import Any
 
 import h11
 
+from ..errors import ObserverError
 from .budget import UNBOUNDED, Allowance
 from .events import (Exchange, ExchangeDone, HttpEvent, JsonRpcSeen, ResponseStarted, SessionEndpoint, SseSeen,
                      Tunneled, Upgraded)
@@ -59,7 +60,7 @@ KNOWN_PATHS = ("/", "/mcp", "/sse", "/message", "/messages", "/stdio", "/health"
 KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
-class HttpObserverError(ValueError):
+class HttpObserverError(ObserverError):
     """The peer's bytes are not HTTP/1.1 as h11 reads it (or breach a bound).
 
     The message names the fault, never the peer's bytes: they may carry a

@@ -1,4 +1,4 @@
-"""Connection quality (seed 000), sans-io: samples in, a report out.
+"""Connection quality, sans-io: samples in, a report out.
 
 Over a sliding window of the last ``window`` latency samples (MCP request
 latencies, WebSocket ping RTTs and HTTP response times when the connection
@@ -6,7 +6,7 @@ is observed; the kernel's TCP RTT otherwise):
 
 * statistics: average, p50, p95, p99, standard deviation, coefficient of
   variation (warning above 30 %);
-* a 0-100 score with the seed's penalties: average latency > 500 ms -15,
+* a 0-100 score with fixed penalties: average latency > 500 ms -15,
   > 1000 ms -30; error rate > 1 % -20, > 5 % -40; more than 5 reconnects
   from the same client -25; grade A >= 90, B >= 75, C >= 60, D >= 40, else F;
 * trend: the window's second half against its first: 10 % slower is
@@ -46,7 +46,7 @@ def grade(score: int) -> str:
 
 
 def _score(avg_s: float, error_rate: float, reconnects: int) -> tuple[int, list[str]]:
-    """Seed 000's penalties: the score and what was deducted, in words."""
+    """The penalties: the score and what was deducted, in words."""
     score, issues = 100, []
     if avg_s > CRITICAL_LATENCY_S:
         score -= 30

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ObserverError
+
 MAX_LINE_BYTES = 1024 * 1024
 
 
-class SseError(ValueError):
-    pass
+class SseError(ObserverError):
+    """A line longer than the bound: the stream is not inspected further."""
 
 
 @dataclass(frozen=True, slots=True)
 class SseEvent:
+    """A dispatched event: its type, data lines joined, id and retry."""
+
     event: str = "message"
     data: str = ""
     id: str | None = None
@@ -28,6 +32,8 @@ class SseEvent:
 
 @dataclass(frozen=True, slots=True)
 class Comment:
+    """A comment line (``: ...``), the usual keep-alive."""
+
     text: str
 
 

@@ -20,6 +20,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 
+from ..errors import ObserverError
 from .budget import UNBOUNDED, Allowance
 from .events import Frame, FrameHeader
 
@@ -27,7 +28,7 @@ OPCODES = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "
 MAX_TEXT_BYTES = 256 * 1024
 
 
-class WebSocketError(ValueError):
+class WebSocketError(ObserverError):
     """The bytes break RFC 6455 (a reserved opcode, an oversized or fragmented
     control frame, a top-bit length): the observer gives up on this
     connection; the bytes keep flowing."""

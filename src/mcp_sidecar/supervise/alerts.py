@@ -43,6 +43,8 @@ class _Kind:
 
 @dataclass
 class AlertState:
+    """Per kind of failure: recent failures, whether it fires, when it last did."""
+
     threshold: int
     window_s: float
     min_interval_s: float
@@ -91,6 +93,8 @@ def payload(kind: str, severity: str, message: str, details: dict[str, Any]) -> 
 
 
 class Alerter:
+    """Logs alerts and POSTs them to the webhook in the background; counts what it sent."""
+
     def __init__(self, state: AlertState, webhook: str | None, nursery: trio.Nursery) -> None:
         self.state = state
         self.webhook = webhook

@@ -45,6 +45,8 @@ class ListenerPlan:
 
 @dataclass(frozen=True, slots=True)
 class Configure:
+    """The worker's configuration and the sockets it inherits (the first message)."""
+
     config: ProxyConfig
     listeners: tuple[ListenerPlan, ...]
     admin_fd: int | None
@@ -55,17 +57,19 @@ class Configure:
 
 @dataclass(frozen=True, slots=True)
 class Activate:
-    pass
+    """Start accepting and answering the admin endpoint."""
 
 
 @dataclass(frozen=True, slots=True)
 class Drain:
+    """Stop accepting and drain; see the module's rules for ``handover``."""
+
     handover: bool
 
 
 @dataclass(frozen=True, slots=True)
 class StopNow:
-    pass
+    """Close every connection at once (a second stop signal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +90,21 @@ class SupervisionFacts:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
+    """The supervisor's latest facts, for the worker's views."""
+
     facts: SupervisionFacts
 
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
+    """Configured and heartbeating: a standby."""
+
     pid: int
 
 
 @dataclass(frozen=True, slots=True)
 class Serving:
-    pass
+    """Accepting on the inherited sockets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,8 @@ class WorkerSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """Sent from the event loop every heartbeat_interval: the loop is alive."""
+
     snapshot: WorkerSnapshot
 
 

@@ -76,6 +76,8 @@ def _read_pid(path: Path) -> int | None:
 
 @dataclass
 class PidFileState:
+    """What the PID file says, judged by its lock."""
+
     running: bool
     pid: int | None
     #: Why a PID file without a lock holder is stale ("gone", "reused"), else None.

@@ -82,6 +82,8 @@ class Role(StrEnum):
 
 
 class KillReason(StrEnum):
+    """Why the supervisor killed a worker (decides how its exit is counted)."""
+
     HANG = "hang"  # silent past heartbeat_timeout (or never loaded)
     RESTART = "restart"  # proxyctl restart --hard
     RELOAD = "reload"
