@@ -11,7 +11,7 @@ import trio
 from mcp_sidecar.net.http import request
 
 from ..conftest import scaled
-from ..test_memory import rss_bytes
+from ..forward.test_memory import rss_bytes
 
 BODY = 1_000_000
 #: Small enough that the storm overflows it many times over.

@@ -8,7 +8,7 @@ import trio
 from mcp_sidecar.demo.servers import pattern_bytes, serve_echo, serve_http
 
 from ..conftest import connect, receive_exactly, scaled
-from ..test_memory import rss_bytes
+from ..forward.test_memory import rss_bytes
 
 DOWNLOAD = 8 * 1024 * 1024
 

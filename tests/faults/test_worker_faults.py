@@ -11,7 +11,7 @@ import trio
 from mcp_sidecar.demo.servers import serve_echo
 
 from ..conftest import connect, receive_all, receive_exactly, run_proxyctl, scaled
-from ..test_supervisor import echo_route, wait_status
+from ..supervise.test_supervisor import echo_route, wait_status
 
 
 class Load:

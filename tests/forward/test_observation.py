@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 from mcp_sidecar.net.http import request
 
-from .conftest import connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from ..conftest import connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
 
 def sample(proxy, name: str, **labels) -> float:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mcp_sidecar.demo.servers import serve_echo
 
-from .conftest import (
+from ..conftest import (
     ScriptedUpstream,
     connect,
     echo_roundtrip,

@@ -12,7 +12,7 @@ import trio
 
 from mcp_sidecar.demo.servers import serve_echo
 
-from .conftest import connect, echo_roundtrip, receive_all, receive_exactly, run_proxyctl, write_config
+from ..conftest import connect, echo_roundtrip, receive_all, receive_exactly, run_proxyctl, write_config
 
 
 async def echo_once(port: int, payload: bytes = b"x" * 100) -> None:

@@ -14,7 +14,7 @@ import trio
 
 from mcp_sidecar.demo.servers import serve_echo
 
-from .conftest import connect, receive_all, receive_exactly, run_proxyctl
+from ..conftest import connect, receive_all, receive_exactly, run_proxyctl
 
 
 def test_config_validate_ok(tmp_path: Path) -> None:

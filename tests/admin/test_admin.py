@@ -15,7 +15,7 @@ from mcp_sidecar.demo.servers import serve_echo
 from mcp_sidecar.net.http import request
 from mcp_sidecar.net.netinfo import nonloopback_addresses
 
-from .conftest import ROOT, connect, exported_metrics, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from ..conftest import ROOT, connect, exported_metrics, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
 
 SECRET = "Zs3cr3tT0kenValue0123456789"
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage
 
-from .conftest import connect, route_doc, start_proxy, start_scripted_upstream, wait_until
+from ..conftest import connect, route_doc, start_proxy, start_scripted_upstream, wait_until
 
 
 class Peer:

@@ -15,7 +15,7 @@ from mcp_sidecar.health.breaker import CircuitBreaker
 from mcp_sidecar.health.checks import UpstreamHealth
 from mcp_sidecar.net.http import request
 
-from .conftest import connect, echo_roundtrip, free_port, route_doc, run_proxyctl, start_proxy, wait_until
+from ..conftest import connect, echo_roundtrip, free_port, route_doc, run_proxyctl, start_proxy, wait_until
 
 A = HostPort("127.0.0.1", 1)
 
