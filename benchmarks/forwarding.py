@@ -139,18 +139,21 @@ class Path_:
                 p.kill()
 
 
-def start_sidecar(upstream: dict[str, int], state_dir: str) -> Path_:
-    """The supervised sidecar, as deployed (the data path is the worker's)."""
-    ports = {name: _free_port() for name in upstream}
+def start_sidecar(upstream: dict[str, int], state_dir: str, name: str = "mcp-sidecar",
+                  src: str | None = None) -> Path_:
+    """The supervised sidecar, as deployed (the data path is the worker's);
+    ``src``: run the package from another source tree (an A/B comparison)."""
+    ports = {n: _free_port() for n in upstream}
     args = [sys.executable, "-m", "mcp_sidecar", "run", "--log-level", "warning", "--admin", "127.0.0.1:0",
             "--state-dir", state_dir]
-    for name, up in upstream.items():
-        args += ["--forward", f"127.0.0.1:{ports[name]}:127.0.0.1:{up}"]
+    for n, up in upstream.items():
+        args += ["--forward", f"127.0.0.1:{ports[n]}:127.0.0.1:{up}"]
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     # Pinned before exec, so the supervisor's workers inherit the core.
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=lambda: _pin(0, 1))
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=lambda: _pin(0, 1), env=env)
     for port in ports.values():
         _wait_listening(port)
-    return Path_("mcp-sidecar", ports, [proc])
+    return Path_(name, ports, [proc])
 
 
 def start_socat(upstream: dict[str, int]) -> Path_ | None:
@@ -246,6 +249,11 @@ def report(results: dict[str, dict[str, float]]) -> None:
         print(f"{name:<14}{r['rtt_p50']:>12.1f}{r['rtt_p99']:>12.1f}{r['upload']:>13.0f}{r['download']:>15.0f}")
     side = results["mcp-sidecar"]
     print()
+    if "baseline" in results:
+        base = results["baseline"]
+        print(f"mcp-sidecar / baseline: RTT p50 {side['rtt_p50'] / base['rtt_p50']:.2f}x, "
+              f"RTT p99 {side['rtt_p99'] / base['rtt_p99']:.2f}x, upload {side['upload'] / base['upload']:.2f}x, "
+              f"download {side['download'] / base['download']:.2f}x")
     for ref in ("direct", "socat"):
         if ref not in results:
             continue
@@ -268,6 +276,8 @@ def main() -> None:
     parser.add_argument("--rtt-rounds", type=int, default=5000)
     parser.add_argument("--bulk-mib", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", metavar="SRC_DIR", default=None,
+                        help="Also measure the sidecar from another source tree (e.g. a git worktree's src/).")
     args = parser.parse_args()
 
     _pin(0, 0)
@@ -277,6 +287,8 @@ def main() -> None:
     upstream = queue.get(timeout=10)
     state_dir = tempfile.mkdtemp(prefix="mcp-sidecar-bench-")
     paths = [Path_("direct", upstream, []), start_sidecar(upstream, state_dir)]
+    if args.baseline:
+        paths.append(start_sidecar(upstream, tempfile.mkdtemp(prefix="mcp-sidecar-bench-"), "baseline", args.baseline))
     socat = start_socat(upstream)
     if socat is not None:
         paths.append(socat)
