@@ -11,6 +11,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
 from mcp_sidecar.observe.http import MAX_BUFFERED_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded
+from mcp_sidecar.observe.jsonrpc import to_mapping
 from mcp_sidecar.observe.mcp import McpTracker, method_label
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
@@ -49,7 +50,7 @@ def describe(events) -> list:
             out.append(("exchange", x.method, x.path, x.status, x.request_bytes, x.response_bytes, x.content_type,
                         x.session, x.sse_events))
         elif isinstance(e, JsonRpcSeen):
-            out.append(("jsonrpc", e.origin, json.dumps(e.message, sort_keys=True), e.session, e.transport))
+            out.append(("jsonrpc", e.origin, json.dumps(to_mapping(e.message), sort_keys=True), e.session, e.transport))
         elif isinstance(e, SseSeen):
             out.append(("sse", e.event, e.keepalive))
         elif isinstance(e, Upgraded):
@@ -192,7 +193,7 @@ def test_bytes_after_connection_close_and_unbounded_pipelines_are_refused() -> N
     with pytest.raises(HttpObserverError, match="unanswered"):
         observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * (MAX_PIPELINE + 1), 0.0)
     observer = HttpObserver()  # a proposal left unanswered does not buffer without bound
-    observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 0.0)
+    observer.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 0.0)
     with pytest.raises(HttpObserverError, match="upgrade"):
         observer.feed_client(b"x" * (MAX_BUFFERED_BYTES + 1), 0.0)
 

@@ -42,6 +42,7 @@ from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget,
 from ..observe.events import (ExchangeDone, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
                               SseSeen, Upgraded)
 from ..observe.http import HttpObserver, jsonrpc_messages
+from ..observe.jsonrpc import Envelope
 from ..observe.mcp import McpTracker, method_label
 from ..observe.quality import Quality
 from ..observe.websocket import FrameScanner
@@ -443,11 +444,11 @@ class Observation:
                 if event.upstream_trailing:
                     self._frames("upstream", event.upstream_trailing, now)
 
-    def _jsonrpc(self, origin: str, message: dict[str, Any], now: float, session: str | None, transport: str) -> None:
+    def _jsonrpc(self, origin: str, message: Envelope, now: float, session: str | None, transport: str) -> None:
         self._saw_mcp()
         self.mcp_messages[transport] = self.mcp_messages.get(transport, 0) + 1
-        if origin == "client" and self.mode is Mode.HTTP and "id" in message and "method" in message:
-            self._exchange_requests.append((method_label(message["method"]), now))
+        if origin == "client" and self.mode is Mode.HTTP and message.is_request:
+            self._exchange_requests.append((method_label(message.method), now))
         outcomes = self.route.tracker.message(origin, message, now, session or self._session)
         for outcome in outcomes:
             if outcome.duration_s is not None and outcome.status != "cancelled":

@@ -1,17 +1,14 @@
-"""HTTP/1.1 exchanges seen in-line, with h11 (sans-io).
+"""HTTP/1.1 exchanges seen in-line, with llhttp (httptools; sans-io).
 
-h11 does all the parsing, one message at a time: a fresh server-role
-``h11.Connection`` reads each request from the client's bytes, a fresh
-client-role one each response from the upstream's.  The response reader is
-first told the request it answers (``send`` of a minimal request: the method
-and any ``Upgrade``, all that frames a response; output discarded), so h11
-frames HEAD responses, chunked and close-delimited bodies, ``1xx`` and
-``101 Switching Protocols`` exactly as the peers do.  What one message leaves
-in its reader's buffer starts the next one.  A connection per message
-instead of ``start_next_cycle`` spares the work of answering each request on
-the server-role side and lets pipelined requests be read as they arrive
-(with headers read in one pass, an exchange went from ~405 to ~180 us of
-observation; h11's own parsing is most of what remains).
+One persistent llhttp request parser reads the client's bytes and one
+persistent response parser the upstream's: llhttp frames keep-alive and
+pipelined messages, chunked and close-delimited bodies, ``1xx`` and ``101``
+in C, and calls back into Python only per message, per header and per body
+piece.  What llhttp cannot know, because it depends on the request a response
+answers, is read here: the response to a ``HEAD`` (no body, whatever its
+``Content-Length`` says) and to a ``CONNECT`` (a tunnel after a ``2xx``) are
+read head-only; an upgrade proposal pauses the client's side until its
+answer shows which protocol the bytes that follow belong to.
 
 Rules this module keeps:
 
@@ -20,59 +17,64 @@ Rules this module keeps:
   (the pump observes each chunk right after sending it, so a response cannot
   overtake its request).
 * Exchanges are answered in order; at most ``MAX_PIPELINE`` wait for an
-  answer, and at most ``MAX_BUFFERED_BYTES`` wait in a paused reader.
+  answer, at most ``MAX_BUFFERED_BYTES`` wait while a side is paused, and a
+  message head is at most ``MAX_HEAD_BYTES``.  The events never depend on
+  how the bytes were split.
 * Bodies are inspected only where MCP lives: JSON request/response bodies up
-  to ``MAX_JSON_BYTES`` and ``text/event-stream`` responses (SSE parser,
-  bounded lines).  Other bodies are counted, not kept.
+  to ``MAX_JSON_BYTES`` (decoded as JSON-RPC envelopes, ``jsonrpc.py``) and
+  ``text/event-stream`` responses (SSE parser, bounded lines).  Other bodies
+  are counted, not kept.  What is buffered is charged to the worker's
+  inspection budget after every step.
 * After a ``101`` (or a ``2xx`` to ``CONNECT``) the observer hands over:
   ``Upgraded`` carries the bytes that followed the handshake on each side and
   whether the new protocol is WebSocket.
-* Anything h11 rejects (and any breach of the bounds above) raises
-  ``HttpObserverError``: the caller gives up on this connection (fail open);
-  the bytes were forwarded regardless.
+* Anything llhttp rejects (and any breach of the bounds above) raises
+  ``HttpObserverError``, naming the fault but never quoting the peer's
+  bytes; the caller gives up on this connection (fail open); the bytes were
+  forwarded regardless.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
 
-import h11
+import httptools
 
 from ..errors import ObserverError
 from .budget import UNBOUNDED, Allowance
 from .events import (Exchange, ExchangeDone, HttpEvent, JsonRpcSeen, ResponseStarted, SessionEndpoint, SseSeen,
                      Tunneled, Upgraded)
+from .jsonrpc import Envelope, decode
 from .sse import Comment, SseError, SseEvent, SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
-#: Largest request or response head h11 may wait for (bytes).
+#: Largest request or response head (request line or status line and headers).
 MAX_HEAD_BYTES = 64 * 1024
 #: Requests read but not yet answered (pipelining) before the observer gives up.
 MAX_PIPELINE = 64
-#: Bytes a paused reader may hold: a request proposing an upgrade waits for
-#: its answer; upstream bytes wait for the request they answer.
+#: Bytes a paused side may hold: the client's after an upgrade proposal (until
+#: its answer), the upstream's before the request they answer.
 MAX_BUFFERED_BYTES = 64 * 1024
 KNOWN_PATHS = ("/", "/mcp", "/sse", "/message", "/messages", "/stdio", "/health", "/config")
 KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
+_HEAD_END = b"\r\n\r\n"
 
 
 class HttpObserverError(ObserverError):
-    """The peer's bytes are not HTTP/1.1 as h11 reads it (or breach a bound).
+    """The peer's bytes are not HTTP/1.1 as llhttp reads it (or breach a bound).
 
     The message names the fault, never the peer's bytes: they may carry a
     cookie or a token (a malformed ``Cookie`` line is still a cookie).
     """
 
 
-def _describe(exc: h11.ProtocolError) -> str:
-    """h11's reason without the bytes it quotes (``illegal header line: b'...'``)."""
+def _describe(exc: BaseException) -> str:
+    """A parser's reason without any bytes it might quote."""
     text = str(exc)
     cut = min((i for i in (text.find(m) for m in ("bytearray(", "b'", 'b"', "'", '"')) if i >= 0), default=len(text))
-    return text[:min(cut, 120)].rstrip(": ") + f" (status hint {exc.error_status_hint})"
+    return text[:min(cut, 120)].rstrip(": ") or type(exc).__name__
 
 
 _REQUEST_METHODS = tuple(m.encode() + b" " for m in (*KNOWN_METHODS, "CONNECT", "TRACE"))
@@ -93,79 +95,198 @@ def path_label(target: bytes) -> str:
     return "other"
 
 
-def jsonrpc_messages(body: bytes) -> list[dict[str, Any]]:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [m for m in items if isinstance(m, dict) and m.get("jsonrpc") == "2.0"]
+def jsonrpc_messages(body: bytes | bytearray | memoryview) -> list[Envelope]:
+    """The JSON-RPC messages of a body (see ``jsonrpc.decode``)."""
+    return decode(body)
 
 
-@dataclass
 class _Current:
-    exchange: Exchange
-    #: What frames the response: h11 is told this request before reading it.
-    framing: h11.Request
-    #: The request proposed a protocol switch (Upgrade header or CONNECT).
-    switch: bool
-    request_json: bytearray | None
-    #: The session the request named: its responses correlate under it (an
-    #: initialize answer assigns a session id only for later requests).
-    request_session: str | None = None
-    response_json: bytearray | None = None
-    sse: SseParser | None = None
-    upgrade: bytes = b""
+    """An exchange whose response has not ended yet."""
+
+    __slots__ = ("exchange", "method", "head_only", "switch", "upgrade", "request_json", "request_session",
+                 "response_json", "sse", "informational")
+
+    def __init__(self, exchange: Exchange, method: bytes, switch: bool, upgrade: bytes, json: bool,
+                 session: str | None) -> None:
+        self.exchange = exchange
+        self.method = method
+        #: The response is read head-only: HEAD (no body), CONNECT (a tunnel after a 2xx).
+        self.head_only = method in (b"HEAD", b"CONNECT")
+        #: The request proposed a protocol switch (Upgrade + Connection: upgrade, or CONNECT).
+        self.switch = switch
+        self.upgrade = upgrade
+        self.request_json: bytearray | None = bytearray() if json else None
+        #: The session the request named: its responses correlate under it (an
+        #: initialize answer assigns a session id only for later requests).
+        self.request_session = session
+        self.response_json: bytearray | None = None
+        self.sse: SseParser | None = None
+        self.informational = False
 
 
-#: Framing requests by method, reused (h11 events are immutable).
-_FRAMING: dict[bytes, h11.Request] = {}
+class _RequestSide:
+    """llhttp's callbacks for the client's bytes."""
+
+    __slots__ = ("o", "url", "ctype", "session", "mcp_method", "upgrade", "connection")
+
+    def __init__(self, observer: "HttpObserver") -> None:
+        self.o = observer
+        self.url = b""
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = None
+
+    def on_message_begin(self) -> None:
+        if len(self.o._queue) >= MAX_PIPELINE:
+            raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
+        self.url = b""
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = None
+        self.o._client_in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name == b"mcp-session-id":
+            self.session = value.decode("latin-1")
+        elif name == b"mcp-method":
+            self.mcp_method = value.decode("latin-1")
+        elif name == b"upgrade":
+            self.upgrade = value
+        elif name == b"connection":
+            self.connection = value.lower()
+
+    def on_headers_complete(self) -> None:
+        o = self.o
+        o._client_in_head = False
+        o._client_head_bytes = 0
+        method = o._requests.get_method()
+        target = self.url
+        session = self.session
+        if session is None and b"?" in target:
+            query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
+            session = (query.get("sessionId") or [None])[0]
+        exchange = Exchange(_METHOD_LABELS.get(method, "OTHER"), path_label(target), started=o._now,
+                            session=session, mcp_method=self.mcp_method)
+        upgrade = self.upgrade or b""
+        switch = method == b"CONNECT" or (bool(upgrade) and b"upgrade" in (self.connection or b""))
+        ctype = self.ctype
+        json_body = ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+        o._queue.append(_Current(exchange, method, switch, upgrade, json_body, session))
+        o._last_request = o._queue[-1]
+
+    def on_body(self, body: bytes) -> None:
+        current = self.o._last_request
+        current.exchange.request_bytes += len(body)
+        if current.request_json is not None:
+            current.request_json = self.o._collect(current.request_json, body)
+
+    def on_message_complete(self) -> None:
+        o = self.o
+        current = o._last_request
+        buffer = current.request_json
+        if buffer:
+            for message in decode(buffer):
+                current.exchange.jsonrpc_requests += 1
+                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, "http"))
+            o._done_with(buffer)
+        current.request_json = None
 
 
-def _framing_request(method: bytes, upgrade: bytes) -> h11.Request:
-    """The least h11 needs to frame a response: the method (HEAD, CONNECT)
-    and whether an upgrade was proposed."""
-    if upgrade:
-        return h11.Request(method=method, target=b"/", headers=[(b"host", b"x"), (b"upgrade", upgrade)])
-    try:
-        return _FRAMING[method]
-    except KeyError:
-        request = h11.Request(method=method, target=b"/", headers=[(b"host", b"x")])
-        if method.decode("latin-1") in KNOWN_METHODS:
-            _FRAMING[method] = request
-        return request
+class _ResponseSide:
+    """llhttp's callbacks for the upstream's bytes."""
 
+    __slots__ = ("o", "ctype", "session")
 
-def _request_reader() -> h11.Connection:
-    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    def __init__(self, observer: "HttpObserver") -> None:
+        self.o = observer
+        self.ctype = self.session = None
 
+    def on_message_begin(self) -> None:
+        o = self.o
+        if not o._queue:
+            raise HttpObserverError("upstream sent a response with no request")
+        self.ctype = self.session = None
+        o._in_response = True
+        o._upstream_in_head = True
 
-def _response_reader(current: _Current) -> h11.Connection:
-    reader = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-    reader.send(current.framing)
-    if current.switch:  # h11 switches only once the proposing request has ended
-        reader.send(h11.EndOfMessage())
-    return reader
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name == b"mcp-session-id":
+            self.session = value
+
+    def on_headers_complete(self) -> None:
+        o = self.o
+        o._upstream_in_head = False
+        o._upstream_head_bytes = 0
+        current = o._queue[0]
+        status = o._responses.get_status_code()
+        current.informational = 100 <= status < 200 and status != 101
+        if current.informational:
+            return
+        o._response_head(current, status, self.ctype, self.session)
+
+    def on_body(self, body: bytes) -> None:
+        o = self.o
+        current = o._queue[0]
+        current.exchange.response_bytes += len(body)
+        if current.sse is not None:
+            o._sse(current, body)
+        elif current.response_json is not None:
+            current.response_json = o._collect(current.response_json, body)
+
+    def on_message_complete(self) -> None:
+        o = self.o
+        o._in_response = False
+        current = o._queue[0]
+        if current.informational:  # 100 Continue and the like: the answer is still to come
+            current.informational = False
+            return
+        o._keep_alive = o._responses.should_keep_alive()
+        o._response_done(current)
 
 
 class HttpObserver:
     """The exchanges of one HTTP/1.1 connection, read from both directions.
 
-    Owns the h11 readers, the queue of exchanges awaiting their answer and
-    the bodies being collected for JSON-RPC; what it buffers is charged to
-    ``memory`` (the worker's inspection budget) after every step.
+    Owns the two llhttp parsers, the queue of exchanges awaiting their
+    answer, the bytes held while a side waits, and the bodies being
+    collected for JSON-RPC; what it buffers is charged to ``memory`` (the
+    worker's inspection budget) after every step.
     """
 
     def __init__(self, memory: Allowance | None = None) -> None:
         self.memory = memory or UNBOUNDED.allowance()
-        #: Bytes of the JSON bodies being collected (request and response).
-        self._json_bytes = 0
-        self._requests = _request_reader()
-        #: Reads the response to ``_queue[0]``; None until its first byte.
-        self._responses: h11.Connection | None = None
+        self._requests = httptools.HttpRequestParser(_RequestSide(self))
+        self._responses = httptools.HttpResponseParser(_ResponseSide(self))
         #: Exchanges whose request has started and whose response has not ended.
         self._queue: deque[_Current] = deque()
-        self._pending_upstream = bytearray()
+        self._last_request: _Current | None = None
+        #: Events of the step in progress (the callbacks append to it).
+        self._out: list[HttpEvent] = []
+        self._now = 0.0
+        #: Bytes of the JSON bodies being collected (request and response).
+        self._json_bytes = 0
+        #: Client bytes after an upgrade proposal, until its answer (None: not paused).
+        self._client_held: bytearray | None = None
+        #: Upstream bytes not yet given to a parser (before their request, or a
+        #: head read head-only that is not complete yet).
+        self._upstream_held = bytearray()
+        self._in_response = False
+        self._client_in_head = False
+        self._upstream_in_head = False
+        self._client_head_bytes = 0
+        self._upstream_head_bytes = 0
+        #: Bytes fed one at a time to stop exactly at a response's end (see _feed_responses).
+        self._careful_bytes = 0
+        #: The exchange whose response ended last (what a 101 answered).
+        self._answered: _Current | None = None
+        #: The response ending now keeps the connection open; one did not: no more bytes.
+        self._keep_alive = True
+        self._upstream_closed = False
         self.upgraded = False
         #: The legacy SSE stream's session, once its endpoint event was seen.
         self.stream_session: str | None = None
@@ -173,22 +294,216 @@ class HttpObserver:
     # -- client side ----------------------------------------------------------------------
 
     def feed_client(self, data: bytes, now: float) -> list[HttpEvent]:
-        if not data:  # (h11 would take b"" for EOF; EOF is not fed)
+        if not data:  # (EOF is not fed)
             return []
         if self.upgraded:
             return [Tunneled("client", bytes(data))]
-        try:
-            self._requests.receive_data(data)
-            events = self._client_events(now)
-        except h11.ProtocolError as exc:
-            raise HttpObserverError(f"client: {_describe(exc)}") from None
+        self._now = now
+        self._out = out = []
+        if self._client_held is not None:  # paused: the proposal's answer decides what this is
+            self._client_held += data
+            if len(self._client_held) > MAX_BUFFERED_BYTES:
+                raise HttpObserverError("client kept sending while its upgrade was unanswered")
+        else:
+            self._feed_requests(data)
         self._account()
-        return events
+        return out
 
-    def _collect(self, buffer: bytearray | None, data: bytes) -> bytearray | None:
+    def _feed_requests(self, data: bytes | bytearray | memoryview) -> None:
+        in_head = self._client_in_head
+        try:
+            self._requests.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The proposal's head is read; what follows waits for its answer.
+            self._client_held = bytearray(memoryview(data)[exc.args[0]:])
+            if len(self._client_held) > MAX_BUFFERED_BYTES:
+                raise HttpObserverError("client kept sending while its upgrade was unanswered") from None
+        except httptools.HttpParserError as exc:
+            raise self._parser_error("client", exc) from None
+        if in_head and self._client_in_head:  # the whole chunk was (part of) one head
+            self._client_head_bytes += len(data)
+            if self._client_head_bytes > MAX_HEAD_BYTES:
+                raise HttpObserverError("request head too large")
+
+    # -- upstream side --------------------------------------------------------------------
+
+    def feed_upstream(self, data: bytes, now: float) -> list[HttpEvent]:
+        if not data:
+            return []
+        if self.upgraded:
+            return [Tunneled("upstream", bytes(data))]
+        self._now = now
+        self._out = out = []
+        self._feed_responses(data)
+        self._account()
+        return out
+
+    def _feed_responses(self, data: bytes | bytearray | memoryview) -> None:
+        if self._upstream_held:
+            self._upstream_held += data
+            data = bytes(self._upstream_held)
+            self._upstream_held.clear()
+        view = memoryview(data)
+        pos, n = 0, len(view)
+        while pos < n and not self.upgraded:
+            if self._upstream_closed:
+                raise HttpObserverError("upstream: data after `Connection: close`")
+            if not self._queue and not self._in_response:
+                self._hold_upstream(view[pos:], "upstream sent a response with no request")
+                return
+            current = self._queue[0]
+            if not self._in_response and current.head_only:
+                pos = self._head_only(current, view, pos)
+                if pos < 0:
+                    return
+                continue
+            # llhttp frames it.  If the next exchange's response is to be read
+            # head-only, stop exactly where this response ends: feed it a byte
+            # at a time (pipelining of HEAD/CONNECT behind another response is
+            # rare; bounded).
+            careful = len(self._queue) > 1 and any(q.head_only for q in self._queue)
+            if careful:
+                self._careful_bytes += 1
+                if self._careful_bytes > MAX_BUFFERED_BYTES:
+                    raise HttpObserverError("a HEAD or CONNECT pipelined behind a large response")
+            end = pos + 1 if careful else n
+            in_head = self._upstream_in_head
+            try:
+                self._responses.feed_data(view[pos:end])
+            except httptools.HttpParserUpgrade as exc:
+                self._switched(view[pos + exc.args[0]:])
+                return
+            except httptools.HttpParserError as exc:
+                raise self._parser_error("upstream", exc) from None
+            if in_head and self._upstream_in_head:  # the whole piece was (part of) one head
+                self._upstream_head_bytes += end - pos
+                if self._upstream_head_bytes > MAX_HEAD_BYTES:
+                    raise HttpObserverError("response head too large")
+            pos = end
+
+    def _head_only(self, current: _Current, view: memoryview, pos: int) -> int:
+        """Read the response to a HEAD or CONNECT by its head alone; the
+        position after it, or -1 when the head is not complete yet."""
+        end = bytes(view[pos:pos + MAX_HEAD_BYTES + 4]).find(_HEAD_END)
+        if end < 0:
+            self._hold_upstream(view[pos:], "response head too large")
+            return -1
+        head = bytes(view[pos:pos + end + 4])
+        side = _HeadOnly()
+        parser = httptools.HttpResponseParser(side)
+        try:
+            parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            pass  # a 101 to a HEAD: the head is what is read either way
+        except httptools.HttpParserError as exc:
+            raise self._parser_error("upstream", exc) from None
+        after = pos + end + 4
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return after  # informational: the answer is still to come
+        self._keep_alive = parser.should_keep_alive()
+        if current.method == b"CONNECT" and not 200 <= status < 300:
+            current.head_only = False  # refused: a normal response, with a body
+            return pos
+        self._response_head(current, status, side.ctype, side.session)
+        self._response_done(current)
+        if current.method == b"CONNECT":
+            self._switched(view[after:])
+            return len(view)
+        return after
+
+    def _hold_upstream(self, data: memoryview, fault: str) -> None:
+        self._upstream_held += data
+        if len(self._upstream_held) > MAX_BUFFERED_BYTES:
+            raise HttpObserverError(fault)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _response_head(self, current: _Current, status: int, ctype: bytes | None, session: bytes | None) -> None:
+        exchange = current.exchange
+        exchange.status = status
+        exchange.headers_at = self._now
+        if session is not None and not exchange.session:
+            exchange.session = session.decode("latin-1")
+        content_type = ctype.split(b";", 1)[0].strip().lower().decode("latin-1") if ctype else ""
+        exchange.content_type = content_type
+        if content_type == "text/event-stream":
+            current.sse = SseParser()
+        elif content_type == "application/json":
+            current.response_json = bytearray()
+        self._out.append(ResponseStarted(exchange))
+
+    def _response_done(self, current: _Current) -> None:
+        exchange = current.exchange
+        exchange.ended = self._now
+        buffer = current.response_json
+        if buffer:
+            for message in decode(buffer):
+                self._out.append(JsonRpcSeen("upstream", message, self._now, current.request_session, "http"))
+            self._done_with(buffer)
+        current.response_json = None
+        self._queue.popleft()
+        self._careful_bytes = 0
+        if not self._keep_alive:
+            self._upstream_closed = True
+        self._keep_alive = True
+        self._answered = current
+        self._out.append(ExchangeDone(exchange))
+        status = exchange.status or 0
+        accepted = status == 101 or (current.method == b"CONNECT" and 200 <= status < 300)
+        if current.switch and not accepted and self._client_held is not None:
+            # The switch was declined: what the client sent meanwhile is the next request.
+            held, self._client_held = self._client_held, None
+            if held:
+                self._feed_requests(held)
+
+    def _switched(self, upstream_trailing: memoryview) -> None:
+        """The connection is another protocol from here on: a WebSocket if the
+        answered request proposed one (and got its 101), else a tunnel."""
+        answered = self._answered
+        websocket = (answered is not None and answered.exchange.status == 101
+                     and answered.upgrade.lower() == b"websocket")
+        self.upgraded = True
+        client = bytes(self._client_held or b"")
+        self._client_held = None
+        self._out.append(Upgraded(client, bytes(upstream_trailing), self._now, websocket))
+
+    def _parser_error(self, side: str, exc: httptools.HttpParserError) -> BaseException:
+        cause = exc.__context__
+        if isinstance(cause, HttpObserverError):
+            return cause
+        if cause is not None and not isinstance(cause, httptools.HttpParserError):
+            return cause  # a defect in a callback of ours: not the peer's fault
+        return HttpObserverError(f"{side}: {_describe(exc)}")
+
+    def _sse(self, current: _Current, data: bytes) -> None:
+        out = self._out
+        try:
+            events = current.sse.feed(data)  # type: ignore[union-attr]
+        except SseError:
+            current.sse = None
+            return
+        for event in events:
+            if isinstance(event, Comment):
+                out.append(SseSeen("comment", self._now, keepalive=True))
+                continue
+            assert isinstance(event, SseEvent)
+            current.exchange.sse_events += 1
+            out.append(SseSeen(event.event, self._now))
+            if event.event == "endpoint":
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(event.data).query)
+                if query.get("sessionId"):
+                    self.stream_session = query["sessionId"][0]
+                    out.append(SessionEndpoint(self.stream_session))
+            elif event.data[:1] in ("{", "["):
+                session = current.request_session if current.request_session is not None else self.stream_session
+                for message in decode(event.data.encode()):
+                    out.append(JsonRpcSeen("upstream", message, self._now, session, "sse"))
+
+    # -- bounded buffers --------------------------------------------------------------------
+
+    def _collect(self, buffer: bytearray, data: bytes) -> bytearray | None:
         """Collect a JSON body up to MAX_JSON_BYTES; beyond that, stop (None)."""
-        if buffer is None:
-            return None
         if len(buffer) + len(data) > MAX_JSON_BYTES:
             self._json_bytes -= len(buffer)
             return None
@@ -202,7 +517,7 @@ class HttpObserver:
 
     def _account(self) -> None:
         """Charge what is buffered now to the inspection budget."""
-        level = self._json_bytes + len(self._pending_upstream)
+        level = self._json_bytes + len(self._upstream_held) + len(self._client_held or b"")
         if self._queue and self._queue[0].sse is not None:
             level += self._queue[0].sse.buffered
         self.memory.hold(level)
@@ -210,203 +525,26 @@ class HttpObserver:
     def close(self) -> None:
         """Drop every buffer and give the budget back (the connection ended)."""
         self._queue.clear()
-        self._pending_upstream = bytearray()
-        self._requests = self._responses = None  # type: ignore[assignment]  # their buffers, too
+        self._last_request = self._answered = None
+        # The parsers hold their callbacks, which hold this observer: cut the circle.
+        self._requests = self._responses = None  # type: ignore[assignment]
+        self._upstream_held = bytearray()
+        self._client_held = None
         self._json_bytes = 0
         self.memory.release()
 
-    def _client_events(self, now: float) -> list[HttpEvent]:
-        out: list[HttpEvent] = []
-        reader = self._requests
-        while True:
-            event = reader.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                # PAUSED: a switch was proposed; its answer decides what follows.
-                if event is h11.PAUSED and len(reader.trailing_data[0]) > MAX_BUFFERED_BYTES:
-                    raise HttpObserverError("client kept sending while its upgrade was unanswered")
-                return out
-            if isinstance(event, h11.Data):
-                current = self._queue[-1]
-                current.exchange.request_bytes += len(event.data)
-                if current.request_json is not None:
-                    current.request_json = self._collect(current.request_json, event.data)
-            elif isinstance(event, h11.Request):
-                if len(self._queue) >= MAX_PIPELINE:
-                    raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
-                self._queue.append(self._request(event, now))
-            elif isinstance(event, h11.EndOfMessage):
-                current = self._queue[-1]
-                if current.request_json:
-                    for message in jsonrpc_messages(bytes(current.request_json)):
-                        current.exchange.jsonrpc_requests += 1
-                        out.append(JsonRpcSeen("client", message, now, current.exchange.session, "http"))
-                self._done_with(current.request_json)
-                current.request_json = None
-                if self._pending_upstream:
-                    out += self._drain_upstream(now)
-                if reader.their_state is h11.DONE:  # keep-alive: the next request starts here
-                    leftover = reader.trailing_data[0]
-                    reader = self._requests = _request_reader()
-                    if not leftover:
-                        return out
-                    reader.receive_data(leftover)
-                # (MUST_CLOSE: h11 rejects any further byte.  MIGHT_SWITCH_PROTOCOL: paused.)
-            elif isinstance(event, h11.ConnectionClosed):
-                return out
 
-    def _request(self, event: h11.Request, now: float) -> _Current:
-        session = mcp_method = None
-        ctype = upgrade = b""
-        for name, value in event.headers:
-            if name == b"content-type":
-                ctype = value
-            elif name == b"mcp-session-id":
-                session = value.decode("latin-1")
-            elif name == b"mcp-method":
-                mcp_method = value.decode("latin-1")
-            elif name == b"upgrade":
-                upgrade = value
-        target = event.target
-        if session is None and b"?" in target:
-            query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
-            session = (query.get("sessionId") or [None])[0]
-        method = event.method.decode("latin-1")
-        exchange = Exchange(method if method in KNOWN_METHODS else "OTHER", path_label(target), started=now,
-                            session=session, mcp_method=mcp_method)
-        json_body = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
-        return _Current(exchange, _framing_request(event.method, upgrade), bool(upgrade) or method == "CONNECT",
-                        bytearray() if json_body else None, session, upgrade=upgrade)
+class _HeadOnly:
+    """Callbacks for a response read by its head alone."""
 
-    # -- upstream side --------------------------------------------------------------------
+    __slots__ = ("ctype", "session")
 
-    def feed_upstream(self, data: bytes, now: float) -> list[HttpEvent]:
-        if not data:
-            return []
-        if self.upgraded:
-            return [Tunneled("upstream", bytes(data))]
-        events = self._feed_upstream(data, now)
-        self._account()
-        return events
+    def __init__(self) -> None:
+        self.ctype = self.session = None
 
-    def _feed_upstream(self, data: bytes, now: float) -> list[HttpEvent]:
-        try:
-            if self._responses is None:
-                if not self._queue:
-                    # Bytes before any request (or after the last answer): hold them.
-                    self._pending_upstream += data
-                    if len(self._pending_upstream) > MAX_BUFFERED_BYTES:
-                        raise HttpObserverError("upstream sent a response with no request")
-                    return []
-                self._responses = _response_reader(self._queue[0])
-            self._responses.receive_data(data)
-            return self._upstream_events(now)
-        except h11.ProtocolError as exc:
-            raise HttpObserverError(f"upstream: {_describe(exc)}") from None
-
-    def _drain_upstream(self, now: float) -> list[HttpEvent]:
-        data = bytes(self._pending_upstream)
-        self._pending_upstream.clear()
-        return self._feed_upstream(data, now)
-
-    def _upstream_events(self, now: float) -> list[HttpEvent]:
-        out: list[HttpEvent] = []
-        reader = self._responses
-        assert reader is not None
-        while True:
-            event = reader.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return out
-            current = self._queue[0]
-            exchange = current.exchange
-            if isinstance(event, h11.Data):
-                exchange.response_bytes += len(event.data)
-                if current.sse is not None:
-                    out += self._sse(current, event.data, now)
-                elif current.response_json is not None:
-                    current.response_json = self._collect(current.response_json, event.data)
-            elif isinstance(event, h11.Response):
-                self._response(current, event, now, out)
-                if reader.their_state is h11.SWITCHED_PROTOCOL:  # a 2xx to CONNECT: a tunnel now
-                    exchange.ended = now
-                    out.append(ExchangeDone(exchange))
-                    return self._switched(reader, now, out, websocket=False)
-            elif isinstance(event, h11.EndOfMessage):
-                exchange.ended = now
-                if current.response_json:
-                    for message in jsonrpc_messages(bytes(current.response_json)):
-                        out.append(JsonRpcSeen("upstream", message, now, current.request_session, "http"))
-                self._done_with(current.response_json)
-                current.response_json = None
-                self._queue.popleft()
-                out.append(ExchangeDone(exchange))
-                if current.switch and self._requests.their_state is h11.MIGHT_SWITCH_PROTOCOL:
-                    # The switch was declined: what the client sent meanwhile is the next request.
-                    leftover = self._requests.trailing_data[0]
-                    self._requests = _request_reader()
-                    if leftover:
-                        self._requests.receive_data(leftover)
-                        out += self._client_events(now)
-                if reader.their_state is h11.MUST_CLOSE:
-                    return out  # h11 rejects any further byte
-                leftover = reader.trailing_data[0]
-                self._responses = None
-                if leftover:
-                    out += self._feed_upstream(leftover, now)
-                return out
-            elif isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101:
-                    exchange.status = 101
-                    exchange.headers_at = exchange.ended = now
-                    self._queue.popleft()
-                    out.append(ExchangeDone(exchange))
-                    websocket = current.upgrade.lower() == b"websocket"
-                    return self._switched(reader, now, out, websocket)
-            elif isinstance(event, h11.ConnectionClosed):
-                return out
-
-    def _response(self, current: _Current, event: h11.Response, now: float, out: list[HttpEvent]) -> None:
-        exchange = current.exchange
-        exchange.status = event.status_code
-        exchange.headers_at = now
-        ctype = b""
-        for name, value in event.headers:
-            if name == b"content-type":
-                ctype = value
-            elif name == b"mcp-session-id" and not exchange.session:
-                exchange.session = value.decode("latin-1")
-        exchange.content_type = ctype.split(b";", 1)[0].strip().lower().decode("latin-1")
-        if exchange.content_type == "text/event-stream":
-            current.sse = SseParser()
-        elif exchange.content_type == "application/json":
-            current.response_json = bytearray()
-        out.append(ResponseStarted(exchange))
-
-    def _switched(self, reader: h11.Connection, now: float, out: list[HttpEvent], websocket: bool) -> list[HttpEvent]:
-        self.upgraded = True
-        out.append(Upgraded(self._requests.trailing_data[0], reader.trailing_data[0], now, websocket))
-        return out
-
-    def _sse(self, current: _Current, data: bytes, now: float) -> list[HttpEvent]:
-        out: list[HttpEvent] = []
-        try:
-            events = current.sse.feed(data)  # type: ignore[union-attr]
-        except SseError:
-            current.sse = None
-            return out
-        for event in events:
-            if isinstance(event, Comment):
-                out.append(SseSeen("comment", now, keepalive=True))
-                continue
-            assert isinstance(event, SseEvent)
-            current.exchange.sse_events += 1
-            out.append(SseSeen(event.event, now))
-            if event.event == "endpoint":
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(event.data).query)
-                if query.get("sessionId"):
-                    self.stream_session = query["sessionId"][0]
-                    out.append(SessionEndpoint(self.stream_session))
-            elif event.data[:1] in ("{", "["):
-                session = current.request_session if current.request_session is not None else self.stream_session
-                for message in jsonrpc_messages(event.data.encode()):
-                    out.append(JsonRpcSeen("upstream", message, now, session, "sse"))
-        return out
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name == b"mcp-session-id":
+            self.session = value

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import McpOutcome
+from .jsonrpc import UNSET, Envelope, from_mapping
 
 SPEC_METHODS = frozenset({
     "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/templates/list",
@@ -46,7 +47,7 @@ def method_label(method: Any) -> str:
 
 
 def _id_key(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if value is UNSET or isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
     return f"{type(value).__name__}:{value}"
 
@@ -73,18 +74,20 @@ class McpTracker:
     def pending(self) -> int:
         return len(self._pending)
 
-    def message(self, origin: str, message: dict[str, Any], now: float, session: str) -> list[McpOutcome]:
+    def message(self, origin: str, message: Envelope | dict[str, Any], now: float, session: str) -> list[McpOutcome]:
+        """Account one message sent by ``origin``; the outcomes it completes."""
+        if isinstance(message, dict):
+            message = from_mapping(message)
         out: list[McpOutcome] = []
-        method = message.get("method")
-        mid = _id_key(message.get("id"))
-        if method is not None:
+        method = message.method
+        mid = _id_key(message.id)
+        if method is not UNSET:
             label = method_label(method)
             if mid is None:  # a notification
                 if label == "notifications/progress":
                     self.progress += 1
                 elif label == "notifications/cancelled":
-                    params = message.get("params") or {}
-                    target = _id_key(params.get("requestId")) if isinstance(params, dict) else None
+                    target = _id_key(message.param("requestId"))
                     pending = self._pending.pop((session, origin, target), None) if target else None
                     if pending is not None:
                         out.append(McpOutcome(pending.method, "cancelled", now - pending.sent, origin))
@@ -96,7 +99,7 @@ class McpTracker:
                 _, dropped = self._pending.popitem(last=False)
                 out.append(McpOutcome(dropped.method, "timeout", None, dropped.origin))
             return out
-        if mid is None or ("result" not in message and "error" not in message):
+        if mid is None or (message.result is UNSET and message.error is UNSET):
             return out
         requester = "client" if origin == "upstream" else "upstream"
         pending = self._pending.pop((session, requester, mid), None)
@@ -104,9 +107,8 @@ class McpTracker:
             return out
         if pending.method in STREAM_METHODS:
             self.streams_open = max(0, self.streams_open - 1)
-        if "error" in message:
-            error = message["error"]
-            code = error.get("code") if isinstance(error, dict) else None
+        if message.error is not UNSET:
+            code = message.error_code
             status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
         else:
             status = "ok"

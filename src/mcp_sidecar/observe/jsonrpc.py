@@ -1,0 +1,86 @@
+"""The JSON-RPC envelope of MCP messages, decoded at C speed (msgspec).
+
+Rules this module keeps:
+
+* Only the envelope is decoded into Python values: ``jsonrpc``, ``id``,
+  ``method`` and ``error``; ``params`` and ``result`` stay raw JSON slices
+  (``msgspec.Raw``: zero-copy views of the body), validated but never built
+  into objects, whatever their size.  The few things correlation needs from
+  ``params`` (the request a cancellation names) are decoded from that slice
+  when asked.
+* A body that is not JSON, or not JSON-RPC 2.0, yields no message; nothing
+  here raises on a peer's bytes.
+* A single message and a batch (a JSON array) are both accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+UNSET = msgspec.UNSET
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """One JSON-RPC message: a request (``method`` and ``id``), a
+    notification (``method``, no ``id``) or a response (``id`` with
+    ``result`` or ``error``).  Absent fields are ``UNSET``."""
+
+    jsonrpc: Any = None
+    id: Any = UNSET
+    method: Any = UNSET
+    params: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+    result: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+    error: Any = UNSET
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not UNSET and self.id is not UNSET
+
+    @property
+    def error_code(self) -> Any:
+        return self.error.get("code") if isinstance(self.error, dict) else None
+
+    def param(self, name: str) -> Any:
+        """One top-level member of ``params`` (decoded now), or None."""
+        if self.params is UNSET:
+            return None
+        try:
+            value = _PARAMS.decode(self.params)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return value.get(name) if isinstance(value, dict) else None
+
+
+_ONE = msgspec.json.Decoder(Envelope)
+_MANY = msgspec.json.Decoder(Union[Envelope, list[Envelope]])
+_PARAMS = msgspec.json.Decoder()
+
+
+def decode(body: bytes | bytearray | memoryview) -> list[Envelope]:
+    """The JSON-RPC 2.0 messages in ``body`` (a message or a batch)."""
+    try:
+        value = _MANY.decode(body) if body[:1] == b"[" else _ONE.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [m for m in items if m.jsonrpc == "2.0"]
+
+
+def from_mapping(message: dict[str, Any]) -> Envelope:
+    """An envelope from an already-decoded message (tests, tools)."""
+    raw = {k: msgspec.Raw(msgspec.json.encode(message[k])) for k in ("params", "result") if k in message}
+    plain = {k: message[k] for k in ("jsonrpc", "id", "method", "error") if k in message}
+    return Envelope(**plain, **raw)
+
+
+def to_mapping(message: Envelope) -> dict[str, Any]:
+    """The message as plain values (for display and tests)."""
+    out: dict[str, Any] = {}
+    for field in Envelope.__struct_fields__:
+        value = getattr(message, field)
+        if value is UNSET:
+            continue
+        out[field] = msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
+    return out
