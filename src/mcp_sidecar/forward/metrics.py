@@ -16,12 +16,20 @@ Rules this module keeps:
 * Each worker (``Metrics``) has its own ``CollectorRegistry`` (tests run many
   proxies in one process); the standard process, platform and GC collectors
   are in it.
+* The instruments are this module's own ``Histogram`` and ``Counter``: a
+  bisect and two additions per observation, folded into Prometheus families
+  only at scrape time (no ``_created`` series).
 """
 
 from __future__ import annotations
 
-from prometheus_client import (CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector,
-                               ProcessCollector)
+import bisect
+import math
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 #: Kernel RTT on loopback is tens of microseconds; across regions, hundreds of ms.
 RTT_BUCKETS_S = (
@@ -39,6 +47,107 @@ DIRECTIONS = ("client_to_upstream", "upstream_to_client")
 WORKER_RESTART_CAUSES = ("crash", "hang", "restart", "reload")
 LOCAL_RESOURCES = ("descriptors", "buffers", "memory")
 EXHAUSTION_PLACES = ("accept", "upstream_connect", "health_check")
+
+
+class _HistogramChild:
+    """One label set's buckets (not cumulative: folded at scrape) and sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class _CounterChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class Histogram:
+    """A labelled histogram whose ``observe`` is a bisect and two additions.
+
+    prometheus_client's takes a lock and walks the buckets in Python on every
+    observation; the worker observes per event on one thread, so the work is
+    done here as cheaply as it can be and folded into the exposition format
+    only when scraped.  Same call shape: ``labels(*values).observe(v)``.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...],
+                 registry: "Instruments") -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = tuple(b for b in buckets if b != math.inf)
+        self.children: dict[tuple[str, ...], _HistogramChild] = {}
+        registry.add(self)
+
+    def labels(self, *values: str) -> _HistogramChild:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _HistogramChild(self.bounds)
+        return child
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            cumulative, total = [], 0
+            for bound, count in zip((*self.bounds, math.inf), child.counts):
+                total += count
+                cumulative.append((_bound(bound), total))
+            family.add_metric(list(values), cumulative, child.sum)
+        return family
+
+
+class Counter:
+    """A labelled counter, ``labels(*values).inc(n)``; see ``Histogram``."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], registry: "Instruments") -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.children: dict[tuple[str, ...], _CounterChild] = {}
+        registry.add(self)
+
+    def labels(self, *values: str) -> _CounterChild:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _CounterChild()
+        return child
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self.children.items():
+            family.add_metric(list(values), child.value)
+        return family
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == math.inf else repr(float(bound))
+
+
+class Instruments(Collector):
+    """The worker's instruments, exported at scrape time."""
+
+    def __init__(self) -> None:
+        self.instruments: list[Histogram | Counter] = []
+
+    def add(self, instrument: "Histogram | Counter") -> None:
+        self.instruments.append(instrument)
+
+    def collect(self) -> Iterator[Metric]:
+        for instrument in self.instruments:
+            yield instrument.family()
 
 
 class RouteMetrics:
@@ -62,58 +171,60 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        instruments = Instruments()
+        self.registry.register(instruments)
         self.connection_duration = Histogram(
             "mcp_sidecar_connection_duration_seconds",
             "Lifetime of forwarded connections, from accept to close.",
-            ["route"], buckets=DURATION_BUCKETS_S, registry=self.registry,
+            ["route"], buckets=DURATION_BUCKETS_S, registry=instruments,
         )
         self.upstream_connect = Histogram(
             "mcp_sidecar_upstream_connect_seconds",
             "Time to establish the upstream connection, retries included.",
-            ["route"], buckets=CONNECT_BUCKETS_S, registry=self.registry,
+            ["route"], buckets=CONNECT_BUCKETS_S, registry=instruments,
         )
         self.tcp_rtt = Histogram(
             "mcp_sidecar_tcp_rtt_seconds",
             "Kernel smoothed RTT (TCP_INFO) sampled per connection, periodically and at close.",
-            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=self.registry,
+            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=instruments,
         )
 
         # In-line observation (observation.py): per event, never per byte.
         self.observer_errors = Counter(
             "mcp_sidecar_observer_errors", "Observers that gave up on a connection (bytes kept flowing).",
-            ["route", "protocol"], registry=self.registry)
+            ["route", "protocol"], registry=instruments)
         self.http_requests = Counter(
             "mcp_sidecar_http_requests", "HTTP/1.1 exchanges seen in-line, by method and status.",
-            ["route", "method", "status"], registry=self.registry)
+            ["route", "method", "status"], registry=instruments)
         self.http_response = Histogram(
             "mcp_sidecar_http_response_seconds", "Time from the request's first byte to the response headers.",
-            ["route"], buckets=CONNECT_BUCKETS_S, registry=self.registry)
+            ["route"], buckets=CONNECT_BUCKETS_S, registry=instruments)
         self.sse_events = Counter(
             "mcp_sidecar_sse_events", "Server-sent events seen in responses (comments/keep-alives excluded).",
-            ["route"], registry=self.registry)
+            ["route"], registry=instruments)
         self.ws_frames = Counter(
             "mcp_sidecar_websocket_frames", "WebSocket frames seen after a 101, by direction and opcode.",
-            ["route", "direction", "opcode"], registry=self.registry)
+            ["route", "direction", "opcode"], registry=instruments)
         self.ws_ping_rtt = Histogram(
             "mcp_sidecar_websocket_ping_rtt_seconds", "Ping to matching pong (by payload), either direction.",
-            ["route"], buckets=RTT_BUCKETS_S, registry=self.registry)
+            ["route"], buckets=RTT_BUCKETS_S, registry=instruments)
         self.ws_bytes = Counter(
             "mcp_sidecar_websocket_payload_bytes", "WebSocket payload bytes seen after a 101, by direction and opcode.",
-            ["route", "direction", "opcode"], registry=self.registry)
+            ["route", "direction", "opcode"], registry=instruments)
         self.mcp_first_byte = Histogram(
             "mcp_sidecar_mcp_first_byte_seconds",
             "MCP request (HTTP transports) to the first byte of its HTTP response (headers).",
-            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0), registry=self.registry)
+            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0), registry=instruments)
         self.ws_keepalive_rtt = Histogram(
             "mcp_sidecar_websocket_keepalive_rtt_seconds",
             "The proxy's own keepalive ping to its pong, per leg (ws_ping_interval).",
-            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=self.registry)
+            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=instruments)
         self.mcp_requests = Counter(
             "mcp_requests", "MCP JSON-RPC requests by method and outcome (ok, error code, cancelled, timeout).",
-            ["route", "method", "status"], registry=self.registry)
+            ["route", "method", "status"], registry=instruments)
         self.mcp_duration = Histogram(
             "mcp_response_duration_seconds", "MCP request to its final response.",
-            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0), registry=self.registry)
+            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0), registry=instruments)
 
     def for_route(self, route: str) -> RouteMetrics:
         return RouteMetrics(self, route)

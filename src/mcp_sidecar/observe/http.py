@@ -60,6 +60,24 @@ KNOWN_PATHS = ("/", "/mcp", "/sse", "/message", "/messages", "/stdio", "/health"
 KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 _HEAD_END = b"\r\n\r\n"
+#: The lengths of the header names read (content-type 12, mcp-session-id 14,
+#: mcp-method 10, upgrade 7, connection 10): any other header is passed over
+#: without lower-casing its name.
+_REQUEST_HEADER_LENGTHS = frozenset({7, 10, 12, 14})
+_RESPONSE_HEADER_LENGTHS = frozenset({12, 14})
+_JSON_TYPES: dict[bytes, bool] = {}
+_PATH_LABELS: dict[bytes, str] = {}
+#: Path labels and content types remembered (bounded: peers choose them).
+_CACHE_BOUND = 1024
+
+
+def _is_json(ctype: bytes) -> bool:
+    known = _JSON_TYPES.get(ctype)
+    if known is None:
+        known = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+        if len(_JSON_TYPES) < _CACHE_BOUND:
+            _JSON_TYPES[ctype] = known
+    return known
 
 
 class HttpObserverError(ObserverError):
@@ -87,12 +105,14 @@ def starts_like_request(head: bytes) -> bool:
 
 def path_label(target: bytes) -> str:
     """A bounded label for a request target: known MCP/Inspector paths, else ``other``."""
+    label = _PATH_LABELS.get(target)
+    if label is not None:
+        return label
     path = target.split(b"?", 1)[0].decode("latin-1")
-    if path in KNOWN_PATHS:
-        return path
-    if path.startswith("/api/"):
-        return "/api"
-    return "other"
+    label = path if path in KNOWN_PATHS else "/api" if path.startswith("/api/") else "other"
+    if len(_PATH_LABELS) < _CACHE_BOUND:
+        _PATH_LABELS[target] = label
+    return label
 
 
 def jsonrpc_messages(body: bytes | bytearray | memoryview) -> list[Envelope]:
@@ -111,7 +131,7 @@ class _Current:
         self.exchange = exchange
         self.method = method
         #: The response is read head-only: HEAD (no body), CONNECT (a tunnel after a 2xx).
-        self.head_only = method in (b"HEAD", b"CONNECT")
+        self.head_only = method == b"HEAD" or method == b"CONNECT"
         #: The request proposed a protocol switch (Upgrade + Connection: upgrade, or CONNECT).
         self.switch = switch
         self.upgrade = upgrade
@@ -145,6 +165,8 @@ class _RequestSide:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in _REQUEST_HEADER_LENGTHS:
+            return
         name = name.lower()
         if name == b"content-type":
             self.ctype = value
@@ -167,14 +189,18 @@ class _RequestSide:
         if session is None and b"?" in target:
             query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
             session = (query.get("sessionId") or [None])[0]
-        exchange = Exchange(_METHOD_LABELS.get(method, "OTHER"), path_label(target), started=o._now,
-                            session=session, mcp_method=self.mcp_method)
-        upgrade = self.upgrade or b""
-        switch = method == b"CONNECT" or (bool(upgrade) and b"upgrade" in (self.connection or b""))
+        exchange = Exchange(_METHOD_LABELS.get(method, "OTHER"), path_label(target), None, o._now, None, None, 0, 0,
+                            "", session, self.mcp_method)
+        upgrade = self.upgrade
+        if upgrade is None:
+            upgrade = b""
+            switch = method == b"CONNECT"
+        else:
+            switch = method == b"CONNECT" or b"upgrade" in (self.connection or b"")
         ctype = self.ctype
-        json_body = ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/json"
-        o._queue.append(_Current(exchange, method, switch, upgrade, json_body, session))
-        o._last_request = o._queue[-1]
+        current = _Current(exchange, method, switch, upgrade, ctype is not None and _is_json(ctype), session)
+        o._queue.append(current)
+        o._last_request = current
 
     def on_body(self, body: bytes) -> None:
         current = self.o._last_request
@@ -212,6 +238,8 @@ class _ResponseSide:
         o._upstream_in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in _RESPONSE_HEADER_LENGTHS:
+            return
         name = name.lower()
         if name == b"content-type":
             self.ctype = value
@@ -339,6 +367,22 @@ class HttpObserver:
         return out
 
     def _feed_responses(self, data: bytes | bytearray | memoryview) -> None:
+        queue = self._queue
+        if (len(queue) == 1 and not queue[0].head_only and not self._upstream_held and not self._upstream_closed
+                and not self._upstream_in_head):
+            # The usual step: one exchange waiting, its response framed by llhttp.
+            try:
+                self._responses.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self._switched(memoryview(data)[exc.args[0]:])
+            except httptools.HttpParserError as exc:
+                raise self._parser_error("upstream", exc) from None
+            else:
+                if self._upstream_in_head:  # a head began and is not complete: count it
+                    self._upstream_head_bytes += len(data)
+                    if self._upstream_head_bytes > MAX_HEAD_BYTES:
+                        raise HttpObserverError("response head too large")
+            return
         if self._upstream_held:
             self._upstream_held += data
             data = bytes(self._upstream_held)
@@ -517,10 +561,16 @@ class HttpObserver:
 
     def _account(self) -> None:
         """Charge what is buffered now to the inspection budget."""
-        level = self._json_bytes + len(self._upstream_held) + len(self._client_held or b"")
-        if self._queue and self._queue[0].sse is not None:
-            level += self._queue[0].sse.buffered
-        self.memory.hold(level)
+        level = self._json_bytes
+        if self._upstream_held:
+            level += len(self._upstream_held)
+        if self._client_held:
+            level += len(self._client_held)
+        queue = self._queue
+        if queue and queue[0].sse is not None:
+            level += queue[0].sse.buffered
+        if level or self.memory.held:
+            self.memory.hold(level)
 
     def close(self) -> None:
         """Drop every buffer and give the budget back (the connection ended)."""

@@ -61,7 +61,10 @@ _PARAMS = msgspec.json.Decoder()
 def decode(body: bytes | bytearray | memoryview) -> list[Envelope]:
     """The JSON-RPC 2.0 messages in ``body`` (a message or a batch)."""
     try:
-        value = _MANY.decode(body) if body[:1] == b"[" else _ONE.decode(body)
+        if body[:1] != b"[":
+            message = _ONE.decode(body)
+            return [message] if message.jsonrpc == "2.0" else []
+        value = _MANY.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return []
     items = value if isinstance(value, list) else [value]
