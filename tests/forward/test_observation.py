@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
+from mcp_sidecar.forward.observation import Mode
+from mcp_sidecar.forward.pump import HAVE_SPLICE
 from mcp_sidecar.net.http import request
 
 from ..conftest import connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
@@ -147,6 +149,52 @@ async def test_a_connect_tunnel_is_left_opaque(nursery, scripted_upstream) -> No
         assert conn.observation.mode == "tcp"
         assert sample(proxy, "mcp_sidecar_observer_errors_total", protocol="http") == 0
         assert sample(proxy, "mcp_sidecar_http_requests_total", method="OTHER", status="200") == 1
+        for s in (client, upstream):
+            await s.aclose()
+
+
+async def test_auto_route_with_non_http_bytes_runs_the_opaque_pump(nursery, echo_port: int) -> None:
+    """Sniffing decides "tcp" on the first chunk; from then on neither
+    direction is observed and bulk goes through splice(2), exactly as with
+    protocol "tcp"."""
+    if not HAVE_SPLICE:
+        pytest.skip("no splice(2) on this platform")
+    with trio.fail_after(20):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", buffer_size=65536))
+        client = await connect(proxy.port())
+        payload = bytes(range(256)) * 4096 * 4  # 4 MiB, not an HTTP request line
+
+        async def send() -> None:
+            await client.send_all(payload)
+
+        nursery.start_soon(send)
+        assert await receive_exactly(client, len(payload)) == payload
+        conn = next(iter(proxy.route().connections.values()))
+        assert conn.observation.mode is Mode.TCP
+        assert conn.c2u.spliced > 0 and conn.u2c.spliced > 0
+        assert conn.c2u.spliced + conn.u2c.spliced > len(payload)  # most of it never copied through Python
+        assert sample(proxy, "mcp_sidecar_observer_errors_total", protocol="sniff") == 0
+        await client.aclose()
+
+
+async def test_an_upstream_that_speaks_first_is_opaque(nursery, scripted_upstream) -> None:
+    """A server-first protocol is not HTTP, whatever the client answers."""
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}"))
+        client = await connect(proxy.port())
+        upstream = await scripted_upstream.accepted.receive()
+        banner = b"220 mail.example ESMTP\r\n"
+        await upstream.send_all(banner)
+        assert await receive_exactly(client, len(banner)) == banner
+        request_like = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        await client.send_all(request_like)
+        assert await receive_exactly(upstream, len(request_like)) == request_like
+        conn = next(iter(proxy.route().connections.values()))
+        assert conn.observation.mode is Mode.TCP and conn.protocol == "tcp"
+        reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        await upstream.send_all(reply)
+        assert await receive_exactly(client, len(reply)) == reply
+        assert sample(proxy, "mcp_sidecar_http_requests_total", method="GET", status="200") == 0
         for s in (client, upstream):
             await s.aclose()
 

@@ -3,7 +3,8 @@
 Rules this module keeps:
 
 * Each connection is one task owning one nursery with the two pumps (and
-  the idle watcher when ``idle_timeout`` is set).  It ends when both
+  the idle watcher when ``idle_timeout`` is set, the WebSocket keepalive
+  once a 101 switched the connection).  It ends when both
   directions have seen EOF, when a leg fails, on idle timeout, or when the
   proxy cancels it (drain deadline, forced stop).
 * Half-close is propagated: EOF from one side becomes ``shutdown(SHUT_WR)``
@@ -78,7 +79,6 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, csock: socket.socket, 
     observation = conn.observation
     assert observation is not None
     settings = rt.config.settings
-    await observation.upgraded.wait()
     while True:
         await trio.sleep(settings.ws_ping_interval_s)
         now = trio.current_time()
@@ -136,7 +136,9 @@ async def _forward(conn: Connection, rt: RouteState, csock: socket.socket, usock
         if rt.config.settings.idle_timeout_s > 0:
             nursery.start_soon(_idle_watch, conn, rt.config.settings.idle_timeout_s, nursery.cancel_scope)
         if observe is not None and rt.config.settings.ws_ping_interval_s > 0:
-            nursery.start_soon(_ws_keepalive, conn, rt, csock, usock, nursery.cancel_scope)
+            # Started by the 101 itself: no task waits in connections that never upgrade.
+            observe.on_websocket = lambda: nursery.start_soon(_ws_keepalive, conn, rt, csock, usock,
+                                                              nursery.cancel_scope)
     if conn.end is None and open_directions == 0:
         conn.end = End.CLOSED
     return abort
@@ -174,7 +176,7 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
     usock: socket.socket | None = None
     abort: set[str] = set()
     try:
-        sockopts.tune(csock, settings.tcp_keepalive_s)
+        # (csock inherited its options from the listening socket: sockopts.tune_listener)
         t0 = trio.current_time()
         try:
             usock, conn.connect_attempts = await rt.connector.connect(
@@ -211,7 +213,8 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
         conn.usock = usock
         conn.upstream = _peer(usock)
         sockopts.tune(usock, settings.tcp_keepalive_s)
-        conn.sample_tcp(rt.metrics)  # the handshakes' RTT: quality has a figure from the start
+        # TCP_INFO is read at close and every tcp_stats_interval (and by the
+        # API when asked), not at connect: two syscalls per connection saved.
         abort = await _forward(conn, rt, csock, usock)
     except OSError as exc:  # setsockopt on a socket the client already reset
         conn.end = conn.end or End.CLIENT_RESET

@@ -40,9 +40,9 @@ from ..errors import ObserverError
 from ..logs import log
 from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
 from ..observe.events import (ExchangeDone, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
-                              SseSeen, Upgraded)
+                              SseSeen, Tunneled, Upgraded)
 from ..observe.http import HttpObserver, jsonrpc_messages
-from ..observe.jsonrpc import Envelope
+from ..observe.jsonrpc import UNSET, Envelope
 from ..observe.mcp import McpTracker, method_label
 from ..observe.quality import Quality
 from ..observe.websocket import FrameScanner
@@ -82,8 +82,9 @@ class Mode(StrEnum):
     CLOSED = "closed"  # the connection ended
 
 
-#: Modes in which no chunk is observed any more.
-_DONE = frozenset({Mode.TCP, Mode.FAILED, Mode.SHED, Mode.CLOSED})
+#: Modes in which chunks are still observed (tested by identity on the hot
+#: path: ``in`` on a set of enum members calls Enum.__hash__ in Python).
+_HTTP, _WEBSOCKET, _SNIFF = Mode.HTTP, Mode.WEBSOCKET, Mode.SNIFF
 
 
 class ObservedDirection:
@@ -97,7 +98,11 @@ class ObservedDirection:
 
     @property
     def rewriting(self) -> bool:
-        return self.observation.rewriting
+        observation = self.observation
+        mode = observation.mode
+        if mode is _HTTP or mode is _SNIFF:  # only a WebSocket's keepalive rewrites or holds bytes
+            return False
+        return observation.rewriting
 
     def feed(self, data: Any) -> bool | bytes:
         return self.observation._feed(self.side, data)
@@ -167,8 +172,9 @@ class Observation:
         #: JSON-RPC messages seen, by how they travelled: http (a body), sse (an event), ws (a frame).
         self.mcp_messages: dict[str, int] = {}
         self._session = f"conn:{conn_id}"
-        #: Set once a 101 switched the connection to WebSocket.
-        self.upgraded = trio.Event()
+        #: Called once a 101 switched the connection to WebSocket (connection.py
+        #: starts the keepalive then).
+        self.on_websocket: Callable[[], None] | None = None
         #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
         self.closing = False
         #: Facts for /api/connections.
@@ -222,6 +228,7 @@ class Observation:
         self._held = {"client": bytearray(), "upstream": bytearray()}
         self._sniffed = bytearray()
         self.http_stats["last"] = None
+        self.on_websocket = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
         self.mode = Mode.CLOSED
 
@@ -258,15 +265,23 @@ class Observation:
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
     def _feed(self, side: str, data: Any) -> bool | bytes:
-        if self.mode in _DONE:  # (the other direction may have given up)
-            return self._release(side, data)
+        mode = self.mode
+        if mode is not _HTTP and mode is not _WEBSOCKET and mode is not _SNIFF:
+            return self._release(side, data)  # no more observation (the other direction may have given up)
         if not data:  # EOF: release anything withheld
             held = bytes(self._held[side])
             self._held[side].clear()
             return held or True
         started = perf_counter()
         try:
-            result = self._observe(side, data)
+            if mode is _HTTP:  # the usual step, inlined
+                http = self.http
+                assert http is not None
+                now = self.clock()
+                self._apply(http.feed_client(data, now) if side == "client" else http.feed_upstream(data, now), now)
+                result: bool | bytes = True
+            else:
+                result = self._observe(side, data)
         except InspectionMemoryExhausted:
             self._out_of_memory()
             return self._release(side, data)
@@ -288,16 +303,21 @@ class Observation:
 
     def _observe(self, side: str, data: Any) -> bool | bytes:
         mode = self.mode
-        if mode is Mode.SNIFF:
-            if side == "upstream" or not self._sniff(data):
-                return self.mode is not Mode.TCP
-            return True
+        if mode is _SNIFF:
+            if side == "client":
+                self._sniff(data)
+            else:  # a server that speaks first is not HTTP
+                self.mode = Mode.TCP
+                self._sniffed.clear()
+            # Decided opaque (or the upstream spoke first): no more chunks, so
+            # the pump runs exactly as with protocol "tcp", splice included.
+            return self.mode is not Mode.TCP
         now = self.clock()
-        if mode is Mode.HTTP:
+        if mode is _HTTP:
             assert self.http is not None
             events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
             self._apply(events, now)
-        elif mode is Mode.WEBSOCKET:
+        elif mode is _WEBSOCKET:
             if self.keepalive[side] is not None or self._held[side]:
                 return self._rewrite(side, data, now)
             self._frames(side, data, now)
@@ -386,75 +406,95 @@ class Observation:
     # -- events -----------------------------------------------------------------------------
 
     def _apply(self, events: list[HttpEvent], now: float) -> None:
-        metrics = self.route.metrics
-        child = self.route.child
+        handlers = _HANDLERS
         for event in events:
-            if isinstance(event, ResponseStarted):
-                ex = event.exchange
-                for label, at in self._exchange_requests:  # MCP time to first response byte
-                    child(metrics.mcp_first_byte, label).observe(now - at)
-                self._exchange_requests.clear()
-                if ex.content_type == "text/event-stream" and ex.method == "GET":
-                    self._stream(True)
-                    self.sse_stats["started"] = now
-            elif isinstance(event, ExchangeDone):
-                ex = event.exchange
-                self._stream(False)
-                self.http_stats["exchanges"] += 1
-                self.http_stats["last"] = ex  # rendered when asked (facts)
-                if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
-                    # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
-                    status = "ok" if ex.status and 200 <= ex.status < 300 else "other_error"
-                    duration = (ex.ended or now) - ex.started
-                    self.route.outcomes([McpOutcome(method_label(ex.mcp_method), status, duration, "client")])
-                child(metrics.http_requests, ex.method, str(ex.status or 0)).inc()
-                if ex.headers_at is not None:
-                    child(metrics.http_response).observe(ex.headers_at - ex.started)
-                    if ex.status != 101 and ex.content_type != "text/event-stream":
-                        self.quality.latency(ex.headers_at - ex.started, "http")
-                self.quality.outcome((ex.status or 0) < 500)
-            elif isinstance(event, SseSeen):
-                stats = self.sse_stats
-                if event.keepalive:
-                    stats["keepalives"] += 1
-                else:
-                    child(metrics.sse_events).inc()
-                    stats["events"] += 1
-                if stats["last_at"] is not None:
-                    stats["max_gap_s"] = max(stats["max_gap_s"], event.at - stats["last_at"])
-                stats["last_at"] = event.at
-                self.protocol = "sse"
-            elif isinstance(event, JsonRpcSeen):
-                self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport)
-            elif isinstance(event, SessionEndpoint):
-                self._saw_mcp()
-            elif isinstance(event, Upgraded):
-                if not event.websocket:  # a tunnel of another protocol: opaque from here on
-                    self.mode = Mode.TCP
-                    self.http = None
-                    continue
-                self.mode = Mode.WEBSOCKET
-                self.protocol = "websocket"
-                memory = self.route.memory
-                self.ws = {"client": FrameScanner(memory=memory.allowance()),
-                           "upstream": FrameScanner(memory=memory.allowance())}
-                self.upgraded.set()
-                if event.client_trailing:
-                    self._frames("client", event.client_trailing, now)
-                if event.upstream_trailing:
-                    self._frames("upstream", event.upstream_trailing, now)
+            handlers[type(event)](self, event, now)
+
+    def _on_response_started(self, event: ResponseStarted, now: float) -> None:
+        ex = event.exchange
+        if self._exchange_requests:  # MCP time to first response byte
+            child, metric = self.route.child, self.route.metrics.mcp_first_byte
+            for label, at in self._exchange_requests:
+                child(metric, label).observe(now - at)
+            self._exchange_requests.clear()
+        if ex.method == "GET" and ex.content_type == "text/event-stream":
+            self._stream(True)
+            self.sse_stats["started"] = now
+
+    def _on_exchange_done(self, event: ExchangeDone, now: float) -> None:
+        ex = event.exchange
+        route = self.route
+        if self._open_stream:
+            self._stream(False)
+        stats = self.http_stats
+        stats["exchanges"] += 1
+        stats["last"] = ex  # rendered when asked (facts)
+        status = ex.status or 0
+        if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
+            # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
+            duration = (ex.ended or now) - ex.started
+            route.outcomes([McpOutcome(method_label(ex.mcp_method), "ok" if 200 <= status < 300 else "other_error",
+                                       duration, "client")])
+        child, metrics = route.child, route.metrics
+        child(metrics.http_requests, ex.method, _STATUS_LABELS.get(status) or str(status)).inc()
+        if ex.headers_at is not None:
+            first_byte = ex.headers_at - ex.started
+            child(metrics.http_response).observe(first_byte)
+            if status != 101 and ex.content_type != "text/event-stream":
+                self.quality.latency(first_byte, "http")
+        self.quality.outcome(status < 500)
+
+    def _on_sse(self, event: SseSeen, now: float) -> None:
+        stats = self.sse_stats
+        if event.keepalive:
+            stats["keepalives"] += 1
+        else:
+            self.route.child(self.route.metrics.sse_events).inc()
+            stats["events"] += 1
+        if stats["last_at"] is not None:
+            stats["max_gap_s"] = max(stats["max_gap_s"], event.at - stats["last_at"])
+        stats["last_at"] = event.at
+        self.protocol = "sse"
+
+    def _on_jsonrpc(self, event: JsonRpcSeen, now: float) -> None:
+        self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport)
+
+    def _on_session_endpoint(self, event: SessionEndpoint, now: float) -> None:
+        self._saw_mcp()
+
+    def _on_upgraded(self, event: Upgraded, now: float) -> None:
+        if not event.websocket:  # a tunnel of another protocol: opaque from here on
+            self.mode = Mode.TCP
+            self.http = None
+            return
+        self.mode = Mode.WEBSOCKET
+        self.protocol = "websocket"
+        memory = self.route.memory
+        self.ws = {"client": FrameScanner(memory=memory.allowance()),
+                   "upstream": FrameScanner(memory=memory.allowance())}
+        if self.on_websocket is not None:
+            self.on_websocket()
+            self.on_websocket = None
+        if event.client_trailing:
+            self._frames("client", event.client_trailing, now)
+        if event.upstream_trailing:
+            self._frames("upstream", event.upstream_trailing, now)
 
     def _jsonrpc(self, origin: str, message: Envelope, now: float, session: str | None, transport: str) -> None:
-        self._saw_mcp()
-        self.mcp_messages[transport] = self.mcp_messages.get(transport, 0) + 1
-        if origin == "client" and self.mode is Mode.HTTP and message.is_request:
+        if not self._mcp:
+            self._saw_mcp()
+        counts = self.mcp_messages
+        counts[transport] = counts.get(transport, 0) + 1
+        if origin == "client" and message.method is not UNSET and message.id is not UNSET and self.mode is _HTTP:
             self._exchange_requests.append((method_label(message.method), now))
         outcomes = self.route.tracker.message(origin, message, now, session or self._session)
-        for outcome in outcomes:
-            if outcome.duration_s is not None and outcome.status != "cancelled":
-                self.quality.latency(outcome.duration_s, "mcp")
-            self.quality.outcome(outcome.status == "ok")
-        self.route.outcomes(outcomes)
+        if outcomes:
+            quality = self.quality
+            for outcome in outcomes:
+                if outcome.duration_s is not None and outcome.status != "cancelled":
+                    quality.latency(outcome.duration_s, "mcp")
+                quality.outcome(outcome.status == "ok")
+            self.route.outcomes(outcomes)
 
     # -- the proxy's own keepalive (connection.py sends, this side matches) -----------------
 
@@ -555,3 +595,18 @@ class Observation:
             child(metrics.ws_frames, direction, opcode).inc(count)
             child(metrics.ws_bytes, direction, opcode).inc(sizes[opcode])
         return drops
+
+
+#: The event handlers of ``Observation._apply``, by event type.
+_HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
+    ResponseStarted: Observation._on_response_started,
+    ExchangeDone: Observation._on_exchange_done,
+    SseSeen: Observation._on_sse,
+    JsonRpcSeen: Observation._on_jsonrpc,
+    SessionEndpoint: Observation._on_session_endpoint,
+    Upgraded: Observation._on_upgraded,
+    Tunneled: lambda observation, event, now: None,  # the scanners read those bytes
+}
+#: Status labels of the usual codes (str() of the others).
+_STATUS_LABELS = {code: str(code) for code in (0, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
+                                                406, 409, 413, 429, 500, 502, 503, 504)}

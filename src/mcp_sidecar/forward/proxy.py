@@ -230,6 +230,8 @@ class Proxy:
                 async with trio.open_nursery() as acceptors:
                     for rt in self.routes:
                         for listener in rt.listeners:
+                            # Inherited by the accepted sockets (sockopts.py).
+                            sockopts.tune_listener(listener.sock, rt.config.settings.tcp_keepalive_s)
                             acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
                         if rt.health.enabled:
                             for target in rt.health.targets:

@@ -61,10 +61,12 @@ class ChunkObserver(Protocol):
 class Flow:
     """Per-direction counters, read by introspection and the idle watcher."""
 
-    __slots__ = ("bytes", "eof", "tail")
+    __slots__ = ("bytes", "eof", "spliced", "tail")
 
     def __init__(self) -> None:
         self.bytes = 0
+        #: Of ``bytes``, those moved by splice(2) (never copied through Python).
+        self.spliced = 0
         self.eof = False
         #: True while a partly sent chunk is being delivered (no frame may be
         #: inserted into the destination meanwhile).
@@ -219,6 +221,7 @@ async def pump(
                 if not n:
                     break
                 await _splice_out(pipe, dst, n)
+                flow.spliced += n
                 drained = n < pipe.size
             else:
                 try:

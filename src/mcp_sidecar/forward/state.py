@@ -139,6 +139,7 @@ class Connection:
             "idle_s": round(idle, 3),
             "bytes_client_to_upstream": self.c2u.bytes,
             "bytes_upstream_to_client": self.u2c.bytes,
+            "bytes_spliced": self.c2u.spliced + self.u2c.spliced,
             "client_eof": self.c2u.eof,
             "upstream_eof": self.u2c.eof,
             "connect_attempts": self.connect_attempts,

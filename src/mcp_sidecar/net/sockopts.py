@@ -5,6 +5,9 @@
 * TCP keepalive when configured: finds peers that vanished without a FIN or
   RST (a dead laptop, a dropped NAT entry), which matters because the idle
   timeout is off by default.
+* Set once on a listening socket, they are inherited by every socket it
+  accepts (Linux copies them at accept): ``tune_listener`` spares the
+  client leg of each connection its setsockopt calls.
 * ``abort``: close with RST (``SO_LINGER`` 0) to propagate a reset from the
   other leg, as a direct connection would have seen it.
 """
@@ -28,6 +31,13 @@ def tune(sock: socket.socket, keepalive_s: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(keepalive_s)))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+
+
+def tune_listener(sock: socket.socket, keepalive_s: float) -> None:
+    """The options accepted sockets inherit (keepalive turned off if not configured)."""
+    tune(sock, keepalive_s)
+    if keepalive_s <= 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
 
 
 def close(sock: socket.socket, *, abort: bool = False) -> None:

@@ -10,6 +10,9 @@ Rules this module keeps:
   answered last is tried first; a loopback refusal is immediate, so trying
   them in turn costs nothing.  Other names go through trio's happy eyeballs
   (``open_tcp_stream``), which tries every resolved address.
+* IP literals and the loopbacks need no resolver and no happy eyeballs: a
+  raw non-blocking ``connect`` and one ``wait_writable`` (the per-connection
+  path is most of the cost of one-request-per-connection traffic).
 * A route may have several upstreams: each attempt tries them in order
   (healthy ones first), so failover is immediate and failback happens as
   soon as the first one passes its checks again.
@@ -29,6 +32,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import errno
+import os
 import random
 import socket
 from typing import Callable
@@ -89,6 +93,39 @@ def classify(exc: BaseException) -> str:
     return "error"
 
 
+def literal_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 when ``host`` is an IP literal, else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+_STREAM_FLAGS = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0)
+
+
+async def connect_literal(family: int, host: str, port: int) -> socket.socket:
+    """A non-blocking TCP connection to an IP literal (the caller bounds the time)."""
+    sock = socket.socket(family, _STREAM_FLAGS)
+    try:
+        sock.setblocking(False)
+        try:
+            sock.connect((host, port))
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, f"connect to {host}:{port}: {os.strerror(error)}") from None
+    except BaseException:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+        raise
+    return sock
+
+
 def _to_stdlib(stream: trio.SocketStream) -> socket.socket:
     fd = stream.socket.detach()
     sock = socket.socket(fileno=fd)
@@ -113,6 +150,8 @@ class Connector:
         self.order = order or (lambda: list(upstreams))
         self._limiter = trio.Semaphore(max_connecting)
         self._preferred_loopback = "127.0.0.1"
+        #: host -> its family if an IP literal, None for a name (the upstreams' hosts only: bounded).
+        self._families: dict[str, int | None] = {}
         #: Attempts that failed, over the connector's life (retries included).
         self.failed_attempts = 0
         #: The same, by ``classify`` reason.
@@ -128,6 +167,11 @@ class Connector:
 
     async def attempt_address(self, address: HostPort) -> socket.socket:
         host, port = address.host, address.port
+        family = self._families.get(host, -1)
+        if family == -1:
+            family = self._families[host] = literal_family(host)
+        if family is not None:
+            return await connect_literal(family, host, port)
         if not is_localhost(host):
             stream = await trio.open_tcp_stream(host, port, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S)
             return _to_stdlib(stream)
@@ -136,26 +180,36 @@ class Connector:
         last_error: OSError | None = None
         for loopback in order:
             try:
-                stream = await trio.open_tcp_stream(loopback, port)
+                sock = await connect_literal(socket.AF_INET if "." in loopback else socket.AF_INET6, loopback, port)
             except OSError as exc:
+                if exc.errno in LOCAL_RESOURCE_ERRNOS:
+                    raise
                 last_error = exc
                 continue
             self._preferred_loopback = loopback
-            return _to_stdlib(stream)
+            return sock
         assert last_error is not None
         raise last_error
 
     async def attempt_once(self) -> tuple[socket.socket, HostPort]:
         """One pass over the upstreams, in order; each bounded by connect_timeout."""
-        async with self._limiter:
+        try:  # a free slot is the usual case: no scheduling round trip for it
+            self._limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limiter.acquire()
+        try:
             self.connecting += 1
             self.connecting_peak = max(self.connecting_peak, self.connecting)
             try:
                 error: BaseException | None = None
                 for address in self.order():
                     try:
-                        with trio.fail_after(self.connect_timeout_s):
+                        # A bare cancel scope: trio.fail_after is a generator-based
+                        # context manager, a measurable share of a connection's cost.
+                        with trio.CancelScope(deadline=trio.current_time() + self.connect_timeout_s) as scope:
                             sock = await self.attempt_address(address)
+                        if scope.cancelled_caught:
+                            raise trio.TooSlowError
                     except (OSError, trio.TooSlowError) as exc:
                         local = local_resource_error(exc)
                         if local is not None:
@@ -172,6 +226,8 @@ class Connector:
                 raise error
             finally:
                 self.connecting -= 1
+        finally:
+            self._limiter.release()
 
     async def connect(self, client_gone: Callable[[], bool] = lambda: False) -> tuple[socket.socket, int]:
         """Return ``(socket, attempts)`` or raise ``UpstreamUnavailable``.

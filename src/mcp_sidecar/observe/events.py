@@ -2,8 +2,12 @@
 
 Rules this module keeps:
 
-* Events are frozen and slotted; an observer returns a list of them (the
-  ``HttpEvent`` union for the HTTP observer), never ``list[Any]``.
+* Events are slotted records that nobody mutates once returned; an observer
+  returns a list of them (the ``HttpEvent`` union for the HTTP observer),
+  never ``list[Any]``.  They are not ``frozen=True``: a frozen dataclass is
+  built through ``object.__setattr__`` per field, 0.65 us against 0.17 us
+  for five fields (measured), and several are built per exchange and per
+  frame on the forwarding thread.
 * ``Exchange`` is the one mutable record: the request/response pair being
   read, which ``ResponseStarted`` and ``ExchangeDone`` refer to (complete
   once ``ExchangeDone`` is out).
@@ -36,21 +40,21 @@ class Exchange:
     jsonrpc_requests: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExchangeDone:
     """A request and its response are complete (or the connection switched protocols)."""
 
     exchange: Exchange
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseStarted:
     """Response headers arrived (the first byte of an answer)."""
 
     exchange: Exchange
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SseSeen:
     """A server-sent event (or a comment, ``keepalive``) in a response."""
 
@@ -59,7 +63,7 @@ class SseSeen:
     keepalive: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JsonRpcSeen:
     """A JSON-RPC message; ``origin`` is the side that sent it."""
 
@@ -71,14 +75,14 @@ class JsonRpcSeen:
     transport: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionEndpoint:
     """Legacy HTTP+SSE: the stream announced its POST endpoint (session id)."""
 
     session: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Upgraded:
     """The connection switched protocols; the bytes that followed the handshake on each side."""
 
@@ -89,7 +93,7 @@ class Upgraded:
     websocket: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tunneled:
     """Bytes after the upgrade, fed to this observer anyway (they belong to
     the new protocol: the caller hands them to its scanner)."""
@@ -102,7 +106,7 @@ class Tunneled:
 HttpEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FrameHeader:
     """A WebSocket frame whose header is read (its payload may still be
     arriving): what the keepalive needs to know where frames begin and end."""
@@ -117,7 +121,7 @@ class FrameHeader:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Frame:
     """A complete WebSocket frame, as ``FrameScanner`` reports it."""
 
@@ -136,7 +140,7 @@ class Frame:
     end: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class McpOutcome:
     """What came of one MCP request: its method label, status (ok, an error
     code, cancelled, timeout), latency and who asked."""

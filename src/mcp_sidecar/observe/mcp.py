@@ -46,10 +46,15 @@ def method_label(method: Any) -> str:
     return method if isinstance(method, str) and method in SPEC_METHODS else "other"
 
 
-def _id_key(value: Any) -> str | None:
-    if value is UNSET or isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
-    return f"{type(value).__name__}:{value}"
+def _id_key(value: Any) -> int | str | None:
+    """A request id as a dict key: 1 and "1" are different requests; true,
+    floats, null and objects are no ids at all (so a notification)."""
+    kind = type(value)
+    if kind is int:
+        return value
+    if kind is str:
+        return "s:" + value
+    return None
 
 
 @dataclass(slots=True)
@@ -66,7 +71,7 @@ class McpTracker:
     def __init__(self, timeout_s: float = 300.0, max_pending: int = MAX_PENDING) -> None:
         self.timeout_s = timeout_s
         self.max_pending = max_pending
-        self._pending: OrderedDict[tuple[str, str, str], _Pending] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, str, int | str], _Pending] = OrderedDict()
         self.progress = 0
         self.streams_open = 0
 
@@ -88,7 +93,7 @@ class McpTracker:
                     self.progress += 1
                 elif label == "notifications/cancelled":
                     target = _id_key(message.param("requestId"))
-                    pending = self._pending.pop((session, origin, target), None) if target else None
+                    pending = self._pending.pop((session, origin, target), None) if target is not None else None
                     if pending is not None:
                         out.append(McpOutcome(pending.method, "cancelled", now - pending.sent, origin))
                 return out

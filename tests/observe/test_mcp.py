@@ -1,0 +1,80 @@
+"""MCP correlation (sans-io): ids, outcomes, cancellation, bounds."""
+
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from mcp_sidecar.observe.jsonrpc import decode
+from mcp_sidecar.observe.mcp import McpTracker
+
+
+def msg(text: str):
+    (message,) = decode(text.encode())
+    return message
+
+
+def outcomes(tracker: McpTracker, origin: str, text: str, now: float, session: str = "c1"):
+    return [(o.method, o.status, o.duration_s, o.origin) for o in tracker.message(origin, msg(text), now, session)]
+
+
+def test_ids_of_different_types_are_different_requests():
+    t = McpTracker()
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":0,"method":"ping"}', 1.0) == []
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":"0","method":"tools/list"}', 2.0) == []
+    assert t.pending == 2
+    assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":"0","result":{}}', 2.5) == [
+        ("tools/list", "ok", 0.5, "client")]
+    assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":0,"error":{"code":-32601,"message":"x"}}', 3.0) == [
+        ("ping", "-32601", 2.0, "client")]
+    assert t.pending == 0
+
+
+def test_cancelling_request_zero():
+    t = McpTracker()
+    outcomes(t, "client", '{"jsonrpc":"2.0","id":0,"method":"tools/call"}', 1.0)
+    got = outcomes(t, "client", '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":0}}', 4.0)
+    assert got == [("tools/call", "cancelled", 3.0, "client")]
+    assert t.pending == 0
+
+
+def test_a_boolean_or_float_id_is_not_a_request_id():
+    t = McpTracker()
+    for bad in ("true", "1.5", "null", "{}"):
+        assert outcomes(t, "client", '{"jsonrpc":"2.0","id":%s,"method":"ping"}' % bad, 1.0) == []
+    assert t.pending == 0
+
+
+def test_sessions_and_origins_keep_requests_apart():
+    t = McpTracker()
+    outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"method":"ping"}', 1.0, session="a")
+    outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"method":"roots/list"}', 1.0, session="a")
+    assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"result":{}}', 2.0, session="b") == []
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"result":{}}', 2.0, session="a") == [
+        ("roots/list", "ok", 1.0, "upstream")]
+    assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"error":{"code":7}}', 3.0, session="a") == [
+        ("ping", "other_error", 2.0, "client")]
+
+
+def test_pending_is_bounded_and_the_oldest_times_out():
+    t = McpTracker(max_pending=3)
+    for i in range(3):
+        assert outcomes(t, "client", '{"jsonrpc":"2.0","id":%d,"method":"ping"}' % i, float(i)) == []
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":9,"method":"unknown/x"}', 5.0) == [
+        ("ping", "timeout", None, "client")]
+    assert t.pending == 3
+    swept = [(o.method, o.status) for o in t.sweep(5.0 + t.timeout_s)]
+    assert swept == [("ping", "timeout"), ("ping", "timeout"), ("other", "timeout")]
+
+
+@given(st.lists(st.one_of(st.integers(-2**40, 2**40), st.text(max_size=8)), unique_by=lambda v: (type(v), v),
+                max_size=20))
+def test_every_request_is_answered_by_its_own_id(ids):
+    import json
+
+    t = McpTracker()
+    for i, rid in enumerate(ids):
+        outcomes(t, "client", json.dumps({"jsonrpc": "2.0", "id": rid, "method": "ping"}), float(i))
+    for i, rid in reversed(list(enumerate(ids))):
+        got = outcomes(t, "upstream", json.dumps({"jsonrpc": "2.0", "id": rid, "result": {}}), 100.0)
+        assert got == [("ping", "ok", 100.0 - i, "client")]
+    assert t.pending == 0
