@@ -19,7 +19,7 @@ Workloads (ratios to socat; higher is better but for RTT and memory):
 * ``ws-1``, ``ws-50``: WebSocket 200-byte text frames echoed, 1 and 50
   connections (benchmarks/loadgen.c);
 * ``idle-1000``: 1000 idle connections: the PSS of the forwarder's whole
-  process tree, and its growth per connection;
+  process tree, and its growth per connection over a second thousand;
 * ``mcp-cpu`` (sidecars only): the worker's CPU per 1000 observed MCP
   exchanges (JSON-RPC POSTs, wrk), i.e. vCPU per 1000 requests/s, and how
   many were observed and shed.
@@ -384,17 +384,27 @@ def pss_kib(pids: list[int]) -> int:
     return total
 
 
-def idle_1000(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
-    before = pss_kib(tree_pids(f.root_pids))
-    holder = subprocess.Popen([args.loadgen, "idle", "127.0.0.1", str(f.ports["echo"]), "1000"],
+def _hold(f: Forwarder, args: argparse.Namespace, conns: int) -> subprocess.Popen:
+    holder = subprocess.Popen([args.loadgen, "idle", "127.0.0.1", str(f.ports["echo"]), str(conns)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     holder.stdout.readline()  # type: ignore[union-attr]
     time.sleep(1.0)  # the forwarder's accept loop and upstream connects settle
+    return holder
+
+
+def idle_1000(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
+    """The tree's PSS holding 1000 idle connections, and the slope measured
+    on a second thousand: earlier workloads left freed heap the first
+    thousand may reuse, the second needs new memory."""
+    first = _hold(f, args, 1000)
     during = pss_kib(tree_pids(f.root_pids))
-    holder.stdin.close()  # type: ignore[union-attr]
-    holder.wait(timeout=10)
+    second = _hold(f, args, 1000)
+    more = pss_kib(tree_pids(f.root_pids))
+    for holder in (first, second):
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait(timeout=10)
     time.sleep(0.5)
-    return {"idle_pss_MB": during / 1024, "idle_KiB_per_conn": (during - before) / 1000}
+    return {"idle_pss_MB": during / 1024, "idle_KiB_per_conn": (more - during) / 1000}
 
 
 def _cpu_s(pids: list[int]) -> float:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from mcp_sidecar.observe.http import MAX_BUFFERED_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded
+from mcp_sidecar.observe.http import MAX_BUFFERED_BYTES, MAX_JSON_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded
 from mcp_sidecar.observe.jsonrpc import to_mapping
 from mcp_sidecar.observe.mcp import McpTracker, method_label
 
@@ -218,3 +218,21 @@ def test_pipelined_conversation() -> None:
 @given(st.lists(st.lists(st.integers(min_value=0), max_size=12), min_size=2, max_size=2))
 def test_pipelined_events_do_not_depend_on_chunking(cuts) -> None:
     assert run(PIPELINE, cuts) == PIPELINE_EXPECTED
+
+
+def test_a_json_body_over_the_bound_is_counted_not_parsed() -> None:
+    observer = HttpObserver()
+    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"blob":"' + b"x" * MAX_JSON_BYTES + b'"}}'
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    events = []
+    data = head + body
+    for i in range(0, len(data), 65536):  # as the pump would hand it over
+        events += observer.feed_client(data[i:i + 65536], 0.0)
+    assert [type(e).__name__ for e in events] == ["BodyTooLarge"]
+    assert events[0].origin == "client"
+    assert observer.memory.held == 0  # what was collected was given back
+    reply = b'{"jsonrpc":"2.0","id":1,"result":{}}'
+    events = observer.feed_upstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                    % len(reply) + reply, 1.0)
+    assert [type(e).__name__ for e in events] == ["ResponseStarted", "JsonRpcSeen", "ExchangeDone"]
+    assert events[2].exchange.request_bytes == len(body) and events[2].exchange.jsonrpc_requests == 0

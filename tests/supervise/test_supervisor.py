@@ -361,3 +361,55 @@ async def test_workers_do_not_outlive_a_killed_supervisor(nursery, supervised) -
         status2 = await trio.to_thread.run_sync(sup2.status)
         assert any(e["event"] == "stale_pid_file_replaced" for e in status2["counters"]["events"])
         await echo_once(await trio.to_thread.run_sync(sup2.port, "echo"))
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+async def test_workers_are_forked_and_exec_takes_over_without_a_fork_server(nursery, supervised) -> None:
+    """Workers come from the fork server (sharing its imported memory); if it
+    dies, the next worker is exec'd and supervision goes on."""
+    with trio.fail_after(60):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)])
+        port = await trio.to_thread.run_sync(sup.port, "echo")
+        status = await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
+        forkserver = status["supervisor"]["forkserver_pid"]
+        assert status["supervisor"]["worker_spawn"] == "fork"
+        assert _parent(status["worker"]["pid"]) == forkserver
+        assert _parent(status["standby"]["pid"]) == forkserver
+        assert _parent(forkserver) == status["supervisor"]["pid"]
+        # The forked worker's exit status reaches the ledger (signal 9), like an exec'd one's.
+        victim = status["worker"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        await echo_once(port)
+        status = await wait_status(sup, lambda s: s["restarts"]["crash"] == 1 and s["standby"] is not None)
+        failures = [e for e in status["counters"]["events"] if e.get("pid") == victim]
+        assert failures and "signal 9" in json.dumps(failures)
+        # Without the fork server, workers are exec'd: children of the supervisor.
+        os.kill(forkserver, signal.SIGKILL)
+        victim = status["worker"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        await echo_once(port)
+        status = await wait_status(sup, lambda s: s["supervisor"]["worker_spawn"] == "exec" and s["worker"]
+                                   and s["worker"]["pid"] != victim and s["standby"] is not None
+                                   and _parent(s["standby"]["pid"]) == s["supervisor"]["pid"])
+        assert status["restarts"]["crash"] >= 2
+        await echo_once(port)
+
+
+async def test_worker_spawn_exec_runs_new_interpreters(nursery, supervised) -> None:
+    with trio.fail_after(60):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)], {"worker_spawn": "exec"})
+        port = await trio.to_thread.run_sync(sup.port, "echo")
+        status = await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
+        assert status["supervisor"]["worker_spawn"] == "exec" and status["supervisor"]["forkserver_pid"] is None
+        assert _parent(status["worker"]["pid"]) == status["supervisor"]["pid"]
+        victim = status["worker"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        await echo_once(port)
+        await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+        await echo_once(port)

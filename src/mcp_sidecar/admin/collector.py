@@ -79,6 +79,10 @@ class RuntimeCollector(Collector):
         bugs = CounterMetricFamily("mcp_sidecar_observer_bugs",
                                    "Observers stopped by a defect of the sidecar's own code (not the peer's bytes); "
                                    "forwarding unaffected. Should stay 0: report it.", labels=["route"])
+        too_large = CounterMetricFamily(
+            "mcp_sidecar_observer_bodies_too_large",
+            "JSON bodies larger than the observer reads (1 MiB): counted, not parsed; forwarding unaffected.",
+            labels=["route"])
         shed = CounterMetricFamily("mcp_sidecar_observer_shed",
                                    "Connections forwarded unobserved because observation was over its CPU "
                                    "budget (observe_cpu_share).", labels=["route"])
@@ -91,6 +95,7 @@ class RuntimeCollector(Collector):
             shed.add_metric([name], st.observer_shed)
             memory_exhausted.add_metric([name], st.observer_memory_exhausted)
             bugs.add_metric([name], rt.observation.bugs)
+            too_large.add_metric([name], rt.observation.bodies_too_large)
             active.add_metric([name], st.connections_active)
             for reason, count in sorted(st.connections_rejected.items()):
                 rejected.add_metric([name, reason], count)
@@ -113,7 +118,8 @@ class RuntimeCollector(Collector):
             progress.add_metric([name], tracker.progress)
             streams.add_metric([name], tracker.streams_open + rt.observation.open_streams)
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting, mcp_active, worst, progress, streams, observe_s, shed, memory_exhausted, bugs)
+                    opened, connecting, mcp_active, worst, progress, streams, observe_s, shed, memory_exhausted, bugs,
+                    too_large)
         exhausted = CounterMetricFamily(
             "mcp_sidecar_local_resource_exhausted",
             "Times this worker ran out of a local resource (descriptors, buffers, memory), by where it happened; "

@@ -75,7 +75,9 @@ def status(as_json: bool, state_dir: Path | None) -> None:
         if reply.get("stopping"):
             verdict = "STOPPING (draining)"
         click.echo(f"mcp-sidecar {reply['version']}: running, {verdict} (state directory {reply['state_dir']})")
-        click.echo(f"  supervisor pid {sup['pid']}, up {sup['uptime_s']:.0f} s")
+        spawn = (f"workers forked by pid {sup['forkserver_pid']}" if sup.get("worker_spawn") == "fork"
+                 else "workers exec'd")
+        click.echo(f"  supervisor pid {sup['pid']}, up {sup['uptime_s']:.0f} s; {spawn}")
         if worker:
             click.echo(f"  worker pid {worker['pid']} {worker['state']}, up {worker['uptime_s']:.1f} s, "
                        f"last heartbeat {worker['heartbeat_age_s']} s ago")

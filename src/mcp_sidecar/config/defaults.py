@@ -35,7 +35,7 @@ DEFAULT_DRAIN_TIMEOUT_S = 25.0
 #: full speed.  An h11 exchange costs ~2-4x what forwarding it does, so 0.2
 #: keeps a saturated worker's forwarding rate >= 0.8 of opaque TCP while
 #: leaving room for ~1,000 observed exchanges per second.  1 never sheds.
-DEFAULT_OBSERVE_CPU_SHARE = 0.2
+DEFAULT_OBSERVE_CPU_SHARE = 0.5
 #: All inspection buffers of a worker together (JSON bodies being collected,
 #: SSE lines, WebSocket text messages): bounded whatever the number of
 #: connections, so a flood of half-sent large bodies cannot OOM-kill a
@@ -58,6 +58,9 @@ CONNECTION_LOGS = ("all", "sampled", "off")
 DEFAULT_CONNECTION_LOG = "sampled"
 DEFAULT_CONNECTION_LOG_EVERY = 100
 PROTOCOLS = ("auto", "tcp", "http")
+#: How the supervisor starts workers: forked from a pre-imported fork server
+#: (shared memory, ~10 ms), or exec'd as new interpreters (~0.3 s, ~24 MiB each).
+WORKER_SPAWNS = ("fork", "exec")
 #: Passive health: this many consecutive clients that could not be connected
 #: to the upstream open the circuit for breaker_open; then one client is let
 #: through as a probe (5 failures, 30 s: a common circuit-breaker setting).

@@ -74,6 +74,9 @@ class SupervisorConfig:
     #: Keep a pre-started worker ready, so a dead worker is replaced in
     #: milliseconds instead of a cold Python start (~0.3 s).
     standby: bool = True
+    #: "fork": workers forked from a pre-imported fork server (their memory
+    #: shared copy-on-write); "exec": each a new interpreter. Read at start.
+    worker_spawn: str = "fork"
     alert_threshold: int = DEFAULT_ALERT_THRESHOLD
     alert_window_s: float = DEFAULT_ALERT_WINDOW_S
     alert_min_interval_s: float = DEFAULT_ALERT_MIN_INTERVAL_S

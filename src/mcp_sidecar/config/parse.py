@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
-from .defaults import ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS, ROUTE_NAME_RE
+from .defaults import ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS, ROUTE_NAME_RE, WORKER_SPAWNS
 from .model import AdminConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
 from .profiles import DEFAULT_PROFILE, PROFILES, refuse_exposure
 from .values import boolean, choice, cpu_share, int_in, parse_admin_listen, parse_duration, positive_duration, secret_token, size_at_least, url_path, webhook_url
@@ -86,6 +86,7 @@ SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "restart_backoff_initial": ("restart_backoff_initial_s", parse_duration),
     "restart_backoff_max": ("restart_backoff_max_s", parse_duration),
     "standby": ("standby", boolean),
+    "worker_spawn": ("worker_spawn", choice(WORKER_SPAWNS)),
     "alert_threshold": ("alert_threshold", int_in(1, 1000)),
     "alert_window": ("alert_window_s", positive_duration),
     "alert_min_interval": ("alert_min_interval_s", parse_duration),

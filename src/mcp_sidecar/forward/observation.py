@@ -29,8 +29,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from time import perf_counter
 from typing import Any, Callable
 
@@ -39,7 +41,7 @@ import trio
 from ..errors import ObserverError
 from ..logs import log
 from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
-from ..observe.events import (ExchangeDone, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
+from ..observe.events import (BodyTooLarge, ExchangeDone, Frame, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
                               SseSeen, Tunneled, Upgraded)
 from ..observe.http import HttpObserver, jsonrpc_messages
 from ..observe.jsonrpc import UNSET, Envelope
@@ -81,6 +83,17 @@ class Mode(StrEnum):
     SHED = "shed"  # over the CPU budget
     CLOSED = "closed"  # the connection ended
 
+
+#: Shared read-only placeholders until a connection needs its own (see Observation).
+_NONE_YET: Mapping[str, int] = MappingProxyType({})
+_NO_HTTP_STATS: Mapping[str, Any] = MappingProxyType({"exchanges": 0, "last": None})
+_NO_SSE_STATS: Mapping[str, Any] = MappingProxyType({"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None,
+                                                     "last_at": None})
+_NO_REQUESTS: list[tuple[str, float]] = []  # never appended to: HTTP connections get their own
+_NO_KEEPALIVE: Mapping[str, tuple[bytes, float] | None] = MappingProxyType({"client": None, "upstream": None})
+_NOTHING_HELD: Mapping[str, bytes] = MappingProxyType({"client": b"", "upstream": b""})
+_NO_PINGS: Mapping[str, dict[bytes, float]] = MappingProxyType({"client": MappingProxyType({}),  # type: ignore[dict-item]
+                                                               "upstream": MappingProxyType({})})
 
 #: Modes in which chunks are still observed (tested by identity on the hot
 #: path: ``in`` on a set of enum members calls Enum.__hash__ in Python).
@@ -126,11 +139,15 @@ class RouteObservation:
     memory_exhausted: int = 0
     #: Observers stopped by a defect of ours (not the peer's bytes).
     bugs: int = 0
+    #: JSON bodies past the observer's bound: counted, not parsed.
+    bodies_too_large: int = 0
     #: Open connections that carried MCP; GET event streams open now (kept
     #: here as they change, so that a scrape never walks the connections).
     mcp_connections: int = 0
     open_streams: int = 0
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    #: (side, opcode) -> (frames counter, bytes counter): one lookup per chunk.
+    ws_children: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(route, *labels)``, cached (labels() takes a lock and
@@ -142,6 +159,13 @@ class RouteObservation:
             child = self._children[key] = metric.labels(self.route, *labels)
             return child
 
+    def ws_counters(self, side: str, opcode: str) -> tuple[Any, Any]:
+        """The frame and byte counters of one direction and opcode (cached)."""
+        direction = "client_to_upstream" if side == "client" else "upstream_to_client"
+        pair = self.ws_children[(side, opcode)] = (self.child(self.metrics.ws_frames, direction, opcode),
+                                                   self.child(self.metrics.ws_bytes, direction, opcode))
+        return pair
+
     def outcomes(self, outcomes: list[McpOutcome]) -> None:
         for outcome in outcomes:
             self.child(self.metrics.mcp_requests, outcome.method, outcome.status).inc()
@@ -150,7 +174,18 @@ class RouteObservation:
 
 
 class Observation:
-    """One connection's observers; the pump's callbacks."""
+    """One connection's observers; the pump's callbacks.
+
+    Slotted, and what only HTTP or WebSocket traffic needs is created when
+    the connection turns out to carry it: until then those attributes are
+    shared read-only placeholders (a write to one is a bug and raises).  An
+    idle connection holds only what it must.
+    """
+
+    __slots__ = ("route", "conn_id", "quality", "protocol", "clock", "mode", "_sniffed", "http", "ws", "_pings",
+                 "_mcp", "mcp_messages", "_session", "on_websocket", "closing", "http_stats", "sse_stats",
+                 "close_frame", "_open_stream", "_exchange_requests", "keepalive", "_held", "client_direction",
+                 "upstream_direction", "__weakref__")
 
     def __init__(self, route: RouteObservation, conn_id: int, quality: Quality, mode: str,
                  clock: Callable[[], float] = trio.current_time) -> None:
@@ -162,36 +197,49 @@ class Observation:
         self.protocol = "tcp"
         self.clock = clock
         self.mode = Mode.SNIFF if mode == "auto" else Mode(mode)
-        if self.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
-            self._shed()
-        self._sniffed = bytearray()
-        self.http: HttpObserver | None = self._http_observer() if self.mode is Mode.HTTP else None
+        self._sniffed = b""
+        self.http: HttpObserver | None = None
         self.ws: dict[str, FrameScanner] | None = None
-        self._pings: dict[str, dict[bytes, float]] = {"client": {}, "upstream": {}}
         self._mcp = False
         #: JSON-RPC messages seen, by how they travelled: http (a body), sse (an event), ws (a frame).
-        self.mcp_messages: dict[str, int] = {}
-        self._session = f"conn:{conn_id}"
+        self.mcp_messages: Mapping[str, int] = _NONE_YET
+        #: The correlation key of messages without a session (the connection's own).
+        self._session: str | None = None
         #: Called once a 101 switched the connection to WebSocket (connection.py
         #: starts the keepalive then).
         self.on_websocket: Callable[[], None] | None = None
         #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
         self.closing = False
         #: Facts for /api/connections.
-        self.http_stats: dict[str, Any] = {"exchanges": 0, "last": None}
-        self.sse_stats: dict[str, Any] = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None,
-                                          "last_at": None}
+        self.http_stats: Mapping[str, Any] = _NO_HTTP_STATS
+        self.sse_stats: Mapping[str, Any] = _NO_SSE_STATS
         self.close_frame: dict[str, Any] | None = None
         #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
         self._open_stream = False
-        self._exchange_requests: list[tuple[str, float]] = []
+        self._exchange_requests: list[tuple[str, float]] = _NO_REQUESTS
         #: The proxy's own keepalive ping outstanding towards each side: (payload, sent at).
-        self.keepalive: dict[str, tuple[bytes, float] | None] = {"client": None, "upstream": None}
+        self.keepalive: Mapping[str, tuple[bytes, float] | None] = _NO_KEEPALIVE
         #: Bytes withheld from forwarding per source side (a pong header whose
         #: payload decides whether it answers our keepalive), at most 14 + 32.
-        self._held: dict[str, bytearray] = {"client": bytearray(), "upstream": bytearray()}
+        self._held: Mapping[str, bytearray | bytes] = _NOTHING_HELD
+        #: Pings seen per side, by payload, awaiting their pong.
+        self._pings: Mapping[str, dict[bytes, float]] = _NO_PINGS
         self.client_direction = ObservedDirection(self, "client")
         self.upstream_direction = ObservedDirection(self, "upstream")
+        if self.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
+            self._shed()
+        elif self.mode is Mode.HTTP:
+            self._begin_http()
+
+    def _begin_http(self) -> None:
+        """The connection carries HTTP: its observer and records."""
+        self.mode = Mode.HTTP
+        self.protocol = "http"
+        self.http = self._http_observer()
+        self.http_stats = {"exchanges": 0, "last": None}
+        self.sse_stats = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None, "last_at": None}
+        self.mcp_messages = {}
+        self._exchange_requests = []
 
     def _http_observer(self) -> HttpObserver:
         return HttpObserver(self.route.memory.allowance())
@@ -225,9 +273,10 @@ class Observation:
             self.http.close()
         for scanner in (self.ws or {}).values():
             scanner.close()
-        self._held = {"client": bytearray(), "upstream": bytearray()}
-        self._sniffed = bytearray()
-        self.http_stats["last"] = None
+        self._held = _NOTHING_HELD
+        self._sniffed = b""
+        if self.http_stats is not _NO_HTTP_STATS:
+            self.http_stats["last"] = None  # type: ignore[index]
         self.on_websocket = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
         self.mode = Mode.CLOSED
@@ -269,9 +318,12 @@ class Observation:
         if mode is not _HTTP and mode is not _WEBSOCKET and mode is not _SNIFF:
             return self._release(side, data)  # no more observation (the other direction may have given up)
         if not data:  # EOF: release anything withheld
-            held = bytes(self._held[side])
-            self._held[side].clear()
-            return held or True
+            held = self._held[side]
+            if not held:
+                return True
+            out = bytes(held)
+            held.clear()  # type: ignore[union-attr]
+            return out
         started = perf_counter()
         try:
             if mode is _HTTP:  # the usual step, inlined
@@ -308,7 +360,7 @@ class Observation:
                 self._sniff(data)
             else:  # a server that speaks first is not HTTP
                 self.mode = Mode.TCP
-                self._sniffed.clear()
+                self._sniffed = b""
             # Decided opaque (or the upstream spoke first): no more chunks, so
             # the pump runs exactly as with protocol "tcp", splice included.
             return self.mode is not Mode.TCP
@@ -334,22 +386,20 @@ class Observation:
 
     def _sniff(self, data: Any) -> bool:
         """Decide the mode from the first client bytes; True once decided."""
-        self._sniffed += data
-        head = bytes(self._sniffed[:_SNIFF_BYTES])
+        self._sniffed += bytes(data)
+        head = self._sniffed[:_SNIFF_BYTES]
         if _REQUEST_LINE.match(head):
-            self.mode = Mode.HTTP
-            self.protocol = "http"
-            self.http = self._http_observer()
-            buffered = bytes(self._sniffed)
-            self._sniffed.clear()
+            self._begin_http()
+            buffered, self._sniffed = self._sniffed, b""
             now = self.clock()
+            assert self.http is not None
             self._apply(self.http.feed_client(buffered, now), now)
             return True
         if len(self._sniffed) >= _SNIFF_BYTES or not any(
                 m.startswith(head) for m in (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ",
                                              b"OPTIONS ", b"CONNECT ", b"TRACE ")):
             self.mode = Mode.TCP
-            self._sniffed.clear()
+            self._sniffed = b""
             return True
         return False  # a prefix of a method: wait for more bytes
 
@@ -459,6 +509,9 @@ class Observation:
     def _on_jsonrpc(self, event: JsonRpcSeen, now: float) -> None:
         self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport)
 
+    def _on_body_too_large(self, event: BodyTooLarge, now: float) -> None:
+        self.route.bodies_too_large += 1
+
     def _on_session_endpoint(self, event: SessionEndpoint, now: float) -> None:
         self._saw_mcp()
 
@@ -469,6 +522,9 @@ class Observation:
             return
         self.mode = Mode.WEBSOCKET
         self.protocol = "websocket"
+        self.keepalive = {"client": None, "upstream": None}
+        self._held = {"client": bytearray(), "upstream": bytearray()}
+        self._pings = {"client": {}, "upstream": {}}
         memory = self.route.memory
         self.ws = {"client": FrameScanner(memory=memory.allowance()),
                    "upstream": FrameScanner(memory=memory.allowance())}
@@ -487,7 +543,11 @@ class Observation:
         counts[transport] = counts.get(transport, 0) + 1
         if origin == "client" and message.method is not UNSET and message.id is not UNSET and self.mode is _HTTP:
             self._exchange_requests.append((method_label(message.method), now))
-        outcomes = self.route.tracker.message(origin, message, now, session or self._session)
+        if session is None:
+            session = self._session
+            if session is None:
+                session = self._session = f"conn:{self.conn_id}"
+        outcomes = self.route.tracker.message(origin, message, now, session)
         if outcomes:
             quality = self.quality
             for outcome in outcomes:
@@ -547,54 +607,80 @@ class Observation:
         """Scan, count and match frames; return the byte ranges of pongs that
         answer the proxy's keepalive (never forwarded)."""
         assert self.ws is not None
-        metrics = self.route.metrics
-        child = self.route.child
-        direction = "client_to_upstream" if side == "client" else "upstream_to_client"
-        other = "upstream" if side == "client" else "client"
         drops: list[tuple[int, int]] = []
         # Counted per chunk, not per frame: a chunk often holds dozens of frames.
-        frames: dict[str, int] = {}
-        sizes: dict[str, int] = {}
+        counts: dict[str, list[int]] = {}
         for frame in self.ws[side].feed(data):
             opcode = frame.opcode
+            count = counts.get(opcode)
+            if count is None:
+                count = counts[opcode] = [0, 0]
+            payload = frame.payload
+            if opcode == "text" or opcode == "continuation":
+                count[0] += 1
+                count[1] += frame.length
+                if payload and (payload[:1] == b"{" or payload[:1] == b"["):
+                    self._ws_message(side, payload, now)
+            elif opcode == "binary":
+                count[0] += 1
+                count[1] += frame.length
+            elif self._control_frame(side, frame, now):
+                drops.append((frame.start, frame.end))
+            else:
+                count[0] += 1
+                count[1] += frame.length
+        if counts:
+            children = self.route.ws_children
+            for opcode, (frames, size) in counts.items():
+                pair = children.get((side, opcode))
+                if pair is None:
+                    pair = self.route.ws_counters(side, opcode)
+                pair[0].inc(frames)
+                pair[1].inc(size)
+        return drops
+
+    def _ws_message(self, side: str, payload: bytes, now: float) -> None:
+        """A complete text message that looks like JSON: MCP over WebSocket."""
+        if payload[:1] == b"{" and b'"id"' not in payload:
+            # A notification: no correlation needed, skip the JSON parse.
+            if not self._mcp:
+                self._saw_mcp()
+            counts = self.mcp_messages
+            counts["ws"] = counts.get("ws", 0) + 1  # type: ignore[index]
+            if b'"notifications/progress"' in payload:
+                self.route.tracker.progress += 1
+            return
+        for message in jsonrpc_messages(payload):
+            self._jsonrpc(side, message, now, None, "ws")
+
+    def _control_frame(self, side: str, frame: Frame, now: float) -> bool:
+        """Close, ping, pong: True if it is the pong of our own keepalive (dropped)."""
+        opcode = frame.opcode
+        payload = frame.payload
+        child, metrics = self.route.child, self.route.metrics
+        if opcode == "pong":
             ours = self.keepalive[side]
-            if opcode == "pong" and ours is not None and frame.payload == ours[0]:
-                self.keepalive[side] = None
+            if ours is not None and payload == ours[0]:
+                self.keepalive[side] = None  # type: ignore[index]
                 child(metrics.ws_keepalive_rtt, side).observe(now - ours[1])
                 self.quality.latency(now - ours[1], "ws_ping")
-                drops.append((frame.start, frame.end))
-                continue
-            frames[opcode] = frames.get(opcode, 0) + 1
-            sizes[opcode] = sizes.get(opcode, 0) + frame.length
-            if opcode == "close":
-                self.closing = True
-                if self.close_frame is None:
-                    self.close_frame = {"code": frame.close_code, "reason": redact_text((frame.close_reason or "")[:123]),
-                                        "from": side}
-            if frame.opcode == "ping" and frame.payload is not None:
-                pings = self._pings[side]
-                if len(pings) < MAX_OUTSTANDING_PINGS:
-                    pings[frame.payload] = now
-            elif frame.opcode == "pong" and frame.payload is not None:
-                sent = self._pings[other].pop(frame.payload, None)
+                return True
+            if payload is not None:
+                sent = self._pings["upstream" if side == "client" else "client"].pop(payload, None)
                 if sent is not None:
                     child(metrics.ws_ping_rtt).observe(now - sent)
                     self.quality.latency(now - sent, "ws_ping")
-            elif frame.opcode in ("text", "continuation") and frame.payload and frame.payload[:1] in (b"{", b"["):
-                payload = frame.payload
-                if payload[:1] == b"{" and b'"id"' not in payload:
-                    # A notification: no correlation needed, skip the JSON parse.
-                    self._saw_mcp()
-                    self.mcp_messages["ws"] = self.mcp_messages.get("ws", 0) + 1
-                    if b'"notifications/progress"' in payload:
-                        self.route.tracker.progress += 1
-                    continue
-                for message in jsonrpc_messages(payload):
-                    self._jsonrpc(side, message, now, None, "ws")
-        for opcode, count in frames.items():
-            child(metrics.ws_frames, direction, opcode).inc(count)
-            child(metrics.ws_bytes, direction, opcode).inc(sizes[opcode])
-        return drops
+        elif opcode == "ping":
+            if payload is not None:
+                pings = self._pings[side]
+                if len(pings) < MAX_OUTSTANDING_PINGS:
+                    pings[payload] = now
+        elif opcode == "close":
+            self.closing = True
+            if self.close_frame is None:
+                self.close_frame = {"code": frame.close_code, "reason": redact_text((frame.close_reason or "")[:123]),
+                                    "from": side}
+        return False
 
 
 #: The event handlers of ``Observation._apply``, by event type.
@@ -606,6 +692,7 @@ _HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
     SessionEndpoint: Observation._on_session_endpoint,
     Upgraded: Observation._on_upgraded,
     Tunneled: lambda observation, event, now: None,  # the scanners read those bytes
+    BodyTooLarge: Observation._on_body_too_large,
 }
 #: Status labels of the usual codes (str() of the others).
 _STATUS_LABELS = {code: str(code) for code in (0, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,

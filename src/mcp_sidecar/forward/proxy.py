@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 ACCEPTS_PER_CHECKPOINT = 64
 #: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
 ACCEPT_RESOURCE_BACKOFF_S = 0.1
+#: A constant task name (trio would format one per connection).
+_CONNECTION_TASK = "mcp_sidecar.forward.connection.serve_connection"
 
 
 class Proxy:
@@ -198,7 +200,7 @@ class Proxy:
                 conns.start_soon(self._refuse, rt, csock)
             else:
                 rt.opened()
-                conns.start_soon(serve_connection, rt, csock, format_sockaddr(addr))
+                conns.start_soon(serve_connection, rt, csock, format_sockaddr(addr), name=_CONNECTION_TASK)
             burst += 1
             if burst >= ACCEPTS_PER_CHECKPOINT:
                 burst = 0

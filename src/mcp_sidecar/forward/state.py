@@ -21,6 +21,8 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -58,6 +60,7 @@ class End(StrEnum):
 
 
 _ids = itertools.count(1)
+_NO_TCP: Mapping[str, TcpInfo | None] = MappingProxyType({"client": None, "upstream": None})
 
 
 class Connection:
@@ -86,9 +89,10 @@ class Connection:
         self.connect_s: float | None = None
         self.csock = csock
         self.usock: socket.socket | None = None
-        #: The last TCP_INFO sample per leg.
-        self.tcp: dict[str, TcpInfo | None] = {"client": None, "upstream": None}
-        self._retrans_seen = {"client": 0, "upstream": 0}
+        #: The last TCP_INFO sample per leg (a shared read-only mapping until the first).
+        self.tcp: Mapping[str, TcpInfo | None] = _NO_TCP
+        #: Retransmits already counted, [client, upstream].
+        self._retrans_seen = [0, 0]
         self.observation: Observation | None = None
         self.quality = Quality()
         #: Earlier connections from the same client address to this route (10 min).
@@ -101,21 +105,23 @@ class Connection:
 
     def sample_tcp(self, metrics: RouteMetrics) -> None:
         """Read TCP_INFO of both legs into the histograms and counters."""
-        for leg, sock in (("client", self.csock), ("upstream", self.usock)):
+        for index, leg, sock in ((0, "client", self.csock), (1, "upstream", self.usock)):
             if sock is None or sock.fileno() < 0:
                 continue
             info = read_tcp_info(sock)
             if info is None:
                 continue
-            self.tcp[leg] = info
+            if self.tcp is _NO_TCP:
+                self.tcp = {"client": None, "upstream": None}
+            self.tcp[leg] = info  # type: ignore[index]
             if info.rtt_s > 0:
                 metrics.rtt[leg].observe(info.rtt_s)
                 if leg == "client":
                     self.quality.latency(info.rtt_s, "tcp")
-            delta = info.total_retrans - self._retrans_seen[leg]
+            delta = info.total_retrans - self._retrans_seen[index]
             if delta > 0:
                 metrics.retransmits[leg] += delta
-                self._retrans_seen[leg] = info.total_retrans
+                self._retrans_seen[index] = info.total_retrans
 
     def as_json(self, now: float) -> dict[str, Any]:
         """The connection as /api/connections shows it; TCP figures read now."""

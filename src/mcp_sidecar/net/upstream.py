@@ -193,9 +193,9 @@ class Connector:
 
     async def attempt_once(self) -> tuple[socket.socket, HostPort]:
         """One pass over the upstreams, in order; each bounded by connect_timeout."""
-        try:  # a free slot is the usual case: no scheduling round trip for it
+        if self._limiter.value:  # a free slot, the usual case: no scheduling round trip for it
             self._limiter.acquire_nowait()
-        except trio.WouldBlock:
+        else:
             await self._limiter.acquire()
         try:
             self.connecting += 1

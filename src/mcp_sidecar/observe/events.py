@@ -76,6 +76,14 @@ class JsonRpcSeen:
 
 
 @dataclass(slots=True)
+class BodyTooLarge:
+    """A JSON body went past ``MAX_JSON_BYTES``: counted, not parsed (its
+    messages go uncorrelated; the bytes were forwarded regardless)."""
+
+    origin: str  # "client" | "upstream"
+
+
+@dataclass(slots=True)
 class SessionEndpoint:
     """Legacy HTTP+SSE: the stream announced its POST endpoint (session id)."""
 
@@ -103,7 +111,8 @@ class Tunneled:
 
 
 #: Everything ``HttpObserver.feed_client``/``feed_upstream`` may return.
-HttpEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled]
+HttpEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled,
+                  BodyTooLarge]
 
 
 @dataclass(slots=True)

@@ -43,7 +43,7 @@ import httptools
 
 from ..errors import ObserverError
 from .budget import UNBOUNDED, Allowance
-from .events import (Exchange, ExchangeDone, HttpEvent, JsonRpcSeen, ResponseStarted, SessionEndpoint, SseSeen,
+from .events import (BodyTooLarge, Exchange, ExchangeDone, HttpEvent, JsonRpcSeen, ResponseStarted, SessionEndpoint, SseSeen,
                      Tunneled, Upgraded)
 from .jsonrpc import Envelope, decode
 from .sse import Comment, SseError, SseEvent, SseParser
@@ -206,7 +206,7 @@ class _RequestSide:
         current = self.o._last_request
         current.exchange.request_bytes += len(body)
         if current.request_json is not None:
-            current.request_json = self.o._collect(current.request_json, body)
+            current.request_json = self.o._collect(current.request_json, body, "client")
 
     def on_message_complete(self) -> None:
         o = self.o
@@ -264,7 +264,7 @@ class _ResponseSide:
         if current.sse is not None:
             o._sse(current, body)
         elif current.response_json is not None:
-            current.response_json = o._collect(current.response_json, body)
+            current.response_json = o._collect(current.response_json, body, "upstream")
 
     def on_message_complete(self) -> None:
         o = self.o
@@ -546,10 +546,12 @@ class HttpObserver:
 
     # -- bounded buffers --------------------------------------------------------------------
 
-    def _collect(self, buffer: bytearray, data: bytes) -> bytearray | None:
-        """Collect a JSON body up to MAX_JSON_BYTES; beyond that, stop (None)."""
+    def _collect(self, buffer: bytearray, data: bytes, origin: str) -> bytearray | None:
+        """Collect a JSON body up to MAX_JSON_BYTES; beyond that, stop (None):
+        the body is counted (``BodyTooLarge``), never parsed."""
         if len(buffer) + len(data) > MAX_JSON_BYTES:
             self._json_bytes -= len(buffer)
+            self._out.append(BodyTooLarge(origin))
             return None
         buffer += data
         self._json_bytes += len(data)

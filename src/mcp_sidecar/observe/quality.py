@@ -69,10 +69,13 @@ def _score(avg_s: float, error_rate: float, reconnects: int) -> tuple[int, list[
 class Quality:
     """One connection's latency window and outcomes; ``score`` is O(1)."""
 
-    __slots__ = ("samples", "source", "ok", "errors", "_sum")
+    __slots__ = ("samples", "window", "source", "ok", "errors", "_sum")
 
     def __init__(self, window: int = WINDOW) -> None:
-        self.samples: deque[float] = deque(maxlen=window)
+        #: The window, created with the first sample: an empty deque is ~600
+        #: bytes, and most of an idle connection's memory would be this.
+        self.samples: deque[float] | tuple[()] = ()
+        self.window = window
         self.source = "none"
         self.ok = 0
         self.errors = 0
@@ -83,6 +86,8 @@ class Quality:
         if source == "tcp" and self.source not in ("none", "tcp"):
             return
         samples = self.samples
+        if not isinstance(samples, deque):
+            samples = self.samples = deque(maxlen=self.window)
         if source != "tcp" and self.source in ("none", "tcp"):
             samples.clear()
             self._sum = 0.0

@@ -95,49 +95,83 @@ class FrameScanner:
         n = len(view)
         pos = 0
         base = self.position
+        max_text = self.max_text
         while pos < n:
-            if self._frame is not None:  # a payload arriving in pieces
-                take = min(self._remaining, n - pos)
-                if self._wanted:
-                    self._keep += view[pos : pos + take]  # type: ignore[operator]
-                self._remaining -= take
-                pos += take
-                if self._remaining == 0:
-                    self._finish(out, self._keep)
-                continue
-            if not self._header:
-                self._frame_start = base + pos
-                if n - pos >= 2 and n - pos >= _header_size(view[pos + 1]):
-                    # Fast path: a whole header here (usual); maybe the whole frame.
-                    size = _header_size(view[pos + 1])
-                    self._start(view[pos : pos + size], size)
-                    pos += size
-                    length = self._remaining
-                    if n - pos >= length:
-                        payload = view[pos : pos + length] if self._wanted else None
-                        pos += length
-                        self._remaining = 0
-                        self._finish(out, payload)
-                    elif self._wanted:
-                        self._keep = bytearray()
-                    continue
-            # A header split across chunks: gather exactly its bytes.
-            header = self._header
-            need = 2 if len(header) < 2 else _header_size(header[1])
-            take = min(need - len(header), n - pos)
-            header += view[pos : pos + take]
-            pos += take
-            if len(header) == need and (need > 2 or _header_size(header[1]) == 2):
-                self._start(header, need)
-                header.clear()
-                if self._wanted:
-                    self._keep = bytearray()
-                if self._remaining == 0:
-                    self._finish(out, self._keep)
+            if self._frame is None and not self._header and not self._in_message and n - pos >= 2:
+                # Fast path, the usual frame: whole in this chunk, FIN, no RSV
+                # bit, text or binary, outside a fragmented message.
+                b0 = view[pos]
+                opcode = b0 & 0x0F
+                if b0 & 0xF0 == 0x80 and (opcode == 0x1 or opcode == 0x2):
+                    b1 = view[pos + 1]
+                    length = b1 & 0x7F
+                    size = 2
+                    if length == 126 and n - pos >= 4:
+                        length = (view[pos + 2] << 8) | view[pos + 3]
+                        size = 4
+                    if length < 126 or size == 4:
+                        masked = b1 & 0x80
+                        if masked:
+                            size += 4
+                        end = pos + size + length
+                        if end <= n:
+                            payload = None
+                            if opcode == 0x1 and length <= max_text:
+                                raw = bytes(view[pos + size : end])
+                                payload = _unmask(raw, bytes(view[pos + size - 4 : pos + size])) if masked else raw
+                            out.append(Frame("text" if opcode == 0x1 else "binary", True, length, bool(masked), False,
+                                             payload, None, None, base + pos, base + end))
+                            self._message = None
+                            pos = end
+                            continue
+            pos = self._step(view, pos, n, base, out)
         self.position = base + n
         if self._message is not None or self._keep is not None or self.memory.held:
             self.memory.hold(len(self._message or b"") + len(self._keep or b""))
         return out
+
+    def _step(self, view: memoryview, pos: int, n: int, base: int, out: list[Frame]) -> int:
+        """Read from ``pos`` through the general path: a header split across
+        chunks, a payload arriving in pieces, control frames, fragments."""
+        if self._frame is not None:  # a payload arriving in pieces
+            take = min(self._remaining, n - pos)
+            if self._wanted:
+                self._keep += view[pos : pos + take]  # type: ignore[operator]
+            self._remaining -= take
+            pos += take
+            if self._remaining == 0:
+                self._finish(out, self._keep)
+            return pos
+        if not self._header:
+            self._frame_start = base + pos
+            if n - pos >= 2 and n - pos >= _header_size(view[pos + 1]):
+                # A whole header here (usual); maybe the whole frame.
+                size = _header_size(view[pos + 1])
+                self._start(view[pos : pos + size], size)
+                pos += size
+                length = self._remaining
+                if n - pos >= length:
+                    payload = view[pos : pos + length] if self._wanted else None
+                    pos += length
+                    self._remaining = 0
+                    self._finish(out, payload)
+                elif self._wanted:
+                    self._keep = bytearray()
+                return pos
+        # A header split across chunks: gather exactly its bytes.
+        header = self._header
+        need = 2 if len(header) < 2 else _header_size(header[1])
+        take = min(need - len(header), n - pos)
+        header += view[pos : pos + take]
+        pos += take
+        if len(header) == need and (need > 2 or _header_size(header[1]) == 2):
+            self._start(header, need)
+            header.clear()
+            if self._wanted:
+                self._keep = bytearray()
+            if self._remaining == 0:
+                self._finish(out, self._keep)
+        return pos
 
     def close(self) -> None:
         """Drop what is held and give the budget back."""

@@ -11,12 +11,19 @@ Rules this module keeps:
   frames over ``MAX_MESSAGE_BYTES`` close the channel.
 * Sends are serialised by a lock (the heartbeat and the replies share it).
 * Any failure of the other end is ``ChannelClosed``: the caller decides.
+* ``BlockingChannel`` speaks the same frames without trio, for a standby
+  worker waiting to be activated (no event loop runs, so it dirties almost
+  none of the memory it shares with the fork server); what it read past the
+  last message is handed on to the ``Channel`` that follows.
 """
 
 from __future__ import annotations
 
 import pickle
+import select
+import socket
 import struct
+import time
 from typing import Any
 
 import trio
@@ -34,9 +41,9 @@ class ChannelClosed(RemoteError):
 class Channel:
     """One end of a supervisor <-> worker socketpair."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, buffered: bytes = b"") -> None:
         self.stream = stream
-        self._buffer = bytearray()
+        self._buffer = bytearray(buffered)
         self._send_lock = trio.Lock()
 
     async def send(self, message: object) -> None:
@@ -69,3 +76,54 @@ class Channel:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def _frame(message: object) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+class BlockingChannel:
+    """The same channel, blocking, before any event loop runs."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        sock.setblocking(True)
+
+    def send(self, message: object) -> None:
+        try:
+            self.sock.sendall(_frame(message))
+        except OSError as exc:
+            raise ChannelClosed from exc
+
+    def _message(self) -> Any | None:
+        if len(self.buffer) < _LEN.size:
+            return None
+        (size,) = _LEN.unpack_from(self.buffer)
+        if size > MAX_MESSAGE_BYTES:
+            raise ChannelClosed(f"message of {size} bytes")
+        if len(self.buffer) < _LEN.size + size:
+            return None
+        data = bytes(self.buffer[_LEN.size : _LEN.size + size])
+        del self.buffer[: _LEN.size + size]
+        return pickle.loads(data)
+
+    def receive(self, timeout_s: float | None = None) -> Any | None:
+        """The next message, or None if none came within ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            message = self._message()
+            if message is not None:
+                return message
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    return None
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as exc:
+                raise ChannelClosed from exc
+            if not chunk:
+                raise ChannelClosed
+            self.buffer += chunk

@@ -56,6 +56,7 @@ from . import sdnotify
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
 from .control import open_control_socket, serve_control
+from .forkserver import ForkServer, ForkServerGone, WorkerProcess
 from .ledger import Ledger, RestartCause
 from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
                        ToWorker, WorkerSnapshot)
@@ -97,7 +98,7 @@ class Worker:
     role and latest heartbeat."""
 
     id: int
-    process: trio.Process
+    process: WorkerProcess
     channel: Channel
     config: ProxyConfig
     role: Role = Role.STARTING
@@ -174,6 +175,8 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()  # restart / reload / stop, one at a time
         self._ready_sent = False
+        #: Forks the workers (forkserver.py); None: they are exec'd.
+        self.forkserver: ForkServer | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -208,6 +211,8 @@ class Supervisor:
                 alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
                                  sup.alert_webhook, nursery)
                 self.ledger = Ledger(counters, alerts, sup.alert_threshold)
+                if self.forkserver is not None:
+                    nursery.start_soon(self.forkserver.run)
                 nursery.start_soon(self._watch_signals)
                 nursery.start_soon(serve_control, control, self._control)
                 nursery.start_soon(self._monitor_heartbeats)
@@ -223,6 +228,8 @@ class Supervisor:
                 pass
             if self.sockets is not None:
                 self.sockets.close()
+            if self.forkserver is not None:
+                stop_forkserver(self.forkserver)
             if counters is not None:
                 counters.event("supervisor_stopped", pid=os.getpid())
                 counters.save()
@@ -310,12 +317,21 @@ class Supervisor:
             await trio.sleep_until(self.next_spawn_at)
         plan, admin_fd = self._plan(config, sockets)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [p.fd for p in plan] + ([admin_fd] if admin_fd is not None else []) + [child.fileno()]
+        fds = [p.fd for p in plan] + ([admin_fd] if admin_fd is not None else [])
+        process: WorkerProcess | None = None
         try:
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "mcp_sidecar.supervise.worker", str(child.fileno())],
-                pass_fds=fds, stdin=subprocess.DEVNULL,
-            )
+            if self.forkserver is not None and self.forkserver.alive:
+                try:
+                    process = await self.forkserver.spawn(fds, child.fileno())
+                except ForkServerGone as exc:
+                    log(logger, logging.WARNING, "forkserver.gone", detail=str(exc),
+                        fallback="workers are exec'd from now on")
+                    self.forkserver = None
+            if process is None:
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "mcp_sidecar.supervise.worker", str(child.fileno())],
+                    pass_fds=[*fds, child.fileno()], stdin=subprocess.DEVNULL,
+                )
         finally:
             child.close()
         channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
@@ -635,7 +651,11 @@ class Supervisor:
             "warnings": exposure_warnings(self.config),
             "version": __version__,
             "state_dir": str(self.state_dir),
-            "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3)},
+            "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3),
+                           # How new workers start: forked from the fork server, or exec'd.
+                           "worker_spawn": "fork" if self.forkserver is not None and self.forkserver.alive
+                           else "exec",
+                           "forkserver_pid": self.forkserver.pid if self.forkserver is not None else None},
             "worker": self.active.as_json(now) if self.active is not None else None,
             "standby": standby.as_json(now) if standby is not None else None,
             "draining_workers": [w.as_json(now) for w in self.workers if w.role is Role.DRAINING],
@@ -680,13 +700,35 @@ def run_supervised(config: ProxyConfig, state_dir: Path, reload_config: Callable
                    log_format: str, log_level: str, on_ready: Callable[[Supervisor], None] | None = None) -> None:
     supervisor = Supervisor(config, state_dir, reload_config, log_format=log_format, log_level=log_level,
                             on_ready=on_ready)
-    lock = PidLock(state_dir)
-    lock.acquire()  # before binding: a second instance says "already running", not "port busy"
+    # First of all: the fork server must inherit neither the PID lock nor a socket.
+    forkserver = ForkServer.start() if config.supervisor.worker_spawn == "fork" else None
     try:
-        supervisor.bind()
+        lock = PidLock(state_dir)
+        lock.acquire()  # before binding: a second instance says "already running", not "port busy"
+        try:
+            supervisor.bind()
+        except BaseException:
+            lock.release()
+            raise
     except BaseException:
-        lock.release()
+        if forkserver is not None:
+            stop_forkserver(forkserver)
         raise
+    supervisor.forkserver = forkserver
     trio.run(supervisor.run, lock)
+
+
+def stop_forkserver(forkserver: ForkServer, wait_s: float = 2.0) -> None:
+    """Close its socket (it exits once its children have) and reap it."""
+    forkserver.close()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pid, _ = os.waitpid(forkserver.pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid or time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
 
 

@@ -1,12 +1,16 @@
-"""A supervised worker process: ``python -m mcp_sidecar.supervise.worker CHANNEL_FD``.
+"""A supervised worker process, forked by the fork server or exec'd as
+``python -m mcp_sidecar.supervise.worker CHANNEL_FD``.
 
 Rules this module keeps:
 
 * It speaks the protocol of ``messages.py`` over the channel its supervisor
   passed it: configured and heartbeating it is a *standby*; activated it
   accepts on the inherited listening sockets and answers the admin endpoint.
-* Heartbeats come from the event loop itself, so a stalled loop stops them
-  and the supervisor replaces the worker.
+* A standby waits without an event loop (``standby``: blocking reads,
+  heartbeats between them): until it serves it builds nothing and dirties
+  almost none of the memory it shares with the fork server.  Once activated
+  it runs trio, and heartbeats come from the event loop itself, so a
+  stalled loop stops them and the supervisor replaces the worker.
 * If the channel closes (the supervisor died), the worker drains and exits
   rather than hold the ports as an orphan.
 * SIGTERM drains; SIGINT is ignored: a terminal's Ctrl-C reaches the
@@ -20,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import trio
 
@@ -31,7 +36,7 @@ from ..config.model import ProxyConfig
 from ..forward.proxy import Proxy
 from ..logs import log
 from ..net.listeners import BoundListener
-from .channel import Channel, ChannelClosed
+from .channel import BlockingChannel, Channel, ChannelClosed
 from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
                        SupervisionFacts, WorkerSnapshot)
 
@@ -43,11 +48,13 @@ def snapshot(proxy: Proxy) -> WorkerSnapshot:
     return WorkerSnapshot(os.getpid(), proxy.draining, route_statuses(proxy))
 
 
-def adopt(config: ProxyConfig, plan: tuple[ListenerPlan, ...]) -> list[BoundListener]:
-    """Wrap the inherited listening descriptors."""
+def adopt(config: ProxyConfig, plan: tuple[ListenerPlan, ...], fd_map: dict[int, int] | None = None) \
+        -> list[BoundListener]:
+    """Wrap the inherited listening descriptors (``fd_map``: the supervisor's
+    numbers to ours, when they came over a socket rather than through exec)."""
     listeners = []
     for item in plan:
-        sock = socket.socket(fileno=item.fd)
+        sock = socket.socket(fileno=(fd_map or {}).get(item.fd, item.fd))
         sock.setblocking(False)
         listeners.append(BoundListener(config.routes[item.route_index], sock, HostPort(item.host, item.port)))
     return listeners
@@ -68,6 +75,46 @@ async def _sigterm_drains(proxy: Proxy) -> None:
             proxy.begin_drain()
 
 
+class _Leave(Exception):
+    """SIGTERM reached a standby: it just leaves."""
+
+
+def _leave(signum: int, frame: object) -> None:
+    raise _Leave
+
+
+def standby(sock: socket.socket) -> tuple[Configure, SupervisionFacts | None, bytes] | None:
+    """Wait to be activated, with no event loop: receive the configuration,
+    say ``Loaded``, heartbeat every interval; the setup, the latest facts and
+    the bytes read past ``Activate`` -- or None: told to go, or orphaned."""
+    channel = BlockingChannel(sock)
+    facts: SupervisionFacts | None = None
+    previous = signal.signal(signal.SIGTERM, _leave)
+    try:
+        setup = channel.receive()
+        assert isinstance(setup, Configure), setup
+        logs.configure(setup.log_format, setup.log_level)
+        channel.send(Loaded(os.getpid()))
+        idle = WorkerSnapshot(os.getpid(), False, ())
+        interval = setup.heartbeat_interval_s
+        next_beat = time.monotonic() + interval
+        while True:
+            message = channel.receive(max(0.0, next_beat - time.monotonic()))
+            if message is None:  # (a heartbeat is due)
+                channel.send(Heartbeat(idle))
+                next_beat = time.monotonic() + interval
+            elif isinstance(message, Activate):
+                return setup, facts, bytes(channel.buffer)
+            elif isinstance(message, Facts):
+                facts = message.facts
+            elif isinstance(message, (Drain, StopNow)):
+                return None
+    except (ChannelClosed, _Leave):
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _Facts:
     """The supervisor's latest facts, as the worker's views show them."""
 
@@ -78,38 +125,32 @@ class _Facts:
         return self.latest.as_json() if self.latest is not None else None
 
 
-async def child_main(channel_fd: int) -> int:
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(socket.socket(fileno=channel_fd)))
-    channel = Channel(stream)
-    setup = await channel.receive()
-    assert isinstance(setup, Configure), setup
-    logs.configure(setup.log_format, setup.log_level)
+def worker_main(channel_fd: int, fd_map: dict[int, int] | None = None) -> int:
+    """A worker's life: standby without an event loop, then serving under trio."""
+    sock = socket.socket(fileno=channel_fd)
+    activated = standby(sock)
+    if activated is None:
+        return 0
+    setup, latest, buffered = activated
+    return trio.run(serve_activated, sock, setup, latest, buffered, fd_map)
+
+
+async def serve_activated(sock: socket.socket, setup: Configure, latest: SupervisionFacts | None, buffered: bytes,
+                          fd_map: dict[int, int] | None) -> int:
+    sock.setblocking(False)
+    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), buffered)
     config = setup.config
-    proxy = Proxy(config, adopt(config, setup.listeners))
+    listeners = adopt(config, setup.listeners, fd_map)
+    admin_fd = None if setup.admin_fd is None else (fd_map or {}).get(setup.admin_fd, setup.admin_fd)
     facts = _Facts()
+    facts.latest = latest
+    proxy = Proxy(config, listeners)
     proxy.supervisor_facts = facts
-    admin = AdminServer(proxy, socket.socket(fileno=setup.admin_fd), config.admin) if setup.admin_fd is not None \
-        else None
+    admin = AdminServer(proxy, socket.socket(fileno=admin_fd), config.admin) if admin_fd is not None else None
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_heartbeat, channel, proxy, setup.heartbeat_interval_s)
         nursery.start_soon(_sigterm_drains, proxy)
-        await channel.send(Loaded(os.getpid()))
-        # Standby: wait to be activated (or told to go away).
-        try:
-            while True:
-                message = await channel.receive()
-                if isinstance(message, Activate):
-                    break
-                if isinstance(message, Facts):
-                    facts.latest = message.facts
-                elif isinstance(message, (Drain, StopNow)):
-                    nursery.cancel_scope.cancel()
-                    return 0
-        except ChannelClosed:
-            nursery.cancel_scope.cancel()
-            return 0
-
         admin_scope = trio.CancelScope()
 
         async def serve_admin(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -147,9 +188,16 @@ async def child_main(channel_fd: int) -> int:
     return 0
 
 
-def main() -> None:
+def run_forked(channel_fd: int, fd_map: dict[int, int]) -> int:
+    """The worker's life in a process forked by the fork server (forkserver.py)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(trio.run(child_main, int(sys.argv[1])))
+    return worker_main(channel_fd, fd_map)
+
+
+def main() -> None:
+    """An exec'd worker (``worker_spawn = "exec"``, or no fork server)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(worker_main(int(sys.argv[1])))
 
 
 if __name__ == "__main__":
