@@ -29,7 +29,11 @@ order); medians are printed with the spread.  Nothing is pinned unless
 ``--pin`` (as users run it).  Needs gcc, nginx and wrk (``apt-get install
 nginx wrk``; socat and haproxy are compared when installed).
 
-Usage: scripts/bench [--rounds N] [--seconds S] [--only NAMES] [--workloads NAMES] [--baseline SRC_DIR]
+With ``--tls``, the default sidecar is measured twice more on the HTTP
+workloads: with TLS on the HTTP route (``sidecar-tls``; wrk over https) and
+with the access gate (``sidecar-gate``; wrk sends the bearer token).
+
+Usage: scripts/bench [--rounds N] [--seconds S] [--only NAMES] [--workloads NAMES] [--tls] [--baseline SRC_DIR]
 """
 
 from __future__ import annotations
@@ -154,6 +158,11 @@ class Forwarder:
     ports: dict[str, int]
     procs: list[subprocess.Popen] = field(default_factory=list)
     state_dir: str | None = None
+    #: How wrk reaches the HTTP route (https for a TLS route) and what it sends (a gate's bearer).
+    scheme: str = "http"
+    headers: list[str] = field(default_factory=list)
+    #: Measured on the HTTP workloads only (the TLS and gate variants).
+    http_only: bool = False
 
     @property
     def root_pids(self) -> list[int]:
@@ -215,7 +224,8 @@ def start_haproxy(up: Upstreams, work: Path, pin: bool) -> Forwarder | None:
 
 
 def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool,
-                  src: str | None = None) -> Forwarder:
+                  src: str | None = None, http_route: dict[str, str] | None = None) -> Forwarder:
+    """``http_route``: extra settings of the HTTP route only (TLS, the gate)."""
     ports = {n: _free_port() for n in up.ports}
     conf = work / f"{name}.toml"
     lines = ['[admin]', f'listen = "127.0.0.1:{_free_port()}"', ""]
@@ -223,7 +233,10 @@ def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool
         lines += ["[defaults]", f'protocol = "{protocol}"', ""]
     for n in up.ports:
         lines += ["[[route]]", f'name = "{n}"', f'listen = "127.0.0.1:{ports[n]}"',
-                  f'upstream = "127.0.0.1:{up.ports[n]}"', "max_connections = 20000", ""]
+                  f'upstream = "127.0.0.1:{up.ports[n]}"', "max_connections = 20000"]
+        if n == "http":
+            lines += [f'{k} = "{v}"' for k, v in (http_route or {}).items()]
+        lines.append("")
     conf.write_text("\n".join(lines))
     state_dir = str(work / f"{name}-state")
     env = {**os.environ, "PYTHONPATH": src or str(SRC)}
@@ -235,6 +248,23 @@ def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool
     forwarder = Forwarder(name, ports, [proc], state_dir)
     forwarder.admin = lines[1].split('"')[1]  # type: ignore[attr-defined]
     return forwarder
+
+
+GATE_TOKEN = "benchmark-gate-token-0123456789"
+HTTP_WORKLOADS = ("http-ka-1", "http-ka-50", "churn-1", "churn-50")
+
+
+def _secure_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
+    """The default sidecar with TLS termination (a self-signed RSA-2048 certificate
+    made by openssl, as most users' would be), and with the access gate."""
+    cert, key = work / "tls.pem", work / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls = start_sidecar("sidecar-tls", up, work, "auto", pin, http_route={"tls_cert": str(cert), "tls_key": str(key)})
+    tls.scheme, tls.http_only = "https", True
+    gate = start_sidecar("sidecar-gate", up, work, "auto", pin, http_route={"gate": "token", "gate_token": GATE_TOKEN})
+    gate.headers, gate.http_only = [f"Authorization: Bearer {GATE_TOKEN}"], True
+    return [tls, gate]
 
 
 def _pinner(pin: bool):
@@ -310,14 +340,16 @@ def bidir(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     return {"bidir_MBps": 2 * got / elapsed / 1e6}
 
 
-def _wrk(port: int, args: argparse.Namespace, connections: int, path: str, close: bool,
+def _wrk(f: Forwarder, args: argparse.Namespace, connections: int, path: str, close: bool,
          script: str | None = None) -> float:
     cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{args.seconds}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
+    for header in f.headers:
+        cmd += ["-H", header]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+    out = subprocess.run(cmd + [f"{f.scheme}://127.0.0.1:{f.ports['http']}{path}"], capture_output=True, text=True,
                          timeout=args.seconds + 30).stdout
     for line in out.splitlines():
         if line.startswith("Requests/sec:"):
@@ -326,19 +358,19 @@ def _wrk(port: int, args: argparse.Namespace, connections: int, path: str, close
 
 
 def http_ka_1(f, args):
-    return {"http_ka_1_rps": _wrk(f.ports["http"], args, 1, "/1k", False)}
+    return {"http_ka_1_rps": _wrk(f, args, 1, "/1k", False)}
 
 
 def http_ka_50(f, args):
-    return {"http_ka_50_rps": _wrk(f.ports["http"], args, 50, "/1k", False)}
+    return {"http_ka_50_rps": _wrk(f, args, 50, "/1k", False)}
 
 
 def churn_1(f, args):
-    return {"churn_1_rps": _wrk(f.ports["http"], args, 1, "/1k", True)}
+    return {"churn_1_rps": _wrk(f, args, 1, "/1k", True)}
 
 
 def churn_50(f, args):
-    return {"churn_50_rps": _wrk(f.ports["http"], args, 50, "/1k", True)}
+    return {"churn_50_rps": _wrk(f, args, 50, "/1k", True)}
 
 
 def _ws(f: Forwarder, args: argparse.Namespace, conns: int) -> float:
@@ -436,7 +468,7 @@ def mcp_cpu(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     observed0 = _metric(admin, "mcp_requests_total")
     shed0 = _metric(admin, "mcp_sidecar_observer_shed_total")
     cpu0, t0 = _cpu_s([worker]), time.monotonic()
-    rate = _wrk(f.ports["http"], args, 8, "/mcp", False, args.post_script)
+    rate = _wrk(f, args, 8, "/mcp", False, args.post_script)
     cpu1, t1 = _cpu_s([worker]), time.monotonic()
     requests = rate * args.seconds
     observed = _metric(admin, "mcp_requests_total") - observed0
@@ -464,6 +496,9 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="Comma-separated forwarders (default: all available).")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--pin", action="store_true", help="Pin the forwarders to core 1.")
+    parser.add_argument("--tls", action="store_true",
+                        help="Also measure the default sidecar with TLS on the HTTP route (sidecar-tls) and with "
+                             "the access gate (sidecar-gate, a bearer token), on the HTTP workloads.")
     parser.add_argument("--baseline", metavar="SRC_DIR", default=None,
                         help="Also measure the default sidecar from another source tree (an A/B of a change).")
     args = parser.parse_args()
@@ -493,6 +528,8 @@ def main() -> None:
                 forwarders.append(f)
         if args.baseline:
             forwarders.append(start_sidecar("baseline", up, work, "auto", args.pin, args.baseline))
+        if args.tls:
+            forwarders += _secure_sidecars(up, work, args.pin)
         if args.only:
             keep = set(args.only.split(","))
             for f in [f for f in forwarders if f.name not in keep]:
@@ -509,6 +546,8 @@ def main() -> None:
                     if workload == "mcp-cpu" and f.state_dir is None:
                         continue
                     if workload == "idle-1000" and f.name == "direct":
+                        continue
+                    if f.http_only and workload not in HTTP_WORKLOADS:
                         continue
                     for key, value in MEASURES[workload](f, args).items():
                         results[f.name].setdefault(key, []).append(value)

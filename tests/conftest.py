@@ -319,6 +319,63 @@ async def start_scripted_upstream(nursery: trio.Nursery) -> ScriptedUpstream:
     return ScriptedUpstream(listeners[0].socket.getsockname()[1], receive)
 
 
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TlsFiles:
+    """A test CA (trustme) and a server certificate for localhost and the loopbacks, as PEM files."""
+
+    ca: Any
+    cert: Path
+    key: Path
+    ca_file: Path
+
+    def client_context(self, *, alpn: list[str] | None = None):
+        import ssl
+
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        if alpn:
+            context.set_alpn_protocols(alpn)
+        return context
+
+    def server_context(self):
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_tls_files(directory: Path, name: str = "server") -> TlsFiles:
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key, ca_file = directory / f"{name}.pem", directory / f"{name}.key", directory / f"{name}-ca.pem"
+    issued.cert_chain_pems[0].write_to_path(cert)
+    for extra in issued.cert_chain_pems[1:]:
+        with open(cert, "ab") as f:
+            f.write(extra.bytes())
+    issued.private_key_pem.write_to_path(key)
+    ca.cert_pem.write_to_path(ca_file)
+    return TlsFiles(ca, cert, key, ca_file)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    return make_tls_files(tmp_path / "tls")
+
+
+async def tls_connect(port: int, files: TlsFiles, *, alpn: list[str] | None = None,
+                      host: str = "127.0.0.1") -> trio.SSLStream:
+    stream = trio.SSLStream(await connect(port, host), files.client_context(alpn=alpn), server_hostname="localhost")
+    await stream.do_handshake()
+    return stream
+
+
 # --- supervised proxies -------------------------------------------------------------------
 
 

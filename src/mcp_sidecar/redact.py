@@ -30,11 +30,13 @@ SECRET_HEADERS = frozenset(
         "x-api-key",
         "api-key",
         "x-auth-token",
+        "x-mcp-sidecar-token",
     }
 )
 SECRET_PARAMS = frozenset(
     {
         "mcp_proxy_auth_token",
+        "mcp_sidecar_token",
         "token",
         "access_token",
         "refresh_token",
@@ -84,10 +86,15 @@ def redact_target(target: str | bytes) -> str:
     return path + sep + _redact_params(query) if sep else text
 
 
+#: The access gate's cookie (net/gate.py: mcp_sidecar_ and 12 hex digits).
+_GATE_COOKIE_RE = re.compile(r"(mcp_sidecar_[0-9a-f]{12})=[^;\s\"',]*")
+
+
 def scrub(text: str) -> str:
     """Remove secrets from free text (log lines, error messages)."""
     if "=" in text:
         text = _redact_params(text)
+        text = _GATE_COOKIE_RE.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return _HEADER_LINE_RE.sub(lambda m: f"{m.group('name')}{m.group('sep')}{REDACTED}", text)
 

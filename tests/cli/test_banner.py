@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mcp_sidecar.cli.banner import inspector_lines, route_lines
+from mcp_sidecar.cli.banner import gate_lines, inspector_lines, route_lines
 from mcp_sidecar.config.parse import build_config
 from mcp_sidecar.net.listeners import bind_all
 from mcp_sidecar.forward.proxy import Proxy
@@ -32,10 +32,15 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
             f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:{ui} "
             "npx @modelcontextprotocol/inspector"
         )
+        token = proxy.config.routes[0].settings.gate_token  # the page is gated beyond loopback
         assert lines[3] == (
             f"  then open:      http://127.0.0.1:{ui}/?MCP_PROXY_PORT={mcp_proxy}"
-            "&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>"
+            f"&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>&mcp_sidecar_token={token}"
         )
+        assert gate_lines(proxy.config, proxy.listeners) == [
+            "route inspector-ui is gated: open this URL once in a browser (it leaves a cookie), "
+            "or send Authorization: Bearer <token>:",
+            f"  http://127.0.0.1:{ui}/?mcp_sidecar_token={token}"]
     finally:
         for listener in proxy.listeners:
             listener.close()

@@ -57,11 +57,13 @@ def test_listen_port_zero_only_when_allowed() -> None:
 @pytest.mark.parametrize(
     "spec, listen, upstream",
     [
-        ("7000:localhost:8000", "0.0.0.0:7000", "localhost:8000"),
+        # As ssh -L: no bind address means loopback; "*" or an empty one, every interface.
+        ("7000:localhost:8000", "127.0.0.1:7000", "localhost:8000"),
+        (":7000:localhost:8000", "0.0.0.0:7000", "localhost:8000"),
         ("127.0.0.1:7000:localhost:8000", "127.0.0.1:7000", "localhost:8000"),
         ("[::1]:7000:[::1]:8000", "[::1]:7000", "[::1]:8000"),
         ("*:7000:10.1.2.3:8000", "0.0.0.0:7000", "10.1.2.3:8000"),
-        ("0:127.0.0.1:9", "0.0.0.0:0", "127.0.0.1:9"),
+        ("0:127.0.0.1:9", "127.0.0.1:0", "127.0.0.1:9"),
     ],
 )
 def test_parse_forward(spec: str, listen: str, upstream: str) -> None:

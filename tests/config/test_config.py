@@ -8,7 +8,7 @@ import pytest
 from mcp_sidecar.config.addresses import HostPort
 from mcp_sidecar.config.defaults import DEFAULT_BUFFER_BYTES, DEFAULT_CONNECT_RETRY_WINDOW_S, DEFAULT_OBSERVE_CPU_SHARE
 from mcp_sidecar.config.parse import build_config, load_config
-from mcp_sidecar.config.profiles import exposure_warnings
+from mcp_sidecar.config.profiles import exposure_notices, exposure_warnings
 from mcp_sidecar.config.values import format_duration, parse_duration
 from mcp_sidecar.config.render import render_toml
 from mcp_sidecar.errors import ConfigError
@@ -54,13 +54,34 @@ def test_inspector_v2_profile_exposed_on_explicit_request() -> None:
     assert exposure_warnings(from_file) == exposure_warnings(config)
 
 
-def test_inspector_v1_profile_is_not_guarded() -> None:
+def test_inspector_v1_profile_is_not_guarded_and_its_page_is_gated() -> None:
     for expose in (False, True):
         config = build_config(profile="inspector-v1", dangerously_expose_unprotected=expose)
         assert [r.name for r in config.routes] == ["inspector-ui", "inspector-proxy"]
         assert exposure_warnings(config) == []
-    assert exposure_warnings(build_config(forwards=("0.0.0.0:7000:localhost:8000",),
-                                          dangerously_expose_unprotected=True)) == []
+        ui, proxy = config.routes
+        assert ui.settings.gate == "token" and ui.settings.gate_token  # beyond loopback: gated by default
+        assert proxy.settings.gate == "off"  # the page calls it cross-origin, without cookies
+        assert exposure_notices(config) == [
+            "route inspector-ui is protected by the access gate (token)",
+            "route inspector-proxy is protected by the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; "
+            "readable on the path without TLS)"]
+    # A gate chosen in [defaults] wins, also "off".
+    assert build_config({"defaults": {"gate": "off"}}, profile="inspector-v1").routes[0].settings.gate == "off"
+
+
+def test_unprotected_exposure_of_a_loopback_upstream_warns() -> None:
+    exposed = build_config(forwards=("0.0.0.0:7000:localhost:8000",))
+    assert exposure_warnings(exposed) == [
+        "route port-7000 listens on 0.0.0.0:7000, beyond loopback, in front of localhost:8000 (loopback only), "
+        'and nothing protects it: set tls_cert and tls_key, gate = "token" or allow']
+    # Loopback listeners, and upstreams that are reachable anyway, are no exposure.
+    assert exposure_warnings(build_config(forwards=("7000:localhost:8000",))) == []
+    assert exposure_warnings(build_config(forwards=("0.0.0.0:7000:10.1.2.3:8000",))) == []
+    allowed = build_config({"route": [{"listen": "0.0.0.0:7000", "upstream": "127.0.0.1:8000",
+                                       "allow": ["10.0.0.0/8", "::1"]}]})
+    assert exposure_warnings(allowed) == []
+    assert exposure_notices(allowed) == ["route port-7000 is protected by allow 10.0.0.0/8, ::1/128"]
 
 
 def test_expose_option_must_be_a_boolean() -> None:
@@ -204,3 +225,44 @@ def test_forwards_on_one_port_get_distinct_names_and_can_be_named() -> None:
         build_config(forwards=("bad name=7000:localhost:8000",))
     with pytest.raises(ConfigError, match=r"duplicate route name 'ui'"):
         build_config(forwards=("ui=7000:localhost:8000", "ui=7001:localhost:8001"))
+
+
+def test_tls_and_access_settings_are_validated_naming_the_field(tmp_path) -> None:
+    from ..conftest import make_tls_files
+
+    files = make_tls_files(tmp_path)
+    route = {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+    ok = build_config({"route": [{**route, "tls_cert": str(files.cert), "tls_key": str(files.key)}]})
+    assert ok.routes[0].settings.tls_cert == str(files.cert)
+    cases = [
+        ({"tls_cert": str(files.cert)}, r"route\[1\]\.tls_key: missing: tls_cert and tls_key go together"),
+        ({"tls_cert": str(tmp_path / "nope.pem"), "tls_key": str(files.key)},
+         r"route\[1\]\.tls_cert: cannot load the certificate chain and key: file not found"),
+        ({"tls_cert": str(files.ca_file), "tls_key": str(files.key)}, r"route\[1\]\.tls_(cert|key): cannot load"),
+        ({"tls_client_ca": str(files.ca_file)}, r"route\[1\]\.tls_client_ca: needs tls_cert and tls_key"),
+        ({"upstream_tls_ca": str(files.ca_file)}, r"route\[1\]\.upstream_tls_ca: needs upstream_tls = true"),
+        ({"upstream_tls": True, "upstream_tls_ca": str(files.key)}, r"route\[1\]\.upstream_tls_ca: cannot load"),
+        ({"allow": ["10.0.0.0/8", "nonsense"]}, r"route\[1\]\.allow: 'nonsense' is not an IP address or network"),
+        ({"allow": []}, r"route\[1\]\.allow: expected at least one"),
+        ({"gate": "password"}, r"route\[1\]\.gate: expected one of 'off', 'token'"),
+        ({"gate": "token", "gate_token": "short"}, r"route\[1\]\.gate_token: must be a string of at least 16"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            build_config({"route": [{**route, **extra}]})
+
+
+def test_gate_tokens_come_from_the_config_the_environment_or_are_generated(monkeypatch) -> None:
+    route = {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1", "gate": "token"}
+    monkeypatch.delenv("MCP_SIDECAR_GATE_TOKEN", raising=False)
+    generated = build_config({"route": [route]}).routes[0].settings
+    assert generated.gate_token_source == "generated" and len(generated.gate_token) >= 32
+    # A reload (the same process) keeps it; it is never rendered.
+    assert build_config({"route": [route]}).routes[0].settings.gate_token == generated.gate_token
+    assert generated.gate_token not in render_toml(build_config({"route": [route]}))
+    assert generated.gate_token not in repr(generated)
+    monkeypatch.setenv("MCP_SIDECAR_GATE_TOKEN", "from-the-environment-123")
+    from_env = build_config({"route": [route]}).routes[0].settings
+    assert (from_env.gate_token, from_env.gate_token_source) == ("from-the-environment-123", "env")
+    explicit = build_config({"route": [{**route, "gate_token": "written-in-the-file-123"}]}).routes[0].settings
+    assert (explicit.gate_token, explicit.gate_token_source) == ("written-in-the-file-123", "config")

@@ -360,3 +360,28 @@ async def test_drain_timeout_closes_lingering_connections(nursery, echo_port: in
         assert proxy.routes[0].ended == {"drain_timeout": 1}
         assert await lingering.receive_some(10) == b""
         await lingering.aclose()
+
+
+async def test_allow_list_refuses_other_clients_at_accept(nursery, echo_port) -> None:
+    with trio.fail_after(10):
+        closed_doc = route_doc(f"127.0.0.1:{echo_port}", allow=["10.0.0.0/8", "::1"])
+        refused = await start_proxy(nursery, closed_doc)
+        try:  # reset at accept: so fast that the connect itself may see it
+            client = await connect(refused.port())
+            await client.send_all(b"hello")
+            data = await client.receive_some(10)
+        except (OSError, trio.BrokenResourceError):
+            data = b""
+        assert data == b""  # nothing was forwarded
+        await wait_until(lambda: refused.route().rejected.get("not_allowed") == 1)
+        assert refused.route().total == 0
+        open_doc = route_doc(f"127.0.0.1:{echo_port}", allow=["127.0.0.0/8"])
+        allowed = await start_proxy(nursery, open_doc)
+        assert await echo_roundtrip(allowed.port()) == b"ping"
+
+
+@needs_ipv6
+async def test_allow_list_on_ipv6(nursery, echo_port) -> None:
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", listen="[::1]:0", allow=["::1"]))
+        assert await echo_roundtrip(proxy.port(), host="::1") == b"ping"

@@ -181,7 +181,8 @@ async def test_counters_persist_across_full_restart_and_status_exit_codes(nurser
         os.kill(victim, signal.SIGKILL)
         await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
         assert (await trio.to_thread.run_sync(sup.command, "stop"))["ok"]
-        assert await trio.to_thread.run_sync(sup.process.wait) == 0
+        code = await trio.to_thread.run_sync(sup.process.wait)
+        assert code == 0, "\n".join(sup.process.log_lines[-40:])
 
         result = await trio.to_thread.run_sync(lambda: run_proxyctl("status", "--state-dir", str(sup.state_dir)))
         assert result.returncode == 3
@@ -413,3 +414,18 @@ async def test_worker_spawn_exec_runs_new_interpreters(nursery, supervised) -> N
         await echo_once(port)
         await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
         await echo_once(port)
+
+
+async def test_stop_while_a_replacement_waits_in_backoff_exits_cleanly(nursery, supervised) -> None:
+    """Regression: a worker spawned after stop closed the listening sockets
+    crashed the supervisor (exit 1, "bad value(s) in fds_to_keep")."""
+    with trio.fail_after(60):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        sup = await trio.to_thread.run_sync(
+            supervised, [echo_route(echo_port)], {"restart_backoff_initial": "500ms", "standby": False})
+        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["state"] == "active")
+        os.kill(status["worker"]["pid"], signal.SIGKILL)
+        await wait_status(sup, lambda s: s["worker"] is None)  # the replacement now waits out its backoff
+        assert (await trio.to_thread.run_sync(sup.command, "stop"))["ok"]
+        code = await trio.to_thread.run_sync(sup.process.wait)
+        assert code == 0, "\n".join(sup.process.log_lines[-40:])

@@ -79,6 +79,11 @@ class RuntimeCollector(Collector):
         bugs = CounterMetricFamily("mcp_sidecar_observer_bugs",
                                    "Observers stopped by a defect of the sidecar's own code (not the peer's bytes); "
                                    "forwarding unaffected. Should stay 0: report it.", labels=["route"])
+        gate = CounterMetricFamily(
+            "mcp_sidecar_gate_requests",
+            "Requests checked by a route's access gate, by result: admitted by cookie, bearer or header; "
+            "url (the URL token exchanged for the cookie); refused as missing, invalid, malformed or too_large.",
+            labels=["route", "result"])
         too_large = CounterMetricFamily(
             "mcp_sidecar_observer_bodies_too_large",
             "JSON bodies larger than the observer reads (1 MiB): counted, not parsed; forwarding unaffected.",
@@ -96,6 +101,8 @@ class RuntimeCollector(Collector):
             memory_exhausted.add_metric([name], st.observer_memory_exhausted)
             bugs.add_metric([name], rt.observation.bugs)
             too_large.add_metric([name], rt.observation.bodies_too_large)
+            for result, count in sorted(rt.gate_results.items()):
+                gate.add_metric([name, result], count)
             active.add_metric([name], st.connections_active)
             for reason, count in sorted(st.connections_rejected.items()):
                 rejected.add_metric([name, reason], count)
@@ -119,7 +126,7 @@ class RuntimeCollector(Collector):
             streams.add_metric([name], tracker.streams_open + rt.observation.open_streams)
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
                     opened, connecting, mcp_active, worst, progress, streams, observe_s, shed, memory_exhausted, bugs,
-                    too_large)
+                    too_large, gate)
         exhausted = CounterMetricFamily(
             "mcp_sidecar_local_resource_exhausted",
             "Times this worker ran out of a local resource (descriptors, buffers, memory), by where it happened; "

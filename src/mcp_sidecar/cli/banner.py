@@ -13,9 +13,11 @@ from __future__ import annotations
 import socket
 
 from ..config.addresses import bracket
-from ..config.model import ProxyConfig
-from ..config.profiles import exposure_warnings
+from ..config.model import ProxyConfig, RouteConfig
+from ..config.profiles import exposure_notices, exposure_warnings
+from ..net.gate import TOKEN_PARAM
 from ..net.listeners import BoundListener
+from ..net.netinfo import nonloopback_addresses
 
 
 def admin_lines(admin: socket.socket | None) -> list[str]:
@@ -35,6 +37,40 @@ def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str
     return lines
 
 
+def _origins(route: RouteConfig, listeners: list[BoundListener]) -> list[str]:
+    """The origins a browser would use for a route: its bound addresses, a
+    wildcard replaced by this host's non-loopback addresses."""
+    scheme = "https" if route.settings.tls_cert else "http"
+    hosts: list[tuple[str, int]] = []
+    for listener in listeners:
+        if listener.route.name != route.name:
+            continue
+        host, port = listener.address.host, listener.address.port
+        if host in ("0.0.0.0", "::"):
+            hosts += [(h, port) for h in nonloopback_addresses() if (":" in h) == (host == "::")]
+        else:
+            hosts.append((host, port))
+    return [f"{scheme}://{bracket(h)}:{p}" for h, p in dict.fromkeys(hosts)]
+
+
+def gate_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:
+    """The URL carrying each gated route's token (opened once, it leaves a
+    cookie), and how non-browser clients authenticate."""
+    lines = []
+    for route in config.routes:
+        token = route.settings.gate_token
+        if route.settings.gate != "token" or token is None:
+            continue
+        lines.append(f"route {route.name} is gated: open this URL once in a browser (it leaves a cookie), "
+                     "or send Authorization: Bearer <token>:")
+        lines += [f"  {origin}/?{TOKEN_PARAM}={token}" for origin in _origins(route, listeners)]
+    return lines
+
+
+def notice_lines(config: ProxyConfig) -> list[str]:
+    return [f"exposed: {notice}" for notice in exposure_notices(config)]
+
+
 def warning_lines(config: ProxyConfig) -> list[str]:
     """What is exposed without protection because the operator said so."""
     return [f"WARNING: {warning}" for warning in exposure_warnings(config)]
@@ -48,7 +84,8 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list
     ui = next((r for r in config.routes if r.name == "inspector-ui"), None)
     if profile not in ("inspector-v1", "inspector-v2") or ui is None:
         return []
-    ui_origins = [f"http://{bracket(l.address.host)}:{l.address.port}" for l in bound("inspector-ui")]
+    scheme = "https" if ui.settings.tls_cert else "http"
+    ui_origins = [f"{scheme}://{bracket(l.address.host)}:{l.address.port}" for l in bound("inspector-ui")]
     if profile == "inspector-v2":
         lines = ["Inspector v2 through the sidecar:"]
         lines += [f"  open:  {origin}/" for origin in ui_origins]
@@ -64,9 +101,10 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list
         f"  start it with:  ALLOWED_ORIGINS={allowed} npx @modelcontextprotocol/inspector",
         "                  (add http://NAME:PORT for any other host name you browse to)",
     ]
+    gate = f"&{TOKEN_PARAM}={ui.settings.gate_token}" if ui.settings.gate == "token" else ""
     for origin in ui_origins:
         lines.append(
             f"  then open:      {origin}/?MCP_PROXY_PORT={proxy_port}"
-            "&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>"
+            f"&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>{gate}"
         )
     return lines

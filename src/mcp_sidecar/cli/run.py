@@ -36,7 +36,7 @@ from ..net.listeners import bind_everything
 from ..supervise.standalone import run_worker
 from ..supervise.statedir import ensure_state_dir
 from ..supervise.supervisor import Supervisor, run_supervised
-from .banner import admin_lines, inspector_lines, route_lines, warning_lines
+from .banner import admin_lines, gate_lines, inspector_lines, notice_lines, route_lines, warning_lines
 from .options import (RouteSource, echo_lines, reports_errors, state_dir_option, resolve_state_dir,
                       with_log_options, with_route_options)
 
@@ -104,7 +104,8 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
 
 def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
     echo_lines([f"mcp-sidecar {__version__} forwarding ({who})", *route_lines(config, listeners),
-                 *admin_lines(admin), *inspector_lines(config, listeners), *warning_lines(config)])
+                 *admin_lines(admin), *inspector_lines(config, listeners), *gate_lines(config, listeners),
+                 *notice_lines(config), *warning_lines(config)])
 
 
 def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,

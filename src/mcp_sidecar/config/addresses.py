@@ -53,6 +53,18 @@ def beyond_loopback(host: str) -> bool:
         return True
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this host's loopback only (an upstream nobody
+    else could reach): loopback literals, ``localhost`` and ``*.localhost``."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def bracket(host: str) -> str:
     """``::1`` -> ``[::1]``; names and IPv4 are returned unchanged."""
     return f"[{host}]" if ":" in host else host
@@ -136,15 +148,18 @@ class ForwardSpec:
     upstream: HostPort
 
 
-def parse_forward(text: str, *, default_bind: str = "0.0.0.0") -> ForwardSpec:
-    """Parse ssh ``-L`` syntax: ``[BIND:]PORT:HOST:HOSTPORT``."""
+def parse_forward(text: str, *, default_bind: str = "127.0.0.1") -> ForwardSpec:
+    """Parse ssh ``-L`` syntax: ``[BIND:]PORT:HOST:HOSTPORT``.
+
+    As ssh does: without a bind address the port listens on loopback only;
+    ``*`` (or an empty bind address) means every interface (0.0.0.0)."""
     tokens = _split_tokens(text.strip())
     if len(tokens) == 3:
         bind, port, host, hostport = default_bind, *tokens
     elif len(tokens) == 4:
         bind, port, host, hostport = tokens
-        if bind == "*":
-            bind = default_bind
+        if bind in ("*", ""):
+            bind = "0.0.0.0"
     else:
         raise AddressSyntaxError(
             f'expected "[BIND:]PORT:HOST:HOSTPORT", got {text!r}'

@@ -30,11 +30,12 @@ DEFAULT_TCP_KEEPALIVE_S = 60.0
 DEFAULT_SPLICE = True
 #: Below Kubernetes' default 30 s termination grace period.
 DEFAULT_DRAIN_TIMEOUT_S = 25.0
-#: Fraction of one CPU core in-line observation may use (budget.py); beyond
-#: it, observation is shed connection by connection and forwarding goes on at
-#: full speed.  An h11 exchange costs ~2-4x what forwarding it does, so 0.2
-#: keeps a saturated worker's forwarding rate >= 0.8 of opaque TCP while
-#: leaving room for ~1,000 observed exchanges per second.  1 never sheds.
+#: Fraction of one CPU core in-line observation may use while the worker is
+#: saturated (budget.py); beyond it, observation is shed connection by
+#: connection and forwarding goes on at full speed.  Observing every exchange
+#: of small MCP traffic takes about a third of a saturated core (~16 us per
+#: exchange against ~30 us to forward it; benchmarks/compare.py), so 0.5 sheds
+#: only pathological loads (huge bodies, floods of tiny frames).  1 never sheds.
 DEFAULT_OBSERVE_CPU_SHARE = 0.5
 #: All inspection buffers of a worker together (JSON bodies being collected,
 #: SSE lines, WebSocket text messages): bounded whatever the number of
@@ -96,3 +97,11 @@ MIN_BUFFER_BYTES = 4 * 1024
 MAX_BUFFER_BYTES = 16 * 1024 * 1024
 
 ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Access gate of an HTTP route: "off", or "token" (a URL token exchanged for
+#: a cookie, or a bearer token; see net/gate.py).
+GATES = ("off", "token")
+#: The gate's token when neither the route nor [defaults] sets gate_token.
+GATE_TOKEN_ENV = "MCP_SIDECAR_GATE_TOKEN"
+#: A TLS handshake with a client must finish within this (a client that
+#: connects and says nothing holds a descriptor, not a worker).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0

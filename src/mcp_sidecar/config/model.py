@@ -50,6 +50,24 @@ class RouteSettings:
     max_connecting: int = DEFAULT_MAX_CONNECTING
     connection_log: str = DEFAULT_CONNECTION_LOG
     connection_log_every: int = DEFAULT_CONNECTION_LOG_EVERY
+    #: TLS towards clients: certificate chain and key (PEM files), and the CA
+    #: that client certificates must be signed by (mutual TLS) when set.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    #: TLS towards the upstream, verified against upstream_tls_ca (else the
+    #: system's trust store) for upstream_tls_name (else the upstream's host).
+    upstream_tls: bool = False
+    upstream_tls_ca: str | None = None
+    upstream_tls_name: str | None = None
+    upstream_tls_verify: bool = True
+    #: "token": every HTTP request needs the gate's cookie or bearer token (net/gate.py).
+    gate: str = "off"
+    gate_token: str | None = field(default=None, repr=False)
+    #: How gate_token was set: "config", "env" or "generated" (printed, not persisted).
+    gate_token_source: str | None = None
+    #: Client networks allowed to connect (empty: everyone).
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,21 @@ File layout::
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
-from .defaults import ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS, ROUTE_NAME_RE, WORKER_SPAWNS
+from .defaults import (ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S,
+                       GATE_TOKEN_ENV, GATES, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS,
+                       ROUTE_NAME_RE, WORKER_SPAWNS)
 from .model import AdminConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
-from .profiles import DEFAULT_PROFILE, PROFILES, refuse_exposure
-from .values import boolean, choice, cpu_share, int_in, parse_admin_listen, parse_duration, positive_duration, secret_token, size_at_least, url_path, webhook_url
+from .profiles import DEFAULT_PROFILE, PROFILES, gate_by_default, refuse_exposure
+from .values import (boolean, choice, cpu_share, file_path, int_in, networks, parse_admin_listen, parse_duration,
+                     positive_duration, secret_token, server_name, size_at_least, url_path, webhook_url)
+from .tls import TlsSettingsError, client_context, server_context
 from ..errors import ConfigError
 
 #: TOML key -> (RouteSettings attribute, parser).
@@ -67,6 +72,16 @@ SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_connecting": ("max_connecting", int_in(1, 100_000)),
     "connection_log": ("connection_log", choice(CONNECTION_LOGS)),
     "connection_log_every": ("connection_log_every", int_in(1, 1_000_000)),
+    "tls_cert": ("tls_cert", file_path),
+    "tls_key": ("tls_key", file_path),
+    "tls_client_ca": ("tls_client_ca", file_path),
+    "upstream_tls": ("upstream_tls", boolean),
+    "upstream_tls_ca": ("upstream_tls_ca", file_path),
+    "upstream_tls_name": ("upstream_tls_name", server_name),
+    "upstream_tls_verify": ("upstream_tls_verify", boolean),
+    "gate": ("gate", choice(GATES)),
+    "gate_token": ("gate_token", secret_token),
+    "allow": ("allow", networks),
 }
 PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
@@ -174,7 +189,49 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
     settings = _apply_settings(source, prefix, defaults, table)
     if settings.health_interval_s and settings.health_interval_max_s < settings.health_interval_s:
         raise ConfigError(source, f"{prefix}health_interval_max", "must not be shorter than health_interval")
+    try:  # loads the files now: a bad certificate is a config error, not a worker crash
+        server_context(settings)
+        client_context(settings)
+    except TlsSettingsError as exc:
+        raise ConfigError(source, f"{prefix}{exc.field}", str(exc)) from None
+    if settings.gate != "off" and settings.protocol == "tcp":
+        raise ConfigError(source, f"{prefix}gate", 'needs HTTP: protocol = "tcp" carries bytes it cannot read')
     return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings)
+
+
+#: The token of gated routes that set none, generated once per process: a
+#: reload keeps it (the supervisor reloads in its own process), a restart of
+#: the whole tree prints a new one.
+_generated_gate_token: str | None = None
+
+
+def _gate_token() -> tuple[str, str]:
+    """The token for a gated route without ``gate_token``: from the
+    environment, else generated; and where it came from."""
+    global _generated_gate_token
+    from_env = os.environ.get(GATE_TOKEN_ENV)
+    if from_env:
+        try:
+            return secret_token(from_env), "env"
+        except ValueError as exc:
+            raise ConfigError(f"${GATE_TOKEN_ENV}", "", str(exc)) from None
+    if _generated_gate_token is None:
+        _generated_gate_token = secrets.token_urlsafe(24)
+    return _generated_gate_token, "generated"
+
+
+def _with_gate_tokens(routes: list[RouteConfig]) -> list[RouteConfig]:
+    out = []
+    for route in routes:
+        s = route.settings
+        if s.gate == "token":
+            if s.gate_token is not None:
+                route = replace(route, settings=replace(s, gate_token_source="config"))
+            else:
+                token, origin = _gate_token()
+                route = replace(route, settings=replace(s, gate_token=token, gate_token_source=origin))
+        out.append(route)
+    return out
 
 
 def _check_routes(source: str, routes: list[RouteConfig]) -> None:
@@ -269,13 +326,15 @@ def build_config(
     if profile is not None:
         if profile not in PROFILES:
             raise ConfigError("--profile", "", f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+        start = len(routes)
         for table in PROFILES[profile]:
             routes.append(_build_route(f"profile {profile}", len(routes) + 1, dict(table), defaults))
+        routes[start:] = gate_by_default(profile, routes[start:], explicit="gate" in defaults_table)
         if not proxy_values.get("dangerously_expose_unprotected"):
             refuse_exposure(profile, routes)
 
     _check_routes(source, routes)
-    return ProxyConfig(routes=tuple(routes), profile=profile, source=source, **proxy_values)
+    return ProxyConfig(routes=tuple(_with_gate_tokens(routes)), profile=profile, source=source, **proxy_values)
 
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .addresses import NONLOOPBACK, beyond_loopback
+from dataclasses import replace
+
+from .addresses import NONLOOPBACK, beyond_loopback, is_loopback_host
 from .model import ProxyConfig, RouteConfig
 from ..errors import ConfigError
 
@@ -48,6 +50,13 @@ PROFILE_ALTERNATIVES: dict[str, str] = {
                     "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 THIS_HOST)",
 }
 EXPOSE_OPTION = "--dangerously-expose-unprotected"
+#: The routes of each profile that get the gate when they listen beyond loopback.
+PROFILE_GATED: dict[str, tuple[str, ...]] = {"inspector-v1": ("inspector-ui",)}
+#: Profile routes whose upstream checks a credential of its own.
+PROFILE_SELF_PROTECTED: dict[str, dict[str, str]] = {
+    "inspector-v1": {"inspector-proxy": "the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; "
+                                        "readable on the path without TLS)"},
+}
 
 
 def refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
@@ -65,12 +74,63 @@ def refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
 
 
 def exposure_warnings(config: ProxyConfig) -> list[str]:
-    """What a guarded profile exposes unprotected (the operator allowed it)."""
+    """What is exposed beyond loopback with nothing protecting it: a guarded
+    profile the operator let out, and any route in front of a loopback-only
+    upstream without TLS, the gate or an allow-list."""
+    warnings = []
     risk = PROFILE_RISKS.get(config.profile or "")
-    if risk is None or not config.dangerously_expose_unprotected:
-        return []
-    names = {table["name"] for table in PROFILES[config.profile or ""]}
-    return [f"route {r.name} listens beyond loopback without protection ({EXPOSE_OPTION}): {risk}"
-            for r in config.routes if r.name in names and any(beyond_loopback(a.host) for a in r.listen)]
+    guarded: set[str] = set()
+    if risk is not None and config.dangerously_expose_unprotected:
+        guarded = {table["name"] for table in PROFILES[config.profile or ""]}
+        warnings += [f"route {r.name} listens beyond loopback without protection ({EXPOSE_OPTION}): {risk}"
+                     for r in config.routes if r.name in guarded and _exposed(r)
+                     and not protections(r, config.profile)]
+    for route in config.routes:
+        if route.name in guarded or not _exposed(route) or protections(route, config.profile):
+            continue
+        if all(is_loopback_host(u.host) for u in route.upstreams):
+            exposed = ", ".join(str(a) for a in route.listen if beyond_loopback(a.host))
+            warnings.append(f"route {route.name} listens on {exposed}, beyond loopback, in front of "
+                            f"{route.upstream_text} (loopback only), and nothing protects it: set tls_cert and "
+                            'tls_key, gate = "token" or allow')
+    return warnings
+
+
+def _exposed(route: RouteConfig) -> bool:
+    return any(beyond_loopback(a.host) for a in route.listen)
+
+
+def protections(route: RouteConfig, profile: str | None = None) -> list[str]:
+    """What protects a route (for the banner and the warnings)."""
+    s = route.settings
+    out = []
+    own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
+    if own is not None:
+        out.append(own)
+    if s.tls_cert is not None:
+        out.append("TLS with client certificates" if s.tls_client_ca else "TLS")
+    if s.gate == "token":
+        out.append("the access gate (token)")
+    if s.allow:
+        out.append("allow " + ", ".join(s.allow))
+    return out
+
+
+def exposure_notices(config: ProxyConfig) -> list[str]:
+    """What protects each route that listens beyond loopback."""
+    return [f"route {r.name} is protected by {', '.join(protections(r, config.profile))}" for r in config.routes
+            if _exposed(r) and protections(r, config.profile)]
+
+
+def gate_by_default(profile: str, routes: list[RouteConfig], explicit: bool) -> list[RouteConfig]:
+    """An Inspector profile listening beyond loopback puts its browser page
+    behind the gate, unless the configuration chose a gate setting itself.
+    (Inspector v1's proxy port is left to the Inspector's own session token:
+    its page calls it cross-origin, without cookies.)"""
+    gated = PROFILE_GATED.get(profile, ())
+    if explicit or not gated:
+        return routes
+    return [replace(r, settings=replace(r.settings, gate="token"))
+            if r.name in gated and _exposed(r) and r.settings.gate == "off" else r for r in routes]
 
 

@@ -4,8 +4,8 @@ Rules this module keeps:
 
 * Every default is written out, so the output is the whole truth and can be
   fed back as a file.
-* Secrets (the admin token, the alert webhook) are never written: a comment
-  says they are set.
+* Secrets (the admin token, the alert webhook, gate tokens) are never
+  written: a comment says they are set.  Unset optional values are left out.
 """
 
 from __future__ import annotations
@@ -28,13 +28,20 @@ def _toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
-def _settings_items(settings: RouteSettings) -> list[tuple[str, Any]]:
+def _settings_lines(settings: RouteSettings) -> list[str]:
     attr_to_key = {attr: key for key, (attr, _) in SETTING_KEYS.items()}
-    items = []
+    lines = []
     for f in fields(settings):
         value = getattr(settings, f.name)
-        items.append((attr_to_key[f.name], format_duration(value) if f.name.endswith("_s") else value))
-    return items
+        if f.name == "gate_token":
+            if value is not None:
+                lines.append(f"# gate_token is set (not shown; {settings.gate_token_source})")
+            continue
+        if f.name not in attr_to_key or value is None or value == ():
+            continue  # derived, or unset (TOML has no null)
+        shown = format_duration(value) if f.name.endswith("_s") else value
+        lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
+    return lines
 
 
 def render_toml(config: ProxyConfig) -> str:
@@ -69,6 +76,6 @@ def render_toml(config: ProxyConfig) -> str:
         lines.append(f"listen = {_toml_value(listen if len(listen) > 1 else listen[0])}")
         ups = [str(u) for u in route.upstreams]
         lines.append(f"upstream = {_toml_value(ups if len(ups) > 1 else ups[0])}")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in _settings_items(route.settings)]
+        lines += _settings_lines(route.settings)
         lines.append("")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Callable
 
@@ -149,3 +150,30 @@ def webhook_url(value: Any) -> str:
     return value
 
 
+
+
+def file_path(value: Any) -> str:
+    """A path to a file that must be readable (checked when the route is built)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path, got {value!r}")
+    return value
+
+
+def server_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9.:_-]{1,253}$", value):
+        raise ValueError(f"expected a host name, got {value!r}")
+    return value
+
+
+def networks(value: Any) -> tuple[str, ...]:
+    """Client addresses or networks (``10.0.0.0/8``, ``::1``), normalised."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError("expected at least one address or network (leave the key out to allow everyone)")
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (like 10.0.0.0/8 or ::1)") from None
+    return tuple(out)

@@ -28,17 +28,15 @@ from ..logs import log
 from ..net import sockopts
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.http import starts_like_request
+from .idle import IDLE_TASK, idle_watch
 from .observation import Mode, Observation
+from .secure import client_prelude, forward_legs, upstream_leg
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 from .state import Connection, End, RouteState
 
 logger = logging.getLogger(__name__)
 
-#: The idle watcher wakes this many times per idle_timeout: a connection is
-#: closed between 1 and 1.25 idle_timeouts after its last byte.
-IDLE_CHECKS_PER_TIMEOUT = 4
 _LEG_TASK = "mcp_sidecar.forward.connection.upstream_to_client"
-_IDLE_TASK = "mcp_sidecar.forward.connection.idle_watch"
 _KEEPALIVE_TASK = "mcp_sidecar.forward.connection.ws_keepalive"
 
 
@@ -47,21 +45,6 @@ def _peer(sock: socket.socket) -> str:
         return format_sockaddr(sock.getpeername())
     except OSError:
         return "?"
-
-
-async def _idle_watch(conn: Connection, timeout_s: float, scope: trio.CancelScope) -> None:
-    last = (conn.c2u.bytes, conn.u2c.bytes)
-    quiet_since = trio.current_time()
-    while True:
-        await trio.sleep(timeout_s / IDLE_CHECKS_PER_TIMEOUT)
-        now = trio.current_time()
-        seen = (conn.c2u.bytes, conn.u2c.bytes)
-        if seen != last:
-            last, quiet_since = seen, now
-        elif now - quiet_since >= timeout_s:
-            conn.end = End.IDLE_TIMEOUT
-            scope.cancel()
-            return
 
 
 def _write_frame(sock: socket.socket, frame: bytes) -> bool:
@@ -137,8 +120,8 @@ async def _forward(conn: Connection, rt: RouteState, csock: socket.socket, usock
         # Constant task names: trio would format one per task from the function.
         nursery.start_soon(leg, usock, csock, conn.u2c, "upstream", "client", name=_LEG_TASK)
         if rt.config.settings.idle_timeout_s > 0:
-            nursery.start_soon(_idle_watch, conn, rt.config.settings.idle_timeout_s, nursery.cancel_scope,
-                               name=_IDLE_TASK)
+            nursery.start_soon(idle_watch, conn, rt.config.settings.idle_timeout_s, nursery.cancel_scope,
+                               name=IDLE_TASK)
         if observe is not None and rt.config.settings.ws_ping_interval_s > 0:
             # Started by the 101 itself: no task waits in connections that never upgrade.
             observe.on_websocket = lambda: nursery.start_soon(_ws_keepalive, conn, rt, csock, usock,
@@ -181,11 +164,16 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
     rt.register(conn, trio.current_time())
     usock: socket.socket | None = None
     abort: list[str] = []  # (a set is 216 bytes held for the connection's life)
+    secure = rt.tls_server is not None or rt.connector.tls is not None or settings.gate == "token"
     try:
         # (csock inherited its options from the listening socket: sockopts.tune_listener)
+        if secure:
+            prelude = await client_prelude(conn, rt, csock)  # TLS handshake, the gate's first request
+            if prelude is None:
+                return
         t0 = trio.current_time()
         try:
-            usock, conn.connect_attempts = await rt.connector.connect(
+            usock, conn.connect_attempts, address = await rt.connector.connect(
                 lambda: _client_gone(csock, settings.protocol))
         except ClientGone as exc:
             conn.end = End.CLIENT_GONE
@@ -221,7 +209,15 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
         sockopts.tune(usock, settings.tcp_keepalive_s)
         # TCP_INFO is read at close and every tcp_stats_interval (and by the
         # API when asked), not at connect: two syscalls per connection saved.
-        abort = await _forward(conn, rt, csock, usock)
+        if not secure:
+            abort = await _forward(conn, rt, csock, usock)
+        else:
+            uleg = await upstream_leg(conn, rt, usock, address.host)
+            if uleg is None:
+                abort.append("client")
+                return
+            cleg, gate, first = prelude
+            abort = await forward_legs(conn, rt, cleg, uleg, gate, first)
     except OSError as exc:  # setsockopt on a socket the client already reset
         conn.end = conn.end or End.CLIENT_RESET
         log(logger, logging.DEBUG, "connection.error", route=conn.route, conn=conn.id, error=str(exc))

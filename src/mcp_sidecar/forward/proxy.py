@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from ipaddress import ip_network
 import socket
 import time
 from typing import Any, Callable
@@ -26,6 +27,7 @@ import trio
 from .. import logs
 from ..config.addresses import format_sockaddr
 from ..config.model import ProxyConfig
+from ..config.tls import client_context, server_context
 from ..health.breaker import CircuitBreaker
 from ..health.checks import route_health, run_checks
 from ..logs import log
@@ -84,7 +86,8 @@ class Proxy:
                     config=route,
                     listeners=[l for l in listeners if l.route is route],
                     connector=Connector(route.upstreams, s.connect_timeout_s, s.connect_retry_window_s,
-                                        s.max_connecting, health.preferred),
+                                        s.max_connecting, health.preferred, tls=client_context(s),
+                                        tls_name=s.upstream_tls_name),
                     scratch=self._scratch.view(s.buffer_bytes),
                     metrics=self.metrics.for_route(route.name),
                     health=health,
@@ -92,6 +95,9 @@ class Proxy:
                     observation=RouteObservation(route.name, self.metrics, McpTracker(s.mcp_request_timeout_s),
                                                  budget=self.observe_budget, memory=self.observe_memory),
                     exhaustion=self.exhaustion,
+                    # The files are read again here: a reload picks up renewed certificates.
+                    tls_server=server_context(s),
+                    allowed=tuple(ip_network(n) for n in s.allow),
                 )
             )
         #: Set by the worker when a supervisor runs it (see supervisor.py).
@@ -189,7 +195,9 @@ class Proxy:
                     return  # the supervisor shut the listening socket down: a stop
                 raise
             csock.setblocking(False)
-            if rt.active + rt.refusing >= max_connections:  # refusals hold a descriptor too
+            if not rt.allows(addr[0]):
+                self._reject(rt, csock, addr, "not_allowed")
+            elif rt.active + rt.refusing >= max_connections:  # refusals hold a descriptor too
                 self._reject(rt, csock, addr, "max_connections", limit=max_connections)
             elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
                 self.exhaustion.record("descriptors", "RLIMIT_NOFILE", "accept", trio.current_time())

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -55,6 +57,9 @@ class End(StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # no upstream connection within the retry window
     CLIENT_GONE = "client_gone"  # the client left before an upstream connection was made: nothing delivered
     LOCAL_RESOURCES = "local_resources"  # this host ran out of descriptors, buffers or memory
+    TLS_ERROR = "tls_error"  # the client's TLS handshake failed or did not finish in time
+    UPSTREAM_TLS_ERROR = "upstream_tls_error"  # the upstream's TLS handshake failed (verification, protocol)
+    GATE_REFUSED = "gate_refused"  # the access gate answered 401/400 (or closed): nothing reached the upstream
     DRAIN_TIMEOUT = "drain_timeout"  # still open when the drain deadline passed
     CANCELLED = "cancelled"  # stopped by the proxy otherwise
 
@@ -73,7 +78,7 @@ class Connection:
 
     __slots__ = ("id", "route", "client", "upstream", "started", "started_unix", "c2u", "u2c", "end",
                  "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "observation",
-                 "quality", "reconnects")
+                 "quality", "reconnects", "tls")
 
     def __init__(self, route: str, client: str, csock: socket.socket) -> None:
         self.id = next(_ids)
@@ -97,6 +102,8 @@ class Connection:
         self.quality = Quality()
         #: Earlier connections from the same client address to this route (10 min).
         self.reconnects = 0
+        #: The client's TLS session (version, cipher, ALPN), on a TLS route.
+        self.tls: dict[str, str | None] | None = None
 
     @property
     def protocol(self) -> str:
@@ -151,6 +158,7 @@ class Connection:
             "connect_attempts": self.connect_attempts,
             "connect_ms": None if self.connect_s is None else round(self.connect_s * 1000, 3),
             "tcp": tcp,
+            "tls": self.tls,
             "quality": self.quality.report(self.reconnects),
             "observed": self.observation.facts(now) if self.observation is not None else None,
         }
@@ -189,6 +197,12 @@ class RouteState:
     draining: bool = False
     #: client address -> times of its recent connections (reconnect counting).
     recent_clients: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
+    #: TLS towards clients (None: clear text), built from the route's files.
+    tls_server: ssl.SSLContext | None = None
+    #: Client networks allowed to connect (empty: everyone).
+    allowed: tuple[IPv4Network | IPv6Network, ...] = ()
+    #: Gate results by kind (net/gate.py), shared by the route's connections.
+    gate_results: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -212,6 +226,18 @@ class RouteState:
         self.ended[end] = self.ended.get(end, 0) + 1
         self.bytes_closed[0] += conn.c2u.bytes
         self.bytes_closed[1] += conn.u2c.bytes
+
+    def allows(self, host: str) -> bool:
+        """Whether a client at ``host`` may connect (the route's ``allow``)."""
+        if not self.allowed:
+            return True
+        try:
+            address = ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:  # a dual-stack socket's IPv4 client
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allowed)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

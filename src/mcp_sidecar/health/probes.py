@@ -45,9 +45,19 @@ class ProbeFailed(RemoteError):
         self.result = result
 
 
-async def _stream(connector: Connector, address: HostPort) -> trio.SocketStream:
+async def _stream(connector: Connector, address: HostPort) -> trio.abc.Stream:
+    """A connection to the address, TLS verified when the route speaks TLS upstream."""
     sock = await connector.attempt_address(address)
-    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    if connector.tls is not None:
+        stream = trio.SSLStream(stream, connector.tls, server_hostname=connector.tls_name or address.host,
+                                https_compatible=True)
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            await trio.aclose_forcefully(stream)
+            raise ProbeFailed("tls") from exc
+    return stream
 
 
 async def http_get(connector: Connector, address: HostPort, path: str) -> HttpResponse:
@@ -132,7 +142,10 @@ async def probe(level: str, address: HostPort, path: str, timeout_s: float,
     try:
         with trio.fail_after(timeout_s):
             if level == "tcp":
-                (await connector.attempt_address(address)).close()
+                if connector.tls is not None:
+                    await (await _stream(connector, address)).aclose()  # L1 over TLS: the handshake too
+                else:
+                    (await connector.attempt_address(address)).close()
             elif level == "http":
                 response = await http_get(connector, address, path)
                 if not 200 <= response.status < 400:

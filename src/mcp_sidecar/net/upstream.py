@@ -35,6 +35,7 @@ import errno
 import os
 import random
 import socket
+import ssl
 from typing import Callable
 
 import trio
@@ -143,8 +144,13 @@ class Connector:
     """
 
     def __init__(self, upstreams: tuple[HostPort, ...], connect_timeout_s: float, retry_window_s: float,
-                 max_connecting: int = 64, order: Callable[[], list[HostPort]] | None = None) -> None:
+                 max_connecting: int = 64, order: Callable[[], list[HostPort]] | None = None, *,
+                 tls: ssl.SSLContext | None = None, tls_name: str | None = None) -> None:
         self.upstreams = upstreams
+        #: TLS towards the upstream (None: clear text), verified for tls_name
+        #: or else the address's host; the caller does the handshake.
+        self.tls = tls
+        self.tls_name = tls_name
         self.connect_timeout_s = connect_timeout_s
         self.retry_window_s = retry_window_s
         self.order = order or (lambda: list(upstreams))
@@ -229,8 +235,8 @@ class Connector:
         finally:
             self._limiter.release()
 
-    async def connect(self, client_gone: Callable[[], bool] = lambda: False) -> tuple[socket.socket, int]:
-        """Return ``(socket, attempts)`` or raise ``UpstreamUnavailable``.
+    async def connect(self, client_gone: Callable[[], bool] = lambda: False) -> tuple[socket.socket, int, HostPort]:
+        """Return ``(socket, attempts, address)`` or raise ``UpstreamUnavailable``.
 
         ``client_gone`` is asked before every attempt, between attempts and
         once connected: when the client has left, ``ClientGone`` is raised
@@ -246,14 +252,14 @@ class Connector:
                 raise ClientGone(attempts)
             attempts += 1
             try:
-                sock, _ = await self.attempt_once()
+                sock, address = await self.attempt_once()
             except (OSError, trio.TooSlowError) as exc:
                 error: BaseException = exc
             else:
                 if attempts > 1 and client_gone():  # it left while we retried
                     sock.close()
                     raise ClientGone(attempts)
-                return sock, attempts
+                return sock, attempts, address
             pause = delay * random.uniform(0.8, 1.2)
             if trio.current_time() + pause >= deadline:
                 if client_gone():

@@ -106,7 +106,10 @@ def _serve(sock: socket.socket) -> None:
                 except BlockingIOError:
                     pass
                 continue
-            data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE_BYTES, socket.CMSG_SPACE(MAX_FDS * _INT_SIZE))
+            try:
+                data, ancillary, _, _ = sock.recvmsg(MAX_MESSAGE_BYTES, socket.CMSG_SPACE(MAX_FDS * _INT_SIZE))
+            except OSError:  # the supervisor closed with a reply unread (ECONNRESET): it is gone
+                data, ancillary = b"", []
             request, fds = _decode(data, ancillary)
             if request is None:  # the supervisor is gone
                 listening = False

@@ -92,6 +92,10 @@ class KillReason(StrEnum):
     STARTUP = "startup"  # did not come up in time
 
 
+class Stopping(SidecarError):
+    """A worker was to be spawned while the supervisor stops: it is not."""
+
+
 @dataclass(eq=False)
 class Worker:
     """One worker process as the supervisor sees it: its handle, channel,
@@ -315,6 +319,8 @@ class Supervisor:
         now = trio.current_time()
         if now < self.next_spawn_at:
             await trio.sleep_until(self.next_spawn_at)
+        if self.stopping:  # (the listening sockets may be closed already: nothing to hand over)
+            raise Stopping
         plan, admin_fd = self._plan(config, sockets)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds = [p.fd for p in plan] + ([admin_fd] if admin_fd is not None else [])
@@ -484,16 +490,20 @@ class Supervisor:
             async with self._lock:
                 if self.stopping:
                     return
-                if self.active is None:
-                    candidate = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
-                    if candidate is None:
-                        candidate = await self._spawn(self.config, self.sockets)
-                    elif candidate is self.standby:
-                        self.standby = None
-                    await self._activate(candidate)
-                if (self.active is not None and self.config.supervisor.standby and self.standby is None
-                        and not self.stopping):
-                    self.standby = await self._spawn(self.config, self.sockets)
+                try:
+                    if self.active is None:
+                        candidate = (self.standby if self.standby is not None and not self.standby.exited.is_set()
+                                     else None)
+                        if candidate is None:
+                            candidate = await self._spawn(self.config, self.sockets)
+                        elif candidate is self.standby:
+                            self.standby = None
+                        await self._activate(candidate)
+                    if (self.active is not None and self.config.supervisor.standby and self.standby is None
+                            and not self.stopping):
+                        self.standby = await self._spawn(self.config, self.sockets)
+                except Stopping:
+                    return
             if self.active is None:
                 continue  # the candidate died: try again (spawning backs off)
             await self._changed.wait()
@@ -552,7 +562,10 @@ class Supervisor:
             assert self.sockets is not None
             new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
             if new is None:
-                new = await self._spawn(self.config, self.sockets)
+                try:
+                    new = await self._spawn(self.config, self.sockets)
+                except Stopping:
+                    return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
             if not await self._activate(new):
                 return {"ok": False, "error": "the new worker did not start"}
             old.role = Role.DRAINING
@@ -578,7 +591,11 @@ class Supervisor:
                 except SidecarError as exc:
                     log(logger, logging.ERROR, "reload.rejected", error=str(exc))
                     return {"ok": False, "error": str(exc)}
-                new = await self._spawn(new_config, new_sockets)
+                try:
+                    new = await self._spawn(new_config, new_sockets)
+                except Stopping:
+                    new_sockets.close_unshared(current)
+                    return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
                 if not await self._activate(new):
                     new_sockets.close_unshared(current)
                     return {"ok": False, "error": "the new worker did not start; the old one keeps serving"}

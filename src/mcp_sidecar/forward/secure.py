@@ -1,0 +1,181 @@
+"""Connections with TLS on a leg or the access gate: before and during forwarding.
+
+Rules this module keeps:
+
+* Before the upstream is connected: the client's TLS handshake (bounded by
+  ``TLS_HANDSHAKE_TIMEOUT_S``), then, on a gated route, the client's first
+  request is read and checked -- a client without the token costs no
+  upstream connection and reaches nothing.  A ``303`` of the gate (the URL
+  token exchanged for the cookie) keeps the connection and waits for the
+  next request.
+* After connecting: the upstream's TLS handshake, verified; a failure ends
+  the connection as ``upstream_tls_error`` and counts against the upstream
+  (the circuit breaker).
+* Then both directions run ``pump_legs`` (legs.py), the client's through the
+  gate until an upgrade or CONNECT passes.  The WebSocket keepalive is off:
+  its frames would have to be written into the TLS stream in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+
+from ..config.defaults import TLS_HANDSHAKE_TIMEOUT_S
+from ..logs import log
+from ..net.gate import Close, Forward, Reply, RequestGate
+from .idle import IDLE_TASK, idle_watch
+from .legs import GateClosed, RawLeg, TlsLeg, pump_legs
+from .observation import Observation
+from .pump import LegFailed
+from .state import Connection, End, RouteState
+
+logger = logging.getLogger(__name__)
+_LEG_TASK = "mcp_sidecar.forward.secure.upstream_to_client"
+
+
+async def client_prelude(conn: Connection, rt: RouteState,
+                         csock: socket.socket) -> tuple[RawLeg, RequestGate | None, bytes] | None:
+    """The client's TLS handshake and the gate's first admitted request:
+    ``(client leg, gate, bytes to forward first)``, or None with ``conn.end``
+    set (the connection is over)."""
+    settings = rt.config.settings
+    leg: RawLeg = RawLeg(csock)
+    if rt.tls_server is not None:
+        tls = TlsLeg(csock, rt.tls_server, server_side=True)
+        with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT_S) as scope:
+            try:
+                await tls.handshake()
+            except LegFailed as exc:
+                conn.end = End.TLS_ERROR
+                log(logger, logging.INFO, "tls.handshake_failed", route=conn.route, conn=conn.id,
+                    client=conn.client, error=_tls_reason(exc.error))
+                return None
+        if scope.cancelled_caught:
+            conn.end = End.TLS_ERROR
+            log(logger, logging.INFO, "tls.handshake_failed", route=conn.route, conn=conn.id, client=conn.client,
+                error="timeout")
+            return None
+        conn.tls = tls.facts
+        leg = tls
+    if settings.gate != "token":
+        return leg, None, b""
+    assert settings.gate_token is not None
+    gate = RequestGate(settings.gate_token, secure=rt.tls_server is not None, counts=rt.gate_results)
+    while True:
+        try:
+            data = await leg.receive()
+        except LegFailed:
+            conn.end = End.CLIENT_RESET
+            return None
+        if not data:
+            conn.end = End.CLIENT_GONE
+            return None
+        first = bytearray()
+        for action in gate.feed(data):
+            if isinstance(action, Forward):
+                first += action.data
+            elif isinstance(action, Reply):
+                try:
+                    await leg.send_all(action.data)
+                except LegFailed:
+                    conn.end = End.CLIENT_RESET
+                    return None
+                if action.close:
+                    conn.end = End.GATE_REFUSED
+                    log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
+                        reason=action.reason)
+                    return None
+            else:
+                assert isinstance(action, Close)
+                conn.end = End.GATE_REFUSED
+                return None
+        if first:
+            return leg, (None if gate.tunnel else gate), bytes(first)
+
+
+async def upstream_leg(conn: Connection, rt: RouteState, usock: socket.socket, host: str) -> RawLeg | None:
+    """The upstream's leg, TLS verified when the route says so; None with
+    ``conn.end`` set if the handshake failed."""
+    context = rt.connector.tls
+    if context is None:
+        return RawLeg(usock)
+    tls = TlsLeg(usock, context, server_side=False, server_hostname=rt.connector.tls_name or host)
+    reason = None
+    with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT_S) as scope:
+        try:
+            await tls.handshake()
+        except LegFailed as exc:
+            reason = _tls_reason(exc.error)
+    if scope.cancelled_caught:
+        reason = "timeout"
+    if reason is None:
+        return tls
+    conn.end = End.UPSTREAM_TLS_ERROR
+    if rt.breaker.record_failure(trio.current_time(), "tls"):
+        log(logger, logging.ERROR, "circuit.open", route=conn.route, reason="tls", open_s=rt.breaker.open_s,
+            opened_total=rt.breaker.opened_total)
+    log(logger, logging.WARNING, "upstream.tls_failed", route=conn.route, conn=conn.id, upstream=conn.upstream,
+        error=reason)
+    return None
+
+
+def _tls_reason(error: BaseException) -> str:
+    """A short reason for logs (OpenSSL's reason code, never any bytes)."""
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str):
+        return reason.lower()
+    if isinstance(error, ConnectionError):
+        return "connection closed"
+    return type(error).__name__
+
+
+async def forward_legs(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg, gate: RequestGate | None,
+                       first: bytes) -> list[str]:
+    """Run both directions over legs; return the legs to abort with RST."""
+    settings = rt.config.settings
+    abort: list[str] = []
+    open_directions = 2
+    if settings.protocol != "tcp":
+        conn.observation = Observation(rt.observation, conn.id, conn.quality, settings.protocol)
+    observe = conn.observation
+
+    async def leg(src: RawLeg, dst: RawLeg, src_name: str, dst_name: str, gate: RequestGate | None) -> None:
+        nonlocal open_directions
+        flow = conn.c2u if src_name == "client" else conn.u2c
+        callback = None if observe is None else (
+            observe.client_direction if src_name == "client" else observe.upstream_direction)
+        try:
+            if first and src_name == "client":
+                await dst.send_all(first)  # the request the gate admitted before the upstream was connected
+                flow.bytes += len(first)
+                if callback is not None and callback.feed(memoryview(first)) is False:
+                    callback = None
+            await pump_legs(src, dst, flow, observe=callback, gate=gate, reply_to=cleg)
+        except LegFailed as exc:
+            failed = src_name if exc.side == "src" else dst_name
+            if conn.end is None:
+                conn.end = End.CLIENT_RESET if failed == "client" else End.UPSTREAM_RESET
+            abort.append(dst_name if failed == src_name else src_name)
+            nursery.cancel_scope.cancel()
+            return
+        except GateClosed as exc:
+            conn.end = End.GATE_REFUSED
+            log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
+                reason=exc.reason, replied=exc.replied)
+            nursery.cancel_scope.cancel()
+            return
+        open_directions -= 1
+        if open_directions == 0:
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leg, uleg, cleg, "upstream", "client", None, name=_LEG_TASK)
+        if settings.idle_timeout_s > 0:
+            nursery.start_soon(idle_watch, conn, settings.idle_timeout_s, nursery.cancel_scope, name=IDLE_TASK)
+        await leg(cleg, uleg, "client", "upstream", gate)
+    if conn.end is None and open_directions == 0:
+        conn.end = End.CLOSED
+    return abort
