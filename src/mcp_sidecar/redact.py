@@ -31,6 +31,7 @@ SECRET_HEADERS = frozenset(
         "api-key",
         "x-auth-token",
         "x-mcp-sidecar-token",
+        "x-mcp-remote-auth",
     }
 )
 SECRET_PARAMS = frozenset(

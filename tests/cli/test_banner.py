@@ -8,9 +8,9 @@ from mcp_sidecar.net.listeners import bind_all
 from mcp_sidecar.forward.proxy import Proxy
 
 
-def _proxy(profile: str) -> Proxy:
+def _proxy(profile: str, expose: bool = True) -> Proxy:
     """The profile's routes, bound on loopback port 0 instead of their ports."""
-    config = build_config(profile=profile, dangerously_expose_unprotected=True)
+    config = build_config(profile=profile, dangerously_expose_unprotected=expose)
     routes = tuple(
         replace(r, listen=tuple(replace(a, host="127.0.0.1", port=0) for a in r.listen)) for r in config.routes
     )
@@ -46,11 +46,19 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
             listener.close()
 
 
-def test_inspector_v2_lines_and_no_hints_without_profile() -> None:
-    proxy = _proxy("inspector-v2")
+def test_inspector_v2_lines_give_the_environment_and_the_gated_url() -> None:
+    proxy = _proxy("inspector-v2", expose=False)  # gated by default
     try:
-        ui = proxy.routes[0].listeners[0].address.port
-        assert inspector_lines(proxy.config, proxy.listeners)[:2] == ["Inspector v2 through the sidecar:", f"  open:  http://127.0.0.1:{ui}/"]
+        ui, sandbox, apps = (rt.listeners[0].address.port for rt in proxy.routes)
+        token = proxy.config.routes[0].settings.gate_token
+        assert inspector_lines(proxy.config, proxy.listeners) == [
+            "Inspector v2 through the sidecar:",
+            f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:6274,http://[::1]:6274,"
+            f"http://127.0.0.1:{ui} MCP_SANDBOX_FULL_ADDRESS=http://127.0.0.1:{sandbox}/sandbox "
+            f"MCP_APP_ORIGIN_FULL_ADDRESS=http://127.0.0.1:{apps} npx @modelcontextprotocol/inspector",
+            "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
+            "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)",
+            f"  then open:      http://127.0.0.1:{ui}/?mcp_sidecar_token={token}"]
     finally:
         for listener in proxy.listeners:
             listener.close()

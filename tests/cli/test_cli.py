@@ -136,21 +136,24 @@ async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process
         assert any('"end":"drain_timeout"' in l for l in proc.log_lines)
 
 
-def test_inspector_v2_profile_refuses_beyond_loopback_and_starts_nothing(tmp_path: Path) -> None:
+def test_inspector_v2_without_the_gate_beyond_loopback_is_refused_and_starts_nothing(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    result = run_proxyctl("run", "--profile", "inspector-v2", "--state-dir", str(state))
+    config = tmp_path / "off.toml"
+    config.write_text('[defaults]\ngate = "off"\n')
+    result = run_proxyctl("run", "--config", str(config), "--profile", "inspector-v2", "--state-dir", str(state))
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
-    assert line.startswith("proxyctl: error: --profile inspector-v2: refusing to listen beyond loopback "
-                           "(@nonloopback:6274, @nonloopback:6275): Inspector v2 serves its API token")
+    assert line.startswith("proxyctl: error: --profile inspector-v2: refusing to listen beyond loopback without the "
+                           "access gate (@nonloopback:6274, @nonloopback:6275, @nonloopback:6278): Inspector v2 "
+                           "serves its API token")
     assert "ssh -L 6274:localhost:6274" in line and line.endswith(
         "or pass --dangerously-expose-unprotected on a trusted network")
     assert not state.exists()  # no state directory, no PID file, nothing bound
-    assert run_proxyctl("config", "show", "--profile", "inspector-v2").returncode == 2
-    # v1 is not guarded: its token never appears in a page and its proxy checks Origin.
-    shown = run_proxyctl("config", "show", "--profile", "inspector-v1")
+    # By default the profile is gated, so it is accepted.
+    shown = run_proxyctl("config", "show", "--profile", "inspector-v2")
     assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count('gate = "token"') == 3 and "gate_token is set (not shown; generated)" in shown.stdout
 
 
 def _profile_ports_free() -> bool:
@@ -158,7 +161,7 @@ def _profile_ports_free() -> bool:
 
     hosts = nonloopback_addresses()
     for host in hosts:
-        for port in (6274, 6275):
+        for port in (6274, 6275, 6278):
             with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
                 try:
                     s.bind((host, port))
@@ -169,7 +172,7 @@ def _profile_ports_free() -> bool:
 
 async def test_inspector_v2_exposed_explicitly_warns_everywhere(supervised) -> None:
     if not _profile_ports_free():
-        pytest.skip("needs a non-loopback address with ports 6274 and 6275 free (the profile's fixed ports)")
+        pytest.skip("needs a non-loopback address with ports 6274, 6275 and 6278 free (the profile's fixed ports)")
     from mcp_sidecar.net.http import request
 
     expected = ("route inspector-ui listens beyond loopback without protection (--dangerously-expose-unprotected): "

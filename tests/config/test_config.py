@@ -23,30 +23,36 @@ def test_default_is_inspector_v1_on_nonloopback_addresses() -> None:
     ]
 
 
-def test_inspector_v2_profile_refuses_to_listen_beyond_loopback() -> None:
+def test_inspector_v2_profile_is_gated_beyond_loopback_and_refused_without_the_gate() -> None:
+    config = build_config(profile="inspector-v2")
+    assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate) for r in config.routes] == [
+        ("inspector-ui", 6274, 6274, "token"), ("inspector-sandbox", 6275, 6275, "token"),
+        ("inspector-apps", 6278, 6278, "token")]
+    assert len({r.settings.gate_token for r in config.routes}) == 1  # one token, one cookie for the three origins
+    assert exposure_warnings(config) == []
     with pytest.raises(ConfigError) as err:
-        build_config(profile="inspector-v2")
+        build_config({"defaults": {"gate": "off"}}, profile="inspector-v2")
     assert err.value.exit_code == 2
     assert str(err.value) == (
-        "--profile inspector-v2: refusing to listen beyond loopback (@nonloopback:6274, @nonloopback:6275): "
+        "--profile inspector-v2: refusing to listen beyond loopback without the access gate "
+        "(@nonloopback:6274, @nonloopback:6275, @nonloopback:6278): "
         "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs commands on "
-        "this host; reach it through an SSH tunnel to loopback "
-        "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 THIS_HOST), "
+        "this host; keep the access gate (the default), or reach it through an SSH tunnel to loopback "
+        "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 -L 6278:localhost:6278 THIS_HOST), "
         "or pass --dangerously-expose-unprotected on a trusted network"
     )
 
 
 def test_inspector_v2_profile_exposed_on_explicit_request() -> None:
     config = build_config(profile="inspector-v2", dangerously_expose_unprotected=True)
-    assert [(r.name, r.listen[0].port, r.upstream.port) for r in config.routes] == [
-        ("inspector-ui", 6274, 6274),
-        ("inspector-sandbox", 6275, 6275),
-    ]
+    assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate) for r in config.routes] == [
+        ("inspector-ui", 6274, 6274, "off"), ("inspector-sandbox", 6275, 6275, "off"),
+        ("inspector-apps", 6278, 6278, "off")]
     assert config.dangerously_expose_unprotected
     assert exposure_warnings(config) == [
         f"route {name} listens beyond loopback without protection (--dangerously-expose-unprotected): "
         "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs commands on "
-        "this host" for name in ("inspector-ui", "inspector-sandbox")
+        "this host" for name in ("inspector-ui", "inspector-sandbox", "inspector-apps")
     ]
     assert tomllib.loads(render_toml(config))["proxy"]["dangerously_expose_unprotected"] is True
     # The same from the [proxy] table of a file.

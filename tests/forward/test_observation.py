@@ -20,8 +20,11 @@ from ..conftest import connect, echo_roundtrip, receive_all, receive_exactly, ro
 
 
 def sample(proxy, name: str, **labels) -> float:
-    value = proxy.proxy.metrics.registry.get_sample_value(name, {"route": "r", **labels})
-    return value or 0.0
+    """The sum of the samples named ``name`` whose labels include ``labels``
+    (route "r" unless given)."""
+    wanted = {"route": "r", **labels}
+    return sum(s.value for f in proxy.proxy.metrics.registry.collect() for s in f.samples
+               if s.name == name and wanted.items() <= s.labels.items())
 
 
 def label_values(proxy, name: str, label: str) -> set[str]:
@@ -54,7 +57,7 @@ async def test_streamable_http_mcp_is_measured(nursery) -> None:
 
         assert sample(proxy, "mcp_requests_total", method="initialize", status="ok") == 1
         assert sample(proxy, "mcp_requests_total", method="ping", status="ok") == 1
-        assert sample(proxy, "mcp_requests_total", method="tools/call", status="ok") == 1
+        assert sample(proxy, "mcp_requests_total", method="tools/call", status="ok", transport="http") == 1
         assert sample(proxy, "mcp_requests_total", method="other", status="-32601") == 1
         assert sample(proxy, "mcp_response_duration_seconds_count", method="tools/call") == 1
         assert sample(proxy, "mcp_sidecar_http_requests_total", method="POST", status="200") == 4
@@ -96,7 +99,7 @@ async def test_websocket_mcp_frames_and_ping_rtt(nursery) -> None:
         assert sample(proxy, "mcp_sidecar_websocket_ping_rtt_seconds_count") == 1
         assert sample(proxy, "mcp_sidecar_http_requests_total", method="GET", status="101") == 1
         assert sample(proxy, "mcp_requests_total", method="initialize", status="ok") == 1
-        assert sample(proxy, "mcp_requests_total", method="tools/list", status="ok") == 1
+        assert sample(proxy, "mcp_requests_total", method="tools/list", status="ok", transport="websocket") == 1
 
 
 async def test_legacy_sse_transport_is_correlated_across_connections(nursery, scripted_upstream) -> None:
@@ -274,8 +277,9 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         await wait_until(lambda: proxy.route("r").active == 0 and proxy.route("ws").active == 0)
 
         def mcp(route: str, method: str) -> float:
+            transport = "websocket" if route == "ws" else "http"
             return proxy.proxy.metrics.registry.get_sample_value(
-                "mcp_requests_total", {"route": route, "method": method, "status": "ok"}) or 0.0
+                "mcp_requests_total", {"route": route, "method": method, "status": "ok", "transport": transport}) or 0.0
 
         # streamable HTTP (initialize, tools/list, 2 tools/call) + HTTP+SSE (initialize, tools/list)
         assert (mcp("r", "initialize"), mcp("r", "tools/list"), mcp("r", "tools/call")) == (2, 2, 2)

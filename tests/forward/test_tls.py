@@ -109,7 +109,8 @@ async def test_wss_through_a_tls_route(nursery, tls_files) -> None:
             reply = await ws.get_message()
         assert '"id":1' in reply.replace(" ", "")
         registry = proxy.proxy.metrics.registry
-        assert registry.get_sample_value("mcp_requests_total", {"route": "r", "method": "ping", "status": "ok"}) == 1
+        assert registry.get_sample_value("mcp_requests_total", {"route": "r", "method": "ping", "status": "ok",
+                                                                "transport": "websocket"}) == 1
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (apt-get install openssl)")

@@ -37,7 +37,7 @@ def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str
     return lines
 
 
-def _origins(route: RouteConfig, listeners: list[BoundListener]) -> list[str]:
+def route_origins(route: RouteConfig, listeners: list[BoundListener]) -> list[str]:
     """The origins a browser would use for a route: its bound addresses, a
     wildcard replaced by this host's non-loopback addresses."""
     scheme = "https" if route.settings.tls_cert else "http"
@@ -63,7 +63,7 @@ def gate_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]
             continue
         lines.append(f"route {route.name} is gated: open this URL once in a browser (it leaves a cookie), "
                      "or send Authorization: Bearer <token>:")
-        lines += [f"  {origin}/?{TOKEN_PARAM}={token}" for origin in _origins(route, listeners)]
+        lines += [f"  {origin}/?{TOKEN_PARAM}={token}" for origin in route_origins(route, listeners)]
     return lines
 
 
@@ -84,15 +84,9 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list
     ui = next((r for r in config.routes if r.name == "inspector-ui"), None)
     if profile not in ("inspector-v1", "inspector-v2") or ui is None:
         return []
-    scheme = "https" if ui.settings.tls_cert else "http"
-    ui_origins = [f"{scheme}://{bracket(l.address.host)}:{l.address.port}" for l in bound("inspector-ui")]
+    ui_origins = route_origins(ui, listeners)
     if profile == "inspector-v2":
-        lines = ["Inspector v2 through the sidecar:"]
-        lines += [f"  open:  {origin}/" for origin in ui_origins]
-        ports = sorted({l.address.port for l in bound("inspector-sandbox")})
-        if ports:
-            lines.append(f"  the sandbox port {', '.join(map(str, ports))} is forwarded as well")
-        return lines
+        return _inspector_v2_lines(config, listeners, ui, ui_origins)
     proxy_listeners = bound("inspector-proxy")
     proxy_port = proxy_listeners[0].address.port if proxy_listeners else 6277
     allowed = ",".join([f"http://localhost:{ui.upstream.port}", *ui_origins])
@@ -107,4 +101,32 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list
             f"  then open:      {origin}/?MCP_PROXY_PORT={proxy_port}"
             f"&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>{gate}"
         )
+    return lines
+
+
+def v2_environment(config: ProxyConfig, listeners: list[BoundListener]) -> dict[str, str]:
+    """What Inspector v2 must be started with to work through the sidecar's
+    inspector-v2 routes (for the first address they listen on)."""
+    routes = {r.name: r for r in config.routes}
+    ui = routes["inspector-ui"]
+    ui_origins = route_origins(ui, listeners)
+    defaults = [f"http://{host}:{ui.upstream.port}" for host in ("localhost", "127.0.0.1", "[::1]")]
+    env = {"ALLOWED_ORIGINS": ",".join(dict.fromkeys(defaults + ui_origins))}
+    for name, variable, suffix in (("inspector-sandbox", "MCP_SANDBOX_FULL_ADDRESS", "/sandbox"),
+                                   ("inspector-apps", "MCP_APP_ORIGIN_FULL_ADDRESS", "")):
+        origins = route_origins(routes[name], listeners) if name in routes else []
+        if origins:
+            env[variable] = origins[0] + suffix
+    return env
+
+
+def _inspector_v2_lines(config: ProxyConfig, listeners: list[BoundListener], ui: RouteConfig,
+                        ui_origins: list[str]) -> list[str]:
+    env = v2_environment(config, listeners)
+    lines = ["Inspector v2 through the sidecar:", "  start it with:  " + " ".join(
+        f"{k}={v}" for k, v in env.items()) + " npx @modelcontextprotocol/inspector",
+             "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
+             "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)"]
+    gate = f"?{TOKEN_PARAM}={ui.settings.gate_token}" if ui.settings.gate == "token" else ""
+    lines += [f"  then open:      {origin}/{gate}" for origin in ui_origins]
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
 from ..supervise.control import NotRunning, send_command
-from .diagnose import check_route, check_url
+from .banner import route_origins, v2_environment
+from .diagnose import check_inspector_v2, check_route, check_url
 from .options import RouteSource, reports_errors, resolve_state_dir, state_dir_option, with_route_options
 
 
@@ -53,6 +55,14 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
         live = _live_listen_addresses(resolve_state_dir(state_dir))
         reports = [trio.run(check_route, r.name, _through(r, live), r.upstreams, r.settings.health_check,
                             r.settings.health_path, timeout_s) for r in chosen]
+        if config.profile == "inspector-v2":
+            for route, report in zip(chosen, reports):
+                through = _through(route, live)
+                if route.name == "inspector-ui" and through is not None and report.verdict != "unreachable":
+                    listeners = _listener_view(config, live)
+                    env = v2_environment(config, listeners)
+                    origin = route_origins(route, listeners)[0]
+                    trio.run(check_inspector_v2, report, through, env, origin, route.settings.gate_token, timeout_s)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in reports], indent=1))
     else:
@@ -85,3 +95,25 @@ def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
     return addr
 
 
+
+
+@dataclass(frozen=True)
+class _Listening:
+    """A route's address as the banner's helpers read a bound listener."""
+
+    route: Any
+    address: HostPort
+
+
+def _listener_view(config: Any, live: dict[str, list[str]]) -> list[_Listening]:
+    """Where each route listens: the running proxy's addresses, else the
+    configuration's (@nonloopback expanded to this host's addresses)."""
+    out = []
+    for route in config.routes:
+        if live.get(route.name):
+            out += [_Listening(route, parse_hostport(a)) for a in live[route.name]]
+            continue
+        for addr in route.listen:
+            hosts = nonloopback_addresses() if addr.host == NONLOOPBACK else [addr.host]
+            out += [_Listening(route, HostPort(h, addr.port)) for h in hosts]
+    return out

@@ -18,15 +18,19 @@ else ``healthy`` (exit 0).  Recommendations say what to do next.
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+import h11
 import trio
 
 from ..config.addresses import HostPort, bracket
 from ..health.probes import ProbeFailed, http_get, mcp_ping, ws_ping
+from ..net.http import request
 from ..net.upstream import Connector, classify, is_localhost
 
 WARN_MS = 500.0
@@ -251,3 +255,48 @@ async def check_route(name: str, through: HostPort | None, upstreams: tuple[Host
     primary = columns[0]
     judge(report, primary, columns[1:] if through else [])
     return report
+
+
+#: Where Inspector v2 writes its API token in the page it serves.
+V2_PAGE_TOKEN = re.compile(rb'__INSPECTOR_API_TOKEN__\s*=\s*"([^"]{1,200})"')
+
+
+async def check_inspector_v2(report: Report, through: HostPort, env: dict[str, str], ui_origin: str,
+                             token: str | None, timeout_s: float) -> None:
+    """Whether the Inspector v2 behind the route is configured for the
+    forwarded origin: its /api/config must advertise the forwarded sandbox,
+    and a request bearing the forwarded Origin must not be refused (403).
+    Adds what to set to the report (and makes it degraded)."""
+    gate = [("authorization", f"Bearer {token}")] if token else []
+    authority = f"{bracket(through.host)}:{through.port}"
+    findings: list[str] = []
+    try:
+        with trio.fail_after(timeout_s):
+            # The operator passes the gate, so the page's own API token is theirs to use.
+            page = await request(through.host, through.port, "/", headers=gate)
+            found = V2_PAGE_TOKEN.search(page.body)
+            headers = gate + ([("x-mcp-remote-auth", f"Bearer {found.group(1).decode()}")] if found else [])
+            config = await request(through.host, through.port, "/api/config", headers=headers)
+            sandbox = None
+            if config.status == 200:
+                try:
+                    sandbox = json.loads(config.body).get("sandboxUrl")
+                except (ValueError, AttributeError):
+                    sandbox = None
+            wanted = env.get("MCP_SANDBOX_FULL_ADDRESS")
+            if config.status != 200:
+                findings.append(f"GET /api/config through the proxy answered {config.status}: is this Inspector v2?")
+            elif wanted and sandbox != wanted:
+                findings.append(f"the Inspector advertises sandboxUrl {sandbox!r}, so browsers would go around the "
+                                f"sidecar: start it with MCP_SANDBOX_FULL_ADDRESS={wanted}")
+            probe = await request(through.host, through.port, "/api/mcp/disconnect", method="POST", body=b"{}",
+                                  headers=[*headers, ("content-type", "application/json"), ("origin", ui_origin)])
+            if probe.status == 403:
+                findings.append(f"the Inspector refuses the forwarded origin {ui_origin} (403): start it with "
+                                f"ALLOWED_ORIGINS={env['ALLOWED_ORIGINS']}")
+    except (OSError, trio.TooSlowError, h11.ProtocolError) as exc:
+        findings.append(f"the Inspector v2 checks through the proxy failed ({type(exc).__name__}) at {authority}")
+    if findings:
+        report.recommendations += findings
+        if report.verdict == "healthy":
+            report.verdict = "degraded"

@@ -79,8 +79,8 @@ route_options = [
     click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
                  help="Predefined routes (default when nothing else is given: inspector-v1)."),
     click.option(EXPOSE_OPTION, "expose_unprotected", is_flag=True,
-                 help="Let the inspector-v2 profile listen beyond loopback without protection: anyone who "
-                      "reaches it can run commands on this host. For a trusted network only."),
+                 help="Let the inspector-v2 profile listen beyond loopback without the access gate: anyone "
+                      "who reaches it can run commands on this host. For a trusted network only."),
 ]
 
 

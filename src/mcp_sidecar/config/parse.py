@@ -40,7 +40,7 @@ from .defaults import (ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTER
                        GATE_TOKEN_ENV, GATES, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS,
                        ROUTE_NAME_RE, WORKER_SPAWNS)
 from .model import AdminConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
-from .profiles import DEFAULT_PROFILE, PROFILES, gate_by_default, refuse_exposure
+from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
 from .values import (boolean, choice, cpu_share, file_path, int_in, networks, parse_admin_listen, parse_duration,
                      positive_duration, secret_token, server_name, size_at_least, url_path, webhook_url)
 from .tls import TlsSettingsError, client_context, server_context
@@ -329,8 +329,9 @@ def build_config(
         start = len(routes)
         for table in PROFILES[profile]:
             routes.append(_build_route(f"profile {profile}", len(routes) + 1, dict(table), defaults))
-        routes[start:] = gate_by_default(profile, routes[start:], explicit="gate" in defaults_table)
-        if not proxy_values.get("dangerously_expose_unprotected"):
+        unprotected = bool(proxy_values.get("dangerously_expose_unprotected")) and profile in PROFILE_RISKS
+        routes[start:] = gate_by_default(profile, routes[start:], explicit="gate" in defaults_table or unprotected)
+        if not unprotected:
             refuse_exposure(profile, routes)
 
     _check_routes(source, routes)

@@ -3,10 +3,12 @@
 Rules this module keeps:
 
 * A profile is plain route tables, validated like a file's ``[[route]]``.
+* A profile's browser-facing routes that listen beyond loopback are behind
+  the access gate by default (``PROFILE_GATED``).
 * A profile whose upstream hands out a credential to whoever loads its page
-  (``PROFILE_RISKS``) does not listen beyond loopback unless the operator
-  says, loudly, that the network is trusted; then every status repeats the
-  warning (``exposure_warnings``).
+  (``PROFILE_RISKS``) never listens beyond loopback without the gate unless
+  the operator says, loudly, that the network is trusted; then every status
+  repeats the warning (``exposure_warnings``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ PROFILES: dict[str, list[dict[str, Any]]] = {
         {"name": "inspector-ui", "listen": f"{NONLOOPBACK}:6274", "upstream": "localhost:6274"},
         {"name": "inspector-proxy", "listen": f"{NONLOOPBACK}:6277", "upstream": "localhost:6277"},
     ],
-    # Inspector v2: one web port (UI and /api) and a sandbox origin.
+    # Inspector v2: one origin for the UI and its /api (CLIENT_PORT), the
+    # sandbox origin (MCP_SANDBOX_PORT) and the MCP Apps origin (MCP_APP_ORIGIN_PORT).
     "inspector-v2": [
         {"name": "inspector-ui", "listen": f"{NONLOOPBACK}:6274", "upstream": "localhost:6274"},
         {"name": "inspector-sandbox", "listen": f"{NONLOOPBACK}:6275", "upstream": "localhost:6275"},
+        {"name": "inspector-apps", "listen": f"{NONLOOPBACK}:6278", "upstream": "localhost:6278"},
     ],
 }
 DEFAULT_PROFILE = "inspector-v1"
@@ -46,12 +50,16 @@ PROFILE_RISKS: dict[str, str] = {
 }
 #: What to do instead, per guarded profile.
 PROFILE_ALTERNATIVES: dict[str, str] = {
-    "inspector-v2": "reach it through an SSH tunnel to loopback "
-                    "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 THIS_HOST)",
+    "inspector-v2": "keep the access gate (the default), or reach it through an SSH tunnel to loopback "
+                    "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 -L 6278:localhost:6278 THIS_HOST)",
 }
 EXPOSE_OPTION = "--dangerously-expose-unprotected"
 #: The routes of each profile that get the gate when they listen beyond loopback.
-PROFILE_GATED: dict[str, tuple[str, ...]] = {"inspector-v1": ("inspector-ui",)}
+PROFILE_GATED: dict[str, tuple[str, ...]] = {
+    "inspector-v1": ("inspector-ui",),
+    # The cookie is sent to the sandbox and apps origins too: same host, same site.
+    "inspector-v2": ("inspector-ui", "inspector-sandbox", "inspector-apps"),
+}
 #: Profile routes whose upstream checks a credential of its own.
 PROFILE_SELF_PROTECTED: dict[str, dict[str, str]] = {
     "inspector-v1": {"inspector-proxy": "the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; "
@@ -60,16 +68,18 @@ PROFILE_SELF_PROTECTED: dict[str, dict[str, str]] = {
 
 
 def refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
-    """A guarded profile listening beyond loopback: refuse, naming the risk."""
+    """A guarded profile listening beyond loopback without the access gate
+    (the configuration turned it off): refuse, naming the risk."""
     risk = PROFILE_RISKS.get(profile)
     if risk is None:
         return
     names = {table["name"] for table in PROFILES[profile]}
-    exposed = [str(a) for r in routes if r.name in names for a in r.listen if beyond_loopback(a.host)]
+    exposed = [str(a) for r in routes if r.name in names and r.settings.gate == "off"
+               for a in r.listen if beyond_loopback(a.host)]
     if exposed:
         raise ConfigError(
             f"--profile {profile}", "",
-            f"refusing to listen beyond loopback ({', '.join(exposed)}): {risk}; "
+            f"refusing to listen beyond loopback without the access gate ({', '.join(exposed)}): {risk}; "
             f"{PROFILE_ALTERNATIVES[profile]}, or pass {EXPOSE_OPTION} on a trusted network")
 
 

@@ -220,11 +220,17 @@ class Metrics:
             "The proxy's own keepalive ping to its pong, per leg (ws_ping_interval).",
             ["route", "leg"], buckets=RTT_BUCKETS_S, registry=instruments)
         self.mcp_requests = Counter(
-            "mcp_requests", "MCP JSON-RPC requests by method and outcome (ok, error code, cancelled, timeout).",
-            ["route", "method", "status"], registry=instruments)
+            "mcp_requests", "MCP JSON-RPC requests by method, outcome (ok, error code, cancelled, timeout) and "
+                            "transport (http, websocket, inspector-v2).",
+            ["route", "method", "status", "transport"], registry=instruments)
         self.mcp_duration = Histogram(
             "mcp_response_duration_seconds", "MCP request to its final response.",
-            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0), registry=instruments)
+            ["route", "method", "transport"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0), registry=instruments)
+        self.http_duration = Histogram(
+            "mcp_sidecar_http_duration_seconds",
+            "HTTP exchanges from the request's first byte to the response's last (complete) or to the "
+            "connection's end (aborted: an event stream the client closed, a request never answered).",
+            ["route", "outcome"], buckets=DURATION_BUCKETS_S, registry=instruments)
 
     def for_route(self, route: str) -> RouteMetrics:
         return RouteMetrics(self, route)

@@ -168,9 +168,9 @@ class RouteObservation:
 
     def outcomes(self, outcomes: list[McpOutcome]) -> None:
         for outcome in outcomes:
-            self.child(self.metrics.mcp_requests, outcome.method, outcome.status).inc()
+            self.child(self.metrics.mcp_requests, outcome.method, outcome.status, outcome.transport).inc()
             if outcome.duration_s is not None and outcome.status != "cancelled":
-                self.child(self.metrics.mcp_duration, outcome.method).observe(outcome.duration_s)
+                self.child(self.metrics.mcp_duration, outcome.method, outcome.transport).observe(outcome.duration_s)
 
 
 class Observation:
@@ -266,6 +266,14 @@ class Observation:
     def close(self) -> None:
         """The connection ended: give back every buffer and the route's gauges,
         and drop the references a closed connection must not keep alive."""
+        if self.http is not None and self.mode is _HTTP:
+            try:  # exchanges still under way end "aborted" (an event stream the client closed)
+                now = self.clock()
+                self._apply(self.http.abort(now), now)
+            except Exception as exc:  # noqa: BLE001 - closing must not fail
+                if STRICT:
+                    raise
+                self._bug(exc)
         if self._mcp:
             self.route.mcp_connections -= 1
         self._stream(False)
@@ -476,6 +484,10 @@ class Observation:
         route = self.route
         if self._open_stream:
             self._stream(False)
+        if ex.aborted:  # counted apart: not a response, not an error of the upstream
+            route.child(route.metrics.http_duration, "aborted").observe((ex.ended or now) - ex.started)
+            return
+        route.child(route.metrics.http_duration, "complete").observe((ex.ended or now) - ex.started)
         stats = self.http_stats
         stats["exchanges"] += 1
         stats["last"] = ex  # rendered when asked (facts)
@@ -547,7 +559,7 @@ class Observation:
             session = self._session
             if session is None:
                 session = self._session = f"conn:{self.conn_id}"
-        outcomes = self.route.tracker.message(origin, message, now, session)
+        outcomes = self.route.tracker.message(origin, message, now, session, _TRANSPORT_LABELS[transport])
         if outcomes:
             quality = self.quality
             for outcome in outcomes:
@@ -697,3 +709,5 @@ _HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
 #: Status labels of the usual codes (str() of the others).
 _STATUS_LABELS = {code: str(code) for code in (0, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
                                                 406, 409, 413, 429, 500, 502, 503, 504)}
+#: How a message travelled (JsonRpcSeen.transport) -> the metrics' bounded transport label.
+_TRANSPORT_LABELS = {"http": "http", "sse": "http", "ws": "websocket", "inspector-v2": "inspector-v2"}

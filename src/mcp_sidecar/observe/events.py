@@ -38,6 +38,9 @@ class Exchange:
     sse_events: int = 0
     #: JSON-RPC messages found in the request body (0: not parsed or not JSON-RPC).
     jsonrpc_requests: int = 0
+    #: The connection ended before the response did (a stream the client
+    #: closed, a request never answered): ``ended`` is when it ended.
+    aborted: bool = False
 
 
 @dataclass(slots=True)
@@ -71,7 +74,8 @@ class JsonRpcSeen:
     message: dict[str, Any]
     at: float
     session: str | None
-    #: How it travelled: "http" (a JSON body), "sse" (an event stream), "ws" (a frame).
+    #: How it travelled: "http" (a JSON body), "sse" (an event stream), "ws" (a frame),
+    #: "inspector-v2" (inside the Inspector v2 API's envelope, in a body or an event).
     transport: str
 
 
@@ -158,3 +162,5 @@ class McpOutcome:
     status: str
     duration_s: float | None
     origin: str
+    #: How the request travelled (a bounded label): http, websocket, inspector-v2.
+    transport: str = "http"

@@ -45,7 +45,7 @@ from ..errors import ObserverError
 from .budget import UNBOUNDED, Allowance
 from .events import (BodyTooLarge, Exchange, ExchangeDone, HttpEvent, JsonRpcSeen, ResponseStarted, SessionEndpoint, SseSeen,
                      Tunneled, Upgraded)
-from .jsonrpc import Envelope, decode
+from .jsonrpc import Envelope, decode, decode_v2
 from .sse import Comment, SseError, SseEvent, SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -56,7 +56,12 @@ MAX_PIPELINE = 64
 #: Bytes a paused side may hold: the client's after an upgrade proposal (until
 #: its answer), the upstream's before the request they answer.
 MAX_BUFFERED_BYTES = 64 * 1024
-KNOWN_PATHS = ("/", "/mcp", "/sse", "/message", "/messages", "/stdio", "/health", "/config")
+KNOWN_PATHS = ("/", "/mcp", "/sse", "/message", "/messages", "/stdio", "/health", "/config",
+               # The Inspector v2 API (one origin for the page and its backend).
+               "/api/config", "/api/mcp/connect", "/api/mcp/send", "/api/mcp/events", "/api/mcp/disconnect",
+               "/api/servers/events")
+#: Inspector v2 paths whose bodies or event streams carry its envelope around JSON-RPC.
+V2_PATHS = (b"/api/mcp/send", b"/api/mcp/events")
 KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 _HEAD_END = b"\r\n\r\n"
@@ -124,7 +129,7 @@ class _Current:
     """An exchange whose response has not ended yet."""
 
     __slots__ = ("exchange", "method", "head_only", "switch", "upgrade", "request_json", "request_session",
-                 "response_json", "sse", "informational")
+                 "response_json", "sse", "informational", "v2")
 
     def __init__(self, exchange: Exchange, method: bytes, switch: bool, upgrade: bytes, json: bool,
                  session: str | None) -> None:
@@ -142,6 +147,8 @@ class _Current:
         self.response_json: bytearray | None = None
         self.sse: SseParser | None = None
         self.informational = False
+        #: An Inspector v2 API exchange: its JSON-RPC is inside v2's envelope.
+        self.v2 = False
 
 
 class _RequestSide:
@@ -199,6 +206,8 @@ class _RequestSide:
             switch = method == b"CONNECT" or b"upgrade" in (self.connection or b"")
         ctype = self.ctype
         current = _Current(exchange, method, switch, upgrade, ctype is not None and _is_json(ctype), session)
+        if target.startswith(V2_PATHS):
+            current.v2 = True
         o._queue.append(current)
         o._last_request = current
 
@@ -213,9 +222,16 @@ class _RequestSide:
         current = o._last_request
         buffer = current.request_json
         if buffer:
-            for message in decode(buffer):
+            if current.v2:
+                session, messages = decode_v2(buffer)
+                transport = "inspector-v2"
+                if session is not None:
+                    current.request_session = current.exchange.session = session
+            else:
+                messages, transport = decode(buffer), "http"
+            for message in messages:
                 current.exchange.jsonrpc_requests += 1
-                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, "http"))
+                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, transport))
             o._done_with(buffer)
         current.request_json = None
 
@@ -482,8 +498,9 @@ class HttpObserver:
         exchange.ended = self._now
         buffer = current.response_json
         if buffer:
-            for message in decode(buffer):
-                self._out.append(JsonRpcSeen("upstream", message, self._now, current.request_session, "http"))
+            messages, transport = (decode_v2(buffer)[1], "inspector-v2") if current.v2 else (decode(buffer), "http")
+            for message in messages:
+                self._out.append(JsonRpcSeen("upstream", message, self._now, current.request_session, transport))
             self._done_with(buffer)
         current.response_json = None
         self._queue.popleft()
@@ -541,6 +558,10 @@ class HttpObserver:
                     out.append(SessionEndpoint(self.stream_session))
             elif event.data[:1] in ("{", "["):
                 session = current.request_session if current.request_session is not None else self.stream_session
+                if current.v2:
+                    for message in decode_v2(event.data.encode())[1]:
+                        out.append(JsonRpcSeen("upstream", message, self._now, session, "inspector-v2"))
+                    continue
                 for message in decode(event.data.encode()):
                     out.append(JsonRpcSeen("upstream", message, self._now, session, "sse"))
 
@@ -573,6 +594,18 @@ class HttpObserver:
             level += queue[0].sse.buffered
         if level or self.memory.held:
             self.memory.hold(level)
+
+    def abort(self, now: float) -> list[HttpEvent]:
+        """The connection ended: the exchanges still under way (an event
+        stream the client closed, a request never answered) end ``aborted``."""
+        out: list[HttpEvent] = []
+        for current in self._queue:
+            exchange = current.exchange
+            exchange.aborted = True
+            exchange.ended = now
+            out.append(ExchangeDone(exchange))
+        self._queue.clear()
+        return out
 
     def close(self) -> None:
         """Drop every buffer and give the budget back (the connection ended)."""

@@ -11,6 +11,9 @@ Rules this module keeps:
 * A body that is not JSON, or not JSON-RPC 2.0, yields no message; nothing
   here raises on a peer's bytes.
 * A single message and a batch (a JSON array) are both accepted.
+* The MCP Inspector v2 wraps messages in its own API envelope
+  (``decode_v2``): the wrapper is decoded the same way, its inner message
+  through the same envelope decoder.
 """
 
 from __future__ import annotations
@@ -53,7 +56,18 @@ class Envelope(msgspec.Struct, frozen=True):
         return value.get(name) if isinstance(value, dict) else None
 
 
+class _V2Wrapper(msgspec.Struct):
+    """The Inspector v2 API's envelope around JSON-RPC: ``{"sessionId", "message"}``
+    (POST /api/mcp/send) or ``{"type": "message", "data"}`` (its event streams)."""
+
+    sessionId: Any = None
+    message: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+    type: Any = None
+    data: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+
+
 _ONE = msgspec.json.Decoder(Envelope)
+_V2 = msgspec.json.Decoder(_V2Wrapper)
 _MANY = msgspec.json.Decoder(Union[Envelope, list[Envelope]])
 _PARAMS = msgspec.json.Decoder()
 
@@ -87,3 +101,16 @@ def to_mapping(message: Envelope) -> dict[str, Any]:
             continue
         out[field] = msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
     return out
+
+
+def decode_v2(body: bytes | bytearray | memoryview) -> tuple[str | None, list[Envelope]]:
+    """The session and the JSON-RPC messages inside an Inspector v2 envelope
+    (nothing if the body is not one)."""
+    try:
+        wrapper = _V2.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, []
+    session = wrapper.sessionId if isinstance(wrapper.sessionId, str) else None
+    inner = wrapper.message if wrapper.message is not UNSET else (
+        wrapper.data if wrapper.type == "message" and wrapper.data is not UNSET else None)
+    return session, (decode(memoryview(inner)) if inner is not None else [])

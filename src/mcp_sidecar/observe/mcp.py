@@ -62,6 +62,7 @@ class _Pending:
     method: str
     sent: float
     origin: str
+    transport: str
 
 
 class McpTracker:
@@ -79,8 +80,10 @@ class McpTracker:
     def pending(self) -> int:
         return len(self._pending)
 
-    def message(self, origin: str, message: Envelope | dict[str, Any], now: float, session: str) -> list[McpOutcome]:
-        """Account one message sent by ``origin``; the outcomes it completes."""
+    def message(self, origin: str, message: Envelope | dict[str, Any], now: float, session: str,
+                transport: str = "http") -> list[McpOutcome]:
+        """Account one message sent by ``origin`` (over ``transport``, a bounded
+        label); the outcomes it completes."""
         if isinstance(message, dict):
             message = from_mapping(message)
         out: list[McpOutcome] = []
@@ -95,14 +98,15 @@ class McpTracker:
                     target = _id_key(message.param("requestId"))
                     pending = self._pending.pop((session, origin, target), None) if target is not None else None
                     if pending is not None:
-                        out.append(McpOutcome(pending.method, "cancelled", now - pending.sent, origin))
+                        out.append(McpOutcome(pending.method, "cancelled", now - pending.sent, origin,
+                                              pending.transport))
                 return out
             if label in STREAM_METHODS:
                 self.streams_open += 1
-            self._pending[(session, origin, mid)] = _Pending(label, now, origin)
+            self._pending[(session, origin, mid)] = _Pending(label, now, origin, transport)
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)
-                out.append(McpOutcome(dropped.method, "timeout", None, dropped.origin))
+                out.append(McpOutcome(dropped.method, "timeout", None, dropped.origin, dropped.transport))
             return out
         if mid is None or (message.result is UNSET and message.error is UNSET):
             return out
@@ -117,7 +121,7 @@ class McpTracker:
             status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
         else:
             status = "ok"
-        out.append(McpOutcome(pending.method, status, now - pending.sent, requester))
+        out.append(McpOutcome(pending.method, status, now - pending.sent, requester, pending.transport))
         return out
 
     def sweep(self, now: float) -> list[McpOutcome]:
@@ -129,5 +133,5 @@ class McpTracker:
             del self._pending[key]
             if pending.method in STREAM_METHODS:
                 continue  # a long stream is not a timed-out request
-            out.append(McpOutcome(pending.method, "timeout", None, pending.origin))
+            out.append(McpOutcome(pending.method, "timeout", None, pending.origin, pending.transport))
         return out
