@@ -115,3 +115,17 @@ def redact_text(text: str) -> str:
     text = scrub(text)
     text = _SECRET_WORD_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return _TOKENISH_RE.sub(REDACTED, text)
+
+
+#: JSON members whose name says they hold a secret ("password": "...", "apiKey": "...").
+_JSON_SECRET_RE = re.compile(
+    r'(?i)"(?P<name>[A-Za-z0-9_-]*(?:token|secret|password|passwd|api[-_]?key|authorization|cookie|'
+    r'credentials?|private[-_]?key)[A-Za-z0-9_-]*)"(?P<sep>\s*:\s*)"(?:[^"\\]|\\.)*"?')
+
+
+def redact_json_text(text: str) -> str:
+    """JSON text a peer sent (MCP params and results shown by the tap):
+    ``scrub``, then the string value of every member whose name says it is
+    a secret.  Works on truncated JSON too (an unterminated value is cut)."""
+    text = scrub(text)
+    return _JSON_SECRET_RE.sub(lambda m: f'"{m.group("name")}"{m.group("sep")}"{REDACTED}"', text)

@@ -45,16 +45,29 @@ async def test_healthz_and_index(nursery, echo_port: int) -> None:
         assert (wrong.status, wrong.headers["allow"]) == (405, "GET, HEAD")
 
 
-async def test_dashboard_page(nursery, echo_port: int) -> None:
+async def test_dashboard_page_and_its_assets_are_self_contained(nursery, echo_port: int) -> None:
     with trio.fail_after(10):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
         reply = await get(proxy.admin_port, "/dashboard")
         assert reply.status == 200 and reply.headers["content-type"] == "text/html; charset=utf-8"
-        assert "default-src 'self'" in reply.headers["content-security-policy"]
+        csp = reply.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
         page = reply.body.decode()
-        assert 'fetch("/api/status")' in page and 'fetch("/api/connections")' in page
-        assert "innerHTML" not in page  # traffic-derived text is inserted as text only
-        assert "<script src" not in page and "http://" not in page and "https://" not in page  # self-contained
+        assert "<script>" not in page and "style=" not in page  # no inline script or style: the CSP forbids them
+        referenced = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert sorted(referenced) == ["/dashboard/dashboard.css", "/dashboard/dashboard.js",
+                                      "/dashboard/uplot.iife.min.js", "/dashboard/uplot.min.css"]
+        for path in referenced:
+            asset = await get(proxy.admin_port, path)
+            assert asset.status == 200 and len(asset.body) > 500, path
+            text = asset.body.decode()
+            # offline: nothing fetched from elsewhere (uPlot mentions URLs only in comments/strings it never loads)
+            assert not re.search(r"""(?:src|href|url)\s*[=(]\s*["']?https?://""", text), path
+        script = (await get(proxy.admin_port, "/dashboard/dashboard.js")).body.decode()
+        assert "innerHTML" not in script  # traffic-derived text is inserted as text only
+        for endpoint in ("/api/status", "/api/mcp", "/api/history", "/api/connections?limit=1000"):
+            assert f'"{endpoint}' in script, endpoint
+        assert (await get(proxy.admin_port, "/dashboard/nope.js")).status == 404
 
 
 async def test_metrics_parse_and_move_with_traffic(nursery, echo_port: int) -> None:

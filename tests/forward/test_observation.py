@@ -276,13 +276,16 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         assert counts == {"streamable_http": 3, "websocket": 3, "http_sse": 2}
         await wait_until(lambda: proxy.route("r").active == 0 and proxy.route("ws").active == 0)
 
-        def mcp(route: str, method: str) -> float:
-            transport = "websocket" if route == "ws" else "http"
+        def mcp(route: str, method: str, transport: str = "") -> float:
+            transport = transport or ("websocket" if route == "ws" else "http")
             return proxy.proxy.metrics.registry.get_sample_value(
                 "mcp_requests_total", {"route": route, "method": method, "status": "ok", "transport": transport}) or 0.0
 
-        # streamable HTTP (initialize, tools/list, 2 tools/call) + HTTP+SSE (initialize, tools/list)
-        assert (mcp("r", "initialize"), mcp("r", "tools/list"), mcp("r", "tools/call")) == (2, 2, 2)
+        # streamable HTTP (initialize, tools/list, 2 tools/call), each era under its own label
+        assert (mcp("r", "initialize"), mcp("r", "tools/list"), mcp("r", "tools/call")) == (1, 1, 2)
+        # the legacy HTTP+SSE transport (initialize, tools/list): responses on the stream, correlated by sessionId
+        assert (mcp("r", "initialize", "legacy-sse"), mcp("r", "tools/list", "legacy-sse"),
+                mcp("r", "tools/call", "legacy-sse")) == (1, 1, 0)
         assert (mcp("ws", "initialize"), mcp("ws", "tools/call"), mcp("ws", "ping")) == (1, 1, 1)
         assert proxy.route("r").observation.tracker.progress == 3  # the slow tool's progress, over SSE
         assert proxy.route("ws").observation.tracker.progress == 2

@@ -21,12 +21,18 @@ def test_seed_penalties_add_up() -> None:
     r = q.report(reconnects=6)
     assert r["score"] == 100 - 30 - 40 - 25 == 5
     assert r["grade"] == "F"
-    assert r["issues"][:3] == ["high latency (> 1000 ms)", "high error rate (> 5 %)", "frequent reconnects (6)"]
+    assert r["deductions"] == [
+        {"points": 30, "reason": "high latency: average 1200 ms > 1000 ms"},
+        {"points": 40, "reason": "high error rate: 10.0% > 5 %"},
+        {"points": 25, "reason": "frequent reconnects: 6 earlier streams from this client in 10 min (> 5)"}]
+    assert r["issues"][:3] == [d["reason"] for d in r["deductions"]]
     q2 = Quality()
     for i in range(200):
         q2.latency(0.6, "mcp")
         q2.outcome(i % 50 != 0)  # 2 % errors
     assert q2.report()["score"] == 100 - 15 - 20 and q2.report()["grade"] == "C"
+    assert [d["points"] for d in q2.report()["deductions"]] == [15, 20]
+    assert q.report(reconnects=5)["deductions"][-1]["reason"].startswith("high error rate")  # 5 is not "frequent"
     assert [grade(s) for s in (95, 80, 65, 45, 10)] == ["A", "B", "C", "D", "F"]
 
 

@@ -94,7 +94,7 @@ class RuntimeCollector(Collector):
         now = trio.current_time()
         for rt in proxy.routes:
             name = rt.name
-            st = RouteStatus.of(rt, now)  # the figures every view shares
+            st = RouteStatus.of(rt, now, proxy.started_unix)  # the figures every view shares
             total.add_metric([name], st.connections_total)
             observe_s.add_metric([name], rt.observation.observe_s)
             shed.add_metric([name], st.observer_shed)

@@ -8,7 +8,12 @@ Endpoints::
     GET  /api/status              version, pid, uptime, supervisor facts, routes
     GET  /api/connections         every open connection (kernel TCP_INFO included)
     GET  /api/connections/{id}    one of them
-    GET  /dashboard               a live page over the two above
+    GET  /api/mcp                 per route and method: rates, errors, latency, sessions
+    GET  /api/history             the last minutes of figures, one point per interval
+    GET  /api/config              the effective configuration (secrets named, not shown)
+    GET  /api/tap                 a live stream of MCP messages, one JSON line each
+                                  (sensitive: authorized as state changes are)
+    GET  /dashboard               the operator's page (its assets under /dashboard/)
     POST /api/drain               stop accepting and drain (changes state: see below)
 
 Rules this module keeps:
@@ -30,9 +35,13 @@ Rules this module keeps:
   every ``ITEMS_PER_CHECKPOINT`` connections, one heavy read at a time;
   ``/metrics`` reads counters the hot path keeps (no per-connection walk but
   the bytes of open connections).  Probes never wait for a heavy read.
-* Requests that change state need ``Authorization: Bearer <admin token>``
-  when a token is configured; without a token they are allowed only while
-  the endpoint listens on loopback.
+* Requests that change state, and the tap (it shows message contents), need
+  ``Authorization: Bearer <admin token>`` when a token is configured;
+  without a token they are allowed only while the endpoint listens on
+  loopback.
+* The tap is zero cost while nobody taps; each tap client has a bounded
+  queue (messages it cannot take are dropped and counted, and the stream
+  says so); at most ``tap.MAX_SUBSCRIBERS`` at a time.
 * Nothing derived from a request reaches a log unredacted.
 """
 
@@ -43,6 +52,7 @@ import ipaddress
 import json
 import logging
 import socket
+import time
 import urllib.parse
 from typing import Any, Iterator
 
@@ -54,13 +64,18 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..config.model import AdminConfig
+from ..config.render import effective_document
 from ..forward.proxy import Proxy
+from ..forward.tap import TapBusy, TapSubscriber
 from ..logs import log
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
+from ..observe.mcp import SPEC_METHODS
+from ..observe.tap import TapFilter
 from ..redact import redact_target
 from .collector import RuntimeCollector
-from .dashboard import PAGE
-from .status import readiness, status
+from .dashboard import ASSETS, CSP
+from .history import History, Sampler
+from .status import mcp_view, readiness, status
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +92,9 @@ SEND_TIMEOUT_S = 10.0
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 ITEMS_PER_CHECKPOINT = 32
+#: A tap stream with nothing to say writes a heartbeat line this often
+#: (so a client that went away is noticed, and the reader knows it is alive).
+TAP_HEARTBEAT_S = 10.0
 
 
 class _Slot:
@@ -91,6 +109,17 @@ class _Slot:
         self.busy = False
 
 
+class _TapStream:
+    """A reply that is a stream: the tap's subscriber and its bounds."""
+
+    __slots__ = ("subscriber", "limit", "duration_s")
+
+    def __init__(self, subscriber: TapSubscriber, limit: int | None, duration_s: float | None) -> None:
+        self.subscriber = subscriber
+        self.limit = limit
+        self.duration_s = duration_s
+
+
 class _Reply:
     __slots__ = ("status", "body", "content_type", "headers")
 
@@ -99,6 +128,10 @@ class _Reply:
         self.body = body
         self.content_type = content_type
         self.headers = headers or []
+
+
+def _line(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
 def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Reply:
@@ -127,14 +160,30 @@ class AdminServer:
         #: Connections closed to make room for newer ones.
         self.shed = 0
         self._heavy = trio.Semaphore(1)
+        observe = proxy.config.observe
+        self.history = (History(observe.history_interval_s, max(1, int(observe.history_s / observe.history_interval_s)))
+                        if observe.history_s > 0 else None)
+        self._sampler = Sampler(proxy)
         proxy.metrics.registry.register(RuntimeCollector(proxy))
         proxy.metrics.registry.register(_AdminCollector(self))
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
-        async with listener:
+        async with listener, trio.open_nursery() as nursery:
+            if self.history is not None:
+                nursery.start_soon(self._record_history)
             task_status.started()
             await trio.serve_listeners(self._handle, [listener])
+
+    async def _record_history(self) -> None:
+        """One history point per interval, on the interval's boundary."""
+        assert self.history is not None
+        interval = self.history.interval_s
+        self._sampler.sample(trio.current_time(), interval)  # the totals the first rates start from
+        while True:
+            await trio.sleep(interval - (time.time() % interval))
+            routes, methods = self._sampler.sample(trio.current_time(), interval)
+            self.history.record(round(time.time(), 3), routes, methods)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
@@ -193,6 +242,9 @@ class AdminServer:
             request, body = got
             slot.busy = True
             reply = await self._dispatch(request, body)
+            if isinstance(reply, _TapStream):
+                await self._stream_tap(http, reply)
+                return
             await self._send(http, reply, head_only=request.method == b"HEAD")
             slot.busy = False
             log(logger, logging.DEBUG, "admin.request", method=request.method.decode(),
@@ -205,9 +257,48 @@ class AdminServer:
                            [("cache-control", "no-store"), ("x-content-type-options", "nosniff"), *reply.headers],
                            head_only=head_only)
 
+    async def _stream_tap(self, http: ServerConnection, tap: _TapStream) -> None:
+        """Stream the subscriber's messages as JSON lines until the client
+        goes (or the limit or duration is reached); always unsubscribes."""
+        subscriber = tap.subscriber
+        hub = self.proxy.taps
+        try:
+            await http.send(h11.Response(status_code=200, headers=[
+                ("content-type", "application/x-ndjson"), ("cache-control", "no-store"),
+                ("x-content-type-options", "nosniff")]))
+            f = subscriber.filter
+            await http.send(h11.Data(data=_line({"tap": {"route": f.route, "method": f.method,
+                                                         "queue": subscriber.send.statistics().max_buffer_size}})))
+            sent = reported = 0
+            deadline = trio.current_time() + tap.duration_s if tap.duration_s is not None else float("inf")
+            while tap.limit is None or sent < tap.limit:
+                wait = min(TAP_HEARTBEAT_S, deadline - trio.current_time())
+                if wait <= 0:
+                    break
+                record = None
+                with trio.move_on_after(wait):
+                    record = await subscriber.receive.receive()
+                if record is None and trio.current_time() >= deadline and subscriber.dropped == reported:
+                    break
+                lines = b""
+                if subscriber.dropped != reported:
+                    lines += _line({"dropped": subscriber.dropped - reported, "dropped_total": subscriber.dropped})
+                    reported = subscriber.dropped
+                if record is not None:
+                    lines += _line(record)
+                    sent += 1
+                elif not lines:
+                    lines = _line({"heartbeat": round(time.time(), 3)})
+                await http.send(h11.Data(data=lines))
+            await http.send(h11.EndOfMessage())
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            pass
+        finally:
+            hub.unsubscribe(subscriber)
+
     # --- routing ---------------------------------------------------------------------
 
-    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply:
+    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply | _TapStream:
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         method = request.method.decode("latin-1")
@@ -218,11 +309,14 @@ class AdminServer:
             "/metrics": lambda: self._metrics(headers.get("accept")),
             "/api/status": lambda: _json(200, status(self.proxy)),
             "/api/connections": lambda: self._connections(query),
-            "/dashboard": lambda: _Reply(200, PAGE, "text/html; charset=utf-8",
-                                         [("content-security-policy", "default-src 'self'; script-src 'unsafe-inline'; "
-                                                                      "style-src 'unsafe-inline'")]),
+            "/api/mcp": lambda: self._mcp(query),
+            "/api/history": lambda: self._history(query),
+            "/api/config": lambda: _json(200, effective_document(self.proxy.config)),
+            "/api/tap": lambda: self._tap(query),
             "/": self._index,
         }
+        for asset_path, (content_type, data) in ASSETS.items():
+            reads[asset_path] = lambda c=content_type, d=data: _Reply(200, d, c, [("content-security-policy", CSP)])
         writes = {"/api/drain": self._drain}
         if path.startswith("/api/connections/"):
             handler = lambda: self._connection(path.rsplit("/", 1)[1])  # noqa: E731
@@ -237,12 +331,12 @@ class AdminServer:
             return _json(404, {"error": "not found", "endpoints": sorted([*reads, *writes])})
         if method not in allowed.split(", "):
             return _json(405, {"error": f"method {method} not allowed"}, [("allow", allowed)])
-        if path in writes:
+        if path in writes or path == "/api/tap":
             refusal = self._authorize(headers.get("authorization"))
             if refusal is not None:
                 return refusal
         reply = handler()
-        if not isinstance(reply, _Reply):  # a heavy read: one at a time, yielding as it goes
+        if not isinstance(reply, (_Reply, _TapStream)):  # a heavy read: one at a time, yielding as it goes
             async with self._heavy:
                 reply = await reply
         return reply
@@ -252,7 +346,7 @@ class AdminServer:
         if token is None:
             if self.loopback_only:
                 return None
-            return _json(403, {"error": "state-changing requests need admin.token (or "
+            return _json(403, {"error": "state-changing requests and the tap need admin.token (or "
                                         "MCP_SIDECAR_ADMIN_TOKEN) when the admin endpoint is not on loopback"})
         scheme, _, offered = (authorization or "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode()):
@@ -302,6 +396,50 @@ class AdminServer:
             return _json(404, {"error": f"no open connection {conn_id!r}"})
         return _json(200, found[1].as_json(trio.current_time()))
 
+    def _route_param(self, query: str) -> tuple[str | None, _Reply | None]:
+        route = urllib.parse.parse_qs(query).get("route", [None])[0]
+        if route is not None and route not in {rt.name for rt in self.proxy.routes}:
+            return None, _json(404, {"error": f"no route {route!r}",
+                                     "routes": [rt.name for rt in self.proxy.routes]})
+        return route, None
+
+    def _mcp(self, query: str) -> _Reply:
+        route, refusal = self._route_param(query)
+        if refusal is not None:
+            return refusal
+        return _json(200, mcp_view(self.proxy, trio.current_time(), route))
+
+    def _history(self, query: str) -> _Reply:
+        route, refusal = self._route_param(query)
+        if refusal is not None:
+            return refusal
+        if self.history is None:
+            return _json(404, {"error": "history is off ([observe] history = 0)"})
+        return _Reply(200, _line(self.history.as_json(route)), "application/json")
+
+    def _tap(self, query: str) -> _Reply | _TapStream:
+        """``?route=R&method=M&limit=N&duration=S``: subscribe, then stream."""
+        route, refusal = self._route_param(query)
+        if refusal is not None:
+            return refusal
+        params = urllib.parse.parse_qs(query)
+        method = params.get("method", [None])[0]
+        if method is not None and method not in SPEC_METHODS and method != "other":
+            return _json(400, {"error": f"unknown method {method!r} (an MCP method name, or other)"})
+        try:
+            limit = int(params["limit"][0]) if "limit" in params else None
+            duration = float(params["duration"][0]) if "duration" in params else None
+        except ValueError:
+            return _json(400, {"error": "limit must be an integer and duration a number of seconds"})
+        if (limit is not None and limit < 1) or (duration is not None and not duration > 0):
+            return _json(400, {"error": "limit and duration must be positive"})
+        try:
+            subscriber = self.proxy.taps.subscribe(TapFilter(route, method), self.proxy.config.observe.tap_queue)
+        except TapBusy as exc:
+            return _json(503, {"error": str(exc)}, [("retry-after", "5")])
+        log(logger, logging.INFO, "admin.tap", route=route, method=method)
+        return _TapStream(subscriber, limit, duration)
+
     def _drain(self) -> _Reply:
         log(logger, logging.INFO, "admin.drain")
         self.proxy.begin_drain()
@@ -310,7 +448,7 @@ class AdminServer:
     def _index(self) -> _Reply:
         return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": [
             "/healthz", "/readyz", "/metrics", "/api/status", "/api/connections", "/api/connections/{id}",
-            "/dashboard", "POST /api/drain"]})
+            "/api/mcp", "/api/history", "/api/config", "/api/tap", "/dashboard", "POST /api/drain"]})
 
 
 class _AdminCollector(Collector):
@@ -327,3 +465,11 @@ class _AdminCollector(Collector):
                                    "Admin connections closed to make room for a newer one (idle or slow clients).")
         shed.add_metric([], self.server.shed)
         yield shed
+        taps = self.server.proxy.taps
+        subscribers = GaugeMetricFamily("mcp_sidecar_tap_subscribers", "proxyctl tap streams open now.")
+        subscribers.add_metric([], len(taps.subscribers))
+        yield subscribers
+        dropped = CounterMetricFamily("mcp_sidecar_tap_dropped",
+                                      "MCP messages a tap client's queue could not take (it read too slowly).")
+        dropped.add_metric([], taps.dropped)
+        yield dropped

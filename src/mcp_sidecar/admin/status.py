@@ -23,6 +23,7 @@ from ..config.profiles import exposure_warnings
 from ..health.breaker import BreakerState
 from ..forward.proxy import Proxy
 from ..forward.state import RouteState
+from ..observe.mcpstats import WINDOW_S
 
 
 def readiness(proxy: Proxy) -> list[str]:
@@ -62,6 +63,12 @@ class RouteStatus:
     required: bool
     upstream_healthy: bool
     upstream_state: str
+    #: The route as an operator sees it: serving, degraded (circuit half-open),
+    #: down (upstream down or circuit open), draining, not_listening; since
+    #: when, and why when it is not serving.
+    state: str
+    since_unix: float
+    reason: str | None
     health: dict[str, Any]
     circuit: dict[str, Any]
     upstream_connections: dict[str, int]
@@ -77,12 +84,14 @@ class RouteStatus:
     observer_memory_exhausted: int
 
     @classmethod
-    def of(cls, rt: RouteState, now: float) -> "RouteStatus":
+    def of(cls, rt: RouteState, now: float, started_unix: float = 0.0) -> "RouteStatus":
         c2u, u2c = rt.bytes_forwarded()
+        state, since, reason = _route_state(rt, now)
         return cls(
             name=rt.name, listen=tuple(str(l.address) for l in rt.listeners), upstream=rt.config.upstream_text,
             required=rt.config.settings.required, upstream_healthy=rt.health.healthy,
-            upstream_state=rt.health.state_name, health=rt.health.as_json(), circuit=rt.breaker.as_json(now),
+            upstream_state=rt.health.state_name, state=state, since_unix=since or started_unix, reason=reason,
+            health=rt.health.as_json(), circuit=rt.breaker.as_json(now),
             upstream_connections=dict(rt.connector.connected_to), connections_active=rt.active,
             connections_total=rt.total, connections_rejected={str(k): v for k, v in rt.rejected.items()},
             connections_closed={str(k): v for k, v in rt.ended.items()},
@@ -93,6 +102,7 @@ class RouteStatus:
     def as_json(self) -> dict[str, Any]:
         """The worker API's view (``/api/status``)."""
         return {"name": self.name, "listen": list(self.listen), "upstream": self.upstream,
+                "state": self.state, "since_unix": self.since_unix, "reason": self.reason,
                 "upstream_healthy": self.upstream_healthy, "health": self.health, "circuit": self.circuit,
                 "upstream_connections": self.upstream_connections, "required": self.required,
                 "connections_active": self.connections_active, "connections_total": self.connections_total,
@@ -104,22 +114,43 @@ class RouteStatus:
                 "observer_memory_exhausted": self.observer_memory_exhausted}
 
 
+def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | None]:
+    """(state, since when (unix, None: since start), why) of one route."""
+    health, breaker = rt.health, rt.breaker
+    if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
+        return "not_listening", None, "not listening"
+    if rt.draining:
+        return "draining", None, "draining: shutting down"
+    if health.enabled and health.state is False:
+        return "down", health.since_unix, f"upstream {rt.config.upstream_text} is down ({health.last_result})"
+    if breaker.state is BreakerState.OPEN:
+        return "down", breaker.opened_unix, (f"circuit open ({breaker.last_reason}), retry in "
+                                             f"{breaker.retry_after_s(now)} s")
+    if breaker.state is BreakerState.HALF_OPEN:
+        return "degraded", breaker.opened_unix, f"circuit half-open after {breaker.last_reason}"
+    if health.enabled and health.state is None:
+        return "serving", None, None
+    return "serving", health.since_unix, None
+
+
 def route_statuses(proxy: Proxy) -> tuple[RouteStatus, ...]:
     now = trio.current_time()
-    return tuple(RouteStatus.of(rt, now) for rt in proxy.routes)
+    return tuple(RouteStatus.of(rt, now, proxy.started_unix) for rt in proxy.routes)
 
 
 def status(proxy: Proxy) -> dict[str, Any]:
     """The worker's ``/api/status``."""
     now = time.time()
     routes = [r.as_json() for r in route_statuses(proxy)]
+    reasons = readiness(proxy)
     return {
         "version": __version__,
         "pid": os.getpid(),
         "uptime_s": round(now - proxy.started_unix, 3),
         "started_unix": proxy.started_unix,
         "draining": proxy.draining,
-        "ready": not readiness(proxy),
+        "ready": not reasons,
+        "reasons": reasons,
         "warnings": exposure_warnings(proxy.config),
         "supervisor": proxy.supervisor_facts(),
         "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
@@ -129,3 +160,27 @@ def status(proxy: Proxy) -> dict[str, Any]:
     }
 
 
+
+
+def mcp_view(proxy: Proxy, now: float, route: str | None = None) -> dict[str, Any]:
+    """The worker's ``/api/mcp``: per route, per method and per transport
+    over the sliding window, and the sessions open (ids hashed)."""
+    routes = []
+    for rt in proxy.routes:
+        if route is not None and rt.name != route:
+            continue
+        observation = rt.observation
+        in_flight = observation.tracker.in_flight()
+        view: dict[str, Any] = {"route": rt.name}
+        view.update(observation.stats.as_json(now, in_flight))
+        view.update({
+            "in_flight": sum(in_flight.values()),
+            "progress_notifications": observation.tracker.progress,
+            "streams_open": observation.tracker.streams_open + observation.open_streams,
+            "mcp_connections": observation.mcp_connections,
+            "request_log": observation.request_log.as_json() if observation.request_log is not None else None,
+        })
+        routes.append(view)
+    taps = proxy.taps
+    return {"window_s": WINDOW_S, "routes": routes,
+            "tap": {"subscribers": len(taps.subscribers), "dropped": taps.dropped}}

@@ -25,7 +25,8 @@ def admin_lines(admin: socket.socket | None) -> list[str]:
         return []
     host, port = admin.getsockname()[:2]
     base = f"http://{bracket(host)}:{port}"
-    return [f"admin {base}/  (/healthz /readyz /metrics /api/status /api/connections)"]
+    return [f"admin {base}/  (/healthz /readyz /metrics /api/status /api/mcp /api/connections)",
+            f"dashboard {base}/dashboard   live: proxyctl top   MCP messages: proxyctl tap"]
 
 
 def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:

@@ -73,7 +73,10 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
                 admin_url = f"http://127.0.0.1:{sockets.admin.getsockname()[1]}" if sockets.admin else None
                 if not check_only:
                     lines += ["", f"Open http://{http}/ in a browser, or: curl http://{http}/ticks?n=3",
-                              *([f"Metrics: {admin_url}/metrics   connections: {admin_url}/api/connections"]
+                              *([f"Dashboard: {admin_url}/dashboard   metrics: {admin_url}/metrics   "
+                                 f"MCP per method: {admin_url}/api/mcp",
+                                 f"Live view: proxyctl top --admin {admin_url.removeprefix('http://')}   "
+                                 f"MCP messages: proxyctl tap --admin {admin_url.removeprefix('http://')}"]
                                 if admin_url else []),
                               f"Echo: nc {http.host} {echo.port}",
                               "Ctrl-C to stop (drains open connections first)."]

@@ -14,6 +14,8 @@ from .configure import config
 from .demo import demo
 from .manage import reload, restart, status, stop
 from .run import run
+from .tap import tap
+from .top import top
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +24,7 @@ def cli() -> None:
     """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic."""
 
 
-for command in (run, demo, config, check, status, restart, reload, stop):
+for command in (run, demo, config, check, status, restart, reload, stop, top, tap):
     cli.add_command(command)
 
 

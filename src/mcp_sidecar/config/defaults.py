@@ -58,6 +58,21 @@ HEALTH_CHECKS = ("tcp", "http", "ws", "mcp")
 CONNECTION_LOGS = ("all", "sampled", "off")
 DEFAULT_CONNECTION_LOG = "sampled"
 DEFAULT_CONNECTION_LOG_EVERY = 100
+#: The MCP request log ([observe] / per route request_log): off by default;
+#: when on, this share of completed requests is written, at most this many
+#: lines per second per route (a burst of one second's worth).
+DEFAULT_REQUEST_LOG_SAMPLE = 1.0
+DEFAULT_REQUEST_LOG_RATE = 100
+#: The admin endpoint's in-memory history (/api/history, the dashboard's
+#: charts): this long at this resolution (0 turns it off), at most
+#: MAX_HISTORY_POINTS samples.
+DEFAULT_HISTORY_S = 900.0
+DEFAULT_HISTORY_INTERVAL_S = 5.0
+MAX_HISTORY_POINTS = 2000
+#: The tap: how much of each message's params/result it shows, and how
+#: many messages a subscriber's queue holds before it drops (counted).
+DEFAULT_TAP_MAX_BYTES = 2048
+DEFAULT_TAP_QUEUE = 1000
 PROTOCOLS = ("auto", "tcp", "http")
 #: How the supervisor starts workers: forked from a pre-imported fork server
 #: (shared memory, ~10 ms), or exec'd as new interpreters (~0.3 s, ~24 MiB each).

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .addresses import HostPort, parse_hostport
 from .defaults import DEFAULT_ADMIN_LISTEN, DEFAULT_ALERT_MIN_INTERVAL_S, DEFAULT_ALERT_THRESHOLD, DEFAULT_ALERT_WINDOW_S, DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_OPEN_S, DEFAULT_BUFFER_BYTES, DEFAULT_CONNECTION_LOG, DEFAULT_CONNECTION_LOG_EVERY, DEFAULT_CONNECT_RETRY_WINDOW_S, DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MAX_S, DEFAULT_HEALTH_INTERVAL_S, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT_S, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CONNECTING, DEFAULT_MAX_CONNECTIONS, DEFAULT_MCP_REQUEST_TIMEOUT_S, DEFAULT_OBSERVE_CPU_SHARE, DEFAULT_OBSERVE_MEMORY_BYTES, DEFAULT_RESTART_BACKOFF_INITIAL_S, DEFAULT_RESTART_BACKOFF_MAX_S, DEFAULT_SPLICE, DEFAULT_STABLE_AFTER_S, DEFAULT_TCP_KEEPALIVE_S, DEFAULT_TCP_STATS_INTERVAL_S
+from .defaults import DEFAULT_HISTORY_INTERVAL_S, DEFAULT_HISTORY_S, DEFAULT_REQUEST_LOG_RATE, DEFAULT_REQUEST_LOG_SAMPLE, DEFAULT_TAP_MAX_BYTES, DEFAULT_TAP_QUEUE
 
 @dataclass(frozen=True)
 class RouteSettings:
@@ -68,6 +69,24 @@ class RouteSettings:
     gate_token_source: str | None = None
     #: Client networks allowed to connect (empty: everyone).
     allow: tuple[str, ...] = ()
+    #: One JSON line per completed MCP request (event mcp.request): this
+    #: share of them, at most request_log_rate lines per second.
+    request_log: bool = False
+    request_log_sample: float = DEFAULT_REQUEST_LOG_SAMPLE
+    request_log_rate: int = DEFAULT_REQUEST_LOG_RATE
+
+
+@dataclass(frozen=True)
+class ObserveConfig:
+    """The operator's views of observation: history and tap bounds."""
+
+    #: How much history the admin endpoint keeps (0: none), and its resolution.
+    history_s: float = DEFAULT_HISTORY_S
+    history_interval_s: float = DEFAULT_HISTORY_INTERVAL_S
+    #: Bytes of each message's params/result the tap shows.
+    tap_max_bytes: int = DEFAULT_TAP_MAX_BYTES
+    #: Messages a tap subscriber's queue holds before it drops.
+    tap_queue: int = DEFAULT_TAP_QUEUE
 
 
 @dataclass(frozen=True)
@@ -134,6 +153,7 @@ class ProxyConfig:
     #: for a trusted network only; warned about at start and in every status.
     dangerously_expose_unprotected: bool = False
     admin: AdminConfig = field(default_factory=AdminConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     profile: str | None = None
     source: str = "<defaults>"

@@ -38,11 +38,11 @@ from typing import Any, Callable
 from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
 from .defaults import (ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S,
                        GATE_TOKEN_ENV, GATES, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS,
-                       ROUTE_NAME_RE, WORKER_SPAWNS)
-from .model import AdminConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
+                       MAX_HISTORY_POINTS, ROUTE_NAME_RE, WORKER_SPAWNS)
+from .model import AdminConfig, ObserveConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
-from .values import (boolean, choice, cpu_share, file_path, int_in, networks, parse_admin_listen, parse_duration,
-                     positive_duration, secret_token, server_name, size_at_least, url_path, webhook_url)
+from .values import (boolean, choice, cpu_share, file_path, fraction, int_in, networks, parse_admin_listen, parse_duration,
+                     positive_duration, secret_token, format_duration, server_name, size_at_least, url_path, webhook_url)
 from .tls import TlsSettingsError, client_context, server_context
 from ..errors import ConfigError
 
@@ -82,6 +82,19 @@ SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "gate": ("gate", choice(GATES)),
     "gate_token": ("gate_token", secret_token),
     "allow": ("allow", networks),
+    "request_log": ("request_log", boolean),
+    "request_log_sample": ("request_log_sample", fraction),
+    "request_log_rate": ("request_log_rate", int_in(1, 100_000)),
+}
+#: [observe]: the request log keys set every route's default (beneath
+#: [defaults]); the others bound the history and the tap.
+_ROUTE_DEFAULTS_IN_OBSERVE = ("request_log", "request_log_sample", "request_log_rate")
+OBSERVE_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    **{k: SETTING_KEYS[k] for k in _ROUTE_DEFAULTS_IN_OBSERVE},
+    "history": ("history_s", parse_duration),
+    "history_interval": ("history_interval_s", positive_duration),
+    "tap_max_bytes": ("tap_max_bytes", int_in(64, 1024 * 1024)),
+    "tap_queue": ("tap_queue", int_in(1, 100_000)),
 }
 PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "drain_timeout": ("drain_timeout_s", parse_duration),
@@ -108,7 +121,7 @@ SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "alert_webhook": ("alert_webhook", webhook_url),
 }
 _ROUTE_KEYS = {"name", "listen", "upstream", *SETTING_KEYS}
-_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor"}
+_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe"}
 
 
 def _section(source: str, name: str, document: dict[str, Any],
@@ -287,9 +300,19 @@ def build_config(
         raise ConfigError(source, "supervisor.heartbeat_timeout", "must be longer than heartbeat_interval")
     proxy_values["supervisor"] = SupervisorConfig(**supervisor_values)
 
+    observe_values = _section(source, "observe", document, OBSERVE_KEYS)
+    route_defaults = {k: observe_values.pop(k) for k in list(observe_values) if k.startswith("request_log")}
+    observe = ObserveConfig(**observe_values)
+    if observe.history_s and observe.history_interval_s < 1.0:
+        raise ConfigError(source, "observe.history_interval", "must be at least 1s")
+    if observe.history_s and observe.history_s / observe.history_interval_s > MAX_HISTORY_POINTS:
+        raise ConfigError(source, "observe.history", f"at most {MAX_HISTORY_POINTS} points of history_interval "
+                                                     f"({format_duration(MAX_HISTORY_POINTS * observe.history_interval_s)})")
+    proxy_values["observe"] = observe
+
     defaults_table = _table(source, "defaults", document.get("defaults", {}))
     _check_keys(source, "defaults.", defaults_table, set(SETTING_KEYS))
-    defaults = _apply_settings(source, "defaults.", RouteSettings(), defaults_table)
+    defaults = _apply_settings(source, "defaults.", replace(RouteSettings(), **route_defaults), defaults_table)
 
     raw_routes = document.get("route", [])
     if not isinstance(raw_routes, list):

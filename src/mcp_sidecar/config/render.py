@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 from .model import ProxyConfig, RouteSettings
-from .parse import SETTING_KEYS, SUPERVISOR_KEYS
+from .parse import OBSERVE_KEYS, SETTING_KEYS, SUPERVISOR_KEYS
 from .values import format_duration, format_size
 
 def _toml_value(value: Any) -> str:
@@ -58,6 +58,13 @@ def render_toml(config: ProxyConfig) -> str:
     if admin.token:
         lines.append('# token is set (not shown)')
     lines.append("")
+    lines.append("[observe]")
+    attr_to_key = {attr: key for key, (attr, _) in OBSERVE_KEYS.items()}
+    for f in fields(config.observe):
+        value = getattr(config.observe, f.name)
+        shown = format_duration(value) if f.name.endswith("_s") else value
+        lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
+    lines.append("")
     lines.append("[supervisor]")
     attr_to_key = {attr: key for key, (attr, _) in SUPERVISOR_KEYS.items()}
     for f in fields(config.supervisor):
@@ -79,3 +86,26 @@ def render_toml(config: ProxyConfig) -> str:
         lines += _settings_lines(route.settings)
         lines.append("")
     return "\n".join(lines)
+
+
+def secrets_set(config: ProxyConfig) -> list[str]:
+    """Which secrets the configuration holds (named, never shown)."""
+    names = []
+    if config.admin.token:
+        names.append("admin.token")
+    if config.supervisor.alert_webhook:
+        names.append("supervisor.alert_webhook")
+    names += [f"route {r.name}: gate_token ({r.settings.gate_token_source})" for r in config.routes
+              if r.settings.gate_token]
+    return names
+
+
+def effective_document(config: ProxyConfig) -> dict[str, Any]:
+    """The effective configuration as data (``/api/config``): exactly what
+    ``render_toml`` prints, parsed back, so the two never disagree; secrets
+    are named in ``secrets_set``, never shown."""
+    import tomllib
+
+    text = render_toml(config)
+    return {"source": config.source, "profile": config.profile, "secrets_set": secrets_set(config),
+            "config": tomllib.loads(text), "toml": text}

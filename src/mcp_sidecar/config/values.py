@@ -101,6 +101,12 @@ def cpu_share(value: Any) -> float:
     return float(value)
 
 
+def fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"expected a fraction greater than 0 and at most 1, got {value!r}")
+    return float(value)
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")

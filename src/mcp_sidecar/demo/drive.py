@@ -49,6 +49,11 @@ async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") ->
     return results
 
 
+#: The W3C trace id the demo client sends on two requests (a traceparent
+#: header over HTTP, params._meta.traceparent over WebSocket).
+DEMO_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
 async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
     """One MCP session over each transport, through the given (proxy) ports:
     streamable HTTP (JSON and SSE replies, a slow tool with progress),
@@ -59,8 +64,10 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
     got = {"streamable_http": 0, "websocket": 0, "http_sse": 0}
     headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
 
-    async def post(message: dict, session: str | None = None):
+    async def post(message: dict, session: str | None = None, trace: str | None = None):
         extra = [("mcp-session-id", session)] if session else []
+        if trace:
+            extra.append(("traceparent", f"00-{trace}-00f067aa0ba902b7-01"))
         return await request(host, http_port, "/mcp", method="POST", body=json.dumps(message).encode(),
                              headers=headers + extra)
 
@@ -71,12 +78,16 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
     await post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
     for i, (method, params) in enumerate([("tools/list", {}), ("tools/call", {"name": "echo", "arguments": {
             "text": "hello"}}), ("tools/call", {"name": "slow", "_meta": {"progressToken": "p1"}})], start=2):
-        reply = await post({"jsonrpc": "2.0", "id": i, "method": method, "params": params}, session)
+        reply = await post({"jsonrpc": "2.0", "id": i, "method": method, "params": params}, session,
+                           DEMO_TRACE_ID if method == "tools/list" else None)
         got["streamable_http"] += reply.body.count(f'"id": {i}'.encode())
+    if session:  # a client ends its session (the spec's SHOULD)
+        await request(host, http_port, "/mcp", method="DELETE", headers=[("mcp-session-id", session)])
 
     async with trio_websocket.open_websocket_url(f"ws://{host}:{ws_port}/", subprotocols=["mcp"]) as ws:
         for i, (method, params) in enumerate([("initialize", init["params"]), ("tools/call", {
-                "name": "slow", "arguments": {"steps": 2}}), ("ping", {})], start=1):
+                "name": "slow", "arguments": {"steps": 2},
+                "_meta": {"traceparent": f"00-{DEMO_TRACE_ID}-b7ad6b7169203331-01"}}), ("ping", {})], start=1):
             await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
             while "id" not in json.loads(await ws.get_message()):
                 pass  # progress notifications before the result

@@ -277,10 +277,15 @@ async def _legacy_stream(http: "_Http") -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay)
-            # The stream ends when the client goes away (EOF on its side).
-            while await http.stream.receive_some(4096):
+            # The stream ends when the client goes away (EOF on its side, or a reset).
+            try:
+                while await http.stream.receive_some(4096):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             nursery.cancel_scope.cancel()
+    except* (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the relay wrote to a client that had gone: the stream is over
     finally:
         http.sessions.pop(session, None)
 

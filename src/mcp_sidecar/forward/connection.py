@@ -29,7 +29,7 @@ from ..net import sockopts
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.http import starts_like_request
 from .idle import IDLE_TASK, idle_watch
-from .observation import Mode, Observation
+from .observation import Mode
 from .secure import client_prelude, forward_legs, upstream_leg
 from .pump import HAVE_SPLICE, Flow, LegFailed, pump
 from .state import Connection, End, RouteState
@@ -95,7 +95,7 @@ async def _forward(conn: Connection, rt: RouteState, csock: socket.socket, usock
     use_splice = rt.config.settings.splice and HAVE_SPLICE
     protocol = rt.config.settings.protocol
     if protocol != "tcp":
-        conn.observation = Observation(rt.observation, conn.id, conn.quality, protocol)
+        rt.observe(conn)
     observe = conn.observation
 
     async def leg(src: socket.socket, dst: socket.socket, flow: Flow, src_name: str, dst_name: str) -> None:

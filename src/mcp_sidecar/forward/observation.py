@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -43,10 +44,13 @@ from ..logs import log
 from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
 from ..observe.events import (BodyTooLarge, ExchangeDone, Frame, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
                               SseSeen, Tunneled, Upgraded)
-from ..observe.http import HttpObserver, jsonrpc_messages
+from ..observe.http import HttpObserver, jsonrpc_messages, trace_id
 from ..observe.jsonrpc import UNSET, Envelope
 from ..observe.mcp import McpTracker, method_label
+from ..observe.mcpstats import McpStats
 from ..observe.quality import Quality
+from ..observe.requestlog import RequestLogPolicy, request_line
+from ..observe.tap import DEFAULT_MAX_BYTES, tap_record
 from ..observe.websocket import FrameScanner
 from ..redact import redact_text
 from .metrics import Metrics
@@ -148,6 +152,13 @@ class RouteObservation:
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: (side, opcode) -> (frames counter, bytes counter): one lookup per chunk.
     ws_children: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
+    #: Per method and transport, sessions (observe/mcpstats.py): what /api/mcp shows.
+    stats: McpStats = field(default_factory=McpStats)
+    #: The request log's sampling and rate cap; None while it is off.
+    request_log: RequestLogPolicy | None = None
+    #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
+    taps: tuple[Any, ...] = ()
+    tap_max_bytes: int = DEFAULT_MAX_BYTES
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(route, *labels)``, cached (labels() takes a lock and
@@ -166,11 +177,16 @@ class RouteObservation:
                                                    self.child(self.metrics.ws_bytes, direction, opcode))
         return pair
 
-    def outcomes(self, outcomes: list[McpOutcome]) -> None:
+    def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
+        """What came of requests: metrics, the operator's figures, the request log."""
+        stats, policy = self.stats, self.request_log
         for outcome in outcomes:
             self.child(self.metrics.mcp_requests, outcome.method, outcome.status, outcome.transport).inc()
             if outcome.duration_s is not None and outcome.status != "cancelled":
                 self.child(self.metrics.mcp_duration, outcome.method, outcome.transport).observe(outcome.duration_s)
+            stats.outcome(outcome, now)
+            if policy is not None and policy.admit(now):
+                log(logger, logging.INFO, "mcp.request", unlimited=True, **request_line(self.route, outcome))
 
 
 class Observation:
@@ -182,15 +198,18 @@ class Observation:
     idle connection holds only what it must.
     """
 
-    __slots__ = ("route", "conn_id", "quality", "protocol", "clock", "mode", "_sniffed", "http", "ws", "_pings",
-                 "_mcp", "mcp_messages", "_session", "on_websocket", "closing", "http_stats", "sse_stats",
-                 "close_frame", "_open_stream", "_exchange_requests", "keepalive", "_held", "client_direction",
-                 "upstream_direction", "__weakref__")
+    __slots__ = ("route", "conn_id", "client", "quality", "protocol", "clock", "mode", "_sniffed", "http", "ws",
+                 "_pings", "_mcp", "mcp_messages", "_session", "on_websocket", "on_stream", "closing", "http_stats",
+                 "sse_stats", "close_frame", "_open_stream", "_exchange_requests", "keepalive", "_held",
+                 "client_direction", "upstream_direction", "__weakref__")
 
     def __init__(self, route: RouteObservation, conn_id: int, quality: Quality, mode: str,
-                 clock: Callable[[], float] = trio.current_time) -> None:
+                 clock: Callable[[], float] = trio.current_time, *, client: str = "",
+                 on_stream: Callable[[], None] | None = None) -> None:
         self.route = route
         self.conn_id = conn_id
+        #: The client's address (host:port), for the sessions it carries.
+        self.client = client
         #: The connection's quality record: fed with the latencies and outcomes seen.
         self.quality = quality
         #: What the connection carries, as far as observation has seen: tcp, http, sse, websocket.
@@ -208,6 +227,10 @@ class Observation:
         #: Called once a 101 switched the connection to WebSocket (connection.py
         #: starts the keepalive then).
         self.on_websocket: Callable[[], None] | None = None
+        #: Called once when the connection turns out to be long-lived (an event
+        #: stream, a WebSocket, opaque TCP): reconnects are counted then, not for
+        #: each short HTTP request (state.py).
+        self.on_stream = on_stream
         #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
         self.closing = False
         #: Facts for /api/connections.
@@ -276,6 +299,10 @@ class Observation:
                 self._bug(exc)
         if self._mcp:
             self.route.mcp_connections -= 1
+        if self._session is not None:  # a connection-scoped session ends with its connection
+            self.route.stats.end_session(self._session)
+        if self.http is not None and self.http.stream_session is not None:  # the legacy stream that announced it
+            self.route.stats.end_session(self.http.stream_session)
         self._stream(False)
         if self.http is not None:
             self.http.close()
@@ -285,7 +312,7 @@ class Observation:
         self._sniffed = b""
         if self.http_stats is not _NO_HTTP_STATS:
             self.http_stats["last"] = None  # type: ignore[index]
-        self.on_websocket = None
+        self.on_websocket = self.on_stream = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
         self.mode = Mode.CLOSED
 
@@ -369,6 +396,8 @@ class Observation:
             else:  # a server that speaks first is not HTTP
                 self.mode = Mode.TCP
                 self._sniffed = b""
+            if self.mode is Mode.TCP:
+                self._long_lived()
             # Decided opaque (or the upstream spoke first): no more chunks, so
             # the pump runs exactly as with protocol "tcp", splice included.
             return self.mode is not Mode.TCP
@@ -410,6 +439,11 @@ class Observation:
             self._sniffed = b""
             return True
         return False  # a prefix of a method: wait for more bytes
+
+    def _long_lived(self) -> None:
+        hook, self.on_stream = self.on_stream, None
+        if hook is not None:
+            hook()
 
     def _shed(self) -> None:
         """Over the CPU budget: this connection is forwarded opaque from now on."""
@@ -478,6 +512,7 @@ class Observation:
         if ex.method == "GET" and ex.content_type == "text/event-stream":
             self._stream(True)
             self.sse_stats["started"] = now
+            self._long_lived()
 
     def _on_exchange_done(self, event: ExchangeDone, now: float) -> None:
         ex = event.exchange
@@ -488,6 +523,8 @@ class Observation:
             route.child(route.metrics.http_duration, "aborted").observe((ex.ended or now) - ex.started)
             return
         route.child(route.metrics.http_duration, "complete").observe((ex.ended or now) - ex.started)
+        if ex.method == "DELETE" and ex.session is not None:  # streamable HTTP: the client ended its session
+            route.stats.end_session(ex.session)
         stats = self.http_stats
         stats["exchanges"] += 1
         stats["last"] = ex  # rendered when asked (facts)
@@ -496,7 +533,8 @@ class Observation:
             # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
             duration = (ex.ended or now) - ex.started
             route.outcomes([McpOutcome(method_label(ex.mcp_method), "ok" if 200 <= status < 300 else "other_error",
-                                       duration, "client")])
+                                       duration, "client", session=ex.session, request_bytes=ex.request_bytes,
+                                       response_bytes=ex.response_bytes)], now)
         child, metrics = route.child, route.metrics
         child(metrics.http_requests, ex.method, _STATUS_LABELS.get(status) or str(status)).inc()
         if ex.headers_at is not None:
@@ -519,7 +557,8 @@ class Observation:
         self.protocol = "sse"
 
     def _on_jsonrpc(self, event: JsonRpcSeen, now: float) -> None:
-        self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport)
+        self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport, event.size,
+                      event.trace)
 
     def _on_body_too_large(self, event: BodyTooLarge, now: float) -> None:
         self.route.bodies_too_large += 1
@@ -534,6 +573,7 @@ class Observation:
             return
         self.mode = Mode.WEBSOCKET
         self.protocol = "websocket"
+        self._long_lived()
         self.keepalive = {"client": None, "upstream": None}
         self._held = {"client": bytearray(), "upstream": bytearray()}
         self._pings = {"client": {}, "upstream": {}}
@@ -548,25 +588,48 @@ class Observation:
         if event.upstream_trailing:
             self._frames("upstream", event.upstream_trailing, now)
 
-    def _jsonrpc(self, origin: str, message: Envelope, now: float, session: str | None, transport: str) -> None:
+    def _jsonrpc(self, origin: str, message: Envelope, now: float, session: str | None, transport: str,
+                 size: int = 0, trace: str | None = None) -> None:
         if not self._mcp:
             self._saw_mcp()
         counts = self.mcp_messages
         counts[transport] = counts.get(transport, 0) + 1
-        if origin == "client" and message.method is not UNSET and message.id is not UNSET and self.mode is _HTTP:
-            self._exchange_requests.append((method_label(message.method), now))
+        route = self.route
+        label = None
+        is_request = message.method is not UNSET and message.id is not UNSET
+        if message.method is not UNSET:
+            label = method_label(message.method)
+            if is_request and origin == "client" and self.mode is _HTTP:
+                self._exchange_requests.append((label, now))
         if session is None:
             session = self._session
             if session is None:
                 session = self._session = f"conn:{self.conn_id}"
-        outcomes = self.route.tracker.message(origin, message, now, session, _TRANSPORT_LABELS[transport])
+        transport_label = _TRANSPORT_LABELS[transport]
+        route.stats.message(session, self.client, transport_label, now, label if is_request else None)
+        if is_request and trace is None and route.request_log is not None:
+            trace = _meta_trace(message)  # W3C trace context in params._meta (no headers on a WebSocket)
+        outcomes = route.tracker.message(origin, message, now, session, transport_label, size, trace)
         if outcomes:
             quality = self.quality
             for outcome in outcomes:
                 if outcome.duration_s is not None and outcome.status != "cancelled":
                     quality.latency(outcome.duration_s, "mcp")
                 quality.outcome(outcome.status == "ok")
-            self.route.outcomes(outcomes)
+            route.outcomes(outcomes, now)
+        if route.taps:
+            self._tap(origin, message, session, transport_label, size, label, outcomes)
+
+    def _tap(self, origin: str, message: Envelope, session: str, transport: str, size: int, label: str | None,
+             outcomes: list[McpOutcome]) -> None:
+        """Somebody taps this route: hand them the message (never blocks)."""
+        route = self.route
+        answered = outcomes[0] if outcomes and message.method is UNSET else None
+        record = tap_record(route.route, origin, message, at_unix=time.time(), transport=transport,
+                            session=session, size=size, method=label, answered=answered,
+                            max_bytes=route.tap_max_bytes)
+        for subscriber in route.taps:
+            subscriber.offer(record)
 
     # -- the proxy's own keepalive (connection.py sends, this side matches) -----------------
 
@@ -653,8 +716,9 @@ class Observation:
 
     def _ws_message(self, side: str, payload: bytes, now: float) -> None:
         """A complete text message that looks like JSON: MCP over WebSocket."""
-        if payload[:1] == b"{" and b'"id"' not in payload:
-            # A notification: no correlation needed, skip the JSON parse.
+        if payload[:1] == b"{" and b'"id"' not in payload and not self.route.taps:
+            # A notification: no correlation needed, skip the JSON parse
+            # (unless somebody taps: the tap shows it).
             if not self._mcp:
                 self._saw_mcp()
             counts = self.mcp_messages
@@ -663,7 +727,7 @@ class Observation:
                 self.route.tracker.progress += 1
             return
         for message in jsonrpc_messages(payload):
-            self._jsonrpc(side, message, now, None, "ws")
+            self._jsonrpc(side, message, now, None, "ws", len(payload))
 
     def _control_frame(self, side: str, frame: Frame, now: float) -> bool:
         """Close, ping, pong: True if it is the pong of our own keepalive (dropped)."""
@@ -710,4 +774,15 @@ _HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
 _STATUS_LABELS = {code: str(code) for code in (0, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
                                                 406, 409, 413, 429, 500, 502, 503, 504)}
 #: How a message travelled (JsonRpcSeen.transport) -> the metrics' bounded transport label.
-_TRANSPORT_LABELS = {"http": "http", "sse": "http", "ws": "websocket", "inspector-v2": "inspector-v2"}
+_TRANSPORT_LABELS = {"http": "http", "sse": "http", "legacy": "legacy-sse", "ws": "websocket",
+                     "inspector-v2": "inspector-v2"}
+
+
+def _meta_trace(message: Envelope) -> str | None:
+    """The trace id of ``params._meta.traceparent``, if the request carries one."""
+    meta = message.param("_meta")
+    if isinstance(meta, dict):
+        value = meta.get("traceparent")
+        if isinstance(value, str):
+            return trace_id(value.encode("latin-1", "replace"))
+    return None

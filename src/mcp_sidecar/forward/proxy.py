@@ -37,6 +37,7 @@ from ..net.listeners import BoundListener
 from ..net.upstream import Connector, local_resource_error
 from ..observe.budget import LOAD_INTERVAL_S, MemoryBudget, ObservationBudget
 from ..observe.mcp import McpTracker
+from ..observe.requestlog import RequestLogPolicy
 from . import memtrim
 from .connection import serve_connection
 from .metrics import Metrics
@@ -44,6 +45,7 @@ from .observation import RouteObservation
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
 from .state import Connection, RouteState
+from .tap import TapHub
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +94,19 @@ class Proxy:
                     metrics=self.metrics.for_route(route.name),
                     health=health,
                     breaker=CircuitBreaker(s.breaker_failures, s.breaker_open_s),
-                    observation=RouteObservation(route.name, self.metrics, McpTracker(s.mcp_request_timeout_s),
-                                                 budget=self.observe_budget, memory=self.observe_memory),
+                    observation=RouteObservation(
+                        route.name, self.metrics, McpTracker(s.mcp_request_timeout_s), budget=self.observe_budget,
+                        memory=self.observe_memory,
+                        request_log=RequestLogPolicy(s.request_log_sample, s.request_log_rate)
+                        if s.request_log else None, tap_max_bytes=config.observe.tap_max_bytes),
                     exhaustion=self.exhaustion,
                     # The files are read again here: a reload picks up renewed certificates.
                     tls_server=server_context(s),
                     allowed=tuple(ip_network(n) for n in s.allow),
                 )
             )
+        #: Who watches the MCP messages (proxyctl tap, through the admin endpoint).
+        self.taps = TapHub(rt.observation for rt in self.routes)
         #: Set by the worker when a supervisor runs it (see supervisor.py).
         self.supervisor_facts: Callable[[], dict[str, Any] | None] = lambda: None
         self.draining = False
@@ -120,7 +127,8 @@ class Proxy:
             await trio.sleep(1.0)
             now = trio.current_time()
             for rt in self.routes:
-                rt.observation.outcomes(rt.observation.tracker.sweep(now))
+                rt.observation.outcomes(rt.observation.tracker.sweep(now), now)
+                rt.observation.stats.expire(now)
 
     async def _watch_load(self) -> None:
         """The worker's CPU utilisation, for the observation budget (budget.py)."""

@@ -28,7 +28,6 @@ from ..logs import log
 from ..net.gate import Close, Forward, Reply, RequestGate
 from .idle import IDLE_TASK, idle_watch
 from .legs import GateClosed, RawLeg, TlsLeg, pump_legs
-from .observation import Observation
 from .pump import LegFailed
 from .state import Connection, End, RouteState
 
@@ -139,7 +138,7 @@ async def forward_legs(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: Raw
     abort: list[str] = []
     open_directions = 2
     if settings.protocol != "tcp":
-        conn.observation = Observation(rt.observation, conn.id, conn.quality, settings.protocol)
+        rt.observe(conn)
     observe = conn.observation
 
     async def leg(src: RawLeg, dst: RawLeg, src_name: str, dst_name: str, gate: RequestGate | None) -> None:

@@ -41,7 +41,9 @@ from .metrics import RouteMetrics
 from .observation import Observation, RouteObservation
 from .pump import Flow
 
-#: Reconnects are connections from the same client host in this window.
+#: Reconnects are long-lived connections (event streams, WebSockets, opaque
+#: TCP) opened by the same client host in this window; separate short HTTP
+#: requests are not reconnects.
 RECONNECT_WINDOW_S = 600.0
 MAX_TRACKED_CLIENTS = 1024
 
@@ -100,7 +102,8 @@ class Connection:
         self._retrans_seen = [0, 0]
         self.observation: Observation | None = None
         self.quality = Quality()
-        #: Earlier connections from the same client address to this route (10 min).
+        #: Earlier long-lived connections from the same client host to this
+        #: route (RECONNECT_WINDOW_S), counted when this one became long-lived.
         self.reconnects = 0
         #: The client's TLS session (version, cipher, ALPN), on a TLS route.
         self.tls: dict[str, str | None] | None = None
@@ -214,9 +217,25 @@ class RouteState:
         self.total += 1
 
     def register(self, conn: Connection, now: float) -> None:
-        """The served connection's record, with its reconnect count."""
-        conn.reconnects = self.count_reconnect(conn.client.rsplit(":", 1)[0], now)
+        """The served connection's record.  An unobserved route's connections
+        are long-lived as far as anyone can tell: their reconnect count is
+        taken now; observed ones wait until they turn out to be (``observe``)."""
+        if self.config.settings.protocol == "tcp":
+            self.stream_opened(conn, now)
         self.connections[conn.id] = conn
+
+    def observe(self, conn: Connection) -> Observation:
+        """The connection's observation, told whom it serves and how to count
+        its reconnect."""
+        observation = conn.observation = Observation(
+            self.observation, conn.id, conn.quality, self.config.settings.protocol, client=conn.client,
+            on_stream=lambda: self.stream_opened(conn, trio.current_time()))
+        return observation
+
+    def stream_opened(self, conn: Connection, now: float) -> None:
+        """``conn`` is long-lived (a stream, a WebSocket, opaque TCP): count it
+        against its client host."""
+        conn.reconnects = self.count_reconnect(conn.client.rsplit(":", 1)[0], now)
 
     def closed(self, conn: Connection) -> None:
         """The connection ended (``conn.end`` says how): out of the books."""
@@ -243,7 +262,7 @@ class RouteState:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def count_reconnect(self, client_host: str, now: float) -> int:
-        """Earlier connections from this client host within RECONNECT_WINDOW_S."""
+        """Earlier long-lived connections from this client host within RECONNECT_WINDOW_S."""
         times = self.recent_clients.pop(client_host, None) or deque(maxlen=100)
         while times and now - times[0] > RECONNECT_WINDOW_S:
             times.popleft()

@@ -15,6 +15,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -42,6 +43,8 @@ class CircuitBreaker:
     rejected: int = 0
     probe_in_flight: bool = False
     last_reason: str | None = None
+    #: When it last opened (wall clock, for "status since"); None: never.
+    opened_unix: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -80,6 +83,7 @@ class CircuitBreaker:
             self.state = BreakerState.OPEN
             self.open_until = now + self.open_s
             self.opened_total += 1
+            self.opened_unix = time.time()
             self.probe_in_flight = False
             return True
         return False

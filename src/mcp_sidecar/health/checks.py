@@ -156,6 +156,17 @@ class RouteHealth:
         return {None: "unknown", True: "up", False: "down"}[self.state]
 
     @property
+    def since_unix(self) -> float | None:
+        """Since when the route's state holds: up since the earliest change of
+        an upstream that is up now (it has been up throughout), down since
+        the latest one went down; None before any change."""
+        if self.state is True:
+            times = [t.last_change_unix for t in self.targets if t.state is True and t.last_change_unix]
+            return min(times, default=None)
+        times = [t.last_change_unix for t in self.targets if t.last_change_unix]
+        return max(times, default=None)
+
+    @property
     def last_result(self) -> str | None:
         """The last check results: ``refused``, or ``a:1 refused, b:2 timeout``."""
         if len(self.targets) == 1:

@@ -74,9 +74,15 @@ class JsonRpcSeen:
     message: dict[str, Any]
     at: float
     session: str | None
-    #: How it travelled: "http" (a JSON body), "sse" (an event stream), "ws" (a frame),
-    #: "inspector-v2" (inside the Inspector v2 API's envelope, in a body or an event).
+    #: How it travelled: "http" (a JSON body), "sse" (an event stream of
+    #: streamable HTTP), "legacy" (the 2024-11-05 HTTP+SSE transport: a POST
+    #: naming ``?sessionId=``, or an event of the stream that announced it),
+    #: "ws" (a frame), "inspector-v2" (inside the Inspector v2 API's envelope).
     transport: str
+    #: Bytes of the body, event or frame that carried it (a batch's messages share it).
+    size: int = 0
+    #: The W3C trace id of the request's ``traceparent`` header, if it had one.
+    trace: str | None = None
 
 
 @dataclass(slots=True)
@@ -162,5 +168,13 @@ class McpOutcome:
     status: str
     duration_s: float | None
     origin: str
-    #: How the request travelled (a bounded label): http, websocket, inspector-v2.
+    #: How the request travelled (a bounded label): http, legacy-sse, websocket, inspector-v2.
     transport: str = "http"
+    #: For the request log and the tap: the request's id, its session key,
+    #: its error code, the sizes of request and response, its trace id.
+    request_id: Any = None
+    session: str | None = None
+    error_code: Any = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    trace: str | None = None

@@ -66,9 +66,9 @@ KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 _HEAD_END = b"\r\n\r\n"
 #: The lengths of the header names read (content-type 12, mcp-session-id 14,
-#: mcp-method 10, upgrade 7, connection 10): any other header is passed over
-#: without lower-casing its name.
-_REQUEST_HEADER_LENGTHS = frozenset({7, 10, 12, 14})
+#: mcp-method 10, upgrade 7, connection 10, traceparent 11): any other header
+#: is passed over without lower-casing its name.
+_REQUEST_HEADER_LENGTHS = frozenset({7, 10, 11, 12, 14})
 _RESPONSE_HEADER_LENGTHS = frozenset({12, 14})
 _JSON_TYPES: dict[bytes, bool] = {}
 _PATH_LABELS: dict[bytes, str] = {}
@@ -120,6 +120,18 @@ def path_label(target: bytes) -> str:
     return label
 
 
+def trace_id(traceparent: bytes) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``),
+    or None when the value is not one."""
+    parts = traceparent.strip().split(b"-")
+    if len(parts) < 4 or len(parts[1]) != 32:
+        return None
+    value = parts[1].lower()
+    if value.strip(b"0123456789abcdef") or value == b"0" * 32:
+        return None
+    return value.decode("ascii")
+
+
 def jsonrpc_messages(body: bytes | bytearray | memoryview) -> list[Envelope]:
     """The JSON-RPC messages of a body (see ``jsonrpc.decode``)."""
     return decode(body)
@@ -129,7 +141,7 @@ class _Current:
     """An exchange whose response has not ended yet."""
 
     __slots__ = ("exchange", "method", "head_only", "switch", "upgrade", "request_json", "request_session",
-                 "response_json", "sse", "informational", "v2")
+                 "response_json", "sse", "informational", "v2", "legacy", "trace")
 
     def __init__(self, exchange: Exchange, method: bytes, switch: bool, upgrade: bytes, json: bool,
                  session: str | None) -> None:
@@ -149,23 +161,27 @@ class _Current:
         self.informational = False
         #: An Inspector v2 API exchange: its JSON-RPC is inside v2's envelope.
         self.v2 = False
+        #: The legacy HTTP+SSE transport: the session was named by ``?sessionId=``.
+        self.legacy = False
+        #: The trace id of the request's ``traceparent`` header.
+        self.trace: str | None = None
 
 
 class _RequestSide:
     """llhttp's callbacks for the client's bytes."""
 
-    __slots__ = ("o", "url", "ctype", "session", "mcp_method", "upgrade", "connection")
+    __slots__ = ("o", "url", "ctype", "session", "mcp_method", "upgrade", "connection", "trace")
 
     def __init__(self, observer: "HttpObserver") -> None:
         self.o = observer
         self.url = b""
-        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = None
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
 
     def on_message_begin(self) -> None:
         if len(self.o._queue) >= MAX_PIPELINE:
             raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
         self.url = b""
-        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = None
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
         self.o._client_in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -185,6 +201,8 @@ class _RequestSide:
             self.upgrade = value
         elif name == b"connection":
             self.connection = value.lower()
+        elif name == b"traceparent":
+            self.trace = trace_id(value)
 
     def on_headers_complete(self) -> None:
         o = self.o
@@ -193,9 +211,11 @@ class _RequestSide:
         method = o._requests.get_method()
         target = self.url
         session = self.session
+        legacy = False
         if session is None and b"?" in target:
             query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
             session = (query.get("sessionId") or [None])[0]
+            legacy = session is not None
         exchange = Exchange(_METHOD_LABELS.get(method, "OTHER"), path_label(target), None, o._now, None, None, 0, 0,
                             "", session, self.mcp_method)
         upgrade = self.upgrade
@@ -208,6 +228,8 @@ class _RequestSide:
         current = _Current(exchange, method, switch, upgrade, ctype is not None and _is_json(ctype), session)
         if target.startswith(V2_PATHS):
             current.v2 = True
+        current.legacy = legacy
+        current.trace = self.trace
         o._queue.append(current)
         o._last_request = current
 
@@ -228,10 +250,12 @@ class _RequestSide:
                 if session is not None:
                     current.request_session = current.exchange.session = session
             else:
-                messages, transport = decode(buffer), "http"
+                messages, transport = decode(buffer), "legacy" if current.legacy else "http"
+            size, trace = len(buffer), current.trace
             for message in messages:
                 current.exchange.jsonrpc_requests += 1
-                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, transport))
+                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, transport, size,
+                                          trace))
             o._done_with(buffer)
         current.request_json = None
 
@@ -498,9 +522,12 @@ class HttpObserver:
         exchange.ended = self._now
         buffer = current.response_json
         if buffer:
-            messages, transport = (decode_v2(buffer)[1], "inspector-v2") if current.v2 else (decode(buffer), "http")
+            messages, transport = (decode_v2(buffer)[1], "inspector-v2") if current.v2 else (
+                decode(buffer), "legacy" if current.legacy else "http")
+            size = len(buffer)
             for message in messages:
-                self._out.append(JsonRpcSeen("upstream", message, self._now, current.request_session, transport))
+                self._out.append(JsonRpcSeen("upstream", message, self._now, current.request_session, transport,
+                                             size))
             self._done_with(buffer)
         current.response_json = None
         self._queue.popleft()
@@ -558,12 +585,15 @@ class HttpObserver:
                     out.append(SessionEndpoint(self.stream_session))
             elif event.data[:1] in ("{", "["):
                 session = current.request_session if current.request_session is not None else self.stream_session
+                data = event.data.encode()
                 if current.v2:
-                    for message in decode_v2(event.data.encode())[1]:
-                        out.append(JsonRpcSeen("upstream", message, self._now, session, "inspector-v2"))
+                    for message in decode_v2(data)[1]:
+                        out.append(JsonRpcSeen("upstream", message, self._now, session, "inspector-v2", len(data)))
                     continue
-                for message in decode(event.data.encode()):
-                    out.append(JsonRpcSeen("upstream", message, self._now, session, "sse"))
+                transport = "sse" if current.request_session is not None and not current.legacy else (
+                    "legacy" if self.stream_session is not None else "sse")
+                for message in decode(data):
+                    out.append(JsonRpcSeen("upstream", message, self._now, session, transport, len(data)))
 
     # -- bounded buffers --------------------------------------------------------------------
 

@@ -63,6 +63,15 @@ class _Pending:
     sent: float
     origin: str
     transport: str
+    request_id: Any
+    session: str
+    size: int
+    trace: str | None
+
+    def outcome(self, status: str, duration_s: float | None, *, error_code: Any = None,
+                response_bytes: int = 0) -> McpOutcome:
+        return McpOutcome(self.method, status, duration_s, self.origin, self.transport, self.request_id,
+                          self.session, error_code, self.size, response_bytes, self.trace)
 
 
 class McpTracker:
@@ -80,10 +89,19 @@ class McpTracker:
     def pending(self) -> int:
         return len(self._pending)
 
+    def in_flight(self) -> dict[str, int]:
+        """Requests awaiting their response, by method label (O(pending))."""
+        counts: dict[str, int] = {}
+        for pending in self._pending.values():
+            if pending.method not in STREAM_METHODS:
+                counts[pending.method] = counts.get(pending.method, 0) + 1
+        return counts
+
     def message(self, origin: str, message: Envelope | dict[str, Any], now: float, session: str,
-                transport: str = "http") -> list[McpOutcome]:
+                transport: str = "http", size: int = 0, trace: str | None = None) -> list[McpOutcome]:
         """Account one message sent by ``origin`` (over ``transport``, a bounded
-        label); the outcomes it completes."""
+        label; ``size`` bytes; ``trace`` the request's trace id); the outcomes
+        it completes."""
         if isinstance(message, dict):
             message = from_mapping(message)
         out: list[McpOutcome] = []
@@ -98,15 +116,15 @@ class McpTracker:
                     target = _id_key(message.param("requestId"))
                     pending = self._pending.pop((session, origin, target), None) if target is not None else None
                     if pending is not None:
-                        out.append(McpOutcome(pending.method, "cancelled", now - pending.sent, origin,
-                                              pending.transport))
+                        out.append(pending.outcome("cancelled", now - pending.sent))
                 return out
             if label in STREAM_METHODS:
                 self.streams_open += 1
-            self._pending[(session, origin, mid)] = _Pending(label, now, origin, transport)
+            self._pending[(session, origin, mid)] = _Pending(label, now, origin, transport, message.id, session, size,
+                                                             trace)
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)
-                out.append(McpOutcome(dropped.method, "timeout", None, dropped.origin, dropped.transport))
+                out.append(dropped.outcome("timeout", None))
             return out
         if mid is None or (message.result is UNSET and message.error is UNSET):
             return out
@@ -116,12 +134,15 @@ class McpTracker:
             return out
         if pending.method in STREAM_METHODS:
             self.streams_open = max(0, self.streams_open - 1)
+        code = None
         if message.error is not UNSET:
             code = message.error_code
             status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
+            if type(code) is not int:
+                code = None
         else:
             status = "ok"
-        out.append(McpOutcome(pending.method, status, now - pending.sent, requester, pending.transport))
+        out.append(pending.outcome(status, now - pending.sent, error_code=code, response_bytes=size))
         return out
 
     def sweep(self, now: float) -> list[McpOutcome]:
@@ -133,5 +154,5 @@ class McpTracker:
             del self._pending[key]
             if pending.method in STREAM_METHODS:
                 continue  # a long stream is not a timed-out request
-            out.append(McpOutcome(pending.method, "timeout", None, pending.origin, pending.transport))
+            out.append(pending.outcome("timeout", None))
         return out

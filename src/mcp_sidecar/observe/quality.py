@@ -8,7 +8,11 @@ is observed; the kernel's TCP RTT otherwise):
   variation (warning above 30 %);
 * a 0-100 score with fixed penalties: average latency > 500 ms -15,
   > 1000 ms -30; error rate > 1 % -20, > 5 % -40; more than 5 reconnects
-  from the same client -25; grade A >= 90, B >= 75, C >= 60, D >= 40, else F;
+  from the same client -25; grade A >= 90, B >= 75, C >= 60, D >= 40, else F.
+  Every deduction is reported with its points and its reason in words
+  (``deductions``), so a grade always says why.  Reconnects are long-lived
+  connections (event streams, WebSockets, opaque TCP) the same client host
+  opened before this one (forward/state.py), never separate HTTP requests;
 * trend: the window's second half against its first: 10 % slower is
   ``degrading``, 10 % faster ``improving``, else ``stable``;
 * anomaly: the newest sample's z-score against the window, |z| > 2.5
@@ -45,25 +49,21 @@ def grade(score: int) -> str:
     return "F"
 
 
-def _score(avg_s: float, error_rate: float, reconnects: int) -> tuple[int, list[str]]:
-    """The penalties: the score and what was deducted, in words."""
-    score, issues = 100, []
+def _score(avg_s: float, error_rate: float, reconnects: int) -> tuple[int, list[dict[str, Any]]]:
+    """The penalties: the score and each deduction, with its reason in words."""
+    deductions: list[dict[str, Any]] = []
     if avg_s > CRITICAL_LATENCY_S:
-        score -= 30
-        issues.append("high latency (> 1000 ms)")
+        deductions.append({"points": 30, "reason": f"high latency: average {avg_s * 1000:.0f} ms > 1000 ms"})
     elif avg_s > WARN_LATENCY_S:
-        score -= 15
-        issues.append("elevated latency (> 500 ms)")
+        deductions.append({"points": 15, "reason": f"elevated latency: average {avg_s * 1000:.0f} ms > 500 ms"})
     if error_rate > 0.05:
-        score -= 40
-        issues.append("high error rate (> 5 %)")
+        deductions.append({"points": 40, "reason": f"high error rate: {error_rate:.1%} > 5 %"})
     elif error_rate > 0.01:
-        score -= 20
-        issues.append("elevated error rate (> 1 %)")
+        deductions.append({"points": 20, "reason": f"elevated error rate: {error_rate:.1%} > 1 %"})
     if reconnects > RECONNECTS_PENALTY_ABOVE:
-        score -= 25
-        issues.append(f"frequent reconnects ({reconnects})")
-    return max(0, score), issues
+        deductions.append({"points": 25, "reason": f"frequent reconnects: {reconnects} earlier streams from this "
+                                                   f"client in 10 min (> {RECONNECTS_PENALTY_ABOVE})"})
+    return max(0, 100 - sum(d["points"] for d in deductions)), deductions
 
 
 class Quality:
@@ -118,7 +118,8 @@ class Quality:
         avg = sum(samples) / n if n else 0.0
         stddev = math.sqrt(sum((x - avg) ** 2 for x in samples) / n) if n else 0.0
         ordered = sorted(samples)
-        score, issues = _score(avg, error_rate, reconnects)
+        score, deductions = _score(avg, error_rate, reconnects)
+        issues = [d["reason"] for d in deductions]
         cv = stddev / avg if avg else 0.0
         if cv > VARIATION_WARN and n >= 5:
             issues.append(f"latency varies by {cv:.0%}")
@@ -151,5 +152,6 @@ class Quality:
             "grade": grade(score),
             "trend": trend,
             "anomaly": anomaly,
+            "deductions": deductions,
             "issues": issues,
         }

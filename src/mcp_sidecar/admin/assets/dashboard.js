@@ -1,0 +1,295 @@
+// The mcp-sidecar dashboard: polls the admin API and draws it.
+// Rules: data goes into the page with textContent only (never as HTML); every
+// view reads the same endpoints proxyctl uses (/api/status, /api/mcp,
+// /api/history, /api/connections); the connections table renders one page of
+// rows at a time, so a thousand connections stay usable.
+"use strict";
+
+const PAGE_ROWS = 100;
+const state = {sort: "id", desc: false, filter: "", page: 0, selected: null, connections: [], charts: {}};
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+function num(v, digits) { return v === null || v === undefined ? "-" : Number(v).toFixed(digits === undefined ? 2 : digits); }
+function ms(v) { return v === null || v === undefined ? "-" : Number(v).toFixed(v < 10 ? 2 : 0) + " ms"; }
+function age(s) {
+  if (s === null || s === undefined) return "-";
+  return s < 60 ? s.toFixed(0) + " s" : s < 3600 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
+}
+function bytes(n) {
+  if (n === null || n === undefined) return "-";
+  return n < 1024 ? n.toFixed(0) + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KiB" : (n / 1048576).toFixed(1) + " MiB";
+}
+function counts(obj) {
+  const parts = Object.entries(obj || {}).map(([k, v]) => k + " " + v);
+  return parts.length ? parts.join(", ") : "-";
+}
+function row(cells, cls) {
+  const tr = el("tr", undefined, cls);
+  for (const c of cells) {
+    if (c instanceof Node) { const td = el("td"); td.append(c); tr.append(td); }
+    else if (typeof c === "number") tr.append(el("td", c, "num"));
+    else tr.append(el("td", c));
+  }
+  return tr;
+}
+function fill(tableId, rows, emptyText, width) {
+  const body = document.querySelector("#" + tableId + " tbody");
+  body.replaceChildren();
+  if (!rows.length) {
+    const td = el("td", emptyText, "empty"); td.colSpan = width; const tr = el("tr"); tr.append(td); body.append(tr);
+    return;
+  }
+  for (const r of rows) body.append(r);
+}
+async function getJson(url) {
+  const r = await fetch(url, {cache: "no-store"});
+  if (!r.ok && r.status !== 503) throw new Error(url + ": HTTP " + r.status);
+  return r.json();
+}
+
+// --- header and routes -------------------------------------------------------------------
+
+const STATE_CLASS = {serving: "ok", degraded: "warn", down: "bad", draining: "warn", not_listening: "bad"};
+
+function drawStatus(st, mcp, hist) {
+  document.getElementById("version").textContent = st.version + " - pid " + st.pid + " - up " + age(st.uptime_s);
+  const badge = document.getElementById("state");
+  const reasons = st.reasons || [];
+  const label = st.draining ? "draining" : st.ready ? "ready" : "not ready";
+  badge.textContent = label;
+  badge.className = "badge " + (st.draining ? "warn" : st.ready ? "ok" : "bad");
+  document.getElementById("state-reason").textContent = reasons.join("; ");
+  const facts = [];
+  if (st.supervisor) {
+    facts.push("supervisor pid " + st.supervisor.pid);
+    const restarts = Object.entries(st.supervisor.restarts || {}).filter(([, n]) => n > 0);
+    facts.push("worker restarts: " + (restarts.length ? restarts.map(([k, n]) => k + " " + n).join(", ") : "none"));
+  }
+  if (st.warnings && st.warnings.length) facts.push("warnings: " + st.warnings.join("; "));
+  if (mcp.tap.subscribers) facts.push("tapped by " + mcp.tap.subscribers + " (dropped " + mcp.tap.dropped + ")");
+  document.getElementById("facts").textContent = facts.join(" - ");
+
+  const byRoute = {};
+  for (const r of mcp.routes) byRoute[r.route] = r;
+  const now = Date.now() / 1000;
+  const rows = st.routes.map(r => {
+    const m = byRoute[r.route] || byRoute[r.name] || {};
+    let rps = 0, errs = 0, p95 = null;
+    for (const t of Object.values(m.transports || {})) {
+      rps += t.rate_per_s; errs += t.errors_per_s;
+      if (t.p95_ms !== null && (p95 === null || t.p95_ms > p95)) p95 = t.p95_ms;
+    }
+    const h = hist && hist.routes[r.name];
+    const last = (col) => { if (!h || !h[col]) return null; for (let i = h[col].length - 1; i >= 0; i--) if (h[col][i] !== null) return h[col][i]; return null; };
+    const stateCell = el("span", r.state, "badge " + (STATE_CLASS[r.state] || ""));
+    const wrap = el("span"); wrap.append(stateCell);
+    if (r.reason) wrap.append(el("div", r.reason, "reason muted"));
+    const tr = row([r.name, wrap, age(now - r.since_unix), r.listen.join(", ") + " \u2192 " + r.upstream,
+      r.health.state + (r.health.upstreams && r.health.upstreams[0] && r.health.upstreams[0].last_result
+        ? " (" + r.health.upstreams.map(u => u.last_result || "-").join(", ") + ")" : ""),
+      r.circuit.state, r.connections_active, r.connections_total, num(rps), num(errs), ms(p95),
+      bytes(last("bytes_in_per_s")) + "/s / " + bytes(last("bytes_out_per_s")) + "/s"]);
+    tr.dataset.route = r.name; tr.dataset.state = r.state;
+    return tr;
+  });
+  fill("routes", rows, "no routes", 12);
+}
+
+// --- MCP ---------------------------------------------------------------------------------
+
+function drawMcp(mcp) {
+  document.getElementById("window").textContent = "(rates and quantiles over the last " + mcp.window_s + " s)";
+  const methods = [], transports = [], sessions = [];
+  let open = 0;
+  for (const r of mcp.routes) {
+    for (const [name, m] of Object.entries(r.methods)) {
+      const tr = row([r.route, name, m.requests, num(m.rate_per_s), num(m.errors_per_s), counts(m.errors),
+        counts(m.outcomes), ms(m.p50_ms), ms(m.p95_ms), ms(m.p99_ms), m.in_flight, counts(m.transports)]);
+      tr.dataset.method = name;
+      methods.push(tr);
+    }
+    for (const [name, t] of Object.entries(r.transports)) {
+      const tr = row([r.route, name, t.requests, num(t.rate_per_s), num(t.errors_per_s), ms(t.p95_ms), t.sessions_open]);
+      tr.dataset.transport = name;
+      transports.push(tr);
+    }
+    open += r.sessions_open;
+    for (const s of r.sessions) {
+      sessions.push(row([r.route, s.session, s.client, s.transport, age(s.age_s), age(s.idle_s), s.requests,
+        s.last_method || "-"]));
+    }
+  }
+  fill("methods", methods, "no MCP requests seen yet", 12);
+  fill("transports", transports, "no MCP traffic yet", 7);
+  fill("sessions", sessions.slice(0, 100), "no MCP session open", 8);
+  document.getElementById("session-count").textContent = "(" + open + " open" + (open > 100 ? ", newest 100 shown" : "") + ")";
+}
+
+// --- charts (uPlot) ----------------------------------------------------------------------
+
+const COLORS = ["#2f6fd6", "#d6572f", "#2e9d4f", "#9b3fd6", "#c49a00", "#1c9aa8", "#b03060", "#555"];
+
+function drawCharts(hist) {
+  if (!hist) return;
+  document.getElementById("history-span").textContent =
+    "(" + hist.points + " points every " + hist.interval_s + " s, up to " + age(hist.length * hist.interval_s) + ")";
+  const routes = Object.keys(hist.routes);
+  for (const fig of document.querySelectorAll(".chart")) {
+    const key = fig.dataset.series;
+    const data = [hist.t].concat(routes.map(r => hist.routes[r][key] || []));
+    const points = data.slice(1).reduce((n, col) => n + col.filter(v => v !== null).length, 0);
+    fig.dataset.points = String(points);
+    const signature = key + "|" + routes.join(",");
+    let chart = state.charts[fig.id];
+    if (chart && chart.signature !== signature) { chart.plot.destroy(); chart = null; }
+    if (!chart) {
+      fig.replaceChildren(el("figcaption", fig.dataset.title));
+      const opts = {
+        width: Math.max(360, fig.clientWidth - 16), height: 170,
+        series: [{}].concat(routes.map((r, i) => ({label: r, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false}))),
+        axes: [{}, {size: 60}], legend: {show: true, live: false}, cursor: {drag: {x: false, y: false}},
+      };
+      if (typeof uPlot === "undefined") { fig.append(el("div", "chart library did not load", "empty")); continue; }
+      chart = state.charts[fig.id] = {signature, plot: new uPlot(opts, data, fig)};
+    } else {
+      chart.plot.setData(data);
+    }
+  }
+}
+
+// --- connections -------------------------------------------------------------------------
+
+function sortValue(c, key) {
+  const q = c.quality;
+  switch (key) {
+    case "bytes": return c.bytes_client_to_upstream + c.bytes_upstream_to_client;
+    case "rtt": return c.tcp && c.tcp.client ? c.tcp.client.rtt_ms : -1;
+    case "p50": return q.samples ? q.p50_ms : -1;
+    case "error_rate": return q.error_rate;
+    case "score": return q.samples ? q.score : 101;
+    default: return c[key];
+  }
+}
+function connMatches(c, f) {
+  if (!f) return true;
+  const text = [c.id, c.route, c.client, c.protocol, c.mcp ? "mcp" : "", c.quality.grade].join(" ").toLowerCase();
+  return f.toLowerCase().split(/\s+/).every(w => text.includes(w));
+}
+function drawConnections(list) {
+  const filtered = list.connections.filter(c => connMatches(c, state.filter));
+  filtered.sort((a, b) => {
+    const x = sortValue(a, state.sort), y = sortValue(b, state.sort);
+    const d = x < y ? -1 : x > y ? 1 : 0;
+    return state.desc ? -d : d;
+  });
+  const pages = Math.max(1, Math.ceil(filtered.length / PAGE_ROWS));
+  state.page = Math.min(state.page, pages - 1);
+  const shown = filtered.slice(state.page * PAGE_ROWS, (state.page + 1) * PAGE_ROWS);
+  document.getElementById("conn-count").textContent = "(" + list.count + " open" +
+    (filtered.length !== list.connections.length ? ", " + filtered.length + " match" : "") +
+    (list.next_offset !== null ? ", first " + list.connections.length + " listed" : "") + ")";
+  document.getElementById("page").textContent = "page " + (state.page + 1) + " of " + pages;
+  const rows = shown.map(c => {
+    const q = c.quality;
+    const waiting = c.upstream === null;
+    const latency = waiting ? "waiting for upstream" : q.samples ? ms(q.p50_ms) + " / " + ms(q.p95_ms) + " (" + q.source + ")" : "no samples yet";
+    const grade = q.samples ? q.score + " (" + q.grade + ")" + (q.deductions.length ? " - " + q.deductions.length + " deduction(s)" : "") : "-";
+    const tr = row([c.id, c.route, c.client, c.protocol + (c.mcp ? " / mcp" : ""), age(c.age_s), age(c.idle_s),
+      bytes(c.bytes_client_to_upstream) + " / " + bytes(c.bytes_upstream_to_client),
+      c.tcp && c.tcp.client ? ms(c.tcp.client.rtt_ms) : "-", latency,
+      q.ok + q.errors ? (q.error_rate * 100).toFixed(1) + " %" : "-", grade], "clickable" + (state.selected === c.id ? " selected" : ""));
+    tr.dataset.id = c.id;
+    tr.addEventListener("click", () => { state.selected = c.id; drawDetail(); drawConnections(list); });
+    return tr;
+  });
+  fill("connections", rows, state.filter ? "no connection matches" : "no open connection", 11);
+}
+
+async function drawDetail() {
+  const box = document.getElementById("detail");
+  if (state.selected === null) { box.hidden = true; return; }
+  let c;
+  try { c = await getJson("/api/connections/" + state.selected); } catch (e) { c = null; }
+  if (!c || c.error) { box.hidden = false; document.getElementById("detail-title").textContent = "connection #" + state.selected + " has closed"; document.getElementById("detail-body").replaceChildren(); return; }
+  box.hidden = false;
+  const q = c.quality;
+  document.getElementById("detail-title").textContent = "connection #" + c.id + " - " + c.route + " - " + c.client + " \u2192 " + (c.upstream || "(connecting)");
+  const kv = el("div", undefined, "kv");
+  const add = (k, v) => kv.append(el("span", k, "muted"), el("span", v));
+  add("grade", q.samples ? q.score + " (" + q.grade + "), " + q.trend : "no samples yet");
+  add("latency source", q.source + ", " + q.samples + " samples");
+  add("latency avg / p50 / p95 / p99", [q.avg_ms, q.p50_ms, q.p95_ms, q.p99_ms].map(ms).join(" / "));
+  add("errors", q.errors + " of " + (q.ok + q.errors));
+  add("reconnects", q.reconnects + " earlier streams from this client (10 min)");
+  const ded = el("span");
+  if (!q.deductions.length) ded.textContent = "none: 100 points";
+  for (const d of q.deductions) ded.append(el("div", "-" + d.points + ": " + d.reason, "deduction"));
+  kv.append(el("span", "deductions", "muted"), ded);
+  for (const leg of ["client", "upstream"]) {
+    const t = c.tcp[leg];
+    add("TCP " + leg, t ? "rtt " + ms(t.rtt_ms) + ", rttvar " + ms(t.rttvar_ms) + ", retrans " + t.total_retrans : "-");
+  }
+  if (c.tls) add("TLS", counts(c.tls));
+  const o = c.observed;
+  if (o) {
+    add("observed", o.mode + (o.mcp ? ", MCP messages " + counts(o.mcp_messages) : ""));
+    if (o.http && o.http.last) add("last HTTP", o.http.last.method + " " + o.http.last.path + " " + o.http.last.status + " in " + ms(o.http.last.total_ms));
+    if (o.sse) add("SSE", o.sse.events + " events, " + o.sse.keepalives + " keepalives, longest gap " + o.sse.max_gap_s + " s");
+    if (o.websocket && o.websocket.close) add("WebSocket close", o.websocket.close.code + " from " + o.websocket.close.from);
+  }
+  document.getElementById("detail-body").replaceChildren(kv);
+}
+
+// --- polling -----------------------------------------------------------------------------
+
+let lastHistory = null;
+async function refresh() {
+  try {
+    const [st, mcp] = await Promise.all([getJson("/api/status"), getJson("/api/mcp")]);
+    drawStatus(st, mcp, lastHistory);
+    drawMcp(mcp);
+  } catch (err) {
+    const badge = document.getElementById("state");
+    badge.textContent = "unreachable"; badge.className = "badge bad";
+    document.getElementById("state-reason").textContent = "cannot reach the admin API: " + err;
+  }
+}
+async function refreshHistory() {
+  try { lastHistory = await getJson("/api/history"); drawCharts(lastHistory); }
+  catch (err) { document.getElementById("history-span").textContent = "(history unavailable: " + err.message + ")"; }
+}
+async function refreshConnections() {
+  try {
+    const list = await getJson("/api/connections?limit=1000");
+    state.connections = list;
+    drawConnections(list);
+    if (state.selected !== null) drawDetail();
+  } catch (err) { document.getElementById("conn-count").textContent = "(unavailable: " + err.message + ")"; }
+}
+
+for (const th of document.querySelectorAll("#connections th")) {
+  th.addEventListener("click", () => {
+    const key = th.dataset.key;
+    state.desc = state.sort === key ? !state.desc : false;
+    state.sort = key;
+    for (const other of document.querySelectorAll("#connections th")) other.classList.toggle("sorted", other === th);
+    if (state.connections.connections) drawConnections(state.connections);
+  });
+}
+document.getElementById("filter").addEventListener("input", (e) => {
+  state.filter = e.target.value; state.page = 0;
+  if (state.connections.connections) drawConnections(state.connections);
+});
+document.getElementById("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); if (state.connections.connections) drawConnections(state.connections); });
+document.getElementById("next").addEventListener("click", () => { state.page += 1; if (state.connections.connections) drawConnections(state.connections); });
+
+refreshHistory().then(refresh);
+refreshConnections();
+setInterval(refresh, 1000);
+setInterval(refreshConnections, 2000);
+setInterval(refreshHistory, 5000);

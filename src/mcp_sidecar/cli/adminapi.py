@@ -1,0 +1,118 @@
+"""Reaching a running worker's admin endpoint from the command line
+(``proxyctl top``, ``proxyctl tap``).
+
+Rules this module keeps:
+
+* Where: ``--admin HOST:PORT`` if given; else the address the running
+  supervisor reports (its state directory); else the default admin address.
+  A wildcard listen address (``0.0.0.0``, ``::``) is reached on loopback.
+* The token (``--token`` or ``MCP_SIDECAR_ADMIN_TOKEN``) is sent as a bearer
+  token and never printed.
+* An endpoint that does not answer is ``AdminUnreachable`` (exit 3, as for
+  a service that is not running); an HTTP error is reported with the
+  endpoint's own words.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from ..config.addresses import AddressSyntaxError, HostPort, parse_hostport
+from ..config.defaults import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_LISTEN
+from ..errors import EXIT_NOT_RUNNING, LocalError
+from ..net.http import ClientExchange, request
+from ..supervise.control import NotRunning, send_command
+
+REQUEST_TIMEOUT_S = 5.0
+
+
+class AdminUnreachable(LocalError):
+    exit_code = EXIT_NOT_RUNNING
+
+
+class AdminRefused(LocalError):
+    """The endpoint answered with an error status."""
+
+
+admin_option = click.option(
+    "--admin", "admin_address", default=None, metavar="HOST:PORT",
+    help="The admin endpoint (default: the one the running supervisor reports, else "
+         f"{DEFAULT_ADMIN_LISTEN}).")
+token_option = click.option(
+    "--token", default=None, envvar=ADMIN_TOKEN_ENV, show_envvar=True,
+    help="Admin bearer token (needed for the tap when admin.token is set).")
+
+
+def resolve_admin(address: str | None, state_dir: Path) -> HostPort:
+    """The admin endpoint to talk to."""
+    text = address
+    if text is None:
+        try:
+            reported = send_command(state_dir, "status").get("admin")
+        except (NotRunning, OSError, ValueError):
+            reported = None
+        text = reported or DEFAULT_ADMIN_LISTEN
+    text = text.removeprefix("http://").rstrip("/")
+    try:
+        target = parse_hostport(text)
+    except AddressSyntaxError as exc:
+        raise LocalError(f"--admin {address!r}: {exc}") from None
+    if target.host in ("0.0.0.0", ""):
+        return HostPort("127.0.0.1", target.port)
+    if target.host == "::":
+        return HostPort("::1", target.port)
+    return target
+
+
+def _headers(token: str | None) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")] if token else []
+
+
+async def get_json(target: HostPort, path: str, token: str | None = None) -> Any:
+    """GET one JSON document from the admin endpoint."""
+    try:
+        with trio.fail_after(REQUEST_TIMEOUT_S):
+            reply = await request(target.host, target.port, path, headers=_headers(token))
+    except (OSError, trio.TooSlowError) as exc:
+        raise AdminUnreachable(f"admin endpoint {target} does not answer ({exc or 'timeout'}); "
+                               "is mcp-sidecar running? (--admin HOST:PORT)") from None
+    try:
+        document = json.loads(reply.body)
+    except ValueError:
+        raise AdminRefused(f"admin endpoint {target}{path}: HTTP {reply.status}, not JSON") from None
+    if reply.status >= 400 and not (reply.status == 503 and path == "/readyz"):
+        raise AdminRefused(f"admin endpoint {target}{path}: HTTP {reply.status}: "
+                           f"{document.get('error', '') if isinstance(document, dict) else ''}")
+    return document
+
+
+async def open_stream(target: HostPort, path: str, token: str | None = None) -> tuple[trio.SocketStream,
+                                                                                        ClientExchange]:
+    """Start a streamed GET (the tap); the caller reads ``exchange.body()``."""
+    try:
+        with trio.fail_after(REQUEST_TIMEOUT_S):
+            stream = await trio.open_tcp_stream(target.host, target.port)
+            exchange = ClientExchange(stream)
+            await exchange.send(str(target), path, "GET", b"", _headers(token))
+            head = await exchange.head()
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        raise AdminUnreachable(f"admin endpoint {target} does not answer ({exc or 'timeout'}); "
+                               "is mcp-sidecar running? (--admin HOST:PORT)") from None
+    if head.status_code != 200:
+        data = b""
+        async for chunk in exchange.body():
+            data += chunk
+            if len(data) > 65536:
+                break
+        await stream.aclose()
+        try:
+            error = json.loads(data).get("error", "")
+        except ValueError:
+            error = ""
+        raise AdminRefused(f"admin endpoint {target}{path.split('?')[0]}: HTTP {head.status_code}: {error}")
+    return stream, exchange

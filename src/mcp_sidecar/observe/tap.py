@@ -1,0 +1,82 @@
+"""What the tap shows of one MCP message (sans-io).
+
+Rules this module keeps:
+
+* A record is built only when somebody taps the route (the caller checks);
+  it holds plain values ready to be written as one JSON line.
+* ``params``, ``result`` and ``error`` are shown as JSON text cut to
+  ``max_bytes`` (``truncated`` says so) and redacted (``redact_json_text``:
+  bearer tokens, secret query parameters, members named like secrets).
+  The session is its hash; ids are truncated.
+* Filters are a route name and a method label; a response matches the
+  method of the request it answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ..redact import redact_json_text
+from .events import McpOutcome
+from .jsonrpc import UNSET, Envelope
+from .mcpstats import session_ref
+from .requestlog import outcome_kind, request_id_text
+
+#: How much of params/result/error a record shows by default.
+DEFAULT_MAX_BYTES = 2048
+DIRECTIONS = {"client": "client_to_upstream", "upstream": "upstream_to_client"}
+
+
+@dataclass(frozen=True, slots=True)
+class TapFilter:
+    """What one subscriber wants: a route (None: all) and a method label (None: all)."""
+
+    route: str | None = None
+    method: str | None = None
+
+    def wants_route(self, route: str) -> bool:
+        return self.route is None or self.route == route
+
+    def wants(self, record: dict[str, Any]) -> bool:
+        return self.wants_route(record["route"]) and (self.method is None or record["method"] == self.method)
+
+
+def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:
+    raw = bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value)
+    cut = len(raw) > max_bytes
+    text = raw[:max_bytes].decode("utf-8", "replace")
+    return redact_json_text(text), cut
+
+
+def tap_record(route: str, origin: str, message: Envelope, *, at_unix: float, transport: str,
+               session: str | None, size: int, method: str | None, answered: McpOutcome | None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """One message as the tap streams it.  ``method`` is the message's own
+    label (requests, notifications); ``answered`` the outcome a response
+    completed (its method and latency), if the request was seen."""
+    if message.method is not UNSET:
+        kind = "request" if message.id is not UNSET else "notification"
+    elif message.error is not UNSET:
+        kind = "error"
+    else:
+        kind = "response"
+    record: dict[str, Any] = {
+        "t": round(at_unix, 6), "route": route, "direction": DIRECTIONS[origin], "kind": kind,
+        "method": method if method is not None else (answered.method if answered is not None else None),
+        "id": request_id_text(message.id) if message.id is not UNSET else None,
+        "transport": transport, "session": None if session is None else session_ref(session), "size": size,
+    }
+    if answered is not None:
+        record["latency_ms"] = None if answered.duration_s is None else round(answered.duration_s * 1000, 3)
+        record["outcome"] = outcome_kind(answered.status)
+    truncated = False
+    for name in ("params", "result", "error"):
+        value = getattr(message, name)
+        if value is not UNSET:
+            record[name], cut = _shown(value, max_bytes)
+            truncated = truncated or cut
+    record["truncated"] = truncated
+    return record
