@@ -33,7 +33,13 @@ With ``--tls``, the default sidecar is measured twice more on the HTTP
 workloads: with TLS on the HTTP route (``sidecar-tls``; wrk over https) and
 with the access gate (``sidecar-gate``; wrk sends the bearer token).
 
-Usage: scripts/bench [--rounds N] [--seconds S] [--only NAMES] [--workloads NAMES] [--tls] [--baseline SRC_DIR]
+With ``--views``, the cost of the operator's views: the default sidecar
+without its history (``sidecar-nohistory``, ``[observe] history = 0``), with
+the MCP request log on (``sidecar-reqlog``; its default rate cap) and with a
+``proxyctl tap`` client reading every MCP message (``sidecar-tapped``).
+
+Usage: scripts/bench [--rounds N] [--seconds S] [--only NAMES] [--workloads NAMES] [--tls] [--views]
+                    [--baseline SRC_DIR]
 """
 
 from __future__ import annotations
@@ -224,11 +230,13 @@ def start_haproxy(up: Upstreams, work: Path, pin: bool) -> Forwarder | None:
 
 
 def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool,
-                  src: str | None = None, http_route: dict[str, str] | None = None) -> Forwarder:
-    """``http_route``: extra settings of the HTTP route only (TLS, the gate)."""
+                  src: str | None = None, http_route: dict[str, str] | None = None,
+                  extra: list[str] | None = None) -> Forwarder:
+    """``http_route``: extra settings of the HTTP route only (TLS, the gate);
+    ``extra``: more TOML (an [observe] section)."""
     ports = {n: _free_port() for n in up.ports}
     conf = work / f"{name}.toml"
-    lines = ['[admin]', f'listen = "127.0.0.1:{_free_port()}"', ""]
+    lines = ['[admin]', f'listen = "127.0.0.1:{_free_port()}"', "", *(extra or [])]
     if protocol != "auto":
         lines += ["[defaults]", f'protocol = "{protocol}"', ""]
     for n in up.ports:
@@ -265,6 +273,25 @@ def _secure_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
     gate = start_sidecar("sidecar-gate", up, work, "auto", pin, http_route={"gate": "token", "gate_token": GATE_TOKEN})
     gate.headers, gate.http_only = [f"Authorization: Bearer {GATE_TOKEN}"], True
     return [tls, gate]
+
+
+def _view_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
+    """The default sidecar without history, with the request log, and tapped."""
+    quiet = start_sidecar("sidecar-nohistory", up, work, "auto", pin, extra=["[observe]", 'history = "0s"', ""])
+    logged = start_sidecar("sidecar-reqlog", up, work, "auto", pin, extra=["[observe]", "request_log = true", ""])
+    tapped = start_sidecar("sidecar-tapped", up, work, "auto", pin)
+    threading.Thread(target=_read_tap, args=(tapped.admin,), daemon=True).start()  # type: ignore[attr-defined]
+    return [quiet, logged, tapped]
+
+
+def _read_tap(admin: str) -> None:
+    """A tap client that keeps up: reads the stream and discards it (as
+    ``proxyctl tap > /dev/null`` would), until the sidecar stops."""
+    host, port = admin.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(f"GET /api/tap HTTP/1.1\r\nHost: {admin}\r\n\r\n".encode())
+        while s.recv(1 << 16):
+            pass
 
 
 def _pinner(pin: bool):
@@ -499,6 +526,8 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true",
                         help="Also measure the default sidecar with TLS on the HTTP route (sidecar-tls) and with "
                              "the access gate (sidecar-gate, a bearer token), on the HTTP workloads.")
+    parser.add_argument("--views", action="store_true",
+                        help="Also measure the default sidecar without history, with the request log, and tapped.")
     parser.add_argument("--baseline", metavar="SRC_DIR", default=None,
                         help="Also measure the default sidecar from another source tree (an A/B of a change).")
     args = parser.parse_args()
@@ -530,6 +559,8 @@ def main() -> None:
             forwarders.append(start_sidecar("baseline", up, work, "auto", args.pin, args.baseline))
         if args.tls:
             forwarders += _secure_sidecars(up, work, args.pin)
+        if args.views:
+            forwarders += _view_sidecars(up, work, args.pin)
         if args.only:
             keep = set(args.only.split(","))
             for f in [f for f in forwarders if f.name not in keep]:

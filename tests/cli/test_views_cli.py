@@ -98,3 +98,31 @@ def test_tap_and_top_help() -> None:
     for command in ("tap", "top"):
         done = subprocess.run([*PROXYCTL, command, "--help"], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0 and "--admin" in done.stdout and "--token" in done.stdout
+
+
+async def test_top_on_a_terminal_refreshes_until_q(nursery) -> None:
+    import os
+    import pty
+
+    with trio.fail_after(40):
+        proxy = await _proxy(nursery)
+        master, slave = pty.openpty()
+        env = dict(os.environ, COLUMNS="140", LINES="60", TERM="xterm")
+        process = await trio.lowlevel.open_process(
+            [*PROXYCTL, "top", "--interval", "0.3", "--admin", f"127.0.0.1:{proxy.admin_port}"],
+            stdin=slave, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        screen = b""
+        async with trio.lowlevel.FdStream(master) as terminal:
+            async def read_until(text: bytes) -> None:
+                nonlocal screen
+                while text not in screen:
+                    screen += await terminal.receive_some(65536)
+
+            await read_until(b"MCP methods")
+            await read_until(b"no MCP requests seen yet")
+            await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))
+            screen = b""
+            await read_until(b"tools/call")  # a later refresh shows the traffic
+            await terminal.send_all(b"q")
+            assert await process.wait() == 0

@@ -19,7 +19,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from typing import Any
 
@@ -142,5 +141,6 @@ def _kernel_rtt(connections: Any) -> dict[str, float | None]:
             info = read_tcp_info(sock)
             if info is not None and info.rtt_s > 0:
                 rtts.append(info.rtt_s)
-        out[f"rtt_{leg}_ms"] = round(statistics.median(rtts) * 1000, 3) if rtts else None
+        rtts.sort()
+        out[f"rtt_{leg}_ms"] = round(rtts[len(rtts) // 2] * 1000, 3) if rtts else None
     return out

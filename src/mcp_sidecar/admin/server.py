@@ -57,6 +57,7 @@ import urllib.parse
 from typing import Any, Iterator
 
 import h11
+import msgspec
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -95,6 +96,8 @@ ITEMS_PER_CHECKPOINT = 32
 #: A tap stream with nothing to say writes a heartbeat line this often
 #: (so a client that went away is noticed, and the reader knows it is alive).
 TAP_HEARTBEAT_S = 10.0
+#: A tap stream writes what gathered over this long after a message, in one send.
+TAP_FLUSH_S = 0.02
 
 
 class _Slot:
@@ -132,6 +135,14 @@ class _Reply:
 
 def _line(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+
+
+_encode_record = msgspec.json.Encoder().encode
+
+
+def _record_line(record: dict[str, Any]) -> bytes:
+    """A tap record (plain values only) as one line, at C speed."""
+    return _encode_record(record) + b"\n"
 
 
 def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Reply:
@@ -280,16 +291,25 @@ class AdminServer:
                     record = await subscriber.receive.receive()
                 if record is None and trio.current_time() >= deadline and subscriber.dropped == reported:
                     break
-                lines = b""
+                lines: list[bytes] = []
                 if subscriber.dropped != reported:
-                    lines += _line({"dropped": subscriber.dropped - reported, "dropped_total": subscriber.dropped})
+                    lines.append(_line({"dropped": subscriber.dropped - reported, "dropped_total": subscriber.dropped}))
                     reported = subscriber.dropped
                 if record is not None:
-                    lines += _line(record)
+                    lines.append(_record_line(record))
                     sent += 1
+                    # Let a burst gather, then write it at once: one wakeup and one send per
+                    # TAP_FLUSH_S under load instead of one per message.
+                    await trio.sleep(TAP_FLUSH_S)
+                    while tap.limit is None or sent < tap.limit:
+                        try:
+                            lines.append(_record_line(subscriber.receive.receive_nowait()))
+                        except trio.WouldBlock:
+                            break
+                        sent += 1
                 elif not lines:
-                    lines = _line({"heartbeat": round(time.time(), 3)})
-                await http.send(h11.Data(data=lines))
+                    lines.append(_line({"heartbeat": round(time.time(), 3)}))
+                await http.send(h11.Data(data=b"".join(lines)))
             await http.send(h11.EndOfMessage())
         except (trio.EndOfChannel, trio.ClosedResourceError):
             pass

@@ -159,6 +159,9 @@ class RouteObservation:
     #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
     taps: tuple[Any, ...] = ()
     tap_max_bytes: int = DEFAULT_MAX_BYTES
+    #: Called with a connection's id once it turns out to be long-lived
+    #: (state.py counts its reconnect then); one per route, not per connection.
+    stream_opened: Callable[[int], None] | None = None
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(route, *labels)``, cached (labels() takes a lock and
@@ -199,13 +202,12 @@ class Observation:
     """
 
     __slots__ = ("route", "conn_id", "client", "quality", "protocol", "clock", "mode", "_sniffed", "http", "ws",
-                 "_pings", "_mcp", "mcp_messages", "_session", "on_websocket", "on_stream", "closing", "http_stats",
+                 "_pings", "_mcp", "mcp_messages", "_session", "on_websocket", "_long", "closing", "http_stats",
                  "sse_stats", "close_frame", "_open_stream", "_exchange_requests", "keepalive", "_held",
                  "client_direction", "upstream_direction", "__weakref__")
 
     def __init__(self, route: RouteObservation, conn_id: int, quality: Quality, mode: str,
-                 clock: Callable[[], float] = trio.current_time, *, client: str = "",
-                 on_stream: Callable[[], None] | None = None) -> None:
+                 clock: Callable[[], float] = trio.current_time, *, client: str = "") -> None:
         self.route = route
         self.conn_id = conn_id
         #: The client's address (host:port), for the sessions it carries.
@@ -227,10 +229,10 @@ class Observation:
         #: Called once a 101 switched the connection to WebSocket (connection.py
         #: starts the keepalive then).
         self.on_websocket: Callable[[], None] | None = None
-        #: Called once when the connection turns out to be long-lived (an event
-        #: stream, a WebSocket, opaque TCP): reconnects are counted then, not for
-        #: each short HTTP request (state.py).
-        self.on_stream = on_stream
+        #: Told the route (``RouteObservation.stream_opened``) that the connection
+        #: is long-lived (an event stream, a WebSocket, opaque TCP): reconnects
+        #: are counted then, not for each short HTTP request (state.py).
+        self._long = False
         #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
         self.closing = False
         #: Facts for /api/connections.
@@ -312,7 +314,7 @@ class Observation:
         self._sniffed = b""
         if self.http_stats is not _NO_HTTP_STATS:
             self.http_stats["last"] = None  # type: ignore[index]
-        self.on_websocket = self.on_stream = None
+        self.on_websocket = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
         self.mode = Mode.CLOSED
 
@@ -441,9 +443,11 @@ class Observation:
         return False  # a prefix of a method: wait for more bytes
 
     def _long_lived(self) -> None:
-        hook, self.on_stream = self.on_stream, None
-        if hook is not None:
-            hook()
+        if not self._long:
+            self._long = True
+            hook = self.route.stream_opened
+            if hook is not None:
+                hook(self.conn_id)
 
     def _shed(self) -> None:
         """Over the CPU budget: this connection is forwarded opaque from now on."""

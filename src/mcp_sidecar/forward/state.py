@@ -225,12 +225,18 @@ class RouteState:
         self.connections[conn.id] = conn
 
     def observe(self, conn: Connection) -> Observation:
-        """The connection's observation, told whom it serves and how to count
-        its reconnect."""
+        """The connection's observation, told whom it serves (and the route's
+        observation how to count a reconnect when one turns out long-lived)."""
+        if self.observation.stream_opened is None:
+            self.observation.stream_opened = self._stream_opened_by_id
         observation = conn.observation = Observation(
-            self.observation, conn.id, conn.quality, self.config.settings.protocol, client=conn.client,
-            on_stream=lambda: self.stream_opened(conn, trio.current_time()))
+            self.observation, conn.id, conn.quality, self.config.settings.protocol, client=conn.client)
         return observation
+
+    def _stream_opened_by_id(self, conn_id: int) -> None:
+        conn = self.connections.get(conn_id)
+        if conn is not None:
+            self.stream_opened(conn, trio.current_time())
 
     def stream_opened(self, conn: Connection, now: float) -> None:
         """``conn`` is long-lived (a stream, a WebSocket, opaque TCP): count it
