@@ -7,9 +7,11 @@
   timed out).  These are per-connection facts: they are counted and logged,
   never fatal to the process.
 
-Exit codes follow the convention documented in docs/cli.md:
-0 ok, 1 runtime failure (cannot bind, ...), 2 usage or configuration error,
-3 not running, 4 stopping (a stop is in progress: the workers are draining).
+Exit codes follow the table in docs/cli.md; no code has two meanings:
+0 ok, 1 runtime failure (cannot bind, ...; ``status``/``check``: degraded),
+2 usage or configuration error, 3 not running (LSB ``status``), 4 stopping
+(a stop is in progress: the workers are draining), 5 ``check``: a target
+is unreachable, 6 ``stop --wait``: still running when the wait ended.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_STOPPING = 4
+EXIT_UNREACHABLE = 5
+EXIT_STILL_RUNNING = 6
 
 
 class SidecarError(Exception):

@@ -319,3 +319,26 @@ def test_every_exported_metric_is_documented() -> None:
     documented = set(re.findall(r"`(mcp_[a-z_]+)`", doc))
     missing = {n for n in exported if n not in documented and f"{n}_total" not in documented}
     assert not missing, f"undocumented metrics: {sorted(missing)}"
+
+
+async def test_metric_naming_no_created_series_and_known_labels_start_at_zero(nursery, echo_port: int) -> None:
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", gate="token",
+                                                     gate_token="G4teT0kenForNamingTest0123"), admin=True)
+        for accept in ("", "application/openmetrics-text; version=1.0.0"):
+            text = (await get(proxy.admin_port, "/metrics", headers=[("accept", accept)] if accept else None)
+                    ).body.decode()
+            assert "_created" not in text, accept
+        values = samples((await get(proxy.admin_port, "/metrics")).body.decode())
+        r = ("route", "r")
+        for reason in ("refused", "timeout", "unreachable", "dns", "error"):
+            assert values[("mcp_sidecar_upstream_connect_failures_total", (("reason", reason), r))] == 0
+        for reason in ("max_connections", "descriptors", "circuit_open", "not_allowed"):
+            assert values[("mcp_sidecar_connections_rejected_total", (("reason", reason), r))] == 0
+        for end in ("closed", "client_reset", "upstream_unavailable", "gate_refused", "drain_timeout"):
+            assert values[("mcp_sidecar_connections_closed_total", (("end", end), r))] == 0
+        for result in ("cookie", "bearer", "url", "missing", "invalid"):
+            assert values[("mcp_sidecar_gate_requests_total", (("result", result), r))] == 0
+        names = {name for name, _ in values}
+        assert not any(name.startswith("mcp_sidecar_mcp_") for name in names)  # the prefix said MCP twice
+        assert ("mcp_progress_notifications_total", (r,)) in values and ("mcp_streams_open", (r,)) in values

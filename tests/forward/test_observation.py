@@ -124,7 +124,7 @@ async def test_legacy_sse_transport_is_correlated_across_connections(nursery, sc
         await sse_up.send_all(b'event: message\r\ndata: {"jsonrpc":"2.0","id":7,"result":{"tools":[]}}\r\n\r\n')
         await wait_until(lambda: sample(proxy, "mcp_requests_total", method="tools/list", status="ok") == 1)
         assert sample(proxy, "mcp_sidecar_sse_events_total") == 2
-        assert sample(proxy, "mcp_sidecar_mcp_streams_open") == 1  # the GET /sse stream: a gauge
+        assert sample(proxy, "mcp_streams_open") == 1  # the GET /sse stream: a gauge
         stream = next(c for c in proxy.route().connections.values() if c.protocol == "sse")
         facts = stream.as_json(trio.current_time())["observed"]["sse"]
         assert facts["events"] == 2 and facts["max_gap_s"] >= 0 and facts["stream_s"] >= 0
@@ -293,9 +293,9 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         registry = proxy.proxy.metrics.registry
         assert registry.get_sample_value("mcp_sidecar_websocket_ping_rtt_seconds_count", {"route": "ws"}) == 1
         # time to first byte (response headers) for the two HTTP tools/call requests; progress counted
-        assert registry.get_sample_value("mcp_sidecar_mcp_first_byte_seconds_count",
+        assert registry.get_sample_value("mcp_first_byte_seconds_count",
                                          {"route": "r", "method": "tools/call"}) == 2
-        assert registry.get_sample_value("mcp_sidecar_mcp_progress_notifications_total", {"route": "r"}) == 3
+        assert registry.get_sample_value("mcp_progress_notifications_total", {"route": "r"}) == 3
 
 
 def _buggy_observation(monkeypatch):

@@ -224,7 +224,7 @@ async def test_check_live_slow_and_dead_urls(nursery) -> None:
 
         dead = free_port()
         result = await check(f"http://127.0.0.1:{dead}/")
-        assert result.returncode == 2
+        assert result.returncode == 5  # unreachable: its own code, not usage's 2
         assert "verdict: unreachable" in result.stdout
         assert f"nothing listens on 127.0.0.1:{dead}" in result.stdout
 
@@ -246,7 +246,7 @@ async def test_check_route_side_by_side(nursery, proxy_process, tmp_path) -> Non
             return r.returncode, r.stdout
 
         code, out = await check()  # the proxy is not running yet
-        assert code == 2
+        assert code == 5  # unreachable
         assert f"nothing accepts on 127.0.0.1:{port}: is the proxy running" in out
 
         proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "off")

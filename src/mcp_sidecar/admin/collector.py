@@ -5,8 +5,9 @@ Rules this module keeps:
 * A scrape reads counters the forwarding path keeps on each ``RouteState``
   (and the worker's budgets); it never walks the open connections except to
   sum their bytes and find the worst quality score (O(1) per connection).
-* Families with a known label set (restart causes, local resources) list
-  every label value from the start, at 0.
+* Families with a known label set (restart causes, local resources, connect
+  failure reasons, rejection reasons, how connections end, gate results)
+  list every label value from the start, at 0.
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__, logs
-from ..forward.metrics import DIRECTIONS, EXHAUSTION_PLACES, LEGS, LOCAL_RESOURCES, WORKER_RESTART_CAUSES
+from ..forward.metrics import (CONNECT_FAILURE_REASONS, DIRECTIONS, EXHAUSTION_PLACES, GATE_RESULTS, LEGS,
+                               LOCAL_RESOURCES, REJECT_REASONS, WORKER_RESTART_CAUSES)
+from ..forward.state import End
 from ..forward.proxy import Proxy
 from .status import RouteStatus
+
+
+def _known_first(known: tuple[str, ...], seen: dict[str, int]) -> list[str]:
+    """Every known label value (exported at 0 until counted), then any other seen."""
+    return [*known, *sorted(k for k in seen if k not in known)]
 
 
 class RuntimeCollector(Collector):
@@ -56,9 +64,9 @@ class RuntimeCollector(Collector):
                                     "1 while the route's circuit breaker is open or half-open.", labels=["route"])
         opened = CounterMetricFamily("mcp_sidecar_circuit_opened", "Times the circuit breaker opened.",
                                      labels=["route"])
-        progress = CounterMetricFamily("mcp_sidecar_mcp_progress_notifications",
+        progress = CounterMetricFamily("mcp_progress_notifications",
                                        "MCP notifications/progress seen.", labels=["route"])
-        streams = GaugeMetricFamily("mcp_sidecar_mcp_streams_open",
+        streams = GaugeMetricFamily("mcp_streams_open",
                                     "Long-lived MCP streams open (GET event streams, subscriptions/listen).",
                                     labels=["route"])
         worst = GaugeMetricFamily("mcp_sidecar_connection_quality_worst",
@@ -101,17 +109,18 @@ class RuntimeCollector(Collector):
             memory_exhausted.add_metric([name], st.observer_memory_exhausted)
             bugs.add_metric([name], rt.observation.bugs)
             too_large.add_metric([name], rt.observation.bodies_too_large)
-            for result, count in sorted(rt.gate_results.items()):
-                gate.add_metric([name, result], count)
+            if rt.config.settings.gate != "off":
+                for result in _known_first(GATE_RESULTS, rt.gate_results):
+                    gate.add_metric([name, result], rt.gate_results.get(result, 0))
             active.add_metric([name], st.connections_active)
-            for reason, count in sorted(st.connections_rejected.items()):
-                rejected.add_metric([name, reason], count)
-            for end, count in sorted(st.connections_closed.items()):
-                closed.add_metric([name, end], count)
+            for reason in _known_first(REJECT_REASONS, st.connections_rejected):
+                rejected.add_metric([name, reason], st.connections_rejected.get(reason, 0))
+            for end in _known_first(tuple(e.value for e in End), st.connections_closed):
+                closed.add_metric([name, end], st.connections_closed.get(end, 0))
             byte_count.add_metric([name, DIRECTIONS[0]], st.bytes_client_to_upstream)
             byte_count.add_metric([name, DIRECTIONS[1]], st.bytes_upstream_to_client)
-            for reason, count in sorted(st.upstream_connect_failures.items()):
-                failures.add_metric([name, reason], count)
+            for reason in _known_first(CONNECT_FAILURE_REASONS, st.upstream_connect_failures):
+                failures.add_metric([name, reason], st.upstream_connect_failures.get(reason, 0))
             for leg in LEGS:
                 retrans.add_metric([name, leg], rt.metrics.retransmits[leg])
             healthy.add_metric([name], 1 if st.upstream_healthy else 0)

@@ -12,6 +12,7 @@ import click
 import trio
 
 from ..config.addresses import NONLOOPBACK, HostPort, parse_hostport
+from ..config.parse import build_config
 from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
@@ -33,8 +34,9 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
 
     TARGET is a route name of the configuration (default: every route) or a
     URL: http://HOST:PORT/PATH (an MCP endpoint if PATH ends in /mcp),
-    ws://HOST:PORT/PATH, tcp://HOST:PORT.  Exit 0 healthy, 1 degraded,
-    2 unreachable.
+    ws://HOST:PORT/PATH, tcp://HOST:PORT.  Without --config, --forward or
+    --profile, the routes are those of the running instance (if one runs).
+    Exit 0 healthy, 1 degraded, 5 unreachable, 2 usage.
     """
 
     try:
@@ -47,16 +49,30 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
         except ValueError as exc:
             raise ConfigError("check", "TARGET", str(exc)) from None
     else:
-        config = routes.load()
-        chosen = [r for r in config.routes if target is None or r.name == target]
+        running = _running_status(resolve_state_dir(state_dir))
+        live = {r["name"]: r["listen"] for r in running.get("routes", [])} if running else {}
+        explicit = bool(routes.config_path or routes.forwards or routes.profile)
+        if running and not explicit:
+            # The routes of the instance that runs, not the defaults.
+            config = None
+            candidates = [_RunningRoute.of(r) for r in running["routes"]]
+            source = f"the running instance ({running.get('config_source')})"
+        else:
+            config = routes.load()
+            candidates = [_RunningRoute.of_config(r) for r in config.routes]
+            source = config.source
+        chosen = [r for r in candidates if target is None or r.name == target]
         if not chosen:
-            raise ConfigError("check", "TARGET", f"no route {target!r} (routes: "
-                                                 f"{', '.join(r.name for r in config.routes)})")
-        live = _live_listen_addresses(resolve_state_dir(state_dir))
-        reports = [trio.run(check_route, r.name, _through(r, live), r.upstreams, r.settings.health_check,
-                            r.settings.health_path, timeout_s) for r in chosen]
-        if config.profile == "inspector-v2":
-            for route, report in zip(chosen, reports):
+            raise ConfigError("check", "TARGET", f"no route {target!r} in {source} (routes: "
+                                                 f"{', '.join(r.name for r in candidates)})")
+        reports = [trio.run(check_route, r.name, _through(r.route, live), r.upstreams, r.health_check,
+                            r.health_path, timeout_s) for r in chosen]
+        if config is None and running and running.get("profile") == "inspector-v2":
+            config = routes.load() if explicit else build_config(profile="inspector-v2", source="profile")
+            chosen = [_RunningRoute.of_config(r) for r in config.routes if target is None or r.name == target]
+        if config is not None and config.profile == "inspector-v2":
+            for running_route, report in zip(chosen, reports):
+                route = running_route.route
                 through = _through(route, live)
                 if route.name == "inspector-ui" and through is not None and report.verdict != "unreachable":
                     listeners = _listener_view(config, live)
@@ -70,29 +86,65 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
     sys.exit(max(r.exit_code for r in reports))
 
 
-def _live_listen_addresses(directory: Path) -> dict[str, list[str]]:
-    """Route name -> bound addresses, from a running supervisor (else {})."""
+@dataclass(frozen=True)
+class _RunningRoute:
+    """What a check needs of a route, from the configuration or from the
+    running supervisor's status."""
+
+    name: str
+    upstreams: tuple[HostPort, ...]
+    health_check: str
+    health_path: str
+    #: The configured route (listen addresses), or a stand-in with the name only.
+    route: Any
+
+    @classmethod
+    def of_config(cls, route: Any) -> "_RunningRoute":
+        return cls(route.name, route.upstreams, route.settings.health_check, route.settings.health_path, route)
+
+    @classmethod
+    def of(cls, status: dict[str, Any]) -> "_RunningRoute":
+        upstreams = tuple(parse_hostport(u) for u in status.get("upstreams") or [status["upstream"]])
+        listen = tuple(parse_hostport(a, allow_zero_port=True) for a in status["listen"])
+        return cls(status["name"], upstreams, status.get("health_check", "tcp"), status.get("health_path", "/"),
+                   _Named(status["name"], listen))
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
+    listen: tuple[HostPort, ...]
+
+
+def _running_status(directory: Path) -> dict[str, Any] | None:
+    """The running supervisor's status, or None."""
     try:
-        status = send_command(directory, "status", timeout_s=5)
+        return send_command(directory, "status", timeout_s=5)
     except (NotRunning, OSError, ValueError):
-        return {}
-    return {r["name"]: r["listen"] for r in status.get("routes", [])}
+        return None
+
+
+def _loopback_for(addr: HostPort) -> HostPort:
+    """A wildcard listen address is reached on loopback (never "connect to 0.0.0.0")."""
+    if addr.host in ("0.0.0.0", ""):
+        return HostPort("127.0.0.1", addr.port)
+    if addr.host == "::":
+        return HostPort("::1", addr.port)
+    return addr
 
 
 def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
     """Where a client reaches the route: the running proxy's address, else the config's."""
 
     if live.get(route.name):
-        return parse_hostport(live[route.name][0])
+        return _loopback_for(parse_hostport(live[route.name][0]))
     addr = route.listen[0]
     if not addr.port:
         return None
     if addr.host == NONLOOPBACK:
         hosts = nonloopback_addresses()
         return HostPort(hosts[0], addr.port) if hosts else None
-    if addr.host in ("0.0.0.0", "::"):
-        return HostPort("127.0.0.1" if addr.host == "0.0.0.0" else "::1", addr.port)
-    return addr
+    return _loopback_for(addr)
 
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..config.parse import build_config, load_config_file
-from ..config.render import render_toml
+from ..config.render import effective_document, render_toml
 from .options import RouteSource, reports_errors, with_route_options
 
 
@@ -16,18 +18,25 @@ def config() -> None:
 
 @config.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @reports_errors
-def config_validate(file: str) -> None:
+def config_validate(file: str, as_json: bool) -> None:
     """Check FILE; print a summary, exit 2 with the reason if invalid."""
-    cfg = build_config(load_config_file(file), source=file)
+    cfg = build_config(load_config_file(file), source=file, from_file=True)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "file": file, "routes": [r.name for r in cfg.routes]}, indent=1))
+        return
     click.echo(f"{file}: ok ({len(cfg.routes)} route{'s' if len(cfg.routes) != 1 else ''})")
 
 
 @config.command("show")
 @with_route_options
+@click.option("--json", "as_json", is_flag=True, help="The effective configuration as JSON (as GET /api/config).")
 @reports_errors
-def config_show(routes: RouteSource) -> None:
+def config_show(routes: RouteSource, as_json: bool) -> None:
     """Print the effective configuration, defaults filled in, as TOML."""
-    click.echo(render_toml(routes.load()), nl=False)
-
-
+    loaded = routes.load()
+    if as_json:
+        click.echo(json.dumps(effective_document(loaded), indent=1))
+        return
+    click.echo(render_toml(loaded), nl=False)

@@ -10,7 +10,7 @@ by level: HTTP ``GET`` (``http``), WebSocket handshake + ping RTT (``ws``),
 MCP initialize + ping (``mcp``: an ``http://`` URL whose path ends in
 ``/mcp``, or a route with ``health_check = "mcp"``).
 
-Verdict: ``unreachable`` (exit 2) when the primary target accepts no TCP
+Verdict: ``unreachable`` (exit 5) when the primary target accepts no TCP
 connection; ``degraded`` (exit 1) when a check fails otherwise or any step
 takes longer than ``WARN_MS`` (warning 500 ms, critical 1000 ms);
 else ``healthy`` (exit 0).  Recommendations say what to do next.
@@ -29,13 +29,14 @@ import h11
 import trio
 
 from ..config.addresses import HostPort, bracket
+from ..errors import EXIT_UNREACHABLE
 from ..health.probes import ProbeFailed, http_get, mcp_ping, ws_ping
 from ..net.http import request
 from ..net.upstream import Connector, classify, is_localhost
 
 WARN_MS = 500.0
 CRITICAL_MS = 1000.0
-EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
+EXIT_HEALTHY, EXIT_DEGRADED = 0, 1
 
 
 @dataclass
@@ -124,8 +125,23 @@ async def probe_column(label: str, target: HostPort, level: str, path: str, time
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
         column.steps.append(Step(f"{level} {path}", False, classify(exc)))
     except Exception as exc:  # noqa: BLE001 - a diagnostic reports, it does not crash
-        column.steps.append(Step(f"{level} {path}", False, type(exc).__name__))
+        column.steps.append(Step(f"{level} {path}", False, describe_failure(exc)))
     return column
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure in words: the innermost cause of an exception group, its
+    message rather than its class name."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, ProbeFailed):
+        return exc.result
+    if isinstance(exc, (OSError, trio.TooSlowError, trio.BrokenResourceError)):
+        return classify(exc)
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = {"HandshakeError": "ws handshake failed", "ConnectionRejected": "ws handshake rejected"}.get(
+        type(exc).__name__, type(exc).__name__)
+    return f"{name}: {message}"[:200] if message else name
 
 
 @dataclass
@@ -205,6 +221,9 @@ def judge(report: Report, primary: Column, direct: list[Column]) -> None:
     for step in failed:
         if step.detail.startswith("http 403"):
             recs.append("HTTP 403: for the MCP Inspector, list this origin in ALLOWED_ORIGINS")
+        elif step.name.startswith("mcp") and step.detail.startswith(("http 404", "http 405", "http 501")):
+            recs.append(f"{step.name}: {step.detail}: the server answers but not as an MCP endpoint there "
+                        "(check the path: health_path, or the URL)")
         elif step.detail.startswith(("http 401", "mcp error", "http 5")):
             recs.append(f"{step.name}: {step.detail}: the service answers but is not healthy")
         elif step.detail.startswith("ws handshake"):

@@ -6,9 +6,12 @@ manage); this module only assembles them.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import __version__
+from ..errors import EXIT_USAGE
 from .check import check
 from .configure import config
 from .demo import demo
@@ -29,4 +32,18 @@ for command in (run, demo, config, check, status, restart, reload, stop, top, ta
 
 
 def main() -> None:
-    cli()
+    """Run the command line; usage errors in the one style every error has
+    (``proxyctl: error: ...``, exit 2), not click's own."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "proxyctl"
+        click.echo(f"proxyctl: error: {exc.format_message()} (see: {command} --help)", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"proxyctl: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("proxyctl: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

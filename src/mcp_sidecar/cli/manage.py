@@ -1,8 +1,21 @@
-"""``proxyctl status | restart | reload | stop``: asking a running supervisor."""
+"""``proxyctl status | restart | reload | stop``: asking a running supervisor.
+
+Rules this module keeps:
+
+* ``status`` on a stopped service describes what is left (PID file,
+  persistent counters) and exits 3 (LSB); ``restart`` and ``reload`` say in
+  one line that nothing runs and exit 3; ``stop`` on a stopped service is
+  done already: exit 0, as ``systemctl stop``.
+* ``stop --wait`` returns when the supervisor has exited (its pidfd says so:
+  no polling), or exits 6 when ``--timeout`` passed first.
+* ``--json`` on every command: one JSON document on stdout, same exit code.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import sys
 import time
 from pathlib import Path
@@ -10,7 +23,7 @@ from typing import Any
 
 import click
 
-from ..errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_STOPPING, LocalError
+from ..errors import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_STILL_RUNNING, EXIT_STOPPING, LocalError
 from ..supervise.control import NotRunning, send_command
 from ..supervise.statedir import Counters, inspect_pid_file
 from .options import reports_errors, resolve_state_dir, state_dir_option
@@ -51,10 +64,14 @@ def _ask(directory: Path, command: str, as_json: bool = False, **fields: Any) ->
     try:
         return send_command(directory, command, **fields)
     except NotRunning:
-        _not_running(directory, as_json)
-        raise AssertionError("unreachable")
+        if command == "status":
+            _not_running(directory, as_json)
+        raise NotRunning(f"mcp-sidecar is not running (state directory {directory})") from None
     except OSError as exc:
         raise LocalError(f"cannot reach the supervisor in {directory}: {exc}") from None
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @click.command()
@@ -102,33 +119,108 @@ def status(as_json: bool, state_dir: Path | None) -> None:
 
 @click.command()
 @click.option("--hard", is_flag=True, help="Kill the worker now instead of draining it.")
+@json_option
 @state_dir_option
 @reports_errors
-def restart(hard: bool, state_dir: Path | None) -> None:
-    """Replace the worker: a new one takes over the sockets, the old one drains."""
-    _report(_ask(resolve_state_dir(state_dir), "restart", hard=hard))
+def restart(hard: bool, as_json: bool, state_dir: Path | None) -> None:
+    """Replace the worker: a new one takes over the sockets, the old one drains.
+
+    Exit 0 done, 1 failed, 3 not running, 4 stopping."""
+    _report(_ask(resolve_state_dir(state_dir), "restart", hard=hard), as_json)
 
 
 @click.command()
+@json_option
 @state_dir_option
 @reports_errors
-def reload(state_dir: Path | None) -> None:
-    """Re-read the configuration and apply it through a graceful restart."""
-    _report(_ask(resolve_state_dir(state_dir), "reload"))
+def reload(as_json: bool, state_dir: Path | None) -> None:
+    """Re-read the configuration and apply it through a graceful restart.
+
+    Exit 0 done, 1 failed (the old configuration keeps serving), 3 not running, 4 stopping."""
+    _report(_ask(resolve_state_dir(state_dir), "reload"), as_json)
 
 
 @click.command()
+@click.option("--wait", is_flag=True, help="Return once the service has stopped (its connections drained).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --wait: give up after this long (default: drain_timeout + 15 s); exit 6.")
+@json_option
 @state_dir_option
 @reports_errors
-def stop(state_dir: Path | None) -> None:
-    """Stop gracefully: open connections drain for up to drain_timeout."""
-    _report(_ask(resolve_state_dir(state_dir), "stop"))
+def stop(wait: bool, timeout: float | None, as_json: bool, state_dir: Path | None) -> None:
+    """Stop gracefully: open connections drain for up to drain_timeout.
 
-
-def _report(reply: dict[str, Any]) -> None:
+    Idempotent: a service that is not running is stopped already (exit 0).
+    Exit 0 stopped or stopping, 1 failed, 6 still running after --wait --timeout."""
+    directory = resolve_state_dir(state_dir)
+    pid = inspect_pid_file(directory).pid
+    try:
+        reply = send_command(directory, "stop")
+    except NotRunning:
+        _echo({"ok": True, "running": False, "stopped": True,
+               "message": f"mcp-sidecar is not running (state directory {directory})"}, as_json)
+        return
+    except OSError as exc:
+        raise LocalError(f"cannot reach the supervisor in {directory}: {exc}") from None
     if not reply.get("ok"):
-        click.echo(f"proxyctl: error: {reply.get('error', 'failed')}", err=True)
+        _report(reply, as_json)
+    if wait:
+        limit = timeout if timeout is not None else float(reply.get("drain_timeout_s", 25)) + 15.0
+        started = time.monotonic()
+        stopped = _wait_exit(pid, directory, limit)
+        reply = {**reply, "stopped": stopped, "waited_s": round(time.monotonic() - started, 3)}
+        if not stopped:
+            _echo({**reply, "ok": False, "error": f"still running after {limit:g} s"}, as_json, err=True)
+            sys.exit(EXIT_STILL_RUNNING)
+    _echo(reply, as_json)
+
+
+def _wait_exit(pid: int | None, directory: Path, limit_s: float) -> bool:
+    """Wait for the supervisor to exit: on its pidfd when it can be opened
+    (an event, not polling), else on its PID file's lock."""
+    deadline = time.monotonic() + limit_s
+    fd = None
+    if pid is not None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            fd = None
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if not inspect_pid_file(directory).running:
+                return True
+            if left <= 0:
+                return False
+            if fd is not None:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                if poller.poll(max(1, int(left * 1000))):  # readable: the process exited
+                    return True
+            else:
+                time.sleep(min(0.1, left))
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _echo(reply: dict[str, Any], as_json: bool, err: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(reply, indent=1))
+    elif "message" in reply:
+        click.echo(reply["message"], err=err)
+    else:
+        text = " ".join(f"{k}={v}" for k, v in reply.items() if k not in ("ok", "error"))
+        click.echo(f"proxyctl: error: {reply['error']} ({text})" if "error" in reply else text, err=err)
+
+
+def _report(reply: dict[str, Any], as_json: bool = False) -> None:
+    if not reply.get("ok"):
+        if as_json:
+            click.echo(json.dumps(reply, indent=1))
+        else:
+            click.echo(f"proxyctl: error: {reply.get('error', 'failed')}", err=True)
         sys.exit(EXIT_STOPPING if reply.get("stopping") else EXIT_FAILURE)
-    click.echo(" ".join(f"{k}={v}" for k, v in reply.items() if k != "ok"))
+    _echo(reply, as_json)
 
 

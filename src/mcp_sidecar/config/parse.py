@@ -274,11 +274,14 @@ def build_config(
     forwards: tuple[str, ...] = (),
     profile: str | None = None,
     dangerously_expose_unprotected: bool = False,
+    from_file: bool = False,
 ) -> ProxyConfig:
     """Validate a parsed TOML document plus CLI routes into a ``ProxyConfig``.
 
-    With no document, no forwards and no profile, the default profile
-    (``inspector-v1``) supplies the routes.  ``dangerously_expose_unprotected``
+    With no routes, no forwards and no profile, the default profile
+    (``inspector-v1``) supplies the routes -- unless the document came from a
+    file (``from_file``): a file without routes is an error, never silently
+    the Inspector's routes.  ``dangerously_expose_unprotected``
     (the command-line flag) sets the ``[proxy]`` key of that name.
     """
     document = document or {}
@@ -345,6 +348,9 @@ def build_config(
         routes.append(_build_route("--forward", index, table, defaults))
 
     if profile is None and not routes:
+        if from_file:
+            raise ConfigError(source, "route", "no routes: add [[route]] tables (docs/configuration.md), "
+                                               "or give --forward or --profile")
         profile = DEFAULT_PROFILE
     if profile is not None:
         if profile not in PROFILES:
@@ -384,6 +390,6 @@ def load_config(
 ) -> ProxyConfig:
     document = load_config_file(path) if path is not None else None
     return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile,
-                        dangerously_expose_unprotected=dangerously_expose_unprotected)
+                        dangerously_expose_unprotected=dangerously_expose_unprotected, from_file=path is not None)
 
 

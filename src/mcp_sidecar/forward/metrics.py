@@ -27,7 +27,8 @@ import bisect
 import math
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector,
+                               disable_created_metrics)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -42,11 +43,20 @@ CONNECT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 DURATION_BUCKETS_S = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
                       86400.0)
 
+# No ``*_created`` series: every counter here starts with the worker, whose
+# start time is process_start_time_seconds already.
+disable_created_metrics()
+
 LEGS = ("client", "upstream")
 DIRECTIONS = ("client_to_upstream", "upstream_to_client")
 WORKER_RESTART_CAUSES = ("crash", "hang", "restart", "reload")
 LOCAL_RESOURCES = ("descriptors", "buffers", "memory")
 EXHAUSTION_PLACES = ("accept", "upstream_connect", "health_check")
+#: Known label values, exported at 0 from the start (a rate() or an alert on a
+#: series that appears only with its first event misses that event).
+CONNECT_FAILURE_REASONS = ("refused", "timeout", "unreachable", "dns", "error")
+REJECT_REASONS = ("max_connections", "descriptors", "circuit_open", "not_allowed")
+GATE_RESULTS = ("cookie", "bearer", "header", "url", "missing", "invalid", "malformed", "too_large")
 
 
 class _HistogramChild:
@@ -212,7 +222,7 @@ class Metrics:
             "mcp_sidecar_websocket_payload_bytes", "WebSocket payload bytes seen after a 101, by direction and opcode.",
             ["route", "direction", "opcode"], registry=instruments)
         self.mcp_first_byte = Histogram(
-            "mcp_sidecar_mcp_first_byte_seconds",
+            "mcp_first_byte_seconds",
             "MCP request (HTTP transports) to the first byte of its HTTP response (headers).",
             ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0), registry=instruments)
         self.ws_keepalive_rtt = Histogram(

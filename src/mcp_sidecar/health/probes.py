@@ -93,6 +93,8 @@ async def mcp_call(connector: Connector, address: HostPort, path: str, message: 
                                 path, method="POST", body=json.dumps(message).encode(), headers=headers)
     if "id" not in message:
         return response, None
+    if response.status >= 400:  # an error page is not JSON-RPC: say what the server said
+        raise ProbeFailed(f"http {response.status}")
     for reply in jsonrpc_replies(response):
         if reply.get("id") == message["id"]:
             return response, reply

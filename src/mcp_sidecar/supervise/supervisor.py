@@ -642,6 +642,10 @@ class Supervisor:
                 "name": route.name,
                 "listen": [str(l.address) for l in self.sockets.routes if l.route.name == route.name],
                 "upstream": route.upstream_text,
+                # What `proxyctl check` needs to diagnose the running routes.
+                "upstreams": [str(u) for u in route.upstreams],
+                "health_check": route.settings.health_check,
+                "health_path": route.settings.health_path,
                 "upstream_healthy": live.upstream_healthy if live else None,
                 "circuit": live.circuit["state"] if live else "closed",
                 "upstream_state": live.upstream_state if live else "unknown",
@@ -682,6 +686,8 @@ class Supervisor:
             "alerts_firing": alerts["firing"],
             "alerts": alerts,
             "admin": _admin_address(self.sockets),
+            "profile": self.config.profile,
+            "config_source": self.config.source,
             "routes": routes,
         }
 

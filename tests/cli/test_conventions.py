@@ -1,0 +1,171 @@
+"""The command line's conventions: one error style, exit codes that never
+overload a meaning, idempotent stop with --wait, no silent fallback for an
+empty config, --json wherever a command reports, check on the running
+instance, concrete failure messages; and the scripts' venv handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import trio
+
+from mcp_sidecar.demo.servers import serve_http
+
+from ..conftest import ROOT, free_port, run_proxyctl
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    err = result.stderr.strip()
+    assert err.startswith("proxyctl: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_usage_errors_have_the_one_error_style_and_exit_2() -> None:
+    for args, words in ((["stop", "--bogus"], "No such option '--bogus'"), (["nosuch"], "No such command"),
+                        (["config", "validate"], "Missing argument 'FILE'"),
+                        (["tap", "--count", "0"], "--count")):
+        result = run_proxyctl(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert words in _one_line_error(result) and "--help" in result.stderr, args
+        assert "Usage:" not in result.stderr  # click's own style is gone
+    assert run_proxyctl("--help").returncode == 0 and run_proxyctl("stop", "--help").returncode == 0
+
+
+def test_an_empty_config_file_is_an_error_not_the_inspector_profile(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing yet\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+    for args in (["config", "validate", str(empty)], ["config", "show", "--config", str(empty)],
+                 ["run", "--config", str(empty), "--state-dir", str(tmp_path / "s")]):
+        result = run_proxyctl(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert f"{empty}: route: no routes" in _one_line_error(result)
+    # Routes from the command line next to the file are fine, and so is an explicit profile.
+    ok = run_proxyctl("config", "show", "--config", str(empty), "--forward", "18080:localhost:3000", "--json")
+    assert ok.returncode == 0 and [r["name"] for r in json.loads(ok.stdout)["config"]["route"]] == ["port-18080"]
+    valid = run_proxyctl("config", "validate", str(ROOT / "deploy" / "sidecar.toml"), "--json")
+    assert json.loads(valid.stdout) == {"ok": True, "file": str(ROOT / "deploy" / "sidecar.toml"),
+                                        "routes": ["inspector-ui", "inspector-proxy"]}
+
+
+def test_commands_on_a_stopped_service(tmp_path: Path) -> None:
+    state = str(tmp_path / "none")
+    stop = run_proxyctl("stop", "--state-dir", state)
+    assert (stop.returncode, stop.stdout.strip()) == (0, f"mcp-sidecar is not running (state directory {state})")
+    stop_json = run_proxyctl("stop", "--wait", "--json", "--state-dir", state)
+    assert stop_json.returncode == 0 and json.loads(stop_json.stdout)["running"] is False
+    for command in ("restart", "reload"):
+        result = run_proxyctl(command, "--state-dir", state)
+        assert result.returncode == 3 and result.stdout == ""  # one line, no status dump
+        assert _one_line_error(result) == f"proxyctl: error: mcp-sidecar is not running (state directory {state})"
+    status = run_proxyctl("status", "--state-dir", state, "--json")
+    assert status.returncode == 3 and json.loads(status.stdout)["running"] is False
+
+
+def test_stop_wait_returns_once_stopped_and_stop_again_is_done(supervised, tmp_path: Path) -> None:
+    echo_port = free_port()
+    sidecar = supervised([{"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}",
+                           "health_interval": 0}])
+    state = str(sidecar.state_dir)
+    reload = run_proxyctl("reload", "--json", "--state-dir", state, timeout=90)
+    assert reload.returncode == 0 and json.loads(reload.stdout)["routes"] == ["r"]
+    result = run_proxyctl("stop", "--wait", "--json", "--state-dir", state, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["stopped"] is True and reply["stopping"] is True and reply["waited_s"] < 30
+    assert sidecar.process.proc.wait(timeout=10) == 0  # it had exited when stop returned
+    again = run_proxyctl("stop", "--state-dir", state)
+    assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_check_asks_the_running_instance_and_never_connects_to_a_wildcard(supervised, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+            port = free_port()
+            sidecar = await trio.to_thread.run_sync(lambda: supervised(
+                [{"name": f"port-{port}", "listen": f"0.0.0.0:{port}", "upstream": f"127.0.0.1:{upstream}",
+                  "health_check": "http", "health_path": "/health"}]))
+            state = str(sidecar.state_dir)
+            for args in ((), (f"port-{port}",)):
+                result = await trio.to_thread.run_sync(lambda: run_proxyctl(
+                    "check", *args, "--json", "--state-dir", state, timeout=60))
+                assert result.returncode == 0, result.stdout + result.stderr
+                (report,) = json.loads(result.stdout)
+                assert report["verdict"] == "healthy"
+                through = report["columns"][0]
+                assert through["target"] == f"127.0.0.1:{port}"  # not 0.0.0.0
+                assert through["steps"][-1]["detail"].startswith("200 in ")
+            missing = await trio.to_thread.run_sync(lambda: run_proxyctl("check", "nope", "--state-dir", state))
+            assert missing.returncode == 2
+            assert f"no route 'nope' in the running instance" in _one_line_error(missing)
+            assert f"port-{port}" in missing.stderr
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+async def test_check_failures_say_what_happened(nursery) -> None:
+    with trio.fail_after(60):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+
+        async def check(url: str) -> subprocess.CompletedProcess[str]:
+            return await trio.to_thread.run_sync(lambda: run_proxyctl("check", url, "--timeout", "3s"))
+
+        not_mcp = await check(f"http://127.0.0.1:{upstream}/nothing/mcp")  # answered 404 there
+        assert not_mcp.returncode == 1
+        assert "FAIL http 404" in not_mcp.stdout and "mcp bad json" not in not_mcp.stdout
+        assert "not as an MCP endpoint there" in not_mcp.stdout
+        not_ws = await check(f"ws://127.0.0.1:{upstream}/health")
+        assert not_ws.returncode == 1 and "ExceptionGroup" not in not_ws.stdout
+        (line,) = [l for l in not_ws.stdout.splitlines() if "FAIL" in l]
+        assert len(line.split("FAIL", 1)[1].strip()) > len("HandshakeError")  # a message, not a class name
+        dead = await check(f"tcp://127.0.0.1:{free_port()}")
+        assert dead.returncode == 5 and "verdict: unreachable" in dead.stdout
+
+
+# --- the scripts' virtual environment ---------------------------------------------------
+
+
+def _script_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "_venv.sh", tree / "scripts")
+    (tree / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tree / "constraints.txt").write_text("")
+    (tree / "scripts" / "probe").write_text('#!/usr/bin/env bash\nsource "$(dirname "$0")/_venv.sh" ""\necho ok\n')
+    (tree / "scripts" / "probe").chmod(0o755)
+    return tree
+
+
+def _python_without_venv(tmp_path: Path) -> Path:
+    """A python3 whose venv/ensurepip import fails (as Debian's without python3-venv)."""
+    fake = tmp_path / "python3-no-venv"
+    real = shutil.which("python3") or "/usr/bin/python3"
+    fake.write_text(f'#!/usr/bin/env bash\nfor a in "$@"; do case "$a" in *ensurepip*|venv) '
+                    f'echo "No module named ensurepip" >&2; exit 1;; esac; done\nexec {real} "$@"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def test_scripts_name_the_missing_package_and_leave_nothing_behind(tmp_path: Path) -> None:
+    tree = _script_tree(tmp_path)
+    env = dict(os.environ, PYTHON=str(_python_without_venv(tmp_path)))
+    result = subprocess.run([str(tree / "scripts" / "probe")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "install python3-venv (Debian/Ubuntu: apt-get install python3-venv" in result.stderr
+    assert not (tree / ".venv").exists()
+
+
+def test_scripts_repair_a_half_made_venv(tmp_path: Path) -> None:
+    tree = _script_tree(tmp_path)
+    (tree / ".venv" / "bin").mkdir(parents=True)
+    (tree / ".venv" / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")  # no working pip
+    (tree / ".venv" / "bin" / "python").chmod(0o755)
+    env = dict(os.environ, PYTHON=str(_python_without_venv(tmp_path)))
+    result = subprocess.run([str(tree / "scripts" / "probe")], capture_output=True, text=True, env=env, timeout=60)
+    assert "is incomplete (no working pip): making it again" in result.stderr
+    assert result.returncode == 1 and not (tree / ".venv").exists()  # removed, then creation refused cleanly
