@@ -321,3 +321,15 @@ async def test_short_requests_are_not_reconnects_but_streams_are(nursery) -> Non
         assert detail["quality"]["deductions"] == [
             {"points": 25, "reason": "frequent reconnects: 7 earlier streams from this client in 10 min (> 5)"}]
         await stream.aclose()
+
+
+async def test_the_history_ticks_on_interval_boundaries(nursery) -> None:
+    with trio.fail_after(15):
+        proxy = await mcp_proxy(nursery, observe={"history": "10s", "history_interval": "1s"})
+        history = proxy.admin.history
+        assert history.length == 10
+        await wait_until(lambda: len(history.t) >= 3, interval=0.05)
+        t = list(history.t)
+        assert all(b - a == 1.0 for a, b in zip(t, t[1:])) and t[0] == int(t[0])  # one point per second, aligned
+        got = await get_json(proxy.admin_port, "/api/history")
+        assert got["length"] == 10 and got["routes"]["r"]["connections"][-1] == 0

@@ -51,6 +51,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import socket
 import time
 import urllib.parse
@@ -191,10 +192,14 @@ class AdminServer:
         assert self.history is not None
         interval = self.history.interval_s
         self._sampler.sample(trio.current_time(), interval)  # the totals the first rates start from
+        next_at = math.ceil(time.time() / interval) * interval  # on the wall clock's boundaries
         while True:
-            await trio.sleep(interval - (time.time() % interval))
+            await trio.sleep(max(0.0, next_at - time.time()))
             routes, methods = self._sampler.sample(trio.current_time(), interval)
-            self.history.record(round(time.time(), 3), routes, methods)
+            self.history.record(round(next_at, 3), routes, methods)
+            # The next boundary after now: never two points for one interval, none skipped but
+            # when the loop was blocked for longer than an interval.
+            next_at = max(next_at + interval, math.ceil(time.time() / interval) * interval)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
