@@ -169,3 +169,44 @@ def test_scripts_repair_a_half_made_venv(tmp_path: Path) -> None:
     result = subprocess.run([str(tree / "scripts" / "probe")], capture_output=True, text=True, env=env, timeout=60)
     assert "is incomplete (no working pip): making it again" in result.stderr
     assert result.returncode == 1 and not (tree / ".venv").exists()  # removed, then creation refused cleanly
+
+
+def test_check_speaks_tls_and_passes_the_gate_of_a_route(supervised, tls_files, tmp_path: Path) -> None:
+    """Through a TLS route behind the access gate: the check speaks TLS, and sends
+    the gate's token when it has one (the gate's 401 is not a failure without)."""
+    from ..conftest import PROXYCTL
+
+    token = "G4teT0kenForTheCheckTest0123"
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+            sidecar = await trio.to_thread.run_sync(lambda: supervised(
+                [{"name": "secure", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{upstream}",
+                  "health_check": "http", "health_path": "/health", "tls_cert": str(tls_files.cert),
+                  "tls_key": str(tls_files.key), "gate": "token", "gate_token": token}]))
+            state = str(sidecar.state_dir)
+
+            def check(env_token: str | None) -> dict:
+                env = {k: v for k, v in os.environ.items() if k != "MCP_SIDECAR_GATE_TOKEN"}
+                if env_token:
+                    env["MCP_SIDECAR_GATE_TOKEN"] = env_token
+                done = subprocess.run([*PROXYCTL, "check", "secure", "--json", "--state-dir", state],
+                                      capture_output=True, text=True, timeout=60, env=env)
+                assert done.returncode in (0, 1), done.stdout + done.stderr
+                return json.loads(done.stdout)[0]
+
+            without = await trio.to_thread.run_sync(lambda: check(None))
+            step = without["columns"][0]["steps"][-1]
+            assert step["ok"] and step["detail"].startswith("401 from the access gate"), step
+            assert without["verdict"] == "healthy"
+            with_token = await trio.to_thread.run_sync(lambda: check(token))
+            step = with_token["columns"][0]["steps"][-1]
+            assert step["ok"] and step["detail"].startswith("200 in"), step  # TLS, through the gate, to /health
+            assert with_token["verdict"] == "healthy" and with_token["columns"][0]["target"].startswith("127.0.0.1:")
+            wrong = await trio.to_thread.run_sync(lambda: check("Wr0ngT0kenForTheCheckTest999"))
+            assert wrong["columns"][0]["steps"][-1]["detail"].startswith("401 in"), wrong  # refused, as it should be
+            assert wrong["verdict"] == "degraded"
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

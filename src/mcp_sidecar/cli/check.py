@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,16 @@ import click
 import trio
 
 from ..config.addresses import NONLOOPBACK, HostPort, parse_hostport
+from ..config.defaults import GATE_TOKEN_ENV
+from ..config.model import RouteSettings
 from ..config.parse import build_config
+from ..config.tls import client_context
 from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
 from ..supervise.control import NotRunning, send_command
 from .banner import route_origins, v2_environment
-from .diagnose import check_inspector_v2, check_route, check_url
+from .diagnose import RouteAccess, check_inspector_v2, check_route, check_url
 from .options import RouteSource, reports_errors, resolve_state_dir, state_dir_option, with_route_options
 
 
@@ -66,7 +70,7 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
             raise ConfigError("check", "TARGET", f"no route {target!r} in {source} (routes: "
                                                  f"{', '.join(r.name for r in candidates)})")
         reports = [trio.run(check_route, r.name, _through(r.route, live), r.upstreams, r.health_check,
-                            r.health_path, timeout_s) for r in chosen]
+                            r.health_path, timeout_s, r.access) for r in chosen]
         if config is None and running and running.get("profile") == "inspector-v2":
             config = routes.load() if explicit else build_config(profile="inspector-v2", source="profile")
             chosen = [_RunningRoute.of_config(r) for r in config.routes if target is None or r.name == target]
@@ -97,17 +101,30 @@ class _RunningRoute:
     health_path: str
     #: The configured route (listen addresses), or a stand-in with the name only.
     route: Any
+    #: TLS and the access gate on the way (a gated route is checked with
+    #: MCP_SIDECAR_GATE_TOKEN, or a token from the config file).
+    access: RouteAccess = RouteAccess()
 
     @classmethod
     def of_config(cls, route: Any) -> "_RunningRoute":
-        return cls(route.name, route.upstreams, route.settings.health_check, route.settings.health_path, route)
+        s = route.settings
+        token = os.environ.get(GATE_TOKEN_ENV) or (s.gate_token if s.gate_token_source == "config" else None)
+        access = RouteAccess(tls=s.tls_cert is not None, upstream_tls=client_context(s), gated=s.gate != "off",
+                             gate_token=token)
+        return cls(route.name, route.upstreams, s.health_check, s.health_path, route, access)
 
     @classmethod
     def of(cls, status: dict[str, Any]) -> "_RunningRoute":
         upstreams = tuple(parse_hostport(u) for u in status.get("upstreams") or [status["upstream"]])
         listen = tuple(parse_hostport(a, allow_zero_port=True) for a in status["listen"])
+        upstream_tls = status.get("upstream_tls")
+        context = client_context(RouteSettings(
+            upstream_tls=True, upstream_tls_ca=upstream_tls["ca"], upstream_tls_name=upstream_tls["name"],
+            upstream_tls_verify=upstream_tls["verify"])) if upstream_tls else None
+        access = RouteAccess(tls=bool(status.get("tls")), upstream_tls=context, gated=bool(status.get("gate")),
+                             gate_token=os.environ.get(GATE_TOKEN_ENV))
         return cls(status["name"], upstreams, status.get("health_check", "tcp"), status.get("health_path", "/"),
-                   _Named(status["name"], listen))
+                   _Named(status["name"], listen), access)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ import h11
 import trio
 
 from ..config.addresses import HostPort, bracket
+from ..config.defaults import GATE_TOKEN_ENV
 from ..errors import EXIT_UNREACHABLE
 from ..health.probes import ProbeFailed, http_get, mcp_ping, ws_ping
 from ..net.http import request
@@ -80,7 +82,13 @@ async def _resolve(host: str) -> list[str]:
     return seen
 
 
-async def probe_column(label: str, target: HostPort, level: str, path: str, timeout_s: float) -> Column:
+async def probe_column(label: str, target: HostPort, level: str, path: str, timeout_s: float, *,
+                       tls: ssl.SSLContext | None = None, headers: list[tuple[str, str]] | None = None,
+                       gated: bool = False) -> Column:
+    """``tls``: speak TLS to the target (a TLS route, or an upstream that
+    speaks TLS); ``headers``: sent with the probe (the gate's bearer token);
+    ``gated``: the target is behind the access gate, so a 401 without its
+    token is the gate working, not a failure."""
     column = Column(label, target)
     addresses = await _resolve(target.host)
     column.steps.append(Step("resolve", bool(addresses), ", ".join(addresses) or f"cannot resolve {target.host}"))
@@ -103,25 +111,34 @@ async def probe_column(label: str, target: HostPort, level: str, path: str, time
                              "; ".join(f"{bracket(a)} {d}" for a, _, d, _ in connect_details), best))
     if not column.connected or level == "tcp":
         return column
-    connector = Connector((target,), timeout_s, 0)
+    connector = Connector((target,), timeout_s, 0, tls=tls)
     t0 = trio.current_time()
     try:
         with trio.fail_after(timeout_s):
             if level == "http":
-                response = await http_get(connector, target, path)
+                response = await http_get(connector, target, path, headers)
                 ms = (trio.current_time() - t0) * 1000
-                column.steps.append(Step(f"http GET {path}", 200 <= response.status < 400,
-                                         f"{response.status} in {ms:.1f} ms", ms))
+                if gated and not headers and response.status == 401:
+                    column.steps.append(Step(f"http GET {path}", True, f"401 from the access gate in {ms:.1f} ms "
+                                             f"(as it should without the token: set {GATE_TOKEN_ENV} to check "
+                                             "through it)", ms))
+                else:
+                    column.steps.append(Step(f"http GET {path}", 200 <= response.status < 400,
+                                             f"{response.status} in {ms:.1f} ms", ms))
             elif level == "ws":
-                rtts = [await ws_ping(connector, target, path) * 1000 for _ in range(3)]
+                rtts = [await ws_ping(connector, target, path, headers) * 1000 for _ in range(3)]
                 ms = sum(rtts) / len(rtts)
                 column.steps.append(Step(f"websocket {path} handshake + ping", True,
                                          f"ping RTT {ms:.1f} ms (avg of 3 handshakes)", ms))
             elif level == "mcp":
-                rtt = await mcp_ping(connector, target, path) * 1000
+                rtt = await mcp_ping(connector, target, path, headers) * 1000
                 column.steps.append(Step(f"mcp initialize + ping {path}", True, f"ping RTT {rtt:.1f} ms", rtt))
     except ProbeFailed as exc:
-        column.steps.append(Step(f"{level} {path}", False, exc.result))
+        if gated and not headers and exc.result == "http 401":
+            column.steps.append(Step(f"{level} {path}", True, f"401 from the access gate (as it should without the "
+                                     f"token: set {GATE_TOKEN_ENV} to check through it)"))
+        else:
+            column.steps.append(Step(f"{level} {path}", False, exc.result))
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
         column.steps.append(Step(f"{level} {path}", False, classify(exc)))
     except Exception as exc:  # noqa: BLE001 - a diagnostic reports, it does not crash
@@ -255,14 +272,42 @@ async def check_url(url: str, timeout_s: float) -> Report:
     return report
 
 
+@dataclass(frozen=True)
+class RouteAccess:
+    """How a check reaches a route: TLS towards the proxy (unverified: this
+    checks the route, not its certificate's trust), TLS towards the upstream
+    (verified as the proxy does), the access gate and its token."""
+
+    tls: bool = False
+    upstream_tls: ssl.SSLContext | None = None
+    gated: bool = False
+    gate_token: str | None = None
+
+    def proxy_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+    def proxy_headers(self) -> list[tuple[str, str]] | None:
+        return [("authorization", f"Bearer {self.gate_token}")] if self.gated and self.gate_token else None
+
+
 async def check_route(name: str, through: HostPort | None, upstreams: tuple[HostPort, ...], level: str, path: str,
-                      timeout_s: float) -> Report:
+                      timeout_s: float, access: RouteAccess = RouteAccess()) -> Report:
     columns: list[Column] = []
     async with trio.open_nursery() as nursery:
         results: dict[int, Column] = {}
 
         async def run(i: int, label: str, target: HostPort) -> None:
-            results[i] = await probe_column(label, target, level, path, timeout_s)
+            if i == 0 and through is not None:  # through the proxy: its TLS and its gate
+                results[i] = await probe_column(label, target, level, path, timeout_s, tls=access.proxy_context(),
+                                                headers=access.proxy_headers(), gated=access.gated)
+            else:
+                results[i] = await probe_column(label, target, level, path, timeout_s, tls=access.upstream_tls)
 
         targets = ([("through proxy", through)] if through else []) + [
             ("direct" if len(upstreams) == 1 else f"direct {u}", u) for u in upstreams]

@@ -60,8 +60,10 @@ async def _stream(connector: Connector, address: HostPort) -> trio.abc.Stream:
     return stream
 
 
-async def http_get(connector: Connector, address: HostPort, path: str) -> HttpResponse:
-    return await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}", path)
+async def http_get(connector: Connector, address: HostPort, path: str,
+                   headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    return await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}", path,
+                            headers=headers)
 
 
 def jsonrpc_replies(response: HttpResponse) -> list[dict[str, Any]]:
@@ -84,9 +86,10 @@ def jsonrpc_replies(response: HttpResponse) -> list[dict[str, Any]]:
 
 
 async def mcp_call(connector: Connector, address: HostPort, path: str, message: dict[str, Any],
-                   session: str | None) -> tuple[HttpResponse, dict[str, Any] | None]:
+                   session: str | None, extra: list[tuple[str, str]] | None = None
+                   ) -> tuple[HttpResponse, dict[str, Any] | None]:
     headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream"),
-               ("mcp-protocol-version", MCP_PROTOCOL_VERSION)]
+               ("mcp-protocol-version", MCP_PROTOCOL_VERSION), *(extra or [])]
     if session:
         headers.append(("mcp-session-id", session))
     response = await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}",
@@ -101,18 +104,21 @@ async def mcp_call(connector: Connector, address: HostPort, path: str, message: 
     raise ProbeFailed(f"http {response.status}" if response.status >= 400 else "mcp no response")
 
 
-async def mcp_ping(connector: Connector, address: HostPort, path: str) -> float:
+async def mcp_ping(connector: Connector, address: HostPort, path: str,
+                   headers: list[tuple[str, str]] | None = None) -> float:
     """initialize + initialized + ping; returns the ping's round trip (s)."""
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": MCP_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}}
-    response, reply = await mcp_call(connector, address, path, init, None)
+    response, reply = await mcp_call(connector, address, path, init, None, headers)
     if reply is None or "error" in reply:
         code = (reply or {}).get("error", {}).get("code", "?")
         raise ProbeFailed(f"mcp error {code}")
     session = response.headers.get("mcp-session-id")
-    await mcp_call(connector, address, path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    await mcp_call(connector, address, path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session,
+                   headers)
     t0 = trio.current_time()
-    _, pong = await mcp_call(connector, address, path, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session)
+    _, pong = await mcp_call(connector, address, path, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session,
+                             headers)
     rtt = trio.current_time() - t0
     if pong is None or "result" not in pong:
         code = (pong or {}).get("error", {}).get("code", "?")
@@ -120,17 +126,20 @@ async def mcp_ping(connector: Connector, address: HostPort, path: str) -> float:
     if session:
         try:
             await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}", path,
-                             method="DELETE", headers=[("mcp-session-id", session)])
+                             method="DELETE", headers=[("mcp-session-id", session), *(headers or [])])
         except (OSError, h11.ProtocolError):
             pass
     return rtt
 
 
-async def ws_ping(connector: Connector, address: HostPort, path: str) -> float:
+async def ws_ping(connector: Connector, address: HostPort, path: str,
+                  headers: list[tuple[str, str]] | None = None) -> float:
     """WebSocket handshake, then one ping; returns the ping's round trip (s)."""
     stream = await _stream(connector, address)
     async with trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(nursery, stream, address.host, path, subprotocols=["mcp"])
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, stream, address.host, path, subprotocols=["mcp"],
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers or []])
         try:
             t0 = trio.current_time()
             await ws.ping(b"mcp-sidecar")
