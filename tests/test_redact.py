@@ -59,16 +59,19 @@ def test_log_formatters_scrub_fields() -> None:
     logs.configure("text", "warning")
 
 
-@given(st.text(alphabet=st.sampled_from(list('abcdefghijklmnopqrstuvwxyzABZ0189 ":={}[],-_.')) , max_size=80),
+@given(st.text(alphabet=st.sampled_from(list('abcdefghijklmnopqrstuvwxyzABZ0189 ":={}[],-_.İ')), max_size=80),
        st.sampled_from(["", "Bearer abc.def", "token=x1", '"apiKey": "k"', "Cookie: a=b", "x-api-key: v",
-                        '"client_secret":"s"', "passwd", "Basic Zm9vOmJhcg==", "mcp_sidecar_0123456789ab=v"]))
+                        '"client_secret":"s"', "passwd", "Basic Zm9vOmJhcg==", "mcp_sidecar_0123456789ab=v",
+                        "BASİC Zm9vOmJhcg==", "COOKİE: a", "X-APİ-KEY: v", '"PRİVATE_KEY": "k"']))
 def test_redact_json_text_shortcut_changes_nothing(text: str, secret: str) -> None:
-    """The fast path (no hint of a secret: text returned as is) gives what the full path gives."""
-    from mcp_sidecar.redact import _JSON_SECRET_RE, redact_json_text, scrub
+    """The fast paths (no hint of a secret: text returned as is) give what the
+    full patterns give, also where re's IGNORECASE matches "İ" to "i"."""
+    from mcp_sidecar.redact import _JSON_SECRET_RE, _scrub_patterns, redact_json_text, scrub
 
     def full(value: str) -> str:
-        value = scrub(value)
+        value = _scrub_patterns(value)
         return _JSON_SECRET_RE.sub(lambda m: f'"{m.group("name")}"{m.group("sep")}"{REDACTED}"', value)
 
     for sample in (text, text + secret, secret + text):
         assert redact_json_text(sample) == full(sample)
+        assert scrub(sample) == _scrub_patterns(sample)

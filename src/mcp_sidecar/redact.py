@@ -91,8 +91,33 @@ def redact_target(target: str | bytes) -> str:
 _GATE_COOKIE_RE = re.compile(r"(mcp_sidecar_[0-9a-f]{12})=[^;\s\"',]*")
 
 
+def _may_hold(text: str, hints: tuple[str, ...]) -> bool:
+    """Whether ``text`` contains one of ``hints`` (lower-case ASCII), as the
+    case-insensitive patterns would see it; False lets a caller skip them.
+    Non-ASCII text always may: ``re``'s IGNORECASE matches "İ" to "i", which
+    ``str.lower`` turns into two characters."""
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(hint in lowered for hint in hints)
+
+
+#: Every pattern ``scrub`` applies needs one of these: a parameter or cookie
+#: needs "=", a bearer or basic token its word, a header line its name.
+#: Substring tests, not a regular expression: an alternation regex scans
+#: ~10x slower.
+_SCRUB_HINTS = ("=", "bearer", "basic", *sorted(SECRET_HEADERS))
+
+
 def scrub(text: str) -> str:
     """Remove secrets from free text (log lines, error messages)."""
+    if not _may_hold(text, _SCRUB_HINTS):
+        return text
+    return _scrub_patterns(text)
+
+
+def _scrub_patterns(text: str) -> str:
+    """``scrub`` without the shortcut: every pattern applied."""
     if "=" in text:
         text = _redact_params(text)
         text = _GATE_COOKIE_RE.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
@@ -123,20 +148,18 @@ _JSON_SECRET_RE = re.compile(
     r'credentials?|private[-_]?key)[A-Za-z0-9_-]*)"(?P<sep>\s*:\s*)"(?:[^"\\]|\\.)*"?')
 
 
-#: Every pattern ``redact_json_text`` applies needs one of these (in lower
-#: case): text without any (most tool arguments and results) is returned as
-#: it is.  Substring tests, not a regular expression: an alternation regex
-#: scans ~10x slower.
-_SECRET_HINTS = ("=", "bearer", "basic", "auth", "cookie", "apikey", "api-key", "api_key", "token", "secret",
-                 "passw", "credential", "private")
+#: What a member name ``_JSON_SECRET_RE`` matches must contain.
+_JSON_SECRET_HINTS = ("token", "secret", "passw", "apikey", "api-key", "api_key", "authorization", "cookie",
+                      "credential", "private")
 
 
 def redact_json_text(text: str) -> str:
     """JSON text a peer sent (MCP params and results shown by the tap):
     ``scrub``, then the string value of every member whose name says it is
-    a secret.  Works on truncated JSON too (an unterminated value is cut)."""
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _SECRET_HINTS):
-        return text
+    a secret.  Works on truncated JSON too (an unterminated value is cut).
+    Text without a hint of a secret (most tool arguments and results) is
+    returned after two scans."""
     text = scrub(text)
+    if not _may_hold(text, _JSON_SECRET_HINTS):
+        return text
     return _JSON_SECRET_RE.sub(lambda m: f'"{m.group("name")}"{m.group("sep")}"{REDACTED}"', text)
