@@ -60,6 +60,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _net import free_port, wait_listening  # benchmarks/ is the script's directory
+
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 ONE_KB = b"x" * 1024
@@ -70,23 +72,6 @@ WORKLOADS = ("rtt", "upload", "bidir", "http-ka-1", "http-ka-50", "churn-1", "ch
 
 
 # --- upstreams --------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class Upstreams:
@@ -100,7 +85,7 @@ class Upstreams:
             self.ports[name] = int(proc.stdout.readline())  # type: ignore[union-attr]
             self.procs.append(proc)
         self.ports["sink"] = self._sink()
-        self.ports["http"] = _free_port()
+        self.ports["http"] = free_port()
         conf = work / "nginx.conf"
         conf.write_text(f"""
 worker_processes 1;
@@ -120,7 +105,7 @@ http {{
 """)
         self.procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-g",
                                             "daemon off;"], stderr=subprocess.DEVNULL))
-        _wait_listening(self.ports["http"])
+        wait_listening(self.ports["http"])
 
     @staticmethod
     def _sink() -> int:
@@ -185,7 +170,7 @@ class Forwarder:
 
 
 def _specs(up: Upstreams) -> tuple[dict[str, int], list[str]]:
-    ports = {name: _free_port() for name in up.ports}
+    ports = {name: free_port() for name in up.ports}
     return ports, [f"{ports[n]}:127.0.0.1:{up.ports[n]}" for n in up.ports]
 
 
@@ -195,7 +180,7 @@ def start_python(name: str, script: str, up: Upstreams, pin: bool) -> Forwarder:
                             preexec_fn=_pinner(pin))
     proc.stdout.readline()  # type: ignore[union-attr]
     for port in ports.values():
-        _wait_listening(port)
+        wait_listening(port)
     return Forwarder(name, ports, [proc])
 
 
@@ -208,7 +193,7 @@ def start_socat(up: Upstreams, pin: bool) -> Forwarder | None:
                                f"TCP:127.0.0.1:{up.ports[n]},nodelay"], stderr=subprocess.DEVNULL,
                               preexec_fn=_pinner(pin)) for n in up.ports]
     for port in ports.values():
-        _wait_listening(port)
+        wait_listening(port)
     return Forwarder("socat", ports, procs)
 
 
@@ -225,7 +210,7 @@ def start_haproxy(up: Upstreams, work: Path, pin: bool) -> Forwarder | None:
     conf.write_text("\n".join(lines))
     proc = subprocess.Popen([haproxy, "-db", "-f", str(conf)], stderr=subprocess.DEVNULL, preexec_fn=_pinner(pin))
     for port in ports.values():
-        _wait_listening(port)
+        wait_listening(port)
     return Forwarder("haproxy", ports, [proc])
 
 
@@ -234,9 +219,9 @@ def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool
                   extra: list[str] | None = None) -> Forwarder:
     """``http_route``: extra settings of the HTTP route only (TLS, the gate);
     ``extra``: more TOML (an [observe] section)."""
-    ports = {n: _free_port() for n in up.ports}
+    ports = {n: free_port() for n in up.ports}
     conf = work / f"{name}.toml"
-    lines = ['[admin]', f'listen = "127.0.0.1:{_free_port()}"', "", *(extra or [])]
+    lines = ['[admin]', f'listen = "127.0.0.1:{free_port()}"', "", *(extra or [])]
     if protocol != "auto":
         lines += ["[defaults]", f'protocol = "{protocol}"', ""]
     for n in up.ports:
@@ -252,7 +237,7 @@ def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool
                              state_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             preexec_fn=_pinner(pin))
     for port in ports.values():
-        _wait_listening(port)
+        wait_listening(port)
     forwarder = Forwarder(name, ports, [proc], state_dir)
     forwarder.admin = lines[1].split('"')[1]  # type: ignore[attr-defined]
     return forwarder

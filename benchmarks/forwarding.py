@@ -30,6 +30,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from _net import free_port, wait_listening  # benchmarks/ is the script's directory
+
 CHUNK = 1024 * 1024
 MSG = 64
 
@@ -106,21 +108,6 @@ def _servers_main(ports: "multiprocessing.Queue[dict[str, int]]") -> None:
 # --- forwarders ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @dataclass
@@ -143,7 +130,7 @@ def start_sidecar(upstream: dict[str, int], state_dir: str, name: str = "mcp-sid
                   src: str | None = None) -> Path_:
     """The supervised sidecar, as deployed (the data path is the worker's);
     ``src``: run the package from another source tree (an A/B comparison)."""
-    ports = {n: _free_port() for n in upstream}
+    ports = {n: free_port() for n in upstream}
     args = [sys.executable, "-m", "mcp_sidecar", "run", "--log-level", "warning", "--admin", "127.0.0.1:0",
             "--state-dir", state_dir]
     for n, up in upstream.items():
@@ -152,7 +139,7 @@ def start_sidecar(upstream: dict[str, int], state_dir: str, name: str = "mcp-sid
     # Pinned before exec, so the supervisor's workers inherit the core.
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, preexec_fn=lambda: _pin(0, 1), env=env)
     for port in ports.values():
-        _wait_listening(port)
+        wait_listening(port, 15.0)
     return Path_(name, ports, [proc])
 
 
@@ -160,7 +147,7 @@ def start_socat(upstream: dict[str, int]) -> Path_ | None:
     socat = shutil.which("socat")
     if socat is None:
         return None
-    ports = {name: _free_port() for name in upstream}
+    ports = {name: free_port() for name in upstream}
     procs = [
         subprocess.Popen([socat, f"TCP-LISTEN:{ports[n]},bind=127.0.0.1,fork,reuseaddr", f"TCP:127.0.0.1:{up}"],
                          stderr=subprocess.DEVNULL)
@@ -169,7 +156,7 @@ def start_socat(upstream: dict[str, int]) -> Path_ | None:
     for p in procs:
         _pin(p.pid, 1)  # inherited by the per-connection children
     for port in ports.values():
-        _wait_listening(port)
+        wait_listening(port, 15.0)
     return Path_("socat", ports, procs)
 
 

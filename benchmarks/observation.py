@@ -40,6 +40,8 @@ import urllib.request
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
+from _net import free_port  # benchmarks/ is the script's directory
+
 BODY = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
 REQUEST = (b"POST /mcp HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: "
            + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
@@ -112,16 +114,10 @@ def _upstreams(queue) -> None:
     threading.Event().wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_sidecar(name: str, protocol: str, share: float | None,
                   ports: dict[str, int]) -> tuple[subprocess.Popen, dict[str, int], int]:
-    listen = {route: _free_port() for route in ports}
-    admin = _free_port()
+    listen = {route: free_port() for route in ports}
+    admin = free_port()
     directory = tempfile.mkdtemp(prefix=f"mcp-sidecar-obs-{name}-")
     config = os.path.join(directory, "sidecar.toml")
     with open(config, "w") as f:

@@ -101,7 +101,7 @@ def test_check_asks_the_running_instance_and_never_connects_to_a_wildcard(superv
                 assert through["steps"][-1]["detail"].startswith("200 in ")
             missing = await trio.to_thread.run_sync(lambda: run_proxyctl("check", "nope", "--state-dir", state))
             assert missing.returncode == 2
-            assert f"no route 'nope' in the running instance" in _one_line_error(missing)
+            assert "no route 'nope' in the running instance" in _one_line_error(missing)
             assert f"port-{port}" in missing.stderr
             nursery.cancel_scope.cancel()
 

@@ -22,11 +22,11 @@ from typing import Any
 import click
 import trio
 
-from ..config.addresses import AddressSyntaxError, HostPort, parse_hostport
+from ..config.addresses import AddressSyntaxError, HostPort, dialable, parse_hostport
 from ..config.defaults import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_LISTEN
 from ..errors import EXIT_NOT_RUNNING, LocalError
 from ..net.http import ClientExchange, request
-from ..supervise.control import NotRunning, send_command
+from ..supervise.control import status_if_running
 
 REQUEST_TIMEOUT_S = 5.0
 
@@ -52,21 +52,13 @@ def resolve_admin(address: str | None, state_dir: Path) -> HostPort:
     """The admin endpoint to talk to."""
     text = address
     if text is None:
-        try:
-            reported = send_command(state_dir, "status").get("admin")
-        except (NotRunning, OSError, ValueError):
-            reported = None
-        text = reported or DEFAULT_ADMIN_LISTEN
+        running = status_if_running(state_dir)
+        text = (running or {}).get("admin") or DEFAULT_ADMIN_LISTEN
     text = text.removeprefix("http://").rstrip("/")
     try:
-        target = parse_hostport(text)
+        return dialable(parse_hostport(text))
     except AddressSyntaxError as exc:
         raise LocalError(f"--admin {address!r}: {exc}") from None
-    if target.host in ("0.0.0.0", ""):
-        return HostPort("127.0.0.1", target.port)
-    if target.host == "::":
-        return HostPort("::1", target.port)
-    return target
 
 
 def _headers(token: str | None) -> list[tuple[str, str]]:

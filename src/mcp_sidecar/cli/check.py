@@ -12,7 +12,7 @@ from typing import Any
 import click
 import trio
 
-from ..config.addresses import NONLOOPBACK, HostPort, parse_hostport
+from ..config.addresses import NONLOOPBACK, HostPort, dialable, parse_hostport
 from ..config.defaults import GATE_TOKEN_ENV
 from ..config.model import RouteSettings
 from ..config.parse import build_config
@@ -20,7 +20,7 @@ from ..config.tls import client_context
 from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
-from ..supervise.control import NotRunning, send_command
+from ..supervise.control import status_if_running
 from .banner import route_origins, v2_environment
 from .diagnose import RouteAccess, check_inspector_v2, check_route, check_url
 from .options import RouteSource, reports_errors, resolve_state_dir, state_dir_option, with_route_options
@@ -53,7 +53,7 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
         except ValueError as exc:
             raise ConfigError("check", "TARGET", str(exc)) from None
     else:
-        running = _running_status(resolve_state_dir(state_dir))
+        running = status_if_running(resolve_state_dir(state_dir))
         live = {r["name"]: r["listen"] for r in running.get("routes", [])} if running else {}
         explicit = bool(routes.config_path or routes.forwards or routes.profile)
         if running and not explicit:
@@ -133,35 +133,18 @@ class _Named:
     listen: tuple[HostPort, ...]
 
 
-def _running_status(directory: Path) -> dict[str, Any] | None:
-    """The running supervisor's status, or None."""
-    try:
-        return send_command(directory, "status", timeout_s=5)
-    except (NotRunning, OSError, ValueError):
-        return None
-
-
-def _loopback_for(addr: HostPort) -> HostPort:
-    """A wildcard listen address is reached on loopback (never "connect to 0.0.0.0")."""
-    if addr.host in ("0.0.0.0", ""):
-        return HostPort("127.0.0.1", addr.port)
-    if addr.host == "::":
-        return HostPort("::1", addr.port)
-    return addr
-
-
 def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
     """Where a client reaches the route: the running proxy's address, else the config's."""
 
     if live.get(route.name):
-        return _loopback_for(parse_hostport(live[route.name][0]))
+        return dialable(parse_hostport(live[route.name][0]))
     addr = route.listen[0]
     if not addr.port:
         return None
     if addr.host == NONLOOPBACK:
         hosts = nonloopback_addresses()
         return HostPort(hosts[0], addr.port) if hosts else None
-    return _loopback_for(addr)
+    return dialable(addr)
 
 
 

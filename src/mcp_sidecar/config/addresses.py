@@ -65,6 +65,17 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def dialable(addr: HostPort) -> HostPort:
+    """Where a client on this host reaches a listener bound to ``addr``: a
+    wildcard (``0.0.0.0``, ``::``) on the loopback address of its family,
+    never the wildcard itself."""
+    if addr.host in ("0.0.0.0", ""):
+        return HostPort("127.0.0.1", addr.port)
+    if addr.host == "::":
+        return HostPort("::1", addr.port)
+    return addr
+
+
 def bracket(host: str) -> str:
     """``::1`` -> ``[::1]``; names and IPv4 are returned unchanged."""
     return f"[{host}]" if ":" in host else host

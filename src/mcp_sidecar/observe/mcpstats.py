@@ -23,11 +23,11 @@ Rules this module keeps:
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict, deque
 from typing import Any
 
 from .events import McpOutcome
+from .quality import quantile
 
 #: The sliding window of the quantiles and rates, seconds.
 WINDOW_S = 60.0
@@ -45,15 +45,6 @@ def session_ref(key: str) -> str:
     if key.startswith("conn:"):
         return key
     return "s-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-
-
-def quantile(ordered: list[float], q: float) -> float:
-    """The ``q`` quantile of sorted values (linear interpolation); 0 if none."""
-    if not ordered:
-        return 0.0
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def latency_summary(latencies: list[float]) -> dict[str, float | None]:

@@ -34,7 +34,8 @@ Z_WARNING, Z_CRITICAL = 2.5, 3.0
 RECONNECTS_PENALTY_ABOVE = 5
 
 
-def _percentile(ordered: list[float], q: float) -> float:
+def quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (linear interpolation); 0 if none."""
     if not ordered:
         return 0.0
     k = (len(ordered) - 1) * q
@@ -141,9 +142,9 @@ class Quality:
             "source": self.source,
             "samples": n,
             "avg_ms": round(avg * ms, 3),
-            "p50_ms": round(_percentile(ordered, 0.5) * ms, 3),
-            "p95_ms": round(_percentile(ordered, 0.95) * ms, 3),
-            "p99_ms": round(_percentile(ordered, 0.99) * ms, 3),
+            "p50_ms": round(quantile(ordered, 0.5) * ms, 3),
+            "p95_ms": round(quantile(ordered, 0.95) * ms, 3),
+            "p99_ms": round(quantile(ordered, 0.99) * ms, 3),
             "stddev_ms": round(stddev * ms, 3),
             "cv": round(cv, 3),
             "error_rate": round(error_rate, 4),

@@ -61,6 +61,15 @@ def send_command(state_dir: Path, command: str, timeout_s: float = CONTROL_TIMEO
     return json.loads(data)
 
 
+def status_if_running(state_dir: Path, timeout_s: float = 5.0) -> dict[str, Any] | None:
+    """The running supervisor's status, or None when none answers (for
+    commands that use the running instance when there is one)."""
+    try:
+        return send_command(state_dir, "status", timeout_s=timeout_s)
+    except (NotRunning, OSError, ValueError):
+        return None
+
+
 # --- the supervisor's side -------------------------------------------------------------
 
 
