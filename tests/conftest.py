@@ -44,6 +44,31 @@ FAULT_SCALE = float(os.environ.get("MCP_SIDECAR_FAULT_SCALE", "1"))
 def scaled(n: float) -> int:
     """``n`` at the fault suite's scale (an int, at least 1)."""
     return max(1, int(n * FAULT_SCALE))
+
+
+#: Under CI=true every test must run: a skip there is a failure (a test that
+#: skips in CI checks nothing; scripts/test installs the tools tests need).
+IN_CI = os.environ.get("CI") == "true"
+_skipped_in_ci: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped_in_ci.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _skipped_in_ci and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _skipped_in_ci:
+        terminalreporter.write_line(f"CI=true: {len(_skipped_in_ci)} test(s) skipped, which fails the run "
+                                    "(every test must run in CI):", red=True)
+        for line in _skipped_in_ci:
+            terminalreporter.write_line(f"  {line}", red=True)
 @pytest.fixture(autouse=True)
 def fresh_log_limiter(monkeypatch):
     """Each test starts with empty log rate-limit windows (the limiter is
