@@ -472,3 +472,48 @@ def supervised(proxy_process, tmp_path):
         return Supervised(proc, directory, config)
 
     return start
+
+
+# --- hosts' resources the tests take away: a small filesystem -------------------------------
+
+#: Root is needed to mount a filesystem or make network namespaces; CI runs as root.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a tmpfs mount or a network namespace); "
+                                                          "CI runs as root and runs it")
+
+
+@dataclass
+class SmallFs:
+    """A tmpfs of a few hundred KiB mounted for one test: fill it, make it
+    read-only, give the space back."""
+
+    path: Path
+
+    def fill(self) -> None:
+        """Write until the filesystem is full (ENOSPC)."""
+        import errno as _errno
+
+        fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == _errno.ENOSPC, exc
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        (self.path / "filler").unlink(missing_ok=True)
+
+    def remount(self, mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True, timeout=10)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    path = tmp_path / "smallfs"
+    path.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(path)], check=True, timeout=10)
+    try:
+        yield SmallFs(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=10)

@@ -48,7 +48,7 @@ def test_an_empty_config_file_is_an_error_not_the_inspector_profile(tmp_path: Pa
     assert ok.returncode == 0 and [r["name"] for r in json.loads(ok.stdout)["config"]["route"]] == ["port-18080"]
     valid = run_proxyctl("config", "validate", str(ROOT / "deploy" / "sidecar.toml"), "--json")
     assert json.loads(valid.stdout) == {"ok": True, "file": str(ROOT / "deploy" / "sidecar.toml"),
-                                        "routes": ["inspector-ui", "inspector-proxy"]}
+                                        "routes": ["inspector-ui", "inspector-proxy"], "warnings": []}
 
 
 def test_commands_on_a_stopped_service(tmp_path: Path) -> None:

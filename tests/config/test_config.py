@@ -243,7 +243,7 @@ def test_tls_and_access_settings_are_validated_naming_the_field(tmp_path) -> Non
     cases = [
         ({"tls_cert": str(files.cert)}, r"route\[1\]\.tls_key: missing: tls_cert and tls_key go together"),
         ({"tls_cert": str(tmp_path / "nope.pem"), "tls_key": str(files.key)},
-         r"route\[1\]\.tls_cert: cannot load the certificate chain and key: file not found"),
+         r"route\[1\]\.tls_cert: cannot read " + str(tmp_path / "nope.pem") + ": file not found"),
         ({"tls_cert": str(files.ca_file), "tls_key": str(files.key)}, r"route\[1\]\.tls_(cert|key): cannot load"),
         ({"tls_client_ca": str(files.ca_file)}, r"route\[1\]\.tls_client_ca: needs tls_cert and tls_key"),
         ({"upstream_tls_ca": str(files.ca_file)}, r"route\[1\]\.upstream_tls_ca: needs upstream_tls = true"),

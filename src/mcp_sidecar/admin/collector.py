@@ -96,6 +96,9 @@ class RuntimeCollector(Collector):
             "mcp_sidecar_observer_bodies_too_large",
             "JSON bodies larger than the observer reads (1 MiB): counted, not parsed; forwarding unaffected.",
             labels=["route"])
+        expiry = GaugeMetricFamily("mcp_sidecar_tls_cert_expiry_timestamp_seconds",
+                                   "When the certificate a TLS route presents stops being valid (its notAfter, "
+                                   "unix time).", labels=["route"])
         shed = CounterMetricFamily("mcp_sidecar_observer_shed",
                                    "Connections forwarded unobserved because observation was over its CPU "
                                    "budget (observe_cpu_share).", labels=["route"])
@@ -109,6 +112,8 @@ class RuntimeCollector(Collector):
             memory_exhausted.add_metric([name], st.observer_memory_exhausted)
             bugs.add_metric([name], rt.observation.bugs)
             too_large.add_metric([name], rt.observation.bodies_too_large)
+            if st.tls_cert_expires_unix is not None:
+                expiry.add_metric([name], st.tls_cert_expires_unix)
             if rt.config.settings.gate != "off":
                 for result in _known_first(GATE_RESULTS, rt.gate_results):
                     gate.add_metric([name, result], rt.gate_results.get(result, 0))
@@ -135,7 +140,7 @@ class RuntimeCollector(Collector):
             streams.add_metric([name], tracker.streams_open + rt.observation.open_streams)
         yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
                     opened, connecting, mcp_active, worst, progress, streams, observe_s, shed, memory_exhausted, bugs,
-                    too_large, gate)
+                    too_large, gate, expiry)
         exhausted = CounterMetricFamily(
             "mcp_sidecar_local_resource_exhausted",
             "Times this worker ran out of a local resource (descriptors, buffers, memory), by where it happened; "
@@ -169,6 +174,16 @@ class RuntimeCollector(Collector):
         for cause in WORKER_RESTART_CAUSES:
             restarts.add_metric([cause], counts.get(cause, 0))
         yield restarts
+        state = facts.get("state_dir") or {}
+        writable = GaugeMetricFamily("mcp_sidecar_state_writable",
+                                     "1 while the supervisor's state directory takes writes (counters, events), "
+                                     "0 while it does not (full, read-only, I/O errors); forwarding is unaffected.")
+        writable.add_metric([], 1 if state.get("writable", True) else 0)
+        yield writable
+        write_failures = CounterMetricFamily("mcp_sidecar_state_write_failures",
+                                             "Writes of the supervisor's state directory that failed (retried).")
+        write_failures.add_metric([], state.get("write_failures", 0))
+        yield write_failures
         info = GaugeMetricFamily("mcp_sidecar_build_info", "Version information; the value is always 1.",
                                  labels=["version", "python"])
         info.add_metric([__version__, platform.python_version()], 1)

@@ -20,6 +20,7 @@ import trio
 
 from .. import __version__
 from ..config.profiles import exposure_warnings
+from ..config.tls import certificate_warnings
 from ..health.breaker import BreakerState
 from ..forward.proxy import Proxy
 from ..forward.state import RouteState
@@ -36,6 +37,8 @@ def readiness(proxy: Proxy) -> list[str]:
         name = rt.config.name
         if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
             reasons.append(f"route {name}: not listening")
+        if rt.unusable is not None:
+            reasons.append(f"route {name}: {rt.unusable}")
         health = rt.health
         if not rt.config.settings.required:
             continue
@@ -82,6 +85,8 @@ class RouteStatus:
     observer_seconds: float
     observer_shed: int
     observer_memory_exhausted: int
+    #: The end of validity of the route's certificate (unix time), on a TLS route.
+    tls_cert_expires_unix: float | None = None
 
     @classmethod
     def of(cls, rt: RouteState, now: float, started_unix: float = 0.0) -> "RouteStatus":
@@ -97,7 +102,8 @@ class RouteStatus:
             connections_closed={str(k): v for k, v in rt.ended.items()},
             upstream_connect_failures=dict(rt.connector.failures), bytes_client_to_upstream=c2u,
             bytes_upstream_to_client=u2c, observer_seconds=round(rt.observation.observe_s, 6),
-            observer_shed=rt.observation.shed, observer_memory_exhausted=rt.observation.memory_exhausted)
+            observer_shed=rt.observation.shed, observer_memory_exhausted=rt.observation.memory_exhausted,
+            tls_cert_expires_unix=rt.config.tls.cert_not_after_unix)
 
     def as_json(self) -> dict[str, Any]:
         """The worker API's view (``/api/status``)."""
@@ -111,7 +117,8 @@ class RouteStatus:
                 "bytes_client_to_upstream": self.bytes_client_to_upstream,
                 "bytes_upstream_to_client": self.bytes_upstream_to_client,
                 "observer_seconds": self.observer_seconds, "observer_shed": self.observer_shed,
-                "observer_memory_exhausted": self.observer_memory_exhausted}
+                "observer_memory_exhausted": self.observer_memory_exhausted,
+                "tls_cert_expires_unix": self.tls_cert_expires_unix}
 
 
 def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | None]:
@@ -121,6 +128,8 @@ def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | N
         return "not_listening", None, "not listening"
     if rt.draining:
         return "draining", None, "draining: shutting down"
+    if rt.unusable is not None:
+        return "down", None, rt.unusable
     if health.enabled and health.state is False:
         return "down", health.since_unix, f"upstream {rt.config.upstream_text} is down ({health.last_result})"
     if breaker.state is BreakerState.OPEN:
@@ -143,6 +152,7 @@ def status(proxy: Proxy) -> dict[str, Any]:
     now = time.time()
     routes = [r.as_json() for r in route_statuses(proxy)]
     reasons = readiness(proxy)
+    facts = proxy.supervisor_facts()
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -151,8 +161,10 @@ def status(proxy: Proxy) -> dict[str, Any]:
         "draining": proxy.draining,
         "ready": not reasons,
         "reasons": reasons,
-        "warnings": exposure_warnings(proxy.config),
-        "supervisor": proxy.supervisor_facts(),
+        "warnings": exposure_warnings(proxy.config) + certificate_warnings(proxy.config),
+        # Problems that do not stop forwarding (readiness is not affected).
+        "problems": supervision_problems(facts),
+        "supervisor": facts,
         "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
         "observation_memory": proxy.observe_memory.as_json(),
         "local_exhaustion": proxy.exhaustion.as_json(trio.current_time()),
@@ -160,6 +172,15 @@ def status(proxy: Proxy) -> dict[str, Any]:
     }
 
 
+
+
+def supervision_problems(facts: dict[str, Any] | None) -> list[str]:
+    """What the supervisor's facts say is wrong without affecting forwarding."""
+    state = (facts or {}).get("state_dir") or {}
+    if state.get("writable", True):
+        return []
+    return [f"the supervisor's state directory does not take writes ({state.get('error')}): counters and events "
+            "are kept in memory and saved when it does again"]
 
 
 def mcp_view(proxy: Proxy, now: float, route: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import socket
 from ..config.addresses import bracket
 from ..config.model import ProxyConfig, RouteConfig
 from ..config.profiles import exposure_notices, exposure_warnings
+from ..config.tls import certificate_warnings
 from ..net.gate import TOKEN_PARAM
 from ..net.listeners import BoundListener
 from ..net.netinfo import nonloopback_addresses
@@ -74,7 +75,7 @@ def notice_lines(config: ProxyConfig) -> list[str]:
 
 def warning_lines(config: ProxyConfig) -> list[str]:
     """What is exposed without protection because the operator said so."""
-    return [f"WARNING: {warning}" for warning in exposure_warnings(config)]
+    return [f"WARNING: {warning}" for warning in exposure_warnings(config) + certificate_warnings(config)]
 
 
 def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:

@@ -16,7 +16,7 @@ from ..config.addresses import NONLOOPBACK, HostPort, dialable, parse_hostport
 from ..config.defaults import GATE_TOKEN_ENV
 from ..config.model import RouteSettings
 from ..config.parse import build_config
-from ..config.tls import client_context
+from ..config.tls import client_context, client_context_from_files
 from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
@@ -109,7 +109,7 @@ class _RunningRoute:
     def of_config(cls, route: Any) -> "_RunningRoute":
         s = route.settings
         token = os.environ.get(GATE_TOKEN_ENV) or (s.gate_token if s.gate_token_source == "config" else None)
-        access = RouteAccess(tls=s.tls_cert is not None, upstream_tls=client_context(s), gated=s.gate != "off",
+        access = RouteAccess(tls=s.tls_cert is not None, upstream_tls=client_context(s, route.tls), gated=s.gate != "off",
                              gate_token=token)
         return cls(route.name, route.upstreams, s.health_check, s.health_path, route, access)
 
@@ -118,7 +118,7 @@ class _RunningRoute:
         upstreams = tuple(parse_hostport(u) for u in status.get("upstreams") or [status["upstream"]])
         listen = tuple(parse_hostport(a, allow_zero_port=True) for a in status["listen"])
         upstream_tls = status.get("upstream_tls")
-        context = client_context(RouteSettings(
+        context = client_context_from_files(RouteSettings(
             upstream_tls=True, upstream_tls_ca=upstream_tls["ca"], upstream_tls_name=upstream_tls["name"],
             upstream_tls_verify=upstream_tls["verify"])) if upstream_tls else None
         access = RouteAccess(tls=bool(status.get("tls")), upstream_tls=context, gated=bool(status.get("gate")),

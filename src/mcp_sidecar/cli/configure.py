@@ -8,6 +8,7 @@ import click
 
 from ..config.parse import build_config, load_config_file
 from ..config.render import effective_document, render_toml
+from ..config.tls import certificate_warnings
 from .options import RouteSource, reports_errors, with_route_options
 
 
@@ -23,10 +24,14 @@ def config() -> None:
 def config_validate(file: str, as_json: bool) -> None:
     """Check FILE; print a summary, exit 2 with the reason if invalid."""
     cfg = build_config(load_config_file(file), source=file, from_file=True)
+    warnings = certificate_warnings(cfg)
     if as_json:
-        click.echo(json.dumps({"ok": True, "file": file, "routes": [r.name for r in cfg.routes]}, indent=1))
+        click.echo(json.dumps({"ok": True, "file": file, "routes": [r.name for r in cfg.routes],
+                               "warnings": warnings}, indent=1))
         return
     click.echo(f"{file}: ok ({len(cfg.routes)} route{'s' if len(cfg.routes) != 1 else ''})")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @config.command("show")

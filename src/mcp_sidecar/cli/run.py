@@ -27,6 +27,7 @@ from .. import __version__, logs
 from ..config.addresses import beyond_loopback
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
+from ..config.tls import certificate_warnings
 from ..config.values import parse_admin_listen, parse_duration
 from ..errors import ConfigError
 from ..admin.server import AdminServer
@@ -76,6 +77,8 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
     logs.configure(log_format, log_level)
     for warning in exposure_warnings(config):
         log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
+    for warning in certificate_warnings(config):
+        log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
     admin = config.admin
     if admin.listen is not None and beyond_loopback(admin.listen.host) and admin.token is None:
         log(logger, logging.WARNING, "admin.exposed_without_token", address=str(admin.listen),

@@ -121,6 +121,22 @@ class SupervisorConfig:
 
 
 @dataclass(frozen=True)
+class TlsMaterial:
+    """What a route's TLS files held when the configuration was loaded (and
+    validated): workers build their contexts from these bytes, never from
+    the files, so a file broken on disk later cannot stop a worker from
+    starting with the configuration that loaded (config/tls.py).  Key
+    material: never in a repr, a log or a view."""
+
+    cert_chain: bytes | None = field(default=None, repr=False)
+    key: bytes | None = field(default=None, repr=False)
+    client_ca: bytes | None = field(default=None, repr=False)
+    upstream_ca: bytes | None = field(default=None, repr=False)
+    #: The leaf certificate's end of validity (unix time), for expiry warnings.
+    cert_not_after_unix: float | None = None
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     """One route: its name, where it listens, its upstreams in order of preference, its settings."""
 
@@ -129,6 +145,8 @@ class RouteConfig:
     #: In order of preference: the first reachable one gets the connection.
     upstreams: tuple[HostPort, ...]
     settings: RouteSettings = field(default_factory=RouteSettings)
+    #: The TLS files' contents as loaded with this configuration.
+    tls: TlsMaterial = field(default_factory=TlsMaterial, repr=False, compare=False)
 
     @property
     def upstream(self) -> HostPort:

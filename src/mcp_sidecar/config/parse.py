@@ -43,7 +43,7 @@ from .model import AdminConfig, ObserveConfig, ProxyConfig, RouteConfig, RouteSe
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
 from .values import (boolean, choice, cpu_share, file_path, fraction, int_in, networks, parse_admin_listen, parse_duration,
                      positive_duration, secret_token, format_duration, server_name, size_at_least, url_path, webhook_url)
-from .tls import TlsSettingsError, client_context, server_context
+from .tls import TlsSettingsError, load_material
 from ..errors import ConfigError
 
 #: TOML key -> (RouteSettings attribute, parser).
@@ -202,14 +202,13 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
     settings = _apply_settings(source, prefix, defaults, table)
     if settings.health_interval_s and settings.health_interval_max_s < settings.health_interval_s:
         raise ConfigError(source, f"{prefix}health_interval_max", "must not be shorter than health_interval")
-    try:  # loads the files now: a bad certificate is a config error, not a worker crash
-        server_context(settings)
-        client_context(settings)
+    try:  # loads the files now: a bad certificate is a config error, and workers start from these bytes
+        tls = load_material(settings)
     except TlsSettingsError as exc:
         raise ConfigError(source, f"{prefix}{exc.field}", str(exc)) from None
     if settings.gate != "off" and settings.protocol == "tcp":
         raise ConfigError(source, f"{prefix}gate", 'needs HTTP: protocol = "tcp" carries bytes it cannot read')
-    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings)
+    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings, tls=tls)
 
 
 #: The token of gated routes that set none, generated once per process: a

@@ -26,8 +26,8 @@ import trio
 
 from .. import logs
 from ..config.addresses import format_sockaddr
-from ..config.model import ProxyConfig
-from ..config.tls import client_context, server_context
+from ..config.model import ProxyConfig, RouteConfig
+from ..config.tls import TlsSettingsError, client_context, server_context
 from ..health.breaker import CircuitBreaker
 from ..health.checks import route_health, run_checks
 from ..logs import log
@@ -83,12 +83,13 @@ class Proxy:
         for route in config.routes:
             s = route.settings
             health = route_health(route)
+            tls_server, tls_client, unusable = self._tls(route)
             self.routes.append(
                 RouteState(
                     config=route,
                     listeners=[l for l in listeners if l.route is route],
                     connector=Connector(route.upstreams, s.connect_timeout_s, s.connect_retry_window_s,
-                                        s.max_connecting, health.preferred, tls=client_context(s),
+                                        s.max_connecting, health.preferred, tls=tls_client,
                                         tls_name=s.upstream_tls_name),
                     scratch=self._scratch.view(s.buffer_bytes),
                     metrics=self.metrics.for_route(route.name),
@@ -100,9 +101,9 @@ class Proxy:
                         request_log=RequestLogPolicy(s.request_log_sample, s.request_log_rate)
                         if s.request_log else None, tap_max_bytes=config.observe.tap_max_bytes),
                     exhaustion=self.exhaustion,
-                    # The files are read again here: a reload picks up renewed certificates.
-                    tls_server=server_context(s),
+                    tls_server=tls_server,
                     allowed=tuple(ip_network(n) for n in s.allow),
+                    unusable=unusable,
                 )
             )
         #: Who watches the MCP messages (proxyctl tap, through the admin endpoint).
@@ -113,6 +114,18 @@ class Proxy:
         self._conn_scope: trio.CancelScope | None = None
         self._drain_requested = trio.Event()
         self.stopped = trio.Event()
+
+    @staticmethod
+    def _tls(route: RouteConfig) -> tuple[Any, Any, str | None]:
+        """The route's TLS contexts, built from the bytes the configuration
+        loaded (never the files: see config/tls.py); if even that fails, the
+        route is unusable -- it refuses its clients, every other route serves."""
+        try:
+            return server_context(route.settings, route.tls), client_context(route.settings, route.tls), None
+        except TlsSettingsError as exc:
+            reason = f"TLS unavailable ({exc.field}: {exc})"
+            log(logger, logging.ERROR, "route.unusable", route=route.name, reason=reason)
+            return None, None, reason
 
     def connection(self, conn_id: int) -> tuple[RouteState, Connection] | None:
         for rt in self.routes:
@@ -203,7 +216,9 @@ class Proxy:
                     return  # the supervisor shut the listening socket down: a stop
                 raise
             csock.setblocking(False)
-            if not rt.allows(addr[0]):
+            if rt.unusable is not None:
+                self._reject(rt, csock, addr, "route_unusable", detail=rt.unusable)
+            elif not rt.allows(addr[0]):
                 self._reject(rt, csock, addr, "not_allowed")
             elif rt.active + rt.refusing >= max_connections:  # refusals hold a descriptor too
                 self._reject(rt, csock, addr, "max_connections", limit=max_connections)

@@ -206,6 +206,10 @@ class RouteState:
     allowed: tuple[IPv4Network | IPv6Network, ...] = ()
     #: Gate results by kind (net/gate.py), shared by the route's connections.
     gate_results: dict[str, int] = field(default_factory=dict)
+    #: Why this route cannot serve at all in this worker (its TLS material
+    #: would not load), None when it can: its clients are refused, the
+    #: other routes serve.
+    unusable: str | None = None
 
     @property
     def name(self) -> str:

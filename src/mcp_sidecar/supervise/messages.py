@@ -73,6 +73,20 @@ class StopNow:
 
 
 @dataclass(frozen=True, slots=True)
+class StateWriteFacts:
+    """Whether the supervisor's state directory takes writes (counters, events)."""
+
+    writable: bool = True
+    failures: int = 0
+    error: str | None = None
+    failing_since_unix: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"writable": self.writable, "write_failures": self.failures, "error": self.error,
+                "failing_since_unix": self.failing_since_unix}
+
+
+@dataclass(frozen=True, slots=True)
 class SupervisionFacts:
     """What a worker shows of its supervisor (``/api/status``, metrics)."""
 
@@ -81,11 +95,13 @@ class SupervisionFacts:
     restarts: dict[str, int] = field(default_factory=dict)
     consecutive_failures: int = 0
     upstream_connect_failures: dict[str, int] = field(default_factory=dict)
+    state_writes: StateWriteFacts = field(default_factory=StateWriteFacts)
 
     def as_json(self) -> dict[str, Any]:
         return {"supervisor_pid": self.supervisor_pid, "supervisor_uptime_s": self.supervisor_uptime_s,
                 "restarts": dict(self.restarts), "consecutive_failures": self.consecutive_failures,
-                "upstream_connect_failures": dict(self.upstream_connect_failures)}
+                "upstream_connect_failures": dict(self.upstream_connect_failures),
+                "state_dir": self.state_writes.as_json()}
 
 
 @dataclass(frozen=True, slots=True)

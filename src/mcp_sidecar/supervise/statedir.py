@@ -10,7 +10,17 @@ Rules this module keeps:
   mid-write never leaves a torn file; an unreadable file is kept aside as
   ``counters.json.corrupt`` and counting starts again.
 * The directory is created mode 0700 and the control socket is 0600: only
-  the owner (and root) may steer the proxy.
+  the owner (and root) may steer the proxy.  An existing directory is used
+  only if it belongs to this user and nobody else may write into it, and a
+  symbolic link in its place only if this user (or root) made it: another
+  local user could otherwise pre-create ``/tmp/mcp-sidecar-UID`` with links
+  in it and have our files truncated or overwritten (OpenSSH's and
+  systemd's rule for runtime directories).
+* Files are opened with ``O_NOFOLLOW``; temporaries with ``O_EXCL`` under a
+  name nobody can guess, so a planted link is never followed.
+* Writing may fail once running (a full or read-only ``/run``): this module
+  raises ``OSError`` as it comes; keeping the supervisor serving is the
+  ``Ledger``'s business (best effort, counted, retried).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ import errno
 import fcntl
 import json
 import os
+import secrets
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -47,13 +59,76 @@ def default_state_dir() -> Path:
 
 
 def ensure_state_dir(path: Path) -> Path:
+    """Create the state directory (0700) or check the one that is there:
+    refused, in one line, unless it is this user's and only this user's."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LocalError(f"state directory {path} exists and is not a directory") from None
     except OSError as exc:
         raise LocalError(f"cannot create state directory {path}: {exc.strerror}") from None
+    check_state_dir(path)
     if not os.access(path, os.W_OK | os.X_OK):
         raise LocalError(f"state directory {path} is not writable")
     return path
+
+
+def check_state_dir(path: Path) -> None:
+    """Raise ``LocalError`` unless ``path`` is a directory this user owns that
+    no other user may write into (a link to one only if this user or root
+    made the link)."""
+    uid = os.geteuid()
+    try:
+        link = os.lstat(path)
+        target = os.stat(path)
+    except OSError as exc:
+        raise LocalError(f"state directory {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (uid, 0):
+        raise LocalError(f"state directory {path} is a symbolic link made by uid {link.st_uid}, not by this user "
+                         f"(uid {uid}): refusing it; remove it or choose another --state-dir")
+    if not stat.S_ISDIR(target.st_mode):
+        raise LocalError(f"state directory {path} exists and is not a directory")
+    if target.st_uid != uid:
+        raise LocalError(f"state directory {path} belongs to uid {target.st_uid}, not to this user (uid {uid}): "
+                         "refusing it (another user could read or replace its files); remove it or choose "
+                         "another --state-dir")
+    if target.st_mode & 0o022:
+        raise LocalError(f"state directory {path} is writable by other users (mode {stat.S_IMODE(target.st_mode):04o}):"
+                         f" refusing it; chmod 700 {path} or choose another --state-dir")
+
+
+def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` atomically: a new temporary (``O_EXCL``, a random
+    name, never a link) written, synced and renamed over it.  Raises
+    ``OSError`` (nothing half-written is left behind)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_private_file(path: Path, limit: int = 1 << 20) -> bytes:
+    """Read a state file without following a link in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -68,7 +143,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _read_pid(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = read_private_file(path, 64).decode("ascii", "replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -95,7 +170,7 @@ def inspect_pid_file(state_dir: Path) -> PidFileState:
     """Is a supervisor running on this state directory?  Decided by the lock."""
     path = state_dir / PID_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return PidFileState(False, None)
     except OSError:
@@ -122,11 +197,19 @@ class PidLock:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / PID_FILE
         self.replaced_stale: PidFileState | None = None
+        #: Why the PID could not be written into the (locked) file, if it could not.
+        self.write_error: OSError | None = None
         self._fd: int | None = None
 
     def acquire(self) -> None:
         previous = inspect_pid_file(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # The lock is held on a read-only descriptor: a running supervisor keeps
+        # no file of the state directory open for writing (it could not be
+        # remounted read-only, and nothing is written through it anyway).
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise LocalError(f"cannot open the PID file {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -140,10 +223,18 @@ class PidLock:
             raise
         if previous.pid is not None and not previous.running:
             self.replaced_stale = previous
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        os.fsync(fd)
         self._fd = fd
+        # The lock is what says "running"; the number in the file is for
+        # people and is best effort (a full /run must not stop a start).
+        try:
+            out = os.open(self.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.write(out, f"{os.getpid()}\n".encode())
+                os.fsync(out)
+            finally:
+                os.close(out)
+        except OSError as exc:
+            self.write_error = exc
 
     def release(self) -> None:
         if self._fd is None:
@@ -168,7 +259,7 @@ class Counters:
         path = state_dir / COUNTERS_FILE
         data: dict[str, Any] = {}
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_private_file(path))
             if not isinstance(data, dict):
                 raise ValueError("not an object")
         except FileNotFoundError:
@@ -204,9 +295,5 @@ class Counters:
         del events[:-MAX_EVENTS]
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        """Write the file atomically; raises ``OSError`` (ENOSPC, EIO, EROFS)."""
+        write_private_file(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode(), 0o644)

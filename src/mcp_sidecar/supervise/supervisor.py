@@ -49,6 +49,7 @@ from .. import __version__, logs
 from ..config.addresses import format_sockaddr
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
+from ..config.tls import certificate_warnings
 from ..errors import SidecarError
 from ..logs import log
 from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
@@ -57,7 +58,7 @@ from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
 from .control import open_control_socket, serve_control
 from .forkserver import ForkServer, ForkServerGone, WorkerProcess
-from .ledger import Ledger, RestartCause
+from .ledger import STATE_RETRY_INTERVAL_S, Ledger, RestartCause, describe_os_error
 from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
                        ToWorker, WorkerSnapshot)
 from .statedir import CONTROL_SOCKET, Counters, PidLock
@@ -195,32 +196,38 @@ class Supervisor:
     async def run(self, lock: PidLock) -> None:
         """Supervise until stopped; ``lock`` is the acquired PID file."""
         control_path = self.state_dir / CONTROL_SOCKET
-        counters = None
+        ledger = None
         try:
-            counters = Counters.load(self.state_dir)
+            sup = self.config.supervisor
+            ledger = self.ledger = Ledger(Counters.load(self.state_dir), None, sup.alert_threshold,
+                                          on_state_change=self._send_facts)
+            counters = ledger.counters
             counters.data["supervisor_starts"] += 1
             if lock.replaced_stale is not None:
                 counters.event("stale_pid_file_replaced", pid=lock.replaced_stale.pid,
                                detail=lock.replaced_stale.stale)
                 log(logger, logging.WARNING, "supervisor.stale_pid_file", pid=lock.replaced_stale.pid,
                     detail=lock.replaced_stale.stale)
+            if lock.write_error is not None:
+                log(logger, logging.WARNING, "supervisor.pid_not_written", path=str(lock.path),
+                    error=describe_os_error(lock.write_error),
+                    detail="the PID file is locked (what tells that a supervisor runs) but holds no number")
             counters.event("supervisor_started", pid=os.getpid())
-            counters.save()
+            ledger.save()
             if self.sockets is None:
                 self.bind()
             control = await open_control_socket(control_path)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                sup = self.config.supervisor
-                alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
-                                 sup.alert_webhook, nursery)
-                self.ledger = Ledger(counters, alerts, sup.alert_threshold)
+                ledger.alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
+                                        sup.alert_webhook, nursery)
                 if self.forkserver is not None:
                     nursery.start_soon(self.forkserver.run)
                 nursery.start_soon(self._watch_signals)
                 nursery.start_soon(serve_control, control, self._control)
                 nursery.start_soon(self._monitor_heartbeats)
                 nursery.start_soon(self._systemd_watchdog)
+                nursery.start_soon(self._retry_state_writes)
                 nursery.start_soon(self._manage)
                 await self._stop_requested.wait()
                 await self._shutdown()
@@ -234,11 +241,18 @@ class Supervisor:
                 self.sockets.close()
             if self.forkserver is not None:
                 stop_forkserver(self.forkserver)
-            if counters is not None:
-                counters.event("supervisor_stopped", pid=os.getpid())
-                counters.save()
+            if ledger is not None:
+                ledger.counters.event("supervisor_stopped", pid=os.getpid())
+                ledger.save()
             lock.release()
             log(logger, logging.INFO, "supervisor.stopped")
+
+    async def _retry_state_writes(self) -> None:
+        """While the state directory refuses writes, try again now and then."""
+        assert self.ledger is not None
+        while True:
+            await trio.sleep(STATE_RETRY_INTERVAL_S)
+            self.ledger.retry_save()
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -453,10 +467,9 @@ class Supervisor:
             worker.kill(reason)
 
     async def _activate(self, worker: Worker) -> bool:
-        """Standby -> active; False if it died on the way."""
-        with trio.move_on_after(STARTUP_TIMEOUT_S):
-            await worker.loaded.wait()
-        if not worker.loaded.is_set() or worker.exited.is_set():
+        """Standby -> active; False if it died on the way (noticed when it
+        dies, not when the startup timeout ends)."""
+        if not await _until(worker, worker.loaded, STARTUP_TIMEOUT_S):
             if not worker.exited.is_set():
                 worker.kill(KillReason.STARTUP)
             return False
@@ -466,10 +479,9 @@ class Supervisor:
         self._send_facts()
         if not await self._send(worker, Activate()):
             return False
-        with trio.move_on_after(STARTUP_TIMEOUT_S):
-            await worker.serving.wait()
-        if not worker.serving.is_set():
-            worker.kill(KillReason.STARTUP)
+        if not await _until(worker, worker.serving, STARTUP_TIMEOUT_S):
+            if not worker.exited.is_set():
+                worker.kill(KillReason.STARTUP)
             return False
         self.active = worker
         log(logger, logging.INFO, "worker.active", worker=worker.id, pid=worker.pid)
@@ -614,6 +626,8 @@ class Supervisor:
                 self.ledger.record("reload", routes=[r.name for r in new_config.routes])
                 for warning in exposure_warnings(new_config):
                     log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
+                for warning in certificate_warnings(new_config):
+                    log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
                 return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
             finally:
                 sdnotify.notify("READY=1", "STATUS=serving")
@@ -647,6 +661,7 @@ class Supervisor:
                 "health_check": route.settings.health_check,
                 "health_path": route.settings.health_path,
                 "tls": route.settings.tls_cert is not None,
+                "tls_cert_expires_unix": route.tls.cert_not_after_unix,
                 "gate": route.settings.gate != "off",
                 "upstream_tls": {"ca": route.settings.upstream_tls_ca, "name": route.settings.upstream_tls_name,
                                  "verify": route.settings.upstream_tls_verify} if route.settings.upstream_tls else None,
@@ -666,6 +681,7 @@ class Supervisor:
         for r in routes:
             if r["upstream_state"] == "down":
                 problems.append(f"route {r['name']}: upstream {r['upstream']} is down")
+        problems += self.ledger.problems(str(self.state_dir))
         standby = self.standby
         alerts = self.ledger.as_json()
         return {
@@ -673,7 +689,7 @@ class Supervisor:
             "stopping": self.stopping,
             "healthy": not problems,
             "problems": problems,
-            "warnings": exposure_warnings(self.config),
+            "warnings": exposure_warnings(self.config) + certificate_warnings(self.config),
             "version": __version__,
             "state_dir": str(self.state_dir),
             "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3),
@@ -715,6 +731,20 @@ class Supervisor:
             self.request_stop()
             return {"ok": True, "stopping": True, "drain_timeout_s": self.config.drain_timeout_s}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+async def _until(worker: Worker, event: trio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` while the worker lives, at most ``timeout_s``:
+    True if it happened and the worker is still alive."""
+    with trio.move_on_after(timeout_s):
+        async with trio.open_nursery() as nursery:
+            async def first(ready: trio.Event) -> None:
+                await ready.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, event)
+            nursery.start_soon(first, worker.exited)
+    return event.is_set() and not worker.exited.is_set()
 
 
 def _admin_address(sockets: Sockets | None) -> str | None:
