@@ -80,7 +80,7 @@ def test_unprotected_exposure_of_a_loopback_upstream_warns() -> None:
     exposed = build_config(forwards=("0.0.0.0:7000:localhost:8000",))
     assert exposure_warnings(exposed) == [
         "route port-7000 listens on 0.0.0.0:7000, beyond loopback, in front of localhost:8000 (loopback only), "
-        'and nothing protects it: set tls_cert and tls_key, gate = "token" or allow']
+        'and nothing controls who connects: set gate = "token", tls_client_ca (client certificates) or allow']
     # Loopback listeners, and upstreams that are reachable anyway, are no exposure.
     assert exposure_warnings(build_config(forwards=("7000:localhost:8000",))) == []
     assert exposure_warnings(build_config(forwards=("0.0.0.0:7000:10.1.2.3:8000",))) == []
@@ -88,6 +88,25 @@ def test_unprotected_exposure_of_a_loopback_upstream_warns() -> None:
                                        "allow": ["10.0.0.0/8", "::1"]}]})
     assert exposure_warnings(allowed) == []
     assert exposure_notices(allowed) == ["route port-7000 is protected by allow 10.0.0.0/8, ::1/128"]
+
+
+def test_server_only_tls_is_not_access_control(tmp_path) -> None:
+    from ..conftest import make_tls_files
+
+    files = make_tls_files(tmp_path)
+    route = {"listen": "0.0.0.0:7000", "upstream": "127.0.0.1:8000", "tls_cert": str(files.cert),
+             "tls_key": str(files.key)}
+    tls_only = build_config({"route": [route]})
+    assert exposure_warnings(tls_only) == [
+        "route port-7000 listens on 0.0.0.0:7000, beyond loopback, in front of 127.0.0.1:8000 (loopback only), and "
+        "nothing controls who connects; its TLS encrypts the way but lets anyone in: set gate = \"token\", "
+        "tls_client_ca (client certificates) or allow"]
+    assert exposure_notices(tls_only) == []
+    mutual = build_config({"route": [{**route, "tls_client_ca": str(files.ca_file)}]})
+    assert exposure_warnings(mutual) == []
+    assert exposure_notices(mutual) == ["route port-7000 is protected by TLS with client certificates"]
+    gated = build_config({"route": [{**route, "gate": "token"}]})
+    assert exposure_notices(gated) == ["route port-7000 is protected by TLS, the access gate (token)"]
 
 
 def test_expose_option_must_be_a_boolean() -> None:

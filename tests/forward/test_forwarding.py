@@ -385,3 +385,27 @@ async def test_allow_list_on_ipv6(nursery, echo_port) -> None:
     with trio.fail_after(10):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", listen="[::1]:0", allow=["::1"]))
         assert await echo_roundtrip(proxy.port(), host="::1") == b"ping"
+
+
+async def test_an_ipv4_mapped_allow_entry_matches_that_ipv4_client_on_a_dual_stack_socket(nursery, echo_port) -> None:
+    """A dual-stack socket (systemd's, by default) sees an IPv4 client as
+    ``::ffff:a.b.c.d``; allow entries are normalised as clients are."""
+    from mcp_sidecar.config.addresses import HostPort
+    from mcp_sidecar.config.parse import build_config
+    from mcp_sidecar.forward.proxy import Proxy
+    from mcp_sidecar.net.listeners import BoundListener
+
+    with trio.fail_after(10):
+        config = build_config(route_doc(f"127.0.0.1:{echo_port}", listen="[::]:0", allow=["::ffff:127.0.0.1"]))
+        assert config.routes[0].settings.allow == ("127.0.0.1/32",)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual-stack, as systemd hands them over
+        sock.bind(("::", 0))
+        sock.listen(16)
+        sock.setblocking(False)
+        proxy = Proxy(config, [BoundListener(config.routes[0], sock, HostPort("::", sock.getsockname()[1]))])
+        await nursery.start(proxy.serve)
+        assert await echo_roundtrip(sock.getsockname()[1], host="127.0.0.1") == b"ping"
+        assert proxy.routes[0].rejected == {}
+        assert proxy.routes[0].allows("::ffff:127.0.0.1") and proxy.routes[0].allows("127.0.0.1")
+        assert not proxy.routes[0].allows("::ffff:127.0.0.2") and not proxy.routes[0].allows("10.0.0.2")

@@ -84,9 +84,11 @@ def refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
 
 
 def exposure_warnings(config: ProxyConfig) -> list[str]:
-    """What is exposed beyond loopback with nothing protecting it: a guarded
-    profile the operator let out, and any route in front of a loopback-only
-    upstream without TLS, the gate or an allow-list."""
+    """What is exposed beyond loopback with nothing controlling who gets in:
+    a guarded profile the operator let out, and any route in front of a
+    loopback-only upstream without the gate, client certificates or an
+    allow-list.  Server-only TLS encrypts the way; it lets anyone in, so it
+    is no access control."""
     warnings = []
     risk = PROFILE_RISKS.get(config.profile or "")
     guarded: set[str] = set()
@@ -94,15 +96,17 @@ def exposure_warnings(config: ProxyConfig) -> list[str]:
         guarded = {table["name"] for table in PROFILES[config.profile or ""]}
         warnings += [f"route {r.name} listens beyond loopback without protection ({EXPOSE_OPTION}): {risk}"
                      for r in config.routes if r.name in guarded and _exposed(r)
-                     and not protections(r, config.profile)]
+                     and not access_controls(r, config.profile)]
     for route in config.routes:
-        if route.name in guarded or not _exposed(route) or protections(route, config.profile):
+        if route.name in guarded or not _exposed(route) or access_controls(route, config.profile):
             continue
         if all(is_loopback_host(u.host) for u in route.upstreams):
             exposed = ", ".join(str(a) for a in route.listen if beyond_loopback(a.host))
+            tls_only = ("; its TLS encrypts the way but lets anyone in" if route.settings.tls_cert is not None
+                        else "")
             warnings.append(f"route {route.name} listens on {exposed}, beyond loopback, in front of "
-                            f"{route.upstream_text} (loopback only), and nothing protects it: set tls_cert and "
-                            'tls_key, gate = "token" or allow')
+                            f"{route.upstream_text} (loopback only), and nothing controls who connects{tls_only}: "
+                            'set gate = "token", tls_client_ca (client certificates) or allow')
     return warnings
 
 
@@ -110,8 +114,24 @@ def _exposed(route: RouteConfig) -> bool:
     return any(beyond_loopback(a.host) for a in route.listen)
 
 
+def access_controls(route: RouteConfig, profile: str | None = None) -> list[str]:
+    """What decides who may use a route (server-only TLS does not)."""
+    s = route.settings
+    out = []
+    own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
+    if own is not None:
+        out.append(own)
+    if s.tls_cert is not None and s.tls_client_ca:
+        out.append("client certificates")
+    if s.gate == "token":
+        out.append("the access gate (token)")
+    if s.allow:
+        out.append("allow " + ", ".join(s.allow))
+    return out
+
+
 def protections(route: RouteConfig, profile: str | None = None) -> list[str]:
-    """What protects a route (for the banner and the warnings)."""
+    """What protects a route, encryption included (for the banner)."""
     s = route.settings
     out = []
     own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
@@ -127,9 +147,10 @@ def protections(route: RouteConfig, profile: str | None = None) -> list[str]:
 
 
 def exposure_notices(config: ProxyConfig) -> list[str]:
-    """What protects each route that listens beyond loopback."""
+    """What protects each route that listens beyond loopback (a route with
+    encryption only is warned about instead: ``exposure_warnings``)."""
     return [f"route {r.name} is protected by {', '.join(protections(r, config.profile))}" for r in config.routes
-            if _exposed(r) and protections(r, config.profile)]
+            if _exposed(r) and access_controls(r, config.profile)]
 
 
 def gate_by_default(profile: str, routes: list[RouteConfig], explicit: bool) -> list[RouteConfig]:

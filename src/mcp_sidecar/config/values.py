@@ -172,14 +172,21 @@ def server_name(value: Any) -> str:
 
 
 def networks(value: Any) -> tuple[str, ...]:
-    """Client addresses or networks (``10.0.0.0/8``, ``::1``), normalised."""
+    """Client addresses or networks (``10.0.0.0/8``, ``::1``), normalised as
+    clients are: an IPv4-mapped entry (``::ffff:10.0.0.2``) is the IPv4
+    address it maps, since a dual-stack socket's IPv4 client is matched as
+    IPv4 (forward/state.py)."""
     items = value if isinstance(value, list) else [value]
     if not items:
         raise ValueError("expected at least one address or network (leave the key out to allow everyone)")
     out = []
     for item in items:
         try:
-            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+            network = ipaddress.ip_network(str(item).strip(), strict=False)
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or network (like 10.0.0.0/8 or ::1)") from None
+        if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 \
+                and network.network_address.ipv4_mapped is not None:
+            network = ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
+        out.append(str(network))
     return tuple(out)
