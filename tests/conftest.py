@@ -517,3 +517,60 @@ def small_fs(tmp_path: Path):
         yield SmallFs(path)
     finally:
         subprocess.run(["umount", "-l", str(path)], timeout=10)
+
+
+# --- a second host: a network namespace joined by a veth pair -------------------------------
+
+_host_numbers = iter(range(1, 250))
+
+
+@dataclass
+class SecondHost:
+    """Another host on a point-to-point link with this one (a network
+    namespace and a veth pair the test made): for exposure, allow-lists
+    and links that go down."""
+
+    ns: str
+    #: This host's addresses on the link, and the second host's.
+    host_ip: str
+    peer_ip: str
+    host_ip6: str
+    peer_ip6: str
+    host_if: str
+    peer_if: str
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        """A process on the second host."""
+        return subprocess.Popen(["ip", "netns", "exec", self.ns, *argv], **kwargs)
+
+    def link_down(self) -> None:
+        """Pull the cable: the second host stops answering, nothing says so (no FIN, no RST)."""
+        _ip("-n", self.ns, "link", "set", self.peer_if, "down")
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, timeout=10, capture_output=True)
+
+
+@pytest.fixture
+def second_host():
+    number = next(_host_numbers)
+    ns, host_if, peer_if = f"mcps{os.getpid() % 10000}h{number}", f"mcph{number}", f"mcpp{number}"
+    subnet = (os.getpid() + number) % 200 + 20
+    host = SecondHost(ns, f"10.77.{subnet}.1", f"10.77.{subnet}.2", f"fd77:{subnet:x}::1", f"fd77:{subnet:x}::2",
+                      host_if, peer_if)
+    try:
+        _ip("netns", "add", ns)
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if)
+        _ip("link", "set", peer_if, "netns", ns)
+        _ip("addr", "add", f"{host.host_ip}/24", "dev", host_if)
+        _ip("addr", "add", f"{host.host_ip6}/64", "dev", host_if, "nodad")
+        _ip("link", "set", host_if, "up")
+        _ip("-n", ns, "addr", "add", f"{host.peer_ip}/24", "dev", peer_if)
+        _ip("-n", ns, "addr", "add", f"{host.peer_ip6}/64", "dev", peer_if, "nodad")
+        _ip("-n", ns, "link", "set", peer_if, "up")
+        _ip("-n", ns, "link", "set", "lo", "up")
+        yield host
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], timeout=10, capture_output=True)

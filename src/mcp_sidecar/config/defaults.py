@@ -25,6 +25,15 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_BUFFER_BYTES = 256 * 1024
 #: TCP keepalive idle time before the first probe (0 disables keepalive).
 DEFAULT_TCP_KEEPALIVE_S = 60.0
+#: TCP_USER_TIMEOUT on both legs: data sent to a peer that acknowledges
+#: nothing for this long ends the connection (0: the kernel's default, ~15
+#: minutes of retransmissions).  Without it, a client that vanished while an
+#: answer streams to it keeps its request open upstream for those 15 minutes
+#: (idle_timeout and keepalive never fire while bytes flow); under MCP
+#: 2026-07-28 closing the stream is the cancellation.  Since Linux 5.11 it
+#: also ends a connection whose peer keeps its window closed (reads nothing)
+#: that long while data waits.
+DEFAULT_USER_TIMEOUT_S = 30.0
 #: Opaque TCP moves bytes with splice(2) through a pipe of buffer_size:
 #: the kernel copies them, never Python (~1.6x the copying pump's throughput).
 DEFAULT_SPLICE = True

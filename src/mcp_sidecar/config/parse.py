@@ -54,6 +54,7 @@ SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_connections": ("max_connections", int_in(1, 1_000_000)),
     "buffer_size": ("buffer_bytes", int_in(MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)),
     "tcp_keepalive": ("tcp_keepalive_s", parse_duration),
+    "user_timeout": ("user_timeout_s", parse_duration),
     "splice": ("splice", boolean),
     "required": ("required", boolean),
     "health_interval": ("health_interval_s", parse_duration),

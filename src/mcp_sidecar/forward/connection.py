@@ -206,7 +206,7 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
             log(logger, logging.INFO, "circuit.closed", route=conn.route)
         conn.usock = usock
         conn.upstream = _peer(usock)
-        sockopts.tune(usock, settings.tcp_keepalive_s)
+        sockopts.tune(usock, settings.tcp_keepalive_s, settings.user_timeout_s)
         # TCP_INFO is read at close and every tcp_stats_interval (and by the
         # API when asked), not at connect: two syscalls per connection saved.
         if not secure:

@@ -264,7 +264,8 @@ class Proxy:
                     for rt in self.routes:
                         for listener in rt.listeners:
                             # Inherited by the accepted sockets (sockopts.py).
-                            sockopts.tune_listener(listener.sock, rt.config.settings.tcp_keepalive_s)
+                            sockopts.tune_listener(listener.sock, rt.config.settings.tcp_keepalive_s,
+                                                   rt.config.settings.user_timeout_s)
                             acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
                         if rt.health.enabled:
                             for target in rt.health.targets:
