@@ -185,3 +185,40 @@ async def test_reload_reads_renewed_certificates(nursery, supervised, tmp_path) 
         assert await echo_with(renewed) == b"hi"
         with pytest.raises(trio.BrokenResourceError):
             await echo_with(first)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (apt-get install openssl)")
+async def test_a_client_renegotiation_is_refused_at_once_not_hung(nursery, tls_files) -> None:
+    """TLS 1.2 renegotiation is off (OpenSSL's default here); the refusal is an
+    alert that must be sent, not left in the memory BIO while the client waits."""
+    import subprocess
+
+    with trio.fail_after(30):
+        upstream = await nursery.start(serve_echo, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, tls_route(tls_files, f"127.0.0.1:{upstream}", protocol="tcp"))
+
+        def renegotiate() -> tuple[int, str]:
+            # Interactive s_client (no -quiet, no -ign_eof): a line "R" asks for a renegotiation.
+            client = subprocess.Popen(
+                ["openssl", "s_client", "-tls1_2", "-connect", f"127.0.0.1:{proxy.port()}", "-servername",
+                 "localhost", "-CAfile", str(tls_files.ca_file)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                client.stdin.write("hello\n")
+                client.stdin.flush()
+                for line in client.stdout:
+                    if line == "hello\n":  # echoed through the proxy: the session works
+                        break
+                client.stdin.write("R\n")
+                client.stdin.flush()
+                rest = client.stdout.read()  # until it exits: at once, or never (the old hang)
+                return client.wait(timeout=10), rest
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+
+        with trio.fail_after(15):
+            code, output = await trio.to_thread.run_sync(renegotiate, abandon_on_cancel=True)
+        assert "RENEGOTIATING" in output and "no renegotiation" in output and code != 0
+        await wait_until(lambda: not proxy.route().connections)

@@ -126,6 +126,12 @@ ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 GATES = ("off", "token")
 #: The gate's token when neither the route nor [defaults] sets gate_token.
 GATE_TOKEN_ENV = "MCP_SIDECAR_GATE_TOKEN"
-#: A TLS handshake with a client must finish within this (a client that
-#: connects and says nothing holds a descriptor, not a worker).
-TLS_HANDSHAKE_TIMEOUT_S = 10.0
+#: A TLS handshake (either leg) must finish within this: a client that
+#: connects and says nothing holds a slot of max_connections, not a worker.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT_S = 10.0
+#: On a gated route, a client's request head must be complete within this
+#: (from the accept, the handshake's end or the gate's previous answer):
+#: until it is, the client is unauthenticated and holds a slot for nothing.
+#: The admin endpoint allows 5 s to start a request and 5 s to finish its
+#: head; the gate allows the same 10 s in one bound.
+DEFAULT_GATE_HEAD_TIMEOUT_S = 10.0

@@ -82,6 +82,8 @@ SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "upstream_tls_verify": ("upstream_tls_verify", boolean),
     "gate": ("gate", choice(GATES)),
     "gate_token": ("gate_token", secret_token),
+    "gate_head_timeout": ("gate_head_timeout_s", positive_duration),
+    "tls_handshake_timeout": ("tls_handshake_timeout_s", positive_duration),
     "allow": ("allow", networks),
     "request_log": ("request_log", boolean),
     "request_log_sample": ("request_log_sample", fraction),

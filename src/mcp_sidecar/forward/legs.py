@@ -128,6 +128,13 @@ class TlsLeg(RawLeg):
                 await self._flush_quietly()
                 raise LegFailed("src", exc) from None
 
+    async def _flush_for_reader(self) -> None:
+        if self._out.pending:
+            try:
+                await self._flush()
+            except LegFailed as exc:
+                raise LegFailed("src", exc.error) from None  # this leg's peer is the reader's source
+
     async def _flush_quietly(self) -> None:
         try:
             await self._flush()  # the alert, if any
@@ -139,6 +146,10 @@ class TlsLeg(RawLeg):
             try:
                 data = self.ssl.read(READ_BYTES)
             except ssl.SSLWantReadError:
+                # What OpenSSL wrote while reading (an alert refusing a renegotiation,
+                # a TLS 1.3 key update's answer) goes out before we wait: the peer
+                # may be waiting for it.
+                await self._flush_for_reader()
                 if self._eof or not await self._fill():
                     self._eof = True
                     return b""  # closed without close_notify: an EOF, as browsers do
@@ -146,6 +157,7 @@ class TlsLeg(RawLeg):
             except ssl.SSLZeroReturnError:
                 return b""  # close_notify
             except ssl.SSLError as exc:
+                await self._flush_quietly()  # the fatal alert, if any
                 raise LegFailed("src", exc) from None
             if self._out.pending:  # (TLS 1.3 may answer a key update)
                 try:

@@ -220,7 +220,8 @@ class Proxy:
                 self._reject(rt, csock, addr, "route_unusable", detail=rt.unusable)
             elif not rt.allows(addr[0]):
                 self._reject(rt, csock, addr, "not_allowed")
-            elif rt.active + rt.refusing >= max_connections:  # refusals hold a descriptor too
+            elif rt.active + rt.refusing >= max_connections and not rt.shed_unadmitted():
+                # (refusals hold a descriptor too; an unauthenticated client is shed for the newcomer)
                 self._reject(rt, csock, addr, "max_connections", limit=max_connections)
             elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
                 self.exhaustion.record("descriptors", "RLIMIT_NOFILE", "accept", trio.current_time())

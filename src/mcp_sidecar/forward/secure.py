@@ -3,9 +3,12 @@
 Rules this module keeps:
 
 * Before the upstream is connected: the client's TLS handshake (bounded by
-  ``TLS_HANDSHAKE_TIMEOUT_S``), then, on a gated route, the client's first
-  request is read and checked -- a client without the token costs no
-  upstream connection and reaches nothing.  A ``303`` of the gate (the URL
+  ``tls_handshake_timeout``), then, on a gated route, the client's first
+  request is read and checked (its head bounded by ``gate_head_timeout``)
+  -- a client without the token costs no upstream connection and reaches
+  nothing.  Until admitted, a connection can be shed for a newcomer when the
+  route is at ``max_connections`` (``RouteState.unadmitted``): silent or
+  half-sent clients cannot hold the owner out.  A ``303`` of the gate (the URL
   token exchanged for the cookie) keeps the connection and waits for the
   next request.
 * After connecting: the upstream's TLS handshake, verified; a failure ends
@@ -23,7 +26,6 @@ import socket
 
 import trio
 
-from ..config.defaults import TLS_HANDSHAKE_TIMEOUT_S
 from ..logs import log
 from ..net.gate import Close, Forward, Reply, RequestGate
 from .idle import IDLE_TASK, idle_watch
@@ -39,12 +41,27 @@ async def client_prelude(conn: Connection, rt: RouteState,
                          csock: socket.socket) -> tuple[RawLeg, RequestGate | None, bytes] | None:
     """The client's TLS handshake and the gate's first admitted request:
     ``(client leg, gate, bytes to forward first)``, or None with ``conn.end``
-    set (the connection is over)."""
+    set (the connection is over).  Until then the connection is
+    *unadmitted*: it may be shed for a newcomer at ``max_connections``."""
+    with trio.CancelScope() as waiting:
+        rt.unadmitted[conn.id] = (conn, waiting)
+        try:
+            return await _prelude(conn, rt, csock)
+        finally:
+            rt.unadmitted.pop(conn.id, None)
+    # (only a shed connection gets here: RouteState.shed_unadmitted set conn.end)
+    log(logger, logging.INFO, "connection.shed", route=conn.route, conn=conn.id, client=conn.client,
+        reason="unauthenticated, at max_connections")
+    return None
+
+
+async def _prelude(conn: Connection, rt: RouteState,
+                   csock: socket.socket) -> tuple[RawLeg, RequestGate | None, bytes] | None:
     settings = rt.config.settings
     leg: RawLeg = RawLeg(csock)
     if rt.tls_server is not None:
         tls = TlsLeg(csock, rt.tls_server, server_side=True)
-        with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT_S) as scope:
+        with trio.move_on_after(settings.tls_handshake_timeout_s) as scope:
             try:
                 await tls.handshake()
             except LegFailed as exc:
@@ -53,7 +70,7 @@ async def client_prelude(conn: Connection, rt: RouteState,
                     client=conn.client, error=_tls_reason(exc.error))
                 return None
         if scope.cancelled_caught:
-            conn.end = End.TLS_ERROR
+            conn.end = End.TLS_HANDSHAKE_TIMEOUT
             log(logger, logging.INFO, "tls.handshake_failed", route=conn.route, conn=conn.id, client=conn.client,
                 error="timeout")
             return None
@@ -63,11 +80,18 @@ async def client_prelude(conn: Connection, rt: RouteState,
         return leg, None, b""
     assert settings.gate_token is not None
     gate = RequestGate(settings.gate_token, secure=rt.tls_server is not None, counts=rt.gate_results)
+    deadline = trio.current_time() + settings.gate_head_timeout_s
     while True:
-        try:
-            data = await leg.receive()
-        except LegFailed:
-            conn.end = End.CLIENT_RESET
+        with trio.move_on_at(deadline) as scope:
+            try:
+                data = await leg.receive()
+            except LegFailed:
+                conn.end = End.CLIENT_RESET
+                return None
+        if scope.cancelled_caught:
+            conn.end = End.HEAD_TIMEOUT
+            log(logger, logging.INFO, "gate.head_timeout", route=conn.route, conn=conn.id, client=conn.client,
+                timeout_s=settings.gate_head_timeout_s)
             return None
         if not data:
             conn.end = End.CLIENT_GONE
@@ -87,6 +111,8 @@ async def client_prelude(conn: Connection, rt: RouteState,
                     log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
                         reason=action.reason)
                     return None
+                # Answered (the token exchanged for the cookie): the next request gets its own time.
+                deadline = trio.current_time() + settings.gate_head_timeout_s
             else:
                 assert isinstance(action, Close)
                 conn.end = End.GATE_REFUSED
@@ -103,7 +129,7 @@ async def upstream_leg(conn: Connection, rt: RouteState, usock: socket.socket, h
         return RawLeg(usock)
     tls = TlsLeg(usock, context, server_side=False, server_hostname=rt.connector.tls_name or host)
     reason = None
-    with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT_S) as scope:
+    with trio.move_on_after(rt.config.settings.tls_handshake_timeout_s) as scope:
         try:
             await tls.handshake()
         except LegFailed as exc:

@@ -59,7 +59,10 @@ class End(StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # no upstream connection within the retry window
     CLIENT_GONE = "client_gone"  # the client left before an upstream connection was made: nothing delivered
     LOCAL_RESOURCES = "local_resources"  # this host ran out of descriptors, buffers or memory
-    TLS_ERROR = "tls_error"  # the client's TLS handshake failed or did not finish in time
+    TLS_ERROR = "tls_error"  # the client's TLS handshake failed
+    TLS_HANDSHAKE_TIMEOUT = "tls_handshake_timeout"  # the client's TLS handshake did not finish in time
+    HEAD_TIMEOUT = "head_timeout"  # a gated route's client sent no complete request head in time
+    SHED = "shed"  # unauthenticated (handshake or gate pending) and closed for a newcomer at max_connections
     UPSTREAM_TLS_ERROR = "upstream_tls_error"  # the upstream's TLS handshake failed (verification, protocol)
     GATE_REFUSED = "gate_refused"  # the access gate answered 401/400 (or closed): nothing reached the upstream
     DRAIN_TIMEOUT = "drain_timeout"  # still open when the drain deadline passed
@@ -206,6 +209,11 @@ class RouteState:
     allowed: tuple[IPv4Network | IPv6Network, ...] = ()
     #: Gate results by kind (net/gate.py), shared by the route's connections.
     gate_results: dict[str, int] = field(default_factory=dict)
+    #: Connections that have not passed the TLS handshake and the gate yet,
+    #: oldest first, with the scope that cancels them: at max_connections the
+    #: oldest is shed for a newcomer (unauthenticated clients cannot hold the
+    #: owner out).
+    unadmitted: OrderedDict[int, tuple[Connection, trio.CancelScope]] = field(default_factory=OrderedDict)
     #: Why this route cannot serve at all in this worker (its TLS material
     #: would not load), None when it can: its clients are refused, the
     #: other routes serve.
@@ -267,6 +275,16 @@ class RouteState:
         if address.version == 6 and address.ipv4_mapped is not None:  # a dual-stack socket's IPv4 client
             address = address.ipv4_mapped
         return any(address in network for network in self.allowed)
+
+    def shed_unadmitted(self) -> bool:
+        """Close the oldest connection still in its TLS handshake or waiting
+        for the gate, to make room; False if there is none."""
+        if not self.unadmitted:
+            return False
+        _, (conn, scope) = self.unadmitted.popitem(last=False)
+        conn.end = End.SHED
+        scope.cancel()
+        return True
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

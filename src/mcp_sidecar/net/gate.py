@@ -26,6 +26,19 @@ Rules this module keeps:
   (Browsers then retry on a new connection, where the refusal is a ``401``.)
 * A forwarded upgrade (WebSocket) or ``CONNECT`` ends the gating: the bytes
   after it belong to the protocol the client authenticated into.
+* The gate's own credentials never reach the upstream: its cookie (the
+  other cookies stay), an ``Authorization: Bearer`` carrying its token (an
+  ``Authorization`` of the upstream's own stays), ``X-MCP-Sidecar-Token``
+  and the token parameter are taken out of every forwarded head.  Nothing
+  else in the head changes.
+* The gate's replies keep responses in order: the URL-token exchange
+  (``303``) on a connection that already forwarded a request closes it
+  instead (a reply of ours must not overtake the upstream's answer); the
+  browser retries on a new connection.
+* A request line or header with a control character (a bare CR or LF, NUL)
+  is refused (``400``), and the ``303`` leads only to a path of this origin
+  (``//host`` and ``/\\host`` are other origins to a browser): no header
+  injection, no open redirect.
 * Tokens are compared in constant time; no token, cookie or header value is
   ever part of a reply, a log line or an error.
 """
@@ -46,6 +59,9 @@ TOKEN_PARAM = "mcp_sidecar_token"
 #: The header for clients whose ``Authorization`` is the upstream's.
 TOKEN_HEADER = b"x-mcp-sidecar-token"
 _HEAD_END = b"\r\n\r\n"
+#: Control characters that may not appear in a request head (HTAB may, in
+#: header values; CR and LF only as the line ends).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 _CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,16})(?:;[^\r\n]*)?$")
 
 
@@ -117,6 +133,7 @@ class RequestGate:
         self.counts = counts if counts is not None else {}
         self._token = token.encode()
         self._cookie = cookie_name(token)
+        self._cookie_bytes = self._cookie.encode()
         self._secure = secure
         self._state = _State.HEAD
         self._buffer = bytearray()
@@ -229,6 +246,12 @@ class RequestGate:
         verdict = self._check(target, headers)
         result = self.admitted_by if verdict is None else verdict
         self.counts[result] = self.counts.get(result, 0) + 1  # type: ignore[index]
+        if verdict == "url" and self.forwarded:
+            # An earlier request's answer may still be on its way: our 303 must not overtake it.
+            self._state = _State.CLOSED
+            self._buffer.clear()
+            out.append(Close("pipelined_token_url"))
+            return False
         if verdict == "url":
             self._answer_body(framing)
             location = _without_token(target)
@@ -241,7 +264,7 @@ class RequestGate:
         if verdict is not None:
             return self._refuse(out, "401 Unauthorized", UNAUTHORIZED, verdict,
                                 headers=('WWW-Authenticate: Bearer realm="mcp-sidecar"',))
-        out.append(Forward(head))
+        out.append(Forward(self._without_credentials(head)))
         self.forwarded += 1
         kind, length = framing
         if kind == "tunnel":
@@ -284,6 +307,31 @@ class RequestGate:
                     return "url"
         return "invalid" if presented else "missing"
 
+    def _without_credentials(self, head: bytes) -> bytes:
+        """The head as admitted, minus the gate's own credentials (see the
+        rules); every other byte as it came."""
+        lines = head[:-4].split(b"\r\n")
+        out = [_without_token_param(lines[0])]
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            lowered = name.lower()
+            if lowered == TOKEN_HEADER:
+                continue
+            if lowered == b"authorization":
+                scheme, _, credentials = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token):
+                    continue
+            elif lowered == b"cookie" and self._cookie_bytes in value:
+                pairs = value.split(b";")
+                kept = [p.strip() for p in pairs if p.strip().partition(b"=")[0] != self._cookie_bytes]
+                if len(kept) != len(pairs):
+                    kept = [p for p in kept if p]
+                    if not kept:
+                        continue
+                    line = name + b": " + b"; ".join(kept)
+            out.append(line)
+        return b"\r\n".join(out) + _HEAD_END
+
     def _answer_body(self, framing: tuple[str, int]) -> None:
         """The gate answered this request itself: its body is read, not forwarded."""
         kind, length = framing
@@ -312,6 +360,8 @@ _READ_LENGTHS = frozenset(len(name) for name in _READ)
 
 
 def _parse_head(head: bytes) -> tuple[bytes, bytes, dict[bytes, list[bytes]]]:
+    if _CONTROL.search(head, 0, len(head) - 4) is not None:
+        raise ValueError("control character")
     lines = head[:-4].split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1.") or not parts[0].isalpha():
@@ -357,12 +407,28 @@ def _framing(method: bytes, headers: dict[bytes, list[bytes]]) -> tuple[str, int
 
 
 def _without_token(target: bytes) -> str:
-    """The request target minus the token parameter (where the 303 sends the browser)."""
+    """The request target minus the token parameter (where the 303 sends
+    the browser): always a path of this origin.  A browser reads ``//host``
+    and ``/\\host`` (backslashes count as slashes) as another origin, so
+    leading slashes and backslashes become one slash."""
     path, _, query = target.decode("latin-1").partition("?")
     kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True) if k != TOKEN_PARAM]
     if not path.startswith("/"):
         path = "/"
+    path = "/" + path.lstrip("/\\")
     return path + ("?" + urllib.parse.urlencode(kept) if kept else "")
+
+
+def _without_token_param(request_line: bytes) -> bytes:
+    """The request line minus the token parameter (other parameters kept
+    byte for byte)."""
+    if TOKEN_PARAM.encode() not in request_line:
+        return request_line
+    method, target, version = request_line.split(b" ")
+    path, _, query = target.partition(b"?")
+    kept = [p for p in query.split(b"&") if p.partition(b"=")[0] != TOKEN_PARAM.encode()]
+    target = path + (b"?" + b"&".join(kept) if kept else b"")
+    return b" ".join((method, target, version))
 
 
 def _merged(actions: list[Action]) -> list[Action]:
