@@ -251,9 +251,14 @@ async def test_oversized_head_gets_431(nursery, echo_port: int) -> None:
         await s.aclose()
 
 
-async def test_drain_needs_no_token_on_loopback(nursery, echo_port: int) -> None:
+async def test_drain_needs_a_token_unless_open_on_loopback_is_chosen(nursery, echo_port: int) -> None:
     with trio.fail_after(10):
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
+        closed = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
+        reply = await get(closed.admin_port, "/api/drain", method="POST")
+        assert reply.status == 403 and b"open_on_loopback" in reply.body and not closed.proxy.draining
+        doc = route_doc(f"127.0.0.1:{echo_port}")
+        doc["admin"] = {"open_on_loopback": True}
+        proxy = await start_proxy(nursery, doc, admin=True)
         reply = await get(proxy.admin_port, "/api/drain", method="POST")
         assert reply.status == 202
         await proxy.proxy.stopped.wait()

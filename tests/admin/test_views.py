@@ -133,7 +133,7 @@ async def test_api_config_is_config_show_without_secrets(nursery) -> None:
         assert TOKEN not in reply.body.decode()
         doc = json.loads(reply.body)
         assert [r["name"] for r in doc["config"]["route"]] == ["r", "ws"]
-        assert doc["config"]["observe"]["history"] == "900s" and doc["secrets_set"] == ["admin.token"]
+        assert doc["config"]["observe"]["history"] == "900s" and doc["secrets_set"] == ["admin.token (config)"]
         from mcp_sidecar.config.render import render_toml
         assert doc["toml"] == render_toml(proxy.config)
 
@@ -189,8 +189,8 @@ async def test_tap_streams_messages_redacted_and_costs_nothing_when_gone(nursery
 
 async def test_a_slow_tap_loses_messages_counted_and_told(nursery) -> None:
     with trio.fail_after(30):
-        proxy = await mcp_proxy(nursery, observe={"tap_queue": 2})
-        stream, exchange, head = await _tap(proxy.admin_port, "?route=ws", token=None)  # loopback, no token: allowed
+        proxy = await mcp_proxy(nursery, observe={"tap_queue": 2}, admin={"open_on_loopback": True})
+        stream, exchange, head = await _tap(proxy.admin_port, "?route=ws", token=None)  # open on loopback: allowed
         assert head.status_code == 200
         (subscriber,) = proxy.proxy.taps.subscribers
         # A burst the reader cannot keep up with: all offered before the admin task runs again.
@@ -214,7 +214,7 @@ async def test_a_slow_tap_loses_messages_counted_and_told(nursery) -> None:
 
 async def test_tap_limits_and_bad_queries(nursery) -> None:
     with trio.fail_after(20):
-        proxy = await mcp_proxy(nursery)
+        proxy = await mcp_proxy(nursery, admin={"open_on_loopback": True})
         for query, status in (("?method=nope", 400), ("?route=nope", 404), ("?limit=0", 400),
                               ("?duration=x", 400)):
             _, _, head = await _tap(proxy.admin_port, query, token=None)

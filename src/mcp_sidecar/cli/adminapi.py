@@ -6,8 +6,9 @@ Rules this module keeps:
 * Where: ``--admin HOST:PORT`` if given; else the address the running
   supervisor reports (its state directory); else the default admin address.
   A wildcard listen address (``0.0.0.0``, ``::``) is reached on loopback.
-* The token (``--token`` or ``MCP_SIDECAR_ADMIN_TOKEN``) is sent as a bearer
-  token and never printed.
+* The token (``--token`` or ``MCP_SIDECAR_ADMIN_TOKEN``, else the one the
+  instance generated and keeps in this user's state directory for its admin
+  port) is sent as a bearer token and never printed.
 * An endpoint that does not answer is ``AdminUnreachable`` (exit 3, as for
   a service that is not running); an HTTP error is reported with the
   endpoint's own words.
@@ -27,6 +28,7 @@ from ..config.defaults import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_LISTEN
 from ..errors import EXIT_NOT_RUNNING, LocalError
 from ..net.http import ClientExchange, request
 from ..supervise.control import status_if_running
+from ..supervise.statedir import read_admin_token
 
 REQUEST_TIMEOUT_S = 5.0
 
@@ -45,7 +47,7 @@ admin_option = click.option(
          f"{DEFAULT_ADMIN_LISTEN}).")
 token_option = click.option(
     "--token", default=None, envvar=ADMIN_TOKEN_ENV, show_envvar=True,
-    help="Admin bearer token (needed for the tap when admin.token is set).")
+    help="Admin bearer token (the tap needs it; default: the one a local instance keeps in its state directory).")
 
 
 def resolve_admin(address: str | None, state_dir: Path) -> HostPort:
@@ -59,6 +61,12 @@ def resolve_admin(address: str | None, state_dir: Path) -> HostPort:
         return dialable(parse_hostport(text))
     except AddressSyntaxError as exc:
         raise LocalError(f"--admin {address!r}: {exc}") from None
+
+
+def resolve_token(token: str | None, target: HostPort, state_dir: Path) -> str | None:
+    """The token to send: the one given, else the one the instance behind
+    ``target`` generated for this user (its state directory)."""
+    return token if token else read_admin_token(state_dir, target.port)
 
 
 def _headers(token: str | None) -> list[tuple[str, str]]:

@@ -46,7 +46,9 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
         upstream_http = await upstreams.start(serve_http, "127.0.0.1", 0)
         upstream_echo = await upstreams.start(serve_echo, "127.0.0.1", 0)
         upstream_ws = await upstreams.start(serve_ws, "127.0.0.1", 0)
-        config = build_config({"admin": {"listen": f"127.0.0.1:{admin_port}"}, "route": [
+        # A short-lived demonstration on loopback: the tap and drain are open
+        # there (admin.open_on_loopback), so the banner's commands work as printed.
+        config = build_config({"admin": {"listen": f"127.0.0.1:{admin_port}", "open_on_loopback": True}, "route": [
             {"name": "demo-http", "listen": f"127.0.0.1:{http_port}", "upstream": f"localhost:{upstream_http}"},
             {"name": "demo-echo", "listen": f"127.0.0.1:{echo_port}", "upstream": f"localhost:{upstream_echo}"},
             {"name": "demo-ws", "listen": f"127.0.0.1:{ws_port}", "upstream": f"localhost:{upstream_ws}"},

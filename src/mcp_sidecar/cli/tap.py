@@ -27,7 +27,7 @@ import h11
 import trio
 
 from ..errors import EXIT_FAILURE
-from .adminapi import admin_option, open_stream, resolve_admin, token_option
+from .adminapi import admin_option, open_stream, resolve_admin, resolve_token, token_option
 from .options import reports_errors, resolve_state_dir, state_dir_option
 
 _ARROWS = {"client_to_upstream": "->", "upstream_to_client": "<-"}
@@ -73,7 +73,9 @@ def tap(route: str | None, method: str | None, as_json: bool, output: Path | Non
     Params and results are truncated ([observe] tap_max_bytes) and redacted;
     session ids are hashed.  Nothing is slowed down: a tap that reads too
     slowly loses messages, and says how many."""
-    target = resolve_admin(admin_address, resolve_state_dir(state_dir))
+    directory = resolve_state_dir(state_dir)
+    target = resolve_admin(admin_address, directory)
+    token = resolve_token(token, target, directory)
     query = {k: v for k, v in (("route", route), ("method", method), ("limit", count), ("duration", duration))
              if v is not None}
     path = "/api/tap" + ("?" + urllib.parse.urlencode(query) if query else "")

@@ -101,8 +101,18 @@ class AdminConfig:
 
     #: None: no admin endpoint.
     listen: HostPort | None = field(default_factory=lambda: parse_hostport(DEFAULT_ADMIN_LISTEN))
-    #: Required (as a bearer token) for requests that change state.
+    #: Required (as a bearer token) for requests that change state and for the tap.
     token: str | None = field(default=None, repr=False)
+    #: How the token was set: "config", "env" or "generated" (at start,
+    #: written to the state directory for proxyctl; see supervise/statedir.py).
+    token_source: str | None = None
+    #: Let state-changing requests and the tap through without the token
+    #: while the endpoint listens on loopback (anything on this host may then
+    #: drain the worker or read tool arguments: a trade-off, docs/operations.md).
+    open_on_loopback: bool = False
+    #: Host names (besides IP literals and localhost) requests may name in
+    #: their Host header: anything else is refused (DNS rebinding).
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

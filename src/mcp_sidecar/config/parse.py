@@ -41,7 +41,7 @@ from .defaults import (ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTER
                        MAX_HISTORY_POINTS, ROUTE_NAME_RE, WORKER_SPAWNS)
 from .model import AdminConfig, ObserveConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
-from .values import (boolean, choice, cpu_share, file_path, fraction, int_in, networks, parse_admin_listen, parse_duration,
+from .values import (boolean, choice, cpu_share, file_path, fraction, host_names, int_in, networks, parse_admin_listen, parse_duration,
                      positive_duration, secret_token, format_duration, server_name, size_at_least, url_path, webhook_url)
 from .tls import TlsSettingsError, load_material
 from ..errors import ConfigError
@@ -109,6 +109,8 @@ PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "listen": ("listen", parse_admin_listen),
     "token": ("token", secret_token),
+    "open_on_loopback": ("open_on_loopback", boolean),
+    "hosts": ("hosts", host_names),
 }
 SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "heartbeat_interval": ("heartbeat_interval_s", positive_duration),
@@ -292,11 +294,14 @@ def build_config(
     if dangerously_expose_unprotected:
         proxy_values["dangerously_expose_unprotected"] = True
     admin_values = _section(source, "admin", document, ADMIN_KEYS)
-    if "token" not in admin_values and os.environ.get(ADMIN_TOKEN_ENV):
+    if "token" in admin_values:
+        admin_values["token_source"] = "config"
+    elif os.environ.get(ADMIN_TOKEN_ENV):
         try:
             admin_values["token"] = secret_token(os.environ[ADMIN_TOKEN_ENV])
         except ValueError as exc:
             raise ConfigError(f"${ADMIN_TOKEN_ENV}", "", str(exc)) from None
+        admin_values["token_source"] = "env"
     proxy_values["admin"] = AdminConfig(**admin_values)
     supervisor_values = _section(source, "supervisor", document, SUPERVISOR_KEYS)
     if supervisor_values.get("heartbeat_timeout_s", DEFAULT_HEARTBEAT_TIMEOUT_S) <= supervisor_values.get(

@@ -55,8 +55,11 @@ def render_toml(config: ProxyConfig) -> str:
               f"dangerously_expose_unprotected = {_toml_value(config.dangerously_expose_unprotected)}", ""]
     admin = config.admin
     lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
+    lines.append(f"open_on_loopback = {_toml_value(admin.open_on_loopback)}")
+    if admin.hosts:
+        lines.append(f"hosts = {_toml_value(list(admin.hosts))}")
     if admin.token:
-        lines.append('# token is set (not shown)')
+        lines.append(f"# token is set (not shown; {admin.token_source})")
     lines.append("")
     lines.append("[observe]")
     attr_to_key = {attr: key for key, (attr, _) in OBSERVE_KEYS.items()}
@@ -92,7 +95,7 @@ def secrets_set(config: ProxyConfig) -> list[str]:
     """Which secrets the configuration holds (named, never shown)."""
     names = []
     if config.admin.token:
-        names.append("admin.token")
+        names.append(f"admin.token ({config.admin.token_source})")
     if config.supervisor.alert_webhook:
         names.append("supervisor.alert_webhook")
     names += [f"route {r.name}: gate_token ({r.settings.gate_token_source})" for r in config.routes

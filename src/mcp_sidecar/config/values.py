@@ -158,6 +158,17 @@ def webhook_url(value: Any) -> str:
 
 
 
+def host_names(value: Any) -> tuple[str, ...]:
+    """Host names (``sidecar.example``), lower-cased."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$", item):
+            raise ValueError(f"expected host names such as \"sidecar.example\", got {item!r}")
+        out.append(item.lower().rstrip("."))
+    return tuple(out)
+
+
 def file_path(value: Any) -> str:
     """A path to a file that must be readable (checked when the route is built)."""
     if not isinstance(value, str) or not value.strip():
