@@ -59,19 +59,24 @@ def test_log_formatters_scrub_fields() -> None:
     logs.configure("text", "warning")
 
 
-@given(st.text(alphabet=st.sampled_from(list('abcdefghijklmnopqrstuvwxyzABZ0189 ":={}[],-_.İ')), max_size=80),
-       st.sampled_from(["", "Bearer abc.def", "token=x1", '"apiKey": "k"', "Cookie: a=b", "x-api-key: v",
-                        '"client_secret":"s"', "passwd", "Basic Zm9vOmJhcg==", "mcp_sidecar_0123456789ab=v",
-                        "BASİC Zm9vOmJhcg==", "COOKİE: a", "X-APİ-KEY: v", '"PRİVATE_KEY": "k"']))
-def test_redact_json_text_shortcut_changes_nothing(text: str, secret: str) -> None:
+@given(st.text(alphabet=st.sampled_from(list('abcdefghijklmnopqrstuvwxyzABZ0189 ":={}[],-_.İ/@')), max_size=80),
+       st.sampled_from(["", "Bearer abc.def", "token=x1", "Cookie: a=b", "x-api-key: v", "passwd: p", "pwd=q",
+                        "Basic Zm9vOmJhcg==", "mcp_sidecar_0123456789ab=v", "BASİC Zm9vOmJhcg==", "COOKİE: a",
+                        "X-APİ-KEY: v", "https://u:p@h/", "sk-0123456789abcdefXYZ", "ghp_" + "a1" * 12,
+                        "-----BEGIN PRIVATE KEY-----\nMII\n", "AKIA0123456789ABCDEF", "eyJhbGciOi.eyJzdWIiOi.sig",
+                        "xoxb-0123456789-abc", "PASSWORD: x", "pasSword=y"]))
+def test_redact_string_shortcut_changes_nothing(text: str, secret: str) -> None:
     """The fast paths (no hint of a secret: text returned as is) give what the
     full patterns give, also where re's IGNORECASE matches "İ" to "i"."""
-    from mcp_sidecar.redact import _JSON_SECRET_RE, _scrub_patterns, redact_json_text, scrub
+    from mcp_sidecar.redact import _LABELLED, _SHAPES, _scrub_patterns, redact_string, scrub
 
     def full(value: str) -> str:
         value = _scrub_patterns(value)
-        return _JSON_SECRET_RE.sub(lambda m: f'"{m.group("name")}"{m.group("sep")}"{REDACTED}"', value)
+        value = _SHAPES.sub(lambda m: REDACTED + ("@" if m.group(0).endswith("@") else ""), value)
+        return _LABELLED.sub(lambda m: m.group(1) + REDACTED, value)
 
     for sample in (text, text + secret, secret + text):
-        assert redact_json_text(sample) == full(sample)
+        if sample.lstrip()[:1] in ("{", "["):
+            continue  # (JSON inside a string is walked as JSON: tests/observe/test_tap.py)
+        assert redact_string(sample) == full(sample)
         assert scrub(sample) == _scrub_patterns(sample)

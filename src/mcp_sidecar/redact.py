@@ -9,6 +9,14 @@ Rules this module keeps:
   lose their value.
 * ``scrub()`` is the last line of defence, applied by the log formatters to
   every string they write: it catches the same secrets in free text.
+* JSON a peer sent (MCP params and results: the tap, the request log) is
+  redacted as a decoded value (``redact_json``), not as text: a member whose
+  name says it is a secret loses its whole value (numbers, objects and
+  arrays too; escaped names such as ``pass\\u0077ord`` are decoded first),
+  JSON inside a string is walked as JSON, and strings lose what has the
+  shape of a secret (PEM blocks, URL userinfo, ``sk-...``, GitHub, Slack and
+  AWS keys, JWTs, ``password: ...``).  Errs on the side of removing too
+  much; MCP's ``progressToken`` and token counts are not secrets.
 
 Callers redact before they store, log or expose anything derived from
 traffic; the log formatter scrubs again.
@@ -16,7 +24,11 @@ traffic; the log formatter scrubs again.
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
+
+import msgspec
 
 REDACTED = "REDACTED"
 
@@ -99,7 +111,7 @@ def _may_hold(text: str, hints: tuple[str, ...]) -> bool:
     if not text.isascii():
         return True
     lowered = text.lower()
-    return any(hint in lowered for hint in hints)
+    return any(map(lowered.__contains__, hints))  # (no Python frame per hint)
 
 
 #: Every pattern ``scrub`` applies needs one of these: a parameter or cookie
@@ -142,24 +154,106 @@ def redact_text(text: str) -> str:
     return _TOKENISH_RE.sub(REDACTED, text)
 
 
-#: JSON members whose name says they hold a secret ("password": "...", "apiKey": "...").
-_JSON_SECRET_RE = re.compile(
-    r'(?i)"(?P<name>[A-Za-z0-9_-]*(?:token|secret|password|passwd|api[-_]?key|authorization|cookie|'
-    r'credentials?|private[-_]?key)[A-Za-z0-9_-]*)"(?P<sep>\s*:\s*)"(?:[^"\\]|\\.)*"?')
+# --- JSON values a peer sent (the tap, the request log) --------------------------------------
 
 
-#: What a member name ``_JSON_SECRET_RE`` matches must contain.
-_JSON_SECRET_HINTS = ("token", "secret", "passw", "apikey", "api-key", "api_key", "authorization", "cookie",
-                      "credential", "private")
+def _minimal(hints: set[str]) -> set[str]:
+    """The hints that do not contain another one: the same texts pass."""
+    return {h for h in hints if not any(o != h and o in h for o in hints)}
 
 
-def redact_json_text(text: str) -> str:
-    """JSON text a peer sent (MCP params and results shown by the tap):
-    ``scrub``, then the string value of every member whose name says it is
-    a secret.  Works on truncated JSON too (an unterminated value is cut).
-    Text without a hint of a secret (most tool arguments and results) is
-    returned after two scans."""
-    text = scrub(text)
-    if not _may_hold(text, _JSON_SECRET_HINTS):
+#: Member names (lower-cased, without punctuation) that are secrets whatever
+#: their value: a number, an object or an array under them goes whole.
+_SECRET_NAMES = frozenset({"key", "pwd", "pass", "pin", "otp", "auth", "jwt", "sig", "bearer", "cookie"})
+_NAME_PUNCTUATION = re.compile(r"[\W_]+")
+#: Parts of member names that say "secret" ("clientSecret", "apiKeys", "x_auth_token").
+_SECRET_PARTS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "credential", "authorization",
+                 "cookie", "privatekey", "accesskey", "signingkey", "sessionkey", "signature")
+#: Names with a secret-sounding part that are not secrets: MCP's progress
+#: token (the operator needs it) and token counts ("maxTokens", "usage.inputTokens").
+_NOT_SECRET = frozenset({"progresstoken", "nextpagetoken", "tokencount", "tokenlimit"})
+
+
+@functools.lru_cache(maxsize=4096)
+def secret_name(name: str) -> bool:
+    """Whether a JSON member called ``name`` holds a secret (member names
+    repeat: the answers are cached, a bounded number of them)."""
+    key = _NAME_PUNCTUATION.sub("", name.lower())
+    if key in _SECRET_NAMES:
+        return True
+    if key in _NOT_SECRET or key.endswith("tokens"):
+        return False
+    return any(part in key for part in _SECRET_PARTS)
+
+
+#: Secrets recognisable by their shape wherever they appear in a string.
+_SHAPES = re.compile(
+    r"-----BEGIN [A-Z0-9 ]{1,40}-----.*?(?:-----END [A-Z0-9 ]{1,40}-----|\Z)"  # PEM blocks (keys, even cut)
+    r"|(?<=://)[^/\s@\"'<>]{1,256}@"  # URL userinfo: user:password@, token@
+    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"  # sk-..., sk-proj-..., sk-ant-... API keys
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}"  # GitHub tokens
+    r"|\bxox[abprse]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
+    r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",  # JWTs
+    re.S)
+#: "password: x", "api_key = x" in free text.
+_LABELLED = re.compile(r"(?i)\b((?:pass(?:word|wd|phrase)?|pwd|secret|api[-_ ]?key|access[-_ ]?token|token)"
+                       r"\s*[:=]\s*)[^\s,;\"'&]+")
+#: Every pattern ``redact_string`` applies needs one of these (``scrub``'s
+#: too): "auth" for the header names, "gh" for GitHub's prefixes.  Hints
+#: that contain another are dropped (each is one scan of the text).
+_STRING_HINTS = tuple(sorted(_minimal({*_SCRUB_HINTS, "auth", "-----begin", "://", "sk-", "pk-", "rk-", "gh", "xox",
+                                       "akia", "asia", "eyj", "pass", "pwd", "secret", "key", "token"})))
+
+
+def redact_string(text: str) -> str:
+    """A string a peer sent: JSON inside it is walked as JSON; secrets
+    recognisable by their shape or label, and what ``scrub`` removes, go."""
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "[") and len(text) > 1:
+        try:
+            inner = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            pass
+        else:
+            value, changed = redact_value(inner)
+            return msgspec.json.encode(value).decode() if changed else text
+    if not _may_hold(text, _STRING_HINTS):
         return text
-    return _JSON_SECRET_RE.sub(lambda m: f'"{m.group("name")}"{m.group("sep")}"{REDACTED}"', text)
+    text = _scrub_patterns(text)
+    text = _SHAPES.sub(lambda m: REDACTED + ("@" if m.group(0).endswith("@") else ""), text)
+    return _LABELLED.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_value(value: Any) -> tuple[Any, bool]:
+    """A decoded JSON value with its secrets replaced: whole subtrees under
+    secret member names, secrets inside strings; and whether anything was."""
+    if isinstance(value, str):
+        cleaned = redact_string(value)
+        return cleaned, cleaned is not value and cleaned != value
+    if isinstance(value, dict):
+        changed = False
+        out: dict[str, Any] = {}
+        for name, item in value.items():
+            if secret_name(name) and item is not None and item != "":
+                out[name] = REDACTED
+                changed = True
+            else:
+                out[name], sub = redact_value(item)
+                changed = changed or sub
+        return out, changed
+    if isinstance(value, list):
+        items = [redact_value(item) for item in value]
+        return [item for item, _ in items], any(sub for _, sub in items)
+    return value, False
+
+
+def redact_json(raw: bytes) -> bytes:
+    """JSON text a peer sent, redacted (``redact_value``); the bytes as they
+    came when there was nothing to remove."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return redact_string(raw.decode("utf-8", "replace")).encode()
+    cleaned, changed = redact_value(value)
+    return msgspec.json.encode(cleaned) if changed else raw

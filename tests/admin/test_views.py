@@ -179,7 +179,7 @@ async def test_tap_streams_messages_redacted_and_costs_nothing_when_gone(nursery
         assert first == {"tap": {"route": "r", "method": "tools/call", "queue": 1000}}
         assert (request_rec["kind"], request_rec["method"], request_rec["id"], request_rec["direction"]) == (
             "request", "tools/call", 7, "client_to_upstream")
-        assert secret not in json.dumps(request_rec) and '"password": "REDACTED"' in request_rec["params"]
+        assert secret not in json.dumps(request_rec) and '"password":"REDACTED"' in request_rec["params"]
         assert (response_rec["kind"], response_rec["method"], response_rec["outcome"]) == ("response", "tools/call",
                                                                                             "ok")
         assert response_rec["latency_ms"] > 0 and "hi" in response_rec["result"]

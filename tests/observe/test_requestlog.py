@@ -37,3 +37,8 @@ def test_the_line_names_what_happened_without_secrets() -> None:
         "timeout", None, None, "conn:3")
     other = request_line("r", McpOutcome("ping", "other_error", 0.001, "client", "http", True))
     assert (other["error_code"], other["id"]) == ("other_error", None)  # a boolean is not an id
+
+
+def test_a_string_id_is_redacted_as_the_tap_redacts() -> None:
+    line = request_line("r", McpOutcome("ping", "ok", 0.001, "client", "http", "req-sk-0123456789abcdefghij-1"))
+    assert line["id"] == "req-REDACTED"  # (the shape ran to the end of the key-like run)

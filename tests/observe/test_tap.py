@@ -48,7 +48,7 @@ def test_params_are_cut_to_the_bound_and_secrets_removed() -> None:
     assert rec["truncated"] is True and len(shown) <= 300 + 40
     for secret in ("hunter2-very-secret", "sk-123456789", "abc.def.ghi"):
         assert secret not in shown
-    assert f'"password": "{REDACTED}"' in shown and '"user": "ann"' in shown
+    assert f'"password":"{REDACTED}"' in shown and '"user":"ann"' in shown
 
 
 def test_filters() -> None:
@@ -72,3 +72,88 @@ def test_any_params_stay_bounded_and_a_named_secret_never_shows(extra, key: str,
     assert _SECRET not in rec["params"]
     assert len(rec["params"].encode()) <= max_bytes + 3 * 40  # cut, then at most a few REDACTED markers longer
     json.dumps(rec)  # always serialisable
+
+
+# --- redaction of secrets in every shape they come in (issue: 11 of 22 came through) ------------
+
+_MARK = "Q7secretMARKERq7"
+
+
+def _shapes(mark: str) -> list[tuple[str, object]]:
+    """(name, params) pairs: the same secret planted in the shapes seen in the wild."""
+    return [
+        ("numeric password", {"password": _NUMBER}),
+        ("object under credentials", {"credentials": {"user": "ann", "secret": mark}}),
+        ("array under apiKeys", {"apiKeys": [mark, mark + "2"]}),
+        ("nested deep", {"a": [{"b": {"client_secret": mark}}]}),
+        ("JSON inside a string", {"config": json.dumps({"db": {"password": mark}})}),
+        ("passphrase", {"passphrase": mark}),
+        ("pwd", {"pwd": mark}),
+        ("key", {"key": mark}),
+        ("x-auth-token", {"X-Auth-Token": mark}),
+        ("URL userinfo", {"url": f"https://deploy:{mark}@git.example/repo.git"}),
+        ("token as URL user", {"url": f"https://{mark}@github.com/x/y"}),
+        ("sk- key in free text", {"text": f"use sk-{mark}ABCDEF please"}),
+        ("PEM block", {"text": f"-----BEGIN RSA PRIVATE KEY-----\nMIIE{mark}\n-----END RSA PRIVATE KEY-----"}),
+        ("PEM block cut", {"text": f"here: -----BEGIN PRIVATE KEY-----\nMIIE{mark}"}),
+        ("labelled in text", {"text": f"login with password: {mark} now"}),
+        ("bearer in text", {"note": f"Authorization: Bearer {mark}"}),
+        ("query parameter", {"link": f"https://x.example/cb?access_token={mark}&a=1"}),
+        ("GitHub token", {"t": f"ghp_{mark}0123456789abc"}),
+        ("JWT", {"t": f"eyJ{mark}.eyJzdWIiOiIxIn0.c2ln"}),
+        ("AWS key id", {"t": "AKIA" + "Q7SECRETMARKER12"}),
+        ("Slack token", {"t": f"xoxb-{mark}-123"}),
+        ("cookie header as a member", {"headers": {"Cookie": f"sid={mark}"}}),
+    ]
+
+
+_NUMBER = 98765123454321
+
+
+def _leaks(shown: str, mark: str) -> bool:
+    return any(v in shown for v in (mark, mark[:10], "Q7SECRETMARKER", str(_NUMBER)))
+
+
+def test_every_planted_secret_shape_is_redacted() -> None:
+    for name, params in _shapes(_MARK):
+        rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+        assert not _leaks(rec["params"], _MARK), (name, rec["params"])
+        assert REDACTED in rec["params"], name
+    # An escaped member name is the same name once decoded.
+    (m,) = decode(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"pass\\u0077ord":"' + _MARK.encode()
+                  + b'"}}')
+    rec = tap_record("r", "client", m, at_unix=0.0, transport="http", session=None, size=1, method="tools/call",
+                     answered=None)
+    assert not _leaks(rec["params"], _MARK) and "password" in rec["params"]
+
+
+def test_what_is_not_a_secret_stays() -> None:
+    params = {"_meta": {"progressToken": "pt-42"}, "maxTokens": 1024, "name": "search", "arguments": {
+        "query": "how do keys work", "url": "https://example.com/a?b=c", "usage": {"inputTokens": 12}}}
+    rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+    assert json.loads(rec["params"]) == params  # the bytes as sent: nothing to remove
+
+
+_names = st.sampled_from(["password", "PASSWORD", "Passwd", "pass_phrase", "api_key", "apiKey", "API-KEY", "apiKeys",
+                          "client_secret", "clientSecret", "secretValue", "authToken", "access_token",
+                          "refreshToken", "authorization", "credentials", "privateKey", "private_key", "pwd", "key",
+                          "signature", "cookie", "sessionKey"])
+_json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)),
+                            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                            max_leaves=12)
+
+
+@given(_names, _json_values, st.integers(min_value=0, max_value=3), st.integers(min_value=16, max_value=600),
+       st.sampled_from(["plain", "number", "object", "array", "in-json-string"]))
+def test_a_secret_under_a_secret_name_never_shows_whatever_the_shape_and_the_cut(name, noise, depth, max_bytes, shape):
+    secret_value: object = {"plain": _MARK, "number": _NUMBER, "object": {"v": _MARK},
+                            "array": [_MARK], "in-json-string": _MARK}[shape]
+    planted: object = {name: secret_value}
+    for _ in range(depth):
+        planted = {"wrap": [noise, planted]}
+    if shape == "in-json-string":
+        planted = {"blob": json.dumps(planted)}
+    rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"x": noise, "y": planted}},
+                 max_bytes=max_bytes)
+    assert not _leaks(rec["params"], _MARK)
+    assert len(rec["params"].encode()) <= max_bytes

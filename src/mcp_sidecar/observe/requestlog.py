@@ -9,13 +9,15 @@ Rules this module keeps:
   second, a burst of one second's worth).  Requests sampled out or over the
   cap are counted, never silently lost.
 * A line carries no secret: the session is its hash (``session_ref``), the
-  id is truncated, params and results are never in it (the tap shows them).
+  id is redacted as the tap redacts and truncated, params and results are
+  never in it (the tap shows them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..redact import redact_string
 from .events import McpOutcome
 from .mcpstats import session_ref
 
@@ -60,9 +62,11 @@ class RequestLogPolicy:
 
 
 def request_id_text(value: Any) -> Any:
-    """A request id as written: numbers as they are, strings truncated."""
+    """A request id as written (the log, the tap): numbers as they are,
+    strings redacted as the tap redacts (an id is the peer's choice), then
+    truncated."""
     if isinstance(value, str):
-        return value[:MAX_ID_CHARS]
+        return redact_string(value)[:MAX_ID_CHARS]
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 

@@ -4,9 +4,9 @@ Rules this module keeps:
 
 * A record is built only when somebody taps the route (the caller checks);
   it holds plain values ready to be written as one JSON line.
-* ``params``, ``result`` and ``error`` are shown as JSON text cut to
-  ``max_bytes`` (``truncated`` says so) and redacted (``redact_json_text``:
-  bearer tokens, secret query parameters, members named like secrets).
+* ``params``, ``result`` and ``error`` are shown as JSON text, redacted
+  first (``redact.redact_json``: the decoded value is walked, so no cut can
+  leave half a secret), then cut to ``max_bytes`` (``truncated`` says so).
   The session is its hash; ids are truncated.
 * Filters are a route name and a method label; a response matches the
   method of the request it answers.
@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from ..redact import redact_json_text
+from ..redact import redact_json
 from .events import McpOutcome
 from .jsonrpc import UNSET, Envelope
 from .mcpstats import session_ref
@@ -45,10 +45,9 @@ class TapFilter:
 
 
 def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:
-    raw = bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value)
+    raw = redact_json(bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value))
     cut = len(raw) > max_bytes
-    text = raw[:max_bytes].decode("utf-8", "replace")
-    return redact_json_text(text), cut
+    return raw[:max_bytes].decode("utf-8", "ignore"), cut
 
 
 def tap_record(route: str, origin: str, message: Envelope, *, at_unix: float, transport: str,
