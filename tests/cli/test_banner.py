@@ -27,7 +27,7 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
             f"route inspector-ui     127.0.0.1:{ui} -> localhost:6274",
             f"route inspector-proxy  127.0.0.1:{mcp_proxy} -> localhost:6277",
         ]
-        lines = inspector_lines(proxy.config, proxy.listeners)
+        lines = inspector_lines(proxy.config, proxy.listeners, show_tokens=True)
         assert lines[1] == (
             f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:{ui} "
             "npx @modelcontextprotocol/inspector"
@@ -37,10 +37,17 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
             f"  then open:      http://127.0.0.1:{ui}/?MCP_PROXY_PORT={mcp_proxy}"
             f"&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>&mcp_sidecar_token={token}"
         )
-        assert gate_lines(proxy.config, proxy.listeners) == [
+        assert gate_lines(proxy.config, proxy.listeners, show_tokens=True) == [
             "route inspector-ui is gated: open this URL once in a browser (it leaves a cookie), "
             "or send Authorization: Bearer <token>:",
             f"  http://127.0.0.1:{ui}/?mcp_sidecar_token={token}"]
+        # Written anywhere but a terminal (the journal, kubectl logs), the token stays out.
+        hidden = inspector_lines(proxy.config, proxy.listeners, show_tokens=False) + gate_lines(
+            proxy.config, proxy.listeners, show_tokens=False)
+        assert token not in "\n".join(hidden)
+        assert hidden[3].endswith("&mcp_sidecar_token=<see: proxyctl url inspector-ui>")
+        assert hidden[-1] == ("route inspector-ui is gated: its URL carries the token and is not printed here (this "
+                              "output may be collected); get it with: proxyctl url inspector-ui")
     finally:
         for listener in proxy.listeners:
             listener.close()
@@ -51,7 +58,7 @@ def test_inspector_v2_lines_give_the_environment_and_the_gated_url() -> None:
     try:
         ui, sandbox, apps = (rt.listeners[0].address.port for rt in proxy.routes)
         token = proxy.config.routes[0].settings.gate_token
-        assert inspector_lines(proxy.config, proxy.listeners) == [
+        assert inspector_lines(proxy.config, proxy.listeners, show_tokens=True) == [
             "Inspector v2 through the sidecar:",
             f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:6274,http://[::1]:6274,"
             f"http://127.0.0.1:{ui} MCP_SANDBOX_FULL_ADDRESS=http://127.0.0.1:{sandbox}/sandbox "
@@ -65,7 +72,7 @@ def test_inspector_v2_lines_give_the_environment_and_the_gated_url() -> None:
     config = build_config(forwards=("127.0.0.1:0:localhost:1",))
     plain = Proxy(config, bind_all(config))
     try:
-        assert inspector_lines(plain.config, plain.listeners) == []
+        assert inspector_lines(plain.config, plain.listeners, show_tokens=True) == []
     finally:
         for listener in plain.listeners:
             listener.close()

@@ -6,6 +6,12 @@ the UI to work through the sidecar: the Inspector v1 serves only browsers
 whose ``Origin`` is in ``ALLOWED_ORIGINS`` (default ``http://localhost:6274``)
 and its UI looks for the proxy server on its own hostname plus
 ``MCP_PROXY_PORT``, which must be the exposed proxy port.
+
+Rules this module keeps:
+
+* A gate's token is printed only when ``show_tokens`` (standard output is a
+  terminal): the banner otherwise lands in the journal or ``kubectl logs``.
+  It then says how to get the URL: ``proxyctl url ROUTE``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from ..config.profiles import exposure_notices, exposure_warnings
 from ..config.tls import certificate_warnings
 from ..net.gate import TOKEN_PARAM
 from ..net.listeners import BoundListener
-from ..net.netinfo import nonloopback_addresses
+from ..net.origins import gate_urls, route_origins
 
 
 def admin_lines(admin: socket.socket | None) -> list[str]:
@@ -39,33 +45,22 @@ def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str
     return lines
 
 
-def route_origins(route: RouteConfig, listeners: list[BoundListener]) -> list[str]:
-    """The origins a browser would use for a route: its bound addresses, a
-    wildcard replaced by this host's non-loopback addresses."""
-    scheme = "https" if route.settings.tls_cert else "http"
-    hosts: list[tuple[str, int]] = []
-    for listener in listeners:
-        if listener.route.name != route.name:
-            continue
-        host, port = listener.address.host, listener.address.port
-        if host in ("0.0.0.0", "::"):
-            hosts += [(h, port) for h in nonloopback_addresses() if (":" in h) == (host == "::")]
-        else:
-            hosts.append((host, port))
-    return [f"{scheme}://{bracket(h)}:{p}" for h, p in dict.fromkeys(hosts)]
-
-
-def gate_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:
+def gate_lines(config: ProxyConfig, listeners: list[BoundListener], show_tokens: bool) -> list[str]:
     """The URL carrying each gated route's token (opened once, it leaves a
-    cookie), and how non-browser clients authenticate."""
+    cookie), and how non-browser clients authenticate; without
+    ``show_tokens``, how to get the URL instead."""
     lines = []
     for route in config.routes:
-        token = route.settings.gate_token
-        if route.settings.gate != "token" or token is None:
+        urls = gate_urls(route, listeners)
+        if not urls:
+            continue
+        if not show_tokens:
+            lines.append(f"route {route.name} is gated: its URL carries the token and is not printed here (this "
+                         f"output may be collected); get it with: proxyctl url {route.name}")
             continue
         lines.append(f"route {route.name} is gated: open this URL once in a browser (it leaves a cookie), "
                      "or send Authorization: Bearer <token>:")
-        lines += [f"  {origin}/?{TOKEN_PARAM}={token}" for origin in route_origins(route, listeners)]
+        lines += [f"  {url}" for url in urls]
     return lines
 
 
@@ -78,7 +73,7 @@ def warning_lines(config: ProxyConfig) -> list[str]:
     return [f"WARNING: {warning}" for warning in exposure_warnings(config) + certificate_warnings(config)]
 
 
-def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:
+def inspector_lines(config: ProxyConfig, listeners: list[BoundListener], show_tokens: bool) -> list[str]:
     def bound(name: str) -> list[BoundListener]:
         return [l for l in listeners if l.route.name == name]
 
@@ -88,7 +83,7 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list
         return []
     ui_origins = route_origins(ui, listeners)
     if profile == "inspector-v2":
-        return _inspector_v2_lines(config, listeners, ui, ui_origins)
+        return _inspector_v2_lines(config, listeners, ui, ui_origins, show_tokens)
     proxy_listeners = bound("inspector-proxy")
     proxy_port = proxy_listeners[0].address.port if proxy_listeners else 6277
     allowed = ",".join([f"http://localhost:{ui.upstream.port}", *ui_origins])
@@ -97,7 +92,9 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list
         f"  start it with:  ALLOWED_ORIGINS={allowed} npx @modelcontextprotocol/inspector",
         "                  (add http://NAME:PORT for any other host name you browse to)",
     ]
-    gate = f"&{TOKEN_PARAM}={ui.settings.gate_token}" if ui.settings.gate == "token" else ""
+    gate = ""
+    if ui.settings.gate == "token":
+        gate = f"&{TOKEN_PARAM}={ui.settings.gate_token if show_tokens else '<see: proxyctl url inspector-ui>'}"
     for origin in ui_origins:
         lines.append(
             f"  then open:      {origin}/?MCP_PROXY_PORT={proxy_port}"
@@ -123,12 +120,14 @@ def v2_environment(config: ProxyConfig, listeners: list[BoundListener]) -> dict[
 
 
 def _inspector_v2_lines(config: ProxyConfig, listeners: list[BoundListener], ui: RouteConfig,
-                        ui_origins: list[str]) -> list[str]:
+                        ui_origins: list[str], show_tokens: bool) -> list[str]:
     env = v2_environment(config, listeners)
     lines = ["Inspector v2 through the sidecar:", "  start it with:  " + " ".join(
         f"{k}={v}" for k, v in env.items()) + " npx @modelcontextprotocol/inspector",
              "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
              "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)"]
-    gate = f"?{TOKEN_PARAM}={ui.settings.gate_token}" if ui.settings.gate == "token" else ""
+    gate = ""
+    if ui.settings.gate == "token":
+        gate = f"?{TOKEN_PARAM}={ui.settings.gate_token if show_tokens else '<see: proxyctl url inspector-ui>'}"
     lines += [f"  then open:      {origin}/{gate}" for origin in ui_origins]
     return lines

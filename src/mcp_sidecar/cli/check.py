@@ -21,7 +21,8 @@ from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
 from ..supervise.control import status_if_running
-from .banner import route_origins, v2_environment
+from ..net.origins import route_origins
+from .banner import v2_environment
 from .diagnose import RouteAccess, check_inspector_v2, check_route, check_url
 from .options import RouteSource, reports_errors, resolve_state_dir, state_dir_option, with_route_options
 

@@ -19,6 +19,7 @@ from .manage import reload, restart, status, stop
 from .run import run
 from .tap import tap
 from .top import top
+from .url import url
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,7 +28,7 @@ def cli() -> None:
     """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic."""
 
 
-for command in (run, demo, config, check, status, restart, reload, stop, top, tap):
+for command in (run, demo, config, check, status, restart, reload, stop, top, tap, url):
     cli.add_command(command)
 
 

@@ -124,9 +124,11 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
 
 
 def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
+    # A gate's token only on a terminal: otherwise this lands in the journal or kubectl logs.
+    show_tokens = sys.stdout.isatty()
     echo_lines([f"mcp-sidecar {__version__} forwarding ({who})", *route_lines(config, listeners),
-                 *admin_lines(admin), *inspector_lines(config, listeners), *gate_lines(config, listeners),
-                 *notice_lines(config), *warning_lines(config)])
+                 *admin_lines(admin), *inspector_lines(config, listeners, show_tokens),
+                 *gate_lines(config, listeners, show_tokens), *notice_lines(config), *warning_lines(config)])
 
 
 def with_admin_token(config: ProxyConfig, generated: str) -> ProxyConfig:

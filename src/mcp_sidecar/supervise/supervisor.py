@@ -53,6 +53,7 @@ from ..config.tls import certificate_warnings
 from ..errors import SidecarError
 from ..logs import log
 from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
+from ..net.origins import gate_urls
 from . import sdnotify
 from .alerts import Alerter, AlertState
 from .channel import Channel, ChannelClosed
@@ -711,6 +712,18 @@ class Supervisor:
             "routes": routes,
         }
 
+    def _gate_urls(self, name: Any) -> dict[str, Any]:
+        """A gated route's URLs, token included: for the operator who asks
+        over the control socket (its peer's uid is checked), never logged."""
+        assert self.sockets is not None
+        route = next((r for r in self.config.routes if r.name == name), None)
+        if route is None:
+            return {"ok": False, "error": f"no route {name!r} (routes: {', '.join(r.name for r in self.config.routes)})"}
+        urls = gate_urls(route, self.sockets.routes)
+        if not urls:
+            return {"ok": False, "error": f"route {name} is not gated (no token to put in a URL)"}
+        return {"ok": True, "route": route.name, "urls": urls}
+
     # --- control socket -------------------------------------------------------------------
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -727,6 +740,8 @@ class Supervisor:
             return await self.restart(hard=bool(request.get("hard")))
         if command == "reload":
             return await self.reload()
+        if command == "url":
+            return self._gate_urls(request.get("route"))
         if command == "stop":
             self.request_stop()
             return {"ok": True, "stopping": True, "drain_timeout_s": self.config.drain_timeout_s}
