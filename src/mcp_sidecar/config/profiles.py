@@ -116,29 +116,24 @@ def _exposed(route: RouteConfig) -> bool:
 
 def access_controls(route: RouteConfig, profile: str | None = None) -> list[str]:
     """What decides who may use a route (server-only TLS does not)."""
+    return _protections(route, profile, encryption=False)
+
+
+def protections(route: RouteConfig, profile: str | None = None) -> list[str]:
+    """What protects a route, encryption included (for the banner)."""
+    return _protections(route, profile, encryption=True)
+
+
+def _protections(route: RouteConfig, profile: str | None, *, encryption: bool) -> list[str]:
     s = route.settings
     out = []
     own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
     if own is not None:
         out.append(own)
     if s.tls_cert is not None and s.tls_client_ca:
-        out.append("client certificates")
-    if s.gate == "token":
-        out.append("the access gate (token)")
-    if s.allow:
-        out.append("allow " + ", ".join(s.allow))
-    return out
-
-
-def protections(route: RouteConfig, profile: str | None = None) -> list[str]:
-    """What protects a route, encryption included (for the banner)."""
-    s = route.settings
-    out = []
-    own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
-    if own is not None:
-        out.append(own)
-    if s.tls_cert is not None:
-        out.append("TLS with client certificates" if s.tls_client_ca else "TLS")
+        out.append("TLS with client certificates" if encryption else "client certificates")
+    elif s.tls_cert is not None and encryption:
+        out.append("TLS")
     if s.gate == "token":
         out.append("the access gate (token)")
     if s.allow:
