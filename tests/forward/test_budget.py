@@ -66,10 +66,10 @@ async def test_a_closed_connection_keeps_nothing_alive(nursery) -> None:
         await wait_until(lambda: proxy.route().connections)
         def observed():
             conn = next(iter(proxy.route().connections.values()))
-            return conn.observation if conn.observation is not None and conn.observation.http is not None else None
+            return conn.observation if conn.observation is not None and conn.observation.observer.http is not None else None
 
         await wait_until(observed)
-        observation, http = weakref.ref(observed()), weakref.ref(observed().http)
+        observation, http = weakref.ref(observed()), weakref.ref(observed().observer.http)
         gc.disable()
         try:
             await stream.aclose()

@@ -148,8 +148,8 @@ async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
         observation = next(iter(proxy.route().connections.values())).observation
         # Every ping written so far has arrived: the upstream's one (never answered, so the
         # only one), and the client's (each answered before the next is sent; none out now).
-        await wait_until(lambda: server.pings == 1 and observation.keepalive["upstream"] is not None
-                         and observation.keepalive["client"] is None and client.pings >= 1)
+        await wait_until(lambda: server.pings == 1 and observation.observer.outstanding("upstream") is not None
+                         and observation.observer.outstanding("client") is None and client.pings >= 1)
         observation._fail(RuntimeError("test: the observer gave up"))  # ... when observation stops
         pings = (client.pings, server.pings)
         await trio.sleep(0.5)  # over three timeouts: nothing may happen in this time
@@ -169,12 +169,13 @@ async def test_bytes_held_for_a_pong_are_released_in_order_when_the_other_side_g
     from mcp_sidecar.observe.quality import Quality
 
     with trio.fail_after(5):
-        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), 1, Quality(), "http")
+        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), 1, Quality(), "http",
+                                  keepalive=True)
         client, upstream = observation.client_direction, observation.upstream_direction
         assert client.feed(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         assert upstream.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         assert observation.mode == "websocket"
-        observation.keepalive["client"] = (b"mcp-sidecar:" + b"0" * 20, trio.current_time())
+        assert observation.keepalive_frame("client", trio.current_time()) is not None  # ours goes out
         frame = b"\x8a\xa0" + b"\x00\x00\x00\x00" + b"somebody-else's-pong-32-bytes..."  # masked, zero key
         assert len(frame) == 6 + 32
         assert client.rewriting and client.feed(frame[:6]) == b""  # could be ours: held

@@ -27,7 +27,7 @@ from ..errors import ClientGone, LocalResourceError, UpstreamUnavailable
 from ..logs import log
 from ..net import sockopts
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
-from ..observe.http import starts_like_request
+from ..observe.connection import Sniff, sniff_request
 from .idle import IDLE_TASK, idle_watch
 from .observation import Mode
 from .secure import client_prelude, forward_legs, upstream_leg
@@ -70,8 +70,9 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, csock: socket.socket, 
         now = trio.current_time()
         if observation.closing or observation.mode is not Mode.WEBSOCKET:
             return  # closing, or observation gave up (or was shed): frame boundaries are unknown
+        observer = observation.observer
         for side, sock, flow in (("client", csock, conn.u2c), ("upstream", usock, conn.c2u)):
-            pending = observation.keepalive[side]
+            pending = observer.outstanding(side)
             if pending is not None:
                 if now - pending[1] > settings.ws_ping_timeout_s:
                     conn.end = End.WS_TIMEOUT
@@ -82,10 +83,10 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, csock: socket.socket, 
                 continue
             if flow.tail:
                 continue  # a chunk is half delivered: not a frame boundary
-            frame = observation.keepalive_frame(side, now)
+            frame = observer.keepalive_ping(side, now)
             if frame is not None and not _write_frame(sock, frame):
                 # Could not write it whole: the socket is full; try next time.
-                observation.keepalive[side] = None
+                observer.forget_ping(side)
 
 
 async def _forward(conn: Connection, rt: RouteState, csock: socket.socket, usock: socket.socket) -> list[str]:
@@ -154,7 +155,7 @@ def _client_gone(csock: socket.socket, protocol: str) -> bool:
         return True
     if protocol == "tcp" or state != TCP_CLOSE_WAIT:
         return False
-    return protocol == "http" or starts_like_request(head)
+    return protocol == "http" or sniff_request(head) is not Sniff.NOT_HTTP
 
 
 async def serve_connection(rt: RouteState, csock: socket.socket, client: str) -> None:

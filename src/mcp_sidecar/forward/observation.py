@@ -1,4 +1,8 @@
-"""Wiring the sans-io observers (observe/) to connections and metrics.
+"""What one connection's observation means: metrics, quality, the tap, the request log.
+
+``observe/connection.py`` (sans-io) reads the bytes and says what happened;
+this module is the sink that turns its events into the operator's figures,
+and the policy around it.
 
 Rules this module keeps:
 
@@ -11,82 +15,57 @@ Rules this module keeps:
   forwarding goes on unchanged (fail open).  A defect of our own is counted
   apart (``mcp_sidecar_observer_bugs_total``) and logged once with its
   traceback; under the test suite (``STRICT``) it is raised.
-* ``protocol = "auto"`` decides on the first client bytes: an HTTP/1.x
-  request line means HTTP observation, anything else (or the upstream
-  speaking first) is opaque TCP.  ``"tcp"`` never observes.
-* Everything here runs per chunk of observed connections only; opaque TCP
-  pays one ``is not None`` test per chunk.
-* Each observed chunk's cost is measured and charged to the worker's
-  ``ObservationBudget`` (budget.py).  While the worker is saturated and the
-  budget is spent, the connection is shed: mode ``shed``, counted in
-  ``mcp_sidecar_observer_shed_total{route}``, forwarded opaque from then on
-  (never while the keepalive may still rewrite a chunk); new connections are
-  shed at birth.  Whatever stops observation also stops the keepalive.
+* ``protocol = "tcp"`` never observes; ``"auto"`` lets the observer sniff.
+  Opaque TCP pays one ``is not None`` test per chunk.
+* Each observed chunk's cost (the observer's and this sink's) is measured
+  and charged to the worker's ``ObservationBudget`` (budget.py).  While the
+  worker is saturated and the budget is spent, the connection is shed: mode
+  ``shed``, counted in ``mcp_sidecar_observer_shed_total{route}``, forwarded
+  opaque from then on (never while the keepalive may still rewrite a
+  chunk); new connections are shed at birth.  Whatever stops observation
+  also stops the keepalive.
+* Metric children are looked up once per label set (``RouteObservation.child``):
+  an exchange or a frame costs dictionary lookups and additions, no lock.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from time import perf_counter
 from typing import Any, Callable
 
 import trio
 
-from ..errors import ObserverError
 from ..logs import log
 from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
-from ..observe.events import (BodyTooLarge, ExchangeDone, Frame, HttpEvent, JsonRpcSeen, McpOutcome, ResponseStarted, SessionEndpoint,
-                              SseSeen, Tunneled, Upgraded)
-from ..observe.http import HttpObserver, jsonrpc_messages, trace_id
-from ..observe.jsonrpc import UNSET, Envelope
+from ..observe.connection import PEER_FAULTS, ConnectionObserver, Mode, transport_label
+from ..observe.events import (BodyTooLarge, ExchangeDone, FramesCounted, HttpDetected, JsonRpcSeen, KeepaliveAnswered, McpOutcome,
+                              NotificationSeen, Opaque, PingAnswered, ResponseStarted, SessionEndpoint, SseSeen,
+                              Tunneled, WebSocketClosing, WebSocketOpened)
+from ..observe.http import trace_id
+from ..observe.jsonrpc import UNSET, Envelope, decode
 from ..observe.mcp import McpTracker, method_label
 from ..observe.mcpstats import McpStats
 from ..observe.quality import Quality
 from ..observe.requestlog import RequestLogPolicy, request_line
 from ..observe.tap import DEFAULT_MAX_BYTES, tap_record
-from ..observe.websocket import FrameScanner
 from ..redact import redact_text
 from .metrics import Metrics
 
+__all__ = ["Mode", "Observation", "ObservedDirection", "RouteObservation", "STRICT"]
+
 logger = logging.getLogger(__name__)
 
-_REQUEST_LINE = re.compile(rb"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|CONNECT|TRACE) ")
-_SNIFF_BYTES = 8
-MAX_OUTSTANDING_PINGS = 16
-#: The proxy's keepalive pings carry 32 bytes: "mcp-sidecar:" + 20 random hex.
-KEEPALIVE_PAYLOAD_LEN = 32
-
-
-#: What a peer's bytes can make an observer raise: its own protocol errors,
-#: malformed values (JSON, UTF-8) and JSON nested past the recursion limit.
-#: Anything else is a bug of ours: raised under tests (``STRICT``), counted
-#: and logged with a traceback in production.
-PEER_FAULTS = (ObserverError, ValueError, UnicodeDecodeError, RecursionError)
 #: Set in the test suite's environment (MCP_SIDECAR_STRICT=1): observer bugs
 #: surface as failures instead of being counted.
 STRICT = os.environ.get("MCP_SIDECAR_STRICT") == "1"
 #: Bug kinds already logged with a traceback (once each per process).
 _BUGS_LOGGED: set[str] = set()
-
-
-class Mode(StrEnum):
-    """What observation does with a connection now."""
-
-    SNIFF = "sniff"  # protocol "auto": waiting for the client's first bytes
-    HTTP = "http"
-    WEBSOCKET = "websocket"  # after a 101
-    TCP = "tcp"  # opaque, by choice or because the bytes are not HTTP
-    FAILED = "failed"  # gave up: the peer's bytes broke a parser, or the inspection memory ran out
-    SHED = "shed"  # over the CPU budget
-    CLOSED = "closed"  # the connection ended
-
 
 #: Shared read-only placeholders until a connection needs its own (see Observation).
 _NONE_YET: Mapping[str, int] = MappingProxyType({})
@@ -94,13 +73,8 @@ _NO_HTTP_STATS: Mapping[str, Any] = MappingProxyType({"exchanges": 0, "last": No
 _NO_SSE_STATS: Mapping[str, Any] = MappingProxyType({"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None,
                                                      "last_at": None})
 _NO_REQUESTS: list[tuple[str, float]] = []  # never appended to: HTTP connections get their own
-_NO_KEEPALIVE: Mapping[str, tuple[bytes, float] | None] = MappingProxyType({"client": None, "upstream": None})
-_NOTHING_HELD: Mapping[str, bytes] = MappingProxyType({"client": b"", "upstream": b""})
-_NO_PINGS: Mapping[str, dict[bytes, float]] = MappingProxyType({"client": MappingProxyType({}),  # type: ignore[dict-item]
-                                                               "upstream": MappingProxyType({})})
 
-#: Modes in which chunks are still observed (tested by identity on the hot
-#: path: ``in`` on a set of enum members calls Enum.__hash__ in Python).
+#: Modes tested by identity on the hot path.
 _HTTP, _WEBSOCKET, _SNIFF = Mode.HTTP, Mode.WEBSOCKET, Mode.SNIFF
 
 
@@ -110,16 +84,15 @@ class ObservedDirection:
     __slots__ = ("observation", "side")
 
     def __init__(self, observation: "Observation", side: str) -> None:
-        self.observation = observation
+        self.observation: Observation = observation
         self.side = side
 
     @property
     def rewriting(self) -> bool:
-        observation = self.observation
-        mode = observation.mode
-        if mode is _HTTP or mode is _SNIFF:  # only a WebSocket's keepalive rewrites or holds bytes
+        observer = self.observation.observer
+        if observer.mode is not _WEBSOCKET:  # only a WebSocket's keepalive rewrites or holds bytes
             return False
-        return observation.rewriting
+        return observer.rewriting
 
     def feed(self, data: Any) -> bool | bytes:
         return self.observation._feed(self.side, data)
@@ -193,21 +166,22 @@ class RouteObservation:
 
 
 class Observation:
-    """One connection's observers; the pump's callbacks.
+    """One connection's observation: its ``ConnectionObserver`` and what the
+    events mean for this connection (its records for /api/connections, its
+    quality, its MCP sessions); the pump's callbacks.
 
-    Slotted, and what only HTTP or WebSocket traffic needs is created when
-    the connection turns out to carry it: until then those attributes are
-    shared read-only placeholders (a write to one is a bug and raises).  An
-    idle connection holds only what it must.
+    Slotted, and what only HTTP traffic needs is created when the connection
+    turns out to carry it: until then those attributes are shared read-only
+    placeholders (a write to one is a bug and raises).  An idle connection
+    holds only what it must.
     """
 
-    __slots__ = ("route", "conn_id", "client", "quality", "protocol", "clock", "mode", "_sniffed", "http", "ws",
-                 "_pings", "_mcp", "mcp_messages", "_session", "on_websocket", "_long", "closing", "http_stats",
-                 "sse_stats", "close_frame", "_open_stream", "_exchange_requests", "keepalive", "_held",
-                 "client_direction", "upstream_direction", "__weakref__")
+    __slots__ = ("route", "conn_id", "client", "quality", "protocol", "clock", "observer", "_mcp", "mcp_messages",
+                 "_session", "on_websocket", "_long", "http_stats", "sse_stats", "close_frame", "_open_stream",
+                 "_exchange_requests", "client_direction", "upstream_direction", "__weakref__")
 
     def __init__(self, route: RouteObservation, conn_id: int, quality: Quality, mode: str,
-                 clock: Callable[[], float] = trio.current_time, *, client: str = "") -> None:
+                 clock: Callable[[], float] = trio.current_time, *, client: str = "", keepalive: bool = False) -> None:
         self.route = route
         self.conn_id = conn_id
         #: The client's address (host:port), for the sessions it carries.
@@ -217,10 +191,8 @@ class Observation:
         #: What the connection carries, as far as observation has seen: tcp, http, sse, websocket.
         self.protocol = "tcp"
         self.clock = clock
-        self.mode = Mode.SNIFF if mode == "auto" else Mode(mode)
-        self._sniffed = b""
-        self.http: HttpObserver | None = None
-        self.ws: dict[str, FrameScanner] | None = None
+        #: The protocol machine (observe/connection.py): reads the bytes.
+        self.observer = ConnectionObserver(mode, route.memory, keepalive=keepalive)
         self._mcp = False
         #: JSON-RPC messages seen, by how they travelled: http (a body), sse (an event), ws (a frame).
         self.mcp_messages: Mapping[str, int] = _NONE_YET
@@ -233,8 +205,6 @@ class Observation:
         #: is long-lived (an event stream, a WebSocket, opaque TCP): reconnects
         #: are counted then, not for each short HTTP request (state.py).
         self._long = False
-        #: A close frame passed: no more keepalive pings (RFC 6455 5.5.1).
-        self.closing = False
         #: Facts for /api/connections.
         self.http_stats: Mapping[str, Any] = _NO_HTTP_STATS
         self.sse_stats: Mapping[str, Any] = _NO_SSE_STATS
@@ -242,32 +212,29 @@ class Observation:
         #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
         self._open_stream = False
         self._exchange_requests: list[tuple[str, float]] = _NO_REQUESTS
-        #: The proxy's own keepalive ping outstanding towards each side: (payload, sent at).
-        self.keepalive: Mapping[str, tuple[bytes, float] | None] = _NO_KEEPALIVE
-        #: Bytes withheld from forwarding per source side (a pong header whose
-        #: payload decides whether it answers our keepalive), at most 14 + 32.
-        self._held: Mapping[str, bytearray | bytes] = _NOTHING_HELD
-        #: Pings seen per side, by payload, awaiting their pong.
-        self._pings: Mapping[str, dict[bytes, float]] = _NO_PINGS
         self.client_direction = ObservedDirection(self, "client")
         self.upstream_direction = ObservedDirection(self, "upstream")
-        if self.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
+        if self.observer.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
             self._shed()
-        elif self.mode is Mode.HTTP:
+        elif self.observer.mode is Mode.HTTP:
             self._begin_http()
 
+    @property
+    def mode(self) -> Mode:
+        return self.observer.mode
+
+    @property
+    def closing(self) -> bool:
+        """A close frame passed: the keepalive sends no more pings."""
+        return self.observer.closing
+
     def _begin_http(self) -> None:
-        """The connection carries HTTP: its observer and records."""
-        self.mode = Mode.HTTP
+        """The connection carries HTTP: its records."""
         self.protocol = "http"
-        self.http = self._http_observer()
         self.http_stats = {"exchanges": 0, "last": None}
         self.sse_stats = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None, "last_at": None}
         self.mcp_messages = {}
         self._exchange_requests = []
-
-    def _http_observer(self) -> HttpObserver:
-        return HttpObserver(self.route.memory.allowance())
 
     @property
     def mcp(self) -> bool:
@@ -291,45 +258,34 @@ class Observation:
     def close(self) -> None:
         """The connection ended: give back every buffer and the route's gauges,
         and drop the references a closed connection must not keep alive."""
-        if self.http is not None and self.mode is _HTTP:
-            try:  # exchanges still under way end "aborted" (an event stream the client closed)
-                now = self.clock()
-                self._apply(self.http.abort(now), now)
-            except Exception as exc:  # noqa: BLE001 - closing must not fail
-                if STRICT:
-                    raise
-                self._bug(exc)
+        observer = self.observer
+        try:  # exchanges still under way end "aborted" (an event stream the client closed)
+            now = self.clock()
+            self._apply(observer.abort(now), now)
+        except Exception as exc:  # noqa: BLE001 - closing must not fail
+            if STRICT:
+                raise
+            self._bug(exc)
         if self._mcp:
             self.route.mcp_connections -= 1
         if self._session is not None:  # a connection-scoped session ends with its connection
             self.route.stats.end_session(self._session)
-        if self.http is not None and self.http.stream_session is not None:  # the legacy stream that announced it
-            self.route.stats.end_session(self.http.stream_session)
+        if observer.http is not None and observer.http.stream_session is not None:  # the legacy stream that announced it
+            self.route.stats.end_session(observer.http.stream_session)
         self._stream(False)
-        if self.http is not None:
-            self.http.close()
-        for scanner in (self.ws or {}).values():
-            scanner.close()
-        self._held = _NOTHING_HELD
-        self._sniffed = b""
+        observer.stop(Mode.CLOSED)
+        observer.release("client", b"")
+        observer.release("upstream", b"")
         if self.http_stats is not _NO_HTTP_STATS:
             self.http_stats["last"] = None  # type: ignore[index]
         self.on_websocket = None
         self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
-        self.mode = Mode.CLOSED
-
-    @property
-    def rewriting(self) -> bool:
-        """True while chunks may have to change before they are forwarded
-        (a keepalive ping is outstanding, or bytes are held back)."""
-        ka, held = self.keepalive, self._held
-        return ka["client"] is not None or ka["upstream"] is not None or bool(held["client"] or held["upstream"])
-
 
     def facts(self, now: float) -> dict[str, Any]:
         """What /api/connections shows of the connection's observed traffic."""
-        facts: dict[str, Any] = {"mode": self.mode, "mcp": self.mcp, "mcp_messages": dict(self.mcp_messages)}
-        if self.http_stats["exchanges"] or self.mode is Mode.HTTP:
+        observer = self.observer
+        facts: dict[str, Any] = {"mode": observer.mode, "mcp": self.mcp, "mcp_messages": dict(self.mcp_messages)}
+        if self.http_stats["exchanges"] or observer.mode is Mode.HTTP:
             last = self.http_stats["last"]
             facts["http"] = {"exchanges": self.http_stats["exchanges"], "last": None if last is None else {
                 "method": last.method, "path": last.path, "status": last.status,
@@ -343,104 +299,68 @@ class Observation:
                             "max_gap_s": round(sse["max_gap_s"], 3),
                             "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
                             "stream_s": None if sse["started"] is None else round(now - sse["started"], 3)}
-        if self.ws is not None:
+        if observer.ws is not None:
             facts["websocket"] = {"close": self.close_frame,
-                                  "keepalive_outstanding": [s for s, v in self.keepalive.items() if v]}
+                                  "keepalive_outstanding": [s for s in ("client", "upstream")
+                                                            if observer.outstanding(s) is not None]}
         return facts
 
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
     def _feed(self, side: str, data: Any) -> bool | bytes:
-        mode = self.mode
+        observer = self.observer
+        mode = observer.mode
         if mode is not _HTTP and mode is not _WEBSOCKET and mode is not _SNIFF:
             return self._release(side, data)  # no more observation (the other direction may have given up)
         if not data:  # EOF: release anything withheld
-            held = self._held[side]
-            if not held:
-                return True
-            out = bytes(held)
-            held.clear()  # type: ignore[union-attr]
-            return out
+            return observer.release(side, b"") if observer.holding(side) else True
         started = perf_counter()
+        now = self.clock()
+        result: bool | bytes = True
         try:
             if mode is _HTTP:  # the usual step, inlined
-                http = self.http
+                http = observer.http
                 assert http is not None
-                now = self.clock()
-                self._apply(http.feed_client(data, now) if side == "client" else http.feed_upstream(data, now), now)
-                result: bool | bytes = True
+                events: Any = (http.feed_client(data, now) if side == "client" else observer.upstream(data, now))
+            elif mode is _WEBSOCKET and observer.rewriting:
+                result, events = observer.rewrite(side, data, now)
             else:
-                result = self._observe(side, data)
+                events = observer.feed(side, data, now)
+            if events:
+                self._apply(events, now)
         except InspectionMemoryExhausted:
             self._out_of_memory()
-            return self._release(side, data)
+            return self._release(side, data, result)
         except PEER_FAULTS as exc:
             self._fail(exc)
-            return self._release(side, data)
+            return self._release(side, data, result)
         except Exception as exc:  # a bug of ours, not the peer's
             if STRICT:
                 raise
             self._bug(exc)
-            return self._release(side, data)
+            return self._release(side, data, result)
+        if not observer.observing:
+            # Decided opaque (or the upstream spoke first): no more chunks, so
+            # the pump runs exactly as with protocol "tcp", splice included.
+            return False if result is True else result
         ended = perf_counter()
         route = self.route
         route.observe_s += ended - started
-        if not route.budget.spend(ended - started, ended) and result is True and not self.rewriting:
+        if not route.budget.spend(ended - started, ended) and result is True and not observer.rewriting:
             self._shed()
             return False
         return result
 
-    def _observe(self, side: str, data: Any) -> bool | bytes:
-        mode = self.mode
-        if mode is _SNIFF:
-            if side == "client":
-                self._sniff(data)
-            else:  # a server that speaks first is not HTTP
-                self.mode = Mode.TCP
-                self._sniffed = b""
-            if self.mode is Mode.TCP:
-                self._long_lived()
-            # Decided opaque (or the upstream spoke first): no more chunks, so
-            # the pump runs exactly as with protocol "tcp", splice included.
-            return self.mode is not Mode.TCP
-        now = self.clock()
-        if mode is _HTTP:
-            assert self.http is not None
-            events = self.http.feed_client(data, now) if side == "client" else self.http.feed_upstream(data, now)
-            self._apply(events, now)
-        elif mode is _WEBSOCKET:
-            if self.keepalive[side] is not None or self._held[side]:
-                return self._rewrite(side, data, now)
-            self._frames(side, data, now)
-        return True
-
-    def _release(self, side: str, data: Any) -> bool | bytes:
-        """No more observation: forward anything withheld, then this chunk."""
-        held = self._held[side]
-        if not held:
+    def _release(self, side: str, data: Any, rewritten: bool | bytes = True) -> bool | bytes:
+        """No more observation: forward anything withheld, then this chunk
+        (unless a rewrite already accounted for it); False when there is
+        nothing to give back."""
+        observer = self.observer
+        if rewritten is not True and rewritten is not False:
+            return observer.release(side, b"") + rewritten  # (held bytes, then what the rewrite let through)
+        if not observer.holding(side):
             return False
-        out = bytes(held) + bytes(data)
-        held.clear()
-        return out
-
-    def _sniff(self, data: Any) -> bool:
-        """Decide the mode from the first client bytes; True once decided."""
-        self._sniffed += bytes(data)
-        head = self._sniffed[:_SNIFF_BYTES]
-        if _REQUEST_LINE.match(head):
-            self._begin_http()
-            buffered, self._sniffed = self._sniffed, b""
-            now = self.clock()
-            assert self.http is not None
-            self._apply(self.http.feed_client(buffered, now), now)
-            return True
-        if len(self._sniffed) >= _SNIFF_BYTES or not any(
-                m.startswith(head) for m in (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ",
-                                             b"OPTIONS ", b"CONNECT ", b"TRACE ")):
-            self.mode = Mode.TCP
-            self._sniffed = b""
-            return True
-        return False  # a prefix of a method: wait for more bytes
+        return observer.release(side, data)
 
     def _long_lived(self) -> None:
         if not self._long:
@@ -451,8 +371,8 @@ class Observation:
 
     def _shed(self) -> None:
         """Over the CPU budget: this connection is forwarded opaque from now on."""
-        protocol = self.mode
-        self.mode = Mode.SHED
+        protocol = self.observer.mode
+        self.observer.stop(Mode.SHED)
         self.route.shed += 1
         self.route.budget.shed += 1
         log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn_id, protocol=protocol,
@@ -461,25 +381,17 @@ class Observation:
     def _out_of_memory(self) -> None:
         """The worker's inspection buffers are full: stop observing this
         connection (a local limit, counted apart from peer faults)."""
-        protocol = self.mode
-        self.mode = Mode.FAILED
+        protocol = self.observer.mode
+        self.observer.stop(Mode.FAILED)
         self.route.memory_exhausted += 1
-        self._drop_observers()
         log(logger, logging.INFO, "observer.memory_exhausted", route=self.route.route, conn=self.conn_id,
             protocol=protocol, limit_bytes=self.route.memory.limit)
-
-    def _drop_observers(self) -> None:
-        if self.http is not None:
-            self.http.close()
-        for scanner in (self.ws or {}).values():
-            scanner.close()
 
     def _bug(self, exc: Exception) -> None:
         """A defect in the observation code met this connection: fail open
         (the bytes keep flowing), count it apart from peer garbage, and log
         the first of each kind with its traceback."""
-        protocol = self.mode
-        self.mode = Mode.FAILED
+        protocol = self.observer.mode
         self.route.bugs += 1
         kind = type(exc).__name__
         if kind not in _BUGS_LOGGED:
@@ -487,21 +399,26 @@ class Observation:
             logger.error("observer.bug", exc_info=exc, extra={"sidecar_fields": {
                 "route": self.route.route, "conn": self.conn_id, "protocol": protocol, "error": kind}})
         try:
-            self._drop_observers()
+            self.observer.stop(Mode.FAILED)
         except Exception:  # noqa: BLE001 - already failing open
-            pass
+            self.observer.mode = Mode.FAILED
 
     def _fail(self, exc: BaseException) -> None:
-        protocol = self.mode
-        self.mode = Mode.FAILED
-        self._drop_observers()
-        self.route.metrics.observer_errors.labels(self.route.route, protocol).inc()
+        protocol = self.observer.mode
+        self.observer.stop(Mode.FAILED)
+        self.route.child(self.route.metrics.observer_errors, protocol).inc()
         log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn_id, protocol=protocol,
             error=str(exc)[:200])
 
+    # -- the proxy's own keepalive (connection.py sends, the observer builds and matches) ------
+
+    def keepalive_frame(self, side: str, now: float) -> bytes | None:
+        """A ping frame to write to ``side`` now (see ConnectionObserver.keepalive_ping)."""
+        return self.observer.keepalive_ping(side, now)
+
     # -- events -----------------------------------------------------------------------------
 
-    def _apply(self, events: list[HttpEvent], now: float) -> None:
+    def _apply(self, events: Any, now: float) -> None:
         handlers = _HANDLERS
         for event in events:
             handlers[type(event)](self, event, now)
@@ -515,7 +432,7 @@ class Observation:
             self._exchange_requests.clear()
         if ex.method == "GET" and ex.content_type == "text/event-stream":
             self._stream(True)
-            self.sse_stats["started"] = now
+            self.sse_stats["started"] = now  # type: ignore[index]
             self._long_lived()
 
     def _on_exchange_done(self, event: ExchangeDone, now: float) -> None:
@@ -530,8 +447,8 @@ class Observation:
         if ex.method == "DELETE" and ex.session is not None:  # streamable HTTP: the client ended its session
             route.stats.end_session(ex.session)
         stats = self.http_stats
-        stats["exchanges"] += 1
-        stats["last"] = ex  # rendered when asked (facts)
+        stats["exchanges"] += 1  # type: ignore[index]
+        stats["last"] = ex  # type: ignore[index]  # rendered when asked (facts)
         status = ex.status or 0
         if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
             # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
@@ -549,7 +466,7 @@ class Observation:
         self.quality.outcome(status < 500)
 
     def _on_sse(self, event: SseSeen, now: float) -> None:
-        stats = self.sse_stats
+        stats: Any = self.sse_stats
         if event.keepalive:
             stats["keepalives"] += 1
         else:
@@ -570,50 +487,79 @@ class Observation:
     def _on_session_endpoint(self, event: SessionEndpoint, now: float) -> None:
         self._saw_mcp()
 
-    def _on_upgraded(self, event: Upgraded, now: float) -> None:
-        if not event.websocket:  # a tunnel of another protocol: opaque from here on
-            self.mode = Mode.TCP
-            self.http = None
-            return
-        self.mode = Mode.WEBSOCKET
+    def _on_http(self, event: HttpDetected, now: float) -> None:
+        self._begin_http()
+
+    def _on_opaque(self, event: Opaque, now: float) -> None:
+        self._long_lived()
+
+    def _on_websocket_opened(self, event: WebSocketOpened, now: float) -> None:
         self.protocol = "websocket"
         self._long_lived()
-        self.keepalive = {"client": None, "upstream": None}
-        self._held = {"client": bytearray(), "upstream": bytearray()}
-        self._pings = {"client": {}, "upstream": {}}
-        memory = self.route.memory
-        self.ws = {"client": FrameScanner(memory=memory.allowance()),
-                   "upstream": FrameScanner(memory=memory.allowance())}
         if self.on_websocket is not None:
             self.on_websocket()
             self.on_websocket = None
-        if event.client_trailing:
-            self._frames("client", event.client_trailing, now)
-        if event.upstream_trailing:
-            self._frames("upstream", event.upstream_trailing, now)
+
+    def _on_frames(self, event: FramesCounted, now: float) -> None:
+        route = self.route
+        children = route.ws_children
+        side = event.side
+        for opcode, (frames, size) in event.counts.items():
+            pair = children.get((side, opcode))
+            if pair is None:
+                pair = route.ws_counters(side, opcode)
+            pair[0].inc(frames)
+            pair[1].inc(size)
+
+    def _on_notification(self, event: NotificationSeen, now: float) -> None:
+        route = self.route
+        if route.taps:  # somebody taps: the tap shows it, so it is decoded after all
+            for message in decode(event.payload):
+                self._jsonrpc(event.side, message, now, None, "ws", len(event.payload))
+            return
+        self._saw_mcp()
+        counts: Any = self.mcp_messages
+        counts["ws"] = counts.get("ws", 0) + 1
+        if event.progress:
+            route.tracker.progress += 1
+
+    def _on_ping_answered(self, event: PingAnswered, now: float) -> None:
+        self.route.child(self.route.metrics.ws_ping_rtt).observe(event.rtt_s)
+        self.quality.latency(event.rtt_s, "ws_ping")
+
+    def _on_keepalive_answered(self, event: KeepaliveAnswered, now: float) -> None:
+        self.route.child(self.route.metrics.ws_keepalive_rtt, event.side).observe(event.rtt_s)
+        self.quality.latency(event.rtt_s, "ws_ping")
+
+    def _on_closing(self, event: WebSocketClosing, now: float) -> None:
+        if self.close_frame is None:
+            self.close_frame = {"code": event.code, "reason": redact_text((event.reason or "")[:123]),
+                                "from": event.side}
 
     def _jsonrpc(self, origin: str, message: Envelope, now: float, session: str | None, transport: str,
                  size: int = 0, trace: str | None = None) -> None:
         if not self._mcp:
             self._saw_mcp()
-        counts = self.mcp_messages
+        counts: Any = self.mcp_messages
+        if counts is _NONE_YET:
+            counts = self.mcp_messages = {}
         counts[transport] = counts.get(transport, 0) + 1
         route = self.route
         label = None
         is_request = message.method is not UNSET and message.id is not UNSET
         if message.method is not UNSET:
             label = method_label(message.method)
-            if is_request and origin == "client" and self.mode is _HTTP:
+            if is_request and origin == "client" and self.observer.mode is _HTTP:
                 self._exchange_requests.append((label, now))
         if session is None:
             session = self._session
             if session is None:
                 session = self._session = f"conn:{self.conn_id}"
-        transport_label = _TRANSPORT_LABELS[transport]
-        route.stats.message(session, self.client, transport_label, now, label if is_request else None)
+        transport_name = transport_label(transport)
+        route.stats.message(session, self.client, transport_name, now, label if is_request else None)
         if is_request and trace is None and route.request_log is not None:
             trace = _meta_trace(message)  # W3C trace context in params._meta (no headers on a WebSocket)
-        outcomes = route.tracker.message(origin, message, now, session, transport_label, size, trace)
+        outcomes = route.tracker.message(origin, message, now, session, transport_name, size, trace)
         if outcomes:
             quality = self.quality
             for outcome in outcomes:
@@ -622,7 +568,7 @@ class Observation:
                 quality.outcome(outcome.status == "ok")
             route.outcomes(outcomes, now)
         if route.taps:
-            self._tap(origin, message, session, transport_label, size, label, outcomes)
+            self._tap(origin, message, session, transport_name, size, label, outcomes)
 
     def _tap(self, origin: str, message: Envelope, session: str, transport: str, size: int, label: str | None,
              outcomes: list[McpOutcome]) -> None:
@@ -635,133 +581,6 @@ class Observation:
         for subscriber in route.taps:
             subscriber.offer(record)
 
-    # -- the proxy's own keepalive (connection.py sends, this side matches) -----------------
-
-    def keepalive_frame(self, side: str, now: float) -> bytes | None:
-        """A ping frame to write to ``side`` now, or None if the stream towards it
-        is not at a frame boundary (or a ping is still unanswered, or the
-        scanners stopped: without them no boundary is known)."""
-        if self.mode is not Mode.WEBSOCKET or self.ws is None or self.keepalive[side] is not None or self.closing:
-            return None
-        source = "upstream" if side == "client" else "client"  # frames towards side come from there
-        if not self.ws[source].at_boundary or self._held[source]:
-            return None
-        payload = b"mcp-sidecar:" + os.urandom(10).hex().encode()
-        self.keepalive[side] = (payload, now)
-        if side == "client":  # we speak as the server: unmasked
-            return bytes([0x89, len(payload)]) + payload
-        key = os.urandom(4)  # we speak as the client: masked
-        masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-        return bytes([0x89, 0x80 | len(payload)]) + key + masked
-
-    def _rewrite(self, side: str, data: Any, now: float) -> bytes:
-        """Forward ``data`` minus our keepalive's pongs; withhold a pong that
-        may be ours until its payload has arrived."""
-        assert self.ws is not None
-        scanner = self.ws[side]
-        held = self._held[side]
-        base = scanner.position - len(held)
-        combined = bytes(held) + bytes(data)
-        drops = self._frames(side, data, now)
-        hold_from = None
-        current = scanner.current
-        expecting = self.keepalive[side] is not None
-        if expecting and current is not None and current.opcode == "pong" and current.length == KEEPALIVE_PAYLOAD_LEN:
-            hold_from = current.start
-        elif expecting and current is None and not scanner.at_boundary:
-            hold_from = scanner.frame_start  # a header still incomplete: hold its few bytes
-        out = bytearray()
-        pos = base
-        for start, end in drops:
-            if start >= pos:
-                out += combined[pos - base : start - base]
-                pos = end
-        stop = hold_from if hold_from is not None and hold_from >= pos else base + len(combined)
-        out += combined[pos - base : stop - base]
-        held.clear()
-        held += combined[stop - base :]
-        return bytes(out)
-
-    def _frames(self, side: str, data: Any, now: float) -> list[tuple[int, int]]:
-        """Scan, count and match frames; return the byte ranges of pongs that
-        answer the proxy's keepalive (never forwarded)."""
-        assert self.ws is not None
-        drops: list[tuple[int, int]] = []
-        # Counted per chunk, not per frame: a chunk often holds dozens of frames.
-        counts: dict[str, list[int]] = {}
-        for frame in self.ws[side].feed(data):
-            opcode = frame.opcode
-            count = counts.get(opcode)
-            if count is None:
-                count = counts[opcode] = [0, 0]
-            payload = frame.payload
-            if opcode == "text" or opcode == "continuation":
-                count[0] += 1
-                count[1] += frame.length
-                if payload and (payload[:1] == b"{" or payload[:1] == b"["):
-                    self._ws_message(side, payload, now)
-            elif opcode == "binary":
-                count[0] += 1
-                count[1] += frame.length
-            elif self._control_frame(side, frame, now):
-                drops.append((frame.start, frame.end))
-            else:
-                count[0] += 1
-                count[1] += frame.length
-        if counts:
-            children = self.route.ws_children
-            for opcode, (frames, size) in counts.items():
-                pair = children.get((side, opcode))
-                if pair is None:
-                    pair = self.route.ws_counters(side, opcode)
-                pair[0].inc(frames)
-                pair[1].inc(size)
-        return drops
-
-    def _ws_message(self, side: str, payload: bytes, now: float) -> None:
-        """A complete text message that looks like JSON: MCP over WebSocket."""
-        if payload[:1] == b"{" and b'"id"' not in payload and not self.route.taps:
-            # A notification: no correlation needed, skip the JSON parse
-            # (unless somebody taps: the tap shows it).
-            if not self._mcp:
-                self._saw_mcp()
-            counts = self.mcp_messages
-            counts["ws"] = counts.get("ws", 0) + 1  # type: ignore[index]
-            if b'"notifications/progress"' in payload:
-                self.route.tracker.progress += 1
-            return
-        for message in jsonrpc_messages(payload):
-            self._jsonrpc(side, message, now, None, "ws", len(payload))
-
-    def _control_frame(self, side: str, frame: Frame, now: float) -> bool:
-        """Close, ping, pong: True if it is the pong of our own keepalive (dropped)."""
-        opcode = frame.opcode
-        payload = frame.payload
-        child, metrics = self.route.child, self.route.metrics
-        if opcode == "pong":
-            ours = self.keepalive[side]
-            if ours is not None and payload == ours[0]:
-                self.keepalive[side] = None  # type: ignore[index]
-                child(metrics.ws_keepalive_rtt, side).observe(now - ours[1])
-                self.quality.latency(now - ours[1], "ws_ping")
-                return True
-            if payload is not None:
-                sent = self._pings["upstream" if side == "client" else "client"].pop(payload, None)
-                if sent is not None:
-                    child(metrics.ws_ping_rtt).observe(now - sent)
-                    self.quality.latency(now - sent, "ws_ping")
-        elif opcode == "ping":
-            if payload is not None:
-                pings = self._pings[side]
-                if len(pings) < MAX_OUTSTANDING_PINGS:
-                    pings[payload] = now
-        elif opcode == "close":
-            self.closing = True
-            if self.close_frame is None:
-                self.close_frame = {"code": frame.close_code, "reason": redact_text((frame.close_reason or "")[:123]),
-                                    "from": side}
-        return False
-
 
 #: The event handlers of ``Observation._apply``, by event type.
 _HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
@@ -770,16 +589,20 @@ _HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
     SseSeen: Observation._on_sse,
     JsonRpcSeen: Observation._on_jsonrpc,
     SessionEndpoint: Observation._on_session_endpoint,
-    Upgraded: Observation._on_upgraded,
-    Tunneled: lambda observation, event, now: None,  # the scanners read those bytes
+    Tunneled: lambda observation, event, now: None,  # (the observer hands these to its scanners)
     BodyTooLarge: Observation._on_body_too_large,
+    HttpDetected: Observation._on_http,
+    Opaque: Observation._on_opaque,
+    WebSocketOpened: Observation._on_websocket_opened,
+    FramesCounted: Observation._on_frames,
+    NotificationSeen: Observation._on_notification,
+    PingAnswered: Observation._on_ping_answered,
+    KeepaliveAnswered: Observation._on_keepalive_answered,
+    WebSocketClosing: Observation._on_closing,
 }
 #: Status labels of the usual codes (str() of the others).
 _STATUS_LABELS = {code: str(code) for code in (0, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
                                                 406, 409, 413, 429, 500, 502, 503, 504)}
-#: How a message travelled (JsonRpcSeen.transport) -> the metrics' bounded transport label.
-_TRANSPORT_LABELS = {"http": "http", "sse": "http", "legacy": "legacy-sse", "ws": "websocket",
-                     "inspector-v2": "inspector-v2"}
 
 
 def _meta_trace(message: Envelope) -> str | None:

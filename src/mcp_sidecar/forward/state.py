@@ -241,8 +241,10 @@ class RouteState:
         observation how to count a reconnect when one turns out long-lived)."""
         if self.observation.stream_opened is None:
             self.observation.stream_opened = self._stream_opened_by_id
+        settings = self.config.settings
         observation = conn.observation = Observation(
-            self.observation, conn.id, conn.quality, self.config.settings.protocol, client=conn.client)
+            self.observation, conn.id, conn.quality, settings.protocol, client=conn.client,
+            keepalive=settings.ws_ping_interval_s > 0)
         return observation
 
     def _stream_opened_by_id(self, conn_id: int) -> None:

@@ -71,7 +71,7 @@ class JsonRpcSeen:
     """A JSON-RPC message; ``origin`` is the side that sent it."""
 
     origin: str  # "client" | "upstream"
-    message: dict[str, Any]
+    message: Any  # a jsonrpc.Envelope
     at: float
     session: str | None
     #: How it travelled: "http" (a JSON body), "sse" (an event stream of
@@ -123,6 +123,74 @@ class Tunneled:
 #: Everything ``HttpObserver.feed_client``/``feed_upstream`` may return.
 HttpEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled,
                   BodyTooLarge]
+
+
+# --- what ConnectionObserver adds (observe/connection.py) -----------------------------------
+
+
+@dataclass(slots=True)
+class HttpDetected:
+    """The client's first bytes are an HTTP/1.x request line (``protocol =
+    "auto"``): HTTP events follow."""
+
+
+@dataclass(slots=True)
+class Opaque:
+    """The connection is not HTTP (or switched to a protocol other than
+    WebSocket): no more observation, the bytes flow as they are."""
+
+
+@dataclass(slots=True)
+class WebSocketOpened:
+    """A 101 switched the connection to WebSocket: frames from here on."""
+
+
+@dataclass(slots=True)
+class FramesCounted:
+    """WebSocket frames of one chunk of ``side``, by opcode: [frames, payload bytes]."""
+
+    side: str
+    counts: dict[str, list[int]]
+
+
+@dataclass(slots=True)
+class NotificationSeen:
+    """A WebSocket text message that is a JSON-RPC notification (no ``id``):
+    nothing to correlate, so not decoded; ``payload`` for whoever wants it."""
+
+    side: str
+    payload: bytes
+    progress: bool
+
+
+@dataclass(slots=True)
+class PingAnswered:
+    """A peer's ping met its pong (same payload, the other side)."""
+
+    rtt_s: float
+
+
+@dataclass(slots=True)
+class KeepaliveAnswered:
+    """The proxy's own keepalive ping towards ``side`` was answered."""
+
+    side: str
+    rtt_s: float
+
+
+@dataclass(slots=True)
+class WebSocketClosing:
+    """The first close frame, from ``side``: its code and reason (the peer's words, unredacted)."""
+
+    side: str
+    code: int | None
+    reason: str | None
+
+
+#: Everything ``ConnectionObserver`` may return.
+ConnectionEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled,
+                        BodyTooLarge, HttpDetected, Opaque, WebSocketOpened, FramesCounted, NotificationSeen, PingAnswered,
+                        KeepaliveAnswered, WebSocketClosing]
 
 
 @dataclass(slots=True)

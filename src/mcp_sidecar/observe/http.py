@@ -100,14 +100,6 @@ def _describe(exc: BaseException) -> str:
     return text[:min(cut, 120)].rstrip(": ") or type(exc).__name__
 
 
-_REQUEST_METHODS = tuple(m.encode() + b" " for m in (*KNOWN_METHODS, "CONNECT", "TRACE"))
-
-
-def starts_like_request(head: bytes) -> bool:
-    """Whether ``head`` (a few first bytes) begins an HTTP/1.x request line."""
-    return any(head.startswith(m) or m.startswith(head) for m in _REQUEST_METHODS)
-
-
 def path_label(target: bytes) -> str:
     """A bounded label for a request target: known MCP/Inspector paths, else ``other``."""
     label = _PATH_LABELS.get(target)

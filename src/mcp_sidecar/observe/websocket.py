@@ -34,7 +34,8 @@ class WebSocketError(ObserverError):
     connection; the bytes keep flowing."""
 
 
-def _unmask(data: bytes, key: bytes) -> bytes:
+def unmask(data: bytes, key: bytes) -> bytes:
+    """RFC 6455 masking (its own inverse): ``data`` XOR the 4-byte ``key`` repeated."""
     if not data or not key:
         return data
     n = len(data)
@@ -118,7 +119,7 @@ class FrameScanner:
                             payload = None
                             if opcode == 0x1 and length <= max_text:
                                 raw = bytes(view[pos + size : end])
-                                payload = _unmask(raw, bytes(view[pos + size - 4 : pos + size])) if masked else raw
+                                payload = unmask(raw, bytes(view[pos + size - 4 : pos + size])) if masked else raw
                             out.append(Frame("text" if opcode == 0x1 else "binary", True, length, bool(masked), False,
                                              payload, None, None, base + pos, base + end))
                             self._message = None
@@ -225,7 +226,7 @@ class FrameScanner:
     def _finish(self, out: list[Frame], kept: memoryview | bytearray | None) -> None:
         header = self._frame
         assert header is not None
-        payload = _unmask(bytes(kept), self._key) if kept is not None else None
+        payload = unmask(bytes(kept), self._key) if kept is not None else None
         opcode = header.opcode
         shown = None
         close_code = close_reason = None
