@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage
 
-from ..conftest import connect, route_doc, start_proxy, start_scripted_upstream, wait_until
+from ..conftest import connect, route_doc, start_proxy, start_scripted_upstream, tls_connect, wait_until
 
 
 class Peer:
@@ -60,12 +60,19 @@ class Peer:
         self.closed.set()
 
 
-async def open_pair(nursery, **settings_):
+async def open_pair(nursery, tls_files=None, gate_token: str | None = None, **settings_):
+    """A WebSocket client and upstream through the proxy (TLS towards the
+    client with ``tls_files``; through the access gate with ``gate_token``)."""
     upstream = await start_scripted_upstream(nursery)
+    if tls_files is not None:
+        settings_.update(tls_cert=str(tls_files.cert), tls_key=str(tls_files.key))
+    if gate_token is not None:
+        settings_.update(gate="token", gate_token=gate_token)
     proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream.port}", **settings_))
-    client_stream = await connect(proxy.port())
+    client_stream = await (tls_connect(proxy.port(), tls_files) if tls_files is not None else connect(proxy.port()))
     client = Peer(client_stream, ConnectionType.CLIENT)
-    await client.send(Request(host="x", target="/ws", subprotocols=["mcp"]))
+    headers = [(b"authorization", f"Bearer {gate_token}".encode())] if gate_token else []
+    await client.send(Request(host="x", target="/ws", subprotocols=["mcp"], extra_headers=headers))
     server = Peer(await upstream.accepted.receive(), ConnectionType.SERVER)
     await nursery.start(server.run)
     # the client's handshake answer
@@ -183,3 +190,29 @@ async def test_bytes_held_for_a_pong_are_released_in_order_when_the_other_side_g
         assert observation.mode == "failed"
         assert client.feed(frame[6:] + b"next") == frame + b"next"
         assert client.feed(b"more") is False  # nothing held any more: plain forwarding
+
+
+async def test_the_keepalive_runs_on_tls_and_gated_routes_too(nursery, tls_files) -> None:
+    """One pipeline for every route: the keepalive's pings go through TLS, in
+    order with the stream, and through the gate's routes (where the Inspector
+    is exposed); a silent side is still found."""
+    with trio.fail_after(20):
+        proxy, client, server = await open_pair(nursery, tls_files=tls_files, gate_token="k" * 24,
+                                                ws_ping_interval="30ms", ws_ping_timeout="300ms")
+        registry = proxy.proxy.metrics.registry
+
+        def keepalives(leg: str) -> float:
+            return registry.get_sample_value("mcp_sidecar_websocket_keepalive_rtt_seconds_count",
+                                             {"route": "r", "leg": leg}) or 0.0
+
+        for i in range(10):
+            await client.send(TextMessage(data=f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}'))
+            await server.send(TextMessage(data="x" * (i * 3000)))
+            await trio.sleep(0.01)
+        await wait_until(lambda: keepalives("client") >= 3 and keepalives("upstream") >= 3
+                         and len(client.messages) == len(server.messages) == 10)
+        assert client.pongs == 0 and server.pongs == 0
+        assert client.messages == ["x" * (i * 3000) for i in range(10)]
+        server.answer_pings = False  # now a zombie upstream: found through TLS and the gate as well
+        await client.closed.wait()
+        await wait_until(lambda: proxy.route().ended.get("ws_timeout") == 1)

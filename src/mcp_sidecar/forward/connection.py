@@ -4,7 +4,9 @@ Rules this module keeps:
 
 * Each connection is one task owning one nursery with the two pumps (and
   the idle watcher when ``idle_timeout`` is set, the WebSocket keepalive
-  once a 101 switched the connection).  It ends when both
+  once a 101 switched the connection).  One pipeline for every route:
+  clear, TLS or gated connections differ only in their legs (legs.py) and
+  the gate on the client's direction.  It ends when both
   directions have seen EOF, when a leg fails, on idle timeout, or when the
   proxy cancels it (drain deadline, forced stop).
 * Half-close is propagated: EOF from one side becomes ``shutdown(SHUT_WR)``
@@ -17,7 +19,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
-import select
 import socket
 
 import trio
@@ -29,9 +30,11 @@ from ..net import sockopts
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.connection import Sniff, sniff_request
 from .idle import IDLE_TASK, idle_watch
+from ..net.gate import RequestGate
+from .legs import RawLeg
 from .observation import Mode
-from .secure import client_prelude, forward_legs, upstream_leg
-from .pump import HAVE_SPLICE, Flow, LegFailed, pump
+from .pump import Flow, GateClosed, LegFailed, pump
+from .secure import client_prelude, upstream_leg
 from .state import Connection, End, RouteState
 
 logger = logging.getLogger(__name__)
@@ -47,31 +50,19 @@ def _peer(sock: socket.socket) -> str:
         return "?"
 
 
-def _write_frame(sock: socket.socket, frame: bytes) -> bool:
-    """Write a small frame whole, or not at all (never half a frame)."""
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    if not poller.poll(0):
-        return False
-    try:
-        return sock.send(frame) == len(frame)
-    except OSError:
-        return False
-
-
-async def _ws_keepalive(conn: Connection, rt: RouteState, csock: socket.socket, usock: socket.socket,
+async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg,
                         scope: trio.CancelScope) -> None:
     """Ping both sides between frames; close a connection whose side stops answering."""
     observation = conn.observation
     assert observation is not None
+    observer = observation.observer
     settings = rt.config.settings
     while True:
         await trio.sleep(settings.ws_ping_interval_s)
         now = trio.current_time()
-        if observation.closing or observation.mode is not Mode.WEBSOCKET:
+        if observer.closing or observer.mode is not Mode.WEBSOCKET:
             return  # closing, or observation gave up (or was shed): frame boundaries are unknown
-        observer = observation.observer
-        for side, sock, flow in (("client", csock, conn.u2c), ("upstream", usock, conn.c2u)):
+        for side, leg, flow in (("client", cleg, conn.u2c), ("upstream", uleg, conn.c2u)):
             pending = observer.outstanding(side)
             if pending is not None:
                 if now - pending[1] > settings.ws_ping_timeout_s:
@@ -84,27 +75,39 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, csock: socket.socket, 
             if flow.tail:
                 continue  # a chunk is half delivered: not a frame boundary
             frame = observer.keepalive_ping(side, now)
-            if frame is not None and not _write_frame(sock, frame):
+            if frame is not None and not leg.try_write_whole(frame):
                 # Could not write it whole: the socket is full; try next time.
                 observer.forget_ping(side)
 
 
-async def _forward(conn: Connection, rt: RouteState, csock: socket.socket, usock: socket.socket) -> list[str]:
-    """Run both pumps; return the legs ("client"/"upstream") to abort with RST."""
+async def _forward(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg, gate: RequestGate | None,
+                   first: bytes) -> list[str]:
+    """Run both directions; return the legs ("client"/"upstream") to abort with RST.
+
+    One pipeline for every connection: plain legs splice bulk transfers, TLS
+    legs go through OpenSSL, a gated route's client direction goes through
+    the gate until an upgrade passes; every route gets the observation and
+    the WebSocket keepalive its settings ask for."""
     abort: list[str] = []  # (a set is 216 bytes held for the connection's life)
     open_directions = 2
-    use_splice = rt.config.settings.splice and HAVE_SPLICE
-    protocol = rt.config.settings.protocol
-    if protocol != "tcp":
+    settings = rt.config.settings
+    use_splice = settings.splice
+    if settings.protocol != "tcp":
         rt.observe(conn)
     observe = conn.observation
 
-    async def leg(src: socket.socket, dst: socket.socket, flow: Flow, src_name: str, dst_name: str) -> None:
+    async def leg(src: RawLeg, dst: RawLeg, flow: Flow, src_name: str, dst_name: str,
+                  gate: RequestGate | None) -> None:
         nonlocal open_directions
         callback = None if observe is None else (
             observe.client_direction if src_name == "client" else observe.upstream_direction)
         try:
-            await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback)
+            if first and src_name == "client":
+                await dst.send_all(first)  # the request the gate admitted before the upstream was connected
+                flow.bytes += len(first)
+                if callback is not None and callback.feed(memoryview(first)) is False:
+                    callback = None
+            await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback, gate=gate)
         except LegFailed as exc:
             failed = src_name if exc.side == "src" else dst_name
             other = dst_name if failed == src_name else src_name
@@ -113,22 +116,27 @@ async def _forward(conn: Connection, rt: RouteState, csock: socket.socket, usock
             abort.append(other)
             nursery.cancel_scope.cancel()
             return
+        except GateClosed as exc:
+            conn.end = End.GATE_REFUSED
+            log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
+                reason=exc.reason, replied=exc.replied)
+            nursery.cancel_scope.cancel()
+            return
         open_directions -= 1
         if open_directions == 0:
             nursery.cancel_scope.cancel()  # stops the idle watcher
 
     async with trio.open_nursery() as nursery:
         # Constant task names: trio would format one per task from the function.
-        nursery.start_soon(leg, usock, csock, conn.u2c, "upstream", "client", name=_LEG_TASK)
-        if rt.config.settings.idle_timeout_s > 0:
-            nursery.start_soon(idle_watch, conn, rt.config.settings.idle_timeout_s, nursery.cancel_scope,
-                               name=IDLE_TASK)
-        if observe is not None and rt.config.settings.ws_ping_interval_s > 0:
+        nursery.start_soon(leg, uleg, cleg, conn.u2c, "upstream", "client", None, name=_LEG_TASK)
+        if settings.idle_timeout_s > 0:
+            nursery.start_soon(idle_watch, conn, settings.idle_timeout_s, nursery.cancel_scope, name=IDLE_TASK)
+        if observe is not None and settings.ws_ping_interval_s > 0:
             # Started by the 101 itself: no task waits in connections that never upgrade.
-            observe.on_websocket = lambda: nursery.start_soon(_ws_keepalive, conn, rt, csock, usock,
+            observe.on_websocket = lambda: nursery.start_soon(_ws_keepalive, conn, rt, cleg, uleg,
                                                               nursery.cancel_scope, name=_KEEPALIVE_TASK)
         # The client's direction runs in this task (one task fewer per connection).
-        await leg(csock, usock, conn.c2u, "client", "upstream")
+        await leg(cleg, uleg, conn.c2u, "client", "upstream", gate)
     if conn.end is None and open_directions == 0:
         conn.end = End.CLOSED
     return abort
@@ -211,14 +219,15 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
         # TCP_INFO is read at close and every tcp_stats_interval (and by the
         # API when asked), not at connect: two syscalls per connection saved.
         if not secure:
-            abort = await _forward(conn, rt, csock, usock)
+            cleg, gate, first = RawLeg(csock), None, b""
+            uleg: RawLeg | None = RawLeg(usock)
         else:
+            cleg, gate, first = prelude
             uleg = await upstream_leg(conn, rt, usock, address.host)
             if uleg is None:
                 abort.append("client")
                 return
-            cleg, gate, first = prelude
-            abort = await forward_legs(conn, rt, cleg, uleg, gate, first)
+        abort = await _forward(conn, rt, cleg, uleg, gate, first)
     except OSError as exc:  # setsockopt on a socket the client already reset
         conn.end = conn.end or End.CLIENT_RESET
         log(logger, logging.DEBUG, "connection.error", route=conn.route, conn=conn.id, error=str(exc))

@@ -1,39 +1,48 @@
-"""Connection legs that are not a bare socket: TLS, and the gate's pump.
+"""The two legs of a connection: a plain socket, or TLS over one.
 
-The raw pump (pump.py) moves bytes between two plain sockets at full speed.
-A connection with TLS on a leg, or with the access gate on its client side,
-goes through ``pump_legs`` instead: the same rules (observe after the send,
-half-close propagated, errors reported by side) over ``Leg`` objects.
+The pump (pump.py) runs one loop for every connection, clear, TLS or gated;
+what differs is the leg it reads from and writes to.  A ``RawLeg``'s
+``recv_into`` and ``send`` *are* the socket's methods (C, no Python frame
+on the hot path); a ``TlsLeg``'s are Python methods with the same contract
+over ``ssl.SSLObject`` and memory BIOs.
 
 Rules this module keeps:
 
-* ``TlsLeg`` is TLS over a raw non-blocking socket with ``ssl.SSLObject``
-  and memory BIOs: trio only waits for readability and writability, the
-  record layer is OpenSSL's.  ``receive`` returns plaintext (b"" at the
-  peer's close_notify or EOF), ``send_all`` encrypts and writes everything,
-  ``send_eof`` sends close_notify and shuts the socket's write side (a TLS
-  half-close: the peer may go on sending, and is read until it stops).
-* A peer that closes without close_notify is an EOF (as browsers do), not
-  an error; a TLS failure (bad record, handshake refused) is ``LegFailed``
-  on that side, which resets the other leg.
-* No splice on these legs (the bytes must pass through OpenSSL), no
-  WebSocket keepalive (its frames would have to be encrypted in order with
-  the stream; off on TLS routes).
+* ``recv_into(buffer)``: bytes read (0 at EOF); ``BlockingIOError`` when
+  nothing can be read without waiting for the socket; ``OSError`` (an
+  ``ssl.SSLError`` is one) when the leg failed.  A read that does not fill
+  the buffer means the socket was empty (the pump waits next): a TLS leg
+  decrypts every complete record it has before it says so.
+* ``send(data)``: bytes taken (a TLS leg takes all or raises
+  ``BlockingIOError`` while earlier ciphertext is still unsent); then
+  ``pending`` says whether ciphertext waits for the socket, and ``flush``
+  sends it.  A plain leg is never pending.
+* A TLS leg: a peer that closes without close_notify is an EOF (as browsers
+  do), not an error; what OpenSSL writes while reading (the alert refusing a
+  renegotiation, a TLS 1.3 key update's answer) is sent before the pump
+  waits; ``send_eof`` sends close_notify and shuts the write side (a TLS
+  half-close: the peer may go on sending).
+* ``try_write_whole(frame)`` writes a small frame (the WebSocket keepalive's
+  ping) whole now, or not at all: never half a frame, never waiting, never
+  behind a chunk half delivered (the caller checks ``Flow.tail``).
+* No splice on TLS legs (the bytes must pass through OpenSSL): ``splice_fd``
+  is None there.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 
 import trio
 
-from ..errors import RemoteError
-from ..net.gate import Close, Forward, Reply, RequestGate
-from .pump import CHECKPOINT_EVERY, ChunkObserver, Flow, LegFailed
+from .pump import LegFailed
 
-#: Plaintext read per receive.
+#: Plaintext read per receive (the prelude: TLS handshake, the gate's first request).
 READ_BYTES = 64 * 1024
+#: Ciphertext read from the socket per step while decrypting.
+_CIPHERTEXT_BYTES = 64 * 1024
 
 
 class RawLeg:
@@ -43,18 +52,35 @@ class RawLeg:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        #: The last read came up short: the socket is empty, so wait before
-        #: reading (saves the recv that would return EAGAIN, as pump.py does).
+        #: The pump's hot path: the socket's own methods.
+        self.recv_into = sock.recv_into
+        self.send = sock.send
+        #: splice(2) may move this leg's bytes (None: they must pass through Python).
+        self.splice_fd: int | None = sock.fileno()
+        #: Ciphertext waits for the socket (never, on a plain leg).
+        self.pending = False
+        #: The last receive came up short: the socket is empty, so wait before
+        #: reading (saves the recv that would return EAGAIN, as the pump does).
         self._drained = False
 
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self.sock)
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self.sock)
+
+    async def flush(self) -> None:
+        """Send what waits (nothing, on a plain leg)."""
+
     async def receive(self) -> bytes:
+        """Bytes as they come (the prelude); b"" at EOF; ``LegFailed("src")``."""
         if self._drained:
-            await trio.lowlevel.wait_readable(self.sock)
+            await self.wait_readable()
         while True:
             try:
                 data = self.sock.recv(READ_BYTES)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self.sock)
+                await self.wait_readable()
                 continue
             except OSError as exc:
                 raise LegFailed("src", exc) from None
@@ -62,22 +88,36 @@ class RawLeg:
             return data
 
     async def send_all(self, data: bytes | memoryview) -> None:
+        """Send everything (waiting as needed); ``LegFailed("dst")``."""
         view = memoryview(data)
         while view:
             try:
-                sent = self.sock.send(view)
+                sent = self.send(view)
             except BlockingIOError:
-                await trio.lowlevel.wait_writable(self.sock)
+                await self.wait_writable()
                 continue
             except OSError as exc:
                 raise LegFailed("dst", exc) from None
             view = view[sent:]
+        if self.pending:
+            await self.flush()
 
     async def send_eof(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def try_write_whole(self, frame: bytes) -> bool:
+        """Write ``frame`` whole now, or not at all (False: the socket is full)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT)
+        if not poller.poll(0):
+            return False
+        try:
+            return self.sock.send(frame) == len(frame)
+        except OSError:
+            return False
 
 
 class TlsLeg(RawLeg):
@@ -92,97 +132,152 @@ class TlsLeg(RawLeg):
         self._out = ssl.MemoryBIO()
         self.ssl = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
         self._eof = False
+        #: Ciphertext the socket did not take yet.
+        self._unsent = b""
+        self.recv_into = self._recv_into  # type: ignore[method-assign]
+        self.send = self._send  # type: ignore[method-assign]
+        self.splice_fd = None
 
-    async def _flush(self) -> None:
-        data = self._out.read()
-        if data:
-            await RawLeg.send_all(self, data)
+    # -- the pump's contract ------------------------------------------------------------------
 
-    async def _fill(self) -> bool:
-        """Read ciphertext from the socket into the BIO; False at EOF."""
-        data = await RawLeg.receive(self)
-        if not data:
-            self._in.write_eof()
-            return False
-        self._in.write(data)
-        return True
+    def _recv_into(self, buffer: memoryview | bytearray) -> int:
+        view = memoryview(buffer)
+        size = len(view)
+        got = 0
+        while got < size and not self._eof:
+            try:
+                n = self.ssl.read(size - got, view[got:])
+            except ssl.SSLWantReadError:
+                n = -1
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                self._eof = True  # close_notify, or closed without one: an EOF, as browsers do
+                break
+            except ssl.SSLError:
+                self._push_quietly()  # the fatal alert, if any, then the failure
+                raise
+            if n > 0:
+                got += n
+                continue
+            if n == 0:
+                self._eof = True
+                break
+            try:  # no complete record decrypted: more ciphertext from the socket
+                data = self.sock.recv(_CIPHERTEXT_BYTES)
+            except BlockingIOError:
+                if got:
+                    break
+                self._push()  # (an alert or key update answer may be what the peer waits for)
+                raise
+            if not data:
+                self._in.write_eof()
+                continue  # the next read says close_notify, or EOF without it
+            self._in.write(data)
+        self._push()
+        return got
+
+    def _send(self, data: memoryview | bytes) -> int:
+        if self._unsent or self._out.pending:
+            self._push()
+            if self.pending:
+                raise BlockingIOError  # earlier ciphertext first: the pump waits for the socket
+        self.ssl.write(bytes(data))
+        self._push()
+        return len(data)
+
+    def _push(self) -> None:
+        """Hand the socket what ciphertext it takes now; the rest stays ``pending``."""
+        if self._out.pending:
+            self._unsent += self._out.read()
+        if self._unsent:
+            try:
+                sent = self.sock.send(self._unsent)
+            except BlockingIOError:
+                sent = 0
+            self._unsent = self._unsent[sent:]
+        self.pending = bool(self._unsent)
+
+    def _push_quietly(self) -> None:
+        try:
+            self._push()
+        except OSError:
+            pass
+
+    async def flush(self) -> None:
+        while True:
+            try:
+                self._push()
+            except OSError as exc:
+                raise LegFailed("dst", exc) from None
+            if not self.pending:
+                return
+            await self.wait_writable()
+
+    # -- the handshake and the prelude ----------------------------------------------------------
 
     async def handshake(self) -> None:
         """Raises ``LegFailed("src", ...)``: this leg's peer, whichever side it is."""
-        try:
-            await self._handshake()
-        except LegFailed as exc:
-            raise LegFailed("src", exc.error) from None
-
-    async def _handshake(self) -> None:
         while True:
             try:
                 self.ssl.do_handshake()
-                await self._flush()
+                await self._flush_src()
                 return
             except ssl.SSLWantReadError:
-                await self._flush()
-                if not await self._fill():
+                await self._flush_src()
+                data = await RawLeg.receive(self)
+                if not data:
                     raise LegFailed("src", ConnectionResetError("EOF during the TLS handshake")) from None
+                self._in.write(data)
             except ssl.SSLError as exc:
-                await self._flush_quietly()
+                await self._flush_quietly()  # the alert, if any
                 raise LegFailed("src", exc) from None
 
-    async def _flush_for_reader(self) -> None:
-        if self._out.pending:
-            try:
-                await self._flush()
-            except LegFailed as exc:
-                raise LegFailed("src", exc.error) from None  # this leg's peer is the reader's source
+    async def _flush_src(self) -> None:
+        try:
+            await self.flush()
+        except LegFailed as exc:
+            raise LegFailed("src", exc.error) from None
 
     async def _flush_quietly(self) -> None:
         try:
-            await self._flush()  # the alert, if any
-        except LegFailed:
+            await self.flush()
+        except (LegFailed, OSError):
             pass
 
     async def receive(self) -> bytes:
+        buffer = bytearray(READ_BYTES)
         while True:
             try:
-                data = self.ssl.read(READ_BYTES)
-            except ssl.SSLWantReadError:
-                # What OpenSSL wrote while reading (an alert refusing a renegotiation,
-                # a TLS 1.3 key update's answer) goes out before we wait: the peer
-                # may be waiting for it.
-                await self._flush_for_reader()
-                if self._eof or not await self._fill():
-                    self._eof = True
-                    return b""  # closed without close_notify: an EOF, as browsers do
+                n = self._recv_into(buffer)
+            except BlockingIOError:
+                await self.wait_readable()
                 continue
-            except ssl.SSLZeroReturnError:
-                return b""  # close_notify
-            except ssl.SSLError as exc:
-                await self._flush_quietly()  # the fatal alert, if any
+            except OSError as exc:
                 raise LegFailed("src", exc) from None
-            if self._out.pending:  # (TLS 1.3 may answer a key update)
-                try:
-                    await self._flush()
-                except LegFailed as exc:
-                    raise LegFailed("src", exc.error) from None
-            return data
-
-    async def send_all(self, data: bytes | memoryview) -> None:
-        try:
-            self.ssl.write(bytes(data))
-        except ssl.SSLError as exc:
-            raise LegFailed("dst", exc) from None
-        await self._flush()
+            if self.pending:
+                await self._flush_src()
+            return bytes(buffer[:n])
 
     async def send_eof(self) -> None:
         try:
             self.ssl.unwrap()
         except (ssl.SSLWantReadError, ssl.SSLError):
             pass  # our close_notify is written; the peer's is read by receive
-        try:
-            await self._flush()
-        except LegFailed:
-            pass
+        await self._flush_quietly()
         await RawLeg.send_eof(self)
+
+    def try_write_whole(self, frame: bytes) -> bool:
+        if self.pending:
+            return False
+        poller = select.poll()
+        poller.register(self.sock, select.POLLOUT)
+        if not poller.poll(0):
+            return False
+        try:
+            self.ssl.write(frame)
+            self._push()  # a few dozen bytes into a writable socket: whole (else the pump's next send flushes)
+        except OSError:
+            return False
+        return True
 
     @property
     def facts(self) -> dict[str, str | None]:
@@ -190,61 +285,3 @@ class TlsLeg(RawLeg):
         cipher = self.ssl.cipher()
         return {"version": self.ssl.version(), "cipher": cipher[0] if cipher else None,
                 "alpn": self.ssl.selected_alpn_protocol()}
-
-
-async def pump_legs(src: RawLeg, dst: RawLeg, flow: Flow, *, observe: ChunkObserver | None = None,
-                    gate: RequestGate | None = None, reply_to: RawLeg | None = None) -> None:
-    """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
-
-    With ``gate`` (the client's direction of a gated route), bytes go through
-    it: forwarded, answered on ``reply_to`` (the client), or the connection
-    closed (``GateClosed``).  ``observe`` sees what was forwarded, after the
-    send.  Raises ``LegFailed`` naming the side that failed.
-    """
-    streak = 0
-    while True:
-        data = await src.receive()
-        if not data:
-            break
-        flow.bytes += len(data)
-        if gate is None:
-            await dst.send_all(data)
-            if observe is not None and observe.feed(memoryview(data)) is False:
-                observe = None
-        else:
-            for action in gate.feed(data):
-                if isinstance(action, Forward):
-                    await dst.send_all(action.data)
-                    if observe is not None and observe.feed(memoryview(action.data)) is False:
-                        observe = None
-                elif isinstance(action, Reply):
-                    assert reply_to is not None
-                    try:
-                        await reply_to.send_all(action.data)
-                    except LegFailed as exc:
-                        raise LegFailed("src", exc.error) from None  # the client is the source here
-                    if action.close:
-                        raise GateClosed(action.reason, replied=True)
-                else:
-                    assert isinstance(action, Close)
-                    raise GateClosed(action.reason, replied=False)
-            if gate.tunnel:
-                gate = None  # an upgrade or CONNECT passed: plain forwarding from here
-        streak += 1
-        if streak >= CHECKPOINT_EVERY:
-            streak = 0
-            await trio.lowlevel.checkpoint()
-    if observe is not None:
-        observe.feed(memoryview(b""))
-    flow.eof = True
-    await dst.send_eof()
-
-
-class GateClosed(RemoteError):
-    """The gate ended the connection (``reason``; ``replied``: a 4xx was sent):
-    the client's fault (no token, a bad one, malformed HTTP)."""
-
-    def __init__(self, reason: str, *, replied: bool) -> None:
-        self.reason = reason
-        self.replied = replied
-        super().__init__(reason)

@@ -1,7 +1,12 @@
-"""The forwarding hot path: move bytes from one socket to another.
+"""The forwarding hot path: move bytes from one leg to the other.
 
-This is the product; every line here is paid on every chunk.  Its shape was
-chosen by measurement (see docs/design.md and scripts/bench):
+This is the product; every line here is paid on every chunk.  One loop for
+every connection -- clear, TLS on either leg, behind the access gate: what
+differs is the leg (legs.py: a plain socket, whose ``recv_into``/``send``
+are the socket's own C methods, or TLS over one) and two optional
+transforms of the client's bytes, the gate and the WebSocket keepalive's
+rewrite.  Its shape was chosen by measurement (see docs/design.md and
+scripts/bench):
 
 * Raw non-blocking stdlib sockets.  The syscall is tried first;
   ``trio.lowlevel.wait_readable``/``wait_writable`` are awaited only on
@@ -19,7 +24,10 @@ chosen by measurement (see docs/design.md and scripts/bench):
   syscall saved per small message, which is most of MCP traffic).
 * A scheduler checkpoint every ``CHECKPOINT_EVERY`` chunks moved without
   blocking, so that one busy connection cannot starve the others.
-* Bytes are never altered, reordered or held back waiting for more.
+* Bytes are never altered, reordered or held back waiting for more -- but
+  by the gate (a request head held until complete, its own credentials
+  removed: net/gate.py) and the keepalive (observe/connection.py's rules).
+* splice(2) only between two plain legs.
 
 Errors are reported with the leg that failed (``LegFailed.side``) so the
 caller can propagate a reset to the other leg.
@@ -29,12 +37,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from ..errors import RemoteError
+from ..net.gate import Close, Forward, Reply, RequestGate
 
 #: Chunks moved without blocking before yielding to the scheduler.
 CHECKPOINT_EVERY = 16
@@ -56,6 +64,26 @@ class ChunkObserver(Protocol):
     def rewriting(self) -> bool: ...
 
     def feed(self, data: memoryview) -> bool | bytes: ...
+
+
+class Leg(Protocol):
+    """What the pump asks of a leg (legs.py: ``RawLeg``, ``TlsLeg``)."""
+
+    sock: Any
+    splice_fd: int | None
+    pending: bool
+
+    def recv_into(self, buffer: memoryview) -> int: ...
+
+    def send(self, data: memoryview | bytes) -> int: ...
+
+    async def wait_writable(self) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def send_all(self, data: bytes | memoryview) -> None: ...
+
+    async def send_eof(self) -> None: ...
 
 
 class Flow:
@@ -102,19 +130,29 @@ class ScratchBuffer:
             return view
 
 
-async def _send_tail(dst: socket.socket, tail: bytes) -> None:
+async def _send_tail(dst: Leg, tail: bytes) -> None:
     """Deliver ``tail`` to a destination whose kernel buffer was full."""
     view = memoryview(tail)
     sent = 0
     total = len(tail)
     while sent < total:
-        await trio.lowlevel.wait_writable(dst)
+        await dst.wait_writable()
         try:
             sent += dst.send(view[sent:])
         except BlockingIOError:
             continue
         except OSError as exc:
             raise LegFailed("dst", exc) from None
+    if dst.pending:
+        await _flush(dst)
+
+
+async def _flush(dst: Leg) -> None:
+    """Ciphertext a TLS leg could not hand the socket yet."""
+    try:
+        await dst.flush()
+    except OSError as exc:
+        raise LegFailed("dst", exc) from None
 
 
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -164,22 +202,24 @@ async def _splice_out(pipe: Pipe, dst: socket.socket, n: int) -> None:
 
 
 async def pump(
-    src: socket.socket,
-    dst: socket.socket,
+    src: Leg,
+    dst: Leg,
     scratch: memoryview,
     flow: Flow,
     *,
     splice: bool = False,
     observe: ChunkObserver | None = None,
+    gate: RequestGate | None = None,
 ) -> None:
     """Forward ``src`` -> ``dst`` until EOF on ``src``, then half-close ``dst``.
 
-    With ``splice``, a direction whose reads fill the buffer (a bulk
-    transfer) switches to ``splice(2)`` through a pipe of the same size, so
-    the kernel moves the bytes without copying them through Python; it
-    switches back to ``recv_into`` as soon as a read comes up short (small
-    messages: one syscall cheaper each way).  The pipe is created on the
-    first bulk read, so connections that never move bulk data use no pipe.
+    With ``splice`` (and two plain legs), a direction whose reads fill the
+    buffer (a bulk transfer) switches to ``splice(2)`` through a pipe of the
+    same size, so the kernel moves the bytes without copying them through
+    Python; it switches back to ``recv_into`` as soon as a read comes up
+    short (small messages: one syscall cheaper each way).  The pipe is
+    created on the first bulk read, so connections that never move bulk
+    data use no pipe.
 
     ``observe`` (in-line observation) sees every chunk right after it was
     handed to the kernel -- in the same step, so a request is always seen
@@ -192,27 +232,34 @@ async def pump(
     back until its payload shows whose it is); at EOF it is called with an
     empty chunk and may return bytes still held.
 
-    Returns normally on EOF; raises ``LegFailed`` on a socket error;
+    ``gate`` (the client's direction of a gated route) sees the client's
+    bytes before anything is sent: what it forwards goes to ``dst``, its
+    replies to ``src`` (the client); it closes the connection with
+    ``GateClosed``; after an upgrade or ``CONNECT`` passed, it steps aside.
+
+    Returns normally on EOF; raises ``LegFailed`` on a socket (or TLS) error;
     cancellation leaves both sockets open for the caller to close.
     """
     recv_into = src.recv_into
     send = dst.send
+    sock = src.sock
     wait_readable = trio.lowlevel.wait_readable
     full = len(scratch)
     streak = 0
     drained = False
     bulk = False
+    splice = splice and HAVE_SPLICE and src.splice_fd is not None and dst.splice_fd is not None
     pipe: Pipe | None = None
     try:
         while True:
             if drained:
                 # The last read did not fill the buffer: the socket was empty,
                 # so wait instead of paying for a read that returns EAGAIN.
-                await wait_readable(src)
+                await wait_readable(sock)
                 streak = 0
             if bulk and pipe is not None and observe is None:
                 try:
-                    n = os.splice(src.fileno(), pipe.w, pipe.size, flags=_SPLICE_FLAGS)
+                    n = os.splice(sock.fileno(), pipe.w, pipe.size, flags=_SPLICE_FLAGS)
                 except BlockingIOError:
                     drained = True
                     continue
@@ -220,7 +267,7 @@ async def pump(
                     raise LegFailed("src", exc) from None
                 if not n:
                     break
-                await _splice_out(pipe, dst, n)
+                await _splice_out(pipe, dst.sock, n)
                 flow.spliced += n
                 drained = n < pipe.size
             else:
@@ -228,36 +275,43 @@ async def pump(
                     n = recv_into(scratch)
                 except BlockingIOError:
                     drained = True
+                    if src.pending:  # (a TLS leg wrote while reading: the peer may wait for it)
+                        await _flush_src(src)
                     continue
                 except OSError as exc:
                     raise LegFailed("src", exc) from None
                 if not n:
                     break
-                out: memoryview | bytes = scratch[:n]
-                after = observe
-                if observe is not None and observe.rewriting:
-                    after = None
-                    verdict = observe.feed(out)
-                    if verdict is False:
-                        observe = None
-                    elif verdict is not True:
-                        out = verdict  # rewritten by the WebSocket keepalive
-                if out:
-                    try:
-                        sent = send(out)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError as exc:
-                        raise LegFailed("dst", exc) from None
-                    # Observed right after the send, before any await: a request
-                    # is always seen before its response.
-                    if after is not None and after.feed(out) is False:
-                        observe = None
-                    if sent < len(out):
-                        flow.tail = True
-                        await _send_tail(dst, bytes(out[sent:]))
-                        flow.tail = False
-                        streak = 0
+                if gate is not None:
+                    gate, observe = await _through_gate(gate, scratch[:n], src, dst, observe)
+                else:
+                    out: memoryview | bytes = scratch[:n]
+                    after = observe
+                    if observe is not None and observe.rewriting:
+                        after = None
+                        verdict = observe.feed(out)
+                        if verdict is False:
+                            observe = None
+                        elif verdict is not True:
+                            out = verdict  # rewritten by the WebSocket keepalive
+                    if out:
+                        try:
+                            sent = send(out)
+                        except BlockingIOError:
+                            sent = 0
+                        except OSError as exc:
+                            raise LegFailed("dst", exc) from None
+                        # Observed right after the send, before any await: a request
+                        # is always seen before its response.
+                        if after is not None and after.feed(out) is False:
+                            observe = None
+                        if sent < len(out):
+                            flow.tail = True
+                            await _send_tail(dst, bytes(out[sent:]))
+                            flow.tail = False
+                            streak = 0
+                        elif dst.pending:
+                            await _flush(dst)
                 drained = n < full
             flow.bytes += n
             bulk = not drained
@@ -278,7 +332,46 @@ async def pump(
         if isinstance(rest, bytes) and rest:
             await _send_tail(dst, rest)
     flow.eof = True
+    await dst.send_eof()
+
+
+async def _flush_src(src: Leg) -> None:
     try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # the destination is already gone; its own pump reports that
+        await src.flush()
+    except LegFailed as exc:
+        raise LegFailed("src", exc.error) from None
+    except OSError as exc:
+        raise LegFailed("src", exc) from None
+
+
+async def _through_gate(gate: RequestGate, data: memoryview, src: Leg, dst: Leg,
+                        observe: ChunkObserver | None) -> tuple[RequestGate | None, ChunkObserver | None]:
+    """The client's bytes through the access gate: forwarded, answered on
+    ``src`` (the client), or the connection closed (``GateClosed``).  The
+    gate steps aside (None) once an upgrade or ``CONNECT`` passed."""
+    for action in gate.feed(bytes(data)):
+        if isinstance(action, Forward):
+            await dst.send_all(action.data)
+            if observe is not None and observe.feed(memoryview(action.data)) is False:
+                observe = None
+        elif isinstance(action, Reply):
+            try:
+                await src.send_all(action.data)
+            except LegFailed as exc:
+                raise LegFailed("src", exc.error) from None  # the client is the source here
+            if action.close:
+                raise GateClosed(action.reason, replied=True)
+        else:
+            assert isinstance(action, Close)
+            raise GateClosed(action.reason, replied=False)
+    return (None if gate.tunnel else gate), observe
+
+
+class GateClosed(RemoteError):
+    """The gate ended the connection (``reason``; ``replied``: a 4xx was sent):
+    the client's fault (no token, a bad one, malformed HTTP)."""
+
+    def __init__(self, reason: str, *, replied: bool) -> None:
+        self.reason = reason
+        self.replied = replied
+        super().__init__(reason)

@@ -14,9 +14,9 @@ Rules this module keeps:
 * After connecting: the upstream's TLS handshake, verified; a failure ends
   the connection as ``upstream_tls_error`` and counts against the upstream
   (the circuit breaker).
-* Then both directions run ``pump_legs`` (legs.py), the client's through the
-  gate until an upgrade or CONNECT passes.  The WebSocket keepalive is off:
-  its frames would have to be written into the TLS stream in order.
+* Then the connection runs the one pipeline (connection.py, pump.py) with
+  these legs, the client's direction through the gate until an upgrade or
+  CONNECT passes.
 """
 
 from __future__ import annotations
@@ -28,13 +28,11 @@ import trio
 
 from ..logs import log
 from ..net.gate import Close, Forward, Reply, RequestGate
-from .idle import IDLE_TASK, idle_watch
-from .legs import GateClosed, RawLeg, TlsLeg, pump_legs
+from .legs import RawLeg, TlsLeg
 from .pump import LegFailed
 from .state import Connection, End, RouteState
 
 logger = logging.getLogger(__name__)
-_LEG_TASK = "mcp_sidecar.forward.secure.upstream_to_client"
 
 
 async def client_prelude(conn: Connection, rt: RouteState,
@@ -155,52 +153,3 @@ def _tls_reason(error: BaseException) -> str:
     if isinstance(error, ConnectionError):
         return "connection closed"
     return type(error).__name__
-
-
-async def forward_legs(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg, gate: RequestGate | None,
-                       first: bytes) -> list[str]:
-    """Run both directions over legs; return the legs to abort with RST."""
-    settings = rt.config.settings
-    abort: list[str] = []
-    open_directions = 2
-    if settings.protocol != "tcp":
-        rt.observe(conn)
-    observe = conn.observation
-
-    async def leg(src: RawLeg, dst: RawLeg, src_name: str, dst_name: str, gate: RequestGate | None) -> None:
-        nonlocal open_directions
-        flow = conn.c2u if src_name == "client" else conn.u2c
-        callback = None if observe is None else (
-            observe.client_direction if src_name == "client" else observe.upstream_direction)
-        try:
-            if first and src_name == "client":
-                await dst.send_all(first)  # the request the gate admitted before the upstream was connected
-                flow.bytes += len(first)
-                if callback is not None and callback.feed(memoryview(first)) is False:
-                    callback = None
-            await pump_legs(src, dst, flow, observe=callback, gate=gate, reply_to=cleg)
-        except LegFailed as exc:
-            failed = src_name if exc.side == "src" else dst_name
-            if conn.end is None:
-                conn.end = End.CLIENT_RESET if failed == "client" else End.UPSTREAM_RESET
-            abort.append(dst_name if failed == src_name else src_name)
-            nursery.cancel_scope.cancel()
-            return
-        except GateClosed as exc:
-            conn.end = End.GATE_REFUSED
-            log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
-                reason=exc.reason, replied=exc.replied)
-            nursery.cancel_scope.cancel()
-            return
-        open_directions -= 1
-        if open_directions == 0:
-            nursery.cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(leg, uleg, cleg, "upstream", "client", None, name=_LEG_TASK)
-        if settings.idle_timeout_s > 0:
-            nursery.start_soon(idle_watch, conn, settings.idle_timeout_s, nursery.cancel_scope, name=IDLE_TASK)
-        await leg(cleg, uleg, "client", "upstream", gate)
-    if conn.end is None and open_directions == 0:
-        conn.end = End.CLOSED
-    return abort
