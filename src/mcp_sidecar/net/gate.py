@@ -16,10 +16,15 @@ Rules this module keeps:
 * Every request head is checked before any of its bytes is forwarded; the
   head is held until it is complete (at most ``MAX_HEAD_BYTES``).  Bodies
   are framed (``Content-Length``, chunked) only to find where the next
-  request starts; they are forwarded as they come.  Ambiguous framing
-  (both ``Content-Length`` and ``Transfer-Encoding``, an unknown transfer
-  coding, a bad length) is refused with ``400``: a gate that frames
-  differently from the upstream could be walked around (request smuggling).
+  request starts; they are forwarded as they come, each chunk line checked
+  before it goes.  Ambiguous framing (both ``Content-Length`` and
+  ``Transfer-Encoding``, an unknown transfer coding, a repeated or bad
+  length, whitespace around a chunk size, a bare LF) is refused with
+  ``400``: a gate that frames differently from the upstream could be
+  walked around (request smuggling).  The gate frames as llhttp does (the
+  parser of the observers and of Node's HTTP server): a property test holds
+  the two together on every framing the gate accepts
+  (tests/net/test_gate_framing.py).
 * A request refused on a keep-alive connection after others were forwarded
   closes the connection without a reply: a response to an earlier request
   may still be on its way, and a reply of ours could interleave with it.
@@ -62,7 +67,9 @@ _HEAD_END = b"\r\n\r\n"
 #: Control characters that may not appear in a request head (HTAB may, in
 #: header values; CR and LF only as the line ends).
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
-_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,16})(?:;[^\r\n]*)?$")
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+#: A chunk-size line: hex digits, then extensions of tokens (or quoted strings), nothing else (RFC 9112 7.1.1).
+_CHUNK_SIZE = re.compile(rb'^([0-9A-Fa-f]{1,16})(?:;' + _TOKEN + rb'(?:=(?:' + _TOKEN + rb'|"[^"\\\r\n]*"))?)*$')
 
 
 def cookie_name(token: str) -> str:
@@ -149,6 +156,11 @@ class RequestGate:
         return self._state is _State.CLOSED
 
     @property
+    def at_boundary(self) -> bool:
+        """Between requests, nothing held: every byte fed was forwarded or answered."""
+        return self._state is _State.HEAD and not self._buffer
+
+    @property
     def tunnel(self) -> bool:
         """Gating is over on this connection (an upgrade or CONNECT passed)."""
         return self._state is _State.TUNNEL
@@ -200,22 +212,24 @@ class RequestGate:
             if self._left == 0:
                 self._state = _State.CHUNK_END
             return True
-        end = self._buffer.find(b"\r\n")
+        end = self._buffer.find(b"\n")
         if end < 0:
             if len(self._buffer) > MAX_HEAD_BYTES:
                 return self._refuse(out, "400 Bad Request", "mcp-sidecar: a chunk line is too long\n", "malformed")
             return False
+        if end == 0 or self._buffer[end - 1] != 0x0D:  # a bare LF ends no line here (nor in llhttp)
+            return self._refuse(out, "400 Bad Request", "mcp-sidecar: malformed chunked body\n", "malformed")
+        end -= 1
         line = bytes(self._buffer[:end])
         consumed = bytes(self._buffer[: end + 2])
         del self._buffer[: end + 2]
-        if forward:
-            out.append(Forward(consumed))
+        # Checked before a byte of it is forwarded: what the upstream gets always parses.
         if state is _State.CHUNK_END:
             if line:
                 return self._refuse(out, "400 Bad Request", "mcp-sidecar: malformed chunked body\n", "malformed")
             self._state = _State.CHUNK_SIZE
         elif state is _State.CHUNK_SIZE:
-            match = _CHUNK_SIZE.match(line.strip())
+            match = _CHUNK_SIZE.match(line)  # (as llhttp: no whitespace around the size)
             if match is None:
                 return self._refuse(out, "400 Bad Request", "mcp-sidecar: malformed chunked body\n", "malformed")
             size = int(match.group(1), 16)
@@ -224,9 +238,14 @@ class RequestGate:
             else:
                 self._left = size
                 self._state = _State.DISCARD if not forward else _State.CHUNK_DATA
-        elif state is _State.TRAILERS and not line:
-            self._state = _State.HEAD
-            self._discarding_chunked = False
+        elif state is _State.TRAILERS:
+            if not line:
+                self._state = _State.HEAD
+                self._discarding_chunked = False
+            elif not _header_line_ok(line):
+                return self._refuse(out, "400 Bad Request", "mcp-sidecar: malformed chunked body\n", "malformed")
+        if forward:
+            out.append(Forward(consumed))
         return True
 
     def _head(self, out: list[Action]) -> bool:
@@ -359,6 +378,16 @@ _READ = frozenset({b"cookie", b"authorization", TOKEN_HEADER, b"content-length",
 _READ_LENGTHS = frozenset(len(name) for name in _READ)
 
 
+_FIELD_NAME = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _header_line_ok(line: bytes) -> bool:
+    """A ``name: value`` line as RFC 9110 (and llhttp) allow it: a token, a
+    colon right after it, no control character but HTAB in the value."""
+    name, sep, _ = line.partition(b":")
+    return bool(sep) and _FIELD_NAME.match(name) is not None and _CONTROL.search(line) is None
+
+
 def _parse_head(head: bytes) -> tuple[bytes, bytes, dict[bytes, list[bytes]]]:
     if _CONTROL.search(head, 0, len(head) - 4) is not None:
         raise ValueError("control character")
@@ -369,7 +398,7 @@ def _parse_head(head: bytes) -> tuple[bytes, bytes, dict[bytes, list[bytes]]]:
     headers: dict[bytes, list[bytes]] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or b" " in name or b"\t" in name:
+        if not sep or _FIELD_NAME.match(name) is None:
             raise ValueError("header line")
         if len(name) in _READ_LENGTHS:
             name = name.lower()
@@ -395,11 +424,10 @@ def _framing(method: bytes, headers: dict[bytes, list[bytes]]) -> tuple[str, int
             raise ValueError("transfer coding")
         return "chunked", 0
     if lengths:
-        values = {v for value in lengths for v in value.split(b",")}
-        if len(values) != 1:
+        # One line, one decimal number: llhttp refuses a repeated Content-Length (even an equal one).
+        if len(lengths) != 1:
             raise ValueError("Content-Length")
-        (value,) = values
-        value = value.strip()
+        value = lengths[0].strip()
         if not value.isdigit() or len(value) > 18:
             raise ValueError("Content-Length")
         return "length", int(value)
