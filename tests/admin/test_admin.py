@@ -347,3 +347,28 @@ async def test_metric_naming_no_created_series_and_known_labels_start_at_zero(nu
         names = {name for name, _ in values}
         assert not any(name.startswith("mcp_sidecar_mcp_") for name in names)  # the prefix said MCP twice
         assert ("mcp_progress_notifications_total", (r,)) in values and ("mcp_streams_open", (r,)) in values
+
+
+def test_the_routes_are_declared_once_and_the_docs_list_them() -> None:
+    """The router, the index page and docs/cli.md's endpoint table all come
+    from routes.ENDPOINTS."""
+    from mcp_sidecar.admin.routes import ENDPOINTS, index
+
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    documented = re.findall(r"^\| `(GET|POST) (/[^`?]*)(\?[^`]*)?` \|", doc, re.M)
+    listed = [(e.method, e.path, e.query) for e in ENDPOINTS if e.path != "/"]
+    assert [(m, p, q) for m, p, q in documented] == listed
+    assert index() == ["/healthz", "/readyz", "/metrics", "/api/status", "/api/connections", "/api/connections/{id}",
+                       "/api/mcp", "/api/history", "/api/config", "/api/tap", "/dashboard", "POST /api/drain"]
+
+
+async def test_the_index_and_unknown_paths_list_the_table(nursery, echo_port: int) -> None:
+    from mcp_sidecar.admin.routes import index
+
+    with trio.fail_after(10):
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
+        assert json.loads((await get(proxy.admin_port, "/")).body)["endpoints"] == index()
+        missing = await get(proxy.admin_port, "/nope")
+        assert missing.status == 404 and json.loads(missing.body)["endpoints"] == index()
+        wrong = await get(proxy.admin_port, "/api/drain")
+        assert (wrong.status, wrong.headers.get("allow")) == (405, "POST")

@@ -1,20 +1,7 @@
 """The admin HTTP endpoint of the worker: health, readiness, metrics, JSON API.
 
-Endpoints::
-
-    GET  /healthz                 liveness: 200 while the event loop answers
-    GET  /readyz                  200, or 503 with the reasons as JSON
-    GET  /metrics                 Prometheus text, or OpenMetrics if asked for
-    GET  /api/status              version, pid, uptime, supervisor facts, routes
-    GET  /api/connections         every open connection (kernel TCP_INFO included)
-    GET  /api/connections/{id}    one of them
-    GET  /api/mcp                 per route and method: rates, errors, latency, sessions
-    GET  /api/history             the last minutes of figures, one point per interval
-    GET  /api/config              the effective configuration (secrets named, not shown)
-    GET  /api/tap                 a live stream of MCP messages, one JSON line each
-                                  (sensitive: authorized as state changes are)
-    GET  /dashboard               the operator's page (its assets under /dashboard/)
-    POST /api/drain               stop accepting and drain (changes state: see below)
+The routes are declared once, in ``routes.ENDPOINTS`` (the router here, the
+index page and docs/cli.md come from it).
 
 Rules this module keeps:
 
@@ -66,7 +53,6 @@ import urllib.parse
 from typing import Any, Iterator
 
 import h11
-import msgspec
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -76,7 +62,7 @@ from .. import __version__
 from ..config.model import AdminConfig
 from ..config.render import effective_document
 from ..forward.proxy import Proxy
-from ..forward.tap import TapBusy, TapSubscriber
+from ..forward.tap import TapBusy
 from ..logs import log
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
 from ..observe.mcp import SPEC_METHODS
@@ -85,6 +71,8 @@ from ..redact import redact_target
 from .collector import RuntimeCollector
 from .dashboard import ASSETS, CSP
 from .history import History, Sampler
+from .routes import index, route
+from .tapstream import TapStream, stream_tap
 from .status import mcp_view, readiness, status
 
 logger = logging.getLogger(__name__)
@@ -102,13 +90,6 @@ SEND_TIMEOUT_S = 10.0
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 ITEMS_PER_CHECKPOINT = 32
-#: A tap stream with nothing to say writes a heartbeat line this often
-#: (so a client that went away is noticed, and the reader knows it is alive).
-TAP_HEARTBEAT_S = 10.0
-#: A tap stream writes what gathered over this long after a message, in one send.
-TAP_FLUSH_S = 0.02
-
-
 class _Slot:
     """One admin connection, for shedding: who, since when, doing what."""
 
@@ -121,15 +102,16 @@ class _Slot:
         self.busy = False
 
 
-class _TapStream:
-    """A reply that is a stream: the tap's subscriber and its bounds."""
+class _Ask:
+    """A request as a handler sees it."""
 
-    __slots__ = ("subscriber", "limit", "duration_s")
+    __slots__ = ("path", "query", "headers", "parameter")
 
-    def __init__(self, subscriber: TapSubscriber, limit: int | None, duration_s: float | None) -> None:
-        self.subscriber = subscriber
-        self.limit = limit
-        self.duration_s = duration_s
+    def __init__(self, path: str, query: str, headers: dict[str, str], parameter: str | None) -> None:
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.parameter = parameter
 
 
 class _Reply:
@@ -144,14 +126,6 @@ class _Reply:
 
 def _line(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
-
-
-_encode_record = msgspec.json.Encoder().encode
-
-
-def _record_line(record: dict[str, Any]) -> bytes:
-    """A tap record (plain values only) as one line, at C speed."""
-    return _encode_record(record) + b"\n"
 
 
 def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Reply:
@@ -268,8 +242,8 @@ class AdminServer:
             request, body = got
             slot.busy = True
             reply = await self._dispatch(request, body)
-            if isinstance(reply, _TapStream):
-                await self._stream_tap(http, reply)
+            if isinstance(reply, TapStream):
+                await stream_tap(http, reply, self.proxy.taps)
                 return
             await self._send(http, reply, head_only=request.method == b"HEAD")
             slot.busy = False
@@ -283,57 +257,7 @@ class AdminServer:
                            [("cache-control", "no-store"), ("x-content-type-options", "nosniff"), *reply.headers],
                            head_only=head_only)
 
-    async def _stream_tap(self, http: ServerConnection, tap: _TapStream) -> None:
-        """Stream the subscriber's messages as JSON lines until the client
-        goes (or the limit or duration is reached); always unsubscribes."""
-        subscriber = tap.subscriber
-        hub = self.proxy.taps
-        try:
-            await http.send(h11.Response(status_code=200, headers=[
-                ("content-type", "application/x-ndjson"), ("cache-control", "no-store"),
-                ("x-content-type-options", "nosniff")]))
-            f = subscriber.filter
-            await http.send(h11.Data(data=_line({"tap": {"route": f.route, "method": f.method,
-                                                         "queue": subscriber.send.statistics().max_buffer_size}})))
-            sent = reported = 0
-            deadline = trio.current_time() + tap.duration_s if tap.duration_s is not None else float("inf")
-            while tap.limit is None or sent < tap.limit:
-                wait = min(TAP_HEARTBEAT_S, deadline - trio.current_time())
-                if wait <= 0:
-                    break
-                record = None
-                with trio.move_on_after(wait):
-                    record = await subscriber.receive.receive()
-                if record is None and trio.current_time() >= deadline and subscriber.dropped == reported:
-                    break
-                lines: list[bytes] = []
-                if subscriber.dropped != reported:
-                    lines.append(_line({"dropped": subscriber.dropped - reported, "dropped_total": subscriber.dropped}))
-                    reported = subscriber.dropped
-                if record is not None:
-                    lines.append(_record_line(record))
-                    sent += 1
-                    # Let a burst gather, then write it at once: one wakeup and one send per
-                    # TAP_FLUSH_S under load instead of one per message.
-                    await trio.sleep(TAP_FLUSH_S)
-                    while tap.limit is None or sent < tap.limit:
-                        try:
-                            lines.append(_record_line(subscriber.receive.receive_nowait()))
-                        except trio.WouldBlock:
-                            break
-                        sent += 1
-                elif not lines:
-                    lines.append(_line({"heartbeat": round(time.time(), 3)}))
-                await http.send(h11.Data(data=b"".join(lines)))
-            await http.send(h11.EndOfMessage())
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            pass
-        finally:
-            hub.unsubscribe(subscriber)
-
-    # --- routing ---------------------------------------------------------------------
-
-    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply | _TapStream:
+    async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply | TapStream:
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
         method = request.method.decode("latin-1")
@@ -341,40 +265,18 @@ class AdminServer:
         misdirected = self._check_host(headers.get("host"))
         if misdirected is not None:
             return misdirected
-        reads = {
-            "/healthz": lambda: _Reply(200, b"ok\n", "text/plain; charset=utf-8"),
-            "/readyz": self._readyz,
-            "/metrics": lambda: self._metrics(headers.get("accept")),
-            "/api/status": lambda: _json(200, status(self.proxy)),
-            "/api/connections": lambda: self._connections(query),
-            "/api/mcp": lambda: self._mcp(query),
-            "/api/history": lambda: self._history(query),
-            "/api/config": lambda: _json(200, effective_document(self.proxy.config)),
-            "/api/tap": lambda: self._tap(query),
-            "/": self._index,
-        }
-        for asset_path, (content_type, data) in ASSETS.items():
-            reads[asset_path] = lambda c=content_type, d=data: _Reply(200, d, c, [("content-security-policy", CSP)])
-        writes = {"/api/drain": self._drain}
-        if path.startswith("/api/connections/"):
-            handler = lambda: self._connection(path.rsplit("/", 1)[1])  # noqa: E731
-            allowed = "GET, HEAD"
-        elif path in reads:
-            handler = reads[path]
-            allowed = "GET, HEAD"
-        elif path in writes:
-            handler = writes[path]
-            allowed = "POST"
-        else:
-            return _json(404, {"error": "not found", "endpoints": sorted([*reads, *writes])})
+        endpoint, parameter = route(path, ASSETS)
+        if endpoint is None:
+            return _json(404, {"error": "not found", "endpoints": index()})
+        allowed = "GET, HEAD" if endpoint.method == "GET" else endpoint.method
         if method not in allowed.split(", "):
             return _json(405, {"error": f"method {method} not allowed"}, [("allow", allowed)])
-        if path in writes or path == "/api/tap":
+        if endpoint.guarded:
             refusal = self._check_origin(headers) or self._authorize(headers.get("authorization"))
             if refusal is not None:
                 return refusal
-        reply = handler()
-        if not isinstance(reply, (_Reply, _TapStream)):  # a heavy read: one at a time, yielding as it goes
+        reply = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter))
+        if not isinstance(reply, (_Reply, TapStream)):  # a heavy read: one at a time, yielding as it goes
             async with self._heavy:
                 reply = await reply
         return reply
@@ -431,19 +333,34 @@ class AdminServer:
             return None
         return _json(401, {"error": "a valid bearer token is required"}, [("www-authenticate", "Bearer")])
 
-    def _readyz(self) -> _Reply:
+    # --- the handlers (routes.ENDPOINTS names them) ------------------------------------------
+
+    def _healthz(self, ask: "_Ask") -> _Reply:
+        return _Reply(200, b"ok\n", "text/plain; charset=utf-8")
+
+    def _status(self, ask: "_Ask") -> _Reply:
+        return _json(200, status(self.proxy))
+
+    def _config(self, ask: "_Ask") -> _Reply:
+        return _json(200, effective_document(self.proxy.config))
+
+    def _asset(self, ask: "_Ask") -> _Reply:
+        content_type, data = ASSETS[ask.path]
+        return _Reply(200, data, content_type, [("content-security-policy", CSP)])
+
+    def _readyz(self, ask: "_Ask") -> _Reply:
         reasons = readiness(self.proxy)
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
 
-    def _metrics(self, accept: str | None) -> _Reply:
-        encoder, content_type = choose_encoder(accept or "")
+    def _metrics(self, ask: "_Ask") -> _Reply:
+        encoder, content_type = choose_encoder(ask.headers.get("accept") or "")
         return _Reply(200, encoder(self.proxy.metrics.registry), content_type)
 
-    async def _connections(self, query: str) -> _Reply:
+    async def _connections(self, ask: "_Ask") -> _Reply:
         """A page of the open connections: ``?limit=N&offset=M&route=NAME``."""
-        params = urllib.parse.parse_qs(query)
+        params = urllib.parse.parse_qs(ask.query)
         try:
             limit = int(params.get("limit", [DEFAULT_PAGE])[0])
             offset = int(params.get("offset", [0])[0])
@@ -468,7 +385,8 @@ class AdminServer:
         body = b'{"connections": [\n' + b",\n".join(parts) + b"\n], " + tail[1:].encode() + b"\n"
         return _Reply(200, body, "application/json")
 
-    def _connection(self, conn_id: str) -> _Reply:
+    def _connection(self, ask: "_Ask") -> _Reply:
+        conn_id = ask.parameter or ""
         found = self.proxy.connection(int(conn_id)) if conn_id.isdigit() else None
         if found is None:
             return _json(404, {"error": f"no open connection {conn_id!r}"})
@@ -481,26 +399,26 @@ class AdminServer:
                                      "routes": [rt.name for rt in self.proxy.routes]})
         return route, None
 
-    def _mcp(self, query: str) -> _Reply:
-        route, refusal = self._route_param(query)
+    def _mcp(self, ask: "_Ask") -> _Reply:
+        route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
         return _json(200, mcp_view(self.proxy, trio.current_time(), route))
 
-    def _history(self, query: str) -> _Reply:
-        route, refusal = self._route_param(query)
+    def _history(self, ask: "_Ask") -> _Reply:
+        route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
         if self.history is None:
             return _json(404, {"error": "history is off ([observe] history = 0)"})
         return _Reply(200, _line(self.history.as_json(route)), "application/json")
 
-    def _tap(self, query: str) -> _Reply | _TapStream:
+    def _tap(self, ask: "_Ask") -> _Reply | TapStream:
         """``?route=R&method=M&limit=N&duration=S``: subscribe, then stream."""
-        route, refusal = self._route_param(query)
+        route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
-        params = urllib.parse.parse_qs(query)
+        params = urllib.parse.parse_qs(ask.query)
         method = params.get("method", [None])[0]
         if method is not None and method not in SPEC_METHODS and method != "other":
             return _json(400, {"error": f"unknown method {method!r} (an MCP method name, or other)"})
@@ -516,17 +434,15 @@ class AdminServer:
         except TapBusy as exc:
             return _json(503, {"error": str(exc)}, [("retry-after", "5")])
         log(logger, logging.INFO, "admin.tap", route=route, method=method)
-        return _TapStream(subscriber, limit, duration)
+        return TapStream(subscriber, limit, duration)
 
-    def _drain(self) -> _Reply:
+    def _drain(self, ask: "_Ask") -> _Reply:
         log(logger, logging.INFO, "admin.drain")
         self.proxy.begin_drain()
         return _json(202, {"draining": True, "drain_timeout_s": self.proxy.config.drain_timeout_s})
 
-    def _index(self) -> _Reply:
-        return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": [
-            "/healthz", "/readyz", "/metrics", "/api/status", "/api/connections", "/api/connections/{id}",
-            "/api/mcp", "/api/history", "/api/config", "/api/tap", "/dashboard", "POST /api/drain"]})
+    def _index(self, ask: "_Ask") -> _Reply:
+        return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": index()})
 
 
 class _AdminCollector(Collector):
