@@ -35,7 +35,7 @@ def test_the_example_config_the_unit_reads_is_valid() -> None:
     assert "--config /etc/mcp-sidecar/sidecar.toml" in unit
     config = load_config(ROOT / "deploy" / "sidecar.toml")
     assert [r.name for r in config.routes] == ["inspector-ui", "inspector-proxy"]
-    assert config.routes[0].settings.gate == "token" and str(config.admin.listen) == "127.0.0.1:6279"
+    assert config.routes[0].settings.gate.mode == "token" and str(config.admin.listen) == "127.0.0.1:6279"
     assert config.drain_timeout_s < 35  # TimeoutStopSec
 
 

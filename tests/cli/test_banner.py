@@ -32,7 +32,7 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
             f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:{ui} "
             "npx @modelcontextprotocol/inspector"
         )
-        token = proxy.config.routes[0].settings.gate_token  # the page is gated beyond loopback
+        token = proxy.config.routes[0].settings.gate.token  # the page is gated beyond loopback
         assert lines[3] == (
             f"  then open:      http://127.0.0.1:{ui}/?MCP_PROXY_PORT={mcp_proxy}"
             f"&MCP_PROXY_AUTH_TOKEN=<the token the Inspector printed>&mcp_sidecar_token={token}"
@@ -57,7 +57,7 @@ def test_inspector_v2_lines_give_the_environment_and_the_gated_url() -> None:
     proxy = _proxy("inspector-v2", expose=False)  # gated by default
     try:
         ui, sandbox, apps = (rt.listeners[0].address.port for rt in proxy.routes)
-        token = proxy.config.routes[0].settings.gate_token
+        token = proxy.config.routes[0].settings.gate.token
         assert inspector_lines(proxy.config, proxy.listeners, show_tokens=True) == [
             "Inspector v2 through the sidecar:",
             f"  start it with:  ALLOWED_ORIGINS=http://localhost:6274,http://127.0.0.1:6274,http://[::1]:6274,"

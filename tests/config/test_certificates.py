@@ -89,10 +89,10 @@ def test_the_material_is_loaded_once_and_never_shown(tmp_path: Path) -> None:
     config = build_config({"route": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1", "tls_cert": str(cert),
                                       "tls_key": str(key)}]})
     route = config.routes[0]
-    assert route.tls.key == key.read_bytes() and route.tls.cert_chain == cert.read_bytes()
+    assert route.tls_material.key == key.read_bytes() and route.tls_material.cert_chain == cert.read_bytes()
     secret = key.read_bytes().decode()
-    assert "PRIVATE" not in repr(config) and "PRIVATE" not in repr(route.tls)
+    assert "PRIVATE" not in repr(config) and "PRIVATE" not in repr(route.tls_material)
     from mcp_sidecar.config.render import effective_document
 
     assert secret.splitlines()[1] not in str(effective_document(config))
-    assert time.time() < route.tls.cert_not_after_unix
+    assert time.time() < route.tls_material.cert_not_after_unix

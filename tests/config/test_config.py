@@ -25,10 +25,10 @@ def test_default_is_inspector_v1_on_nonloopback_addresses() -> None:
 
 def test_inspector_v2_profile_is_gated_beyond_loopback_and_refused_without_the_gate() -> None:
     config = build_config(profile="inspector-v2")
-    assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate) for r in config.routes] == [
+    assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate.mode) for r in config.routes] == [
         ("inspector-ui", 6274, 6274, "token"), ("inspector-sandbox", 6275, 6275, "token"),
         ("inspector-apps", 6278, 6278, "token")]
-    assert len({r.settings.gate_token for r in config.routes}) == 1  # one token, one cookie for the three origins
+    assert len({r.settings.gate.token for r in config.routes}) == 1  # one token, one cookie for the three origins
     assert exposure_warnings(config) == []
     with pytest.raises(ConfigError) as err:
         build_config({"defaults": {"gate": "off"}}, profile="inspector-v2")
@@ -45,7 +45,7 @@ def test_inspector_v2_profile_is_gated_beyond_loopback_and_refused_without_the_g
 
 def test_inspector_v2_profile_exposed_on_explicit_request() -> None:
     config = build_config(profile="inspector-v2", dangerously_expose_unprotected=True)
-    assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate) for r in config.routes] == [
+    assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate.mode) for r in config.routes] == [
         ("inspector-ui", 6274, 6274, "off"), ("inspector-sandbox", 6275, 6275, "off"),
         ("inspector-apps", 6278, 6278, "off")]
     assert config.dangerously_expose_unprotected
@@ -66,14 +66,14 @@ def test_inspector_v1_profile_is_not_guarded_and_its_page_is_gated() -> None:
         assert [r.name for r in config.routes] == ["inspector-ui", "inspector-proxy"]
         assert exposure_warnings(config) == []
         ui, proxy = config.routes
-        assert ui.settings.gate == "token" and ui.settings.gate_token  # beyond loopback: gated by default
-        assert proxy.settings.gate == "off"  # the page calls it cross-origin, without cookies
+        assert ui.settings.gate.mode == "token" and ui.settings.gate.token  # beyond loopback: gated by default
+        assert proxy.settings.gate.mode == "off"  # the page calls it cross-origin, without cookies
         assert exposure_notices(config) == [
             "route inspector-ui is protected by the access gate (token)",
             "route inspector-proxy is protected by the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; "
             "readable on the path without TLS)"]
     # A gate chosen in [defaults] wins, also "off".
-    assert build_config({"defaults": {"gate": "off"}}, profile="inspector-v1").routes[0].settings.gate == "off"
+    assert build_config({"defaults": {"gate": "off"}}, profile="inspector-v1").routes[0].settings.gate.mode == "off"
 
 
 def test_unprotected_exposure_of_a_loopback_upstream_warns() -> None:
@@ -258,7 +258,7 @@ def test_tls_and_access_settings_are_validated_naming_the_field(tmp_path) -> Non
     files = make_tls_files(tmp_path)
     route = {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
     ok = build_config({"route": [{**route, "tls_cert": str(files.cert), "tls_key": str(files.key)}]})
-    assert ok.routes[0].settings.tls_cert == str(files.cert)
+    assert ok.routes[0].settings.tls.cert == str(files.cert)
     cases = [
         ({"tls_cert": str(files.cert)}, r"route\[1\]\.tls_key: missing: tls_cert and tls_key go together"),
         ({"tls_cert": str(tmp_path / "nope.pem"), "tls_key": str(files.key)},
@@ -278,16 +278,23 @@ def test_tls_and_access_settings_are_validated_naming_the_field(tmp_path) -> Non
 
 
 def test_gate_tokens_come_from_the_config_the_environment_or_are_generated(monkeypatch) -> None:
+    from mcp_sidecar.config.parse import Environment
+
     route = {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:1", "gate": "token"}
-    monkeypatch.delenv("MCP_SIDECAR_GATE_TOKEN", raising=False)
-    generated = build_config({"route": [route]}).routes[0].settings
-    assert generated.gate_token_source == "generated" and len(generated.gate_token) >= 32
-    # A reload (the same process) keeps it; it is never rendered.
-    assert build_config({"route": [route]}).routes[0].settings.gate_token == generated.gate_token
-    assert generated.gate_token not in render_toml(build_config({"route": [route]}))
-    assert generated.gate_token not in repr(generated)
-    monkeypatch.setenv("MCP_SIDECAR_GATE_TOKEN", "from-the-environment-123")
-    from_env = build_config({"route": [route]}).routes[0].settings
-    assert (from_env.gate_token, from_env.gate_token_source) == ("from-the-environment-123", "env")
-    explicit = build_config({"route": [{**route, "gate_token": "written-in-the-file-123"}]}).routes[0].settings
-    assert (explicit.gate_token, explicit.gate_token_source) == ("written-in-the-file-123", "config")
+    monkeypatch.setenv("MCP_SIDECAR_GATE_TOKEN", "the-process-environment-is-never-read")
+    generated = build_config({"route": [route, {**route, "listen": "127.0.0.1:2"}]}).routes
+    gate = generated[0].settings.gate
+    assert gate.token_source == "generated" and len(gate.token) >= 32
+    assert generated[1].settings.gate.token == gate.token  # one token for every gated route of a config
+    # A reload (the same process: the caller passes its token back) keeps it; it is never rendered.
+    process = Environment(generated_gate_token=gate.token)
+    assert build_config({"route": [route]}, environment=process).routes[0].settings.gate.token == gate.token
+    assert gate.token not in render_toml(build_config({"route": [route]}, environment=process))
+    assert gate.token not in repr(generated[0].settings)
+    from_env = build_config({"route": [route]}, environment=Environment(
+        {"MCP_SIDECAR_GATE_TOKEN": "from-the-environment-123"}, "generated-but-unused-123")).routes[0].settings.gate
+    assert (from_env.token, from_env.token_source) == ("from-the-environment-123", "env")
+    explicit = build_config({"route": [{**route, "gate_token": "written-in-the-file-123"}]}).routes[0].settings.gate
+    assert (explicit.token, explicit.token_source) == ("written-in-the-file-123", "config")
+    with pytest.raises(ConfigError, match=r"^\$MCP_SIDECAR_GATE_TOKEN: must be a string of at least 16"):
+        build_config({"route": [route]}, environment=Environment({"MCP_SIDECAR_GATE_TOKEN": "short"}))

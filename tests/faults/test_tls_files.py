@@ -69,7 +69,7 @@ async def test_a_route_whose_tls_cannot_be_built_refuses_alone(nursery, tls_file
         doc["route"].append({"name": "plain", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}",
                              "health_interval": 0})
         config = build_config(doc, source="test")
-        broken = replace(config.routes[0], tls=TlsMaterial(cert_chain=b"junk", key=b"junk"))
+        broken = replace(config.routes[0], tls_material=TlsMaterial(cert_chain=b"junk", key=b"junk"))
         config = replace(config, routes=(broken, config.routes[1]))
         proxy = Proxy(config, bind_all(config))
         await nursery.start(proxy.serve)

@@ -114,7 +114,7 @@ class RuntimeCollector(Collector):
             too_large.add_metric([name], rt.observation.bodies_too_large)
             if st.tls_cert_expires_unix is not None:
                 expiry.add_metric([name], st.tls_cert_expires_unix)
-            if rt.config.settings.gate != "off":
+            if rt.config.settings.gate.mode != "off":
                 for result in _known_first(GATE_RESULTS, rt.gate_results):
                     gate.add_metric([name, result], rt.gate_results.get(result, 0))
             active.add_metric([name], st.connections_active)

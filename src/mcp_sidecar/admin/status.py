@@ -103,7 +103,7 @@ class RouteStatus:
             upstream_connect_failures=dict(rt.connector.failures), bytes_client_to_upstream=c2u,
             bytes_upstream_to_client=u2c, observer_seconds=round(rt.observation.observe_s, 6),
             observer_shed=rt.observation.shed, observer_memory_exhausted=rt.observation.memory_exhausted,
-            tls_cert_expires_unix=rt.config.tls.cert_not_after_unix)
+            tls_cert_expires_unix=rt.config.tls_material.cert_not_after_unix)
 
     def as_json(self) -> dict[str, Any]:
         """The worker API's view (``/api/status``)."""

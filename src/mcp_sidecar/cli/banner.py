@@ -93,8 +93,8 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener], show_to
         "                  (add http://NAME:PORT for any other host name you browse to)",
     ]
     gate = ""
-    if ui.settings.gate == "token":
-        gate = f"&{TOKEN_PARAM}={ui.settings.gate_token if show_tokens else '<see: proxyctl url inspector-ui>'}"
+    if ui.settings.gate.mode == "token":
+        gate = f"&{TOKEN_PARAM}={ui.settings.gate.token if show_tokens else '<see: proxyctl url inspector-ui>'}"
     for origin in ui_origins:
         lines.append(
             f"  then open:      {origin}/?MCP_PROXY_PORT={proxy_port}"
@@ -127,7 +127,7 @@ def _inspector_v2_lines(config: ProxyConfig, listeners: list[BoundListener], ui:
              "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
              "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)"]
     gate = ""
-    if ui.settings.gate == "token":
-        gate = f"?{TOKEN_PARAM}={ui.settings.gate_token if show_tokens else '<see: proxyctl url inspector-ui>'}"
+    if ui.settings.gate.mode == "token":
+        gate = f"?{TOKEN_PARAM}={ui.settings.gate.token if show_tokens else '<see: proxyctl url inspector-ui>'}"
     lines += [f"  then open:      {origin}/{gate}" for origin in ui_origins]
     return lines

@@ -14,7 +14,7 @@ import trio
 
 from ..config.addresses import NONLOOPBACK, HostPort, dialable, parse_hostport
 from ..config.defaults import GATE_TOKEN_ENV
-from ..config.model import RouteSettings
+from ..config.model import RouteSettings, UpstreamTlsSettings
 from ..config.parse import build_config
 from ..config.tls import client_context, client_context_from_files
 from ..config.values import parse_duration
@@ -83,7 +83,7 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
                     listeners = _listener_view(config, live)
                     env = v2_environment(config, listeners)
                     origin = route_origins(route, listeners)[0]
-                    trio.run(check_inspector_v2, report, through, env, origin, route.settings.gate_token, timeout_s)
+                    trio.run(check_inspector_v2, report, through, env, origin, route.settings.gate.token, timeout_s)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in reports], indent=1))
     else:
@@ -109,19 +109,18 @@ class _RunningRoute:
     @classmethod
     def of_config(cls, route: Any) -> "_RunningRoute":
         s = route.settings
-        token = os.environ.get(GATE_TOKEN_ENV) or (s.gate_token if s.gate_token_source == "config" else None)
-        access = RouteAccess(tls=s.tls_cert is not None, upstream_tls=client_context(s, route.tls), gated=s.gate != "off",
-                             gate_token=token)
-        return cls(route.name, route.upstreams, s.health_check, s.health_path, route, access)
+        token = os.environ.get(GATE_TOKEN_ENV) or (s.gate.token if s.gate.token_source == "config" else None)
+        access = RouteAccess(tls=s.tls.enabled, upstream_tls=client_context(s, route.tls_material),
+                             gated=s.gate.on, gate_token=token)
+        return cls(route.name, route.upstreams, s.health.check, s.health.path, route, access)
 
     @classmethod
     def of(cls, status: dict[str, Any]) -> "_RunningRoute":
         upstreams = tuple(parse_hostport(u) for u in status.get("upstreams") or [status["upstream"]])
         listen = tuple(parse_hostport(a, allow_zero_port=True) for a in status["listen"])
         upstream_tls = status.get("upstream_tls")
-        context = client_context_from_files(RouteSettings(
-            upstream_tls=True, upstream_tls_ca=upstream_tls["ca"], upstream_tls_name=upstream_tls["name"],
-            upstream_tls_verify=upstream_tls["verify"])) if upstream_tls else None
+        context = client_context_from_files(RouteSettings(upstream_tls=UpstreamTlsSettings(
+            True, upstream_tls["ca"], upstream_tls["name"], upstream_tls["verify"]))) if upstream_tls else None
         access = RouteAccess(tls=bool(status.get("tls")), upstream_tls=context, gated=bool(status.get("gate")),
                              gate_token=os.environ.get(GATE_TOKEN_ENV))
         return cls(status["name"], upstreams, status.get("health_check", "tcp"), status.get("health_path", "/"),

@@ -9,7 +9,7 @@ import click
 from ..config.parse import build_config, load_config_file
 from ..config.render import effective_document, render_toml
 from ..config.tls import certificate_warnings
-from .options import RouteSource, reports_errors, with_route_options
+from .options import RouteSource, process_environment, reports_errors, with_route_options
 
 
 @click.group()
@@ -23,7 +23,7 @@ def config() -> None:
 @reports_errors
 def config_validate(file: str, as_json: bool) -> None:
     """Check FILE; print a summary, exit 2 with the reason if invalid."""
-    cfg = build_config(load_config_file(file), source=file, from_file=True)
+    cfg = build_config(load_config_file(file), source=file, from_file=True, environment=process_environment())
     warnings = certificate_warnings(cfg)
     if as_json:
         click.echo(json.dumps({"ok": True, "file": file, "routes": [r.name for r in cfg.routes],

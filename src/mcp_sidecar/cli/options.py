@@ -12,15 +12,17 @@ Rules this module keeps:
 from __future__ import annotations
 
 import functools
+import os
+import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from ..config.model import ProxyConfig
-from ..config.parse import load_config
+from ..config.parse import Environment, load_config
 from ..config.profiles import EXPOSE_OPTION, PROFILES
 from ..errors import SidecarError
 from ..supervise.statedir import STATE_DIR_ENV, default_state_dir
@@ -84,18 +86,26 @@ route_options = [
 ]
 
 
+def process_environment(generated_gate_token: str | None = None) -> Environment:
+    """The one place the process environment reaches the configuration."""
+    return Environment(dict(os.environ), generated_gate_token)
+
+
 @dataclass(frozen=True)
 class RouteSource:
-    """Where the routes come from: the route options of one command line."""
+    """Where the routes come from: the route options of one command line,
+    and the gate token generated for this process (a reload keeps it)."""
 
     config_path: str | None
     forwards: tuple[str, ...]
     profile: str | None
     expose_unprotected: bool
+    generated_gate_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     def load(self) -> ProxyConfig:
         return load_config(self.config_path, forwards=self.forwards, profile=self.profile,
-                           dangerously_expose_unprotected=self.expose_unprotected)
+                           dangerously_expose_unprotected=self.expose_unprotected,
+                           environment=process_environment(self.generated_gate_token))
 
 
 def with_route_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,13 +16,104 @@ from .defaults import DEFAULT_ADMIN_LISTEN, DEFAULT_ALERT_MIN_INTERVAL_S, DEFAUL
 from .defaults import DEFAULT_GATE_HEAD_TIMEOUT_S, DEFAULT_TLS_HANDSHAKE_TIMEOUT_S, DEFAULT_HISTORY_INTERVAL_S, DEFAULT_HISTORY_S, DEFAULT_REQUEST_LOG_RATE, DEFAULT_REQUEST_LOG_SAMPLE, DEFAULT_TAP_MAX_BYTES, DEFAULT_TAP_QUEUE
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """Active checks of a route's upstreams (TOML keys ``health_*``)."""
+
+    #: Period (0: no checks); while stable it grows to interval_max.
+    interval_s: float = DEFAULT_HEALTH_INTERVAL_S
+    interval_max_s: float = DEFAULT_HEALTH_INTERVAL_MAX_S
+    timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
+    #: Consecutive successes to mark an upstream healthy, failures to mark it down.
+    rise: int = DEFAULT_HEALTH_RISE
+    fall: int = DEFAULT_HEALTH_FALL
+    #: L1 "tcp" connect, L2 "http" GET path or "ws" handshake + ping,
+    #: L3 "mcp" initialize + ping on path.
+    check: str = "tcp"
+    path: str = "/"
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    """The circuit breaker (TOML keys ``breaker_*``)."""
+
+    #: Consecutive clients that could not be connected open the circuit (0: never).
+    failures: int = DEFAULT_BREAKER_FAILURES
+    open_s: float = DEFAULT_BREAKER_OPEN_S
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS towards clients (TOML keys ``tls_*``): certificate chain and key
+    (PEM files), and the CA client certificates must be signed by (mutual
+    TLS) when set."""
+
+    cert: str | None = None
+    key: str | None = None
+    client_ca: str | None = None
+    #: A TLS handshake (either leg) must finish within this.
+    handshake_timeout_s: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT_S
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True)
+class UpstreamTlsSettings:
+    """TLS towards the upstream (TOML keys ``upstream_tls*``), verified
+    against ``ca`` (else the system's trust store) for ``name`` (else the
+    upstream's host)."""
+
+    enabled: bool = False
+    ca: str | None = None
+    name: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The access gate (TOML keys ``gate*``; net/gate.py)."""
+
+    #: "token": every HTTP request needs the gate's cookie or bearer token.
+    mode: str = "off"
+    token: str | None = field(default=None, repr=False)
+    #: How the token was set: "config", "env" or "generated" (printed, not persisted).
+    token_source: str | None = None
+    #: A gated route's request head must be complete within this.
+    head_timeout_s: float = DEFAULT_GATE_HEAD_TIMEOUT_S
+
+    @property
+    def on(self) -> bool:
+        return self.mode == "token"
+
+
+@dataclass(frozen=True)
+class RouteObserveSettings:
+    """What a route's observation records (TOML keys ``request_log*``,
+    ``mcp_request_timeout``)."""
+
+    #: An MCP request with no response within this is counted as "timeout".
+    mcp_request_timeout_s: float = DEFAULT_MCP_REQUEST_TIMEOUT_S
+    #: One JSON line per completed MCP request (event mcp.request): this
+    #: share of them, at most request_log_rate lines per second.
+    request_log: bool = False
+    request_log_sample: float = DEFAULT_REQUEST_LOG_SAMPLE
+    request_log_rate: int = DEFAULT_REQUEST_LOG_RATE
+
+
+@dataclass(frozen=True)
 class RouteSettings:
-    """The per-route settings a ``[defaults]`` section may set."""
+    """The per-route settings a ``[defaults]`` section may set: the
+    forwarding ones here, the others grouped by concern (their TOML keys are
+    flat, the group's name their prefix: ``health_interval`` is
+    ``health.interval_s``)."""
 
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     connect_retry_window_s: float = DEFAULT_CONNECT_RETRY_WINDOW_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Concurrent upstream connect attempts.
+    max_connecting: int = DEFAULT_MAX_CONNECTING
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     tcp_keepalive_s: float = DEFAULT_TCP_KEEPALIVE_S
     #: TCP_USER_TIMEOUT of both legs (0: the kernel's default).
@@ -30,15 +121,6 @@ class RouteSettings:
     splice: bool = DEFAULT_SPLICE
     #: Readiness requires this route's upstream to be reachable.
     required: bool = True
-    health_interval_s: float = DEFAULT_HEALTH_INTERVAL_S
-    health_interval_max_s: float = DEFAULT_HEALTH_INTERVAL_MAX_S
-    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
-    health_rise: int = DEFAULT_HEALTH_RISE
-    health_fall: int = DEFAULT_HEALTH_FALL
-    #: L1 "tcp" connect, L2 "http" GET health_path or "ws" handshake + ping,
-    #: L3 "mcp" initialize + ping on health_path.
-    health_check: str = "tcp"
-    health_path: str = "/"
     #: "auto" sniffs the first client bytes for an HTTP request line.
     protocol: str = "auto"
     #: The proxy's own WebSocket keepalive: a ping to each side this often
@@ -46,40 +128,21 @@ class RouteSettings:
     #: zombie and the connection is closed.
     ws_ping_interval_s: float = 0.0
     ws_ping_timeout_s: float = 10.0
-    #: An MCP request with no response within this is counted as "timeout".
-    mcp_request_timeout_s: float = DEFAULT_MCP_REQUEST_TIMEOUT_S
-    breaker_failures: int = DEFAULT_BREAKER_FAILURES
-    breaker_open_s: float = DEFAULT_BREAKER_OPEN_S
-    max_connecting: int = DEFAULT_MAX_CONNECTING
     connection_log: str = DEFAULT_CONNECTION_LOG
     connection_log_every: int = DEFAULT_CONNECTION_LOG_EVERY
-    #: TLS towards clients: certificate chain and key (PEM files), and the CA
-    #: that client certificates must be signed by (mutual TLS) when set.
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_client_ca: str | None = None
-    #: TLS towards the upstream, verified against upstream_tls_ca (else the
-    #: system's trust store) for upstream_tls_name (else the upstream's host).
-    upstream_tls: bool = False
-    upstream_tls_ca: str | None = None
-    upstream_tls_name: str | None = None
-    upstream_tls_verify: bool = True
-    #: "token": every HTTP request needs the gate's cookie or bearer token (net/gate.py).
-    gate: str = "off"
-    gate_token: str | None = field(default=None, repr=False)
-    #: How gate_token was set: "config", "env" or "generated" (printed, not persisted).
-    gate_token_source: str | None = None
-    #: A gated route's request head must be complete within this.
-    gate_head_timeout_s: float = DEFAULT_GATE_HEAD_TIMEOUT_S
-    #: A TLS handshake (either leg) must finish within this.
-    tls_handshake_timeout_s: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT_S
     #: Client networks allowed to connect (empty: everyone).
     allow: tuple[str, ...] = ()
-    #: One JSON line per completed MCP request (event mcp.request): this
-    #: share of them, at most request_log_rate lines per second.
-    request_log: bool = False
-    request_log_sample: float = DEFAULT_REQUEST_LOG_SAMPLE
-    request_log_rate: int = DEFAULT_REQUEST_LOG_RATE
+    health: HealthSettings = field(default_factory=HealthSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    upstream_tls: UpstreamTlsSettings = field(default_factory=UpstreamTlsSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    observe: RouteObserveSettings = field(default_factory=RouteObserveSettings)
+
+
+#: The groups of RouteSettings (attribute -> record type).
+SETTING_GROUPS = {"health": HealthSettings, "breaker": BreakerSettings, "tls": TlsSettings,
+                  "upstream_tls": UpstreamTlsSettings, "gate": GateSettings, "observe": RouteObserveSettings}
 
 
 @dataclass(frozen=True)
@@ -162,7 +225,31 @@ class RouteConfig:
     upstreams: tuple[HostPort, ...]
     settings: RouteSettings = field(default_factory=RouteSettings)
     #: The TLS files' contents as loaded with this configuration.
-    tls: TlsMaterial = field(default_factory=TlsMaterial, repr=False, compare=False)
+    tls_material: TlsMaterial = field(default_factory=TlsMaterial, repr=False, compare=False)
+
+    @property
+    def health(self) -> HealthSettings:
+        return self.settings.health
+
+    @property
+    def breaker(self) -> BreakerSettings:
+        return self.settings.breaker
+
+    @property
+    def tls(self) -> TlsSettings:
+        return self.settings.tls
+
+    @property
+    def upstream_tls(self) -> UpstreamTlsSettings:
+        return self.settings.upstream_tls
+
+    @property
+    def gate(self) -> GateSettings:
+        return self.settings.gate
+
+    @property
+    def observe(self) -> RouteObserveSettings:
+        return self.settings.observe
 
     @property
     def upstream(self) -> HostPort:

@@ -9,6 +9,9 @@ Rules this module keeps:
   unit (``"250ms"``, ``"5s"``, ``"2m"``, ``"1h"``).  Internally every field
   that holds a duration ends in ``_s``; sizes end in ``_bytes``.
 * Routes are numbered from 1 in messages: ``route[1]`` is the first.
+* Pure: nothing is read from the process (its environment) but through the
+  ``Environment`` passed in; the command line reads it, in one place
+  (cli/options.py).
 
 File layout::
 
@@ -28,10 +31,10 @@ File layout::
 
 from __future__ import annotations
 
-import os
 import secrets
 import tomllib
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,7 +49,8 @@ from .values import (boolean, choice, cpu_share, file_path, fraction, host_names
 from .tls import TlsSettingsError, load_material
 from ..errors import ConfigError
 
-#: TOML key -> (RouteSettings attribute, parser).
+#: TOML key -> (RouteSettings attribute, parser); ``group.attribute`` for the
+#: grouped settings (model.SETTING_GROUPS): the keys stay flat.
 SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "connect_timeout": ("connect_timeout_s", positive_duration),
     "connect_retry_window": ("connect_retry_window_s", parse_duration),
@@ -57,37 +61,37 @@ SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "user_timeout": ("user_timeout_s", parse_duration),
     "splice": ("splice", boolean),
     "required": ("required", boolean),
-    "health_interval": ("health_interval_s", parse_duration),
-    "health_interval_max": ("health_interval_max_s", positive_duration),
-    "health_timeout": ("health_timeout_s", positive_duration),
-    "health_rise": ("health_rise", int_in(1, 100)),
-    "health_fall": ("health_fall", int_in(1, 100)),
-    "health_check": ("health_check", choice(HEALTH_CHECKS)),
-    "health_path": ("health_path", url_path),
+    "health_interval": ("health.interval_s", parse_duration),
+    "health_interval_max": ("health.interval_max_s", positive_duration),
+    "health_timeout": ("health.timeout_s", positive_duration),
+    "health_rise": ("health.rise", int_in(1, 100)),
+    "health_fall": ("health.fall", int_in(1, 100)),
+    "health_check": ("health.check", choice(HEALTH_CHECKS)),
+    "health_path": ("health.path", url_path),
     "protocol": ("protocol", choice(PROTOCOLS)),
-    "mcp_request_timeout": ("mcp_request_timeout_s", positive_duration),
+    "mcp_request_timeout": ("observe.mcp_request_timeout_s", positive_duration),
     "ws_ping_interval": ("ws_ping_interval_s", parse_duration),
     "ws_ping_timeout": ("ws_ping_timeout_s", positive_duration),
-    "breaker_failures": ("breaker_failures", int_in(0, 1000)),
-    "breaker_open": ("breaker_open_s", positive_duration),
+    "breaker_failures": ("breaker.failures", int_in(0, 1000)),
+    "breaker_open": ("breaker.open_s", positive_duration),
     "max_connecting": ("max_connecting", int_in(1, 100_000)),
     "connection_log": ("connection_log", choice(CONNECTION_LOGS)),
     "connection_log_every": ("connection_log_every", int_in(1, 1_000_000)),
-    "tls_cert": ("tls_cert", file_path),
-    "tls_key": ("tls_key", file_path),
-    "tls_client_ca": ("tls_client_ca", file_path),
-    "upstream_tls": ("upstream_tls", boolean),
-    "upstream_tls_ca": ("upstream_tls_ca", file_path),
-    "upstream_tls_name": ("upstream_tls_name", server_name),
-    "upstream_tls_verify": ("upstream_tls_verify", boolean),
-    "gate": ("gate", choice(GATES)),
-    "gate_token": ("gate_token", secret_token),
-    "gate_head_timeout": ("gate_head_timeout_s", positive_duration),
-    "tls_handshake_timeout": ("tls_handshake_timeout_s", positive_duration),
+    "tls_cert": ("tls.cert", file_path),
+    "tls_key": ("tls.key", file_path),
+    "tls_client_ca": ("tls.client_ca", file_path),
+    "upstream_tls": ("upstream_tls.enabled", boolean),
+    "upstream_tls_ca": ("upstream_tls.ca", file_path),
+    "upstream_tls_name": ("upstream_tls.name", server_name),
+    "upstream_tls_verify": ("upstream_tls.verify", boolean),
+    "gate": ("gate.mode", choice(GATES)),
+    "gate_token": ("gate.token", secret_token),
+    "gate_head_timeout": ("gate.head_timeout_s", positive_duration),
+    "tls_handshake_timeout": ("tls.handshake_timeout_s", positive_duration),
     "allow": ("allow", networks),
-    "request_log": ("request_log", boolean),
-    "request_log_sample": ("request_log_sample", fraction),
-    "request_log_rate": ("request_log_rate", int_in(1, 100_000)),
+    "request_log": ("observe.request_log", boolean),
+    "request_log_sample": ("observe.request_log_sample", fraction),
+    "request_log_rate": ("observe.request_log_rate", int_in(1, 100_000)),
 }
 #: [observe]: the request log keys set every route's default (beneath
 #: [defaults]); the others bound the history and the tap.
@@ -164,7 +168,22 @@ def _check_keys(source: str, prefix: str, table: dict[str, Any], allowed: set[st
 
 
 def _apply_settings(source: str, prefix: str, base: RouteSettings, table: dict[str, Any]) -> RouteSettings:
-    return replace(base, **_parse_values(source, prefix, table, SETTING_KEYS))
+    return with_values(base, _parse_values(source, prefix, table, SETTING_KEYS))
+
+
+def with_values(settings: RouteSettings, values: dict[str, Any]) -> RouteSettings:
+    """``settings`` with ``values`` set (``group.attribute`` names reach into a group)."""
+    flat: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        group, dot, attribute = name.partition(".")
+        if dot:
+            grouped.setdefault(group, {})[attribute] = value
+        else:
+            flat[name] = value
+    for group, changes in grouped.items():
+        flat[group] = replace(getattr(settings, group), **changes)
+    return replace(settings, **flat)
 
 
 def _parse_listen(source: str, fieldname: str, value: Any) -> tuple[HostPort, ...]:
@@ -205,48 +224,53 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
             source, f"{prefix}name", f"must be 1-64 characters of A-Z a-z 0-9 _ . - , got {name!r}"
         )
     settings = _apply_settings(source, prefix, defaults, table)
-    if settings.health_interval_s and settings.health_interval_max_s < settings.health_interval_s:
+    if settings.health.interval_s and settings.health.interval_max_s < settings.health.interval_s:
         raise ConfigError(source, f"{prefix}health_interval_max", "must not be shorter than health_interval")
     try:  # loads the files now: a bad certificate is a config error, and workers start from these bytes
         tls = load_material(settings)
     except TlsSettingsError as exc:
         raise ConfigError(source, f"{prefix}{exc.field}", str(exc)) from None
-    if settings.gate != "off" and settings.protocol == "tcp":
+    if settings.gate.mode != "off" and settings.protocol == "tcp":
         raise ConfigError(source, f"{prefix}gate", 'needs HTTP: protocol = "tcp" carries bytes it cannot read')
-    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings, tls=tls)
+    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings, tls_material=tls)
 
 
-#: The token of gated routes that set none, generated once per process: a
-#: reload keeps it (the supervisor reloads in its own process), a restart of
-#: the whole tree prints a new one.
-_generated_gate_token: str | None = None
+@dataclass(frozen=True)
+class Environment:
+    """What a configuration takes from outside its document, passed in (parsing
+    reads no global state): the process environment's variables, and the
+    gate token for gated routes that set none when ``MCP_SIDECAR_GATE_TOKEN``
+    does not either -- generated once per process by the caller, so that a
+    reload keeps it and a restart of the whole tree prints a new one."""
 
+    variables: Mapping[str, str] = field(default_factory=dict)
+    generated_gate_token: str | None = None
 
-def _gate_token() -> tuple[str, str]:
-    """The token for a gated route without ``gate_token``: from the
-    environment, else generated; and where it came from."""
-    global _generated_gate_token
-    from_env = os.environ.get(GATE_TOKEN_ENV)
-    if from_env:
+    def secret(self, name: str) -> str | None:
+        """A token from the environment, validated (a bad one is a config error naming the variable)."""
+        value = self.variables.get(name)
+        if not value:
+            return None
         try:
-            return secret_token(from_env), "env"
+            return secret_token(value)
         except ValueError as exc:
-            raise ConfigError(f"${GATE_TOKEN_ENV}", "", str(exc)) from None
-    if _generated_gate_token is None:
-        _generated_gate_token = secrets.token_urlsafe(24)
-    return _generated_gate_token, "generated"
+            raise ConfigError(f"${name}", "", str(exc)) from None
 
 
-def _with_gate_tokens(routes: list[RouteConfig]) -> list[RouteConfig]:
+def _with_gate_tokens(routes: list[RouteConfig], environment: Environment) -> list[RouteConfig]:
     out = []
     for route in routes:
-        s = route.settings
-        if s.gate == "token":
-            if s.gate_token is not None:
-                route = replace(route, settings=replace(s, gate_token_source="config"))
+        gate = route.settings.gate
+        if gate.mode == "token":
+            if gate.token is not None:
+                gate = replace(gate, token_source="config")
+            elif (from_env := environment.secret(GATE_TOKEN_ENV)) is not None:
+                gate = replace(gate, token=from_env, token_source="env")
             else:
-                token, origin = _gate_token()
-                route = replace(route, settings=replace(s, gate_token=token, gate_token_source=origin))
+                generated = environment.generated_gate_token or secrets.token_urlsafe(24)
+                environment = replace(environment, generated_gate_token=generated)  # one for all routes
+                gate = replace(gate, token=generated, token_source="generated")
+            route = replace(route, settings=replace(route.settings, gate=gate))
         out.append(route)
     return out
 
@@ -279,6 +303,7 @@ def build_config(
     profile: str | None = None,
     dangerously_expose_unprotected: bool = False,
     from_file: bool = False,
+    environment: Environment = Environment(),
 ) -> ProxyConfig:
     """Validate a parsed TOML document plus CLI routes into a ``ProxyConfig``.
 
@@ -287,6 +312,8 @@ def build_config(
     file (``from_file``): a file without routes is an error, never silently
     the Inspector's routes.  ``dangerously_expose_unprotected``
     (the command-line flag) sets the ``[proxy]`` key of that name.
+    ``environment``: the tokens the environment supplies (nothing is read
+    from ``os.environ`` here).
     """
     document = document or {}
     _check_keys(source, "", document, _TOP_KEYS)
@@ -296,11 +323,8 @@ def build_config(
     admin_values = _section(source, "admin", document, ADMIN_KEYS)
     if "token" in admin_values:
         admin_values["token_source"] = "config"
-    elif os.environ.get(ADMIN_TOKEN_ENV):
-        try:
-            admin_values["token"] = secret_token(os.environ[ADMIN_TOKEN_ENV])
-        except ValueError as exc:
-            raise ConfigError(f"${ADMIN_TOKEN_ENV}", "", str(exc)) from None
+    elif (from_env := environment.secret(ADMIN_TOKEN_ENV)) is not None:
+        admin_values["token"] = from_env
         admin_values["token_source"] = "env"
     proxy_values["admin"] = AdminConfig(**admin_values)
     supervisor_values = _section(source, "supervisor", document, SUPERVISOR_KEYS)
@@ -311,7 +335,7 @@ def build_config(
     proxy_values["supervisor"] = SupervisorConfig(**supervisor_values)
 
     observe_values = _section(source, "observe", document, OBSERVE_KEYS)
-    route_defaults = {k: observe_values.pop(k) for k in list(observe_values) if k.startswith("request_log")}
+    route_defaults = {k: observe_values.pop(k) for k in list(observe_values) if k.startswith("observe.")}
     observe = ObserveConfig(**observe_values)
     if observe.history_s and observe.history_interval_s < 1.0:
         raise ConfigError(source, "observe.history_interval", "must be at least 1s")
@@ -322,7 +346,7 @@ def build_config(
 
     defaults_table = _table(source, "defaults", document.get("defaults", {}))
     _check_keys(source, "defaults.", defaults_table, set(SETTING_KEYS))
-    defaults = _apply_settings(source, "defaults.", replace(RouteSettings(), **route_defaults), defaults_table)
+    defaults = _apply_settings(source, "defaults.", with_values(RouteSettings(), route_defaults), defaults_table)
 
     raw_routes = document.get("route", [])
     if not isinstance(raw_routes, list):
@@ -371,7 +395,8 @@ def build_config(
             refuse_exposure(profile, routes)
 
     _check_routes(source, routes)
-    return ProxyConfig(routes=tuple(_with_gate_tokens(routes)), profile=profile, source=source, **proxy_values)
+    return ProxyConfig(routes=tuple(_with_gate_tokens(routes, environment)), profile=profile, source=source,
+                       **proxy_values)
 
 
 
@@ -393,10 +418,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def load_config(
     path: str | Path | None = None, *, forwards: tuple[str, ...] = (), profile: str | None = None,
-    dangerously_expose_unprotected: bool = False,
+    dangerously_expose_unprotected: bool = False, environment: Environment = Environment(),
 ) -> ProxyConfig:
     document = load_config_file(path) if path is not None else None
     return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile,
-                        dangerously_expose_unprotected=dangerously_expose_unprotected, from_file=path is not None)
+                        dangerously_expose_unprotected=dangerously_expose_unprotected, from_file=path is not None,
+                        environment=environment)
 
 

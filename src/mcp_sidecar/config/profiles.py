@@ -74,7 +74,7 @@ def refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
     if risk is None:
         return
     names = {table["name"] for table in PROFILES[profile]}
-    exposed = [str(a) for r in routes if r.name in names and r.settings.gate == "off"
+    exposed = [str(a) for r in routes if r.name in names and r.settings.gate.mode == "off"
                for a in r.listen if beyond_loopback(a.host)]
     if exposed:
         raise ConfigError(
@@ -102,7 +102,7 @@ def exposure_warnings(config: ProxyConfig) -> list[str]:
             continue
         if all(is_loopback_host(u.host) for u in route.upstreams):
             exposed = ", ".join(str(a) for a in route.listen if beyond_loopback(a.host))
-            tls_only = ("; its TLS encrypts the way but lets anyone in" if route.settings.tls_cert is not None
+            tls_only = ("; its TLS encrypts the way but lets anyone in" if route.settings.tls.cert is not None
                         else "")
             warnings.append(f"route {route.name} listens on {exposed}, beyond loopback, in front of "
                             f"{route.upstream_text} (loopback only), and nothing controls who connects{tls_only}: "
@@ -130,11 +130,11 @@ def _protections(route: RouteConfig, profile: str | None, *, encryption: bool) -
     own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
     if own is not None:
         out.append(own)
-    if s.tls_cert is not None and s.tls_client_ca:
+    if s.tls.cert is not None and s.tls.client_ca:
         out.append("TLS with client certificates" if encryption else "client certificates")
-    elif s.tls_cert is not None and encryption:
+    elif s.tls.cert is not None and encryption:
         out.append("TLS")
-    if s.gate == "token":
+    if s.gate.mode == "token":
         out.append("the access gate (token)")
     if s.allow:
         out.append("allow " + ", ".join(s.allow))
@@ -156,7 +156,7 @@ def gate_by_default(profile: str, routes: list[RouteConfig], explicit: bool) -> 
     gated = PROFILE_GATED.get(profile, ())
     if explicit or not gated:
         return routes
-    return [replace(r, settings=replace(r.settings, gate="token"))
-            if r.name in gated and _exposed(r) and r.settings.gate == "off" else r for r in routes]
+    return [replace(r, settings=replace(r.settings, gate=replace(r.settings.gate, mode="token")))
+            if r.name in gated and _exposed(r) and r.settings.gate.mode == "off" else r for r in routes]
 
 

@@ -29,18 +29,20 @@ def _toml_value(value: Any) -> str:
 
 
 def _settings_lines(settings: RouteSettings) -> list[str]:
-    attr_to_key = {attr: key for key, (attr, _) in SETTING_KEYS.items()}
+    """Every setting as its flat TOML key, in SETTING_KEYS' order (grouped
+    ones read through their group); secrets named, never shown."""
     lines = []
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.name == "gate_token":
+    for key, (attribute, _) in SETTING_KEYS.items():
+        group, dot, name = attribute.partition(".")
+        value = getattr(getattr(settings, group), name) if dot else getattr(settings, attribute)
+        if attribute == "gate.token":
             if value is not None:
-                lines.append(f"# gate_token is set (not shown; {settings.gate_token_source})")
+                lines.append(f"# gate_token is set (not shown; {settings.gate.token_source})")
             continue
-        if f.name not in attr_to_key or value is None or value == ():
-            continue  # derived, or unset (TOML has no null)
-        shown = format_duration(value) if f.name.endswith("_s") else value
-        lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
+        if value is None or value == ():
+            continue  # unset (TOML has no null)
+        shown = format_duration(value) if attribute.endswith("_s") else value
+        lines.append(f"{key} = {_toml_value(shown)}")
     return lines
 
 
@@ -98,8 +100,8 @@ def secrets_set(config: ProxyConfig) -> list[str]:
         names.append(f"admin.token ({config.admin.token_source})")
     if config.supervisor.alert_webhook:
         names.append("supervisor.alert_webhook")
-    names += [f"route {r.name}: gate_token ({r.settings.gate_token_source})" for r in config.routes
-              if r.settings.gate_token]
+    names += [f"route {r.name}: gate_token ({r.settings.gate.token_source})" for r in config.routes
+              if r.settings.gate.token]
     return names
 
 

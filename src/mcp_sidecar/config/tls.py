@@ -60,8 +60,8 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _read(settings: RouteSettings, field: str) -> bytes | None:
-    path = getattr(settings, field)
+def _read(path: str | None, field: str) -> bytes | None:
+    """The file of the setting ``field`` (its TOML name, for the error)."""
     if path is None:
         return None
     try:
@@ -73,20 +73,22 @@ def _read(settings: RouteSettings, field: str) -> bytes | None:
 def load_material(settings: RouteSettings) -> TlsMaterial:
     """Read the route's TLS files and prove them usable (both contexts are
     built from the bytes); raises ``TlsSettingsError`` naming the field."""
-    if settings.tls_cert is None and settings.tls_key is None:
-        if settings.tls_client_ca is not None:
+    if settings.tls.cert is None and settings.tls.key is None:
+        if settings.tls.client_ca is not None:
             raise TlsSettingsError("tls_client_ca", "needs tls_cert and tls_key (mutual TLS is TLS)")
-    elif settings.tls_cert is None or settings.tls_key is None:
-        missing = "tls_cert" if settings.tls_cert is None else "tls_key"
+    elif settings.tls.cert is None or settings.tls.key is None:
+        missing = "tls_cert" if settings.tls.cert is None else "tls_key"
         raise TlsSettingsError(missing, "missing: tls_cert and tls_key go together")
-    if not settings.upstream_tls:
-        for field in ("upstream_tls_ca", "upstream_tls_name"):
-            if getattr(settings, field) is not None:
+    upstream = settings.upstream_tls
+    if not upstream.enabled:
+        for field, value in (("upstream_tls_ca", upstream.ca), ("upstream_tls_name", upstream.name)):
+            if value is not None:
                 raise TlsSettingsError(field, "needs upstream_tls = true")
-    chain = _read(settings, "tls_cert")
-    material = TlsMaterial(cert_chain=chain, key=_read(settings, "tls_key"),
-                           client_ca=_read(settings, "tls_client_ca"),
-                           upstream_ca=_read(settings, "upstream_tls_ca") if settings.upstream_tls else None,
+    tls = settings.tls
+    chain = _read(tls.cert, "tls_cert")
+    material = TlsMaterial(cert_chain=chain, key=_read(tls.key, "tls_key"),
+                           client_ca=_read(tls.client_ca, "tls_client_ca"),
+                           upstream_ca=_read(upstream.ca, "upstream_tls_ca") if upstream.enabled else None,
                            cert_not_after_unix=not_after(chain) if chain is not None else None)
     server_context(settings, material)
     client_context(settings, material)
@@ -155,7 +157,7 @@ def server_context(settings: RouteSettings, material: TlsMaterial) -> ssl.SSLCon
 
 def client_context(settings: RouteSettings, material: TlsMaterial) -> ssl.SSLContext | None:
     """The context for connecting to the upstream, or None (clear text)."""
-    if not settings.upstream_tls:
+    if not settings.upstream_tls.enabled:
         return None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -164,7 +166,7 @@ def client_context(settings: RouteSettings, material: TlsMaterial) -> ssl.SSLCon
             context.load_verify_locations(cadata=material.upstream_ca.decode("ascii", "replace"))
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise TlsSettingsError("upstream_tls_ca", f"cannot load the CA: {_reason(exc)}") from None
-    if not settings.upstream_tls_verify:
+    if not settings.upstream_tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if settings.protocol != "tcp":
@@ -174,7 +176,7 @@ def client_context(settings: RouteSettings, material: TlsMaterial) -> ssl.SSLCon
 
 def client_context_from_files(settings: RouteSettings) -> ssl.SSLContext | None:
     """The upstream context straight from the files (``proxyctl check``)."""
-    return client_context(settings, load_material(settings)) if settings.upstream_tls else None
+    return client_context(settings, load_material(settings)) if settings.upstream_tls.enabled else None
 
 
 def expiry_warning(route: str, settings: RouteSettings, material: TlsMaterial, now: float | None = None) -> str | None:
@@ -186,14 +188,14 @@ def expiry_warning(route: str, settings: RouteSettings, material: TlsMaterial, n
     now = time.time() if now is None else now
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
     if expires <= now:
-        return f"route {route}: the certificate in tls_cert ({settings.tls_cert}) expired on {when}: clients refuse it"
+        return f"route {route}: the certificate in tls_cert ({settings.tls.cert}) expired on {when}: clients refuse it"
     if expires - now <= CERT_EXPIRY_WARNING_S:
         days = (expires - now) / 86400
-        return (f"route {route}: the certificate in tls_cert ({settings.tls_cert}) expires in {days:.1f} days, on "
+        return (f"route {route}: the certificate in tls_cert ({settings.tls.cert}) expires in {days:.1f} days, on "
                 f"{when}: renew it and reload")
     return None
 
 
 def certificate_warnings(config: ProxyConfig, now: float | None = None) -> list[str]:
     """Every route's certificate that expired or expires soon, in words."""
-    return [w for r in config.routes if (w := expiry_warning(r.name, r.settings, r.tls, now)) is not None]
+    return [w for r in config.routes if (w := expiry_warning(r.name, r.settings, r.tls_material, now)) is not None]

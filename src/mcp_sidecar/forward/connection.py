@@ -173,7 +173,7 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
     rt.register(conn, trio.current_time())
     usock: socket.socket | None = None
     abort: list[str] = []  # (a set is 216 bytes held for the connection's life)
-    secure = rt.tls_server is not None or rt.connector.tls is not None or settings.gate == "token"
+    secure = rt.tls_server is not None or rt.connector.tls is not None or settings.gate.mode == "token"
     try:
         # (csock inherited its options from the listening socket: sockopts.tune_listener)
         if secure:

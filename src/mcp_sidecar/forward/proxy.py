@@ -90,16 +90,16 @@ class Proxy:
                     listeners=[l for l in listeners if l.route is route],
                     connector=Connector(route.upstreams, s.connect_timeout_s, s.connect_retry_window_s,
                                         s.max_connecting, health.preferred, tls=tls_client,
-                                        tls_name=s.upstream_tls_name),
+                                        tls_name=s.upstream_tls.name),
                     scratch=self._scratch.view(s.buffer_bytes),
                     metrics=self.metrics.for_route(route.name),
                     health=health,
-                    breaker=CircuitBreaker(s.breaker_failures, s.breaker_open_s),
+                    breaker=CircuitBreaker(s.breaker.failures, s.breaker.open_s),
                     observation=RouteObservation(
-                        route.name, self.metrics, McpTracker(s.mcp_request_timeout_s), budget=self.observe_budget,
+                        route.name, self.metrics, McpTracker(s.observe.mcp_request_timeout_s), budget=self.observe_budget,
                         memory=self.observe_memory,
-                        request_log=RequestLogPolicy(s.request_log_sample, s.request_log_rate)
-                        if s.request_log else None, tap_max_bytes=config.observe.tap_max_bytes),
+                        request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
+                        if s.observe.request_log else None, tap_max_bytes=config.observe.tap_max_bytes),
                     exhaustion=self.exhaustion,
                     tls_server=tls_server,
                     allowed=tuple(ip_network(n) for n in s.allow),
@@ -121,7 +121,7 @@ class Proxy:
         loaded (never the files: see config/tls.py); if even that fails, the
         route is unusable -- it refuses its clients, every other route serves."""
         try:
-            return server_context(route.settings, route.tls), client_context(route.settings, route.tls), None
+            return server_context(route.settings, route.tls_material), client_context(route.settings, route.tls_material), None
         except TlsSettingsError as exc:
             reason = f"TLS unavailable ({exc.field}: {exc})"
             log(logger, logging.ERROR, "route.unusable", route=route.name, reason=reason)

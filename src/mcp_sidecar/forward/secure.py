@@ -59,7 +59,7 @@ async def _prelude(conn: Connection, rt: RouteState,
     leg: RawLeg = RawLeg(csock)
     if rt.tls_server is not None:
         tls = TlsLeg(csock, rt.tls_server, server_side=True)
-        with trio.move_on_after(settings.tls_handshake_timeout_s) as scope:
+        with trio.move_on_after(settings.tls.handshake_timeout_s) as scope:
             try:
                 await tls.handshake()
             except LegFailed as exc:
@@ -74,11 +74,11 @@ async def _prelude(conn: Connection, rt: RouteState,
             return None
         conn.tls = tls.facts
         leg = tls
-    if settings.gate != "token":
+    if settings.gate.mode != "token":
         return leg, None, b""
-    assert settings.gate_token is not None
-    gate = RequestGate(settings.gate_token, secure=rt.tls_server is not None, counts=rt.gate_results)
-    deadline = trio.current_time() + settings.gate_head_timeout_s
+    assert settings.gate.token is not None
+    gate = RequestGate(settings.gate.token, secure=rt.tls_server is not None, counts=rt.gate_results)
+    deadline = trio.current_time() + settings.gate.head_timeout_s
     while True:
         with trio.move_on_at(deadline) as scope:
             try:
@@ -89,7 +89,7 @@ async def _prelude(conn: Connection, rt: RouteState,
         if scope.cancelled_caught:
             conn.end = End.HEAD_TIMEOUT
             log(logger, logging.INFO, "gate.head_timeout", route=conn.route, conn=conn.id, client=conn.client,
-                timeout_s=settings.gate_head_timeout_s)
+                timeout_s=settings.gate.head_timeout_s)
             return None
         if not data:
             conn.end = End.CLIENT_GONE
@@ -110,7 +110,7 @@ async def _prelude(conn: Connection, rt: RouteState,
                         reason=action.reason)
                     return None
                 # Answered (the token exchanged for the cookie): the next request gets its own time.
-                deadline = trio.current_time() + settings.gate_head_timeout_s
+                deadline = trio.current_time() + settings.gate.head_timeout_s
             else:
                 assert isinstance(action, Close)
                 conn.end = End.GATE_REFUSED
@@ -127,7 +127,7 @@ async def upstream_leg(conn: Connection, rt: RouteState, usock: socket.socket, h
         return RawLeg(usock)
     tls = TlsLeg(usock, context, server_side=False, server_hostname=rt.connector.tls_name or host)
     reason = None
-    with trio.move_on_after(rt.config.settings.tls_handshake_timeout_s) as scope:
+    with trio.move_on_after(rt.config.settings.tls.handshake_timeout_s) as scope:
         try:
             await tls.handshake()
         except LegFailed as exc:

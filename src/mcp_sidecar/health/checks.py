@@ -192,9 +192,9 @@ class RouteHealth:
 def route_health(rt_config: RouteConfig) -> RouteHealth:
     s = rt_config.settings
     return RouteHealth(
-        [UpstreamHealth(addr, s.health_rise, s.health_fall, s.health_interval_s, s.health_interval_max_s,
-                        enabled=s.health_interval_s > 0) for addr in rt_config.upstreams],
-        check=s.health_check,
+        [UpstreamHealth(addr, s.health.rise, s.health.fall, s.health.interval_s, s.health.interval_max_s,
+                        enabled=s.health.interval_s > 0) for addr in rt_config.upstreams],
+        check=s.health.check,
     )
 
 
@@ -204,8 +204,8 @@ async def run_checks(route: str, settings: RouteSettings, target: UpstreamHealth
     while True:
         t0 = trio.current_time()
         try:
-            ok, result = await probe(settings.health_check, target.address, settings.health_path,
-                                     settings.health_timeout_s, connector)
+            ok, result = await probe(settings.health.check, target.address, settings.health.path,
+                                     settings.health.timeout_s, connector)
         except LocalResourceError as exc:
             # This host cannot even open a socket: says nothing about the upstream.
             exhaustion.record(exc.resource, exc.errno_name, "health_check", trio.current_time())
@@ -215,5 +215,5 @@ async def run_checks(route: str, settings: RouteSettings, target: UpstreamHealth
         if changed is not None:
             log(logger, logging.INFO if changed else logging.WARNING,
                 "upstream.up" if changed else "upstream.down",
-                route=route, upstream=str(target.address), check=settings.health_check, result=result)
+                route=route, upstream=str(target.address), check=settings.health.check, result=result)
         await trio.sleep(target.next_interval_s() * random.uniform(1 - JITTER, 1 + JITTER))

@@ -20,7 +20,7 @@ from .netinfo import nonloopback_addresses
 
 def route_origins(route: RouteConfig, listeners: list[BoundListener]) -> list[str]:
     """The origins a browser would use for a route."""
-    scheme = "https" if route.settings.tls_cert else "http"
+    scheme = "https" if route.settings.tls.cert else "http"
     hosts: list[tuple[str, int]] = []
     for listener in listeners:
         if listener.route.name != route.name:
@@ -35,8 +35,8 @@ def route_origins(route: RouteConfig, listeners: list[BoundListener]) -> list[st
 
 def gate_urls(route: RouteConfig, listeners: list[BoundListener], path: str = "/") -> list[str]:
     """The URLs that let a browser through a gated route (empty if it is not gated)."""
-    token = route.settings.gate_token
-    if route.settings.gate != "token" or token is None:
+    token = route.settings.gate.token
+    if route.settings.gate.mode != "token" or token is None:
         return []
     separator = "&" if "?" in path else "?"
     return [f"{origin}{path}{separator}{TOKEN_PARAM}={token}" for origin in route_origins(route, listeners)]
