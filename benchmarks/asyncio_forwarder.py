@@ -41,8 +41,7 @@ async def main(specs: list[str]) -> None:
     servers = []
     for spec in specs:
         port, host, up_port = spec.split(":")
-        servers.append(await asyncio.start_server(_handler(host, int(up_port)), "127.0.0.1", int(port),
-                                                  backlog=4096))
+        servers.append(await asyncio.start_server(_handler(host, int(up_port)), "127.0.0.1", int(port), backlog=4096))
     print("ready", flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
 

@@ -67,8 +67,19 @@ SRC = HERE.parent / "src"
 ONE_KB = b"x" * 1024
 MCP_BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}'
 MCP_REPLY = '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}'
-WORKLOADS = ("rtt", "upload", "bidir", "http-ka-1", "http-ka-50", "churn-1", "churn-50", "ws-1", "ws-50",
-             "idle-1000", "mcp-cpu")
+WORKLOADS = (
+    "rtt",
+    "upload",
+    "bidir",
+    "http-ka-1",
+    "http-ka-50",
+    "churn-1",
+    "churn-50",
+    "ws-1",
+    "ws-50",
+    "idle-1000",
+    "mcp-cpu",
+)
 
 
 # --- upstreams --------------------------------------------------------------------------------
@@ -97,14 +108,18 @@ http {{
     keepalive_requests 1000000;
     client_body_temp_path {work}/nginx-body;
     server {{
-        listen 127.0.0.1:{self.ports['http']} backlog=4096 reuseport;
+        listen 127.0.0.1:{self.ports["http"]} backlog=4096 reuseport;
         location /1k {{ default_type text/plain; return 200 "{ONE_KB.decode()}"; }}
         location /mcp {{ default_type application/json; return 200 '{MCP_REPLY}'; }}
     }}
 }}
 """)
-        self.procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-g",
-                                            "daemon off;"], stderr=subprocess.DEVNULL))
+        self.procs.append(
+            subprocess.Popen(
+                [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf), "-g", "daemon off;"],
+                stderr=subprocess.DEVNULL,
+            )
+        )
         wait_listening(self.ports["http"])
 
     @staticmethod
@@ -176,8 +191,9 @@ def _specs(up: Upstreams) -> tuple[dict[str, int], list[str]]:
 
 def start_python(name: str, script: str, up: Upstreams, pin: bool) -> Forwarder:
     ports, specs = _specs(up)
-    proc = subprocess.Popen([sys.executable, str(HERE / script), *specs], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=_pinner(pin))
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / script), *specs], stdout=subprocess.PIPE, text=True, preexec_fn=_pinner(pin)
+    )
     proc.stdout.readline()  # type: ignore[union-attr]
     for port in ports.values():
         wait_listening(port)
@@ -189,9 +205,18 @@ def start_socat(up: Upstreams, pin: bool) -> Forwarder | None:
     if socat is None:
         return None
     ports, _ = _specs(up)
-    procs = [subprocess.Popen([socat, f"TCP-LISTEN:{ports[n]},bind=127.0.0.1,fork,reuseaddr,backlog=4096",
-                               f"TCP:127.0.0.1:{up.ports[n]},nodelay"], stderr=subprocess.DEVNULL,
-                              preexec_fn=_pinner(pin)) for n in up.ports]
+    procs = [
+        subprocess.Popen(
+            [
+                socat,
+                f"TCP-LISTEN:{ports[n]},bind=127.0.0.1,fork,reuseaddr,backlog=4096",
+                f"TCP:127.0.0.1:{up.ports[n]},nodelay",
+            ],
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_pinner(pin),
+        )
+        for n in up.ports
+    ]
     for port in ports.values():
         wait_listening(port)
     return Forwarder("socat", ports, procs)
@@ -203,8 +228,18 @@ def start_haproxy(up: Upstreams, work: Path, pin: bool) -> Forwarder | None:
         return None
     ports, _ = _specs(up)
     conf = work / "haproxy.cfg"
-    lines = ["global", "  maxconn 8000", "  nbthread 2", "defaults", "  mode tcp", "  timeout connect 5s",
-             "  timeout client 1h", "  timeout server 1h", "  option tcp-smart-accept", ""]
+    lines = [
+        "global",
+        "  maxconn 8000",
+        "  nbthread 2",
+        "defaults",
+        "  mode tcp",
+        "  timeout connect 5s",
+        "  timeout client 1h",
+        "  timeout server 1h",
+        "  option tcp-smart-accept",
+        "",
+    ]
     for n in up.ports:
         lines += [f"listen {n}", f"  bind 127.0.0.1:{ports[n]}", f"  server s 127.0.0.1:{up.ports[n]}", ""]
     conf.write_text("\n".join(lines))
@@ -214,28 +249,44 @@ def start_haproxy(up: Upstreams, work: Path, pin: bool) -> Forwarder | None:
     return Forwarder("haproxy", ports, [proc])
 
 
-def start_sidecar(name: str, up: Upstreams, work: Path, protocol: str, pin: bool,
-                  src: str | None = None, http_route: dict[str, str] | None = None,
-                  extra: list[str] | None = None) -> Forwarder:
+def start_sidecar(
+    name: str,
+    up: Upstreams,
+    work: Path,
+    protocol: str,
+    pin: bool,
+    src: str | None = None,
+    http_route: dict[str, str] | None = None,
+    extra: list[str] | None = None,
+) -> Forwarder:
     """``http_route``: extra settings of the HTTP route only (TLS, the gate);
     ``extra``: more TOML (an [observe] section)."""
     ports = {n: free_port() for n in up.ports}
     conf = work / f"{name}.toml"
-    lines = ['[admin]', f'listen = "127.0.0.1:{free_port()}"', "", *(extra or [])]
+    lines = ["[admin]", f'listen = "127.0.0.1:{free_port()}"', "", *(extra or [])]
     if protocol != "auto":
         lines += ["[defaults]", f'protocol = "{protocol}"', ""]
     for n in up.ports:
-        lines += ["[[route]]", f'name = "{n}"', f'listen = "127.0.0.1:{ports[n]}"',
-                  f'upstream = "127.0.0.1:{up.ports[n]}"', "max_connections = 20000"]
+        lines += [
+            "[[route]]",
+            f'name = "{n}"',
+            f'listen = "127.0.0.1:{ports[n]}"',
+            f'upstream = "127.0.0.1:{up.ports[n]}"',
+            "max_connections = 20000",
+        ]
         if n == "http":
             lines += [f'{k} = "{v}"' for k, v in (http_route or {}).items()]
         lines.append("")
     conf.write_text("\n".join(lines))
     state_dir = str(work / f"{name}-state")
     env = {**os.environ, "PYTHONPATH": src or str(SRC)}
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_sidecar", "run", "--config", str(conf), "--state-dir",
-                             state_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            preexec_fn=_pinner(pin))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_sidecar", "run", "--config", str(conf), "--state-dir", state_dir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=_pinner(pin),
+    )
     for port in ports.values():
         wait_listening(port)
     forwarder = Forwarder(name, ports, [proc], state_dir)
@@ -251,8 +302,26 @@ def _secure_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
     """The default sidecar with TLS termination (a self-signed RSA-2048 certificate
     made by openssl, as most users' would be), and with the access gate."""
     cert, key = work / "tls.pem", work / "tls.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     tls = start_sidecar("sidecar-tls", up, work, "auto", pin, http_route={"tls_cert": str(cert), "tls_key": str(key)})
     tls.scheme, tls.http_only = "https", True
     gate = start_sidecar("sidecar-gate", up, work, "auto", pin, http_route={"gate": "token", "gate_token": GATE_TOKEN})
@@ -332,6 +401,7 @@ def bidir(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     nbytes = args.bulk_mib << 20
     block = memoryview(b"\x5a" * (1 << 20))
     with _connect(f.ports["echo"]) as s:
+
         def send() -> None:
             left = nbytes
             while left > 0:
@@ -352,8 +422,9 @@ def bidir(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     return {"bidir_MBps": 2 * got / elapsed / 1e6}
 
 
-def _wrk(f: Forwarder, args: argparse.Namespace, connections: int, path: str, close: bool,
-         script: str | None = None) -> float:
+def _wrk(
+    f: Forwarder, args: argparse.Namespace, connections: int, path: str, close: bool, script: str | None = None
+) -> float:
     cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{args.seconds}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
@@ -361,8 +432,12 @@ def _wrk(f: Forwarder, args: argparse.Namespace, connections: int, path: str, cl
         cmd += ["-H", header]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run(cmd + [f"{f.scheme}://127.0.0.1:{f.ports['http']}{path}"], capture_output=True, text=True,
-                         timeout=args.seconds + 30).stdout
+    out = subprocess.run(
+        cmd + [f"{f.scheme}://127.0.0.1:{f.ports['http']}{path}"],
+        capture_output=True,
+        text=True,
+        timeout=args.seconds + 30,
+    ).stdout
     for line in out.splitlines():
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
@@ -386,8 +461,12 @@ def churn_50(f, args):
 
 
 def _ws(f: Forwarder, args: argparse.Namespace, conns: int) -> float:
-    out = subprocess.run([args.loadgen, "ws", "127.0.0.1", str(f.ports["ws"]), str(conns), str(args.seconds),
-                          "200"], capture_output=True, text=True, timeout=args.seconds + 30).stdout.split()
+    out = subprocess.run(
+        [args.loadgen, "ws", "127.0.0.1", str(f.ports["ws"]), str(conns), str(args.seconds), "200"],
+        capture_output=True,
+        text=True,
+        timeout=args.seconds + 30,
+    ).stdout.split()
     return int(out[1]) / float(out[3])
 
 
@@ -429,8 +508,12 @@ def pss_kib(pids: list[int]) -> int:
 
 
 def _hold(f: Forwarder, args: argparse.Namespace, conns: int) -> subprocess.Popen:
-    holder = subprocess.Popen([args.loadgen, "idle", "127.0.0.1", str(f.ports["echo"]), str(conns)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [args.loadgen, "idle", "127.0.0.1", str(f.ports["echo"]), str(conns)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     holder.stdout.readline()  # type: ignore[union-attr]
     time.sleep(1.0)  # the forwarder's accept loop and upstream connects settle
     return holder
@@ -465,16 +548,24 @@ def _cpu_s(pids: list[int]) -> float:
 
 def _metric(admin: str, name: str) -> float:
     text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 def mcp_cpu(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     if f.state_dir is None:
         return {}
-    status = json.loads(subprocess.run([sys.executable, "-m", "mcp_sidecar", "status", "--json", "--state-dir",
-                                        f.state_dir], capture_output=True, text=True,
-                                       env={**os.environ, "PYTHONPATH": str(SRC)}).stdout)
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "mcp_sidecar", "status", "--json", "--state-dir", f.state_dir],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        ).stdout
+    )
     worker = status["worker"]["pid"]
     admin = f.admin  # type: ignore[attr-defined]
     observed0 = _metric(admin, "mcp_requests_total")
@@ -484,15 +575,28 @@ def mcp_cpu(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     cpu1, t1 = _cpu_s([worker]), time.monotonic()
     requests = rate * args.seconds
     observed = _metric(admin, "mcp_requests_total") - observed0
-    return {"mcp_rps": rate, "mcp_vcpu_per_1k_rps": (cpu1 - cpu0) / requests * 1000,
-            "mcp_observed_share": observed / requests if requests else 0.0,
-            "mcp_shed": _metric(admin, "mcp_sidecar_observer_shed_total") - shed0,
-            "worker_cpu_share": (cpu1 - cpu0) / (t1 - t0)}
+    return {
+        "mcp_rps": rate,
+        "mcp_vcpu_per_1k_rps": (cpu1 - cpu0) / requests * 1000,
+        "mcp_observed_share": observed / requests if requests else 0.0,
+        "mcp_shed": _metric(admin, "mcp_sidecar_observer_shed_total") - shed0,
+        "worker_cpu_share": (cpu1 - cpu0) / (t1 - t0),
+    }
 
 
-MEASURES = {"rtt": rtt, "upload": upload, "bidir": bidir, "http-ka-1": http_ka_1, "http-ka-50": http_ka_50,
-            "churn-1": churn_1, "churn-50": churn_50, "ws-1": ws_1, "ws-50": ws_50, "idle-1000": idle_1000,
-            "mcp-cpu": mcp_cpu}
+MEASURES = {
+    "rtt": rtt,
+    "upload": upload,
+    "bidir": bidir,
+    "http-ka-1": http_ka_1,
+    "http-ka-50": http_ka_50,
+    "churn-1": churn_1,
+    "churn-50": churn_50,
+    "ws-1": ws_1,
+    "ws-50": ws_50,
+    "idle-1000": idle_1000,
+    "mcp-cpu": mcp_cpu,
+}
 #: Figures where lower is better.
 LOWER = {"rtt_p50_us", "rtt_p99_us", "idle_pss_MB", "idle_KiB_per_conn", "mcp_vcpu_per_1k_rps"}
 
@@ -508,13 +612,23 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="Comma-separated forwarders (default: all available).")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--pin", action="store_true", help="Pin the forwarders to core 1.")
-    parser.add_argument("--tls", action="store_true",
-                        help="Also measure the default sidecar with TLS on the HTTP route (sidecar-tls) and with "
-                             "the access gate (sidecar-gate, a bearer token), on the HTTP workloads.")
-    parser.add_argument("--views", action="store_true",
-                        help="Also measure the default sidecar without history, with the request log, and tapped.")
-    parser.add_argument("--baseline", metavar="SRC_DIR", default=None,
-                        help="Also measure the default sidecar from another source tree (an A/B of a change).")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="Also measure the default sidecar with TLS on the HTTP route (sidecar-tls) and with "
+        "the access gate (sidecar-gate, a bearer token), on the HTTP workloads.",
+    )
+    parser.add_argument(
+        "--views",
+        action="store_true",
+        help="Also measure the default sidecar without history, with the request log, and tapped.",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC_DIR",
+        default=None,
+        help="Also measure the default sidecar from another source tree (an A/B of a change).",
+    )
     args = parser.parse_args()
     for tool in ("gcc", "wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -526,17 +640,21 @@ def main() -> None:
     Path(args.post_script).write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
-        f"wrk.body = '{MCP_BODY.decode()}'\n")
+        f"wrk.body = '{MCP_BODY.decode()}'\n"
+    )
     workloads = [w for w in args.workloads.split(",") if w]
     up = Upstreams(work, args.loadgen)
     forwarders: list[Forwarder] = []
     try:
         forwarders.append(Forwarder("direct", dict(up.ports)))
-        for maker in (lambda: start_socat(up, args.pin), lambda: start_haproxy(up, work, args.pin),
-                      lambda: start_python("asyncio", "asyncio_forwarder.py", up, args.pin),
-                      lambda: start_python("threaded", "threaded_forwarder.py", up, args.pin),
-                      lambda: start_sidecar("sidecar", up, work, "auto", args.pin),
-                      lambda: start_sidecar("sidecar-tcp", up, work, "tcp", args.pin)):
+        for maker in (
+            lambda: start_socat(up, args.pin),
+            lambda: start_haproxy(up, work, args.pin),
+            lambda: start_python("asyncio", "asyncio_forwarder.py", up, args.pin),
+            lambda: start_python("threaded", "threaded_forwarder.py", up, args.pin),
+            lambda: start_sidecar("sidecar", up, work, "auto", args.pin),
+            lambda: start_sidecar("sidecar-tcp", up, work, "tcp", args.pin),
+        ):
             f = maker()
             if f is not None:
                 forwarders.append(f)
@@ -553,10 +671,13 @@ def main() -> None:
             forwarders = [f for f in forwarders if f.name in keep]
         time.sleep(1.0)
         results: dict[str, dict[str, list[float]]] = {f.name: {} for f in forwarders}
-        print(f"mcp-sidecar comparison: {os.cpu_count()} cores, {'pinned' if args.pin else 'unpinned'}, "
-              f"{args.rounds} rounds of {args.seconds} s, interleaved; medians (min-max)", flush=True)
+        print(
+            f"mcp-sidecar comparison: {os.cpu_count()} cores, {'pinned' if args.pin else 'unpinned'}, "
+            f"{args.rounds} rounds of {args.seconds} s, interleaved; medians (min-max)",
+            flush=True,
+        )
         for r in range(args.rounds):
-            order = forwarders[r % len(forwarders):] + forwarders[:r % len(forwarders)]
+            order = forwarders[r % len(forwarders) :] + forwarders[: r % len(forwarders)]
             for workload in workloads:
                 for f in order:
                     if workload == "mcp-cpu" and f.state_dir is None:
@@ -608,8 +729,10 @@ def report(results: dict[str, dict[str, list[float]]]) -> None:
                 cell = _num(med)
             row += f"{cell:>{col}}"
         print(row)
-    print("(ratio to socat, then the median; socat's column and figures without a socat value: median (min-max); "
-          f"lower is better for {', '.join(sorted(LOWER))})")
+    print(
+        "(ratio to socat, then the median; socat's column and figures without a socat value: median (min-max); "
+        f"lower is better for {', '.join(sorted(LOWER))})"
+    )
     print("json:", json.dumps({n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from mcp_sidecar.supervise.control import NotRunning, send_command  # noqa: E402
+from mcp_sidecar.supervise.control import NotRunning, send_command
 
 
 def echo_server() -> int:
@@ -67,7 +67,7 @@ def run(rounds: int, standby: bool, upstream: int) -> tuple[list[float], int]:
 [admin]
 listen = "off"
 [supervisor]
-standby = {'true' if standby else 'false'}
+standby = {"true" if standby else "false"}
 heartbeat_interval = "200ms"
 restart_backoff_initial = "0"
 [[route]]
@@ -76,9 +76,22 @@ listen = "127.0.0.1:0"
 upstream = "127.0.0.1:{upstream}"
 health_interval = 0
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_sidecar", "run", "--config", str(config), "--state-dir",
-                             str(state), "--log-level", "error"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # the kills are logged as crashes, on purpose
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcp_sidecar",
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(state),
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # the kills are logged as crashes, on purpose
     times, failures = [], 0
     try:
         status = wait_for(lambda: send_command(state, "status", timeout_s=5))
@@ -86,8 +99,9 @@ health_interval = 0
         port = int(listen.rsplit(":", 1)[1])
         for _ in range(rounds):
             if standby:
-                wait_for(lambda: (send_command(state, "status", timeout_s=5)["standby"] or {}).get("state")
-                         == "standby")
+                wait_for(
+                    lambda: (send_command(state, "status", timeout_s=5)["standby"] or {}).get("state") == "standby"
+                )
             victim = wait_for(lambda: (send_command(state, "status", timeout_s=5)["worker"] or {}).get("pid"))
             time.sleep(0.2)
             t0 = time.perf_counter()
@@ -104,8 +118,9 @@ health_interval = 0
                 times.append(time.perf_counter() - t0)
             except OSError:
                 failures += 1
-            wait_for(lambda: (send_command(state, "status", timeout_s=5)["worker"] or {}).get("pid") not in
-                     (None, victim))
+            wait_for(
+                lambda: (send_command(state, "status", timeout_s=5)["worker"] or {}).get("pid") not in (None, victim)
+            )
     finally:
         proc.terminate()
         proc.wait(timeout=40)
@@ -117,14 +132,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     upstream = echo_server()
-    print(f"failover benchmark: SIGKILL the active worker, time until a new connection's echo; "
-          f"{args.rounds} rounds", flush=True)
+    print(
+        f"failover benchmark: SIGKILL the active worker, time until a new connection's echo; {args.rounds} rounds",
+        flush=True,
+    )
     for standby in (True, False):
         times, failures = run(args.rounds, standby, upstream)
         ms = sorted(t * 1000 for t in times)
         label = "with standby worker" if standby else "cold start (no standby)"
-        print(f"{label:<26} p50 {statistics.median(ms):7.1f} ms   max {ms[-1]:7.1f} ms   "
-              f"refused/failed {failures}/{args.rounds}")
+        print(
+            f"{label:<26} p50 {statistics.median(ms):7.1f} ms   max {ms[-1]:7.1f} ms   "
+            f"refused/failed {failures}/{args.rounds}"
+        )
 
 
 if __name__ == "__main__":

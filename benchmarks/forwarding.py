@@ -92,7 +92,7 @@ def _pin(pid: int, core: int) -> None:
         os.sched_setaffinity(pid, {core})
 
 
-def _servers_main(ports: "multiprocessing.Queue[dict[str, int]]") -> None:
+def _servers_main(ports: multiprocessing.Queue[dict[str, int]]) -> None:
     _pin(0, 0)
     result = {}
     for name, handler in (("echo", _echo), ("sink", _sink), ("source", _source)):
@@ -106,8 +106,6 @@ def _servers_main(ports: "multiprocessing.Queue[dict[str, int]]") -> None:
 
 
 # --- forwarders ---------------------------------------------------------------------
-
-
 
 
 @dataclass
@@ -126,13 +124,22 @@ class Path_:
                 p.kill()
 
 
-def start_sidecar(upstream: dict[str, int], state_dir: str, name: str = "mcp-sidecar",
-                  src: str | None = None) -> Path_:
+def start_sidecar(upstream: dict[str, int], state_dir: str, name: str = "mcp-sidecar", src: str | None = None) -> Path_:
     """The supervised sidecar, as deployed (the data path is the worker's);
     ``src``: run the package from another source tree (an A/B comparison)."""
     ports = {n: free_port() for n in upstream}
-    args = [sys.executable, "-m", "mcp_sidecar", "run", "--log-level", "warning", "--admin", "127.0.0.1:0",
-            "--state-dir", state_dir]
+    args = [
+        sys.executable,
+        "-m",
+        "mcp_sidecar",
+        "run",
+        "--log-level",
+        "warning",
+        "--admin",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_dir,
+    ]
     for n, up in upstream.items():
         args += ["--forward", f"127.0.0.1:{ports[n]}:127.0.0.1:{up}"]
     env = {**os.environ, "PYTHONPATH": src} if src else None
@@ -149,8 +156,10 @@ def start_socat(upstream: dict[str, int]) -> Path_ | None:
         return None
     ports = {name: free_port() for name in upstream}
     procs = [
-        subprocess.Popen([socat, f"TCP-LISTEN:{ports[n]},bind=127.0.0.1,fork,reuseaddr", f"TCP:127.0.0.1:{up}"],
-                         stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [socat, f"TCP-LISTEN:{ports[n]},bind=127.0.0.1,fork,reuseaddr", f"TCP:127.0.0.1:{up}"],
+            stderr=subprocess.DEVNULL,
+        )
         for n, up in upstream.items()
     ]
     for p in procs:
@@ -238,16 +247,20 @@ def report(results: dict[str, dict[str, float]]) -> None:
     print()
     if "baseline" in results:
         base = results["baseline"]
-        print(f"mcp-sidecar / baseline: RTT p50 {side['rtt_p50'] / base['rtt_p50']:.2f}x, "
-              f"RTT p99 {side['rtt_p99'] / base['rtt_p99']:.2f}x, upload {side['upload'] / base['upload']:.2f}x, "
-              f"download {side['download'] / base['download']:.2f}x")
+        print(
+            f"mcp-sidecar / baseline: RTT p50 {side['rtt_p50'] / base['rtt_p50']:.2f}x, "
+            f"RTT p99 {side['rtt_p99'] / base['rtt_p99']:.2f}x, upload {side['upload'] / base['upload']:.2f}x, "
+            f"download {side['download'] / base['download']:.2f}x"
+        )
     for ref in ("direct", "socat"):
         if ref not in results:
             continue
         base = results[ref]
-        print(f"mcp-sidecar / {ref}: RTT p50 {side['rtt_p50'] / base['rtt_p50']:.2f}x, "
-              f"RTT p99 {side['rtt_p99'] / base['rtt_p99']:.2f}x, upload {side['upload'] / base['upload']:.2f}x, "
-              f"download {side['download'] / base['download']:.2f}x")
+        print(
+            f"mcp-sidecar / {ref}: RTT p50 {side['rtt_p50'] / base['rtt_p50']:.2f}x, "
+            f"RTT p99 {side['rtt_p99'] / base['rtt_p99']:.2f}x, upload {side['upload'] / base['upload']:.2f}x, "
+            f"download {side['download'] / base['download']:.2f}x"
+        )
     if "socat" in results:
         socat = results["socat"]
         rtt = side["rtt_p50"] / socat["rtt_p50"]
@@ -263,8 +276,12 @@ def main() -> None:
     parser.add_argument("--rtt-rounds", type=int, default=5000)
     parser.add_argument("--bulk-mib", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--baseline", metavar="SRC_DIR", default=None,
-                        help="Also measure the sidecar from another source tree (e.g. a git worktree's src/).")
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC_DIR",
+        default=None,
+        help="Also measure the sidecar from another source tree (e.g. a git worktree's src/).",
+    )
     args = parser.parse_args()
 
     _pin(0, 0)
@@ -280,8 +297,10 @@ def main() -> None:
     if socat is not None:
         paths.append(socat)
     try:
-        print(f"forwarding benchmark: {os.cpu_count()} cores (client+servers on core 0, forwarder on core 1), {args.rtt_rounds} round trips of {MSG} B, "
-              f"{args.bulk_mib} MiB bulk each way, median of {args.repeat}")
+        print(
+            f"forwarding benchmark: {os.cpu_count()} cores (client+servers on core 0, forwarder on core 1), {args.rtt_rounds} round trips of {MSG} B, "
+            f"{args.bulk_mib} MiB bulk each way, median of {args.repeat}"
+        )
         report(run(paths, args))
     finally:
         for p in paths:

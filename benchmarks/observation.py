@@ -43,11 +43,19 @@ from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessa
 from _net import free_port  # benchmarks/ is the script's directory
 
 BODY = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-REQUEST = (b"POST /mcp HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: "
-           + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+REQUEST = (
+    b"POST /mcp HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(BODY)).encode()
+    + b"\r\n\r\n"
+    + BODY
+)
 REPLY_BODY = b'{"jsonrpc":"2.0","id":1,"result":{}}'
-RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(REPLY_BODY)).encode() + b"\r\n\r\n" + REPLY_BODY)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(REPLY_BODY)).encode()
+    + b"\r\n\r\n"
+    + REPLY_BODY
+)
 MESSAGE = '{"jsonrpc":"2.0","method":"notifications/progress","params":{"p":1}}'
 
 
@@ -66,7 +74,7 @@ def _http_upstream(conn: socket.socket) -> None:
                 return
             buf += data
             while len(buf) >= len(REQUEST):
-                buf = buf[len(REQUEST):]
+                buf = buf[len(REQUEST) :]
                 conn.sendall(RESPONSE)
 
 
@@ -114,8 +122,9 @@ def _upstreams(queue) -> None:
     threading.Event().wait()
 
 
-def start_sidecar(name: str, protocol: str, share: float | None,
-                  ports: dict[str, int]) -> tuple[subprocess.Popen, dict[str, int], int]:
+def start_sidecar(
+    name: str, protocol: str, share: float | None, ports: dict[str, int]
+) -> tuple[subprocess.Popen, dict[str, int], int]:
     listen = {route: free_port() for route in ports}
     admin = free_port()
     directory = tempfile.mkdtemp(prefix=f"mcp-sidecar-obs-{name}-")
@@ -125,11 +134,26 @@ def start_sidecar(name: str, protocol: str, share: float | None,
         if share is not None:
             f.write(f"[proxy]\nobserve_cpu_share = {share}\n")
         for route, port in ports.items():
-            f.write(f'[[route]]\nname = "{route}"\nlisten = "127.0.0.1:{listen[route]}"\n'
-                    f'upstream = "127.0.0.1:{port}"\nprotocol = "{protocol}"\nhealth_interval = 0\n')
-    proc = subprocess.Popen([sys.executable, "-m", "mcp_sidecar", "run", "--config", config, "--state-dir",
-                             directory, "--log-level", "warning"], stdout=subprocess.DEVNULL,
-                            preexec_fn=lambda: _pin(1))
+            f.write(
+                f'[[route]]\nname = "{route}"\nlisten = "127.0.0.1:{listen[route]}"\n'
+                f'upstream = "127.0.0.1:{port}"\nprotocol = "{protocol}"\nhealth_interval = 0\n'
+            )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcp_sidecar",
+            "run",
+            "--config",
+            config,
+            "--state-dir",
+            directory,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=lambda: _pin(1),
+    )
     deadline = time.monotonic() + 20
     for port in listen.values():
         while True:
@@ -150,8 +174,11 @@ def observed(admin: int) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("mcp_sidecar_http_requests_total{"):
             totals["http"] += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("mcp_sidecar_websocket_frames_total{") and 'direction="upstream_to_client"' in line \
-                and 'opcode="text"' in line:
+        elif (
+            line.startswith("mcp_sidecar_websocket_frames_total{")
+            and 'direction="upstream_to_client"' in line
+            and 'opcode="text"' in line
+        ):
             totals["ws"] += float(line.rsplit(" ", 1)[1])
         elif line.startswith("mcp_sidecar_observer_shed_total{"):
             totals["shed"] += float(line.rsplit(" ", 1)[1])
@@ -224,7 +251,7 @@ def main() -> None:
         names = list(sidecars)
         for i in range(args.repeat):
             # Rotate the order each round: the machine's drift lands on every sidecar alike.
-            for name in names[i % len(names):] + names[:i % len(names)]:
+            for name in names[i % len(names) :] + names[: i % len(names)]:
                 listen = sidecars[name][1]
                 for kind, measure in (("ws", ws_rate), ("http", http_rate)):
                     rate, count = measure(listen[kind], args.seconds)
@@ -237,8 +264,10 @@ def main() -> None:
             proc.wait(timeout=40)
     med = {n: {k: sorted(v)[len(v) // 2] for k, v in r.items()} for n, r in rates.items()}
     print(f"observation cost: median of {args.repeat} x {args.seconds:.0f} s, proxy pinned to core 1")
-    print(f"{'sidecar':<10}{'WS frames/s':>14}{'ratio':>8}{'observed':>10}{'HTTP req/s':>14}{'ratio':>8}"
-          f"{'observed':>10}{'shed':>6}")
+    print(
+        f"{'sidecar':<10}{'WS frames/s':>14}{'ratio':>8}{'observed':>10}{'HTTP req/s':>14}{'ratio':>8}"
+        f"{'observed':>10}{'shed':>6}"
+    )
     for name in SIDECARS:
         row = f"{name:<10}"
         for kind in ("ws", "http"):
@@ -249,8 +278,10 @@ def main() -> None:
     for name in ("full", "budget"):
         ws_ratio = med[name]["ws"] / med["tcp"]["ws"]
         http_ratio = med[name]["http"] / med["tcp"]["http"]
-        print(f"{name} / tcp: WebSocket {ws_ratio:.2f}x, HTTP keep-alive {http_ratio:.2f}x "
-              f"(target >= 0.8: {'met' if min(ws_ratio, http_ratio) >= 0.8 else 'NOT met'})")
+        print(
+            f"{name} / tcp: WebSocket {ws_ratio:.2f}x, HTTP keep-alive {http_ratio:.2f}x "
+            f"(target >= 0.8: {'met' if min(ws_ratio, http_ratio) >= 0.8 else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":

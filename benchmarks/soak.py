@@ -33,10 +33,10 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mcp_sidecar.supervise.control import send_command  # noqa: E402
 from mcp_sidecar.demo.drive import drive_mcp  # noqa: E402
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws  # noqa: E402
 from mcp_sidecar.net.http import request  # noqa: E402
+from mcp_sidecar.supervise.control import send_command  # noqa: E402
 
 KILL_EVERY_S = 60.0
 RESTART_EVERY_S = 90.0
@@ -116,7 +116,7 @@ async def mcp_sessions(http_port: int, ws_port: int, tally: Tally, stop: trio.Ev
             with trio.fail_after(30):
                 counts = await drive_mcp("127.0.0.1", http_port, ws_port)
             tally.served += sum(counts.values())
-        except Exception:  # noqa: BLE001 - counted; a killed worker ends sessions
+        except Exception:
             tally.errors += 1
         await trio.sleep(0.2)
 
@@ -127,7 +127,7 @@ async def sse_ticks(http_port: int, tally: Tally, stop: trio.Event) -> None:
             with trio.fail_after(30):
                 reply = await request("127.0.0.1", http_port, "/ticks?n=20&interval=0.5")
             tally.served += reply.body.count(b"event: tick")
-        except Exception:  # noqa: BLE001
+        except Exception:
             tally.errors += 1
             await trio.sleep(0.2)
 
@@ -140,7 +140,7 @@ async def admin_poller(admin: str, tally: Tally, stop: trio.Event) -> None:
                 with trio.fail_after(10):
                     await request(host, int(port), path)
                 tally.served += 1
-            except Exception:  # noqa: BLE001 - the admin socket moves to the new worker on restart
+            except Exception:
                 tally.errors += 1
         await trio.sleep(1.0)
 
@@ -178,12 +178,27 @@ async def soak(minutes: float) -> int:
             '[admin]\nlisten = "127.0.0.1:0"\n'
             f'[[route]]\nname = "http"\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{http_up}"\n'
             f'[[route]]\nname = "echo"\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{echo_up}"\n'
-            f'[[route]]\nname = "ws"\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{ws_up}"\n')
+            f'[[route]]\nname = "ws"\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{ws_up}"\n'
+        )
         state_dir = work / "state"
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen([sys.executable, "-m", "mcp_sidecar", "run", "--config", str(config),
-                                     "--state-dir", str(state_dir), "--log-format", "json"],
-                                    stdout=subprocess.PIPE, stderr=log_file, text=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mcp_sidecar",
+                    "run",
+                    "--config",
+                    str(config),
+                    "--state-dir",
+                    str(state_dir),
+                    "--log-format",
+                    "json",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )
             try:
                 while not proc.stdout.readline().startswith("admin "):  # type: ignore[union-attr]
                     pass
@@ -203,23 +218,33 @@ async def soak(minutes: float) -> int:
                     load.start_soon(sse_ticks, ports["http"], tally, stop)
                     load.start_soon(admin_poller, admin, tally, stop)
                     load.start_soon(faults, state_dir, config, fault_counts, stop, started)
-                    print(f"{'minute':>6} {'served':>8} {'errors':>6} {'sup RSS':>8} {'wkr RSS':>8} "
-                          f"{'sup fds':>7} {'wkr fds':>7} {'log KiB':>8}")
+                    print(
+                        f"{'minute':>6} {'served':>8} {'errors':>6} {'sup RSS':>8} {'wkr RSS':>8} "
+                        f"{'sup fds':>7} {'wkr fds':>7} {'log KiB':>8}"
+                    )
                     last_served = last_errors = 0
                     for minute in range(1, int(minutes) + 1):
                         await trio.sleep_until(trio.current_time() + 60.0)
                         status = await trio.to_thread.run_sync(send_command, state_dir, "status")
                         worker = (status.get("worker") or {}).get("pid")
-                        row = {"minute": minute, "served": tally.served - last_served,
-                               "errors": tally.errors - last_errors, "sup_rss_kib": rss_kib(proc.pid),
-                               "worker_rss_kib": rss_kib(worker) if worker else 0, "sup_fds": fds(proc.pid),
-                               "worker_fds": fds(worker) if worker else 0,
-                               "log_kib": log_path.stat().st_size // 1024}
+                        row = {
+                            "minute": minute,
+                            "served": tally.served - last_served,
+                            "errors": tally.errors - last_errors,
+                            "sup_rss_kib": rss_kib(proc.pid),
+                            "worker_rss_kib": rss_kib(worker) if worker else 0,
+                            "sup_fds": fds(proc.pid),
+                            "worker_fds": fds(worker) if worker else 0,
+                            "log_kib": log_path.stat().st_size // 1024,
+                        }
                         last_served, last_errors = tally.served, tally.errors
                         rows.append(row)
-                        print(f"{minute:>6} {row['served']:>8} {row['errors']:>6} {row['sup_rss_kib'] >> 10:>6}MB "
-                              f"{row['worker_rss_kib'] >> 10:>6}MB {row['sup_fds']:>7} {row['worker_fds']:>7} "
-                              f"{row['log_kib']:>8}", flush=True)
+                        print(
+                            f"{minute:>6} {row['served']:>8} {row['errors']:>6} {row['sup_rss_kib'] >> 10:>6}MB "
+                            f"{row['worker_rss_kib'] >> 10:>6}MB {row['sup_fds']:>7} {row['worker_fds']:>7} "
+                            f"{row['log_kib']:>8}",
+                            flush=True,
+                        )
                     stop.set()
                     load.cancel_scope.cancel()
             finally:
@@ -232,12 +257,16 @@ async def soak(minutes: float) -> int:
     first, last = rows[min(1, len(rows) - 1)], rows[-1]
     log_rate = [b["log_kib"] - a["log_kib"] for a, b in zip(rows, rows[1:])]
     summary = {
-        "minutes": len(rows), "served": sum(r["served"] for r in rows), "errors": sum(r["errors"] for r in rows),
+        "minutes": len(rows),
+        "served": sum(r["served"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
         "faults": fault_counts,
         "worker_rss_mib": [round(first["worker_rss_kib"] / 1024, 1), round(last["worker_rss_kib"] / 1024, 1)],
         "supervisor_rss_mib": [round(first["sup_rss_kib"] / 1024, 1), round(last["sup_rss_kib"] / 1024, 1)],
-        "worker_fds": [first["worker_fds"], last["worker_fds"]], "supervisor_fds": [first["sup_fds"], last["sup_fds"]],
-        "log_kib_per_minute": log_rate, "proxy_exit": proc.returncode,
+        "worker_fds": [first["worker_fds"], last["worker_fds"]],
+        "supervisor_fds": [first["sup_fds"], last["sup_fds"]],
+        "log_kib_per_minute": log_rate,
+        "proxy_exit": proc.returncode,
     }
     print("summary (second minute -> last minute):", json.dumps(summary))
     return 0 if proc.returncode == 0 else 1

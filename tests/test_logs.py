@@ -51,7 +51,10 @@ def test_a_storm_writes_a_bounded_number_of_lines_and_a_summary() -> None:
         logs.flush_suppressed()
         [summary] = _events(stream, "log.suppressed")
         assert (summary["suppressed_event"], summary["suppressed"], summary["level"]) == (
-            "connection.rejected", 2000 - RATE_LIMIT_LINES, "warning")
+            "connection.rejected",
+            2000 - RATE_LIMIT_LINES,
+            "warning",
+        )
         for i in range(50):  # unlimited lines (the access log in "all" mode) are never dropped
             logs.log(logger, logging.INFO, "connection.closed", unlimited=True, n=i)
         assert len(_events(stream, "connection.closed")) == 50
@@ -64,8 +67,9 @@ async def test_connection_log_policy(nursery, echo_port, policy, every, expected
     stream = _capture()
     try:
         with trio.fail_after(10):
-            proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", connection_log=policy,
-                                                         connection_log_every=every))
+            proxy = await start_proxy(
+                nursery, route_doc(f"127.0.0.1:{echo_port}", connection_log=policy, connection_log_every=every)
+            )
             for _ in range(5):
                 assert await echo_roundtrip(proxy.port()) == b"ping"
             # One that does not end cleanly: the client resets it.

@@ -14,11 +14,20 @@ SECRET = "s3cr3t-Tok3n_value"
 
 
 def test_headers() -> None:
-    headers = [(b"X-MCP-Proxy-Auth", f"Bearer {SECRET}".encode()), (b"Authorization", b"Basic dXNlcjpwYXNz"),
-               (b"Cookie", b"a=b"), (b"Origin", b"http://localhost:6274"), (b"mcp-session-id", b"abc")]
-    assert redact_headers(headers) == [("X-MCP-Proxy-Auth", REDACTED), ("Authorization", REDACTED),
-                                       ("Cookie", REDACTED), ("Origin", "http://localhost:6274"),
-                                       ("mcp-session-id", "abc")]
+    headers = [
+        (b"X-MCP-Proxy-Auth", f"Bearer {SECRET}".encode()),
+        (b"Authorization", b"Basic dXNlcjpwYXNz"),
+        (b"Cookie", b"a=b"),
+        (b"Origin", b"http://localhost:6274"),
+        (b"mcp-session-id", b"abc"),
+    ]
+    assert redact_headers(headers) == [
+        ("X-MCP-Proxy-Auth", REDACTED),
+        ("Authorization", REDACTED),
+        ("Cookie", REDACTED),
+        ("Origin", "http://localhost:6274"),
+        ("mcp-session-id", "abc"),
+    ]
 
 
 def test_query_parameters() -> None:
@@ -31,8 +40,10 @@ def test_query_parameters() -> None:
 
 
 def test_scrub_free_text() -> None:
-    text = (f"GET /?MCP_PROXY_AUTH_TOKEN={SECRET} Authorization: Bearer {SECRET} "
-            f'{{"x-mcp-proxy-auth": "{SECRET}"}} token={SECRET}')
+    text = (
+        f"GET /?MCP_PROXY_AUTH_TOKEN={SECRET} Authorization: Bearer {SECRET} "
+        f'{{"x-mcp-proxy-auth": "{SECRET}"}} token={SECRET}'
+    )
     cleaned = scrub(text)
     assert SECRET not in cleaned
     assert cleaned.count(REDACTED) == 4
@@ -50,8 +61,13 @@ def test_log_formatters_scrub_fields() -> None:
     for fmt in ("json", "text"):
         stream = io.StringIO()
         logs.configure(fmt, "info", stream=stream)
-        logs.log(logging.getLogger("mcp_sidecar.test"), logging.INFO, "http.request",
-                 target=f"/sse?MCP_PROXY_AUTH_TOKEN={SECRET}", header=f"Bearer {SECRET}")
+        logs.log(
+            logging.getLogger("mcp_sidecar.test"),
+            logging.INFO,
+            "http.request",
+            target=f"/sse?MCP_PROXY_AUTH_TOKEN={SECRET}",
+            header=f"Bearer {SECRET}",
+        )
         out = stream.getvalue()
         assert SECRET not in out and REDACTED in out
         if fmt == "json":
@@ -59,12 +75,34 @@ def test_log_formatters_scrub_fields() -> None:
     logs.configure("text", "warning")
 
 
-@given(st.text(alphabet=st.sampled_from(list('abcdefghijklmnopqrstuvwxyzABZ0189 ":={}[],-_.İ/@')), max_size=80),
-       st.sampled_from(["", "Bearer abc.def", "token=x1", "Cookie: a=b", "x-api-key: v", "passwd: p", "pwd=q",
-                        "Basic Zm9vOmJhcg==", "mcp_sidecar_0123456789ab=v", "BASİC Zm9vOmJhcg==", "COOKİE: a",
-                        "X-APİ-KEY: v", "https://u:p@h/", "sk-0123456789abcdefXYZ", "ghp_" + "a1" * 12,
-                        "-----BEGIN PRIVATE KEY-----\nMII\n", "AKIA0123456789ABCDEF", "eyJhbGciOi.eyJzdWIiOi.sig",
-                        "xoxb-0123456789-abc", "PASSWORD: x", "pasSword=y"]))
+@given(
+    st.text(alphabet=st.sampled_from(list('abcdefghijklmnopqrstuvwxyzABZ0189 ":={}[],-_.İ/@')), max_size=80),
+    st.sampled_from(
+        [
+            "",
+            "Bearer abc.def",
+            "token=x1",
+            "Cookie: a=b",
+            "x-api-key: v",
+            "passwd: p",
+            "pwd=q",
+            "Basic Zm9vOmJhcg==",
+            "mcp_sidecar_0123456789ab=v",
+            "BASİC Zm9vOmJhcg==",
+            "COOKİE: a",
+            "X-APİ-KEY: v",
+            "https://u:p@h/",
+            "sk-0123456789abcdefXYZ",
+            "ghp_" + "a1" * 12,
+            "-----BEGIN PRIVATE KEY-----\nMII\n",
+            "AKIA0123456789ABCDEF",
+            "eyJhbGciOi.eyJzdWIiOi.sig",
+            "xoxb-0123456789-abc",
+            "PASSWORD: x",
+            "pasSword=y",
+        ]
+    ),
+)
 def test_redact_string_shortcut_changes_nothing(text: str, secret: str) -> None:
     """The fast paths (no hint of a secret: text returned as is) give what the
     full patterns give, also where re's IGNORECASE matches "İ" to "i"."""

@@ -26,7 +26,7 @@ RATE_LIMIT_LINES = 20
 class RateLimiter:
     """Per event name: lines allowed in the current window, and suppressed."""
 
-    __slots__ = ("windows", "suppressed_total")
+    __slots__ = ("suppressed_total", "windows")
 
     def __init__(self) -> None:
         #: event -> [window start, lines written in it, lines suppressed in it, level]
@@ -67,8 +67,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": scrub(record.getMessage()),
@@ -111,8 +110,15 @@ def configure(log_format: str = "auto", level: str = "info", stream: Any = None)
     root.propagate = False
 
 
-def log(logger: logging.Logger, level: int, event: str, *, unlimited: bool = False, limit_key: str | None = None,
-        **fields: Any) -> None:
+def log(
+    logger: logging.Logger,
+    level: int,
+    event: str,
+    *,
+    unlimited: bool = False,
+    limit_key: str | None = None,
+    **fields: Any,
+) -> None:
     """Write one event; ``limit_key`` (default: the event name) is what the
     rate limit counts by, so that rare variants of a frequent event (a
     connection that ended badly among clean ones) keep their own allowance."""
@@ -129,8 +135,11 @@ def log(logger: logging.Logger, level: int, event: str, *, unlimited: bool = Fal
 
 
 def _summary(logger: logging.Logger, event: str, suppressed: int, level: int) -> None:
-    logger.log(max(level, logging.WARNING), "log.suppressed", extra={_FIELDS: {
-        "suppressed_event": event, "suppressed": suppressed, "window_s": RATE_LIMIT_WINDOW_S}})
+    logger.log(
+        max(level, logging.WARNING),
+        "log.suppressed",
+        extra={_FIELDS: {"suppressed_event": event, "suppressed": suppressed, "window_s": RATE_LIMIT_WINDOW_S}},
+    )
 
 
 def flush_suppressed() -> None:

@@ -65,7 +65,8 @@ SECRET_PARAMS = frozenset(
 )
 
 _SECRET_PARAM_RE = re.compile(
-    r"(?i)(?<![A-Za-z0-9_.-])(?P<name>" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
+    r"(?i)(?<![A-Za-z0-9_.-])(?P<name>"
+    + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
     + r")=(?P<value>[^&;#\s\"',)]*)"
 )
 #: The scheme word may repeat ("BEARER Bearer <token>"): the token is what follows the last one.
@@ -83,9 +84,7 @@ def redact_header(name: str | bytes, value: str | bytes) -> str:
 
 
 def redact_headers(headers: list[tuple[str | bytes, str | bytes]]) -> list[tuple[str, str]]:
-    return [
-        (n.decode("latin-1") if isinstance(n, bytes) else n, redact_header(n, v)) for n, v in headers
-    ]
+    return [(n.decode("latin-1") if isinstance(n, bytes) else n, redact_header(n, v)) for n, v in headers]
 
 
 def _redact_params(text: str) -> str:
@@ -139,10 +138,13 @@ def _scrub_patterns(text: str) -> str:
 
 _SECRET_WORD_RE = re.compile(
     r"(?i)\b(token|secret|password|passwd|passphrase|api[-_]?key|key|bearer|basic|session|cookie|credentials?"
-    r"|signature|sig)(\s*[:=]?\s*)([^\s,;]+)")
+    r"|signature|sig)(\s*[:=]?\s*)([^\s,;]+)"
+)
 #: A run of 16+ token characters with both letters and digits: a key, not a word.
-_TOKENISH_RE = re.compile(r"(?<![A-Za-z0-9._~+/=-])(?=[A-Za-z0-9._~+/=-]*[0-9])(?=[A-Za-z0-9._~+/=-]*[A-Za-z])"
-                          r"[A-Za-z0-9._~+/=-]{16,}")
+_TOKENISH_RE = re.compile(
+    r"(?<![A-Za-z0-9._~+/=-])(?=[A-Za-z0-9._~+/=-]*[0-9])(?=[A-Za-z0-9._~+/=-]*[A-Za-z])"
+    r"[A-Za-z0-9._~+/=-]{16,}"
+)
 
 
 def redact_text(text: str) -> str:
@@ -167,8 +169,22 @@ def _minimal(hints: set[str]) -> set[str]:
 _SECRET_NAMES = frozenset({"key", "pwd", "pass", "pin", "otp", "auth", "jwt", "sig", "bearer", "cookie"})
 _NAME_PUNCTUATION = re.compile(r"[\W_]+")
 #: Parts of member names that say "secret" ("clientSecret", "apiKeys", "x_auth_token").
-_SECRET_PARTS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "credential", "authorization",
-                 "cookie", "privatekey", "accesskey", "signingkey", "sessionkey", "signature")
+_SECRET_PARTS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "credential",
+    "authorization",
+    "cookie",
+    "privatekey",
+    "accesskey",
+    "signingkey",
+    "sessionkey",
+    "signature",
+)
 #: Names with a secret-sounding part that are not secrets: MCP's progress
 #: token (the operator needs it) and token counts ("maxTokens", "usage.inputTokens").
 _NOT_SECRET = frozenset({"progresstoken", "nextpagetoken", "tokencount", "tokenlimit"})
@@ -195,15 +211,41 @@ _SHAPES = re.compile(
     r"|\bxox[abprse]-[A-Za-z0-9-]{10,}"  # Slack tokens
     r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
     r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",  # JWTs
-    re.S)
+    re.S,
+)
 #: "password: x", "api_key = x" in free text.
-_LABELLED = re.compile(r"(?i)\b((?:pass(?:word|wd|phrase)?|pwd|secret|api[-_ ]?key|access[-_ ]?token|token)"
-                       r"\s*[:=]\s*)[^\s,;\"'&]+")
+_LABELLED = re.compile(
+    r"(?i)\b((?:pass(?:word|wd|phrase)?|pwd|secret|api[-_ ]?key|access[-_ ]?token|token)"
+    r"\s*[:=]\s*)[^\s,;\"'&]+"
+)
 #: Every pattern ``redact_string`` applies needs one of these (``scrub``'s
 #: too): "auth" for the header names, "gh" for GitHub's prefixes.  Hints
 #: that contain another are dropped (each is one scan of the text).
-_STRING_HINTS = tuple(sorted(_minimal({*_SCRUB_HINTS, "auth", "-----begin", "://", "sk-", "pk-", "rk-", "gh", "xox",
-                                       "akia", "asia", "eyj", "pass", "pwd", "secret", "key", "token"})))
+_STRING_HINTS = tuple(
+    sorted(
+        _minimal(
+            {
+                *_SCRUB_HINTS,
+                "auth",
+                "-----begin",
+                "://",
+                "sk-",
+                "pk-",
+                "rk-",
+                "gh",
+                "xox",
+                "akia",
+                "asia",
+                "eyj",
+                "pass",
+                "pwd",
+                "secret",
+                "key",
+                "token",
+            }
+        )
+    )
+)
 
 
 def redact_string(text: str) -> str:

@@ -9,13 +9,23 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_sidecar.admin import server as admin_module
 from mcp_sidecar import logs
+from mcp_sidecar.admin import server as admin_module
 from mcp_sidecar.demo.servers import serve_echo
 from mcp_sidecar.net.http import request
 from mcp_sidecar.net.netinfo import nonloopback_addresses
 
-from ..conftest import ROOT, connect, exported_metrics, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from ..conftest import (
+    ROOT,
+    connect,
+    echo_roundtrip,
+    exported_metrics,
+    receive_all,
+    receive_exactly,
+    route_doc,
+    start_proxy,
+    wait_until,
+)
 
 SECRET = "Zs3cr3tT0kenValue0123456789"
 
@@ -55,8 +65,12 @@ async def test_dashboard_page_and_its_assets_are_self_contained(nursery, echo_po
         page = reply.body.decode()
         assert "<script>" not in page and "style=" not in page  # no inline script or style: the CSP forbids them
         referenced = re.findall(r'(?:src|href)="([^"]+)"', page)
-        assert sorted(referenced) == ["/dashboard/dashboard.css", "/dashboard/dashboard.js",
-                                      "/dashboard/uplot.iife.min.js", "/dashboard/uplot.min.css"]
+        assert sorted(referenced) == [
+            "/dashboard/dashboard.css",
+            "/dashboard/dashboard.js",
+            "/dashboard/uplot.iife.min.js",
+            "/dashboard/uplot.min.css",
+        ]
         for path in referenced:
             asset = await get(proxy.admin_port, path)
             assert asset.status == 200 and len(asset.body) > 500, path
@@ -75,8 +89,18 @@ async def test_metrics_parse_and_move_with_traffic(nursery, echo_port: int) -> N
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
         before = samples((await get(proxy.admin_port, "/metrics")).body.decode())
         assert before[("mcp_sidecar_connections_total", (("route", "r"),))] == 0
-        assert before[("mcp_sidecar_build_info", (("python", __import__("platform").python_version()),
-                                                  ("version", __import__("mcp_sidecar").__version__)))] == 1
+        assert (
+            before[
+                (
+                    "mcp_sidecar_build_info",
+                    (
+                        ("python", __import__("platform").python_version()),
+                        ("version", __import__("mcp_sidecar").__version__),
+                    ),
+                )
+            ]
+            == 1
+        )
         assert ("process_cpu_seconds_total", ()) in before  # the standard process collector
 
         for payload in (b"a" * 1000, b"b" * 2345):
@@ -101,8 +125,9 @@ async def test_metrics_parse_and_move_with_traffic(nursery, echo_port: int) -> N
 async def test_openmetrics_when_asked(nursery, echo_port: int) -> None:
     with trio.fail_after(10):
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
-        reply = await get(proxy.admin_port, "/metrics",
-                          headers=[("accept", "application/openmetrics-text; version=1.0.0")])
+        reply = await get(
+            proxy.admin_port, "/metrics", headers=[("accept", "application/openmetrics-text; version=1.0.0")]
+        )
         assert reply.headers["content-type"].startswith("application/openmetrics-text")
         assert reply.body.endswith(b"# EOF\n")
         plain = await get(proxy.admin_port, "/metrics")
@@ -122,8 +147,9 @@ async def test_readyz_follows_upstream_down_and_back(nursery) -> None:
 
         await nursery.start(upstream)
         port = port_box["port"]
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{port}", health_interval="50ms",
-                                                     health_rise=2, health_fall=2), admin=True)
+        proxy = await start_proxy(
+            nursery, route_doc(f"127.0.0.1:{port}", health_interval="50ms", health_rise=2, health_fall=2), admin=True
+        )
 
         async def ready_state() -> tuple[int, dict]:
             reply = await get(proxy.admin_port, "/readyz")
@@ -274,8 +300,7 @@ async def test_drain_with_token(nursery, echo_port: int) -> None:
             reply = await get(proxy.admin_port, "/api/drain", method="POST", headers=auth)
             assert (reply.status, reply.headers.get("www-authenticate")) == (401, "Bearer")
         assert not proxy.proxy.draining
-        reply = await get(proxy.admin_port, "/api/drain", method="POST",
-                          headers=[("authorization", f"Bearer {token}")])
+        reply = await get(proxy.admin_port, "/api/drain", method="POST", headers=[("authorization", f"Bearer {token}")])
         assert reply.status == 202
         assert proxy.proxy.draining
 
@@ -304,8 +329,11 @@ async def test_secrets_never_reach_logs_metrics_or_api(nursery, echo_port: int, 
         with trio.fail_after(10):
             proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"), admin=True)
             headers = [("authorization", f"Bearer {SECRET}"), ("x-mcp-proxy-auth", f"Bearer {SECRET}")]
-            for target in (f"/api/status?MCP_PROXY_AUTH_TOKEN={SECRET}", f"/api/connections?token={SECRET}",
-                           f"/metrics?MCP_PROXY_AUTH_TOKEN={SECRET}"):
+            for target in (
+                f"/api/status?MCP_PROXY_AUTH_TOKEN={SECRET}",
+                f"/api/connections?token={SECRET}",
+                f"/metrics?MCP_PROXY_AUTH_TOKEN={SECRET}",
+            ):
                 reply = await get(proxy.admin_port, target, headers=headers)
                 assert reply.status == 200
                 assert SECRET.encode() not in reply.body
@@ -328,11 +356,15 @@ def test_every_exported_metric_is_documented() -> None:
 
 async def test_metric_naming_no_created_series_and_known_labels_start_at_zero(nursery, echo_port: int) -> None:
     with trio.fail_after(10):
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}", gate="token",
-                                                     gate_token="G4teT0kenForNamingTest0123"), admin=True)
+        proxy = await start_proxy(
+            nursery,
+            route_doc(f"127.0.0.1:{echo_port}", gate="token", gate_token="G4teT0kenForNamingTest0123"),
+            admin=True,
+        )
         for accept in ("", "application/openmetrics-text; version=1.0.0"):
-            text = (await get(proxy.admin_port, "/metrics", headers=[("accept", accept)] if accept else None)
-                    ).body.decode()
+            text = (
+                await get(proxy.admin_port, "/metrics", headers=[("accept", accept)] if accept else None)
+            ).body.decode()
             assert "_created" not in text, accept
         values = samples((await get(proxy.admin_port, "/metrics")).body.decode())
         r = ("route", "r")
@@ -358,8 +390,20 @@ def test_the_routes_are_declared_once_and_the_docs_list_them() -> None:
     documented = re.findall(r"^\| `(GET|POST) (/[^`?]*)(\?[^`]*)?` \|", doc, re.M)
     listed = [(e.method, e.path, e.query) for e in ENDPOINTS if e.path != "/"]
     assert [(m, p, q) for m, p, q in documented] == listed
-    assert index() == ["/healthz", "/readyz", "/metrics", "/api/status", "/api/connections", "/api/connections/{id}",
-                       "/api/mcp", "/api/history", "/api/config", "/api/tap", "/dashboard", "POST /api/drain"]
+    assert index() == [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/status",
+        "/api/connections",
+        "/api/connections/{id}",
+        "/api/mcp",
+        "/api/history",
+        "/api/config",
+        "/api/tap",
+        "/dashboard",
+        "POST /api/drain",
+    ]
 
 
 async def test_the_index_and_unknown_paths_list_the_table(nursery, echo_port: int) -> None:

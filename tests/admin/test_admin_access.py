@@ -16,8 +16,15 @@ from ..conftest import PROXYCTL, connect, route_doc, start_proxy, wait_until
 TOKEN = "Adm1n-access-token-0123456789"
 
 
-async def _ask(port: int, target: str, *, host: str | None = None, method: str = "GET",
-               headers: list[tuple[str, str]] | None = None, body: bytes = b""):
+async def _ask(
+    port: int,
+    target: str,
+    *,
+    host: str | None = None,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+):
     stream = await connect(port)
     return await request_on(stream, host or f"127.0.0.1:{port}", target, method=method, headers=headers, body=body)
 
@@ -34,8 +41,15 @@ async def test_a_host_that_is_not_this_endpoint_gets_nothing(nursery, echo_port:
                 reply = await _ask(port, target, host=host)
                 assert reply.status == 421, (host, target)
                 assert b"DNS rebinding" in reply.body
-        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "sidecar.example",
-                     f"Sidecar.Example.:{port}", "10.1.2.3:6279"):
+        for host in (
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            "LOCALHOST",
+            f"[::1]:{port}",
+            "sidecar.example",
+            f"Sidecar.Example.:{port}",
+            "10.1.2.3:6279",
+        ):
             assert (await _ask(port, "/api/status", host=host)).status == 200, host
 
 
@@ -47,12 +61,14 @@ async def test_another_origin_cannot_drain_or_tap_even_with_the_token(nursery, e
         port = proxy.admin_port
         auth = ("authorization", f"Bearer {TOKEN}")
         # The classic cross-site form POST: text/plain, no preflight, the victim's browser on this host.
-        for headers in ([("origin", "http://evil.example"), ("content-type", "text/plain")],
-                        [("origin", "http://evil.example"), auth],
-                        [("origin", f"http://127.0.0.1:{port + 1}"), auth],  # another port: another origin
-                        [("origin", "null"), auth],
-                        [("sec-fetch-site", "cross-site"), auth],
-                        [("sec-fetch-site", "same-site"), auth]):
+        for headers in (
+            [("origin", "http://evil.example"), ("content-type", "text/plain")],
+            [("origin", "http://evil.example"), auth],
+            [("origin", f"http://127.0.0.1:{port + 1}"), auth],  # another port: another origin
+            [("origin", "null"), auth],
+            [("sec-fetch-site", "cross-site"), auth],
+            [("sec-fetch-site", "same-site"), auth],
+        ):
             reply = await _ask(port, "/api/drain", method="POST", headers=headers, body=b"x")
             assert reply.status == 403, headers
             tap = await _ask(port, "/api/tap?duration=0.1", headers=headers)
@@ -60,8 +76,12 @@ async def test_another_origin_cannot_drain_or_tap_even_with_the_token(nursery, e
         assert not proxy.proxy.draining
         # Without the token: 401; the same origin with the token: done.
         assert (await _ask(port, "/api/drain", method="POST")).status == 401
-        reply = await _ask(port, "/api/drain", method="POST",
-                           headers=[("origin", f"http://localhost:{port}"), ("sec-fetch-site", "same-origin"), auth])
+        reply = await _ask(
+            port,
+            "/api/drain",
+            method="POST",
+            headers=[("origin", f"http://localhost:{port}"), ("sec-fetch-site", "same-origin"), auth],
+        )
         assert reply.status == 202
         await proxy.proxy.stopped.wait()
 
@@ -70,8 +90,9 @@ async def test_proxyctl_run_generates_a_token_that_only_this_user_can_read(tmp_p
     with trio.fail_after(40):
         state = tmp_path / "state"
         env = {k: v for k, v in os.environ.items() if k != "MCP_SIDECAR_ADMIN_TOKEN"}
-        proc = proxy_process("run", "--forward", "127.0.0.1:0:127.0.0.1:9", "--admin", "127.0.0.1:0",
-                             "--state-dir", str(state), env=env)
+        proc = proxy_process(
+            "run", "--forward", "127.0.0.1:0:127.0.0.1:9", "--admin", "127.0.0.1:0", "--state-dir", str(state), env=env
+        )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
         admin_line = next(line for line in proc.lines if line.startswith("admin http://"))
         port = int(admin_line.split()[1].rstrip("/").rsplit(":", 1)[1])
@@ -82,9 +103,23 @@ async def test_proxyctl_run_generates_a_token_that_only_this_user_can_read(tmp_p
         assert len(token) >= 32 and token not in "\n".join(proc.lines + proc.log_lines)
         assert (await _ask(port, "/api/drain", method="POST")).status == 401
         # proxyctl finds it: the tap runs without --token.
-        tapped = await trio.run_process([*PROXYCTL, "tap", "--admin", f"127.0.0.1:{port}", "--state-dir", str(state),
-                                         "--duration", "0.3", "--json"], capture_stdout=True, capture_stderr=True,
-                                        check=False, env=env)
+        tapped = await trio.run_process(
+            [
+                *PROXYCTL,
+                "tap",
+                "--admin",
+                f"127.0.0.1:{port}",
+                "--state-dir",
+                str(state),
+                "--duration",
+                "0.3",
+                "--json",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
         assert tapped.returncode == 0, tapped.stderr.decode()
         proc.signal()
         assert await trio.to_thread.run_sync(proc.wait) == 0
@@ -98,12 +133,18 @@ async def test_the_demos_tap_command_works_as_printed(proxy_process) -> None:
 
     with trio.fail_after(60):
         ports = [str(free_port()) for _ in range(4)]
-        proc = proxy_process("demo", "--http-port", ports[0], "--echo-port", ports[1], "--admin-port", ports[2],
-                             "--ws-port", ports[3])
+        proc = proxy_process(
+            "demo", "--http-port", ports[0], "--echo-port", ports[1], "--admin-port", ports[2], "--ws-port", ports[3]
+        )
         line = await trio.to_thread.run_sync(proc.wait_for_line, "Live view:", 40)
         printed = line.split("MCP messages: ", 1)[1].split()
         assert printed[:2] == ["proxyctl", "tap"]
         env = {k: v for k, v in os.environ.items() if k != "MCP_SIDECAR_ADMIN_TOKEN"}
-        tapped = await trio.run_process([*PROXYCTL, *printed[1:], "--duration", "0.3"], capture_stdout=True,
-                                        capture_stderr=True, check=False, env=env)
+        tapped = await trio.run_process(
+            [*PROXYCTL, *printed[1:], "--duration", "0.3"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
         assert tapped.returncode == 0, tapped.stderr.decode()

@@ -22,19 +22,32 @@ from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 from ..conftest import start_proxy, wait_until
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (apt-get install chromium): the browser test "
-                                                          "of the dashboard is skipped; its API is tested apart")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium (apt-get install chromium): the browser test "
+    "of the dashboard is skipped; its API is tested apart",
+)
 #: Where screenshots go when asked (docs/images is refreshed this way).
 SHOTS = os.environ.get("MCP_SIDECAR_SCREENSHOTS")
 
 
 async def _browse(url: str, profile: Path, shot: Path | None = None) -> str:
     """The page's DOM after its scripts ran (virtual time: timers and fetches settle)."""
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-            f"--user-data-dir={profile}", "--window-size=1400,1900", "--virtual-time-budget=4000"]
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1900",
+        "--virtual-time-budget=4000",
+    ]
     if shot is not None:
-        done = await trio.run_process([*args, f"--screenshot={shot}", url], capture_stdout=True,
-                                      capture_stderr=True, check=False)
+        done = await trio.run_process(
+            [*args, f"--screenshot={shot}", url], capture_stdout=True, capture_stderr=True, check=False
+        )
         assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-500:]
     done = await trio.run_process([*args, "--dump-dom", url], capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr[-500:]
@@ -65,11 +78,28 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
                 await serve_echo("127.0.0.1", 0, task_status=task_status)
 
         flaky_up = await nursery.start(flaky)
-        proxy = await start_proxy(nursery, {"route": [
-            {"name": "mcp-http", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
-            {"name": "mcp-ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0},
-            {"name": "flaky", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{flaky_up}",
-             "health_interval": "0.2s", "health_fall": 1}]}, admin=True)
+        proxy = await start_proxy(
+            nursery,
+            {
+                "route": [
+                    {
+                        "name": "mcp-http",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{http_up}",
+                        "health_interval": 0,
+                    },
+                    {"name": "mcp-ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0},
+                    {
+                        "name": "flaky",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{flaky_up}",
+                        "health_interval": "0.2s",
+                        "health_fall": 1,
+                    },
+                ]
+            },
+            admin=True,
+        )
         await wait_until(lambda: proxy.route("flaky").health.state is True)
         url = f"http://127.0.0.1:{proxy.admin_port}/dashboard"
         admin = proxy.admin
@@ -97,8 +127,9 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         dom = await _browse(url, tmp_path / "p2", shots / "dashboard-traffic.png")
         methods = _rows(dom, "methods")
         assert methods.count('data-method="tools/call"') == 2  # over streamable HTTP and WebSocket
-        assert re.search(r'data-method="tools/call"><td>mcp-http</td><td>tools/call</td><td class="num">6</td>',
-                         methods)
+        assert re.search(
+            r'data-method="tools/call"><td>mcp-http</td><td>tools/call</td><td class="num">6</td>', methods
+        )
         transports = _rows(dom, "transports")
         for era in ("legacy-sse", "http", "websocket"):
             assert f'data-transport="{era}"' in transports, era
@@ -126,9 +157,15 @@ async def test_a_thousand_connections_stay_one_page_at_a_time(nursery, tmp_path:
         pytest.skip(f"needs 5000 descriptors for 1000 proxied connections (RLIMIT_NOFILE is {soft})")
     with trio.fail_after(120):
         echo = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proxy = await start_proxy(nursery, {"route": [
-            {"name": "many", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo}", "health_interval": 0}]},
-            admin=True)
+        proxy = await start_proxy(
+            nursery,
+            {
+                "route": [
+                    {"name": "many", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo}", "health_interval": 0}
+                ]
+            },
+            admin=True,
+        )
         streams = []
         for _ in range(1000):
             streams.append(await trio.open_tcp_stream("127.0.0.1", proxy.port("many")))

@@ -36,9 +36,13 @@ async def mcp_proxy(nursery, **extra):
     ws (the demo WebSocket upstream), with the admin endpoint."""
     http_up = await nursery.start(serve_http, "127.0.0.1", 0)
     ws_up = await nursery.start(serve_ws, "127.0.0.1", 0)
-    doc = {"route": [
-        {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
-        {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0}], **extra}
+    doc = {
+        "route": [
+            {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
+            {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0},
+        ],
+        **extra,
+    }
     return await start_proxy(nursery, doc, admin=True)
 
 
@@ -52,7 +56,11 @@ async def test_api_mcp_per_method_per_transport_era_and_sessions(nursery) -> Non
         r, ws = view["routes"]
         call = r["methods"]["tools/call"]
         assert (call["requests"], call["outcomes"], call["transports"], call["in_flight"]) == (
-            2, {"ok": 2}, {"http": 2}, 0)
+            2,
+            {"ok": 2},
+            {"http": 2},
+            0,
+        )
         assert call["rate_per_s"] > 0 and 0 < call["p50_ms"] <= call["p95_ms"] <= call["p99_ms"]
         assert r["methods"]["initialize"]["transports"] == {"http": 1, "legacy-sse": 1}
         assert list(r["transports"]) == ["legacy-sse", "http"] and list(ws["transports"]) == ["websocket"]
@@ -78,11 +86,21 @@ async def test_a_streamable_session_id_is_shown_hashed(nursery) -> None:
     with trio.fail_after(20):
         proxy = await mcp_proxy(nursery)
         headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
-        init = await get(proxy.port("r"), "/mcp", method="POST", headers=headers, body=json.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).encode())
+        init = await get(
+            proxy.port("r"),
+            "/mcp",
+            method="POST",
+            headers=headers,
+            body=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).encode(),
+        )
         session_id = init.headers["mcp-session-id"]
-        await get(proxy.port("r"), "/mcp", method="POST", headers=headers + [("mcp-session-id", session_id)],
-                  body=b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}')
+        await get(
+            proxy.port("r"),
+            "/mcp",
+            method="POST",
+            headers=headers + [("mcp-session-id", session_id)],
+            body=b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}',
+        )
         body = (await get(proxy.admin_port, "/api/mcp")).body.decode()
         assert session_id not in body
         sessions = json.loads(body)["routes"][0]["sessions"]
@@ -135,6 +153,7 @@ async def test_api_config_is_config_show_without_secrets(nursery) -> None:
         assert [r["name"] for r in doc["config"]["route"]] == ["r", "ws"]
         assert doc["config"]["observe"]["history"] == "900s" and doc["secrets_set"] == ["admin.token (config)"]
         from mcp_sidecar.config.render import render_toml
+
         assert doc["toml"] == render_toml(proxy.config)
 
 
@@ -170,18 +189,41 @@ async def test_tap_streams_messages_redacted_and_costs_nothing_when_gone(nursery
         assert len(route.taps) == 1 and proxy.route("ws").observation.taps == ()
         headers = [("content-type", "application/json"), ("accept", "application/json")]
         secret = "hunter2-Pa55word-never-shown"
-        await get(proxy.port("r"), "/mcp", method="POST", headers=headers, body=json.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).encode())
-        await get(proxy.port("r"), "/mcp", method="POST", headers=headers, body=json.dumps(
-            {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-             "params": {"name": "echo", "arguments": {"text": "hi", "password": secret}}}).encode())
+        await get(
+            proxy.port("r"),
+            "/mcp",
+            method="POST",
+            headers=headers,
+            body=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).encode(),
+        )
+        await get(
+            proxy.port("r"),
+            "/mcp",
+            method="POST",
+            headers=headers,
+            body=json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 7,
+                    "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": "hi", "password": secret}},
+                }
+            ).encode(),
+        )
         first, request_rec, response_rec = await _lines(exchange, 3)
         assert first == {"tap": {"route": "r", "method": "tools/call", "queue": 1000}}
         assert (request_rec["kind"], request_rec["method"], request_rec["id"], request_rec["direction"]) == (
-            "request", "tools/call", 7, "client_to_upstream")
+            "request",
+            "tools/call",
+            7,
+            "client_to_upstream",
+        )
         assert secret not in json.dumps(request_rec) and '"password":"REDACTED"' in request_rec["params"]
-        assert (response_rec["kind"], response_rec["method"], response_rec["outcome"]) == ("response", "tools/call",
-                                                                                            "ok")
+        assert (response_rec["kind"], response_rec["method"], response_rec["outcome"]) == (
+            "response",
+            "tools/call",
+            "ok",
+        )
         assert response_rec["latency_ms"] > 0 and "hi" in response_rec["result"]
         await stream.aclose()
         await wait_until(lambda: route.taps == () and not proxy.proxy.taps.subscribers)
@@ -198,15 +240,18 @@ async def test_a_slow_tap_loses_messages_counted_and_told(nursery) -> None:
             subscriber.offer({"route": "ws", "method": "ping", "n": i})
         assert (subscriber.delivered, subscriber.dropped) == (2, 8)
         lines = await _lines(exchange, 4)
-        assert lines[1:] == [{"dropped": 8, "dropped_total": 8},  # said before the next message it sends
-                             {"route": "ws", "method": "ping", "n": 0},
-                             {"route": "ws", "method": "ping", "n": 1}]
+        assert lines[1:] == [
+            {"dropped": 8, "dropped_total": 8},  # said before the next message it sends
+            {"route": "ws", "method": "ping", "n": 0},
+            {"route": "ws", "method": "ping", "n": 1},
+        ]
         # Forwarding never waited for the tap: a whole MCP session passes while nobody reads it.
         got = await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))
         assert got["websocket"] == 3
         metrics = (await get(proxy.admin_port, "/metrics")).body.decode()
-        dropped = float(next(line.split()[1] for line in metrics.splitlines()
-                             if line.startswith("mcp_sidecar_tap_dropped_total")))
+        dropped = float(
+            next(line.split()[1] for line in metrics.splitlines() if line.startswith("mcp_sidecar_tap_dropped_total"))
+        )
         # (the session's own messages fit: the admin task moves them into the socket's buffers)
         assert dropped >= 8 and proxy.proxy.taps.dropped == dropped
         await stream.aclose()
@@ -215,8 +260,7 @@ async def test_a_slow_tap_loses_messages_counted_and_told(nursery) -> None:
 async def test_tap_limits_and_bad_queries(nursery) -> None:
     with trio.fail_after(20):
         proxy = await mcp_proxy(nursery, admin={"open_on_loopback": True})
-        for query, status in (("?method=nope", 400), ("?route=nope", 404), ("?limit=0", 400),
-                              ("?duration=x", 400)):
+        for query, status in (("?method=nope", 400), ("?route=nope", 404), ("?limit=0", 400), ("?duration=x", 400)):
             _, _, head = await _tap(proxy.admin_port, query, token=None)
             assert head.status_code == status, query
         stream, exchange, head = await _tap(proxy.admin_port, "?duration=0.2", token=None)
@@ -238,10 +282,16 @@ async def test_request_log_lines_for_every_transport(nursery) -> None:
         logs.configure("text", "warning")
     lines = [json.loads(line) for line in out.getvalue().splitlines() if '"mcp.request"' in line]
     seen = {(line["route"], line["transport"], line["method"]) for line in lines}
-    assert seen == {("r", "http", "initialize"), ("r", "http", "tools/list"), ("r", "http", "tools/call"),
-                    ("r", "legacy-sse", "initialize"), ("r", "legacy-sse", "tools/list"),
-                    ("ws", "websocket", "initialize"), ("ws", "websocket", "tools/call"),
-                    ("ws", "websocket", "ping")}
+    assert seen == {
+        ("r", "http", "initialize"),
+        ("r", "http", "tools/list"),
+        ("r", "http", "tools/call"),
+        ("r", "legacy-sse", "initialize"),
+        ("r", "legacy-sse", "tools/list"),
+        ("ws", "websocket", "initialize"),
+        ("ws", "websocket", "tools/call"),
+        ("ws", "websocket", "ping"),
+    }
     assert len(lines) == 9  # two tools/call over streamable HTTP
     for line in lines:
         assert line["outcome"] == "ok" and line["latency_ms"] > 0 and line["request_bytes"] > 0
@@ -257,10 +307,28 @@ async def test_request_log_is_off_by_default_and_per_route(nursery) -> None:
         with trio.fail_after(30):
             http_up = await nursery.start(serve_http, "127.0.0.1", 0)
             ws_up = await nursery.start(serve_ws, "127.0.0.1", 0)
-            proxy = await start_proxy(nursery, {"route": [
-                {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
-                {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0,
-                 "request_log": True, "request_log_sample": 0.5}]}, admin=True)
+            proxy = await start_proxy(
+                nursery,
+                {
+                    "route": [
+                        {
+                            "name": "r",
+                            "listen": "127.0.0.1:0",
+                            "upstream": f"127.0.0.1:{http_up}",
+                            "health_interval": 0,
+                        },
+                        {
+                            "name": "ws",
+                            "listen": "127.0.0.1:0",
+                            "upstream": f"127.0.0.1:{ws_up}",
+                            "health_interval": 0,
+                            "request_log": True,
+                            "request_log_sample": 0.5,
+                        },
+                    ]
+                },
+                admin=True,
+            )
             await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))
             await wait_until(lambda: proxy.route("ws").active == 0)
             view = await get_json(proxy.admin_port, "/api/mcp")
@@ -269,16 +337,33 @@ async def test_request_log_is_off_by_default_and_per_route(nursery) -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines() if '"mcp.request"' in line]
     assert [line["route"] for line in lines] == ["ws"]  # one of the three WebSocket requests... sampled 1 in 2
     assert view["routes"][0]["request_log"] is None
-    assert view["routes"][1]["request_log"] == {"sample": 0.5, "rate_per_s": 100, "written": 1, "sampled_out": 2,
-                                                "over_rate": 0}
+    assert view["routes"][1]["request_log"] == {
+        "sample": 0.5,
+        "rate_per_s": 100,
+        "written": 1,
+        "sampled_out": 2,
+        "over_rate": 0,
+    }
 
 
 async def test_route_state_says_why_and_since_when(nursery) -> None:
     with trio.fail_after(20):
         dead = free_port()
-        proxy = await start_proxy(nursery, {"route": [
-            {"name": "down", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{dead}", "health_interval": "0.05s",
-             "health_fall": 1}]}, admin=True)
+        proxy = await start_proxy(
+            nursery,
+            {
+                "route": [
+                    {
+                        "name": "down",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{dead}",
+                        "health_interval": "0.05s",
+                        "health_fall": 1,
+                    }
+                ]
+            },
+            admin=True,
+        )
         await wait_until(lambda: proxy.route("down").health.state is False)
         (route,) = (await get_json(proxy.admin_port, "/api/status"))["routes"]
         assert route["state"] == "down" and route["reason"].startswith(f"upstream 127.0.0.1:{dead} is down (")
@@ -319,7 +404,8 @@ async def test_short_requests_are_not_reconnects_but_streams_are(nursery) -> Non
         detail = await get_json(proxy.admin_port, f"/api/connections/{conn.id}")
         assert detail["quality"]["reconnects"] == 7
         assert detail["quality"]["deductions"] == [
-            {"points": 25, "reason": "frequent reconnects: 7 earlier streams from this client in 10 min (> 5)"}]
+            {"points": 25, "reason": "frequent reconnects: 7 earlier streams from this client in 10 min (> 5)"}
+        ]
         await stream.aclose()
 
 

@@ -4,8 +4,8 @@ from dataclasses import replace
 
 from mcp_sidecar.cli.banner import gate_lines, inspector_lines, route_lines
 from mcp_sidecar.config.parse import build_config
-from mcp_sidecar.net.listeners import bind_all
 from mcp_sidecar.forward.proxy import Proxy
+from mcp_sidecar.net.listeners import bind_all
 
 
 def _proxy(profile: str, expose: bool = True) -> Proxy:
@@ -40,14 +40,18 @@ def test_inspector_v1_lines_tell_origin_and_proxy_port() -> None:
         assert gate_lines(proxy.config, proxy.listeners, show_tokens=True) == [
             "route inspector-ui is gated: open this URL once in a browser (it leaves a cookie), "
             "or send Authorization: Bearer <token>:",
-            f"  http://127.0.0.1:{ui}/?mcp_sidecar_token={token}"]
+            f"  http://127.0.0.1:{ui}/?mcp_sidecar_token={token}",
+        ]
         # Written anywhere but a terminal (the journal, kubectl logs), the token stays out.
         hidden = inspector_lines(proxy.config, proxy.listeners, show_tokens=False) + gate_lines(
-            proxy.config, proxy.listeners, show_tokens=False)
+            proxy.config, proxy.listeners, show_tokens=False
+        )
         assert token not in "\n".join(hidden)
         assert hidden[3].endswith("&mcp_sidecar_token=<see: proxyctl url inspector-ui>")
-        assert hidden[-1] == ("route inspector-ui is gated: its URL carries the token and is not printed here (this "
-                              "output may be collected); get it with: proxyctl url inspector-ui")
+        assert hidden[-1] == (
+            "route inspector-ui is gated: its URL carries the token and is not printed here (this "
+            "output may be collected); get it with: proxyctl url inspector-ui"
+        )
     finally:
         for listener in proxy.listeners:
             listener.close()
@@ -65,7 +69,8 @@ def test_inspector_v2_lines_give_the_environment_and_the_gated_url() -> None:
             f"MCP_APP_ORIGIN_FULL_ADDRESS=http://127.0.0.1:{apps} npx @modelcontextprotocol/inspector",
             "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
             "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)",
-            f"  then open:      http://127.0.0.1:{ui}/?mcp_sidecar_token={token}"]
+            f"  then open:      http://127.0.0.1:{ui}/?mcp_sidecar_token={token}",
+        ]
     finally:
         for listener in proxy.listeners:
             listener.close()

@@ -30,9 +30,7 @@ def test_config_validate_error_is_one_line_exit_2(tmp_path: Path) -> None:
     result = run_proxyctl("config", "validate", str(path))
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr == (
-        f'proxyctl: error: {path}: route[1].upstream: expected "HOST:PORT", got \'localhost\'\n'
-    )
+    assert result.stderr == (f"proxyctl: error: {path}: route[1].upstream: expected \"HOST:PORT\", got 'localhost'\n")
 
 
 def test_run_with_invalid_config_starts_nothing(tmp_path: Path) -> None:
@@ -41,8 +39,7 @@ def test_run_with_invalid_config_starts_nothing(tmp_path: Path) -> None:
     result = run_proxyctl("run", "--no-supervise", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"proxyctl: error: {path}: defaults.idle_timeout: expected a duration such as 5, 0.25 or \"250ms\", "
-        "got 'soon'"
+        f"proxyctl: error: {path}: defaults.idle_timeout: expected a duration such as 5, 0.25 or \"250ms\", got 'soon'"
     ]
     assert "Traceback" not in result.stderr
 
@@ -52,8 +49,9 @@ def test_run_with_busy_port_names_address_and_owner(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = run_proxyctl("run", "--state-dir", str(tmp_path / "state"), "--forward",
-                              f"127.0.0.1:{port}:localhost:9")
+        result = run_proxyctl(
+            "run", "--state-dir", str(tmp_path / "state"), "--forward", f"127.0.0.1:{port}:localhost:9"
+        )
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr == (
@@ -65,7 +63,7 @@ def test_run_with_busy_port_names_address_and_owner(tmp_path: Path) -> None:
 def test_bad_forward_spec_exit_2() -> None:
     result = run_proxyctl("run", "--no-supervise", "--forward", "7000")
     assert result.returncode == 2
-    assert result.stderr.startswith("proxyctl: error: --forward: 7000: expected \"[BIND:]PORT:HOST:HOSTPORT\"")
+    assert result.stderr.startswith('proxyctl: error: --forward: 7000: expected "[BIND:]PORT:HOST:HOSTPORT"')
 
 
 def test_config_show_default_profile_is_valid_toml() -> None:
@@ -81,22 +79,47 @@ def test_config_show_default_profile_is_valid_toml() -> None:
 
 
 def test_demo_self_check_passes() -> None:
-    result = run_proxyctl("demo", "--check", "--http-port", "0", "--echo-port", "0", "--admin-port", "0", "--ws-port", "0", "--log-format", "json")
+    result = run_proxyctl(
+        "demo",
+        "--check",
+        "--http-port",
+        "0",
+        "--echo-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--ws-port",
+        "0",
+        "--log-format",
+        "json",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mcp-sidecar ")
     assert any(l.startswith("  ok   GET http://127.0.0.1:") and ": 200 in " in l for l in lines)
     assert any(l.startswith("  ok   echo tcp://127.0.0.1:") and "26 bytes back" in l for l in lines)
-    assert ("  ok   MCP sessions (streamable HTTP, WebSocket, HTTP+SSE): streamable_http 3 responses, "
-            "websocket 3 responses, http_sse 2 responses") in lines
+    assert (
+        "  ok   MCP sessions (streamable HTTP, WebSocket, HTTP+SSE): streamable_http 3 responses, "
+        "websocket 3 responses, http_sse 2 responses"
+    ) in lines
     assert '"event":"connection.closed"' in result.stderr
 
 
 async def forwarding_process(nursery, proxy_process, drain_timeout: str):
     """An unsupervised ``proxyctl run`` in front of an echo server, and its route's port."""
     echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-    proc = proxy_process("run", "--no-supervise", "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
-                         "--drain-timeout", drain_timeout, "--admin", "127.0.0.1:0", "--log-format", "json")
+    proc = proxy_process(
+        "run",
+        "--no-supervise",
+        "--forward",
+        f"127.0.0.1:0:127.0.0.1:{echo_port}",
+        "--drain-timeout",
+        drain_timeout,
+        "--admin",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    )
     await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
     return proc, proc.route_port("route-1")
 
@@ -144,11 +167,14 @@ def test_inspector_v2_without_the_gate_beyond_loopback_is_refused_and_starts_not
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
-    assert line.startswith("proxyctl: error: --profile inspector-v2: refusing to listen beyond loopback without the "
-                           "access gate (@nonloopback:6274, @nonloopback:6275, @nonloopback:6278): Inspector v2 "
-                           "serves its API token")
+    assert line.startswith(
+        "proxyctl: error: --profile inspector-v2: refusing to listen beyond loopback without the "
+        "access gate (@nonloopback:6274, @nonloopback:6275, @nonloopback:6278): Inspector v2 "
+        "serves its API token"
+    )
     assert "ssh -L 6274:localhost:6274" in line and line.endswith(
-        "or pass --dangerously-expose-unprotected on a trusted network")
+        "or pass --dangerously-expose-unprotected on a trusted network"
+    )
     assert not state.exists()  # no state directory, no PID file, nothing bound
     # By default the profile is gated, so it is accepted.
     shown = run_proxyctl("config", "show", "--profile", "inspector-v2")
@@ -175,9 +201,11 @@ async def test_inspector_v2_exposed_explicitly_warns_everywhere(supervised) -> N
         pytest.skip("needs a non-loopback address with ports 6274, 6275 and 6278 free (the profile's fixed ports)")
     from mcp_sidecar.net.http import request
 
-    expected = ("route inspector-ui listens beyond loopback without protection (--dangerously-expose-unprotected): "
-                "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs "
-                "commands on this host")
+    expected = (
+        "route inspector-ui listens beyond loopback without protection (--dangerously-expose-unprotected): "
+        "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs "
+        "commands on this host"
+    )
     with trio.fail_after(30):
         sup = supervised([], None, None, "--profile", "inspector-v2", "--dangerously-expose-unprotected")
         await trio.to_thread.run_sync(sup.process.wait_for_line, f"WARNING: {expected}")
@@ -193,10 +221,19 @@ async def test_inspector_v2_exposed_explicitly_warns_everywhere(supervised) -> N
 
 
 @pytest.mark.parametrize("supervise", ["--supervise", "--no-supervise"])
-async def test_admin_beyond_loopback_without_token_is_warned_in_both_modes(proxy_process, tmp_path,
-                                                                           supervise) -> None:
+async def test_admin_beyond_loopback_without_token_is_warned_in_both_modes(proxy_process, tmp_path, supervise) -> None:
     with trio.fail_after(20):
-        proc = proxy_process("run", supervise, "--forward", "127.0.0.1:0:127.0.0.1:9", "--admin", "0.0.0.0:0",
-                             "--state-dir", str(tmp_path / "state"), "--log-format", "json")
+        proc = proxy_process(
+            "run",
+            supervise,
+            "--forward",
+            "127.0.0.1:0:127.0.0.1:9",
+            "--admin",
+            "0.0.0.0:0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--log-format",
+            "json",
+        )
         line = await trio.to_thread.run_sync(proc.wait_for_log, '"event":"admin.exposed_without_token"')
         assert '"level":"warning"' in line and '"address":"0.0.0.0:0"' in line

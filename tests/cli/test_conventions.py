@@ -25,9 +25,12 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_usage_errors_have_the_one_error_style_and_exit_2() -> None:
-    for args, words in ((["stop", "--bogus"], "No such option '--bogus'"), (["nosuch"], "No such command"),
-                        (["config", "validate"], "Missing argument 'FILE'"),
-                        (["tap", "--count", "0"], "--count")):
+    for args, words in (
+        (["stop", "--bogus"], "No such option '--bogus'"),
+        (["nosuch"], "No such command"),
+        (["config", "validate"], "Missing argument 'FILE'"),
+        (["tap", "--count", "0"], "--count"),
+    ):
         result = run_proxyctl(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert words in _one_line_error(result) and "--help" in result.stderr, args
@@ -37,9 +40,12 @@ def test_usage_errors_have_the_one_error_style_and_exit_2() -> None:
 
 def test_an_empty_config_file_is_an_error_not_the_inspector_profile(tmp_path: Path) -> None:
     empty = tmp_path / "empty.toml"
-    empty.write_text("# nothing yet\n[admin]\nlisten = \"127.0.0.1:0\"\n")
-    for args in (["config", "validate", str(empty)], ["config", "show", "--config", str(empty)],
-                 ["run", "--config", str(empty), "--state-dir", str(tmp_path / "s")]):
+    empty.write_text('# nothing yet\n[admin]\nlisten = "127.0.0.1:0"\n')
+    for args in (
+        ["config", "validate", str(empty)],
+        ["config", "show", "--config", str(empty)],
+        ["run", "--config", str(empty), "--state-dir", str(tmp_path / "s")],
+    ):
         result = run_proxyctl(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert f"{empty}: route: no routes" in _one_line_error(result)
@@ -47,8 +53,12 @@ def test_an_empty_config_file_is_an_error_not_the_inspector_profile(tmp_path: Pa
     ok = run_proxyctl("config", "show", "--config", str(empty), "--forward", "18080:localhost:3000", "--json")
     assert ok.returncode == 0 and [r["name"] for r in json.loads(ok.stdout)["config"]["route"]] == ["port-18080"]
     valid = run_proxyctl("config", "validate", str(ROOT / "deploy" / "sidecar.toml"), "--json")
-    assert json.loads(valid.stdout) == {"ok": True, "file": str(ROOT / "deploy" / "sidecar.toml"),
-                                        "routes": ["inspector-ui", "inspector-proxy"], "warnings": []}
+    assert json.loads(valid.stdout) == {
+        "ok": True,
+        "file": str(ROOT / "deploy" / "sidecar.toml"),
+        "routes": ["inspector-ui", "inspector-proxy"],
+        "warnings": [],
+    }
 
 
 def test_commands_on_a_stopped_service(tmp_path: Path) -> None:
@@ -67,8 +77,9 @@ def test_commands_on_a_stopped_service(tmp_path: Path) -> None:
 
 def test_stop_wait_returns_once_stopped_and_stop_again_is_done(supervised, tmp_path: Path) -> None:
     echo_port = free_port()
-    sidecar = supervised([{"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}",
-                           "health_interval": 0}])
+    sidecar = supervised(
+        [{"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}", "health_interval": 0}]
+    )
     state = str(sidecar.state_dir)
     reload = run_proxyctl("reload", "--json", "--state-dir", state, timeout=90)
     assert reload.returncode == 0 and json.loads(reload.stdout)["routes"] == ["r"]
@@ -86,13 +97,24 @@ def test_check_asks_the_running_instance_and_never_connects_to_a_wildcard(superv
         async with trio.open_nursery() as nursery:
             upstream = await nursery.start(serve_http, "127.0.0.1", 0)
             port = free_port()
-            sidecar = await trio.to_thread.run_sync(lambda: supervised(
-                [{"name": f"port-{port}", "listen": f"0.0.0.0:{port}", "upstream": f"127.0.0.1:{upstream}",
-                  "health_check": "http", "health_path": "/health"}]))
+            sidecar = await trio.to_thread.run_sync(
+                lambda: supervised(
+                    [
+                        {
+                            "name": f"port-{port}",
+                            "listen": f"0.0.0.0:{port}",
+                            "upstream": f"127.0.0.1:{upstream}",
+                            "health_check": "http",
+                            "health_path": "/health",
+                        }
+                    ]
+                )
+            )
             state = str(sidecar.state_dir)
             for args in ((), (f"port-{port}",)):
-                result = await trio.to_thread.run_sync(lambda: run_proxyctl(
-                    "check", *args, "--json", "--state-dir", state, timeout=60))
+                result = await trio.to_thread.run_sync(
+                    lambda: run_proxyctl("check", *args, "--json", "--state-dir", state, timeout=60)
+                )
                 assert result.returncode == 0, result.stdout + result.stderr
                 (report,) = json.loads(result.stdout)
                 assert report["verdict"] == "healthy"
@@ -145,8 +167,10 @@ def _python_without_venv(tmp_path: Path) -> Path:
     """A python3 whose venv/ensurepip import fails (as Debian's without python3-venv)."""
     fake = tmp_path / "python3-no-venv"
     real = shutil.which("python3") or "/usr/bin/python3"
-    fake.write_text(f'#!/usr/bin/env bash\nfor a in "$@"; do case "$a" in *ensurepip*|venv) '
-                    f'echo "No module named ensurepip" >&2; exit 1;; esac; done\nexec {real} "$@"\n')
+    fake.write_text(
+        f'#!/usr/bin/env bash\nfor a in "$@"; do case "$a" in *ensurepip*|venv) '
+        f'echo "No module named ensurepip" >&2; exit 1;; esac; done\nexec {real} "$@"\n'
+    )
     fake.chmod(0o755)
     return fake
 
@@ -181,18 +205,36 @@ def test_check_speaks_tls_and_passes_the_gate_of_a_route(supervised, tls_files, 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             upstream = await nursery.start(serve_http, "127.0.0.1", 0)
-            sidecar = await trio.to_thread.run_sync(lambda: supervised(
-                [{"name": "secure", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{upstream}",
-                  "health_check": "http", "health_path": "/health", "tls_cert": str(tls_files.cert),
-                  "tls_key": str(tls_files.key), "gate": "token", "gate_token": token}]))
+            sidecar = await trio.to_thread.run_sync(
+                lambda: supervised(
+                    [
+                        {
+                            "name": "secure",
+                            "listen": "127.0.0.1:0",
+                            "upstream": f"127.0.0.1:{upstream}",
+                            "health_check": "http",
+                            "health_path": "/health",
+                            "tls_cert": str(tls_files.cert),
+                            "tls_key": str(tls_files.key),
+                            "gate": "token",
+                            "gate_token": token,
+                        }
+                    ]
+                )
+            )
             state = str(sidecar.state_dir)
 
             def check(env_token: str | None) -> dict:
                 env = {k: v for k, v in os.environ.items() if k != "MCP_SIDECAR_GATE_TOKEN"}
                 if env_token:
                     env["MCP_SIDECAR_GATE_TOKEN"] = env_token
-                done = subprocess.run([*PROXYCTL, "check", "secure", "--json", "--state-dir", state],
-                                      capture_output=True, text=True, timeout=60, env=env)
+                done = subprocess.run(
+                    [*PROXYCTL, "check", "secure", "--json", "--state-dir", state],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env=env,
+                )
                 assert done.returncode in (0, 1), done.stdout + done.stderr
                 return json.loads(done.stdout)[0]
 

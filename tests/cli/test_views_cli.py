@@ -17,10 +17,17 @@ TOKEN = "Adm1nT0kenForTheCliTests0123"
 async def _proxy(nursery, **extra):
     http_up = await nursery.start(serve_http, "127.0.0.1", 0)
     ws_up = await nursery.start(serve_ws, "127.0.0.1", 0)
-    return await start_proxy(nursery, {"route": [
-        {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
-        {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0}], **extra},
-        admin=True)
+    return await start_proxy(
+        nursery,
+        {
+            "route": [
+                {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
+                {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0},
+            ],
+            **extra,
+        },
+        admin=True,
+    )
 
 
 async def _proxyctl(*args: str, env_token: str | None = None):
@@ -59,7 +66,9 @@ async def test_top_and_tap_say_when_nothing_answers() -> None:
             done = await _proxyctl(command, "--admin", f"127.0.0.1:{port}")
             err = done.stderr.decode().strip()
             assert done.returncode == 3, err
-            assert err.startswith(f"proxyctl: error: admin endpoint 127.0.0.1:{port} does not answer") and "\n" not in err
+            assert (
+                err.startswith(f"proxyctl: error: admin endpoint 127.0.0.1:{port} does not answer") and "\n" not in err
+            )
 
 
 async def test_tap_streams_readable_lines_and_records_json(nursery, tmp_path) -> None:
@@ -72,8 +81,9 @@ async def test_tap_streams_readable_lines_and_records_json(nursery, tmp_path) ->
         result = {}
 
         async def run_tap() -> None:
-            result["done"] = await _proxyctl("tap", "ws", "--admin", admin, "--count", "6", "--output",
-                                             str(recording), env_token=TOKEN)
+            result["done"] = await _proxyctl(
+                "tap", "ws", "--admin", admin, "--count", "6", "--output", str(recording), env_token=TOKEN
+            )
 
         async with trio.open_nursery() as inner:
             inner.start_soon(run_tap)
@@ -110,10 +120,15 @@ async def test_top_on_a_terminal_refreshes_until_q(nursery) -> None:
         env = dict(os.environ, COLUMNS="140", LINES="60", TERM="xterm")
         process = await trio.lowlevel.open_process(
             [*PROXYCTL, "top", "--interval", "0.3", "--admin", f"127.0.0.1:{proxy.admin_port}"],
-            stdin=slave, stdout=slave, stderr=slave, env=env)
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+        )
         os.close(slave)
         screen = b""
         async with trio.lowlevel.FdStream(master) as terminal:
+
             async def read_until(text: bytes) -> None:
                 nonlocal screen
                 while text not in screen:

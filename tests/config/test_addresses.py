@@ -7,11 +7,22 @@ from hypothesis import strategies as st
 from mcp_sidecar.config.addresses import AddressSyntaxError, HostPort, beyond_loopback, parse_forward, parse_hostport
 
 
-@pytest.mark.parametrize("host, beyond", [
-    ("127.0.0.1", False), ("127.3.4.5", False), ("::1", False), ("localhost", False), ("LOCALHOST.", False),
-    ("0.0.0.0", True), ("::", True), ("@nonloopback", True), ("192.0.2.7", True), ("fe80::1%eth0", True),
-    ("inspector.example", True),
-])
+@pytest.mark.parametrize(
+    "host, beyond",
+    [
+        ("127.0.0.1", False),
+        ("127.3.4.5", False),
+        ("::1", False),
+        ("localhost", False),
+        ("LOCALHOST.", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("@nonloopback", True),
+        ("192.0.2.7", True),
+        ("fe80::1%eth0", True),
+        ("inspector.example", True),
+    ],
+)
 def test_beyond_loopback(host: str, beyond: bool) -> None:
     assert beyond_loopback(host) is beyond
 

@@ -9,8 +9,8 @@ from mcp_sidecar.config.addresses import HostPort
 from mcp_sidecar.config.defaults import DEFAULT_BUFFER_BYTES, DEFAULT_CONNECT_RETRY_WINDOW_S, DEFAULT_OBSERVE_CPU_SHARE
 from mcp_sidecar.config.parse import build_config, load_config
 from mcp_sidecar.config.profiles import exposure_notices, exposure_warnings
-from mcp_sidecar.config.values import format_duration, parse_duration
 from mcp_sidecar.config.render import render_toml
+from mcp_sidecar.config.values import format_duration, parse_duration
 from mcp_sidecar.errors import ConfigError
 
 
@@ -26,8 +26,10 @@ def test_default_is_inspector_v1_on_nonloopback_addresses() -> None:
 def test_inspector_v2_profile_is_gated_beyond_loopback_and_refused_without_the_gate() -> None:
     config = build_config(profile="inspector-v2")
     assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate.mode) for r in config.routes] == [
-        ("inspector-ui", 6274, 6274, "token"), ("inspector-sandbox", 6275, 6275, "token"),
-        ("inspector-apps", 6278, 6278, "token")]
+        ("inspector-ui", 6274, 6274, "token"),
+        ("inspector-sandbox", 6275, 6275, "token"),
+        ("inspector-apps", 6278, 6278, "token"),
+    ]
     assert len({r.settings.gate.token for r in config.routes}) == 1  # one token, one cookie for the three origins
     assert exposure_warnings(config) == []
     with pytest.raises(ConfigError) as err:
@@ -46,13 +48,16 @@ def test_inspector_v2_profile_is_gated_beyond_loopback_and_refused_without_the_g
 def test_inspector_v2_profile_exposed_on_explicit_request() -> None:
     config = build_config(profile="inspector-v2", dangerously_expose_unprotected=True)
     assert [(r.name, r.listen[0].port, r.upstream.port, r.settings.gate.mode) for r in config.routes] == [
-        ("inspector-ui", 6274, 6274, "off"), ("inspector-sandbox", 6275, 6275, "off"),
-        ("inspector-apps", 6278, 6278, "off")]
+        ("inspector-ui", 6274, 6274, "off"),
+        ("inspector-sandbox", 6275, 6275, "off"),
+        ("inspector-apps", 6278, 6278, "off"),
+    ]
     assert config.dangerously_expose_unprotected
     assert exposure_warnings(config) == [
         f"route {name} listens beyond loopback without protection (--dangerously-expose-unprotected): "
         "Inspector v2 serves its API token in its page to anyone who loads it, and that token runs commands on "
-        "this host" for name in ("inspector-ui", "inspector-sandbox", "inspector-apps")
+        "this host"
+        for name in ("inspector-ui", "inspector-sandbox", "inspector-apps")
     ]
     assert tomllib.loads(render_toml(config))["proxy"]["dangerously_expose_unprotected"] is True
     # The same from the [proxy] table of a file.
@@ -71,7 +76,8 @@ def test_inspector_v1_profile_is_not_guarded_and_its_page_is_gated() -> None:
         assert exposure_notices(config) == [
             "route inspector-ui is protected by the access gate (token)",
             "route inspector-proxy is protected by the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; "
-            "readable on the path without TLS)"]
+            "readable on the path without TLS)",
+        ]
     # A gate chosen in [defaults] wins, also "off".
     assert build_config({"defaults": {"gate": "off"}}, profile="inspector-v1").routes[0].settings.gate.mode == "off"
 
@@ -80,12 +86,14 @@ def test_unprotected_exposure_of_a_loopback_upstream_warns() -> None:
     exposed = build_config(forwards=("0.0.0.0:7000:localhost:8000",))
     assert exposure_warnings(exposed) == [
         "route port-7000 listens on 0.0.0.0:7000, beyond loopback, in front of localhost:8000 (loopback only), "
-        'and nothing controls who connects: set gate = "token", tls_client_ca (client certificates) or allow']
+        'and nothing controls who connects: set gate = "token", tls_client_ca (client certificates) or allow'
+    ]
     # Loopback listeners, and upstreams that are reachable anyway, are no exposure.
     assert exposure_warnings(build_config(forwards=("7000:localhost:8000",))) == []
     assert exposure_warnings(build_config(forwards=("0.0.0.0:7000:10.1.2.3:8000",))) == []
-    allowed = build_config({"route": [{"listen": "0.0.0.0:7000", "upstream": "127.0.0.1:8000",
-                                       "allow": ["10.0.0.0/8", "::1"]}]})
+    allowed = build_config(
+        {"route": [{"listen": "0.0.0.0:7000", "upstream": "127.0.0.1:8000", "allow": ["10.0.0.0/8", "::1"]}]}
+    )
     assert exposure_warnings(allowed) == []
     assert exposure_notices(allowed) == ["route port-7000 is protected by allow 10.0.0.0/8, ::1/128"]
 
@@ -94,13 +102,18 @@ def test_server_only_tls_is_not_access_control(tmp_path) -> None:
     from ..conftest import make_tls_files
 
     files = make_tls_files(tmp_path)
-    route = {"listen": "0.0.0.0:7000", "upstream": "127.0.0.1:8000", "tls_cert": str(files.cert),
-             "tls_key": str(files.key)}
+    route = {
+        "listen": "0.0.0.0:7000",
+        "upstream": "127.0.0.1:8000",
+        "tls_cert": str(files.cert),
+        "tls_key": str(files.key),
+    }
     tls_only = build_config({"route": [route]})
     assert exposure_warnings(tls_only) == [
         "route port-7000 listens on 0.0.0.0:7000, beyond loopback, in front of 127.0.0.1:8000 (loopback only), and "
-        "nothing controls who connects; its TLS encrypts the way but lets anyone in: set gate = \"token\", "
-        "tls_client_ca (client certificates) or allow"]
+        'nothing controls who connects; its TLS encrypts the way but lets anyone in: set gate = "token", '
+        "tls_client_ca (client certificates) or allow"
+    ]
     assert exposure_notices(tls_only) == []
     mutual = build_config({"route": [{**route, "tls_client_ca": str(files.ca_file)}]})
     assert exposure_warnings(mutual) == []
@@ -164,20 +177,42 @@ idle_timeout = "0"
         ({"route": [{"listen": "1.2.3.4:1"}]}, "route[1].upstream", "missing (required)"),
         ({"route": [{"listen": "x:1", "upstream": "nohost"}]}, "route[1].upstream", 'expected "HOST:PORT"'),
         ({"route": [{"listen": "x:1", "upstream": "h:1", "idle": 5}]}, "route[1].idle", "unknown key"),
-        ({"route": [{"listen": "x:1", "upstream": "h:1", "connect_timeout": "5 parsecs"}]},
-         "route[1].connect_timeout", "expected a duration"),
-        ({"route": [{"listen": "x:1", "upstream": "h:1", "connect_timeout": 0}]},
-         "route[1].connect_timeout", "must be greater than 0"),
-        ({"route": [{"listen": "x:1", "upstream": "h:1", "max_connections": 0}]},
-         "route[1].max_connections", "must be in 1..1000000"),
-        ({"route": [{"listen": "x:1", "upstream": "h:1", "max_connections": "9"}]},
-         "route[1].max_connections", "expected an integer"),
+        (
+            {"route": [{"listen": "x:1", "upstream": "h:1", "connect_timeout": "5 parsecs"}]},
+            "route[1].connect_timeout",
+            "expected a duration",
+        ),
+        (
+            {"route": [{"listen": "x:1", "upstream": "h:1", "connect_timeout": 0}]},
+            "route[1].connect_timeout",
+            "must be greater than 0",
+        ),
+        (
+            {"route": [{"listen": "x:1", "upstream": "h:1", "max_connections": 0}]},
+            "route[1].max_connections",
+            "must be in 1..1000000",
+        ),
+        (
+            {"route": [{"listen": "x:1", "upstream": "h:1", "max_connections": "9"}]},
+            "route[1].max_connections",
+            "expected an integer",
+        ),
         ({"route": [{"listen": "x:1", "upstream": "h:1", "name": "has space"}]}, "route[1].name", "must be 1-64"),
-        ({"route": [{"listen": "x:1", "upstream": "h:1"}, {"listen": "x:1", "upstream": "h:2"}]},
-         "route[2].listen", "x:1 is already used by route[1]"),
-        ({"route": [{"name": "a", "listen": "x:1", "upstream": "h:1"}, {"name": "a", "listen": "x:2",
-                                                                        "upstream": "h:2"}]},
-         "route[2].name", "duplicate route name 'a'"),
+        (
+            {"route": [{"listen": "x:1", "upstream": "h:1"}, {"listen": "x:1", "upstream": "h:2"}]},
+            "route[2].listen",
+            "x:1 is already used by route[1]",
+        ),
+        (
+            {
+                "route": [
+                    {"name": "a", "listen": "x:1", "upstream": "h:1"},
+                    {"name": "a", "listen": "x:2", "upstream": "h:2"},
+                ]
+            },
+            "route[2].name",
+            "duplicate route name 'a'",
+        ),
         ({"defaults": {"buffer_size": 10}}, "defaults.buffer_size", "must be in 4096..16777216"),
         ({"proxy": {"drain_timeout": -1}}, "proxy.drain_timeout", "must be a finite number >= 0"),
         ({"proxy": {"drain": 1}}, "proxy.drain", "unknown key"),
@@ -213,8 +248,10 @@ def test_bad_forward_and_profile() -> None:
         build_config(profile="inspector-v9")
 
 
-@pytest.mark.parametrize("value, seconds", [(5, 5.0), (0.25, 0.25), ("250ms", 0.25), ("2m", 120.0),
-                                            ("1h", 3600.0), ("0", 0.0), ("1.5s", 1.5)])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [(5, 5.0), (0.25, 0.25), ("250ms", 0.25), ("2m", 120.0), ("1h", 3600.0), ("0", 0.0), ("1.5s", 1.5)],
+)
 def test_durations(value, seconds: float) -> None:
     assert parse_duration(value) == seconds
     assert parse_duration(format_duration(seconds)) == seconds
@@ -228,9 +265,12 @@ def test_bad_durations(value) -> None:
 
 def test_render_round_trips_with_defaults_filled(tmp_path: Path) -> None:
     original = build_config(
-        {"defaults": {"idle_timeout": "90s"},
-         "route": [{"name": "a", "listen": ["127.0.0.1:1", "[::1]:1"], "upstream": "localhost:2",
-                    "buffer_size": 65536}]},
+        {
+            "defaults": {"idle_timeout": "90s"},
+            "route": [
+                {"name": "a", "listen": ["127.0.0.1:1", "[::1]:1"], "upstream": "localhost:2", "buffer_size": 65536}
+            ],
+        },
         forwards=("9000:[::1]:9001",),
     )
     text = render_toml(original)
@@ -242,8 +282,14 @@ def test_render_round_trips_with_defaults_filled(tmp_path: Path) -> None:
 
 
 def test_forwards_on_one_port_get_distinct_names_and_can_be_named() -> None:
-    config = build_config(forwards=("[::1]:7000:[::1]:8000", "127.0.0.1:7000:localhost:8000", "ui=7001:localhost:3000",
-                                    "127.0.0.2:7000:localhost:8000"))
+    config = build_config(
+        forwards=(
+            "[::1]:7000:[::1]:8000",
+            "127.0.0.1:7000:localhost:8000",
+            "ui=7001:localhost:3000",
+            "127.0.0.2:7000:localhost:8000",
+        )
+    )
     assert [r.name for r in config.routes] == ["port-7000", "port-7000-2", "ui", "port-7000-3"]
     assert config.routes[2].listen[0].port == 7001 and str(config.routes[2].upstream) == "localhost:3000"
     with pytest.raises(ConfigError, match=r"route\[1\].name: must be 1-64 characters"):
@@ -261,8 +307,10 @@ def test_tls_and_access_settings_are_validated_naming_the_field(tmp_path) -> Non
     assert ok.routes[0].settings.tls.cert == str(files.cert)
     cases = [
         ({"tls_cert": str(files.cert)}, r"route\[1\]\.tls_key: missing: tls_cert and tls_key go together"),
-        ({"tls_cert": str(tmp_path / "nope.pem"), "tls_key": str(files.key)},
-         r"route\[1\]\.tls_cert: cannot read " + str(tmp_path / "nope.pem") + ": file not found"),
+        (
+            {"tls_cert": str(tmp_path / "nope.pem"), "tls_key": str(files.key)},
+            r"route\[1\]\.tls_cert: cannot read " + str(tmp_path / "nope.pem") + ": file not found",
+        ),
         ({"tls_cert": str(files.ca_file), "tls_key": str(files.key)}, r"route\[1\]\.tls_(cert|key): cannot load"),
         ({"tls_client_ca": str(files.ca_file)}, r"route\[1\]\.tls_client_ca: needs tls_cert and tls_key"),
         ({"upstream_tls_ca": str(files.ca_file)}, r"route\[1\]\.upstream_tls_ca: needs upstream_tls = true"),
@@ -291,8 +339,14 @@ def test_gate_tokens_come_from_the_config_the_environment_or_are_generated(monke
     assert build_config({"route": [route]}, environment=process).routes[0].settings.gate.token == gate.token
     assert gate.token not in render_toml(build_config({"route": [route]}, environment=process))
     assert gate.token not in repr(generated[0].settings)
-    from_env = build_config({"route": [route]}, environment=Environment(
-        {"MCP_SIDECAR_GATE_TOKEN": "from-the-environment-123"}, "generated-but-unused-123")).routes[0].settings.gate
+    from_env = (
+        build_config(
+            {"route": [route]},
+            environment=Environment({"MCP_SIDECAR_GATE_TOKEN": "from-the-environment-123"}, "generated-but-unused-123"),
+        )
+        .routes[0]
+        .settings.gate
+    )
     assert (from_env.token, from_env.token_source) == ("from-the-environment-123", "env")
     explicit = build_config({"route": [{**route, "gate_token": "written-in-the-file-123"}]}).routes[0].settings.gate
     assert (explicit.token, explicit.token_source) == ("written-in-the-file-123", "config")

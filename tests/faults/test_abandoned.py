@@ -11,8 +11,10 @@ import trio
 
 from ..conftest import connect, route_doc, start_proxy, wait_until
 
-REQUEST = (b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 58\r\n\r\n"
-           b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}')
+REQUEST = (
+    b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 58\r\n\r\n"
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}'
+)
 
 
 def _not_yet_listening() -> socket.socket:
@@ -31,18 +33,22 @@ async def _delivered(upstream: socket.socket) -> bytes:
         return await tconn.recv(65536)
 
 
-@pytest.mark.parametrize("protocol, leave, delivered", [
-    ("auto", "close", False),  # an HTTP request abandoned with FIN
-    ("http", "close", False),
-    ("tcp", "reset", False),  # a reset always means gone
-    ("tcp", "close", True),  # opaque TCP: FIN after data is a half-close, part of the stream
-])
+@pytest.mark.parametrize(
+    "protocol, leave, delivered",
+    [
+        ("auto", "close", False),  # an HTTP request abandoned with FIN
+        ("http", "close", False),
+        ("tcp", "reset", False),  # a reset always means gone
+        ("tcp", "close", True),  # opaque TCP: FIN after data is a half-close, part of the stream
+    ],
+)
 async def test_a_client_leaving_before_the_upstream_answers(nursery, protocol, leave, delivered) -> None:
     with trio.fail_after(15):
         upstream = _not_yet_listening()
         port = upstream.getsockname()[1]
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{port}", protocol=protocol,
-                                                     connect_retry_window="6s", breaker_failures=1))
+        proxy = await start_proxy(
+            nursery, route_doc(f"127.0.0.1:{port}", protocol=protocol, connect_retry_window="6s", breaker_failures=1)
+        )
         client = await connect(proxy.port())
         await client.send_all(REQUEST)
         await wait_until(lambda: proxy.route().connector.failed_attempts >= 2)  # the upstream refuses meanwhile

@@ -18,10 +18,22 @@ async def test_polling_the_connections_list_does_not_stall_forwarding(nursery, p
     with trio.fail_after(60 * scaled(1)):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         config = tmp_path / "sidecar.toml"
-        config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{echo_port}"\n'
-                          f"max_connections = {open_connections * 2}\nhealth_interval = 0\n")
-        proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "127.0.0.1:0",
-                             "--log-format", "json", "--log-level", "warning")
+        config.write_text(
+            f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{echo_port}"\n'
+            f"max_connections = {open_connections * 2}\nhealth_interval = 0\n"
+        )
+        proc = proxy_process(
+            "run",
+            "--no-supervise",
+            "--config",
+            str(config),
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning",
+        )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
         admin = int(next(l for l in proc.lines if l.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1])
         port = proc.route_port("route-1")
@@ -34,8 +46,10 @@ async def test_polling_the_connections_list_does_not_stall_forwarding(nursery, p
                 print("DEBUG", proc.stderr()[-3000:])
                 raise
             idle.append(s)
-        while json.loads((await request("127.0.0.1", admin, "/api/status")).body)["routes"][0][
-                "connections_active"] < open_connections:
+        while (
+            json.loads((await request("127.0.0.1", admin, "/api/status")).body)["routes"][0]["connections_active"]
+            < open_connections
+        ):
             await trio.sleep(0.05)
 
         probe = await connect(port)
@@ -64,12 +78,16 @@ async def test_polling_the_connections_list_does_not_stall_forwarding(nursery, p
             await trio.sleep(3 * scaled(1))
             stop.set()
         rtts.sort()
-        print(f"{open_connections} open, 10 pollers of /api/connections and /metrics: {len(rtts)} round trips, "
-              f"p50 {rtts[len(rtts) // 2] * 1000:.2f} ms, p99 {rtts[int(len(rtts) * 0.99)] * 1000:.2f} ms, "
-              f"max {rtts[-1] * 1000:.1f} ms")
+        print(
+            f"{open_connections} open, 10 pollers of /api/connections and /metrics: {len(rtts)} round trips, "
+            f"p50 {rtts[len(rtts) // 2] * 1000:.2f} ms, p99 {rtts[int(len(rtts) * 0.99)] * 1000:.2f} ms, "
+            f"max {rtts[-1] * 1000:.1f} ms"
+        )
         assert rtts[-1] < 0.25  # one heavy read at a time, yielding every few connections
         listing = json.loads((await request("127.0.0.1", admin, "/api/connections?limit=1000&offset=1000")).body)
-        assert listing["count"] == open_connections + 1 and len(listing["connections"]) == min(1000, open_connections - 999)
+        assert listing["count"] == open_connections + 1 and len(listing["connections"]) == min(
+            1000, open_connections - 999
+        )
         await probe.aclose()
         for s in idle:
             s.close()

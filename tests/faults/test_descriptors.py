@@ -26,10 +26,21 @@ async def test_descriptor_exhaustion_is_local_and_never_the_upstream(nursery, pr
     with trio.fail_after(40):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         config = tmp_path / "sidecar.toml"
-        config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{echo_port}"\n'
-                          'health_interval = "100ms"\nmax_connections = 100000\n')
-        proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "127.0.0.1:0",
-                             "--log-format", "json", preexec_fn=_low_nofile)
+        config.write_text(
+            f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{echo_port}"\n'
+            'health_interval = "100ms"\nmax_connections = 100000\n'
+        )
+        proc = proxy_process(
+            "run",
+            "--no-supervise",
+            "--config",
+            str(config),
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            preexec_fn=_low_nofile,
+        )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
         admin = int(next(l for l in proc.lines if l.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1])
         port = proc.route_port("route-1")
@@ -53,8 +64,10 @@ async def test_descriptor_exhaustion_is_local_and_never_the_upstream(nursery, pr
         status = json.loads((await request("127.0.0.1", admin, "/api/status")).body)
         route = status["routes"][0]
         budget_max = (NOFILE - 64) // 2
-        print(f"{clients} clients under ulimit -n {NOFILE}: {len(held)} served and held, {refused} refused; "
-              f"rejected {route['connections_rejected']}, exhaustion {status['local_exhaustion']}")
+        print(
+            f"{clients} clients under ulimit -n {NOFILE}: {len(held)} served and held, {refused} refused; "
+            f"rejected {route['connections_rejected']}, exhaustion {status['local_exhaustion']}"
+        )
         assert len(held) + refused == clients
         assert 50 <= len(held) <= budget_max + 16
         assert route["connections_rejected"] == {"descriptors": refused}

@@ -29,8 +29,9 @@ async def _control_commands_answer_stopping(state_dir: str) -> None:
     for command in ("restart", "reload"):
         result = await proxyctl(command)
         assert result.returncode == 4, result
-        assert result.stderr.startswith(f"proxyctl: error: stopping: the workers are draining (up to 20 s); "
-                                        f"{command} is not possible now")
+        assert result.stderr.startswith(
+            f"proxyctl: error: stopping: the workers are draining (up to 20 s); {command} is not possible now"
+        )
     status = await proxyctl("status")
     assert status.returncode == 4
     assert "running, STOPPING (draining)" in status.stdout.splitlines()[0]
@@ -68,11 +69,26 @@ async def _stop_with_a_connection_open(proc, port: int, admin: tuple[str, int], 
 async def test_stop_refuses_new_clients_and_keeps_probes(nursery, proxy_process, tmp_path, supervise) -> None:
     with trio.fail_after(40):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proc = proxy_process("run", supervise, "--forward", f"127.0.0.1:0:127.0.0.1:{echo_port}",
-                             "--admin", "127.0.0.1:0", "--drain-timeout", "20s", "--state-dir",
-                             str(tmp_path / "state"), "--log-format", "json")
+        proc = proxy_process(
+            "run",
+            supervise,
+            "--forward",
+            f"127.0.0.1:0:127.0.0.1:{echo_port}",
+            "--admin",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "20s",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--log-format",
+            "json",
+        )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
         admin_url = next(l for l in proc.lines if l.startswith("admin http://")).split()[1]
         host, port = admin_url.removeprefix("http://").rstrip("/").rsplit(":", 1)
-        await _stop_with_a_connection_open(proc, proc.route_port("route-1"), (host, int(port)),
-                                           str(tmp_path / "state") if supervise == "--supervise" else None)
+        await _stop_with_a_connection_open(
+            proc,
+            proc.route_port("route-1"),
+            (host, int(port)),
+            str(tmp_path / "state") if supervise == "--supervise" else None,
+        )

@@ -47,19 +47,23 @@ async def test_half_sent_json_bodies_are_bounded_and_released(nursery, proxy_pro
     with trio.fail_after(60 * scaled(1)):
         up_port, received = await _sink(nursery)
         config = tmp_path / "sidecar.toml"
-        config.write_text(f'[proxy]\nobserve_memory = "{BUDGET // 1024 // 1024}MiB"\nobserve_cpu_share = 1.0\n'
-                          f'[admin]\nlisten = "127.0.0.1:0"\n'
-                          f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{up_port}"\n'
-                          "health_interval = 0\n")
-        proc = proxy_process("run", "--no-supervise", "--config", str(config), "--log-format", "json",
-                             "--log-level", "warning")
+        config.write_text(
+            f'[proxy]\nobserve_memory = "{BUDGET // 1024 // 1024}MiB"\nobserve_cpu_share = 1.0\n'
+            f'[admin]\nlisten = "127.0.0.1:0"\n'
+            f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{up_port}"\n'
+            "health_interval = 0\n"
+        )
+        proc = proxy_process(
+            "run", "--no-supervise", "--config", str(config), "--log-format", "json", "--log-level", "warning"
+        )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
         admin = int(next(l for l in proc.lines if l.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1])
         port = proc.route_port("route-1")
         baseline = rss_bytes(proc.proc.pid)
 
-        head = (f"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {BODY + 1}\r\n\r\n").encode()
+        head = (
+            f"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {BODY + 1}\r\n\r\n"
+        ).encode()
         body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":"' + b"a" * (BODY - 64)
         body += b" " * (BODY - len(body))
         socks = []
@@ -75,7 +79,7 @@ async def test_half_sent_json_bodies_are_bounded_and_released(nursery, proxy_pro
             view = memoryview(head + body)
             while view:
                 try:
-                    view = view[s.send(view):]
+                    view = view[s.send(view) :]
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(s)
 
@@ -87,8 +91,10 @@ async def test_half_sent_json_bodies_are_bounded_and_released(nursery, proxy_pro
         during = rss_bytes(proc.proc.pid)
         held = await _metrics(admin)
         exhausted = sum(v for k, v in held.items() if k.startswith("mcp_sidecar_observer_memory_exhausted_total"))
-        print(f"{clients} clients x {BODY} B held back by one byte: RSS {baseline >> 20} -> {during >> 20} MiB, "
-              f"inspection {held['mcp_sidecar_observer_memory_bytes'] / 2**20:.1f} MiB, {exhausted:.0f} gave up")
+        print(
+            f"{clients} clients x {BODY} B held back by one byte: RSS {baseline >> 20} -> {during >> 20} MiB, "
+            f"inspection {held['mcp_sidecar_observer_memory_bytes'] / 2**20:.1f} MiB, {exhausted:.0f} gave up"
+        )
         assert held["mcp_sidecar_observer_memory_bytes"] <= BUDGET
         assert exhausted >= clients - BUDGET // BODY - 1
         # Beyond the inspection budget: interpreter noise, and at most one unsent

@@ -42,8 +42,10 @@ async def test_a_websocket_close_reason_is_redacted_in_the_api(nursery) -> None:
         upstream = await nursery.start(serve_ws, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"), admin=True)
         client = await connect(proxy.port())
-        await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        await client.send_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += await client.receive_some(4096)
@@ -64,10 +66,14 @@ async def test_a_websocket_close_reason_is_redacted_in_the_api(nursery) -> None:
 
 def test_an_invalid_webhook_url_is_not_echoed(tmp_path) -> None:
     path = tmp_path / "sidecar.toml"
-    path.write_text(f'[supervisor]\nalert_webhook = "htps://hooks.slack.com/services/T0/B0/{SECRET}"\n'
-                    '[[route]]\nlisten = "127.0.0.1:7000"\nupstream = "localhost:8000"\n')
+    path.write_text(
+        f'[supervisor]\nalert_webhook = "htps://hooks.slack.com/services/T0/B0/{SECRET}"\n'
+        '[[route]]\nlisten = "127.0.0.1:7000"\nupstream = "localhost:8000"\n'
+    )
     result = run_proxyctl("config", "validate", str(path))
     assert result.returncode == 2
-    assert result.stderr == (f"proxyctl: error: {path}: supervisor.alert_webhook: expected an http:// or https:// "
-                             "URL (scheme 'htps'); the value is not shown: a webhook URL is a secret\n")
+    assert result.stderr == (
+        f"proxyctl: error: {path}: supervisor.alert_webhook: expected an http:// or https:// "
+        "URL (scheme 'htps'); the value is not shown: a webhook URL is a secret\n"
+    )
     assert SECRET not in result.stdout + result.stderr

@@ -16,8 +16,18 @@ DOWNLOAD = 8 * 1024 * 1024
 async def _start(proxy_process, tmp_path, upstream: int, name: str = "route-1"):
     config = tmp_path / "sidecar.toml"
     config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{upstream}"\nhealth_interval = 0\n')
-    proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "off", "--log-format", "json",
-                         "--log-level", "warning")
+    proc = proxy_process(
+        "run",
+        "--no-supervise",
+        "--config",
+        str(config),
+        "--admin",
+        "off",
+        "--log-format",
+        "json",
+        "--log-level",
+        "warning",
+    )
     await trio.to_thread.run_sync(proc.wait_for_line, f"route {name}")
     return proc, proc.route_port(name)
 
@@ -35,8 +45,9 @@ async def test_slow_readers_hold_at_most_a_chunk_each(nursery, proxy_process, tm
             nonlocal peak
             stream = await connect(port)
             async with stream:
-                await stream.send_all(f"GET /bytes?n={DOWNLOAD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                                      .encode())
+                await stream.send_all(
+                    f"GET /bytes?n={DOWNLOAD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
                 data = bytearray()
                 while chunk := await stream.receive_some(64 * 1024):
                     data += chunk

@@ -38,8 +38,9 @@ async def _metric(admin: str, name: str) -> float:
 
 @needs_root
 @pytest.mark.parametrize("fault", ["full", "read-only"])
-async def test_a_state_dir_that_refuses_writes_does_not_stop_the_supervisor(nursery, supervised, small_fs,
-                                                                             fault) -> None:
+async def test_a_state_dir_that_refuses_writes_does_not_stop_the_supervisor(
+    nursery, supervised, small_fs, fault
+) -> None:
     with trio.fail_after(60):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         state_dir = small_fs.path / "state"
@@ -54,8 +55,7 @@ async def test_a_state_dir_that_refuses_writes_does_not_stop_the_supervisor(nurs
 
         # A worker death is counted (a write of the counters file): the supervisor must not die of it.
         os.kill(victim, signal.SIGKILL)
-        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim
-                                   and _writes_refused(s))
+        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim and _writes_refused(s))
         assert sup.process.proc.poll() is None, sup.process.stderr()
         assert status["restarts"]["crash"] == 1
         assert await echo_roundtrip(port) == b"ping"

@@ -32,12 +32,12 @@ async def _tls_echo(port: int, files) -> bytes:
         return await receive_exactly(stream, 8)
 
 
-async def test_a_worker_replaced_after_the_certificate_broke_serves_every_route(nursery, supervised,
-                                                                                tls_files) -> None:
+async def test_a_worker_replaced_after_the_certificate_broke_serves_every_route(nursery, supervised, tls_files) -> None:
     with trio.fail_after(60):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        secure = echo_route(echo_port, name="secure", protocol="tcp", tls_cert=str(tls_files.cert),
-                            tls_key=str(tls_files.key))
+        secure = echo_route(
+            echo_port, name="secure", protocol="tcp", tls_cert=str(tls_files.cert), tls_key=str(tls_files.key)
+        )
         sup = await trio.to_thread.run_sync(supervised, [secure, echo_route(echo_port)])
         status = await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
         secure_port = await trio.to_thread.run_sync(sup.port, "secure")
@@ -47,9 +47,16 @@ async def test_a_worker_replaced_after_the_certificate_broke_serves_every_route(
         tls_files.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken by a botched renewal\n")
         victim = status["worker"]["pid"]
         os.kill(victim, signal.SIGKILL)
-        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim
-                                   and s["worker"]["state"] == "active" and s["standby"] is not None
-                                   and s["standby"]["state"] == "standby")
+        status = await wait_status(
+            sup,
+            lambda s: (
+                s["worker"]
+                and s["worker"]["pid"] != victim
+                and s["worker"]["state"] == "active"
+                and s["standby"] is not None
+                and s["standby"]["state"] == "standby"
+            ),
+        )
         assert await _tls_echo(secure_port, tls_files) == b"over tls"  # the certificate that loaded
         assert await echo_roundtrip(plain_port) == b"ping"
         assert status["consecutive_failures"] == 1 and status["restarts"]["crash"] == 1
@@ -66,8 +73,9 @@ async def test_a_route_whose_tls_cannot_be_built_refuses_alone(nursery, tls_file
     with trio.fail_after(20):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         doc = route_doc(f"127.0.0.1:{echo_port}", tls_cert=str(tls_files.cert), tls_key=str(tls_files.key))
-        doc["route"].append({"name": "plain", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}",
-                             "health_interval": 0})
+        doc["route"].append(
+            {"name": "plain", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}", "health_interval": 0}
+        )
         config = build_config(doc, source="test")
         broken = replace(config.routes[0], tls_material=TlsMaterial(cert_chain=b"junk", key=b"junk"))
         config = replace(config, routes=(broken, config.routes[1]))

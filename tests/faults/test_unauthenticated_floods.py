@@ -21,8 +21,7 @@ from ..forward.test_gate import TOKEN, gated
 async def test_silent_and_half_head_clients_cannot_hold_the_owner_out(nursery) -> None:
     with trio.fail_after(20):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
-        proxy = await start_proxy(nursery, gated(f"127.0.0.1:{upstream}", max_connections=10,
-                                                 gate_head_timeout="2s"))
+        proxy = await start_proxy(nursery, gated(f"127.0.0.1:{upstream}", max_connections=10, gate_head_timeout="2s"))
         flood = []
         for i in range(10):  # the route's every slot: half silent, half a head that never ends
             client = await connect(proxy.port())
@@ -48,8 +47,15 @@ async def test_silent_and_half_head_clients_cannot_hold_the_owner_out(nursery) -
 async def test_a_tls_client_that_never_finishes_its_handshake_is_closed_in_time(nursery, tls_files) -> None:
     with trio.fail_after(20):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}", tls_cert=str(tls_files.cert),
-                                                     tls_key=str(tls_files.key), tls_handshake_timeout="1s"))
+        proxy = await start_proxy(
+            nursery,
+            route_doc(
+                f"127.0.0.1:{upstream}",
+                tls_cert=str(tls_files.cert),
+                tls_key=str(tls_files.key),
+                tls_handshake_timeout="1s",
+            ),
+        )
         silent = await connect(proxy.port())
         half = await connect(proxy.port())
         await half.send_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello

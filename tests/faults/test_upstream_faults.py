@@ -14,8 +14,16 @@ from ..conftest import connect, free_port, receive_all, receive_exactly, route_d
 
 async def test_refusals_while_the_circuit_is_open_are_bounded_by_max_connections(nursery) -> None:
     with trio.fail_after(20):
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{free_port()}", connect_retry_window=0,
-                                                     breaker_failures=1, breaker_open="30s", max_connections=50))
+        proxy = await start_proxy(
+            nursery,
+            route_doc(
+                f"127.0.0.1:{free_port()}",
+                connect_retry_window=0,
+                breaker_failures=1,
+                breaker_open="30s",
+                max_connections=50,
+            ),
+        )
         rt = proxy.route()
         first = await connect(proxy.port())
         with pytest.raises(trio.BrokenResourceError):

@@ -52,10 +52,13 @@ async def test_a_client_that_vanishes_mid_stream_ends_its_upstream_within_user_t
         lost: list[float] = []
         gone = trio.Event()
         upstream = await _streaming_upstream(nursery, lost, gone)
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}", listen=f"{second_host.host_ip}:0",
-                                                     protocol="tcp", user_timeout="1s"))
-        client = second_host.popen([sys.executable, "-c", _CLIENT, second_host.host_ip, str(proxy.port())],
-                                   stdout=subprocess.PIPE, text=True)
+        proxy = await start_proxy(
+            nursery,
+            route_doc(f"127.0.0.1:{upstream}", listen=f"{second_host.host_ip}:0", protocol="tcp", user_timeout="1s"),
+        )
+        client = second_host.popen(
+            [sys.executable, "-c", _CLIENT, second_host.host_ip, str(proxy.port())], stdout=subprocess.PIPE, text=True
+        )
         try:
             line = await trio.to_thread.run_sync(client.stdout.readline)
             assert line == "reading\n"

@@ -77,8 +77,10 @@ async def test_worker_sigkill_under_load_refuses_nobody(nursery, supervised) -> 
             status = await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
             victim = status["worker"]["pid"]
             load = await _under_load(sup, port, lambda: trio.to_thread.run_sync(os.kill, victim, signal.SIGKILL))
-            print(f"SIGKILL under load: {load.served} served, {load.refused} refused, {load.lost} lost "
-                  f"(open in the killed worker), slowest {load.slowest * 1000:.0f} ms")
+            print(
+                f"SIGKILL under load: {load.served} served, {load.refused} refused, {load.lost} lost "
+                f"(open in the killed worker), slowest {load.slowest * 1000:.0f} ms"
+            )
             assert load.refused == 0
             assert load.lost <= 8  # at most the connections open at the kill
             await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
@@ -98,8 +100,10 @@ async def test_worker_sigstop_under_load_is_replaced_and_refuses_nobody(nursery,
                 os.kill(victim, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        print(f"SIGSTOP under load: {load.served} served, {load.refused} refused, {load.lost} lost, "
-              f"slowest {load.slowest * 1000:.0f} ms")
+        print(
+            f"SIGSTOP under load: {load.served} served, {load.refused} refused, {load.lost} lost, "
+            f"slowest {load.slowest * 1000:.0f} ms"
+        )
         assert load.refused == 0
         assert load.slowest < 1.0 + 1.5  # heartbeat_timeout (1 s) and the takeover
         status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
@@ -143,8 +147,9 @@ async def test_restart_and_reload_under_streaming_transfers(nursery, supervised)
                 n.start_soon(stream_one, i, 2)
         assert sorted(ok) == list(range(streams + 3))
         # Counted across every worker that served them: the old ones drained and exited.
-        status = await wait_status(sup, lambda s: not s["draining_workers"]
-                                   and s["routes"][0]["connections_total"] == streams + 3)
+        status = await wait_status(
+            sup, lambda s: not s["draining_workers"] and s["routes"][0]["connections_total"] == streams + 3
+        )
         assert status["routes"][0]["connections_active"] == 0
         assert (status["restarts"]["restart"], status["restarts"]["reload"]) == (1, 1)
         text = run_proxyctl("status", "--state-dir", str(sup.state_dir))

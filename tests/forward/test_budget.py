@@ -25,8 +25,10 @@ async def test_over_budget_connections_are_forwarded_unobserved_and_counted(nurs
         budget.pressure_utilization = 0.0  # the test's worker counts as saturated, however idle
         await wait_until(lambda: budget.pressure)
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
-        post = (b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        post = (
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         replies = []
         for _ in range(2):  # two connections, two exchanges each (the last one closes)
             stream = await connect(proxy.port())
@@ -38,11 +40,16 @@ async def test_over_budget_connections_are_forwarded_unobserved_and_counted(nurs
         await wait_until(lambda: proxy.route().active == 0)
         registry = proxy.proxy.metrics.registry
         assert registry.get_sample_value("mcp_sidecar_observer_shed_total", {"route": "r"}) == 2
-        assert (registry.get_sample_value("mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "http"})
-                or 0) == 0
+        assert (
+            registry.get_sample_value("mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "http"}) or 0
+        ) == 0
         # The first connection's requests were read, then it was shed: no exchange completed.
-        assert registry.get_sample_value("mcp_sidecar_http_requests_total",
-                                         {"route": "r", "method": "POST", "status": "200"}) is None
+        assert (
+            registry.get_sample_value(
+                "mcp_sidecar_http_requests_total", {"route": "r", "method": "POST", "status": "200"}
+            )
+            is None
+        )
         assert registry.get_sample_value("mcp_sidecar_observer_seconds_total", {"route": "r"}) > 0
         assert proxy.proxy.observe_budget.shed == 2
 
@@ -61,12 +68,18 @@ async def test_a_closed_connection_keeps_nothing_alive(nursery) -> None:
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
         stream = await trio.open_tcp_stream("127.0.0.1", proxy.port())
-        await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                              b"Content-Length: 100\r\n\r\n{")
+        await stream.send_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         await wait_until(lambda: proxy.route().connections)
+
         def observed():
             conn = next(iter(proxy.route().connections.values()))
-            return conn.observation if conn.observation is not None and conn.observation.observer.http is not None else None
+            return (
+                conn.observation
+                if conn.observation is not None and conn.observation.observer.http is not None
+                else None
+            )
 
         await wait_until(observed)
         observation, http = weakref.ref(observed()), weakref.ref(observed().observer.http)

@@ -58,8 +58,7 @@ def abort(stream: trio.SocketStream) -> None:
 
 #: Small buffers make reads fill the buffer often, which switches the pump
 #: to splice(2) and back: both paths are exercised.
-pump_settings = st.fixed_dictionaries({"buffer_size": st.sampled_from([4096, 65536, 262144]),
-                                       "splice": st.booleans()})
+pump_settings = st.fixed_dictionaries({"buffer_size": st.sampled_from([4096, 65536, 262144]), "splice": st.booleans()})
 
 
 @fuzz
@@ -91,10 +90,21 @@ async def echo_chunked(port: int, payload: bytes, sizes) -> bytes:
 
 
 @fuzz
-@given(up=payloads, down=payloads, up_sizes=chunkings, down_sizes=chunkings,
-       upstream_closes_first=st.booleans(), settings_=pump_settings)
+@given(
+    up=payloads,
+    down=payloads,
+    up_sizes=chunkings,
+    down_sizes=chunkings,
+    upstream_closes_first=st.booleans(),
+    settings_=pump_settings,
+)
 async def test_both_directions_byte_exact_with_half_close_from_either_side(
-    up: bytes, down: bytes, up_sizes, down_sizes, upstream_closes_first: bool, settings_,
+    up: bytes,
+    down: bytes,
+    up_sizes,
+    down_sizes,
+    upstream_closes_first: bool,
+    settings_,
 ) -> None:
     """Each side sends its own payload; one side half-closes first and the
     other direction must still be delivered completely after that."""
@@ -102,14 +112,16 @@ async def test_both_directions_byte_exact_with_half_close_from_either_side(
         async with trio.open_nursery() as nursery:
             scripted_upstream = await start_scripted_upstream(nursery)
             got_first, got_second, first_data, second_data = await exchange_with_half_close(
-                nursery, scripted_upstream, up, down, up_sizes, down_sizes, upstream_closes_first, settings_)
+                nursery, scripted_upstream, up, down, up_sizes, down_sizes, upstream_closes_first, settings_
+            )
             nursery.cancel_scope.cancel()
     assert got_second == first_data
     assert got_first == second_data
 
 
-async def exchange_with_half_close(nursery, scripted_upstream, up, down, up_sizes, down_sizes,
-                                   upstream_closes_first, settings_):
+async def exchange_with_half_close(
+    nursery, scripted_upstream, up, down, up_sizes, down_sizes, upstream_closes_first, settings_
+):
     proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{scripted_upstream.port}", **settings_))
     client = await connect(proxy.port())
     server = await scripted_upstream.accepted.receive()
@@ -137,8 +149,8 @@ async def test_bulk_transfer_through_splice_is_byte_exact(
 ) -> None:
     """8 MiB each way with a 4 KiB buffer: many switches between the copy
     and splice paths, while the other direction runs concurrently."""
-    from mcp_sidecar.forward import pump as pump_module
     from mcp_sidecar.demo.servers import pattern_bytes
+    from mcp_sidecar.forward import pump as pump_module
 
     pipes = []
 
@@ -218,8 +230,8 @@ async def test_localhost_upstream_reaches_either_family(nursery, upstream_host: 
 @needs_ipv6
 async def test_ipv6_listen_and_upstream(nursery) -> None:
     from mcp_sidecar.config.parse import build_config
-    from mcp_sidecar.net.listeners import bind_all
     from mcp_sidecar.forward.proxy import Proxy
+    from mcp_sidecar.net.listeners import bind_all
 
     with trio.fail_after(10):
         port = await nursery.start(serve_echo, "::1", 0)
@@ -343,8 +355,8 @@ async def test_drain_timeout_closes_lingering_connections(nursery, echo_port: in
     from dataclasses import replace
 
     from mcp_sidecar.config.parse import build_config
-    from mcp_sidecar.net.listeners import bind_all
     from mcp_sidecar.forward.proxy import Proxy
+    from mcp_sidecar.net.listeners import bind_all
 
     with trio.fail_after(10):
         config = replace(build_config(route_doc(f"127.0.0.1:{echo_port}")), drain_timeout_s=0.3)

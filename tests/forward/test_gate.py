@@ -20,8 +20,12 @@ def gated(upstream: str, **extra):
 
 
 def gate_count(proxy, result: str) -> float:
-    return proxy.proxy.metrics.registry.get_sample_value(
-        "mcp_sidecar_gate_requests_total", {"route": "r", "result": result}) or 0.0
+    return (
+        proxy.proxy.metrics.registry.get_sample_value(
+            "mcp_sidecar_gate_requests_total", {"route": "r", "result": result}
+        )
+        or 0.0
+    )
 
 
 async def test_without_the_token_nothing_reaches_the_upstream(nursery, scripted_upstream) -> None:
@@ -48,15 +52,18 @@ async def test_url_token_cookie_and_bearer(nursery) -> None:
         assert first.status == 303 and first.headers["location"] == "/health?keep=1"
         cookie = first.headers["set-cookie"]
         assert cookie == f"{cookie_name(TOKEN)}={TOKEN}; Path=/; HttpOnly; SameSite=Strict"
-        with_cookie = await request("127.0.0.1", port, "/health?keep=1",
-                                    headers=[("cookie", cookie.split(";")[0])])
+        with_cookie = await request("127.0.0.1", port, "/health?keep=1", headers=[("cookie", cookie.split(";")[0])])
         assert with_cookie.status == 200
         bearer = await request("127.0.0.1", port, "/health", headers=[("authorization", f"Bearer {TOKEN}")])
         assert bearer.status == 200
         wrong = await request("127.0.0.1", port, "/health", headers=[("authorization", "Bearer wrong")])
         assert wrong.status == 401
-        assert (gate_count(proxy, "url"), gate_count(proxy, "cookie"), gate_count(proxy, "bearer"),
-                gate_count(proxy, "invalid")) == (1, 1, 1, 1)
+        assert (
+            gate_count(proxy, "url"),
+            gate_count(proxy, "cookie"),
+            gate_count(proxy, "bearer"),
+            gate_count(proxy, "invalid"),
+        ) == (1, 1, 1, 1)
 
 
 async def test_each_request_on_a_keep_alive_connection_is_checked(nursery, scripted_upstream) -> None:
@@ -84,9 +91,13 @@ async def test_websocket_upgrade_needs_the_token(nursery) -> None:
             async with trio_websocket.open_websocket("127.0.0.1", proxy.port(), "/ws", use_ssl=False):
                 pass
         assert getattr(refused.value, "status_code", None) == 401
-        async with trio_websocket.open_websocket("127.0.0.1", proxy.port(), "/ws", use_ssl=False,
-                                                 extra_headers=[(b"cookie", f"{cookie_name(TOKEN)}={TOKEN}".encode())]
-                                                 ) as ws:
+        async with trio_websocket.open_websocket(
+            "127.0.0.1",
+            proxy.port(),
+            "/ws",
+            use_ssl=False,
+            extra_headers=[(b"cookie", f"{cookie_name(TOKEN)}={TOKEN}".encode())],
+        ) as ws:
             await ws.send_message('{"jsonrpc":"2.0","id":7,"method":"ping"}')
             assert '"id":7' in (await ws.get_message()).replace(" ", "")
 
@@ -94,8 +105,9 @@ async def test_websocket_upgrade_needs_the_token(nursery) -> None:
 async def test_gate_over_tls_sets_a_secure_cookie(nursery, tls_files) -> None:
     with trio.fail_after(10):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
-        proxy = await start_proxy(nursery, gated(f"127.0.0.1:{upstream}", tls_cert=str(tls_files.cert),
-                                                 tls_key=str(tls_files.key)))
+        proxy = await start_proxy(
+            nursery, gated(f"127.0.0.1:{upstream}", tls_cert=str(tls_files.cert), tls_key=str(tls_files.key))
+        )
         stream = await tls_connect(proxy.port(), tls_files)
         response = await request_on(stream, "localhost", f"/?{TOKEN_PARAM}={TOKEN}")
         assert response.status == 303

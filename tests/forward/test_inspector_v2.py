@@ -21,8 +21,12 @@ GATE = "gate-token-for-v2-tests-0123456789"
 
 def metric(proxy, name: str, **labels) -> float:
     wanted = {"route": "r", **labels}
-    return sum(s.value for f in proxy.proxy.metrics.registry.collect() for s in f.samples
-               if s.name == name and wanted.items() <= s.labels.items())
+    return sum(
+        s.value
+        for f in proxy.proxy.metrics.registry.collect()
+        for s in f.samples
+        if s.name == name and wanted.items() <= s.labels.items()
+    )
 
 
 async def test_the_gate_closes_the_command_execution_path(nursery) -> None:
@@ -36,17 +40,29 @@ async def test_the_gate_closes_the_command_execution_path(nursery) -> None:
         page = await request("127.0.0.1", port, "/")
         assert page.status == 401 and app.token.encode() not in page.body
         attack = {"config": {"command": "/usr/bin/touch", "args": ["/tmp/pwned"]}}
-        for headers in ([(TOKEN_HEADER, f"Bearer {app.token}")],
-                        [(TOKEN_HEADER, f"Bearer {app.token}"), ("authorization", "Bearer guess")]):
-            reply = await request("127.0.0.1", port, "/api/mcp/connect", method="POST",
-                                  body=json.dumps(attack).encode(), headers=[("content-type", "application/json"),
-                                                                            *headers])
+        for headers in (
+            [(TOKEN_HEADER, f"Bearer {app.token}")],
+            [(TOKEN_HEADER, f"Bearer {app.token}"), ("authorization", "Bearer guess")],
+        ):
+            reply = await request(
+                "127.0.0.1",
+                port,
+                "/api/mcp/connect",
+                method="POST",
+                body=json.dumps(attack).encode(),
+                headers=[("content-type", "application/json"), *headers],
+            )
             assert reply.status == 401
         assert app.started == []  # nothing reached the backend
         # Without the sidecar's gate the same request does start it (the demo only records it).
-        direct = await request("127.0.0.1", upstream, "/api/mcp/connect", method="POST",
-                               body=json.dumps(attack).encode(),
-                               headers=[("content-type", "application/json"), (TOKEN_HEADER, f"Bearer {app.token}")])
+        direct = await request(
+            "127.0.0.1",
+            upstream,
+            "/api/mcp/connect",
+            method="POST",
+            body=json.dumps(attack).encode(),
+            headers=[("content-type", "application/json"), (TOKEN_HEADER, f"Bearer {app.token}")],
+        )
         assert direct.status == 200 and app.started == [attack["config"]]
 
 
@@ -62,24 +78,47 @@ async def test_a_browser_session_through_the_gate_is_observed(nursery) -> None:
         page = await request("127.0.0.1", port, "/", headers=[cookie])
         assert page.status == 200 and app.token.encode() in page.body  # the page, for the admitted browser only
         api = [cookie, (TOKEN_HEADER, f"Bearer {app.token}"), ("content-type", "application/json")]
-        session = json.loads((await request("127.0.0.1", port, "/api/mcp/connect", method="POST",
-                                            body=b'{"config":{"command":"server"}}', headers=api)).body)["sessionId"]
+        session = json.loads(
+            (
+                await request(
+                    "127.0.0.1",
+                    port,
+                    "/api/mcp/connect",
+                    method="POST",
+                    body=b'{"config":{"command":"server"}}',
+                    headers=api,
+                )
+            ).body
+        )["sessionId"]
         # The event stream, as a browser holds it open.
         stream = await connect(port)
-        await stream.send_all(f"GET /api/mcp/events?sessionId={session} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                              f"Cookie: {cookie[1]}\r\n{TOKEN_HEADER}: Bearer {app.token}\r\n\r\n".encode())
+        await stream.send_all(
+            f"GET /api/mcp/events?sessionId={session} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Cookie: {cookie[1]}\r\n{TOKEN_HEADER}: Bearer {app.token}\r\n\r\n".encode()
+        )
         received = bytearray()
         while b"\r\n\r\n" not in received:
             received += await stream.receive_some(4096)
-        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "slow", "arguments": {}, "_meta": {"progressToken": "t"}}}
-        sent = await request("127.0.0.1", port, "/api/mcp/send", method="POST",
-                             body=json.dumps({"sessionId": session, "message": call}).encode(), headers=api)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "slow", "arguments": {}, "_meta": {"progressToken": "t"}},
+        }
+        sent = await request(
+            "127.0.0.1",
+            port,
+            "/api/mcp/send",
+            method="POST",
+            body=json.dumps({"sessionId": session, "message": call}).encode(),
+            headers=api,
+        )
         assert sent.status == 200
         while received.count(b"data: ") < 4:  # three progress notifications and the result
             received += await stream.receive_some(4096)
-        await wait_until(lambda: metric(proxy, "mcp_requests_total", method="tools/call", status="ok",
-                                        transport="inspector-v2") == 1)
+        await wait_until(
+            lambda: metric(proxy, "mcp_requests_total", method="tools/call", status="ok", transport="inspector-v2") == 1
+        )
         assert proxy.route().observation.tracker.progress == 3
         assert metric(proxy, "mcp_response_duration_seconds_count", transport="inspector-v2") == 1
         # The browser drops the stream: counted as an aborted exchange, with its duration.
@@ -96,8 +135,10 @@ async def test_check_tells_what_v2_needs_for_the_forwarded_origin(nursery) -> No
             upstream = await nursery.start(serve_inspector_v2, app, "127.0.0.1", 0)
             proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}", gate="token", gate_token=GATE))
             origin = f"http://127.0.0.1:{proxy.port()}"
-            env = {"ALLOWED_ORIGINS": f"http://localhost:6274,{origin}",
-                   "MCP_SANDBOX_FULL_ADDRESS": "http://127.0.0.1:16275/sandbox"}
+            env = {
+                "ALLOWED_ORIGINS": f"http://localhost:6274,{origin}",
+                "MCP_SANDBOX_FULL_ADDRESS": "http://127.0.0.1:16275/sandbox",
+            }
             if configured:
                 app.allowed_origins = env["ALLOWED_ORIGINS"].split(",")
                 app.sandbox_url = env["MCP_SANDBOX_FULL_ADDRESS"]
@@ -112,4 +153,5 @@ async def test_check_tells_what_v2_needs_for_the_forwarded_origin(nursery) -> No
                     "browsers would go around the sidecar: start it with "
                     "MCP_SANDBOX_FULL_ADDRESS=http://127.0.0.1:16275/sandbox",
                     f"the Inspector refuses the forwarded origin {origin} (403): start it with "
-                    f"ALLOWED_ORIGINS=http://localhost:6274,{origin}"]
+                    f"ALLOWED_ORIGINS=http://localhost:6274,{origin}",
+                ]

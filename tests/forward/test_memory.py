@@ -30,7 +30,7 @@ async def push_until_stalled(sock: socket.socket, chunk: bytes, stall_s: float) 
     while sent < PUSH_LIMIT:
         try:
             # Continue the pattern where the last (possibly partial) send stopped.
-            sent += sock.send(view[sent % len(chunk):])
+            sent += sock.send(view[sent % len(chunk) :])
         except BlockingIOError:
             with trio.move_on_after(stall_s) as scope:
                 await trio.lowlevel.wait_writable(sock)
@@ -47,10 +47,8 @@ async def test_slow_upstream_reader_bounds_proxy_memory(proxy_process, tmp_path)
         up_port = upstream.getsockname()[1]
         config = tmp_path / "sidecar.toml"
         # No health checks: every connection the upstream accepts is the client's.
-        config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{up_port}"\n'
-                          "health_interval = 0\n")
-        proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "off",
-                             "--log-format", "json")
+        config.write_text(f'[[route]]\nlisten = "127.0.0.1:0"\nupstream = "127.0.0.1:{up_port}"\nhealth_interval = 0\n')
+        proc = proxy_process("run", "--no-supervise", "--config", str(config), "--admin", "off", "--log-format", "json")
         await trio.to_thread.run_sync(proc.wait_for_line, "route route-1")
         rss_before = rss_bytes(proc.proc.pid)
 

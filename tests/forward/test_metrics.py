@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import prometheus_client
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mcp_sidecar.forward import metrics as m
@@ -21,8 +22,10 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
     return out
 
 
-@given(st.lists(st.sampled_from([0.0, 0.0005, 0.001, 0.005, 0.01, 0.1, 0.5, 1.0, 2.0, 100.0]), max_size=30),
-       st.lists(st.integers(0, 5), max_size=10))
+@given(
+    st.lists(st.sampled_from([0.0, 0.0005, 0.001, 0.005, 0.01, 0.1, 0.5, 1.0, 2.0, 100.0]), max_size=30),
+    st.lists(st.integers(0, 5), max_size=10),
+)
 def test_histogram_and_counter_match_prometheus_client(values, increments):
     ours_registry = CollectorRegistry()
     instruments = m.Instruments()

@@ -23,34 +23,58 @@ def sample(proxy, name: str, **labels) -> float:
     """The sum of the samples named ``name`` whose labels include ``labels``
     (route "r" unless given)."""
     wanted = {"route": "r", **labels}
-    return sum(s.value for f in proxy.proxy.metrics.registry.collect() for s in f.samples
-               if s.name == name and wanted.items() <= s.labels.items())
+    return sum(
+        s.value
+        for f in proxy.proxy.metrics.registry.collect()
+        for s in f.samples
+        if s.name == name and wanted.items() <= s.labels.items()
+    )
 
 
 def label_values(proxy, name: str, label: str) -> set[str]:
-    return {s.labels[label] for f in proxy.proxy.metrics.registry.collect() for s in f.samples
-            if s.name == name and label in s.labels}
+    return {
+        s.labels[label]
+        for f in proxy.proxy.metrics.registry.collect()
+        for s in f.samples
+        if s.name == name and label in s.labels
+    }
 
 
 async def mcp_post(port: int, message, accept: str = "application/json, text/event-stream"):
-    return await request("127.0.0.1", port, "/mcp", method="POST", body=json.dumps(message).encode(),
-                         headers=[("content-type", "application/json"), ("accept", accept)])
+    return await request(
+        "127.0.0.1",
+        port,
+        "/mcp",
+        method="POST",
+        body=json.dumps(message).encode(),
+        headers=[("content-type", "application/json"), ("accept", accept)],
+    )
 
 
 async def test_streamable_http_mcp_is_measured(nursery) -> None:
     with trio.fail_after(20):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
-        reply = await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                                              "params": {"protocolVersion": "2025-06-18"}})
+        reply = await mcp_post(
+            proxy.port(),
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}},
+        )
         assert json.loads(reply.body)["result"]["serverInfo"]["name"] == "mcp-sidecar-demo"
         session = reply.headers["mcp-session-id"]
-        reply = await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 2, "method": "ping"},
-                               accept="text/event-stream")  # answered as SSE
+        reply = await mcp_post(
+            proxy.port(), {"jsonrpc": "2.0", "id": 2, "method": "ping"}, accept="text/event-stream"
+        )  # answered as SSE
         assert reply.headers["content-type"] == "text/event-stream"
         assert b'"id": 2' in reply.body
-        await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                                      "params": {"name": "echo", "arguments": {"text": "hi"}}})
+        await mcp_post(
+            proxy.port(),
+            {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "hi"}},
+            },
+        )
         await mcp_post(proxy.port(), {"jsonrpc": "2.0", "id": 4, "method": "no/such"})
         await mcp_post(proxy.port(), {"jsonrpc": "2.0", "method": "notifications/initialized"})
         await wait_until(lambda: proxy.route().active == 0)
@@ -71,8 +95,7 @@ async def test_websocket_mcp_frames_and_ping_rtt(nursery) -> None:
     with trio.fail_after(20):
         upstream = await nursery.start(serve_ws, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
-        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{proxy.port()}/",
-                                                     subprotocols=["mcp"]) as ws:
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{proxy.port()}/", subprotocols=["mcp"]) as ws:
             assert ws.subprotocol == "mcp"
             await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}))
             assert json.loads(await ws.get_message())["id"] == 1
@@ -109,12 +132,16 @@ async def test_legacy_sse_transport_is_correlated_across_connections(nursery, sc
         await stream_conn.send_all(b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         sse_up = await scripted_upstream.accepted.receive()
         await receive_exactly(sse_up, len(b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"))
-        await sse_up.send_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
-                              b"event: endpoint\r\ndata: /message?sessionId=abc\r\n\r\n")
+        await sse_up.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+            b"event: endpoint\r\ndata: /message?sessionId=abc\r\n\r\n"
+        )
         post_conn = await connect(proxy.port())
         body = b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}'
-        post = (b"POST /message?sessionId=abc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        post = (
+            b"POST /message?sessionId=abc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         await post_conn.send_all(post)
         post_up = await scripted_upstream.accepted.receive()
         assert await receive_exactly(post_up, len(post)) == post
@@ -207,9 +234,14 @@ async def test_mcp_method_header_labels_an_unparsed_request(nursery) -> None:
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
         # 2026-07-28: Mcp-Method labels the request; the body is not JSON the observer reads.
-        await request("127.0.0.1", proxy.port(), "/echo", method="POST", body=b"\x00opaque",
-                      headers=[("content-type", "application/octet-stream"), ("mcp-method", "tools/call"),
-                               ("mcp-name", "echo")])
+        await request(
+            "127.0.0.1",
+            proxy.port(),
+            "/echo",
+            method="POST",
+            body=b"\x00opaque",
+            headers=[("content-type", "application/octet-stream"), ("mcp-method", "tools/call"), ("mcp-name", "echo")],
+        )
         await wait_until(lambda: sample(proxy, "mcp_requests_total", method="tools/call", status="ok") == 1)
 
 
@@ -235,8 +267,10 @@ async def test_malformed_http_is_forwarded_unchanged_and_counted(nursery, echo_p
 
 
 @settings(max_examples=20, deadline=None)
-@given(tail=st.binary(max_size=20_000), prefix=st.sampled_from([b"POST /mcp HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n",
-                                                                 b"GE", b"\x16\x03\x01", b""]))
+@given(
+    tail=st.binary(max_size=20_000),
+    prefix=st.sampled_from([b"POST /mcp HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b"GE", b"\x16\x03\x01", b""]),
+)
 async def test_bytes_identical_with_observation_on_or_off(tail: bytes, prefix: bytes) -> None:
     payload = prefix + tail
     results = []
@@ -268,9 +302,12 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
     with trio.fail_after(30):
         http_up = await nursery.start(serve_http, "127.0.0.1", 0)
         ws_up = await nursery.start(serve_ws, "127.0.0.1", 0)
-        doc = {"route": [
-            {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
-            {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0}]}
+        doc = {
+            "route": [
+                {"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_up}", "health_interval": 0},
+                {"name": "ws", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{ws_up}", "health_interval": 0},
+            ]
+        }
         proxy = await start_proxy(nursery, doc)
         counts = await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))
         assert counts == {"streamable_http": 3, "websocket": 3, "http_sse": 2}
@@ -278,14 +315,21 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
 
         def mcp(route: str, method: str, transport: str = "") -> float:
             transport = transport or ("websocket" if route == "ws" else "http")
-            return proxy.proxy.metrics.registry.get_sample_value(
-                "mcp_requests_total", {"route": route, "method": method, "status": "ok", "transport": transport}) or 0.0
+            return (
+                proxy.proxy.metrics.registry.get_sample_value(
+                    "mcp_requests_total", {"route": route, "method": method, "status": "ok", "transport": transport}
+                )
+                or 0.0
+            )
 
         # streamable HTTP (initialize, tools/list, 2 tools/call), each era under its own label
         assert (mcp("r", "initialize"), mcp("r", "tools/list"), mcp("r", "tools/call")) == (1, 1, 2)
         # the legacy HTTP+SSE transport (initialize, tools/list): responses on the stream, correlated by sessionId
-        assert (mcp("r", "initialize", "legacy-sse"), mcp("r", "tools/list", "legacy-sse"),
-                mcp("r", "tools/call", "legacy-sse")) == (1, 1, 0)
+        assert (
+            mcp("r", "initialize", "legacy-sse"),
+            mcp("r", "tools/list", "legacy-sse"),
+            mcp("r", "tools/call", "legacy-sse"),
+        ) == (1, 1, 0)
         assert (mcp("ws", "initialize"), mcp("ws", "tools/call"), mcp("ws", "ping")) == (1, 1, 1)
         assert proxy.route("r").observation.tracker.progress == 3  # the slow tool's progress, over SSE
         assert proxy.route("ws").observation.tracker.progress == 2
@@ -293,8 +337,7 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         registry = proxy.proxy.metrics.registry
         assert registry.get_sample_value("mcp_sidecar_websocket_ping_rtt_seconds_count", {"route": "ws"}) == 1
         # time to first byte (response headers) for the two HTTP tools/call requests; progress counted
-        assert registry.get_sample_value("mcp_first_byte_seconds_count",
-                                         {"route": "r", "method": "tools/call"}) == 2
+        assert registry.get_sample_value("mcp_first_byte_seconds_count", {"route": "r", "method": "tools/call"}) == 2
         assert registry.get_sample_value("mcp_progress_notifications_total", {"route": "r"}) == 3
 
 
@@ -347,5 +390,7 @@ def test_in_production_an_observer_bug_fails_open_counted_and_logged_once(monkey
 
 
 def sample_route_errors(route) -> float:
-    return route.metrics.registry.get_sample_value("mcp_sidecar_observer_errors_total",
-                                                   {"route": "r", "protocol": "http"}) or 0.0
+    return (
+        route.metrics.registry.get_sample_value("mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "http"})
+        or 0.0
+    )

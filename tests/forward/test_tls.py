@@ -14,7 +14,7 @@ import trio_websocket
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 from mcp_sidecar.net.http import request_on
 
-from ..conftest import (connect, make_tls_files, receive_exactly, route_doc, start_proxy, tls_connect, wait_until)
+from ..conftest import connect, make_tls_files, receive_exactly, route_doc, start_proxy, tls_connect, wait_until
 
 
 def tls_route(files, upstream: str, **extra):
@@ -35,8 +35,14 @@ async def test_tls_termination_with_alpn_and_observation(nursery, tls_files) -> 
         response = await request_on(stream, "localhost", "/health")
         assert response.status == 200
         registry = proxy.proxy.metrics.registry
-        await wait_until(lambda: registry.get_sample_value(
-            "mcp_sidecar_http_requests_total", {"route": "r", "method": "GET", "status": "200"}) == 1)
+        await wait_until(
+            lambda: (
+                registry.get_sample_value(
+                    "mcp_sidecar_http_requests_total", {"route": "r", "method": "GET", "status": "200"}
+                )
+                == 1
+            )
+        )
         conn = next(iter(proxy.route().connections.values()), None)
         if conn is not None:
             assert conn.as_json(trio.current_time())["tls"]["alpn"] == "http/1.1"
@@ -86,8 +92,9 @@ async def test_mutual_tls_requires_a_client_certificate(nursery, tls_files, tmp_
     with trio.fail_after(20):
         upstream = await nursery.start(serve_echo, "127.0.0.1", 0)
         clients = make_tls_files(tmp_path / "clients", "client")
-        proxy = await start_proxy(nursery, tls_route(tls_files, f"127.0.0.1:{upstream}", protocol="tcp",
-                                                     tls_client_ca=str(clients.ca_file)))
+        proxy = await start_proxy(
+            nursery, tls_route(tls_files, f"127.0.0.1:{upstream}", protocol="tcp", tls_client_ca=str(clients.ca_file))
+        )
         anonymous = await tls_connect(proxy.port(), tls_files)  # TLS 1.3: the refusal comes after the handshake
         with pytest.raises(trio.BrokenResourceError):
             await anonymous.send_all(b"ping")
@@ -103,14 +110,19 @@ async def test_wss_through_a_tls_route(nursery, tls_files) -> None:
     with trio.fail_after(20):
         upstream = await nursery.start(serve_ws, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, tls_route(tls_files, f"127.0.0.1:{upstream}"))
-        async with trio_websocket.open_websocket_url(f"wss://localhost:{proxy.port()}/ws",
-                                                     ssl_context=tls_files.client_context()) as ws:
+        async with trio_websocket.open_websocket_url(
+            f"wss://localhost:{proxy.port()}/ws", ssl_context=tls_files.client_context()
+        ) as ws:
             await ws.send_message('{"jsonrpc":"2.0","id":1,"method":"ping"}')
             reply = await ws.get_message()
         assert '"id":1' in reply.replace(" ", "")
         registry = proxy.proxy.metrics.registry
-        assert registry.get_sample_value("mcp_requests_total", {"route": "r", "method": "ping", "status": "ok",
-                                                                "transport": "websocket"}) == 1
+        assert (
+            registry.get_sample_value(
+                "mcp_requests_total", {"route": "r", "method": "ping", "status": "ok", "transport": "websocket"}
+            )
+            == 1
+        )
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (apt-get install openssl)")
@@ -119,15 +131,31 @@ async def test_openssl_s_client_negotiates_http_1_1(nursery, tls_files) -> None:
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
         proxy = await start_proxy(nursery, tls_route(tls_files, f"127.0.0.1:{upstream}"))
         result = await trio.run_process(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{proxy.port()}", "-servername", "localhost",
-             "-alpn", "h2,http/1.1", "-CAfile", str(tls_files.ca_file), "-verify_return_error", "-quiet"],
+            [
+                "openssl",
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{proxy.port()}",
+                "-servername",
+                "localhost",
+                "-alpn",
+                "h2,http/1.1",
+                "-CAfile",
+                str(tls_files.ca_file),
+                "-verify_return_error",
+                "-quiet",
+            ],
             stdin=b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            capture_stdout=True, capture_stderr=True, check=False)
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
         assert b"HTTP/1.1 200" in result.stdout, result.stderr.decode(errors="replace")[-500:]
 
 
 async def test_tls_towards_the_upstream_is_verified(nursery, tls_files, tmp_path) -> None:
     with trio.fail_after(20):
+
         async def echo(stream: trio.abc.Stream) -> None:
             try:
                 async for data in stream:
@@ -136,8 +164,10 @@ async def test_tls_towards_the_upstream_is_verified(nursery, tls_files, tmp_path
                 pass
 
         listeners = await nursery.start(
-            lambda task_status: trio.serve_ssl_over_tcp(echo, 0, tls_files.server_context(), host="127.0.0.1",
-                                                        task_status=task_status))
+            lambda task_status: trio.serve_ssl_over_tcp(
+                echo, 0, tls_files.server_context(), host="127.0.0.1", task_status=task_status
+            )
+        )
         port = listeners[0].transport_listener.socket.getsockname()[1]
         doc = route_doc(f"localhost:{port}", protocol="tcp", upstream_tls=True, upstream_tls_ca=str(tls_files.ca_file))
         proxy = await start_proxy(nursery, doc)
@@ -164,8 +194,15 @@ async def test_reload_reads_renewed_certificates(nursery, supervised, tmp_path) 
         cert, key = tmp_path / "live.pem", tmp_path / "live.key"
         shutil.copy(first.cert, cert)
         shutil.copy(first.key, key)
-        route = {"name": "tls", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{upstream}", "protocol": "tcp",
-                 "tls_cert": str(cert), "tls_key": str(key), "health_interval": 0}
+        route = {
+            "name": "tls",
+            "listen": "127.0.0.1:0",
+            "upstream": f"127.0.0.1:{upstream}",
+            "protocol": "tcp",
+            "tls_cert": str(cert),
+            "tls_key": str(key),
+            "health_interval": 0,
+        }
         sup = await trio.to_thread.run_sync(supervised, [route])
         port = await trio.to_thread.run_sync(sup.port, "tls")
 
@@ -200,9 +237,22 @@ async def test_a_client_renegotiation_is_refused_at_once_not_hung(nursery, tls_f
         def renegotiate() -> tuple[int, str]:
             # Interactive s_client (no -quiet, no -ign_eof): a line "R" asks for a renegotiation.
             client = subprocess.Popen(
-                ["openssl", "s_client", "-tls1_2", "-connect", f"127.0.0.1:{proxy.port()}", "-servername",
-                 "localhost", "-CAfile", str(tls_files.ca_file)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                [
+                    "openssl",
+                    "s_client",
+                    "-tls1_2",
+                    "-connect",
+                    f"127.0.0.1:{proxy.port()}",
+                    "-servername",
+                    "localhost",
+                    "-CAfile",
+                    str(tls_files.ca_file),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             try:
                 client.stdin.write("hello\n")
                 client.stdin.flush()

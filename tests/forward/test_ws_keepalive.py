@@ -48,8 +48,9 @@ class Peer:
                     elif isinstance(event, (TextMessage, BytesMessage)):
                         self._partial.append(event.data)
                         if event.message_finished:
-                            joined = "".join(self._partial) if isinstance(event, TextMessage) else b"".join(
-                                self._partial)
+                            joined = (
+                                "".join(self._partial) if isinstance(event, TextMessage) else b"".join(self._partial)
+                            )
                             self.messages.append(joined)
                             self._partial = []
                     elif isinstance(event, CloseConnection):
@@ -91,8 +92,12 @@ async def test_keepalive_measures_both_legs_and_never_forwards_its_pongs(nursery
         registry = proxy.proxy.metrics.registry
 
         def keepalives(leg: str) -> float:
-            return registry.get_sample_value("mcp_sidecar_websocket_keepalive_rtt_seconds_count",
-                                             {"route": "r", "leg": leg}) or 0.0
+            return (
+                registry.get_sample_value(
+                    "mcp_sidecar_websocket_keepalive_rtt_seconds_count", {"route": "r", "leg": leg}
+                )
+                or 0.0
+            )
 
         for i in range(20):
             await client.send(TextMessage(data=f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}'))
@@ -124,8 +129,9 @@ async def test_a_side_that_stops_answering_is_closed(nursery) -> None:
 async def test_messages_intact_while_keepalive_pings_interleave(sizes) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            proxy, client, server = await open_pair(nursery, ws_ping_interval="5ms", ws_ping_timeout="5s",
-                                                    buffer_size=4096)
+            proxy, client, server = await open_pair(
+                nursery, ws_ping_interval="5ms", ws_ping_timeout="5s", buffer_size=4096
+            )
             up = [bytes([i % 256]) * n for i, n in enumerate(sizes)]
             down = [f"m{i}:" + "y" * (n // 7) for i, n in enumerate(sizes)]
 
@@ -155,8 +161,14 @@ async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
         observation = next(iter(proxy.route().connections.values())).observation
         # Every ping written so far has arrived: the upstream's one (never answered, so the
         # only one), and the client's (each answered before the next is sent; none out now).
-        await wait_until(lambda: server.pings == 1 and observation.observer.outstanding("upstream") is not None
-                         and observation.observer.outstanding("client") is None and client.pings >= 1)
+        await wait_until(
+            lambda: (
+                server.pings == 1
+                and observation.observer.outstanding("upstream") is not None
+                and observation.observer.outstanding("client") is None
+                and client.pings >= 1
+            )
+        )
         observation._fail(RuntimeError("test: the observer gave up"))  # ... when observation stops
         pings = (client.pings, server.pings)
         await trio.sleep(0.5)  # over three timeouts: nothing may happen in this time
@@ -176,8 +188,7 @@ async def test_bytes_held_for_a_pong_are_released_in_order_when_the_other_side_g
     from mcp_sidecar.observe.quality import Quality
 
     with trio.fail_after(5):
-        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), 1, Quality(), "http",
-                                  keepalive=True)
+        observation = Observation(RouteObservation("r", Metrics(), McpTracker()), 1, Quality(), "http", keepalive=True)
         client, upstream = observation.client_direction, observation.upstream_direction
         assert client.feed(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         assert upstream.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
@@ -197,20 +208,30 @@ async def test_the_keepalive_runs_on_tls_and_gated_routes_too(nursery, tls_files
     order with the stream, and through the gate's routes (where the Inspector
     is exposed); a silent side is still found."""
     with trio.fail_after(20):
-        proxy, client, server = await open_pair(nursery, tls_files=tls_files, gate_token="k" * 24,
-                                                ws_ping_interval="30ms", ws_ping_timeout="300ms")
+        proxy, client, server = await open_pair(
+            nursery, tls_files=tls_files, gate_token="k" * 24, ws_ping_interval="30ms", ws_ping_timeout="300ms"
+        )
         registry = proxy.proxy.metrics.registry
 
         def keepalives(leg: str) -> float:
-            return registry.get_sample_value("mcp_sidecar_websocket_keepalive_rtt_seconds_count",
-                                             {"route": "r", "leg": leg}) or 0.0
+            return (
+                registry.get_sample_value(
+                    "mcp_sidecar_websocket_keepalive_rtt_seconds_count", {"route": "r", "leg": leg}
+                )
+                or 0.0
+            )
 
         for i in range(10):
             await client.send(TextMessage(data=f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}'))
             await server.send(TextMessage(data="x" * (i * 3000)))
             await trio.sleep(0.01)
-        await wait_until(lambda: keepalives("client") >= 3 and keepalives("upstream") >= 3
-                         and len(client.messages) == len(server.messages) == 10)
+        await wait_until(
+            lambda: (
+                keepalives("client") >= 3
+                and keepalives("upstream") >= 3
+                and len(client.messages) == len(server.messages) == 10
+            )
+        )
         assert client.pongs == 0 and server.pongs == 0
         assert client.messages == ["x" * (i * 3000) for i in range(10)]
         server.answer_pings = False  # now a zombie upstream: found through TLS and the gate as well

@@ -68,8 +68,11 @@ def test_circuit_breaker_opens_half_opens_and_closes() -> None:
 async def test_breaker_answers_http_503_fast_and_recovers(nursery) -> None:
     with trio.fail_after(20):
         port = free_port()
-        proxy = await start_proxy(nursery, route_doc(
-            f"127.0.0.1:{port}", connect_retry_window=0, breaker_failures=3, breaker_open="600ms"), admin=True)
+        proxy = await start_proxy(
+            nursery,
+            route_doc(f"127.0.0.1:{port}", connect_retry_window=0, breaker_failures=3, breaker_open="600ms"),
+            admin=True,
+        )
         rt = proxy.route()
         for _ in range(3):  # three clients that cannot be connected open the breaker
             stream = await connect(proxy.port())
@@ -86,11 +89,19 @@ async def test_breaker_answers_http_503_fast_and_recovers(nursery) -> None:
         assert 1 <= int(reply.headers["retry-after"]) <= 1
         body = json.loads(reply.body)
         assert body["route"] == "r" and body["error"] == "upstream unavailable"
-        assert "circuit open after 3 consecutive upstream failures (refused)" == body["reason"]
+        assert body["reason"] == "circuit open after 3 consecutive upstream failures (refused)"
 
-        upgrade = await request("127.0.0.1", proxy.port(), "/ws", headers=[
-            ("upgrade", "websocket"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("sec-websocket-version", "13"), ("sec-websocket-protocol", "mcp")])
+        upgrade = await request(
+            "127.0.0.1",
+            proxy.port(),
+            "/ws",
+            headers=[
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-protocol", "mcp"),
+            ],
+        )
         assert upgrade.status == 503
 
         ready = await request("127.0.0.1", proxy.admin_port, "/readyz")
@@ -107,8 +118,9 @@ async def test_breaker_answers_http_503_fast_and_recovers(nursery) -> None:
 
 async def test_breaker_closes_raw_tcp_clients_at_once(nursery) -> None:
     with trio.fail_after(10):
-        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{free_port()}", connect_retry_window=0,
-                                                     breaker_failures=1, protocol="tcp"))
+        proxy = await start_proxy(
+            nursery, route_doc(f"127.0.0.1:{free_port()}", connect_retry_window=0, breaker_failures=1, protocol="tcp")
+        )
         stream = await connect(proxy.port())
         with pytest.raises(trio.BrokenResourceError):
             await stream.receive_some(10)
@@ -149,9 +161,16 @@ async def test_ordered_failover_and_failback(nursery) -> None:
 
 async def test_500_clients_against_down_upstream_stay_under_connect_cap(nursery) -> None:
     with trio.fail_after(60):
-        proxy = await start_proxy(nursery, route_doc(
-            f"127.0.0.1:{free_port()}", connect_retry_window="300ms", max_connecting=8, breaker_failures=0,
-            max_connections=1000))
+        proxy = await start_proxy(
+            nursery,
+            route_doc(
+                f"127.0.0.1:{free_port()}",
+                connect_retry_window="300ms",
+                max_connecting=8,
+                breaker_failures=0,
+                max_connections=1000,
+            ),
+        )
         rt = proxy.route()
         outcomes = {"reset": 0}
 
@@ -188,8 +207,11 @@ async def _slow_http(stream: trio.SocketStream) -> None:
         elif isinstance(event, h11.ConnectionClosed):
             return  # the TCP connect probe
     await trio.sleep(0.7)  # slower than the 500 ms warning threshold
-    await stream.send_all(conn.send(h11.Response(status_code=200, headers=[("content-length", "2")]))
-                          + conn.send(h11.Data(data=b"ok")) + conn.send(h11.EndOfMessage()))
+    await stream.send_all(
+        conn.send(h11.Response(status_code=200, headers=[("content-length", "2")]))
+        + conn.send(h11.Data(data=b"ok"))
+        + conn.send(h11.EndOfMessage())
+    )
     await stream.aclose()
 
 
@@ -237,12 +259,15 @@ async def test_check_route_side_by_side(nursery, proxy_process, tmp_path) -> Non
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
         port = free_port()
         config = tmp_path / "c.toml"
-        config.write_text(f'[[route]]\nname = "ui"\nlisten = "127.0.0.1:{port}"\nupstream = "localhost:{upstream}"\n'
-                          'health_check = "http"\nhealth_path = "/health"\n')
+        config.write_text(
+            f'[[route]]\nname = "ui"\nlisten = "127.0.0.1:{port}"\nupstream = "localhost:{upstream}"\n'
+            'health_check = "http"\nhealth_path = "/health"\n'
+        )
 
         async def check() -> tuple[int, str]:
-            r = await trio.to_thread.run_sync(lambda: run_proxyctl(
-                "check", "ui", "--config", str(config), "--state-dir", str(tmp_path / "none")))
+            r = await trio.to_thread.run_sync(
+                lambda: run_proxyctl("check", "ui", "--config", str(config), "--state-dir", str(tmp_path / "none"))
+            )
             return r.returncode, r.stdout
 
         code, out = await check()  # the proxy is not running yet

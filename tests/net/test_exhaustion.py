@@ -14,7 +14,8 @@ def test_exhaustion_is_reported_for_a_window_then_forgotten_by_readiness() -> No
     assert state.reasons(101.0 + READY_WINDOW_S + 0.1) == []
     assert state.as_json(200.0)["counts"] == [
         {"resource": "descriptors", "where": "accept", "count": 1},
-        {"resource": "descriptors", "where": "upstream_connect", "count": 1}]
+        {"resource": "descriptors", "where": "upstream_connect", "count": 1},
+    ]
 
 
 def test_descriptor_budget_keeps_a_reserve_and_counts_pipes() -> None:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_sidecar.net.gate import (MAX_HEAD_BYTES, Close, Forward, Reply, RequestGate, TOKEN_PARAM, UNAUTHORIZED,
-                                  cookie_name)
+from mcp_sidecar.net.gate import (
+    MAX_HEAD_BYTES,
+    TOKEN_PARAM,
+    UNAUTHORIZED,
+    Close,
+    Forward,
+    Reply,
+    RequestGate,
+    cookie_name,
+)
 
 TOKEN = "s3cret-token-0123456789abcdef"
 COOKIE = f"{cookie_name(TOKEN)}={TOKEN}"
@@ -40,8 +48,11 @@ def test_no_token_is_a_401_and_nothing_is_forwarded() -> None:
 
 
 def test_a_wrong_token_anywhere_is_invalid() -> None:
-    for headers in ([f"Cookie: {cookie_name(TOKEN)}=nope"], ["Authorization: Bearer nope"],
-                    ["X-MCP-Sidecar-Token: nope"]):
+    for headers in (
+        [f"Cookie: {cookie_name(TOKEN)}=nope"],
+        ["Authorization: Bearer nope"],
+        ["X-MCP-Sidecar-Token: nope"],
+    ):
         (action,) = RequestGate(TOKEN, secure=False).feed(request("/", *headers))
         assert isinstance(action, Reply) and action.reason == "invalid"
     (action,) = RequestGate(TOKEN, secure=False).feed(request(f"/?{TOKEN_PARAM}=nope"))
@@ -89,8 +100,10 @@ def test_bodies_pass_and_the_next_head_is_found() -> None:
     plain = request("/d", f"Cookie: {COOKIE}", body=b"x" * 70_000, method="PUT")
     gate = RequestGate(TOKEN, secure=False)
     assert forwarded(gate.feed(chunked + body + plain + request("/e"))) == (
-        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
-        + request("/d", body=b"x" * 70_000, method="PUT"))
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body
+        + request("/d", body=b"x" * 70_000, method="PUT")
+    )
     assert gate.closed
 
 
@@ -98,29 +111,40 @@ def test_bodies_pass_and_the_next_head_is_found() -> None:
 @given(st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=40))
 def test_forwarded_bytes_do_not_depend_on_chunking(cuts) -> None:
     chunks = b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n"
-    stream = b"".join([
-        request("/1", f"Authorization: Bearer {TOKEN}"),
-        b"POST /2 HTTP/1.1\r\nHost: x\r\nCookie: " + COOKIE.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
-        request("/3", f"X-MCP-Sidecar-Token: {TOKEN}", body=b"q" * 300, method="POST"),
-    ])
-    upstream = b"".join([
-        request("/1"),
-        b"POST /2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
-        request("/3", body=b"q" * 300, method="POST"),
-    ])
+    stream = b"".join(
+        [
+            request("/1", f"Authorization: Bearer {TOKEN}"),
+            b"POST /2 HTTP/1.1\r\nHost: x\r\nCookie: "
+            + COOKIE.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunks,
+            request("/3", f"X-MCP-Sidecar-Token: {TOKEN}", body=b"q" * 300, method="POST"),
+        ]
+    )
+    upstream = b"".join(
+        [
+            request("/1"),
+            b"POST /2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
+            request("/3", body=b"q" * 300, method="POST"),
+        ]
+    )
     gate = RequestGate(TOKEN, secure=False)
     out, pos, i = [], 0, 0
     while pos < len(stream):
         size = cuts[i % len(cuts)]
-        out += gate.feed(stream[pos:pos + size])
+        out += gate.feed(stream[pos : pos + size])
         pos, i = pos + size, i + 1
     assert forwarded(out) == upstream and not any(isinstance(a, (Reply, Close)) for a in out)
     assert gate.forwarded == 3
 
 
 def test_ambiguous_framing_is_refused() -> None:
-    for extra in (["Content-Length: 3", "Transfer-Encoding: chunked"], ["Transfer-Encoding: gzip"],
-                  ["Content-Length: 3", "Content-Length: 4"], ["Content-Length: -1"]):
+    for extra in (
+        ["Content-Length: 3", "Transfer-Encoding: chunked"],
+        ["Transfer-Encoding: gzip"],
+        ["Content-Length: 3", "Content-Length: 4"],
+        ["Content-Length: -1"],
+    ):
         (action,) = RequestGate(TOKEN, secure=False).feed(request("/", f"Cookie: {COOKIE}", *extra))
         assert isinstance(action, Reply) and status(action) == b"HTTP/1.1 400 Bad Request"
     (action,) = RequestGate(TOKEN, secure=False).feed(b"GARBAGE\r\n\r\n")
@@ -137,7 +161,9 @@ def test_an_admitted_upgrade_ends_the_gating() -> None:
     gate = RequestGate(TOKEN, secure=False)
     upgrade = request("/ws", f"Cookie: {COOKIE}", "Upgrade: websocket", "Connection: Upgrade")
     frames = b"\x81\x85\x00\x00\x00\x00hello GET / HTTP/1.1\r\n\r\n"
-    assert forwarded(gate.feed(upgrade + frames)) == request("/ws", "Upgrade: websocket", "Connection: Upgrade") + frames
+    assert (
+        forwarded(gate.feed(upgrade + frames)) == request("/ws", "Upgrade: websocket", "Connection: Upgrade") + frames
+    )
     assert gate.tunnel
     refused = RequestGate(TOKEN, secure=False).feed(request("/ws", "Upgrade: websocket", "Connection: Upgrade"))
     assert isinstance(refused[0], Reply) and refused[0].reason == "missing"
@@ -156,19 +182,27 @@ def test_the_body_of_a_request_the_gate_answers_is_not_forwarded() -> None:
 
 def test_the_gates_credentials_never_reach_the_upstream_and_the_upstreams_stay() -> None:
     gate = RequestGate(TOKEN, secure=False)
-    raw = request(f"/p?a=1&{TOKEN_PARAM}={TOKEN}&b=%2F", f"Cookie: a=1;{COOKIE}; b=2", f"Authorization: Bearer {TOKEN}",
-                  f"x-mcp-sidecar-token: {TOKEN}", "X-Other: kept")
+    raw = request(
+        f"/p?a=1&{TOKEN_PARAM}={TOKEN}&b=%2F",
+        f"Cookie: a=1;{COOKIE}; b=2",
+        f"Authorization: Bearer {TOKEN}",
+        f"x-mcp-sidecar-token: {TOKEN}",
+        "X-Other: kept",
+    )
     assert forwarded(gate.feed(raw)) == request("/p?a=1&b=%2F", "Cookie: a=1; b=2", "X-Other: kept")
     # The upstream's own Authorization passes, the gate's header goes.
-    raw = request("/mcp", "Authorization: Bearer upstream-key", f"X-MCP-Sidecar-Token: {TOKEN}",
-                  "Cookie: session=abc")
+    raw = request("/mcp", "Authorization: Bearer upstream-key", f"X-MCP-Sidecar-Token: {TOKEN}", "Cookie: session=abc")
     assert forwarded(RequestGate(TOKEN, secure=False).feed(raw)) == request(
-        "/mcp", "Authorization: Bearer upstream-key", "Cookie: session=abc")
+        "/mcp", "Authorization: Bearer upstream-key", "Cookie: session=abc"
+    )
     # A cookie header holding only the gate's cookie goes as a whole.
     raw = request("/", f"Cookie: {COOKIE}")
     assert forwarded(RequestGate(TOKEN, secure=False).feed(raw)) == request("/")
-    assert TOKEN.encode() not in forwarded(RequestGate(TOKEN, secure=False).feed(
-        request(f"/?{TOKEN_PARAM}={TOKEN}", f"Cookie: {COOKIE}", f"Authorization: Bearer {TOKEN}")))
+    assert TOKEN.encode() not in forwarded(
+        RequestGate(TOKEN, secure=False).feed(
+            request(f"/?{TOKEN_PARAM}={TOKEN}", f"Cookie: {COOKIE}", f"Authorization: Bearer {TOKEN}")
+        )
+    )
 
 
 def test_a_pipelined_token_url_after_a_forwarded_request_closes_instead_of_overtaking_its_answer() -> None:
@@ -190,15 +224,20 @@ def test_the_303_leads_only_to_a_path_of_this_origin(path: str) -> None:
 
 
 def test_open_redirects_and_header_injection_are_refused() -> None:
-    for evil, location in (("//evil.example/", "/evil.example/"), ("/\\evil.example/", "/evil.example/"),
-                           ("/\\/evil.example", "/evil.example")):
+    for evil, location in (
+        ("//evil.example/", "/evil.example/"),
+        ("/\\evil.example/", "/evil.example/"),
+        ("/\\/evil.example", "/evil.example"),
+    ):
         (reply,) = RequestGate(TOKEN, secure=False).feed(request(f"{evil}?{TOKEN_PARAM}={TOKEN}"))
         assert isinstance(reply, Reply) and status(reply) == b"HTTP/1.1 303 See Other"
         assert f"\r\nLocation: {location}\r\n".encode() in reply.data
-    for raw in (f"GET /x\nSet-Cookie:evil=1?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\r\n\r\n".encode(),
-                f"GET /?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\nX: b\r\n\r\n".encode(),
-                f"GET /?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\x00\r\n\r\n".encode(),
-                f"GET /?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\rX: b\r\n\r\n".encode()):
+    for raw in (
+        f"GET /x\nSet-Cookie:evil=1?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\r\n\r\n".encode(),
+        f"GET /?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\nX: b\r\n\r\n".encode(),
+        f"GET /?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\x00\r\n\r\n".encode(),
+        f"GET /?{TOKEN_PARAM}={TOKEN} HTTP/1.1\r\nHost: a\rX: b\r\n\r\n".encode(),
+    ):
         (reply,) = RequestGate(TOKEN, secure=False).feed(raw)
         assert isinstance(reply, Reply) and status(reply) == b"HTTP/1.1 400 Bad Request", raw
         assert b"Set-Cookie: evil" not in reply.data

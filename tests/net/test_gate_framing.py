@@ -80,11 +80,19 @@ def _chunked(draw) -> tuple[list[str], bytes, bytes]:
     while pos < len(body):
         size = draw(st.integers(min_value=1, max_value=max(1, len(body) - pos)))
         ext = draw(st.sampled_from(["", ";ext=1", ";a"]))
-        pieces.append(f"{size:x}{ext}\r\n".encode() + body[pos:pos + size] + b"\r\n")
+        pieces.append(f"{size:x}{ext}\r\n".encode() + body[pos : pos + size] + b"\r\n")
         pos += size
     trailer = draw(st.sampled_from([b"", b"X-Trailer: t\r\n"]))
-    te = draw(st.sampled_from(["Transfer-Encoding: chunked", "transfer-encoding: chunked",
-                               "Transfer-Encoding: Chunked", "TRANSFER-ENCODING:chunked"]))
+    te = draw(
+        st.sampled_from(
+            [
+                "Transfer-Encoding: chunked",
+                "transfer-encoding: chunked",
+                "Transfer-Encoding: Chunked",
+                "TRANSFER-ENCODING:chunked",
+            ]
+        )
+    )
     return [te], b"".join(pieces) + b"0\r\n" + trailer + b"\r\n", body
 
 
@@ -98,36 +106,38 @@ def _length(draw) -> tuple[list[str], bytes, bytes]:
 _none = st.just(([], b"", b""))
 
 #: Framings a smuggler tries; the gate must refuse any that llhttp would not read the same way.
-_smuggling = st.sampled_from([
-    (["Content-Length: 3", "Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: chunked", "Content-Length: 3"], b"abc"),
-    (["Content-Length: 3", "Content-Length: 4"], b"abcd"),
-    (["Content-Length: 3, 3"], b"abc"),
-    (["Content-Length: +3"], b"abc"),
-    (["Content-Length: 0x3"], b"abc"),
-    (["Transfer-Encoding: gzip, chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: chunked, chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: xchunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding:\tchunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding : chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    ([" Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: chunked", " x"], b"3\r\nabc\r\n0\r\n\r\n"),  # obs-fold
-    (["Transfer-Encoding: chunked"], b"3 \r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: chunked"], b"3\r\nabc0\r\n\r\n"),
-    (["Transfer-Encoding: chunked"], b"-3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: chunked"], b"3\nabc\n0\n\n"),
-    (["Transfer-Encoding: chunked"], b"00000000000000000003\r\nabc\r\n0\r\n\r\n"),
-    (["Content-Length: 99999999999999999999"], b""),
-    (["X-Bad\x00: 1"], b""),
-    (["Content-Length: 3", "Content-Length: 3"], b"abc"),
-    (["Transfer-Encoding: chunked", "Transfer-Encoding: identity"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
-    (["X(bad): 1", "Content-Length: 3"], b"abc"),
-    (["X-Len\x7f: 1"], b""),
-    (["Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n"),
-    (["Transfer-Encoding: chunked"], b"3;\x01\r\nabc\r\n0\r\n\r\n"),
-    (["Content-Length: 3"], b"abcGET /hidden HTTP/1.1\r\nHost: x\r\n\r\n"),
-])
+_smuggling = st.sampled_from(
+    [
+        (["Content-Length: 3", "Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: chunked", "Content-Length: 3"], b"abc"),
+        (["Content-Length: 3", "Content-Length: 4"], b"abcd"),
+        (["Content-Length: 3, 3"], b"abc"),
+        (["Content-Length: +3"], b"abc"),
+        (["Content-Length: 0x3"], b"abc"),
+        (["Transfer-Encoding: gzip, chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: chunked, chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: xchunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding:\tchunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding : chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        ([" Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: chunked", " x"], b"3\r\nabc\r\n0\r\n\r\n"),  # obs-fold
+        (["Transfer-Encoding: chunked"], b"3 \r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: chunked"], b"3\r\nabc0\r\n\r\n"),
+        (["Transfer-Encoding: chunked"], b"-3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: chunked"], b"3\nabc\n0\n\n"),
+        (["Transfer-Encoding: chunked"], b"00000000000000000003\r\nabc\r\n0\r\n\r\n"),
+        (["Content-Length: 99999999999999999999"], b""),
+        (["X-Bad\x00: 1"], b""),
+        (["Content-Length: 3", "Content-Length: 3"], b"abc"),
+        (["Transfer-Encoding: chunked", "Transfer-Encoding: identity"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\n\r\n"),
+        (["X(bad): 1", "Content-Length: 3"], b"abc"),
+        (["X-Len\x7f: 1"], b""),
+        (["Transfer-Encoding: chunked"], b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n"),
+        (["Transfer-Encoding: chunked"], b"3;\x01\r\nabc\r\n0\r\n\r\n"),
+        (["Content-Length: 3"], b"abcGET /hidden HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ]
+)
 
 
 @st.composite
@@ -151,8 +161,16 @@ def _stream(draw) -> list[tuple[bytes, bytes | None]]:
 
 @settings(max_examples=1500, deadline=None)
 @given(_stream(), st.integers(min_value=0, max_value=400))
-@example([(b"POST /r0 HTTP/1.1\r\nHost: x\r\n" + AUTH.encode() + b"\r\nContent-Length: 3\r\n"
-           b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", None)], 7)
+@example(
+    [
+        (
+            b"POST /r0 HTTP/1.1\r\nHost: x\r\n" + AUTH.encode() + b"\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            None,
+        )
+    ],
+    7,
+)
 def test_the_gate_and_llhttp_agree_on_every_framing_the_gate_accepts(requests, cut) -> None:
     stream = b"".join(raw for raw, _ in requests)
     forwarded, accepted = gate_reads(stream, cut % (len(stream) + 1))

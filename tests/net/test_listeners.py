@@ -40,7 +40,9 @@ def test_busy_port_names_address_route_and_owner() -> None:
         with pytest.raises(BindError) as info:
             bind_all(config)
     message = str(info.value)
-    assert message.startswith(f"cannot listen on 127.0.0.1:{port} (route ui): address already in use by pid {os.getpid()}")
+    assert message.startswith(
+        f"cannot listen on 127.0.0.1:{port} (route ui): address already in use by pid {os.getpid()}"
+    )
 
 
 def test_wildcard_colliding_with_loopback_upstream_explains_the_fix() -> None:

@@ -77,8 +77,11 @@ def test_http_observer_charges_json_bodies_and_gives_everything_back() -> None:
     # A body that completes is parsed and given back at once.
     other = HttpObserver(budget.allowance())
     body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
-    events = other.feed_client(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                               b"Content-Length: %d\r\n\r\n" % len(body) + body, 0.0)
+    events = other.feed_client(
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body,
+        0.0,
+    )
     assert [type(e).__name__ for e in events] == ["JsonRpcSeen"]
     assert budget.used == 0
 

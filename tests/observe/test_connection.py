@@ -11,11 +11,26 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from mcp_sidecar.observe.connection import (KEEPALIVE_PAYLOAD_LEN, ConnectionObserver, Mode, Sniff, sniff_request,
-                                            transport_label)
-from mcp_sidecar.observe.events import (ExchangeDone, FramesCounted, HttpDetected, JsonRpcSeen, KeepaliveAnswered,
-                                        NotificationSeen, Opaque, PingAnswered, ResponseStarted,
-                                        WebSocketOpened)
+from mcp_sidecar.observe.connection import (
+    KEEPALIVE_PAYLOAD_LEN,
+    ConnectionObserver,
+    Mode,
+    Sniff,
+    sniff_request,
+    transport_label,
+)
+from mcp_sidecar.observe.events import (
+    ExchangeDone,
+    FramesCounted,
+    HttpDetected,
+    JsonRpcSeen,
+    KeepaliveAnswered,
+    NotificationSeen,
+    Opaque,
+    PingAnswered,
+    ResponseStarted,
+    WebSocketOpened,
+)
 from mcp_sidecar.observe.websocket import FrameScanner
 
 UPGRADE = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
@@ -131,13 +146,16 @@ def test_no_ping_in_the_middle_of_a_frame() -> None:
     assert observer.keepalive_ping("client", 1.0) is not None
 
 
-client_messages = st.lists(st.one_of(
-    st.builds(TextMessage, data=st.text(max_size=80), message_finished=st.just(True)),
-    st.builds(BytesMessage, data=st.binary(max_size=300), message_finished=st.just(True)),
-    st.builds(Ping, payload=st.binary(max_size=40)),
-    st.builds(Pong, payload=st.binary(min_size=KEEPALIVE_PAYLOAD_LEN, max_size=KEEPALIVE_PAYLOAD_LEN)),
-    st.builds(Pong, payload=st.binary(max_size=40)),
-), max_size=8)
+client_messages = st.lists(
+    st.one_of(
+        st.builds(TextMessage, data=st.text(max_size=80), message_finished=st.just(True)),
+        st.builds(BytesMessage, data=st.binary(max_size=300), message_finished=st.just(True)),
+        st.builds(Ping, payload=st.binary(max_size=40)),
+        st.builds(Pong, payload=st.binary(min_size=KEEPALIVE_PAYLOAD_LEN, max_size=KEEPALIVE_PAYLOAD_LEN)),
+        st.builds(Pong, payload=st.binary(max_size=40)),
+    ),
+    max_size=8,
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,7 +10,19 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import TextMessage
 
-from mcp_sidecar.observe.http import MAX_BUFFERED_BYTES, MAX_JSON_BYTES, MAX_PIPELINE, ExchangeDone, HttpObserver, HttpObserverError, JsonRpcSeen, SessionEndpoint, SseSeen, Tunneled, Upgraded
+from mcp_sidecar.observe.http import (
+    MAX_BUFFERED_BYTES,
+    MAX_JSON_BYTES,
+    MAX_PIPELINE,
+    ExchangeDone,
+    HttpObserver,
+    HttpObserverError,
+    JsonRpcSeen,
+    SessionEndpoint,
+    SseSeen,
+    Tunneled,
+    Upgraded,
+)
 from mcp_sidecar.observe.jsonrpc import to_mapping
 from mcp_sidecar.observe.mcp import McpTracker, method_label
 
@@ -22,23 +34,48 @@ PING_REPLY = b'{"jsonrpc":"2.0","id":2,"result":{}}'
 # A keep-alive conversation: a JSON POST, a POST answered with SSE (CRLF, a
 # comment keep-alive, CR-only line ends), a HEAD, then a WebSocket upgrade.
 SCRIPT: list[tuple[str, bytes]] = [
-    ("client", b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-               + str(len(INIT_BODY)).encode() + b"\r\n\r\n" + INIT_BODY),
-    ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: S1\r\nContent-Length: "
-                 + str(len(INIT_REPLY)).encode() + b"\r\n\r\n" + INIT_REPLY),
-    ("client", b"POST /mcp?x=1 HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: S1\r\nContent-Type: application/json\r\n"
-               b"Transfer-Encoding: chunked\r\n\r\n24\r\n" + b'{"jsonrpc":"2.0","id":2,"method":"pi' + b"\r\n"
-               b"5\r\nng\"}\n\r\n0\r\n\r\n"),
-    ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"f\r\n: keepalive\r\n\r\n\r\n" + hex(len(b"event: message\rdata: " + PING_REPLY + b"\r\r"))[2:].encode()
-                 + b"\r\nevent: message\rdata: " + PING_REPLY + b"\r\r\r\n0\r\n\r\n"),
+    (
+        "client",
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(INIT_BODY)).encode()
+        + b"\r\n\r\n"
+        + INIT_BODY,
+    ),
+    (
+        "upstream",
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: S1\r\nContent-Length: "
+        + str(len(INIT_REPLY)).encode()
+        + b"\r\n\r\n"
+        + INIT_REPLY,
+    ),
+    (
+        "client",
+        b"POST /mcp?x=1 HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: S1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n24\r\n" + b'{"jsonrpc":"2.0","id":2,"method":"pi' + b"\r\n"
+        b'5\r\nng"}\n\r\n0\r\n\r\n',
+    ),
+    (
+        "upstream",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"f\r\n: keepalive\r\n\r\n\r\n"
+        + hex(len(b"event: message\rdata: " + PING_REPLY + b"\r\r"))[2:].encode()
+        + b"\r\nevent: message\rdata: "
+        + PING_REPLY
+        + b"\r\r\r\n0\r\n\r\n",
+    ),
     ("client", b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"),
     ("upstream", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
-    ("client", b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
-    ("upstream", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-                 + Connection(ConnectionType.SERVER).send(TextMessage(data="hi"))),
+    (
+        "client",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ),
+    (
+        "upstream",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        + Connection(ConnectionType.SERVER).send(TextMessage(data="hi")),
+    ),
 ]
 
 
@@ -47,8 +84,19 @@ def describe(events) -> list:
     for e in events:
         if isinstance(e, ExchangeDone):
             x = e.exchange
-            out.append(("exchange", x.method, x.path, x.status, x.request_bytes, x.response_bytes, x.content_type,
-                        x.session, x.sse_events))
+            out.append(
+                (
+                    "exchange",
+                    x.method,
+                    x.path,
+                    x.status,
+                    x.request_bytes,
+                    x.response_bytes,
+                    x.content_type,
+                    x.session,
+                    x.sse_events,
+                )
+            )
         elif isinstance(e, JsonRpcSeen):
             out.append(("jsonrpc", e.origin, json.dumps(to_mapping(e.message), sort_keys=True), e.session, e.transport))
         elif isinstance(e, SseSeen):
@@ -82,12 +130,19 @@ EXPECTED = run(SCRIPT, [[] for _ in SCRIPT])
 
 def test_recorded_conversation() -> None:
     assert [e[:4] for e in EXPECTED if e[0] == "exchange"] == [
-        ("exchange", "POST", "/mcp", 200), ("exchange", "POST", "/mcp", 200), ("exchange", "HEAD", "/health", 200),
-        ("exchange", "GET", "other", 101)]
+        ("exchange", "POST", "/mcp", 200),
+        ("exchange", "POST", "/mcp", 200),
+        ("exchange", "HEAD", "/health", 200),
+        ("exchange", "GET", "other", 101),
+    ]
     jsonrpc = [e for e in EXPECTED if e[0] == "jsonrpc"]
     # A response correlates under the session its request named (initialize has none yet).
-    assert [(e[1], e[3], e[4]) for e in jsonrpc] == [("client", None, "http"), ("upstream", None, "http"),
-                                                    ("client", "S1", "http"), ("upstream", "S1", "sse")]
+    assert [(e[1], e[3], e[4]) for e in jsonrpc] == [
+        ("client", None, "http"),
+        ("upstream", None, "http"),
+        ("client", "S1", "http"),
+        ("upstream", "S1", "sse"),
+    ]
     assert ("sse", "comment", True) in EXPECTED and ("sse", "message", False) in EXPECTED
     upgraded = [e for e in EXPECTED if e[0] == "upgraded"][0]
     assert upgraded[2] == Connection(ConnectionType.SERVER).send(TextMessage(data="hi"))
@@ -125,8 +180,12 @@ def test_mcp_tracker_outcomes_and_bounded_labels() -> None:
     out = t.message("upstream", {"jsonrpc": "2.0", "id": "a", "error": {"code": -32601}}, 1.2, "S")
     assert [(o.method, o.status) for o in out] == [("other", "-32601")]
     t.message("client", {"jsonrpc": "2.0", "id": 7, "method": "tools/call"}, 2.0, "S")
-    out = t.message("client", {"jsonrpc": "2.0", "method": "notifications/cancelled",
-                                "params": {"requestId": 7, "reason": "timed out"}}, 3.0, "S")
+    out = t.message(
+        "client",
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "timed out"}},
+        3.0,
+        "S",
+    )
     assert [(o.method, o.status) for o in out] == [("tools/call", "cancelled")]
     t.message("client", {"jsonrpc": "2.0", "id": 8, "method": "ping"}, 4.0, "S")
     assert [(o.method, o.status) for o in t.sweep(14.5)] == [("ping", "timeout")]
@@ -139,19 +198,27 @@ def test_mcp_tracker_outcomes_and_bounded_labels() -> None:
 
 
 def exchanges(events) -> list[tuple]:
-    return [(e.exchange.method, e.exchange.path, e.exchange.status, e.exchange.response_bytes)
-            for e in events if isinstance(e, ExchangeDone)]
+    return [
+        (e.exchange.method, e.exchange.path, e.exchange.status, e.exchange.response_bytes)
+        for e in events
+        if isinstance(e, ExchangeDone)
+    ]
 
 
 def test_pipelined_requests_are_answered_in_order() -> None:
     observer = HttpObserver()
     get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
     assert observer.feed_client(get + b"HEAD /mcp HTTP/1.1\r\nHost: x\r\n\r\n" + get, 0.0) == []
-    answers = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-               b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"  # HEAD: no body, whatever it says
-               b"HTTP/1.1 204 No Content\r\n\r\n")
+    answers = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"  # HEAD: no body, whatever it says
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+    )
     assert exchanges(observer.feed_upstream(answers, 1.0)) == [
-        ("GET", "/health", 200, 2), ("HEAD", "/mcp", 200, 0), ("GET", "/health", 204, 0)]
+        ("GET", "/health", 200, 2),
+        ("HEAD", "/mcp", 200, 0),
+        ("GET", "/health", 204, 0),
+    ]
 
 
 def test_a_declined_upgrade_leaves_the_connection_http() -> None:
@@ -159,8 +226,9 @@ def test_a_declined_upgrade_leaves_the_connection_http() -> None:
     upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
     # The client pipelines a plain request behind the proposal; only the answer says which it is.
     observer.feed_client(upgrade + b"GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
-    events = observer.feed_upstream(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n"
-                                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1.0)
+    events = observer.feed_upstream(
+        b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1.0
+    )
     assert exchanges(events) == [("GET", "other", 426, 0), ("GET", "/mcp", 200, 0)]
     assert not observer.upgraded
 
@@ -168,15 +236,17 @@ def test_a_declined_upgrade_leaves_the_connection_http() -> None:
 def test_informational_responses_and_connect_tunnels() -> None:
     observer = HttpObserver()
     observer.feed_client(b"POST /mcp HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}", 0.0)
-    events = observer.feed_upstream(b"HTTP/1.1 100 Continue\r\n\r\n"
-                                    b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", 1.0)
+    events = observer.feed_upstream(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n", 1.0
+    )
     assert exchanges(events) == [("POST", "/mcp", 202, 0)]
     observer.feed_client(b"CONNECT example:443 HTTP/1.1\r\nHost: example:443\r\n\r\n\x16\x03", 2.0)
     events = observer.feed_upstream(b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03", 3.0)
     upgraded = [e for e in events if isinstance(e, Upgraded)]
     assert exchanges(events) == [("OTHER", "other", 200, 0)]
-    assert [(u.websocket, u.client_trailing, u.upstream_trailing) for u in upgraded] == [(False, b"\x16\x03",
-                                                                                          b"\x16\x03\x03")]
+    assert [(u.websocket, u.client_trailing, u.upstream_trailing) for u in upgraded] == [
+        (False, b"\x16\x03", b"\x16\x03\x03")
+    ]
 
 
 def test_bytes_after_connection_close_and_unbounded_pipelines_are_refused() -> None:
@@ -209,9 +279,16 @@ PIPELINE_EXPECTED = run(PIPELINE, [[], []])
 
 def test_pipelined_conversation() -> None:
     assert [e[:4] for e in PIPELINE_EXPECTED if e[0] == "exchange"] == [
-        ("exchange", "POST", "/mcp", 200), ("exchange", "POST", "/mcp", 200), ("exchange", "HEAD", "/mcp", 405)]
+        ("exchange", "POST", "/mcp", 200),
+        ("exchange", "POST", "/mcp", 200),
+        ("exchange", "HEAD", "/mcp", 405),
+    ]
     assert [(e[1], e[4]) for e in PIPELINE_EXPECTED if e[0] == "jsonrpc"] == [
-        ("client", "http"), ("client", "http"), ("upstream", "http"), ("upstream", "sse")]
+        ("client", "http"),
+        ("client", "http"),
+        ("upstream", "http"),
+        ("upstream", "sse"),
+    ]
 
 
 @settings(max_examples=200, deadline=None)
@@ -227,12 +304,13 @@ def test_a_json_body_over_the_bound_is_counted_not_parsed() -> None:
     events = []
     data = head + body
     for i in range(0, len(data), 65536):  # as the pump would hand it over
-        events += observer.feed_client(data[i:i + 65536], 0.0)
+        events += observer.feed_client(data[i : i + 65536], 0.0)
     assert [type(e).__name__ for e in events] == ["BodyTooLarge"]
     assert events[0].origin == "client"
     assert observer.memory.held == 0  # what was collected was given back
     reply = b'{"jsonrpc":"2.0","id":1,"result":{}}'
-    events = observer.feed_upstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                                    % len(reply) + reply, 1.0)
+    events = observer.feed_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(reply) + reply, 1.0
+    )
     assert [type(e).__name__ for e in events] == ["ResponseStarted", "JsonRpcSeen", "ExchangeDone"]
     assert events[2].exchange.request_bytes == len(body) and events[2].exchange.jsonrpc_requests == 0

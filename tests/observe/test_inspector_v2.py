@@ -32,8 +32,12 @@ def http_response(status: int, body: bytes, ctype: str = "application/json") -> 
     return (f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-CALL = {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
-        "params": {"name": "slow", "arguments": {}, "_meta": {"progressToken": "p4"}}}
+CALL = {
+    "jsonrpc": "2.0",
+    "id": 4,
+    "method": "tools/call",
+    "params": {"name": "slow", "arguments": {}, "_meta": {"progressToken": "p4"}},
+}
 PROGRESS = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "p4", "progress": 1}}
 RESULT = {"jsonrpc": "2.0", "id": 4, "result": {"content": [{"type": "text", "text": "done"}]}}
 
@@ -47,7 +51,7 @@ def event(message: dict, kind: str = "message") -> bytes:
 #: The API connection (keep-alive): page, config, connect, send, disconnect.
 API = [
     ("client", http_request("GET", "/")),
-    ("upstream", http_response(200, b"<script>window.__INSPECTOR_API_TOKEN__ = \"t\";</script>", "text/html")),
+    ("upstream", http_response(200, b'<script>window.__INSPECTOR_API_TOKEN__ = "t";</script>', "text/html")),
     ("client", http_request("GET", "/api/config")),
     ("upstream", http_response(200, b'{"sandboxUrl":"http://192.0.2.7:6275/sandbox"}')),
     ("client", http_request("POST", "/api/mcp/connect", {"config": {"command": "server"}})),
@@ -60,9 +64,11 @@ API = [
 #: The event stream's connection: the progress notification and the result, never ended by the server.
 EVENTS = [
     ("client", http_request("GET", "/api/mcp/events?sessionId=S9")),
-    ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"3\r\n:\n\n\r\n" + event({"message": "Starting server"}, "stdio_log") + event(PROGRESS)
-                 + event(RESULT)),
+    (
+        "upstream",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\n:\n\n\r\n" + event({"message": "Starting server"}, "stdio_log") + event(PROGRESS) + event(RESULT),
+    ),
 ]
 
 
@@ -114,20 +120,28 @@ def test_the_v2_envelope_is_read_and_correlated_across_connections() -> None:
     seen, outcomes, tracker = conversation([[]] * len(API), [[]] * len(EVENTS))
     exchanges = [e for e in EXPECTED if e[0] == "exchange"]
     assert [(m, p, s, a) for _, m, p, s, a, _ in exchanges] == [
-        ("GET", "/", 200, False), ("GET", "/api/config", 200, False), ("POST", "/api/mcp/connect", 200, False),
-        ("POST", "/api/mcp/send", 200, False), ("POST", "/api/mcp/disconnect", 200, False),
-        ("GET", "/api/mcp/events", 200, True)]  # the stream: aborted by the client, counted as such
+        ("GET", "/", 200, False),
+        ("GET", "/api/config", 200, False),
+        ("POST", "/api/mcp/connect", 200, False),
+        ("POST", "/api/mcp/send", 200, False),
+        ("POST", "/api/mcp/disconnect", 200, False),
+        ("GET", "/api/mcp/events", 200, True),
+    ]  # the stream: aborted by the client, counted as such
     jsonrpc = [(e[1], json.loads(e[2]).get("method"), e[3], e[4]) for e in EXPECTED if e[0] == "jsonrpc"]
-    assert jsonrpc == [("client", "tools/call", "S9", "inspector-v2"),
-                       ("upstream", "notifications/progress", "S9", "inspector-v2"),
-                       ("upstream", None, "S9", "inspector-v2")]
+    assert jsonrpc == [
+        ("client", "tools/call", "S9", "inspector-v2"),
+        ("upstream", "notifications/progress", "S9", "inspector-v2"),
+        ("upstream", None, "S9", "inspector-v2"),
+    ]
     assert [e for e in EXPECTED if e[0] == "outcome"] == [("outcome", "tools/call", "ok", 1.0, "inspector-v2")]
     assert tracker.progress == 1 and tracker.pending == 0
     assert ("sse", "comment", True) in EXPECTED
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.lists(st.integers(min_value=0), max_size=5), min_size=len(API), max_size=len(API)),
-       st.lists(st.lists(st.integers(min_value=0), max_size=8), min_size=len(EVENTS), max_size=len(EVENTS)))
+@given(
+    st.lists(st.lists(st.integers(min_value=0), max_size=5), min_size=len(API), max_size=len(API)),
+    st.lists(st.lists(st.integers(min_value=0), max_size=8), min_size=len(EVENTS), max_size=len(EVENTS)),
+)
 def test_the_events_do_not_depend_on_chunking(api_cuts, events_cuts) -> None:
     assert summary(*conversation(api_cuts, events_cuts)[:2]) == EXPECTED

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mcp_sidecar.observe.jsonrpc import decode
 from mcp_sidecar.observe.mcp import McpTracker
@@ -23,9 +24,11 @@ def test_ids_of_different_types_are_different_requests():
     assert outcomes(t, "client", '{"jsonrpc":"2.0","id":"0","method":"tools/list"}', 2.0) == []
     assert t.pending == 2
     assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":"0","result":{}}', 2.5) == [
-        ("tools/list", "ok", 0.5, "client")]
+        ("tools/list", "ok", 0.5, "client")
+    ]
     assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":0,"error":{"code":-32601,"message":"x"}}', 3.0) == [
-        ("ping", "-32601", 2.0, "client")]
+        ("ping", "-32601", 2.0, "client")
+    ]
     assert t.pending == 0
 
 
@@ -50,9 +53,11 @@ def test_sessions_and_origins_keep_requests_apart():
     outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"method":"roots/list"}', 1.0, session="a")
     assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"result":{}}', 2.0, session="b") == []
     assert outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"result":{}}', 2.0, session="a") == [
-        ("roots/list", "ok", 1.0, "upstream")]
+        ("roots/list", "ok", 1.0, "upstream")
+    ]
     assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"error":{"code":7}}', 3.0, session="a") == [
-        ("ping", "other_error", 2.0, "client")]
+        ("ping", "other_error", 2.0, "client")
+    ]
 
 
 def test_pending_is_bounded_and_the_oldest_times_out():
@@ -60,14 +65,18 @@ def test_pending_is_bounded_and_the_oldest_times_out():
     for i in range(3):
         assert outcomes(t, "client", '{"jsonrpc":"2.0","id":%d,"method":"ping"}' % i, float(i)) == []
     assert outcomes(t, "client", '{"jsonrpc":"2.0","id":9,"method":"unknown/x"}', 5.0) == [
-        ("ping", "timeout", None, "client")]
+        ("ping", "timeout", None, "client")
+    ]
     assert t.pending == 3
     swept = [(o.method, o.status) for o in t.sweep(5.0 + t.timeout_s)]
     assert swept == [("ping", "timeout"), ("ping", "timeout"), ("other", "timeout")]
 
 
-@given(st.lists(st.one_of(st.integers(-2**40, 2**40), st.text(max_size=8)), unique_by=lambda v: (type(v), v),
-                max_size=20))
+@given(
+    st.lists(
+        st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=8)), unique_by=lambda v: (type(v), v), max_size=20
+    )
+)
 def test_every_request_is_answered_by_its_own_id(ids):
     import json
 

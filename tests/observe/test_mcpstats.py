@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mcp_sidecar.observe.events import McpOutcome
-from mcp_sidecar.observe.mcpstats import (MAX_SAMPLES, MAX_SESSIONS, SESSION_IDLE_S, WINDOW_S, McpStats, quantile,
-                                          session_ref)
+from mcp_sidecar.observe.mcpstats import (
+    MAX_SAMPLES,
+    MAX_SESSIONS,
+    SESSION_IDLE_S,
+    WINDOW_S,
+    McpStats,
+    quantile,
+    session_ref,
+)
 
 
-def outcome(method: str = "tools/call", status: str = "ok", duration: float | None = 0.010,
-            transport: str = "http") -> McpOutcome:
+def outcome(
+    method: str = "tools/call", status: str = "ok", duration: float | None = 0.010, transport: str = "http"
+) -> McpOutcome:
     return McpOutcome(method, status, duration, "client", transport)
 
 
@@ -45,10 +54,18 @@ def test_each_transport_era_is_counted_apart() -> None:
     view = stats.as_json(2.0, {})
     assert list(view["transports"]) == ["legacy-sse", "http", "websocket", "inspector-v2"]
     assert {t: v["requests"] for t, v in view["transports"].items()} == {
-        "legacy-sse": 1, "http": 2, "websocket": 1, "inspector-v2": 1}
+        "legacy-sse": 1,
+        "http": 2,
+        "websocket": 1,
+        "inspector-v2": 1,
+    }
     assert view["transports"]["websocket"]["sessions_open"] == 1
-    assert view["methods"]["tools/call"]["transports"] == {"legacy-sse": 1, "http": 2, "websocket": 1,
-                                                           "inspector-v2": 1}
+    assert view["methods"]["tools/call"]["transports"] == {
+        "legacy-sse": 1,
+        "http": 2,
+        "websocket": 1,
+        "inspector-v2": 1,
+    }
 
 
 def test_the_window_is_bounded_and_the_rate_uses_the_span_it_covers() -> None:
@@ -72,10 +89,25 @@ def test_sessions_are_hashed_end_expire_and_are_bounded() -> None:
     view = stats.as_json(4.0, {})
     assert secret not in repr(view)
     assert view["sessions"] == [
-        {"session": session_ref(secret), "client": "127.0.0.1:4000", "transport": "http", "age_s": 3.0,
-         "idle_s": 1.0, "requests": 2, "last_method": "tools/call"},
-        {"session": "conn:7", "client": "127.0.0.1:4001", "transport": "websocket", "age_s": 1.0, "idle_s": 1.0,
-         "requests": 1, "last_method": "ping"}]
+        {
+            "session": session_ref(secret),
+            "client": "127.0.0.1:4000",
+            "transport": "http",
+            "age_s": 3.0,
+            "idle_s": 1.0,
+            "requests": 2,
+            "last_method": "tools/call",
+        },
+        {
+            "session": "conn:7",
+            "client": "127.0.0.1:4001",
+            "transport": "websocket",
+            "age_s": 1.0,
+            "idle_s": 1.0,
+            "requests": 1,
+            "last_method": "ping",
+        },
+    ]
     assert session_ref(secret).startswith("s-") and len(session_ref(secret)) == 14
     stats.end_session("conn:7")
     assert stats.as_json(4.0, {})["sessions_open"] == 1

@@ -24,7 +24,8 @@ def test_seed_penalties_add_up() -> None:
     assert r["deductions"] == [
         {"points": 30, "reason": "high latency: average 1200 ms > 1000 ms"},
         {"points": 40, "reason": "high error rate: 10.0% > 5 %"},
-        {"points": 25, "reason": "frequent reconnects: 6 earlier streams from this client in 10 min (> 5)"}]
+        {"points": 25, "reason": "frequent reconnects: 6 earlier streams from this client in 10 min (> 5)"},
+    ]
     assert r["issues"][:3] == [d["reason"] for d in r["deductions"]]
     q2 = Quality()
     for i in range(200):

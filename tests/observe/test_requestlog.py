@@ -19,22 +19,49 @@ def test_the_rate_cap_allows_a_burst_then_the_rate() -> None:
     assert sum(policy.admit(0.0) for _ in range(50)) == 10  # a burst of one second's worth
     assert policy.over_rate == 40
     assert sum(policy.admit(0.0 + 0.01 * i) for i in range(1, 201)) == 20  # 2 s more at 10 lines/s
-    assert policy.as_json() == {"sample": 1.0, "rate_per_s": 10, "written": 30, "sampled_out": 0,
-                                "over_rate": 220}
+    assert policy.as_json() == {"sample": 1.0, "rate_per_s": 10, "written": 30, "sampled_out": 0, "over_rate": 220}
 
 
 def test_the_line_names_what_happened_without_secrets() -> None:
     secret_session = "a3f1c0de-5eaf-4c6d-b2a1-000000000000"
-    line = request_line("r", McpOutcome("tools/call", "-32602", 0.0123456, "client", "websocket", "x" * 500,
-                                        secret_session, -32602, 120, 80, "4bf92f3577b34da6a3ce929d0e0e4736"))
-    assert line == {"route": "r", "session": line["session"], "transport": "websocket", "method": "tools/call",
-                    "id": "x" * MAX_ID_CHARS, "from": "client", "outcome": "error", "error_code": -32602,
-                    "latency_ms": 12.346, "request_bytes": 120, "response_bytes": 80,
-                    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    line = request_line(
+        "r",
+        McpOutcome(
+            "tools/call",
+            "-32602",
+            0.0123456,
+            "client",
+            "websocket",
+            "x" * 500,
+            secret_session,
+            -32602,
+            120,
+            80,
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+    )
+    assert line == {
+        "route": "r",
+        "session": line["session"],
+        "transport": "websocket",
+        "method": "tools/call",
+        "id": "x" * MAX_ID_CHARS,
+        "from": "client",
+        "outcome": "error",
+        "error_code": -32602,
+        "latency_ms": 12.346,
+        "request_bytes": 120,
+        "response_bytes": 80,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    }
     assert secret_session not in repr(line) and line["session"].startswith("s-")
     timeout = request_line("r", McpOutcome("ping", "timeout", None, "upstream", "http", 7, "conn:3"))
     assert (timeout["outcome"], timeout["latency_ms"], timeout["error_code"], timeout["session"]) == (
-        "timeout", None, None, "conn:3")
+        "timeout",
+        None,
+        None,
+        "conn:3",
+    )
     other = request_line("r", McpOutcome("ping", "other_error", 0.001, "client", "http", True))
     assert (other["error_code"], other["id"]) == ("other_error", None)  # a boolean is not an id
 

@@ -8,12 +8,14 @@ from hypothesis import strategies as st
 
 from mcp_sidecar.observe.sse import Comment, SseError, SseEvent, SseParser
 
-STREAM = (b": keepalive\r\n\r\n"
-          b"event: endpoint\ndata: /message?sessionId=abc\n\n"
-          b"id: 7\rdata: {\"a\":\rdata: 1}\r\r"
-          b"data:no-space\r\n\r\n"
-          b"retry: 3000\nevent: only-fields\n\n"  # no data: not dispatched
-          b"data: \xe2\x9c\x93 unicode\n\n")
+STREAM = (
+    b": keepalive\r\n\r\n"
+    b"event: endpoint\ndata: /message?sessionId=abc\n\n"
+    b'id: 7\rdata: {"a":\rdata: 1}\r\r'
+    b"data:no-space\r\n\r\n"
+    b"retry: 3000\nevent: only-fields\n\n"  # no data: not dispatched
+    b"data: \xe2\x9c\x93 unicode\n\n"
+)
 
 
 def parse(chunks) -> list:
@@ -25,13 +27,13 @@ EXPECTED = parse([STREAM])
 
 
 def test_events() -> None:
-    assert EXPECTED == [
+    assert [
         Comment("keepalive"),
         SseEvent("endpoint", "/message?sessionId=abc"),
         SseEvent("message", '{"a":\n1}', "7"),
         SseEvent("message", "no-space", "7"),  # the last event id persists (WHATWG)
         SseEvent("message", "\u2713 unicode", "7"),
-    ]
+    ] == EXPECTED
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mcp_sidecar.observe.events import McpOutcome
 from mcp_sidecar.observe.jsonrpc import decode
@@ -17,33 +18,81 @@ def message(value: dict):
     return m
 
 
-def record(value: dict, origin: str = "client", max_bytes: int = 2048, answered: McpOutcome | None = None,
-           method: str | None = "tools/call"):
-    return tap_record("r", origin, message(value), at_unix=1_700_000_000.5, transport="http",
-                      session="0f6c6e3e-2d1a-4c1b-9a55-7d6a1e1f2b3c", size=99, method=method, answered=answered,
-                      max_bytes=max_bytes)
+def record(
+    value: dict,
+    origin: str = "client",
+    max_bytes: int = 2048,
+    answered: McpOutcome | None = None,
+    method: str | None = "tools/call",
+):
+    return tap_record(
+        "r",
+        origin,
+        message(value),
+        at_unix=1_700_000_000.5,
+        transport="http",
+        session="0f6c6e3e-2d1a-4c1b-9a55-7d6a1e1f2b3c",
+        size=99,
+        method=method,
+        answered=answered,
+        max_bytes=max_bytes,
+    )
 
 
 def test_a_request_and_its_response() -> None:
     req = record({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo"}})
-    assert req == {"t": 1_700_000_000.5, "route": "r", "direction": "client_to_upstream", "kind": "request",
-                   "method": "tools/call", "id": 3, "transport": "http", "session": req["session"], "size": 99,
-                   "params": '{"name": "echo"}', "truncated": False}  # the peer's bytes, as sent
+    assert req == {
+        "t": 1_700_000_000.5,
+        "route": "r",
+        "direction": "client_to_upstream",
+        "kind": "request",
+        "method": "tools/call",
+        "id": 3,
+        "transport": "http",
+        "session": req["session"],
+        "size": 99,
+        "params": '{"name": "echo"}',
+        "truncated": False,
+    }  # the peer's bytes, as sent
     assert req["session"].startswith("s-") and "0f6c6e3e" not in json.dumps(req)
     answered = McpOutcome("tools/call", "ok", 0.0042, "client", "http")
     resp = record({"jsonrpc": "2.0", "id": 3, "result": {"content": []}}, "upstream", answered=answered, method=None)
     assert (resp["kind"], resp["method"], resp["latency_ms"], resp["outcome"], resp["result"]) == (
-        "response", "tools/call", 4.2, "ok", '{"content": []}')
+        "response",
+        "tools/call",
+        4.2,
+        "ok",
+        '{"content": []}',
+    )
     error = record({"jsonrpc": "2.0", "id": 4, "error": {"code": -32601, "message": "no"}}, "upstream", method=None)
-    assert (error["kind"], error["method"], error["error"]) == ("error", None, '{"code":-32601,"message":"no"}')  # decoded, re-encoded
+    assert (error["kind"], error["method"], error["error"]) == (
+        "error",
+        None,
+        '{"code":-32601,"message":"no"}',
+    )  # decoded, re-encoded
     note = record({"jsonrpc": "2.0", "method": "notifications/progress"}, method="notifications/progress")
     assert (note["kind"], note["id"], "params" in note) == ("notification", None, False)
 
 
 def test_params_are_cut_to_the_bound_and_secrets_removed() -> None:
-    rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "login", "arguments": {"user": "ann", "password": "hunter2-very-secret", "apiKey": "sk-123456789",
-                                       "note": "Authorization: Bearer abc.def.ghi", "blob": "x" * 5000}}}, max_bytes=300)
+    rec = record(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {
+                "name": "login",
+                "arguments": {
+                    "user": "ann",
+                    "password": "hunter2-very-secret",
+                    "apiKey": "sk-123456789",
+                    "note": "Authorization: Bearer abc.def.ghi",
+                    "blob": "x" * 5000,
+                },
+            },
+        },
+        max_bytes=300,
+    )
     shown = rec["params"]
     assert rec["truncated"] is True and len(shown) <= 300 + 40
     for secret in ("hunter2-very-secret", "sk-123456789", "abc.def.ghi"):
@@ -61,14 +110,19 @@ def test_filters() -> None:
 _SECRET = "Zs3cr3tT0kenValue0123456789"
 
 
-@given(st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
-                                                                                      max_size=4), max_leaves=20),
-       st.sampled_from(["password", "token", "api_key", "client_secret", "authorization"]),
-       st.integers(min_value=64, max_value=400))
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=20,
+    ),
+    st.sampled_from(["password", "token", "api_key", "client_secret", "authorization"]),
+    st.integers(min_value=64, max_value=400),
+)
 def test_any_params_stay_bounded_and_a_named_secret_never_shows(extra, key: str, max_bytes: int) -> None:
-    rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {key: _SECRET, "x": extra}},
-                 max_bytes=max_bytes)
+    rec = record(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {key: _SECRET, "x": extra}}, max_bytes=max_bytes
+    )
     assert _SECRET not in rec["params"]
     assert len(rec["params"].encode()) <= max_bytes + 3 * 40  # cut, then at most a few REDACTED markers longer
     json.dumps(rec)  # always serialisable
@@ -120,40 +174,82 @@ def test_every_planted_secret_shape_is_redacted() -> None:
         assert not _leaks(rec["params"], _MARK), (name, rec["params"])
         assert REDACTED in rec["params"], name
     # An escaped member name is the same name once decoded.
-    (m,) = decode(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"pass\\u0077ord":"' + _MARK.encode()
-                  + b'"}}')
-    rec = tap_record("r", "client", m, at_unix=0.0, transport="http", session=None, size=1, method="tools/call",
-                     answered=None)
+    (m,) = decode(
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"pass\\u0077ord":"' + _MARK.encode() + b'"}}'
+    )
+    rec = tap_record(
+        "r", "client", m, at_unix=0.0, transport="http", session=None, size=1, method="tools/call", answered=None
+    )
     assert not _leaks(rec["params"], _MARK) and "password" in rec["params"]
 
 
 def test_what_is_not_a_secret_stays() -> None:
-    params = {"_meta": {"progressToken": "pt-42"}, "maxTokens": 1024, "name": "search", "arguments": {
-        "query": "how do keys work", "url": "https://example.com/a?b=c", "usage": {"inputTokens": 12}}}
+    params = {
+        "_meta": {"progressToken": "pt-42"},
+        "maxTokens": 1024,
+        "name": "search",
+        "arguments": {"query": "how do keys work", "url": "https://example.com/a?b=c", "usage": {"inputTokens": 12}},
+    }
     rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
     assert json.loads(rec["params"]) == params  # the bytes as sent: nothing to remove
 
 
-_names = st.sampled_from(["password", "PASSWORD", "Passwd", "pass_phrase", "api_key", "apiKey", "API-KEY", "apiKeys",
-                          "client_secret", "clientSecret", "secretValue", "authToken", "access_token",
-                          "refreshToken", "authorization", "credentials", "privateKey", "private_key", "pwd", "key",
-                          "signature", "cookie", "sessionKey"])
-_json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)),
-                            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                            max_leaves=12)
+_names = st.sampled_from(
+    [
+        "password",
+        "PASSWORD",
+        "Passwd",
+        "pass_phrase",
+        "api_key",
+        "apiKey",
+        "API-KEY",
+        "apiKeys",
+        "client_secret",
+        "clientSecret",
+        "secretValue",
+        "authToken",
+        "access_token",
+        "refreshToken",
+        "authorization",
+        "credentials",
+        "privateKey",
+        "private_key",
+        "pwd",
+        "key",
+        "signature",
+        "cookie",
+        "sessionKey",
+    ]
+)
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=12,
+)
 
 
-@given(_names, _json_values, st.integers(min_value=0, max_value=3), st.integers(min_value=16, max_value=600),
-       st.sampled_from(["plain", "number", "object", "array", "in-json-string"]))
+@given(
+    _names,
+    _json_values,
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=16, max_value=600),
+    st.sampled_from(["plain", "number", "object", "array", "in-json-string"]),
+)
 def test_a_secret_under_a_secret_name_never_shows_whatever_the_shape_and_the_cut(name, noise, depth, max_bytes, shape):
-    secret_value: object = {"plain": _MARK, "number": _NUMBER, "object": {"v": _MARK},
-                            "array": [_MARK], "in-json-string": _MARK}[shape]
+    secret_value: object = {
+        "plain": _MARK,
+        "number": _NUMBER,
+        "object": {"v": _MARK},
+        "array": [_MARK],
+        "in-json-string": _MARK,
+    }[shape]
     planted: object = {name: secret_value}
     for _ in range(depth):
         planted = {"wrap": [noise, planted]}
     if shape == "in-json-string":
         planted = {"blob": json.dumps(planted)}
-    rec = record({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"x": noise, "y": planted}},
-                 max_bytes=max_bytes)
+    rec = record(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"x": noise, "y": planted}}, max_bytes=max_bytes
+    )
     assert not _leaks(rec["params"], _MARK)
     assert len(rec["params"].encode()) <= max_bytes

@@ -70,8 +70,14 @@ def test_events_do_not_depend_on_chunking(events, client: bool, cuts) -> None:
 
 
 def test_fragmented_text_is_reassembled_and_close_decoded() -> None:
-    data = encode([TextMessage(data="hel", message_finished=False), TextMessage(data="lo", message_finished=True),
-                   CloseConnection(code=CloseReason.GOING_AWAY, reason="bye")], client=True)
+    data = encode(
+        [
+            TextMessage(data="hel", message_finished=False),
+            TextMessage(data="lo", message_finished=True),
+            CloseConnection(code=CloseReason.GOING_AWAY, reason="bye"),
+        ],
+        client=True,
+    )
     frames = FrameScanner().feed(data)
     assert [(f.opcode, f.fin) for f in frames] == [("text", False), ("continuation", True), ("close", True)]
     assert frames[1].payload == b"hello"

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
 import trio
 
-import errno
-import logging
-
-from mcp_sidecar.supervise.alerts import AlertState, payload
 from mcp_sidecar.errors import LocalError
+from mcp_sidecar.supervise.alerts import AlertState, payload
 from mcp_sidecar.supervise.ledger import Ledger, RestartCause
-from mcp_sidecar.supervise.statedir import (COUNTERS_FILE, MAX_EVENTS, PID_FILE, Counters, PidLock, ensure_state_dir,
-                                            inspect_pid_file)
+from mcp_sidecar.supervise.statedir import (
+    COUNTERS_FILE,
+    MAX_EVENTS,
+    PID_FILE,
+    Counters,
+    PidLock,
+    ensure_state_dir,
+    inspect_pid_file,
+)
 
 from ..conftest import needs_root, run_proxyctl
 
@@ -114,7 +120,8 @@ def test_run_refuses_such_a_state_dir_in_one_line_before_binding(tmp_path: Path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"proxyctl: error: state directory {path} is writable by other users (mode 0757): refusing it; "
-        f"chmod 700 {path} or choose another --state-dir"]
+        f"chmod 700 {path} or choose another --state-dir"
+    ]
     assert list(path.iterdir()) == []
 
 
@@ -155,8 +162,7 @@ class _FailingCounters(Counters):
 
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO, errno.EROFS])
-def test_the_ledger_survives_failing_writes_says_so_once_and_writes_again(tmp_path: Path, caplog,
-                                                                        error: int) -> None:
+def test_the_ledger_survives_failing_writes_says_so_once_and_writes_again(tmp_path: Path, caplog, error: int) -> None:
     counters = _FailingCounters.load(tmp_path)
     changes = []
     ledger = Ledger(counters, None, 3, on_state_change=lambda: changes.append(ledger.writes.error))
@@ -168,7 +174,9 @@ def test_the_ledger_survives_failing_writes_says_so_once_and_writes_again(tmp_pa
         facts = ledger.facts(3).as_json()["state_dir"]
         assert facts["writable"] is False and facts["write_failures"] == 7
         assert facts["error"] == f"{os.strerror(error)} ({errno.errorcode[error]})"
-        assert ledger.problems("/run/x")[0].startswith(f"state directory /run/x does not take writes ({facts['error']})")
+        assert ledger.problems("/run/x")[0].startswith(
+            f"state directory /run/x does not take writes ({facts['error']})"
+        )
         counters.failing = None
         ledger.retry_save()
     assert [r.getMessage() for r in caplog.records] == ["state.write_failed", "state.write_recovered"]
@@ -203,8 +211,9 @@ class _DiesWhenActivated:
         self.worker.exited.set()
 
 
-async def test_activation_gives_up_when_the_worker_exits_not_after_the_startup_timeout(autojump_clock,
-                                                                                       tmp_path: Path) -> None:
+async def test_activation_gives_up_when_the_worker_exits_not_after_the_startup_timeout(
+    autojump_clock, tmp_path: Path
+) -> None:
     from mcp_sidecar.config.parse import build_config
     from mcp_sidecar.supervise.supervisor import Supervisor, Worker
 

@@ -31,8 +31,13 @@ async def wait_status(sup, predicate, timeout: float = 15.0) -> dict:
 
 
 def echo_route(port: int, **extra) -> dict:
-    return {"name": "echo", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{port}", "health_interval": "200ms",
-            **extra}
+    return {
+        "name": "echo",
+        "listen": "127.0.0.1:0",
+        "upstream": f"127.0.0.1:{port}",
+        "health_interval": "200ms",
+        **extra,
+    }
 
 
 async def test_sigkill_worker_costs_no_connection(nursery, supervised) -> None:
@@ -66,7 +71,9 @@ async def test_sigstop_worker_is_replaced_after_heartbeat_timeout(nursery, super
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)])
         port = await trio.to_thread.run_sync(sup.port, "echo")
-        victim = (await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby"))["worker"]["pid"]
+        victim = (await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby"))["worker"][
+            "pid"
+        ]
         os.kill(victim, signal.SIGSTOP)
         t0 = trio.current_time()
         try:
@@ -132,11 +139,13 @@ async def test_second_instance_is_refused(nursery, supervised) -> None:
         sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)])
         status = await trio.to_thread.run_sync(sup.status)
         result = await trio.to_thread.run_sync(
-            lambda: run_proxyctl("run", "--config", str(sup.config_path), "--state-dir", str(sup.state_dir)))
+            lambda: run_proxyctl("run", "--config", str(sup.config_path), "--state-dir", str(sup.state_dir))
+        )
         assert result.returncode == 1
         assert result.stderr == (
             f"proxyctl: error: already running (pid {status['supervisor']['pid']}, state directory "
-            f"{sup.state_dir}); stop it with `proxyctl stop` or use another --state-dir\n")
+            f"{sup.state_dir}); stop it with `proxyctl stop` or use another --state-dir\n"
+        )
 
 
 def _dead_pid() -> int:
@@ -193,19 +202,25 @@ async def test_counters_persist_across_full_restart_and_status_exit_codes(nurser
         assert status["restarts"]["crash"] == 1
         assert status["counters"]["supervisor_starts"] == 2
         # The worker's admin endpoint shows the supervisor's facts too.
-        from mcp_sidecar.net.http import request
         from prometheus_client.parser import text_string_to_metric_families
+
+        from mcp_sidecar.net.http import request
 
         admin_host, admin_port = status["admin"].rsplit(":", 1)
         api = json.loads((await request(admin_host, int(admin_port), "/api/status")).body)
         assert api["supervisor"]["restarts"] == {"crash": 1}
         assert api["supervisor"]["supervisor_pid"] == status["supervisor"]["pid"]
         metrics = (await request(admin_host, int(admin_port), "/metrics")).body.decode()
-        crash = [s.value for f in text_string_to_metric_families(metrics) for s in f.samples
-                 if s.name == "mcp_sidecar_worker_restarts_total" and s.labels == {"cause": "crash"}]
+        crash = [
+            s.value
+            for f in text_string_to_metric_families(metrics)
+            for s in f.samples
+            if s.name == "mcp_sidecar_worker_restarts_total" and s.labels == {"cause": "crash"}
+        ]
         assert crash == [1]
         json_status = await trio.to_thread.run_sync(
-            lambda: run_proxyctl("status", "--json", "--state-dir", str(sup.state_dir)))
+            lambda: run_proxyctl("status", "--json", "--state-dir", str(sup.state_dir))
+        )
         assert json.loads(json_status.stdout)["restarts"]["crash"] == 1
 
 
@@ -213,8 +228,16 @@ async def test_status_degraded_when_upstream_down(nursery, supervised, tmp_path)
     with trio.fail_after(30):
         dead_port = _free_tcp_port()
         sup = await trio.to_thread.run_sync(
-            supervised, [{"name": "gone", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{dead_port}",
-                          "health_interval": "100ms"}])
+            supervised,
+            [
+                {
+                    "name": "gone",
+                    "listen": "127.0.0.1:0",
+                    "upstream": f"127.0.0.1:{dead_port}",
+                    "health_interval": "100ms",
+                }
+            ],
+        )
         await wait_status(sup, lambda s: s["routes"][0]["upstream_state"] == "down")
         result = await trio.to_thread.run_sync(lambda: run_proxyctl("status", "--state-dir", str(sup.state_dir)))
         assert result.returncode == 1
@@ -244,10 +267,13 @@ async def test_reload_rejects_bad_config_and_applies_good_one(nursery, supervise
         await echo_once(port)  # the old config keeps serving, same worker
         assert await trio.to_thread.run_sync(sup.worker_pid) == before
 
-        write_config(sup.config_path, [
-            {"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"},
-            {"name": "second", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}"},
-        ])
+        write_config(
+            sup.config_path,
+            [
+                {"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"},
+                {"name": "second", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{echo_port}"},
+            ],
+        )
         result = await trio.to_thread.run_sync(lambda: run_proxyctl("reload", "--state-dir", str(sup.state_dir)))
         assert result.returncode == 0, result.stderr
         status = await trio.to_thread.run_sync(sup.status)
@@ -259,8 +285,9 @@ async def test_reload_rejects_bad_config_and_applies_good_one(nursery, supervise
         assert status["restarts"]["reload"] == 1
 
         # Removing a route closes its port once the previous worker has drained.
-        write_config(sup.config_path, [
-            {"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"}])
+        write_config(
+            sup.config_path, [{"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"}]
+        )
         result = await trio.to_thread.run_sync(lambda: run_proxyctl("reload", "--state-dir", str(sup.state_dir)))
         assert result.returncode == 0, result.stderr
         await wait_status(sup, lambda s: not s["draining_workers"] and [r["name"] for r in s["routes"]] == ["echo"])
@@ -293,8 +320,9 @@ async def test_alert_webhook_after_three_failures_and_recovery(nursery, supervis
                 break
         received.append(json.loads(body))
         got.set()
-        await stream.send_all(conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
-                              + conn.send(h11.EndOfMessage()))
+        await stream.send_all(
+            conn.send(h11.Response(status_code=200, headers=[("content-length", "0")])) + conn.send(h11.EndOfMessage())
+        )
         await stream.aclose()
 
     with trio.fail_after(60):
@@ -303,9 +331,10 @@ async def test_alert_webhook_after_three_failures_and_recovery(nursery, supervis
         nursery.start_soon(trio.serve_listeners, receiver, listeners)
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(
-            supervised, [echo_route(echo_port)],
-            {"alert_webhook": f"http://127.0.0.1:{hook_port}/hook", "stable_after": "1500ms",
-             "standby": False})
+            supervised,
+            [echo_route(echo_port)],
+            {"alert_webhook": f"http://127.0.0.1:{hook_port}/hook", "stable_after": "1500ms", "standby": False},
+        )
         for _ in range(3):
             victim = (await wait_status(sup, lambda s: s["worker"] is not None))["worker"]["pid"]
             os.kill(victim, signal.SIGKILL)
@@ -324,9 +353,10 @@ async def test_webhook_down_never_blocks(nursery, supervised) -> None:
     with trio.fail_after(40):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(
-            supervised, [echo_route(echo_port)],
-            {"alert_webhook": f"http://127.0.0.1:{_free_tcp_port()}/hook", "alert_threshold": 1,
-             "standby": False})
+            supervised,
+            [echo_route(echo_port)],
+            {"alert_webhook": f"http://127.0.0.1:{_free_tcp_port()}/hook", "alert_threshold": 1, "standby": False},
+        )
         port = await trio.to_thread.run_sync(sup.port, "echo")
         victim = await trio.to_thread.run_sync(sup.worker_pid)
         os.kill(victim, signal.SIGKILL)
@@ -394,9 +424,16 @@ async def test_workers_are_forked_and_exec_takes_over_without_a_fork_server(nurs
         victim = status["worker"]["pid"]
         os.kill(victim, signal.SIGKILL)
         await echo_once(port)
-        status = await wait_status(sup, lambda s: s["supervisor"]["worker_spawn"] == "exec" and s["worker"]
-                                   and s["worker"]["pid"] != victim and s["standby"] is not None
-                                   and _parent(s["standby"]["pid"]) == s["supervisor"]["pid"])
+        status = await wait_status(
+            sup,
+            lambda s: (
+                s["supervisor"]["worker_spawn"] == "exec"
+                and s["worker"]
+                and s["worker"]["pid"] != victim
+                and s["standby"] is not None
+                and _parent(s["standby"]["pid"]) == s["supervisor"]["pid"]
+            ),
+        )
         assert status["restarts"]["crash"] >= 2
         await echo_once(port)
 
@@ -422,7 +459,8 @@ async def test_stop_while_a_replacement_waits_in_backoff_exits_cleanly(nursery, 
     with trio.fail_after(60):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(
-            supervised, [echo_route(echo_port)], {"restart_backoff_initial": "500ms", "standby": False})
+            supervised, [echo_route(echo_port)], {"restart_backoff_initial": "500ms", "standby": False}
+        )
         status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["state"] == "active")
         os.kill(status["worker"]["pid"], signal.SIGKILL)
         await wait_status(sup, lambda s: s["worker"] is None)  # the replacement now waits out its backoff

@@ -20,7 +20,8 @@ async def test_notify_ready_status_watchdog_and_stopping(nursery, supervised, tm
         await notify.bind(path)
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(
-            lambda: supervised([echo_route(echo_port)], env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "300000"}))
+            lambda: supervised([echo_route(echo_port)], env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "300000"})
+        )
         seen: list[str] = []
 
         async def until(line: str) -> None:
@@ -53,11 +54,15 @@ async def test_socket_activation_adopts_the_listening_socket(nursery, supervised
         fd = held.fileno()
         # systemd's protocol: the socket as fd 3, LISTEN_FDS=1, LISTEN_PID = the service's pid
         # (the shell's $$, which exec keeps).
-        sup = await trio.to_thread.run_sync(lambda: supervised(
-            [{"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"}],
-            env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "mcp-sidecar.socket"},
-            prefix=["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'],
-            pass_fds=(fd, 3), preexec_fn=lambda: os.dup2(fd, 3)))
+        sup = await trio.to_thread.run_sync(
+            lambda: supervised(
+                [{"name": "echo", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{echo_port}"}],
+                env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "mcp-sidecar.socket"},
+                prefix=["sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'],
+                pass_fds=(fd, 3),
+                preexec_fn=lambda: os.dup2(fd, 3),
+            )
+        )
         status = await trio.to_thread.run_sync(sup.status)
         assert status["routes"][0]["listen"] == [f"127.0.0.1:{port}"]
         await echo_once(port)

@@ -13,18 +13,25 @@ Rules this module keeps:
 from __future__ import annotations
 
 import platform
-from typing import Iterator
+from collections.abc import Iterator
 
 import trio
-
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__, logs
-from ..forward.metrics import (CONNECT_FAILURE_REASONS, DIRECTIONS, EXHAUSTION_PLACES, GATE_RESULTS, LEGS,
-                               LOCAL_RESOURCES, REJECT_REASONS, WORKER_RESTART_CAUSES)
-from ..forward.state import End
+from ..forward.metrics import (
+    CONNECT_FAILURE_REASONS,
+    DIRECTIONS,
+    EXHAUSTION_PLACES,
+    GATE_RESULTS,
+    LEGS,
+    LOCAL_RESOURCES,
+    REJECT_REASONS,
+    WORKER_RESTART_CAUSES,
+)
 from ..forward.proxy import Proxy
+from ..forward.state import End
 from .status import RouteStatus
 
 
@@ -41,67 +48,98 @@ class RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         proxy = self.proxy
-        total = CounterMetricFamily("mcp_sidecar_connections", "Connections accepted and forwarded.",
-                                    labels=["route"])
+        total = CounterMetricFamily("mcp_sidecar_connections", "Connections accepted and forwarded.", labels=["route"])
         active = GaugeMetricFamily("mcp_sidecar_connections_active", "Connections open now.", labels=["route"])
-        rejected = CounterMetricFamily("mcp_sidecar_connections_rejected",
-                                       "Connections accepted and closed at once, by reason.",
-                                       labels=["route", "reason"])
-        closed = CounterMetricFamily("mcp_sidecar_connections_closed", "Connections ended, by how they ended.",
-                                     labels=["route", "end"])
-        byte_count = CounterMetricFamily("mcp_sidecar_bytes", "Bytes forwarded, by direction.",
-                                         labels=["route", "direction"])
-        failures = CounterMetricFamily("mcp_sidecar_upstream_connect_failures",
-                                       "Failed upstream connect attempts (retries included), by reason.",
-                                       labels=["route", "reason"])
-        retrans = CounterMetricFamily("mcp_sidecar_tcp_retransmits",
-                                      "TCP segments retransmitted (TCP_INFO), by leg.", labels=["route", "leg"])
-        healthy = GaugeMetricFamily("mcp_sidecar_upstream_healthy",
-                                    "1 if the route's upstream passes its checks, else 0.", labels=["route"])
-        listening = GaugeMetricFamily("mcp_sidecar_listeners", "Listening sockets open for the route.",
-                                      labels=["route"])
-        circuit = GaugeMetricFamily("mcp_sidecar_circuit_open",
-                                    "1 while the route's circuit breaker is open or half-open.", labels=["route"])
-        opened = CounterMetricFamily("mcp_sidecar_circuit_opened", "Times the circuit breaker opened.",
-                                     labels=["route"])
-        progress = CounterMetricFamily("mcp_progress_notifications",
-                                       "MCP notifications/progress seen.", labels=["route"])
-        streams = GaugeMetricFamily("mcp_streams_open",
-                                    "Long-lived MCP streams open (GET event streams, subscriptions/listen).",
-                                    labels=["route"])
-        worst = GaugeMetricFamily("mcp_sidecar_connection_quality_worst",
-                                  "The lowest 0-100 quality score among the route's open connections (100 if none).",
-                                  labels=["route"])
-        mcp_active = GaugeMetricFamily("mcp_active_connections", "Open connections that carried MCP messages.",
-                                       labels=["route"])
-        connecting = GaugeMetricFamily("mcp_sidecar_upstream_connecting",
-                                       "Upstream connect attempts in flight (capped by max_connecting).",
-                                       labels=["route"])
-        observe_s = CounterMetricFamily("mcp_sidecar_observer_seconds",
-                                        "Time spent observing the route's traffic in-line (one thread).",
-                                        labels=["route"])
+        rejected = CounterMetricFamily(
+            "mcp_sidecar_connections_rejected",
+            "Connections accepted and closed at once, by reason.",
+            labels=["route", "reason"],
+        )
+        closed = CounterMetricFamily(
+            "mcp_sidecar_connections_closed", "Connections ended, by how they ended.", labels=["route", "end"]
+        )
+        byte_count = CounterMetricFamily(
+            "mcp_sidecar_bytes", "Bytes forwarded, by direction.", labels=["route", "direction"]
+        )
+        failures = CounterMetricFamily(
+            "mcp_sidecar_upstream_connect_failures",
+            "Failed upstream connect attempts (retries included), by reason.",
+            labels=["route", "reason"],
+        )
+        retrans = CounterMetricFamily(
+            "mcp_sidecar_tcp_retransmits", "TCP segments retransmitted (TCP_INFO), by leg.", labels=["route", "leg"]
+        )
+        healthy = GaugeMetricFamily(
+            "mcp_sidecar_upstream_healthy", "1 if the route's upstream passes its checks, else 0.", labels=["route"]
+        )
+        listening = GaugeMetricFamily(
+            "mcp_sidecar_listeners", "Listening sockets open for the route.", labels=["route"]
+        )
+        circuit = GaugeMetricFamily(
+            "mcp_sidecar_circuit_open", "1 while the route's circuit breaker is open or half-open.", labels=["route"]
+        )
+        opened = CounterMetricFamily(
+            "mcp_sidecar_circuit_opened", "Times the circuit breaker opened.", labels=["route"]
+        )
+        progress = CounterMetricFamily(
+            "mcp_progress_notifications", "MCP notifications/progress seen.", labels=["route"]
+        )
+        streams = GaugeMetricFamily(
+            "mcp_streams_open",
+            "Long-lived MCP streams open (GET event streams, subscriptions/listen).",
+            labels=["route"],
+        )
+        worst = GaugeMetricFamily(
+            "mcp_sidecar_connection_quality_worst",
+            "The lowest 0-100 quality score among the route's open connections (100 if none).",
+            labels=["route"],
+        )
+        mcp_active = GaugeMetricFamily(
+            "mcp_active_connections", "Open connections that carried MCP messages.", labels=["route"]
+        )
+        connecting = GaugeMetricFamily(
+            "mcp_sidecar_upstream_connecting",
+            "Upstream connect attempts in flight (capped by max_connecting).",
+            labels=["route"],
+        )
+        observe_s = CounterMetricFamily(
+            "mcp_sidecar_observer_seconds",
+            "Time spent observing the route's traffic in-line (one thread).",
+            labels=["route"],
+        )
         memory_exhausted = CounterMetricFamily(
             "mcp_sidecar_observer_memory_exhausted",
             "Connections whose observation stopped because the worker's inspection buffers were full "
-            "(observe_memory); forwarding unaffected.", labels=["route"])
-        bugs = CounterMetricFamily("mcp_sidecar_observer_bugs",
-                                   "Observers stopped by a defect of the sidecar's own code (not the peer's bytes); "
-                                   "forwarding unaffected. Should stay 0: report it.", labels=["route"])
+            "(observe_memory); forwarding unaffected.",
+            labels=["route"],
+        )
+        bugs = CounterMetricFamily(
+            "mcp_sidecar_observer_bugs",
+            "Observers stopped by a defect of the sidecar's own code (not the peer's bytes); "
+            "forwarding unaffected. Should stay 0: report it.",
+            labels=["route"],
+        )
         gate = CounterMetricFamily(
             "mcp_sidecar_gate_requests",
             "Requests checked by a route's access gate, by result: admitted by cookie, bearer or header; "
             "url (the URL token exchanged for the cookie); refused as missing, invalid, malformed or too_large.",
-            labels=["route", "result"])
+            labels=["route", "result"],
+        )
         too_large = CounterMetricFamily(
             "mcp_sidecar_observer_bodies_too_large",
             "JSON bodies larger than the observer reads (1 MiB): counted, not parsed; forwarding unaffected.",
-            labels=["route"])
-        expiry = GaugeMetricFamily("mcp_sidecar_tls_cert_expiry_timestamp_seconds",
-                                   "When the certificate a TLS route presents stops being valid (its notAfter, "
-                                   "unix time).", labels=["route"])
-        shed = CounterMetricFamily("mcp_sidecar_observer_shed",
-                                   "Connections forwarded unobserved because observation was over its CPU "
-                                   "budget (observe_cpu_share).", labels=["route"])
+            labels=["route"],
+        )
+        expiry = GaugeMetricFamily(
+            "mcp_sidecar_tls_cert_expiry_timestamp_seconds",
+            "When the certificate a TLS route presents stops being valid (its notAfter, unix time).",
+            labels=["route"],
+        )
+        shed = CounterMetricFamily(
+            "mcp_sidecar_observer_shed",
+            "Connections forwarded unobserved because observation was over its CPU budget (observe_cpu_share).",
+            labels=["route"],
+        )
         now = trio.current_time()
         for rt in proxy.routes:
             name = rt.name
@@ -138,53 +176,86 @@ class RuntimeCollector(Collector):
             tracker = rt.observation.tracker
             progress.add_metric([name], tracker.progress)
             streams.add_metric([name], tracker.streams_open + rt.observation.open_streams)
-        yield from (total, active, rejected, closed, byte_count, failures, retrans, healthy, listening, circuit,
-                    opened, connecting, mcp_active, worst, progress, streams, observe_s, shed, memory_exhausted, bugs,
-                    too_large, gate, expiry)
+        yield from (
+            total,
+            active,
+            rejected,
+            closed,
+            byte_count,
+            failures,
+            retrans,
+            healthy,
+            listening,
+            circuit,
+            opened,
+            connecting,
+            mcp_active,
+            worst,
+            progress,
+            streams,
+            observe_s,
+            shed,
+            memory_exhausted,
+            bugs,
+            too_large,
+            gate,
+            expiry,
+        )
         exhausted = CounterMetricFamily(
             "mcp_sidecar_local_resource_exhausted",
             "Times this worker ran out of a local resource (descriptors, buffers, memory), by where it happened; "
-            "never counted against an upstream.", labels=["resource", "where"])
+            "never counted against an upstream.",
+            labels=["resource", "where"],
+        )
         for resource in LOCAL_RESOURCES:
             for where in EXHAUSTION_PLACES:
                 exhausted.add_metric([resource, where], proxy.exhaustion.counts.get((resource, where), 0))
         yield exhausted
-        suppressed = CounterMetricFamily("mcp_sidecar_log_lines_suppressed",
-                                         "Log lines not written because their event was over its rate limit.",
-                                         labels=["event"])
+        suppressed = CounterMetricFamily(
+            "mcp_sidecar_log_lines_suppressed",
+            "Log lines not written because their event was over its rate limit.",
+            labels=["event"],
+        )
         for event, count in sorted(logs.limiter.suppressed_total.items()):
             suppressed.add_metric([event], count)
         yield suppressed
-        memory = GaugeMetricFamily("mcp_sidecar_observer_memory_bytes",
-                                   "Bytes held by the worker's inspection buffers now (all routes).")
+        memory = GaugeMetricFamily(
+            "mcp_sidecar_observer_memory_bytes", "Bytes held by the worker's inspection buffers now (all routes)."
+        )
         memory.add_metric([], proxy.observe_memory.used)
         yield memory
-        memory_limit = GaugeMetricFamily("mcp_sidecar_observer_memory_limit_bytes",
-                                         "The worker's inspection buffer budget (observe_memory).")
+        memory_limit = GaugeMetricFamily(
+            "mcp_sidecar_observer_memory_limit_bytes", "The worker's inspection buffer budget (observe_memory)."
+        )
         memory_limit.add_metric([], proxy.observe_memory.limit)
         yield memory_limit
 
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)
         yield draining
-        restarts = CounterMetricFamily("mcp_sidecar_worker_restarts",
-                                       "Worker processes replaced by the supervisor, by cause.", labels=["cause"])
+        restarts = CounterMetricFamily(
+            "mcp_sidecar_worker_restarts", "Worker processes replaced by the supervisor, by cause.", labels=["cause"]
+        )
         facts = proxy.supervisor_facts() or {}
         counts = facts.get("restarts", {})
         for cause in WORKER_RESTART_CAUSES:
             restarts.add_metric([cause], counts.get(cause, 0))
         yield restarts
         state = facts.get("state_dir") or {}
-        writable = GaugeMetricFamily("mcp_sidecar_state_writable",
-                                     "1 while the supervisor's state directory takes writes (counters, events), "
-                                     "0 while it does not (full, read-only, I/O errors); forwarding is unaffected.")
+        writable = GaugeMetricFamily(
+            "mcp_sidecar_state_writable",
+            "1 while the supervisor's state directory takes writes (counters, events), "
+            "0 while it does not (full, read-only, I/O errors); forwarding is unaffected.",
+        )
         writable.add_metric([], 1 if state.get("writable", True) else 0)
         yield writable
-        write_failures = CounterMetricFamily("mcp_sidecar_state_write_failures",
-                                             "Writes of the supervisor's state directory that failed (retried).")
+        write_failures = CounterMetricFamily(
+            "mcp_sidecar_state_write_failures", "Writes of the supervisor's state directory that failed (retried)."
+        )
         write_failures.add_metric([], state.get("write_failures", 0))
         yield write_failures
-        info = GaugeMetricFamily("mcp_sidecar_build_info", "Version information; the value is always 1.",
-                                 labels=["version", "python"])
+        info = GaugeMetricFamily(
+            "mcp_sidecar_build_info", "Version information; the value is always 1.", labels=["version", "python"]
+        )
         info.add_metric([__version__, platform.python_version()], 1)
         yield info

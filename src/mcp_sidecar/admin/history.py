@@ -29,8 +29,18 @@ from ..observe.mcpstats import latency_summary
 #: Open connections whose kernel RTT a tick reads (the newest ones).
 RTT_SAMPLE_CONNECTIONS = 64
 MAX_METHOD_SERIES = 40
-ROUTE_SERIES = ("connections", "bytes_in_per_s", "bytes_out_per_s", "mcp_rps", "mcp_errors_per_s", "p50_ms",
-                "p95_ms", "p99_ms", "rtt_client_ms", "rtt_upstream_ms")
+ROUTE_SERIES = (
+    "connections",
+    "bytes_in_per_s",
+    "bytes_out_per_s",
+    "mcp_rps",
+    "mcp_errors_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "rtt_client_ms",
+    "rtt_upstream_ms",
+)
 METHOD_SERIES = ("rps", "errors_per_s", "p50_ms", "p95_ms", "p99_ms")
 
 
@@ -50,8 +60,9 @@ class History:
         column: deque[Any] = deque([None] * (len(self.t) - 1), maxlen=self.length)
         return column
 
-    def record(self, at: float, routes: dict[str, dict[str, Any]],
-               methods: dict[str, dict[str, dict[str, Any]]]) -> None:
+    def record(
+        self, at: float, routes: dict[str, dict[str, Any]], methods: dict[str, dict[str, dict[str, Any]]]
+    ) -> None:
         """One tick: ``routes[route][series]`` and ``methods[route][method][series]``."""
         self.t.append(at)
         for route, values in routes.items():
@@ -85,11 +96,14 @@ class History:
     def as_json(self, route: str | None = None) -> dict[str, Any]:
         names = [r for r in self.routes if route is None or r == route]
         return {
-            "interval_s": self.interval_s, "length": self.length, "points": len(self.t),
+            "interval_s": self.interval_s,
+            "length": self.length,
+            "points": len(self.t),
             "t": list(self.t),
             "routes": {r: {s: list(c) for s, c in self.routes[r].items()} for r in names},
-            "methods": {r: {m: {s: list(c) for s, c in t.items()} for m, t in self.methods.get(r, {}).items()}
-                        for r in names},
+            "methods": {
+                r: {m: {s: list(c) for s, c in t.items()} for m, t in self.methods.get(r, {}).items()} for r in names
+            },
         }
 
 

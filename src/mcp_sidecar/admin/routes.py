@@ -41,15 +41,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/readyz", "", "readiness: 200, or 503 with the reasons as JSON", "_readyz"),
     Endpoint("GET", "/metrics", "", "Prometheus text, or OpenMetrics if asked for", "_metrics"),
     Endpoint("GET", "/api/status", "", "version, pid, uptime, supervisor facts, routes", "_status"),
-    Endpoint("GET", "/api/connections", "?limit=N&offset=M&route=NAME",
-             "every open connection (kernel TCP_INFO included), a page at a time", "_connections"),
+    Endpoint(
+        "GET",
+        "/api/connections",
+        "?limit=N&offset=M&route=NAME",
+        "every open connection (kernel TCP_INFO included), a page at a time",
+        "_connections",
+    ),
     Endpoint("GET", "/api/connections/{id}", "", "one open connection", "_connection"),
     Endpoint("GET", "/api/mcp", "?route=NAME", "per route and method: rates, errors, latency, sessions", "_mcp"),
-    Endpoint("GET", "/api/history", "?route=NAME", "the last minutes of figures, one point per interval",
-             "_history"),
+    Endpoint("GET", "/api/history", "?route=NAME", "the last minutes of figures, one point per interval", "_history"),
     Endpoint("GET", "/api/config", "", "the effective configuration (secrets named, not shown)", "_config"),
-    Endpoint("GET", "/api/tap", "?route=R&method=M&limit=N&duration=S",
-             "a live stream of MCP messages, one JSON line each", "_tap", guarded=True),
+    Endpoint(
+        "GET",
+        "/api/tap",
+        "?route=R&method=M&limit=N&duration=S",
+        "a live stream of MCP messages, one JSON line each",
+        "_tap",
+        guarded=True,
+    ),
     Endpoint("GET", "/dashboard", "", "the operator's page (its assets under /dashboard/)", "_asset"),
     Endpoint("GET", "/", "", "this list", "_index"),
     Endpoint("POST", "/api/drain", "", "stop accepting and drain", "_drain", guarded=True),
@@ -68,8 +78,8 @@ def route(path: str, assets: dict[str, object]) -> tuple[Endpoint | None, str | 
     if path in assets:
         return _BY_PATH["/dashboard"], None
     for prefix, endpoint in _WITH_PARAMETER:
-        if path.startswith(prefix) and "/" not in path[len(prefix):]:
-            return endpoint, path[len(prefix):]
+        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            return endpoint, path[len(prefix) :]
     return None, None
 
 

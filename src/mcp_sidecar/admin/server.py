@@ -50,7 +50,8 @@ import math
 import socket
 import time
 import urllib.parse
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import h11
 import trio
@@ -72,8 +73,8 @@ from .collector import RuntimeCollector
 from .dashboard import ASSETS, CSP
 from .history import History, Sampler
 from .routes import index, route
-from .tapstream import TapStream, stream_tap
 from .status import mcp_view, readiness, status
+from .tapstream import TapStream, stream_tap
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +91,12 @@ SEND_TIMEOUT_S = 10.0
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 ITEMS_PER_CHECKPOINT = 32
+
+
 class _Slot:
     """One admin connection, for shedding: who, since when, doing what."""
 
-    __slots__ = ("scope", "client", "busy")
+    __slots__ = ("busy", "client", "scope")
 
     def __init__(self, scope: trio.CancelScope, client: str) -> None:
         self.scope = scope
@@ -105,7 +108,7 @@ class _Slot:
 class _Ask:
     """A request as a handler sees it."""
 
-    __slots__ = ("path", "query", "headers", "parameter")
+    __slots__ = ("headers", "parameter", "path", "query")
 
     def __init__(self, path: str, query: str, headers: dict[str, str], parameter: str | None) -> None:
         self.path = path
@@ -115,7 +118,7 @@ class _Ask:
 
 
 class _Reply:
-    __slots__ = ("status", "body", "content_type", "headers")
+    __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(self, status: int, body: bytes, content_type: str, headers: list[tuple[str, str]] | None = None):
         self.status = status
@@ -157,8 +160,11 @@ class AdminServer:
         self.shed = 0
         self._heavy = trio.Semaphore(1)
         observe = proxy.config.observe
-        self.history = (History(observe.history_interval_s, max(1, int(observe.history_s / observe.history_interval_s)))
-                        if observe.history_s > 0 else None)
+        self.history = (
+            History(observe.history_interval_s, max(1, int(observe.history_s / observe.history_interval_s)))
+            if observe.history_s > 0
+            else None
+        )
         self._sampler = Sampler(proxy)
         proxy.metrics.registry.register(RuntimeCollector(proxy))
         proxy.metrics.registry.register(_AdminCollector(self))
@@ -226,8 +232,17 @@ class AdminServer:
 
     async def _converse(self, stream: trio.SocketStream, slot: _Slot) -> None:
         # (read at each connection: tests shorten the timeouts)
-        http = ServerConnection(stream, RequestLimits(FIRST_REQUEST_TIMEOUT_S, HEAD_TIMEOUT_S, REQUEST_TIMEOUT_S,
-                                                      MAX_HEAD_BYTES, MAX_BODY_BYTES, SEND_TIMEOUT_S))
+        http = ServerConnection(
+            stream,
+            RequestLimits(
+                FIRST_REQUEST_TIMEOUT_S,
+                HEAD_TIMEOUT_S,
+                REQUEST_TIMEOUT_S,
+                MAX_HEAD_BYTES,
+                MAX_BODY_BYTES,
+                SEND_TIMEOUT_S,
+            ),
+        )
         idle_s = FIRST_REQUEST_TIMEOUT_S
         while True:
             try:
@@ -247,15 +262,25 @@ class AdminServer:
                 return
             await self._send(http, reply, head_only=request.method == b"HEAD")
             slot.busy = False
-            log(logger, logging.DEBUG, "admin.request", method=request.method.decode(),
-                target=redact_target(request.target), status=reply.status)
+            log(
+                logger,
+                logging.DEBUG,
+                "admin.request",
+                method=request.method.decode(),
+                target=redact_target(request.target),
+                status=reply.status,
+            )
             if not http.next_cycle():
                 return
 
     async def _send(self, http: ServerConnection, reply: _Reply, *, head_only: bool) -> None:
-        await http.respond(reply.status, reply.body, reply.content_type,
-                           [("cache-control", "no-store"), ("x-content-type-options", "nosniff"), *reply.headers],
-                           head_only=head_only)
+        await http.respond(
+            reply.status,
+            reply.body,
+            reply.content_type,
+            [("cache-control", "no-store"), ("x-content-type-options", "nosniff"), *reply.headers],
+            head_only=head_only,
+        )
 
     async def _dispatch(self, request: h11.Request, body: bytes) -> _Reply | TapStream:
         target = request.target.decode("latin-1")
@@ -287,7 +312,7 @@ class AdminServer:
             return None  # HTTP/1.0: no browser sends a request without one
         name = host.strip().lower()
         if name.startswith("["):
-            name = name[1:name.find("]")] if "]" in name else name
+            name = name[1 : name.find("]")] if "]" in name else name
         elif name.count(":") == 1:
             name = name.rsplit(":", 1)[0]
         name = name.rstrip(".")
@@ -299,8 +324,13 @@ class AdminServer:
         if name in self.host_names:
             return None
         log(logger, logging.WARNING, "admin.host_refused", host=host[:100])
-        return _json(421, {"error": "this admin endpoint answers requests for its IP addresses, localhost and the "
-                                    "names in [admin] hosts only (a page on another name, DNS rebinding, gets nothing)"})
+        return _json(
+            421,
+            {
+                "error": "this admin endpoint answers requests for its IP addresses, localhost and the "
+                "names in [admin] hosts only (a page on another name, DNS rebinding, gets nothing)"
+            },
+        )
 
     def _check_origin(self, headers: dict[str, str]) -> _Reply | None:
         """A browser's request from another origin: 403 (no CSRF)."""
@@ -315,8 +345,12 @@ class AdminServer:
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
         except ValueError:
             port = None
-        if (parsed.scheme in ("http", "https") and parsed.hostname is not None
-                and self._check_host(parsed.hostname) is None and port == self.address[1]):
+        if (
+            parsed.scheme in ("http", "https")
+            and parsed.hostname is not None
+            and self._check_host(parsed.hostname) is None
+            and port == self.address[1]
+        ):
             return None
         return _json(403, {"error": "a request from another origin may not change state or read the tap"})
 
@@ -325,9 +359,14 @@ class AdminServer:
         if self.config.open_on_loopback and self.loopback_only:
             return None
         if token is None:
-            return _json(403, {"error": "state-changing requests and the tap need admin.token (or "
-                                        "MCP_SIDECAR_ADMIN_TOKEN; proxyctl run generates one), or "
-                                        "[admin] open_on_loopback = true on loopback"})
+            return _json(
+                403,
+                {
+                    "error": "state-changing requests and the tap need admin.token (or "
+                    "MCP_SIDECAR_ADMIN_TOKEN; proxyctl run generates one), or "
+                    "[admin] open_on_loopback = true on loopback"
+                },
+            )
         scheme, _, offered = (authorization or "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode()):
             return None
@@ -335,30 +374,30 @@ class AdminServer:
 
     # --- the handlers (routes.ENDPOINTS names them) ------------------------------------------
 
-    def _healthz(self, ask: "_Ask") -> _Reply:
+    def _healthz(self, ask: _Ask) -> _Reply:
         return _Reply(200, b"ok\n", "text/plain; charset=utf-8")
 
-    def _status(self, ask: "_Ask") -> _Reply:
+    def _status(self, ask: _Ask) -> _Reply:
         return _json(200, status(self.proxy))
 
-    def _config(self, ask: "_Ask") -> _Reply:
+    def _config(self, ask: _Ask) -> _Reply:
         return _json(200, effective_document(self.proxy.config))
 
-    def _asset(self, ask: "_Ask") -> _Reply:
+    def _asset(self, ask: _Ask) -> _Reply:
         content_type, data = ASSETS[ask.path]
         return _Reply(200, data, content_type, [("content-security-policy", CSP)])
 
-    def _readyz(self, ask: "_Ask") -> _Reply:
+    def _readyz(self, ask: _Ask) -> _Reply:
         reasons = readiness(self.proxy)
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
 
-    def _metrics(self, ask: "_Ask") -> _Reply:
+    def _metrics(self, ask: _Ask) -> _Reply:
         encoder, content_type = choose_encoder(ask.headers.get("accept") or "")
         return _Reply(200, encoder(self.proxy.metrics.registry), content_type)
 
-    async def _connections(self, ask: "_Ask") -> _Reply:
+    async def _connections(self, ask: _Ask) -> _Reply:
         """A page of the open connections: ``?limit=N&offset=M&route=NAME``."""
         params = urllib.parse.parse_qs(ask.query)
         try:
@@ -369,9 +408,10 @@ class AdminServer:
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             return _json(400, {"error": f"limit must be in 1..{MAX_PAGE} and offset >= 0"})
         route = params.get("route", [None])[0]
-        conns = [c for rt in self.proxy.routes if route is None or rt.config.name == route
-                 for c in rt.connections.values()]
-        page = conns[offset:offset + limit]
+        conns = [
+            c for rt in self.proxy.routes if route is None or rt.config.name == route for c in rt.connections.values()
+        ]
+        page = conns[offset : offset + limit]
         parts = []
         for i, conn in enumerate(page):
             if i % ITEMS_PER_CHECKPOINT == ITEMS_PER_CHECKPOINT - 1:
@@ -385,7 +425,7 @@ class AdminServer:
         body = b'{"connections": [\n' + b",\n".join(parts) + b"\n], " + tail[1:].encode() + b"\n"
         return _Reply(200, body, "application/json")
 
-    def _connection(self, ask: "_Ask") -> _Reply:
+    def _connection(self, ask: _Ask) -> _Reply:
         conn_id = ask.parameter or ""
         found = self.proxy.connection(int(conn_id)) if conn_id.isdigit() else None
         if found is None:
@@ -395,17 +435,16 @@ class AdminServer:
     def _route_param(self, query: str) -> tuple[str | None, _Reply | None]:
         route = urllib.parse.parse_qs(query).get("route", [None])[0]
         if route is not None and route not in {rt.name for rt in self.proxy.routes}:
-            return None, _json(404, {"error": f"no route {route!r}",
-                                     "routes": [rt.name for rt in self.proxy.routes]})
+            return None, _json(404, {"error": f"no route {route!r}", "routes": [rt.name for rt in self.proxy.routes]})
         return route, None
 
-    def _mcp(self, ask: "_Ask") -> _Reply:
+    def _mcp(self, ask: _Ask) -> _Reply:
         route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
         return _json(200, mcp_view(self.proxy, trio.current_time(), route))
 
-    def _history(self, ask: "_Ask") -> _Reply:
+    def _history(self, ask: _Ask) -> _Reply:
         route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
@@ -413,7 +452,7 @@ class AdminServer:
             return _json(404, {"error": "history is off ([observe] history = 0)"})
         return _Reply(200, _line(self.history.as_json(route)), "application/json")
 
-    def _tap(self, ask: "_Ask") -> _Reply | TapStream:
+    def _tap(self, ask: _Ask) -> _Reply | TapStream:
         """``?route=R&method=M&limit=N&duration=S``: subscribe, then stream."""
         route, refusal = self._route_param(ask.query)
         if refusal is not None:
@@ -436,12 +475,12 @@ class AdminServer:
         log(logger, logging.INFO, "admin.tap", route=route, method=method)
         return TapStream(subscriber, limit, duration)
 
-    def _drain(self, ask: "_Ask") -> _Reply:
+    def _drain(self, ask: _Ask) -> _Reply:
         log(logger, logging.INFO, "admin.drain")
         self.proxy.begin_drain()
         return _json(202, {"draining": True, "drain_timeout_s": self.proxy.config.drain_timeout_s})
 
-    def _index(self, ask: "_Ask") -> _Reply:
+    def _index(self, ask: _Ask) -> _Reply:
         return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": index()})
 
 
@@ -455,15 +494,18 @@ class _AdminCollector(Collector):
         open_now = GaugeMetricFamily("mcp_sidecar_admin_connections", "Admin endpoint connections open now.")
         open_now.add_metric([], len(self.server._slots))
         yield open_now
-        shed = CounterMetricFamily("mcp_sidecar_admin_connections_shed",
-                                   "Admin connections closed to make room for a newer one (idle or slow clients).")
+        shed = CounterMetricFamily(
+            "mcp_sidecar_admin_connections_shed",
+            "Admin connections closed to make room for a newer one (idle or slow clients).",
+        )
         shed.add_metric([], self.server.shed)
         yield shed
         taps = self.server.proxy.taps
         subscribers = GaugeMetricFamily("mcp_sidecar_tap_subscribers", "proxyctl tap streams open now.")
         subscribers.add_metric([], len(taps.subscribers))
         yield subscribers
-        dropped = CounterMetricFamily("mcp_sidecar_tap_dropped",
-                                      "MCP messages a tap client's queue could not take (it read too slowly).")
+        dropped = CounterMetricFamily(
+            "mcp_sidecar_tap_dropped", "MCP messages a tap client's queue could not take (it read too slowly)."
+        )
         dropped.add_metric([], taps.dropped)
         yield dropped

@@ -1,5 +1,6 @@
-"""The worker's health and status, as every view shows it (the admin API,
-the heartbeat to the supervisor, the dashboard).
+"""Health and status, as every view shows it, built here once: the worker's
+(the admin API, the heartbeat to the supervisor, the dashboard) and the
+supervisor's (``proxyctl status``).
 
 Rules this module keeps:
 
@@ -13,17 +14,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from .. import __version__
+from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
-from ..health.breaker import BreakerState
 from ..forward.proxy import Proxy
 from ..forward.state import RouteState
+from ..health.breaker import BreakerState
+from ..net.listeners import BoundListener
 from ..observe.mcpstats import WINDOW_S
 
 
@@ -48,8 +52,10 @@ def readiness(proxy: Proxy) -> list[str]:
             else:
                 reasons.append(f"route {name}: upstream {rt.config.upstream_text} is down ({health.last_result})")
         if rt.breaker.state is BreakerState.OPEN:
-            reasons.append(f"route {name}: circuit open ({rt.breaker.last_reason}), retry in "
-                           f"{rt.breaker.retry_after_s(trio.current_time())} s")
+            reasons.append(
+                f"route {name}: circuit open ({rt.breaker.last_reason}), retry in "
+                f"{rt.breaker.retry_after_s(trio.current_time())} s"
+            )
     return reasons
 
 
@@ -89,36 +95,61 @@ class RouteStatus:
     tls_cert_expires_unix: float | None = None
 
     @classmethod
-    def of(cls, rt: RouteState, now: float, started_unix: float = 0.0) -> "RouteStatus":
+    def of(cls, rt: RouteState, now: float, started_unix: float = 0.0) -> RouteStatus:
         c2u, u2c = rt.bytes_forwarded()
         state, since, reason = _route_state(rt, now)
         return cls(
-            name=rt.name, listen=tuple(str(l.address) for l in rt.listeners), upstream=rt.config.upstream_text,
-            required=rt.config.settings.required, upstream_healthy=rt.health.healthy,
-            upstream_state=rt.health.state_name, state=state, since_unix=since or started_unix, reason=reason,
-            health=rt.health.as_json(), circuit=rt.breaker.as_json(now),
-            upstream_connections=dict(rt.connector.connected_to), connections_active=rt.active,
-            connections_total=rt.total, connections_rejected={str(k): v for k, v in rt.rejected.items()},
+            name=rt.name,
+            listen=tuple(str(l.address) for l in rt.listeners),
+            upstream=rt.config.upstream_text,
+            required=rt.config.settings.required,
+            upstream_healthy=rt.health.healthy,
+            upstream_state=rt.health.state_name,
+            state=state,
+            since_unix=since or started_unix,
+            reason=reason,
+            health=rt.health.as_json(),
+            circuit=rt.breaker.as_json(now),
+            upstream_connections=dict(rt.connector.connected_to),
+            connections_active=rt.active,
+            connections_total=rt.total,
+            connections_rejected={str(k): v for k, v in rt.rejected.items()},
             connections_closed={str(k): v for k, v in rt.ended.items()},
-            upstream_connect_failures=dict(rt.connector.failures), bytes_client_to_upstream=c2u,
-            bytes_upstream_to_client=u2c, observer_seconds=round(rt.observation.observe_s, 6),
-            observer_shed=rt.observation.shed, observer_memory_exhausted=rt.observation.memory_exhausted,
-            tls_cert_expires_unix=rt.config.tls_material.cert_not_after_unix)
+            upstream_connect_failures=dict(rt.connector.failures),
+            bytes_client_to_upstream=c2u,
+            bytes_upstream_to_client=u2c,
+            observer_seconds=round(rt.observation.observe_s, 6),
+            observer_shed=rt.observation.shed,
+            observer_memory_exhausted=rt.observation.memory_exhausted,
+            tls_cert_expires_unix=rt.config.tls_material.cert_not_after_unix,
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The worker API's view (``/api/status``)."""
-        return {"name": self.name, "listen": list(self.listen), "upstream": self.upstream,
-                "state": self.state, "since_unix": self.since_unix, "reason": self.reason,
-                "upstream_healthy": self.upstream_healthy, "health": self.health, "circuit": self.circuit,
-                "upstream_connections": self.upstream_connections, "required": self.required,
-                "connections_active": self.connections_active, "connections_total": self.connections_total,
-                "connections_rejected": self.connections_rejected, "connections_closed": self.connections_closed,
-                "upstream_connect_failures": self.upstream_connect_failures,
-                "bytes_client_to_upstream": self.bytes_client_to_upstream,
-                "bytes_upstream_to_client": self.bytes_upstream_to_client,
-                "observer_seconds": self.observer_seconds, "observer_shed": self.observer_shed,
-                "observer_memory_exhausted": self.observer_memory_exhausted,
-                "tls_cert_expires_unix": self.tls_cert_expires_unix}
+        return {
+            "name": self.name,
+            "listen": list(self.listen),
+            "upstream": self.upstream,
+            "state": self.state,
+            "since_unix": self.since_unix,
+            "reason": self.reason,
+            "upstream_healthy": self.upstream_healthy,
+            "health": self.health,
+            "circuit": self.circuit,
+            "upstream_connections": self.upstream_connections,
+            "required": self.required,
+            "connections_active": self.connections_active,
+            "connections_total": self.connections_total,
+            "connections_rejected": self.connections_rejected,
+            "connections_closed": self.connections_closed,
+            "upstream_connect_failures": self.upstream_connect_failures,
+            "bytes_client_to_upstream": self.bytes_client_to_upstream,
+            "bytes_upstream_to_client": self.bytes_upstream_to_client,
+            "observer_seconds": self.observer_seconds,
+            "observer_shed": self.observer_shed,
+            "observer_memory_exhausted": self.observer_memory_exhausted,
+            "tls_cert_expires_unix": self.tls_cert_expires_unix,
+        }
 
 
 def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | None]:
@@ -133,8 +164,11 @@ def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | N
     if health.enabled and health.state is False:
         return "down", health.since_unix, f"upstream {rt.config.upstream_text} is down ({health.last_result})"
     if breaker.state is BreakerState.OPEN:
-        return "down", breaker.opened_unix, (f"circuit open ({breaker.last_reason}), retry in "
-                                             f"{breaker.retry_after_s(now)} s")
+        return (
+            "down",
+            breaker.opened_unix,
+            (f"circuit open ({breaker.last_reason}), retry in {breaker.retry_after_s(now)} s"),
+        )
     if breaker.state is BreakerState.HALF_OPEN:
         return "degraded", breaker.opened_unix, f"circuit half-open after {breaker.last_reason}"
     if health.enabled and health.state is None:
@@ -172,6 +206,70 @@ def status(proxy: Proxy) -> dict[str, Any]:
     }
 
 
+# --- the supervisor's view (proxyctl status): the routes as its workers report them ----------
+
+
+def supervised_routes(
+    config: ProxyConfig,
+    listeners: list[BoundListener],
+    live: Sequence[RouteStatus],
+    reporting: Sequence[Sequence[RouteStatus]],
+    retired_totals: dict[str, int],
+) -> list[dict[str, Any]]:
+    """Each configured route as ``proxyctl status`` shows it: its settings
+    (what ``proxyctl check`` needs), the active worker's view of its
+    upstream (``live``), and its connections summed over every worker that
+    serves or drains (``reporting``) and the ones that exited."""
+    by_name = {r.name: r for r in live}
+    active: dict[str, int] = {}
+    total = dict(retired_totals)
+    for routes in reporting:
+        for r in routes:
+            active[r.name] = active.get(r.name, 0) + r.connections_active
+            total[r.name] = total.get(r.name, 0) + r.connections_total
+    out = []
+    for route in config.routes:
+        seen = by_name.get(route.name)
+        upstream_tls = route.upstream_tls
+        out.append(
+            {
+                "name": route.name,
+                "listen": [str(listener.address) for listener in listeners if listener.route.name == route.name],
+                "upstream": route.upstream_text,
+                "upstreams": [str(u) for u in route.upstreams],
+                "health_check": route.health.check,
+                "health_path": route.health.path,
+                "tls": route.tls.enabled,
+                "tls_cert_expires_unix": route.tls_material.cert_not_after_unix,
+                "gate": route.gate.on,
+                "upstream_tls": {"ca": upstream_tls.ca, "name": upstream_tls.name, "verify": upstream_tls.verify}
+                if upstream_tls.enabled
+                else None,
+                "upstream_healthy": seen.upstream_healthy if seen else None,
+                "circuit": seen.circuit["state"] if seen else "closed",
+                "upstream_state": seen.upstream_state if seen else "unknown",
+                "connections_active": active.get(route.name, 0),
+                "connections_total": total.get(route.name, 0),
+            }
+        )
+    return out
+
+
+def supervisor_problems(
+    config: ProxyConfig, routes: list[dict[str, Any]], *, stopping: bool, serving: bool, consecutive_failures: int
+) -> list[str]:
+    """What ``proxyctl status`` lists as problems (not healthy: exit 1)."""
+    problems = []
+    if stopping:
+        problems.append("stopping: draining open connections")
+    elif not serving:
+        problems.append("no worker is serving")
+    if consecutive_failures >= config.supervisor.alert_threshold:
+        problems.append(f"crash loop: {consecutive_failures} consecutive worker failures")
+    problems += [
+        f"route {r['name']}: upstream {r['upstream']} is down" for r in routes if r["upstream_state"] == "down"
+    ]
+    return problems
 
 
 def supervision_problems(facts: dict[str, Any] | None) -> list[str]:
@@ -179,8 +277,10 @@ def supervision_problems(facts: dict[str, Any] | None) -> list[str]:
     state = (facts or {}).get("state_dir") or {}
     if state.get("writable", True):
         return []
-    return [f"the supervisor's state directory does not take writes ({state.get('error')}): counters and events "
-            "are kept in memory and saved when it does again"]
+    return [
+        f"the supervisor's state directory does not take writes ({state.get('error')}): counters and events "
+        "are kept in memory and saved when it does again"
+    ]
 
 
 def mcp_view(proxy: Proxy, now: float, route: str | None = None) -> dict[str, Any]:
@@ -194,14 +294,19 @@ def mcp_view(proxy: Proxy, now: float, route: str | None = None) -> dict[str, An
         in_flight = observation.tracker.in_flight()
         view: dict[str, Any] = {"route": rt.name}
         view.update(observation.stats.as_json(now, in_flight))
-        view.update({
-            "in_flight": sum(in_flight.values()),
-            "progress_notifications": observation.tracker.progress,
-            "streams_open": observation.tracker.streams_open + observation.open_streams,
-            "mcp_connections": observation.mcp_connections,
-            "request_log": observation.request_log.as_json() if observation.request_log is not None else None,
-        })
+        view.update(
+            {
+                "in_flight": sum(in_flight.values()),
+                "progress_notifications": observation.tracker.progress,
+                "streams_open": observation.tracker.streams_open + observation.open_streams,
+                "mcp_connections": observation.mcp_connections,
+                "request_log": observation.request_log.as_json() if observation.request_log is not None else None,
+            }
+        )
         routes.append(view)
     taps = proxy.taps
-    return {"window_s": WINDOW_S, "routes": routes,
-            "tap": {"subscribers": len(taps.subscribers), "dropped": taps.dropped}}
+    return {
+        "window_s": WINDOW_S,
+        "routes": routes,
+        "tap": {"subscribers": len(taps.subscribers), "dropped": taps.dropped},
+    }

@@ -34,13 +34,12 @@ TAP_FLUSH_S = 0.02
 class TapStream:
     """A reply that is a stream: the tap's subscriber and its bounds."""
 
-    __slots__ = ("subscriber", "limit", "duration_s")
+    __slots__ = ("duration_s", "limit", "subscriber")
 
     def __init__(self, subscriber: TapSubscriber, limit: int | None, duration_s: float | None) -> None:
         self.subscriber = subscriber
         self.limit = limit
         self.duration_s = duration_s
-
 
 
 def _line(payload: Any) -> bytes:
@@ -60,12 +59,30 @@ async def stream_tap(http: ServerConnection, tap: TapStream, hub: TapHub) -> Non
     goes (or the limit or duration is reached); always unsubscribes."""
     subscriber = tap.subscriber
     try:
-        await http.send(h11.Response(status_code=200, headers=[
-            ("content-type", "application/x-ndjson"), ("cache-control", "no-store"),
-            ("x-content-type-options", "nosniff")]))
+        await http.send(
+            h11.Response(
+                status_code=200,
+                headers=[
+                    ("content-type", "application/x-ndjson"),
+                    ("cache-control", "no-store"),
+                    ("x-content-type-options", "nosniff"),
+                ],
+            )
+        )
         f = subscriber.filter
-        await http.send(h11.Data(data=_line({"tap": {"route": f.route, "method": f.method,
-                                                     "queue": subscriber.send.statistics().max_buffer_size}})))
+        await http.send(
+            h11.Data(
+                data=_line(
+                    {
+                        "tap": {
+                            "route": f.route,
+                            "method": f.method,
+                            "queue": subscriber.send.statistics().max_buffer_size,
+                        }
+                    }
+                )
+            )
+        )
         sent = reported = 0
         deadline = trio.current_time() + tap.duration_s if tap.duration_s is not None else float("inf")
         while tap.limit is None or sent < tap.limit:
@@ -101,5 +118,6 @@ async def stream_tap(http: ServerConnection, tap: TapStream, hub: TapHub) -> Non
         pass
     finally:
         hub.unsubscribe(subscriber)
+
 
 # --- routing ---------------------------------------------------------------------

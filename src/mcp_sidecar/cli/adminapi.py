@@ -42,12 +42,19 @@ class AdminRefused(LocalError):
 
 
 admin_option = click.option(
-    "--admin", "admin_address", default=None, metavar="HOST:PORT",
-    help="The admin endpoint (default: the one the running supervisor reports, else "
-         f"{DEFAULT_ADMIN_LISTEN}).")
+    "--admin",
+    "admin_address",
+    default=None,
+    metavar="HOST:PORT",
+    help=f"The admin endpoint (default: the one the running supervisor reports, else {DEFAULT_ADMIN_LISTEN}).",
+)
 token_option = click.option(
-    "--token", default=None, envvar=ADMIN_TOKEN_ENV, show_envvar=True,
-    help="Admin bearer token (the tap needs it; default: the one a local instance keeps in its state directory).")
+    "--token",
+    default=None,
+    envvar=ADMIN_TOKEN_ENV,
+    show_envvar=True,
+    help="Admin bearer token (the tap needs it; default: the one a local instance keeps in its state directory).",
+)
 
 
 def resolve_admin(address: str | None, state_dir: Path) -> HostPort:
@@ -79,20 +86,24 @@ async def get_json(target: HostPort, path: str, token: str | None = None) -> Any
         with trio.fail_after(REQUEST_TIMEOUT_S):
             reply = await request(target.host, target.port, path, headers=_headers(token))
     except (OSError, trio.TooSlowError) as exc:
-        raise AdminUnreachable(f"admin endpoint {target} does not answer ({exc or 'timeout'}); "
-                               "is mcp-sidecar running? (--admin HOST:PORT)") from None
+        raise AdminUnreachable(
+            f"admin endpoint {target} does not answer ({exc or 'timeout'}); is mcp-sidecar running? (--admin HOST:PORT)"
+        ) from None
     try:
         document = json.loads(reply.body)
     except ValueError:
         raise AdminRefused(f"admin endpoint {target}{path}: HTTP {reply.status}, not JSON") from None
     if reply.status >= 400 and not (reply.status == 503 and path == "/readyz"):
-        raise AdminRefused(f"admin endpoint {target}{path}: HTTP {reply.status}: "
-                           f"{document.get('error', '') if isinstance(document, dict) else ''}")
+        raise AdminRefused(
+            f"admin endpoint {target}{path}: HTTP {reply.status}: "
+            f"{document.get('error', '') if isinstance(document, dict) else ''}"
+        )
     return document
 
 
-async def open_stream(target: HostPort, path: str, token: str | None = None) -> tuple[trio.SocketStream,
-                                                                                        ClientExchange]:
+async def open_stream(
+    target: HostPort, path: str, token: str | None = None
+) -> tuple[trio.SocketStream, ClientExchange]:
     """Start a streamed GET (the tap); the caller reads ``exchange.body()``."""
     try:
         with trio.fail_after(REQUEST_TIMEOUT_S):
@@ -101,8 +112,9 @@ async def open_stream(target: HostPort, path: str, token: str | None = None) -> 
             await exchange.send(str(target), path, "GET", b"", _headers(token))
             head = await exchange.head()
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-        raise AdminUnreachable(f"admin endpoint {target} does not answer ({exc or 'timeout'}); "
-                               "is mcp-sidecar running? (--admin HOST:PORT)") from None
+        raise AdminUnreachable(
+            f"admin endpoint {target} does not answer ({exc or 'timeout'}); is mcp-sidecar running? (--admin HOST:PORT)"
+        ) from None
     if head.status_code != 200:
         data = b""
         async for chunk in exchange.body():

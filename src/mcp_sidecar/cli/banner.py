@@ -32,8 +32,10 @@ def admin_lines(admin: socket.socket | None) -> list[str]:
         return []
     host, port = admin.getsockname()[:2]
     base = f"http://{bracket(host)}:{port}"
-    return [f"admin {base}/  (/healthz /readyz /metrics /api/status /api/mcp /api/connections)",
-            f"dashboard {base}/dashboard   live: proxyctl top   MCP messages: proxyctl tap"]
+    return [
+        f"admin {base}/  (/healthz /readyz /metrics /api/status /api/mcp /api/connections)",
+        f"dashboard {base}/dashboard   live: proxyctl top   MCP messages: proxyctl tap",
+    ]
 
 
 def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str]:
@@ -55,11 +57,15 @@ def gate_lines(config: ProxyConfig, listeners: list[BoundListener], show_tokens:
         if not urls:
             continue
         if not show_tokens:
-            lines.append(f"route {route.name} is gated: its URL carries the token and is not printed here (this "
-                         f"output may be collected); get it with: proxyctl url {route.name}")
+            lines.append(
+                f"route {route.name} is gated: its URL carries the token and is not printed here (this "
+                f"output may be collected); get it with: proxyctl url {route.name}"
+            )
             continue
-        lines.append(f"route {route.name} is gated: open this URL once in a browser (it leaves a cookie), "
-                     "or send Authorization: Bearer <token>:")
+        lines.append(
+            f"route {route.name} is gated: open this URL once in a browser (it leaves a cookie), "
+            "or send Authorization: Bearer <token>:"
+        )
         lines += [f"  {url}" for url in urls]
     return lines
 
@@ -111,21 +117,26 @@ def v2_environment(config: ProxyConfig, listeners: list[BoundListener]) -> dict[
     ui_origins = route_origins(ui, listeners)
     defaults = [f"http://{host}:{ui.upstream.port}" for host in ("localhost", "127.0.0.1", "[::1]")]
     env = {"ALLOWED_ORIGINS": ",".join(dict.fromkeys(defaults + ui_origins))}
-    for name, variable, suffix in (("inspector-sandbox", "MCP_SANDBOX_FULL_ADDRESS", "/sandbox"),
-                                   ("inspector-apps", "MCP_APP_ORIGIN_FULL_ADDRESS", "")):
+    for name, variable, suffix in (
+        ("inspector-sandbox", "MCP_SANDBOX_FULL_ADDRESS", "/sandbox"),
+        ("inspector-apps", "MCP_APP_ORIGIN_FULL_ADDRESS", ""),
+    ):
         origins = route_origins(routes[name], listeners) if name in routes else []
         if origins:
             env[variable] = origins[0] + suffix
     return env
 
 
-def _inspector_v2_lines(config: ProxyConfig, listeners: list[BoundListener], ui: RouteConfig,
-                        ui_origins: list[str], show_tokens: bool) -> list[str]:
+def _inspector_v2_lines(
+    config: ProxyConfig, listeners: list[BoundListener], ui: RouteConfig, ui_origins: list[str], show_tokens: bool
+) -> list[str]:
     env = v2_environment(config, listeners)
-    lines = ["Inspector v2 through the sidecar:", "  start it with:  " + " ".join(
-        f"{k}={v}" for k, v in env.items()) + " npx @modelcontextprotocol/inspector",
-             "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
-             "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)"]
+    lines = [
+        "Inspector v2 through the sidecar:",
+        "  start it with:  " + " ".join(f"{k}={v}" for k, v in env.items()) + " npx @modelcontextprotocol/inspector",
+        "                  (browsing to a host name: add its origin to ALLOWED_ORIGINS, use it in the two "
+        "addresses, and set MCP_INSPECTOR_ALLOWED_HOSTS=NAME)",
+    ]
     gate = ""
     if ui.settings.gate.mode == "token":
         gate = f"?{TOKEN_PARAM}={ui.settings.gate.token if show_tokens else '<see: proxyctl url inspector-ui>'}"

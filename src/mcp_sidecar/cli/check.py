@@ -20,8 +20,8 @@ from ..config.tls import client_context, client_context_from_files
 from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
-from ..supervise.control import status_if_running
 from ..net.origins import route_origins
+from ..supervise.control import status_if_running
 from .banner import v2_environment
 from .diagnose import RouteAccess, check_inspector_v2, check_route, check_url
 from .options import RouteSource, reports_errors, resolve_state_dir, state_dir_option, with_route_options
@@ -68,10 +68,22 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
             source = config.source
         chosen = [r for r in candidates if target is None or r.name == target]
         if not chosen:
-            raise ConfigError("check", "TARGET", f"no route {target!r} in {source} (routes: "
-                                                 f"{', '.join(r.name for r in candidates)})")
-        reports = [trio.run(check_route, r.name, _through(r.route, live), r.upstreams, r.health_check,
-                            r.health_path, timeout_s, r.access) for r in chosen]
+            raise ConfigError(
+                "check", "TARGET", f"no route {target!r} in {source} (routes: {', '.join(r.name for r in candidates)})"
+            )
+        reports = [
+            trio.run(
+                check_route,
+                r.name,
+                _through(r.route, live),
+                r.upstreams,
+                r.health_check,
+                r.health_path,
+                timeout_s,
+                r.access,
+            )
+            for r in chosen
+        ]
         if config is None and running and running.get("profile") == "inspector-v2":
             config = routes.load() if explicit else build_config(profile="inspector-v2", source="profile")
             chosen = [_RunningRoute.of_config(r) for r in config.routes if target is None or r.name == target]
@@ -107,24 +119,44 @@ class _RunningRoute:
     access: RouteAccess = RouteAccess()
 
     @classmethod
-    def of_config(cls, route: Any) -> "_RunningRoute":
+    def of_config(cls, route: Any) -> _RunningRoute:
         s = route.settings
         token = os.environ.get(GATE_TOKEN_ENV) or (s.gate.token if s.gate.token_source == "config" else None)
-        access = RouteAccess(tls=s.tls.enabled, upstream_tls=client_context(s, route.tls_material),
-                             gated=s.gate.on, gate_token=token)
+        access = RouteAccess(
+            tls=s.tls.enabled, upstream_tls=client_context(s, route.tls_material), gated=s.gate.on, gate_token=token
+        )
         return cls(route.name, route.upstreams, s.health.check, s.health.path, route, access)
 
     @classmethod
-    def of(cls, status: dict[str, Any]) -> "_RunningRoute":
+    def of(cls, status: dict[str, Any]) -> _RunningRoute:
         upstreams = tuple(parse_hostport(u) for u in status.get("upstreams") or [status["upstream"]])
         listen = tuple(parse_hostport(a, allow_zero_port=True) for a in status["listen"])
         upstream_tls = status.get("upstream_tls")
-        context = client_context_from_files(RouteSettings(upstream_tls=UpstreamTlsSettings(
-            True, upstream_tls["ca"], upstream_tls["name"], upstream_tls["verify"]))) if upstream_tls else None
-        access = RouteAccess(tls=bool(status.get("tls")), upstream_tls=context, gated=bool(status.get("gate")),
-                             gate_token=os.environ.get(GATE_TOKEN_ENV))
-        return cls(status["name"], upstreams, status.get("health_check", "tcp"), status.get("health_path", "/"),
-                   _Named(status["name"], listen), access)
+        context = (
+            client_context_from_files(
+                RouteSettings(
+                    upstream_tls=UpstreamTlsSettings(
+                        True, upstream_tls["ca"], upstream_tls["name"], upstream_tls["verify"]
+                    )
+                )
+            )
+            if upstream_tls
+            else None
+        )
+        access = RouteAccess(
+            tls=bool(status.get("tls")),
+            upstream_tls=context,
+            gated=bool(status.get("gate")),
+            gate_token=os.environ.get(GATE_TOKEN_ENV),
+        )
+        return cls(
+            status["name"],
+            upstreams,
+            status.get("health_check", "tcp"),
+            status.get("health_path", "/"),
+            _Named(status["name"], listen),
+            access,
+        )
 
 
 @dataclass(frozen=True)
@@ -145,8 +177,6 @@ def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
         hosts = nonloopback_addresses()
         return HostPort(hosts[0], addr.port) if hosts else None
     return dialable(addr)
-
-
 
 
 @dataclass(frozen=True)

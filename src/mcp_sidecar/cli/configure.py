@@ -26,8 +26,11 @@ def config_validate(file: str, as_json: bool) -> None:
     cfg = build_config(load_config_file(file), source=file, from_file=True, environment=process_environment())
     warnings = certificate_warnings(cfg)
     if as_json:
-        click.echo(json.dumps({"ok": True, "file": file, "routes": [r.name for r in cfg.routes],
-                               "warnings": warnings}, indent=1))
+        click.echo(
+            json.dumps(
+                {"ok": True, "file": file, "routes": [r.name for r in cfg.routes], "warnings": warnings}, indent=1
+            )
+        )
         return
     click.echo(f"{file}: ok ({len(cfg.routes)} route{'s' if len(cfg.routes) != 1 else ''})")
     for warning in warnings:

@@ -30,8 +30,9 @@ from .options import echo_lines, reports_errors, with_log_options
 @click.option("--check", is_flag=True, help="Run the self-check through the proxy, then exit (0 if it passed).")
 @with_log_options
 @reports_errors
-def demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, check: bool, log_format: str,
-         log_level: str) -> None:
+def demo(
+    http_port: int, echo_port: int, admin_port: int, ws_port: int, check: bool, log_format: str, log_level: str
+) -> None:
     """Run the proxy in front of an embedded demo upstream (HTTP + MCP, WebSocket, TCP echo)."""
     logs.configure(log_format, log_level)
     passed = trio.run(_demo, http_port, echo_port, admin_port, ws_port, check)
@@ -48,11 +49,17 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
         upstream_ws = await upstreams.start(serve_ws, "127.0.0.1", 0)
         # A short-lived demonstration on loopback: the tap and drain are open
         # there (admin.open_on_loopback), so the banner's commands work as printed.
-        config = build_config({"admin": {"listen": f"127.0.0.1:{admin_port}", "open_on_loopback": True}, "route": [
-            {"name": "demo-http", "listen": f"127.0.0.1:{http_port}", "upstream": f"localhost:{upstream_http}"},
-            {"name": "demo-echo", "listen": f"127.0.0.1:{echo_port}", "upstream": f"localhost:{upstream_echo}"},
-            {"name": "demo-ws", "listen": f"127.0.0.1:{ws_port}", "upstream": f"localhost:{upstream_ws}"},
-        ]}, source="demo")
+        config = build_config(
+            {
+                "admin": {"listen": f"127.0.0.1:{admin_port}", "open_on_loopback": True},
+                "route": [
+                    {"name": "demo-http", "listen": f"127.0.0.1:{http_port}", "upstream": f"localhost:{upstream_http}"},
+                    {"name": "demo-echo", "listen": f"127.0.0.1:{echo_port}", "upstream": f"localhost:{upstream_echo}"},
+                    {"name": "demo-ws", "listen": f"127.0.0.1:{ws_port}", "upstream": f"localhost:{upstream_ws}"},
+                ],
+            },
+            source="demo",
+        )
         sockets = bind_everything(config)
 
         async with trio.open_nursery() as nursery:
@@ -65,34 +72,50 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
                 try:
                     with trio.fail_after(20):
                         counts = await drive_mcp("127.0.0.1", http.port, ws.port)
-                    results.append(("MCP sessions (streamable HTTP, WebSocket, HTTP+SSE)",
-                                    all(counts.values()), ", ".join(f"{k} {v} responses" for k, v in counts.items())))
-                except Exception as exc:  # noqa: BLE001 - reported as a failed check
+                    results.append(
+                        (
+                            "MCP sessions (streamable HTTP, WebSocket, HTTP+SSE)",
+                            all(counts.values()),
+                            ", ".join(f"{k} {v} responses" for k, v in counts.items()),
+                        )
+                    )
+                except Exception as exc:
                     results.append(("MCP sessions", False, repr(exc)))
                 lines = ["self-check through the proxy:"]
                 lines += [f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}" for what, ok, detail in results]
                 outcome["passed"] = all(ok for _, ok, _ in results)
                 admin_url = f"http://127.0.0.1:{sockets.admin.getsockname()[1]}" if sockets.admin else None
                 if not check_only:
-                    lines += ["", f"Open http://{http}/ in a browser, or: curl http://{http}/ticks?n=3",
-                              *([f"Dashboard: {admin_url}/dashboard   metrics: {admin_url}/metrics   "
-                                 f"MCP per method: {admin_url}/api/mcp",
-                                 f"Live view: proxyctl top --admin {admin_url.removeprefix('http://')}   "
-                                 f"MCP messages: proxyctl tap --admin {admin_url.removeprefix('http://')}"]
-                                if admin_url else []),
-                              f"Echo: nc {http.host} {echo.port}",
-                              "Ctrl-C to stop (drains open connections first)."]
+                    lines += [
+                        "",
+                        f"Open http://{http}/ in a browser, or: curl http://{http}/ticks?n=3",
+                        *(
+                            [
+                                f"Dashboard: {admin_url}/dashboard   metrics: {admin_url}/metrics   "
+                                f"MCP per method: {admin_url}/api/mcp",
+                                f"Live view: proxyctl top --admin {admin_url.removeprefix('http://')}   "
+                                f"MCP messages: proxyctl tap --admin {admin_url.removeprefix('http://')}",
+                            ]
+                            if admin_url
+                            else []
+                        ),
+                        f"Echo: nc {http.host} {echo.port}",
+                        "Ctrl-C to stop (drains open connections first).",
+                    ]
                 echo_lines(lines)
                 if check_only:
                     proxy.begin_drain()
 
             def on_ready(proxy: Proxy, admin: AdminServer | None) -> None:
-                echo_lines([f"mcp-sidecar {__version__} demo (pid {os.getpid()})",
-                             *route_lines(config, proxy.listeners), *admin_lines(sockets.admin)])
+                echo_lines(
+                    [
+                        f"mcp-sidecar {__version__} demo (pid {os.getpid()})",
+                        *route_lines(config, proxy.listeners),
+                        *admin_lines(sockets.admin),
+                    ]
+                )
                 nursery.start_soon(check_then, proxy)
 
             await run_worker(config, sockets, on_ready)
         upstreams.cancel_scope.cancel()
     return outcome["passed"]
-
-

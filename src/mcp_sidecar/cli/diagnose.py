@@ -64,8 +64,12 @@ class Column:
     connected: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"label": self.label, "target": str(self.target), "connected": self.connected,
-                "steps": [s.as_json() for s in self.steps]}
+        return {
+            "label": self.label,
+            "target": str(self.target),
+            "connected": self.connected,
+            "steps": [s.as_json() for s in self.steps],
+        }
 
 
 async def _resolve(host: str) -> list[str]:
@@ -82,9 +86,17 @@ async def _resolve(host: str) -> list[str]:
     return seen
 
 
-async def probe_column(label: str, target: HostPort, level: str, path: str, timeout_s: float, *,
-                       tls: ssl.SSLContext | None = None, headers: list[tuple[str, str]] | None = None,
-                       gated: bool = False) -> Column:
+async def probe_column(
+    label: str,
+    target: HostPort,
+    level: str,
+    path: str,
+    timeout_s: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    gated: bool = False,
+) -> Column:
     """``tls``: speak TLS to the target (a TLS route, or an upstream that
     speaks TLS); ``headers``: sent with the probe (the gate's bearer token);
     ``gated``: the target is behind the access gate, so a 401 without its
@@ -107,8 +119,9 @@ async def probe_column(label: str, target: HostPort, level: str, path: str, time
         except (OSError, trio.TooSlowError) as exc:
             connect_details.append((address, False, classify(exc), None))
     best = min((ms for _, ok, _, ms in connect_details if ok and ms is not None), default=None)
-    column.steps.append(Step("tcp connect", column.connected,
-                             "; ".join(f"{bracket(a)} {d}" for a, _, d, _ in connect_details), best))
+    column.steps.append(
+        Step("tcp connect", column.connected, "; ".join(f"{bracket(a)} {d}" for a, _, d, _ in connect_details), best)
+    )
     if not column.connected or level == "tcp":
         return column
     connector = Connector((target,), timeout_s, 0, tls=tls)
@@ -119,29 +132,44 @@ async def probe_column(label: str, target: HostPort, level: str, path: str, time
                 response = await http_get(connector, target, path, headers)
                 ms = (trio.current_time() - t0) * 1000
                 if gated and not headers and response.status == 401:
-                    column.steps.append(Step(f"http GET {path}", True, f"401 from the access gate in {ms:.1f} ms "
-                                             f"(as it should without the token: set {GATE_TOKEN_ENV} to check "
-                                             "through it)", ms))
+                    column.steps.append(
+                        Step(
+                            f"http GET {path}",
+                            True,
+                            f"401 from the access gate in {ms:.1f} ms "
+                            f"(as it should without the token: set {GATE_TOKEN_ENV} to check "
+                            "through it)",
+                            ms,
+                        )
+                    )
                 else:
-                    column.steps.append(Step(f"http GET {path}", 200 <= response.status < 400,
-                                             f"{response.status} in {ms:.1f} ms", ms))
+                    column.steps.append(
+                        Step(f"http GET {path}", 200 <= response.status < 400, f"{response.status} in {ms:.1f} ms", ms)
+                    )
             elif level == "ws":
                 rtts = [await ws_ping(connector, target, path, headers) * 1000 for _ in range(3)]
                 ms = sum(rtts) / len(rtts)
-                column.steps.append(Step(f"websocket {path} handshake + ping", True,
-                                         f"ping RTT {ms:.1f} ms (avg of 3 handshakes)", ms))
+                column.steps.append(
+                    Step(f"websocket {path} handshake + ping", True, f"ping RTT {ms:.1f} ms (avg of 3 handshakes)", ms)
+                )
             elif level == "mcp":
                 rtt = await mcp_ping(connector, target, path, headers) * 1000
                 column.steps.append(Step(f"mcp initialize + ping {path}", True, f"ping RTT {rtt:.1f} ms", rtt))
     except ProbeFailed as exc:
         if gated and not headers and exc.result == "http 401":
-            column.steps.append(Step(f"{level} {path}", True, f"401 from the access gate (as it should without the "
-                                     f"token: set {GATE_TOKEN_ENV} to check through it)"))
+            column.steps.append(
+                Step(
+                    f"{level} {path}",
+                    True,
+                    f"401 from the access gate (as it should without the "
+                    f"token: set {GATE_TOKEN_ENV} to check through it)",
+                )
+            )
         else:
             column.steps.append(Step(f"{level} {path}", False, exc.result))
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
         column.steps.append(Step(f"{level} {path}", False, classify(exc)))
-    except Exception as exc:  # noqa: BLE001 - a diagnostic reports, it does not crash
+    except Exception as exc:
         column.steps.append(Step(f"{level} {path}", False, describe_failure(exc)))
     return column
 
@@ -157,7 +185,8 @@ def describe_failure(exc: BaseException) -> str:
         return classify(exc)
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = {"HandshakeError": "ws handshake failed", "ConnectionRejected": "ws handshake rejected"}.get(
-        type(exc).__name__, type(exc).__name__)
+        type(exc).__name__, type(exc).__name__
+    )
     return f"{name}: {message}"[:200] if message else name
 
 
@@ -175,8 +204,13 @@ class Report:
         return {"healthy": EXIT_HEALTHY, "degraded": EXIT_DEGRADED, "unreachable": EXIT_UNREACHABLE}[self.verdict]
 
     def as_json(self) -> dict[str, Any]:
-        return {"title": self.title, "verdict": self.verdict, "exit_code": self.exit_code,
-                "columns": [c.as_json() for c in self.columns], "recommendations": self.recommendations}
+        return {
+            "title": self.title,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "columns": [c.as_json() for c in self.columns],
+            "recommendations": self.recommendations,
+        }
 
     def render(self) -> str:
         lines = [f"check {self.title}"]
@@ -186,10 +220,13 @@ class Report:
                 if step.name not in names:
                     names.append(step.name)
         width = max([len(n) for n in names] + [12]) + 2
-        cells = [[next((("" if s.ok else "FAIL ") + s.detail for s in c.steps if s.name == n), "-")
-                  for c in self.columns] for n in names]
-        col_width = max([len(c.label) + 2 for c in self.columns] + [len(x) + 2 for row in cells for x in row[:-1]]
-                        + [10])
+        cells = [
+            [next((("" if s.ok else "FAIL ") + s.detail for s in c.steps if s.name == n), "-") for c in self.columns]
+            for n in names
+        ]
+        col_width = max(
+            [len(c.label) + 2 for c in self.columns] + [len(x) + 2 for row in cells for x in row[:-1]] + [10]
+        )
         if len(self.columns) > 1:
             lines.append(" " * (width + 2) + "".join(f"{c.label:<{col_width}}" for c in self.columns).rstrip())
         for name, row in zip(names, cells):
@@ -210,8 +247,10 @@ def judge(report: Report, primary: Column, direct: list[Column]) -> None:
         report.verdict = "degraded"
     recs = report.recommendations
     if direct and not primary.connected and any(c.connected for c in direct):
-        recs.append(f"the upstream answers but nothing accepts on {primary.target}: is the proxy running "
-                    "(`proxyctl status`) and listening there?")
+        recs.append(
+            f"the upstream answers but nothing accepts on {primary.target}: is the proxy running "
+            "(`proxyctl status`) and listening there?"
+        )
     for column in [primary, *direct]:
         resolve = column.steps[0]
         if not resolve.ok:
@@ -220,8 +259,10 @@ def judge(report: Report, primary: Column, direct: list[Column]) -> None:
             connect = next((s for s in column.steps if s.name == "tcp connect"), None)
             detail = connect.detail if connect else ""
             if "refused" in detail:
-                recs.append(f"nothing listens on {column.target}: is the service running? (the MCP Inspector: "
-                            "`npx @modelcontextprotocol/inspector`)")
+                recs.append(
+                    f"nothing listens on {column.target}: is the service running? (the MCP Inspector: "
+                    "`npx @modelcontextprotocol/inspector`)"
+                )
             elif "timeout" in detail:
                 recs.append(f"connecting to {column.target} times out: a firewall drops packets or the host is down")
             else:
@@ -229,18 +270,24 @@ def judge(report: Report, primary: Column, direct: list[Column]) -> None:
         elif is_localhost(column.target.host):
             connect = next(s for s in column.steps if s.name == "tcp connect")
             if "refused" in connect.detail:
-                recs.append(f"{column.target} answers on one loopback family only ({connect.detail}); "
-                            "the sidecar tries both, other clients may not")
+                recs.append(
+                    f"{column.target} answers on one loopback family only ({connect.detail}); "
+                    "the sidecar tries both, other clients may not"
+                )
     for step in slow:
         level = "critical" if (step.ms or 0) > CRITICAL_MS else "warning"
-        recs.append(f"{step.name} took {step.ms:.0f} ms ({level}: above {WARN_MS:.0f} ms): an overloaded "
-                    "upstream or a slow network")
+        recs.append(
+            f"{step.name} took {step.ms:.0f} ms ({level}: above {WARN_MS:.0f} ms): an overloaded "
+            "upstream or a slow network"
+        )
     for step in failed:
         if step.detail.startswith("http 403"):
             recs.append("HTTP 403: for the MCP Inspector, list this origin in ALLOWED_ORIGINS")
         elif step.name.startswith("mcp") and step.detail.startswith(("http 404", "http 405", "http 501")):
-            recs.append(f"{step.name}: {step.detail}: the server answers but not as an MCP endpoint there "
-                        "(check the path: health_path, or the URL)")
+            recs.append(
+                f"{step.name}: {step.detail}: the server answers but not as an MCP endpoint there "
+                "(check the path: health_path, or the URL)"
+            )
         elif step.detail.startswith(("http 401", "mcp error", "http 5")):
             recs.append(f"{step.name}: {step.detail}: the service answers but is not healthy")
         elif step.detail.startswith("ws handshake"):
@@ -296,21 +343,37 @@ class RouteAccess:
         return [("authorization", f"Bearer {self.gate_token}")] if self.gated and self.gate_token else None
 
 
-async def check_route(name: str, through: HostPort | None, upstreams: tuple[HostPort, ...], level: str, path: str,
-                      timeout_s: float, access: RouteAccess = RouteAccess()) -> Report:
+async def check_route(
+    name: str,
+    through: HostPort | None,
+    upstreams: tuple[HostPort, ...],
+    level: str,
+    path: str,
+    timeout_s: float,
+    access: RouteAccess = RouteAccess(),
+) -> Report:
     columns: list[Column] = []
     async with trio.open_nursery() as nursery:
         results: dict[int, Column] = {}
 
         async def run(i: int, label: str, target: HostPort) -> None:
             if i == 0 and through is not None:  # through the proxy: its TLS and its gate
-                results[i] = await probe_column(label, target, level, path, timeout_s, tls=access.proxy_context(),
-                                                headers=access.proxy_headers(), gated=access.gated)
+                results[i] = await probe_column(
+                    label,
+                    target,
+                    level,
+                    path,
+                    timeout_s,
+                    tls=access.proxy_context(),
+                    headers=access.proxy_headers(),
+                    gated=access.gated,
+                )
             else:
                 results[i] = await probe_column(label, target, level, path, timeout_s, tls=access.upstream_tls)
 
         targets = ([("through proxy", through)] if through else []) + [
-            ("direct" if len(upstreams) == 1 else f"direct {u}", u) for u in upstreams]
+            ("direct" if len(upstreams) == 1 else f"direct {u}", u) for u in upstreams
+        ]
         for i, (label, target) in enumerate(targets):
             nursery.start_soon(run, i, label, target)
     columns = [results[i] for i in range(len(results))]
@@ -325,8 +388,9 @@ async def check_route(name: str, through: HostPort | None, upstreams: tuple[Host
 V2_PAGE_TOKEN = re.compile(rb'__INSPECTOR_API_TOKEN__\s*=\s*"([^"]{1,200})"')
 
 
-async def check_inspector_v2(report: Report, through: HostPort, env: dict[str, str], ui_origin: str,
-                             token: str | None, timeout_s: float) -> None:
+async def check_inspector_v2(
+    report: Report, through: HostPort, env: dict[str, str], ui_origin: str, token: str | None, timeout_s: float
+) -> None:
     """Whether the Inspector v2 behind the route is configured for the
     forwarded origin: its /api/config must advertise the forwarded sandbox,
     and a request bearing the forwarded Origin must not be refused (403).
@@ -351,13 +415,23 @@ async def check_inspector_v2(report: Report, through: HostPort, env: dict[str, s
             if config.status != 200:
                 findings.append(f"GET /api/config through the proxy answered {config.status}: is this Inspector v2?")
             elif wanted and sandbox != wanted:
-                findings.append(f"the Inspector advertises sandboxUrl {sandbox!r}, so browsers would go around the "
-                                f"sidecar: start it with MCP_SANDBOX_FULL_ADDRESS={wanted}")
-            probe = await request(through.host, through.port, "/api/mcp/disconnect", method="POST", body=b"{}",
-                                  headers=[*headers, ("content-type", "application/json"), ("origin", ui_origin)])
+                findings.append(
+                    f"the Inspector advertises sandboxUrl {sandbox!r}, so browsers would go around the "
+                    f"sidecar: start it with MCP_SANDBOX_FULL_ADDRESS={wanted}"
+                )
+            probe = await request(
+                through.host,
+                through.port,
+                "/api/mcp/disconnect",
+                method="POST",
+                body=b"{}",
+                headers=[*headers, ("content-type", "application/json"), ("origin", ui_origin)],
+            )
             if probe.status == 403:
-                findings.append(f"the Inspector refuses the forwarded origin {ui_origin} (403): start it with "
-                                f"ALLOWED_ORIGINS={env['ALLOWED_ORIGINS']}")
+                findings.append(
+                    f"the Inspector refuses the forwarded origin {ui_origin} (403): start it with "
+                    f"ALLOWED_ORIGINS={env['ALLOWED_ORIGINS']}"
+                )
     except (OSError, trio.TooSlowError, h11.ProtocolError) as exc:
         findings.append(f"the Inspector v2 checks through the proxy failed ({type(exc).__name__}) at {authority}")
     if findings:

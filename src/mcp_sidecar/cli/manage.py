@@ -28,7 +28,6 @@ from ..supervise.control import NotRunning, send_command
 from ..supervise.statedir import Counters, inspect_pid_file
 from .options import reports_errors, resolve_state_dir, state_dir_option
 
-
 # --- talking to a running supervisor ---------------------------------------------------
 
 
@@ -36,8 +35,12 @@ def _not_running(directory: Path, as_json: bool) -> None:
     pid_state = inspect_pid_file(directory)
     counters = Counters.load(directory).data if (directory / "counters.json").exists() else None
     if as_json:
-        click.echo(json.dumps({"running": False, "state_dir": str(directory), "pid_file": pid_state.describe(),
-                               "counters": counters}, indent=1))
+        click.echo(
+            json.dumps(
+                {"running": False, "state_dir": str(directory), "pid_file": pid_state.describe(), "counters": counters},
+                indent=1,
+            )
+        )
     else:
         click.echo(f"mcp-sidecar: {pid_state.describe()} (state directory {directory})")
         if counters:
@@ -48,9 +51,11 @@ def _not_running(directory: Path, as_json: bool) -> None:
 def _echo_counters(counters: dict[str, Any]) -> None:
     restarts = counters.get("worker_restarts", {})
     click.echo("failure counters (persistent):")
-    click.echo(f"  worker crashes {restarts.get('crash', 0)}, hangs {restarts.get('hang', 0)}, "
-               f"restarts {restarts.get('restart', 0)}, reloads {restarts.get('reload', 0)}, "
-               f"supervisor starts {counters.get('supervisor_starts', 0)}")
+    click.echo(
+        f"  worker crashes {restarts.get('crash', 0)}, hangs {restarts.get('hang', 0)}, "
+        f"restarts {restarts.get('restart', 0)}, reloads {restarts.get('reload', 0)}, "
+        f"supervisor starts {counters.get('supervisor_starts', 0)}"
+    )
     for route, n in sorted(counters.get("upstream_connect_failures", {}).items()):
         down = counters.get("upstream_down", {}).get(route, 0)
         click.echo(f"  route {route}: upstream connect failures {n}, went down {down} time(s)")
@@ -92,23 +97,30 @@ def status(as_json: bool, state_dir: Path | None) -> None:
         if reply.get("stopping"):
             verdict = "STOPPING (draining)"
         click.echo(f"mcp-sidecar {reply['version']}: running, {verdict} (state directory {reply['state_dir']})")
-        spawn = (f"workers forked by pid {sup['forkserver_pid']}" if sup.get("worker_spawn") == "fork"
-                 else "workers exec'd")
+        spawn = (
+            f"workers forked by pid {sup['forkserver_pid']}" if sup.get("worker_spawn") == "fork" else "workers exec'd"
+        )
         click.echo(f"  supervisor pid {sup['pid']}, up {sup['uptime_s']:.0f} s; {spawn}")
         if worker:
-            click.echo(f"  worker pid {worker['pid']} {worker['state']}, up {worker['uptime_s']:.1f} s, "
-                       f"last heartbeat {worker['heartbeat_age_s']} s ago")
+            click.echo(
+                f"  worker pid {worker['pid']} {worker['state']}, up {worker['uptime_s']:.1f} s, "
+                f"last heartbeat {worker['heartbeat_age_s']} s ago"
+            )
         else:
             click.echo("  worker: none serving")
-        click.echo(f"  standby: {'pid ' + str(standby['pid']) + ' ' + standby['state'] if standby else 'none'}"
-                   f"; draining: {len(reply['draining_workers'])}")
+        click.echo(
+            f"  standby: {'pid ' + str(standby['pid']) + ' ' + standby['state'] if standby else 'none'}"
+            f"; draining: {len(reply['draining_workers'])}"
+        )
         if reply["admin"]:
             click.echo(f"  admin http://{reply['admin']}/")
         for route in reply["routes"]:
             state = route["upstream_state"]
-            click.echo(f"  route {route['name']}: {', '.join(route['listen'])} -> {route['upstream']} "
-                       f"[upstream {state}] active {route['connections_active']}, "
-                       f"total {route['connections_total']}")
+            click.echo(
+                f"  route {route['name']}: {', '.join(route['listen'])} -> {route['upstream']} "
+                f"[upstream {state}] active {route['connections_active']}, "
+                f"total {route['connections_total']}"
+            )
         for problem in reply["problems"]:
             click.echo(f"  problem: {problem}")
         for warning in reply.get("warnings", []):
@@ -142,8 +154,13 @@ def reload(as_json: bool, state_dir: Path | None) -> None:
 
 @click.command()
 @click.option("--wait", is_flag=True, help="Return once the service has stopped (its connections drained).")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="With --wait: give up after this long (default: drain_timeout + 15 s); exit 6.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this long (default: drain_timeout + 15 s); exit 6.",
+)
 @json_option
 @state_dir_option
 @reports_errors
@@ -157,8 +174,15 @@ def stop(wait: bool, timeout: float | None, as_json: bool, state_dir: Path | Non
     try:
         reply = send_command(directory, "stop")
     except NotRunning:
-        _echo({"ok": True, "running": False, "stopped": True,
-               "message": f"mcp-sidecar is not running (state directory {directory})"}, as_json)
+        _echo(
+            {
+                "ok": True,
+                "running": False,
+                "stopped": True,
+                "message": f"mcp-sidecar is not running (state directory {directory})",
+            },
+            as_json,
+        )
         return
     except OSError as exc:
         raise LocalError(f"cannot reach the supervisor in {directory}: {exc}") from None
@@ -222,5 +246,3 @@ def _report(reply: dict[str, Any], as_json: bool = False) -> None:
             click.echo(f"proxyctl: error: {reply.get('error', 'failed')}", err=True)
         sys.exit(EXIT_STOPPING if reply.get("stopping") else EXIT_FAILURE)
     _echo(reply, as_json)
-
-

@@ -15,9 +15,10 @@ import functools
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -59,10 +60,16 @@ def echo_lines(lines: list[str]) -> None:
 
 
 log_options = [
-    click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
-                 help="Log lines on stderr: JSON objects, or text for humans (auto: text on a terminal)."),
-    click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-                 show_default=True),
+    click.option(
+        "--log-format",
+        type=click.Choice(["auto", "json", "text"]),
+        default="auto",
+        show_default=True,
+        help="Log lines on stderr: JSON objects, or text for humans (auto: text on a terminal).",
+    ),
+    click.option(
+        "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+    ),
 ]
 
 
@@ -73,16 +80,34 @@ def with_log_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 route_options = [
-    click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                 help="TOML file with [[route]] tables (see docs/configuration.md)."),
-    click.option("--forward", "-L", "forwards", multiple=True, metavar="[BIND:]PORT:HOST:HOSTPORT",
-                 help="Forward a port, ssh -L syntax, optionally named (NAME=SPEC); repeatable. "
-                      "IPv6 in brackets."),
-    click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
-                 help="Predefined routes (default when nothing else is given: inspector-v1)."),
-    click.option(EXPOSE_OPTION, "expose_unprotected", is_flag=True,
-                 help="Let the inspector-v2 profile listen beyond loopback without the access gate: anyone "
-                      "who reaches it can run commands on this host. For a trusted network only."),
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML file with [[route]] tables (see docs/configuration.md).",
+    ),
+    click.option(
+        "--forward",
+        "-L",
+        "forwards",
+        multiple=True,
+        metavar="[BIND:]PORT:HOST:HOSTPORT",
+        help="Forward a port, ssh -L syntax, optionally named (NAME=SPEC); repeatable. IPv6 in brackets.",
+    ),
+    click.option(
+        "--profile",
+        type=click.Choice(sorted(PROFILES)),
+        default=None,
+        help="Predefined routes (default when nothing else is given: inspector-v1).",
+    ),
+    click.option(
+        EXPOSE_OPTION,
+        "expose_unprotected",
+        is_flag=True,
+        help="Let the inspector-v2 profile listen beyond loopback without the access gate: anyone "
+        "who reaches it can run commands on this host. For a trusted network only.",
+    ),
 ]
 
 
@@ -103,17 +128,27 @@ class RouteSource:
     generated_gate_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     def load(self) -> ProxyConfig:
-        return load_config(self.config_path, forwards=self.forwards, profile=self.profile,
-                           dangerously_expose_unprotected=self.expose_unprotected,
-                           environment=process_environment(self.generated_gate_token))
+        return load_config(
+            self.config_path,
+            forwards=self.forwards,
+            profile=self.profile,
+            dangerously_expose_unprotected=self.expose_unprotected,
+            environment=process_environment(self.generated_gate_token),
+        )
 
 
 def with_route_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add the route options; the command receives them as ``routes: RouteSource``."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, config_path: str | None, forwards: tuple[str, ...], profile: str | None,
-                expose_unprotected: bool, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        config_path: str | None,
+        forwards: tuple[str, ...],
+        profile: str | None,
+        expose_unprotected: bool,
+        **kwargs: Any,
+    ) -> Any:
         return func(*args, routes=RouteSource(config_path, forwards, profile, expose_unprotected), **kwargs)
 
     for option in reversed(route_options):
@@ -122,12 +157,13 @@ def with_route_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help=f"PID file, counters and control socket (env {STATE_DIR_ENV}; default /run/mcp-sidecar for root, "
-         "else $XDG_RUNTIME_DIR/mcp-sidecar or /tmp/mcp-sidecar-UID).")
+    "else $XDG_RUNTIME_DIR/mcp-sidecar or /tmp/mcp-sidecar-UID).",
+)
 
 
 def resolve_state_dir(value: Path | None) -> Path:
     return value if value is not None else default_state_dir()
-
-

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import resource
+import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,13 +25,13 @@ import click
 import trio
 
 from .. import __version__, logs
+from ..admin.server import AdminServer
 from ..config.addresses import beyond_loopback
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
 from ..config.values import parse_admin_listen, parse_duration
 from ..errors import ConfigError, LocalError
-from ..admin.server import AdminServer
 from ..forward.proxy import Proxy
 from ..logs import log
 from ..net.listeners import bind_everything
@@ -39,8 +39,15 @@ from ..supervise.standalone import run_worker
 from ..supervise.statedir import ensure_state_dir, write_admin_token
 from ..supervise.supervisor import Supervisor, run_supervised
 from .banner import admin_lines, gate_lines, inspector_lines, notice_lines, route_lines, warning_lines
-from .options import (RouteSource, echo_lines, reports_errors, state_dir_option, resolve_state_dir,
-                      with_log_options, with_route_options)
+from .options import (
+    RouteSource,
+    echo_lines,
+    reports_errors,
+    resolve_state_dir,
+    state_dir_option,
+    with_log_options,
+    with_route_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,17 +65,32 @@ def raise_fd_limit() -> None:
 
 @click.command()
 @with_route_options
-@click.option("--drain-timeout", default=None, metavar="DURATION",
-              help="Override proxy.drain_timeout (e.g. 10s).")
-@click.option("--admin", "admin_listen", default=None, metavar="HOST:PORT|off",
-              help="Admin endpoint (health, metrics, API); default 127.0.0.1:6279.")
-@click.option("--supervise/--no-supervise", default=True, show_default=True,
-              help="Run the worker under a socket-holding supervisor, or alone in this process.")
+@click.option("--drain-timeout", default=None, metavar="DURATION", help="Override proxy.drain_timeout (e.g. 10s).")
+@click.option(
+    "--admin",
+    "admin_listen",
+    default=None,
+    metavar="HOST:PORT|off",
+    help="Admin endpoint (health, metrics, API); default 127.0.0.1:6279.",
+)
+@click.option(
+    "--supervise/--no-supervise",
+    default=True,
+    show_default=True,
+    help="Run the worker under a socket-holding supervisor, or alone in this process.",
+)
 @state_dir_option
 @with_log_options
 @reports_errors
-def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None, supervise: bool,
-        state_dir: Path | None, log_format: str, log_level: str) -> None:
+def run(
+    routes: RouteSource,
+    drain_timeout: str | None,
+    admin_listen: str | None,
+    supervise: bool,
+    state_dir: Path | None,
+    log_format: str,
+    log_level: str,
+) -> None:
     """Forward every route until SIGTERM/SIGINT, then drain and exit 0."""
 
     generated_token = secrets.token_urlsafe(24)  # for this process's life: reloads keep it
@@ -85,10 +107,15 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
         log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
     admin = config.admin
     if admin.listen is not None and beyond_loopback(admin.listen.host) and admin.token_source == "generated":
-        log(logger, logging.WARNING, "admin.exposed_without_token", address=str(admin.listen),
+        log(
+            logger,
+            logging.WARNING,
+            "admin.exposed_without_token",
+            address=str(admin.listen),
             detail="read-only endpoints (metrics, status, the dashboard) are open to the network; the tap and "
-                   "state-changing requests need the token generated at start (in the state directory for "
-                   "proxyctl); set [admin] token or MCP_SIDECAR_ADMIN_TOKEN to choose it")
+            "state-changing requests need the token generated at start (in the state directory for "
+            "proxyctl); set [admin] token or MCP_SIDECAR_ADMIN_TOKEN to choose it",
+        )
     raise_fd_limit()
     token_file = TokenFile(config)
     if supervise:
@@ -97,14 +124,19 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
         def on_supervised(supervisor: Supervisor) -> None:
             assert supervisor.sockets is not None
             token_file.write(directory, supervisor.sockets.admin)
-            _banner(supervisor.config, supervisor.sockets.routes, supervisor.sockets.admin,
-                    f"supervisor pid {os.getpid()}, worker pid {supervisor.active.pid if supervisor.active else '?'}, "
-                    f"state {directory}")
+            _banner(
+                supervisor.config,
+                supervisor.sockets.routes,
+                supervisor.sockets.admin,
+                f"supervisor pid {os.getpid()}, worker pid {supervisor.active.pid if supervisor.active else '?'}, "
+                f"state {directory}",
+            )
 
         resolved_format = log_format if log_format != "auto" else ("text" if sys.stderr.isatty() else "json")
         try:
-            run_supervised(config, directory, load, log_format=resolved_format, log_level=log_level,
-                           on_ready=on_supervised)
+            run_supervised(
+                config, directory, load, log_format=resolved_format, log_level=log_level, on_ready=on_supervised
+            )
         finally:
             token_file.remove()
         return
@@ -126,9 +158,17 @@ def run(routes: RouteSource, drain_timeout: str | None, admin_listen: str | None
 def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
     # A gate's token only on a terminal: otherwise this lands in the journal or kubectl logs.
     show_tokens = sys.stdout.isatty()
-    echo_lines([f"mcp-sidecar {__version__} forwarding ({who})", *route_lines(config, listeners),
-                 *admin_lines(admin), *inspector_lines(config, listeners, show_tokens),
-                 *gate_lines(config, listeners, show_tokens), *notice_lines(config), *warning_lines(config)])
+    echo_lines(
+        [
+            f"mcp-sidecar {__version__} forwarding ({who})",
+            *route_lines(config, listeners),
+            *admin_lines(admin),
+            *inspector_lines(config, listeners, show_tokens),
+            *gate_lines(config, listeners, show_tokens),
+            *notice_lines(config),
+            *warning_lines(config),
+        ]
+    )
 
 
 def with_admin_token(config: ProxyConfig, generated: str) -> ProxyConfig:
@@ -160,8 +200,13 @@ class TokenFile:
 
     def unwritable(self, why: str) -> None:
         if self.token is not None:
-            log(logger, logging.WARNING, "admin.token_not_written", detail=why,
-                consequence="proxyctl tap needs the admin token: set [admin] token or MCP_SIDECAR_ADMIN_TOKEN")
+            log(
+                logger,
+                logging.WARNING,
+                "admin.token_not_written",
+                detail=why,
+                consequence="proxyctl tap needs the admin token: set [admin] token or MCP_SIDECAR_ADMIN_TOKEN",
+            )
 
     def remove(self) -> None:
         if self.path is not None:
@@ -171,8 +216,9 @@ class TokenFile:
                 pass
 
 
-def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
-                    admin_listen: str | None = None) -> ProxyConfig:
+def apply_overrides(
+    config: ProxyConfig, *, drain_timeout: str | None = None, admin_listen: str | None = None
+) -> ProxyConfig:
     """Command-line options that override single config values."""
     if drain_timeout is not None:
         try:
@@ -185,5 +231,3 @@ def apply_overrides(config: ProxyConfig, *, drain_timeout: str | None = None,
         except ValueError as exc:
             raise ConfigError("--admin", "", str(exc)) from None
     return config
-
-

@@ -57,17 +57,31 @@ def describe(record: dict[str, Any]) -> str:
 @click.argument("route", required=False)
 @click.option("--method", default=None, help="Only this MCP method (responses match their request's method).")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also append the records to this file (JSON lines).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also append the records to this file (JSON lines).",
+)
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after this many messages.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop after this many seconds.")
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds."
+)
 @admin_option
 @token_option
 @state_dir_option
 @reports_errors
-def tap(route: str | None, method: str | None, as_json: bool, output: Path | None, count: int | None,
-        duration: float | None, admin_address: str | None, token: str | None, state_dir: Path | None) -> None:
+def tap(
+    route: str | None,
+    method: str | None,
+    as_json: bool,
+    output: Path | None,
+    count: int | None,
+    duration: float | None,
+    admin_address: str | None,
+    token: str | None,
+    state_dir: Path | None,
+) -> None:
     """Watch MCP messages go by (all routes, or ROUTE), as the worker sees them.
 
     Params and results are truncated ([observe] tap_max_bytes) and redacted;
@@ -76,8 +90,11 @@ def tap(route: str | None, method: str | None, as_json: bool, output: Path | Non
     directory = resolve_state_dir(state_dir)
     target = resolve_admin(admin_address, directory)
     token = resolve_token(token, target, directory)
-    query = {k: v for k, v in (("route", route), ("method", method), ("limit", count), ("duration", duration))
-             if v is not None}
+    query = {
+        k: v
+        for k, v in (("route", route), ("method", method), ("limit", count), ("duration", duration))
+        if v is not None
+    }
     path = "/api/tap" + ("?" + urllib.parse.urlencode(query) if query else "")
     sink = output.open("a", encoding="utf-8") if output is not None else None
     try:
@@ -115,12 +132,18 @@ def _show(record: dict[str, Any], raw: str, as_json: bool, sink: IO[str] | None)
     if "tap" in record:
         if not as_json:
             f = record["tap"]
-            click.echo(f"tapping route {f['route'] or '(all)'}, method {f['method'] or '(all)'} "
-                       f"(queue {f['queue']}); Ctrl-C to stop", err=True)
+            click.echo(
+                f"tapping route {f['route'] or '(all)'}, method {f['method'] or '(all)'} "
+                f"(queue {f['queue']}); Ctrl-C to stop",
+                err=True,
+            )
         return
     if "dropped" in record:
-        click.echo(f"proxyctl tap: {record['dropped']} message(s) dropped: this tap read too slowly "
-                   f"({record['dropped_total']} in all)", err=True)
+        click.echo(
+            f"proxyctl tap: {record['dropped']} message(s) dropped: this tap read too slowly "
+            f"({record['dropped_total']} in all)",
+            err=True,
+        )
         return
     if sink is not None:
         sink.write(raw + "\n")

@@ -35,8 +35,13 @@ from .options import reports_errors, resolve_state_dir, state_dir_option
 CONNECTIONS_FETCHED = 1000
 BUSIEST_SHOWN = 10
 METHODS_SHOWN = 15
-_STATE_STYLE = {"serving": "green", "degraded": "yellow", "down": "bold red", "draining": "yellow",
-                "not_listening": "bold red"}
+_STATE_STYLE = {
+    "serving": "green",
+    "degraded": "yellow",
+    "down": "bold red",
+    "draining": "yellow",
+    "not_listening": "bold red",
+}
 
 
 def _ms(value: float | None) -> str:
@@ -76,8 +81,9 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
     by_route = {r["route"]: r for r in mcp["routes"]}
     routes = Table(title="routes", title_justify="left", expand=False)
     for column in ("route", "state", "since", "upstream", "conns", "total", "MCP req/s", "err/s", "p95 ms"):
-        routes.add_column(column, justify="right" if column in ("conns", "total", "MCP req/s", "err/s", "p95 ms")
-                          else "left")
+        routes.add_column(
+            column, justify="right" if column in ("conns", "total", "MCP req/s", "err/s", "p95 ms") else "left"
+        )
     for route in status["routes"]:
         view = by_route.get(route["name"], {})
         transports = view.get("transports", {}).values()
@@ -85,10 +91,17 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
         state = Text(route["state"], style=_STATE_STYLE.get(route["state"], ""))
         if route.get("reason"):
             state.append(f" ({route['reason']})")
-        routes.add_row(route["name"], state, _age(max(0.0, now_unix - route["since_unix"])), route["upstream"],
-                       str(route["connections_active"]), str(route["connections_total"]),
-                       f"{sum(t['rate_per_s'] for t in transports):.2f}",
-                       f"{sum(t['errors_per_s'] for t in transports):.2f}", _ms(max(p95s, default=None)))
+        routes.add_row(
+            route["name"],
+            state,
+            _age(max(0.0, now_unix - route["since_unix"])),
+            route["upstream"],
+            str(route["connections_active"]),
+            str(route["connections_total"]),
+            f"{sum(t['rate_per_s'] for t in transports):.2f}",
+            f"{sum(t['errors_per_s'] for t in transports):.2f}",
+            _ms(max(p95s, default=None)),
+        )
 
     methods = Table(title=f"MCP methods (last {mcp['window_s']:.0f} s)", title_justify="left")
     for column in ("route", "method", "requests", "req/s", "err/s", "errors", "p50", "p95", "p99", "in flight"):
@@ -97,27 +110,46 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
     rows.sort(key=lambda row: (-row[2]["rate_per_s"], -row[2]["requests"]))
     for route_name, name, m in rows[:METHODS_SHOWN]:
         errors = ", ".join(f"{code} {n}" for code, n in m["errors"].items()) or "-"
-        methods.add_row(route_name, name, str(m["requests"]), f"{m['rate_per_s']:.2f}", f"{m['errors_per_s']:.2f}",
-                        errors, _ms(m["p50_ms"]), _ms(m["p95_ms"]), _ms(m["p99_ms"]), str(m["in_flight"]))
+        methods.add_row(
+            route_name,
+            name,
+            str(m["requests"]),
+            f"{m['rate_per_s']:.2f}",
+            f"{m['errors_per_s']:.2f}",
+            errors,
+            _ms(m["p50_ms"]),
+            _ms(m["p95_ms"]),
+            _ms(m["p99_ms"]),
+            str(m["in_flight"]),
+        )
     if not rows:
         methods.add_row("-", "no MCP requests seen yet", *[""] * 8)
     sessions = sum(r["sessions_open"] for r in mcp["routes"])
 
-    busiest = Table(title=f"busiest connections ({connections['count']} open, {sessions} MCP sessions)",
-                    title_justify="left")
+    busiest = Table(
+        title=f"busiest connections ({connections['count']} open, {sessions} MCP sessions)", title_justify="left"
+    )
     for column in ("id", "route", "client", "protocol", "age", "in / out", "RTT ms", "grade"):
         busiest.add_column(column, justify="right" if column in ("id", "age", "RTT ms") else "left")
-    conns = sorted(connections["connections"],
-                   key=lambda c: -(c["bytes_client_to_upstream"] + c["bytes_upstream_to_client"]))
+    conns = sorted(
+        connections["connections"], key=lambda c: -(c["bytes_client_to_upstream"] + c["bytes_upstream_to_client"])
+    )
     for c in conns[:BUSIEST_SHOWN]:
         q = c["quality"]
         rtt = c["tcp"]["client"]["rtt_ms"] if c["tcp"].get("client") else None
         grade = f"{q['score']} ({q['grade']})" if q["samples"] else "-"
         if q["samples"] and q.get("deductions"):
             grade += ": " + "; ".join(d["reason"] for d in q["deductions"])
-        busiest.add_row(str(c["id"]), c["route"], c["client"], c["protocol"] + (" / mcp" if c["mcp"] else ""),
-                        _age(c["age_s"]), f"{_bytes(c['bytes_client_to_upstream'])} / "
-                        f"{_bytes(c['bytes_upstream_to_client'])}", _ms(rtt), grade)
+        busiest.add_row(
+            str(c["id"]),
+            c["route"],
+            c["client"],
+            c["protocol"] + (" / mcp" if c["mcp"] else ""),
+            _age(c["age_s"]),
+            f"{_bytes(c['bytes_client_to_upstream'])} / {_bytes(c['bytes_upstream_to_client'])}",
+            _ms(rtt),
+            grade,
+        )
     if not conns:
         busiest.add_row("-", "no open connection", *[""] * 6)
     return Group(headline, routes, methods, busiest)
@@ -131,16 +163,18 @@ async def _fetch(target: Any, token: str | None) -> tuple[dict[str, Any], dict[s
 
 
 @click.command()
-@click.option("--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True,
-              help="Seconds between refreshes.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True, help="Seconds between refreshes."
+)
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (the default without a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot's data as JSON and exit.")
 @admin_option
 @token_option
 @state_dir_option
 @reports_errors
-def top(interval: float, once: bool, as_json: bool, admin_address: str | None, token: str | None,
-        state_dir: Path | None) -> None:
+def top(
+    interval: float, once: bool, as_json: bool, admin_address: str | None, token: str | None, state_dir: Path | None
+) -> None:
     """A live view: routes, MCP methods, busiest connections (q quits)."""
     target = resolve_admin(admin_address, resolve_state_dir(state_dir))
     if as_json:
@@ -165,6 +199,7 @@ async def _live(target: Any, token: str | None, interval: float) -> None:
     try:
         with Live(Text("connecting..."), console=console, screen=True, auto_refresh=False) as live:
             async with trio.open_nursery() as nursery:
+
                 async def keys() -> None:
                     stream = trio.lowlevel.FdStream(os.dup(fd))
                     async with stream:

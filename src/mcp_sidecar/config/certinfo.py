@@ -32,7 +32,7 @@ def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
     pos += 2
     if length & 0x80:
         size = length & 0x7F
-        length = int.from_bytes(data[pos:pos + size], "big")
+        length = int.from_bytes(data[pos : pos + size], "big")
         pos += size
     if pos + length > len(data):
         raise ValueError("truncated DER")

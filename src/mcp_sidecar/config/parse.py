@@ -28,26 +28,54 @@ File layout::
     idle_timeout = "10m"         # any [defaults] key may be overridden here
 """
 
-
 from __future__ import annotations
 
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..errors import ConfigError
 from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
-from .defaults import (ADMIN_TOKEN_ENV, CONNECTION_LOGS, DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_HEARTBEAT_TIMEOUT_S,
-                       GATE_TOKEN_ENV, GATES, HEALTH_CHECKS, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, PROTOCOLS,
-                       MAX_HISTORY_POINTS, ROUTE_NAME_RE, WORKER_SPAWNS)
+from .defaults import (
+    ADMIN_TOKEN_ENV,
+    CONNECTION_LOGS,
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_HEARTBEAT_TIMEOUT_S,
+    GATE_TOKEN_ENV,
+    GATES,
+    HEALTH_CHECKS,
+    MAX_BUFFER_BYTES,
+    MAX_HISTORY_POINTS,
+    MIN_BUFFER_BYTES,
+    PROTOCOLS,
+    ROUTE_NAME_RE,
+    WORKER_SPAWNS,
+)
 from .model import AdminConfig, ObserveConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
-from .values import (boolean, choice, cpu_share, file_path, fraction, host_names, int_in, networks, parse_admin_listen, parse_duration,
-                     positive_duration, secret_token, format_duration, server_name, size_at_least, url_path, webhook_url)
 from .tls import TlsSettingsError, load_material
-from ..errors import ConfigError
+from .values import (
+    boolean,
+    choice,
+    cpu_share,
+    file_path,
+    format_duration,
+    fraction,
+    host_names,
+    int_in,
+    networks,
+    parse_admin_listen,
+    parse_duration,
+    positive_duration,
+    secret_token,
+    server_name,
+    size_at_least,
+    url_path,
+    webhook_url,
+)
 
 #: TOML key -> (RouteSettings attribute, parser); ``group.attribute`` for the
 #: grouped settings (model.SETTING_GROUPS): the keys stay flat.
@@ -133,16 +161,18 @@ _ROUTE_KEYS = {"name", "listen", "upstream", *SETTING_KEYS}
 _TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe"}
 
 
-def _section(source: str, name: str, document: dict[str, Any],
-             keys: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+def _section(
+    source: str, name: str, document: dict[str, Any], keys: dict[str, tuple[str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
     """Parse a flat ``[name]`` table into attribute values."""
     table = _table(source, name, document.get(name, {}))
     _check_keys(source, f"{name}.", table, set(keys))
     return _parse_values(source, f"{name}.", table, keys)
 
 
-def _parse_values(source: str, prefix: str, table: dict[str, Any],
-                  keys: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict[str, Any]:
+def _parse_values(
+    source: str, prefix: str, table: dict[str, Any], keys: dict[str, tuple[str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
     """TOML key -> parsed attribute value; a bad value names its field."""
     values: dict[str, Any] = {}
     for key, (attr, parse) in keys.items():
@@ -220,9 +250,7 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
         upstreams.append(upstream)
     name = table.get("name", f"port-{listen[0].port}" if listen[0].port else f"route-{index}")
     if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
-        raise ConfigError(
-            source, f"{prefix}name", f"must be 1-64 characters of A-Z a-z 0-9 _ . - , got {name!r}"
-        )
+        raise ConfigError(source, f"{prefix}name", f"must be 1-64 characters of A-Z a-z 0-9 _ . - , got {name!r}")
     settings = _apply_settings(source, prefix, defaults, table)
     if settings.health.interval_s and settings.health.interval_max_s < settings.health.interval_s:
         raise ConfigError(source, f"{prefix}health_interval_max", "must not be shorter than health_interval")
@@ -340,8 +368,12 @@ def build_config(
     if observe.history_s and observe.history_interval_s < 1.0:
         raise ConfigError(source, "observe.history_interval", "must be at least 1s")
     if observe.history_s and observe.history_s / observe.history_interval_s > MAX_HISTORY_POINTS:
-        raise ConfigError(source, "observe.history", f"at most {MAX_HISTORY_POINTS} points of history_interval "
-                                                     f"({format_duration(MAX_HISTORY_POINTS * observe.history_interval_s)})")
+        raise ConfigError(
+            source,
+            "observe.history",
+            f"at most {MAX_HISTORY_POINTS} points of history_interval "
+            f"({format_duration(MAX_HISTORY_POINTS * observe.history_interval_s)})",
+        )
     proxy_values["observe"] = observe
 
     defaults_table = _table(source, "defaults", document.get("defaults", {}))
@@ -352,8 +384,7 @@ def build_config(
     if not isinstance(raw_routes, list):
         raise ConfigError(source, "route", "expected [[route]] tables")
     routes = [
-        _build_route(source, i, _table(source, f"route[{i}]", t), defaults)
-        for i, t in enumerate(raw_routes, start=1)
+        _build_route(source, i, _table(source, f"route[{i}]", t), defaults) for i, t in enumerate(raw_routes, start=1)
     ]
 
     for spec in forwards:
@@ -380,8 +411,11 @@ def build_config(
 
     if profile is None and not routes:
         if from_file:
-            raise ConfigError(source, "route", "no routes: add [[route]] tables (docs/configuration.md), "
-                                               "or give --forward or --profile")
+            raise ConfigError(
+                source,
+                "route",
+                "no routes: add [[route]] tables (docs/configuration.md), or give --forward or --profile",
+            )
         profile = DEFAULT_PROFILE
     if profile is not None:
         if profile not in PROFILES:
@@ -395,10 +429,9 @@ def build_config(
             refuse_exposure(profile, routes)
 
     _check_routes(source, routes)
-    return ProxyConfig(routes=tuple(_with_gate_tokens(routes, environment)), profile=profile, source=source,
-                       **proxy_values)
-
-
+    return ProxyConfig(
+        routes=tuple(_with_gate_tokens(routes, environment)), profile=profile, source=source, **proxy_values
+    )
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -417,12 +450,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(
-    path: str | Path | None = None, *, forwards: tuple[str, ...] = (), profile: str | None = None,
-    dangerously_expose_unprotected: bool = False, environment: Environment = Environment(),
+    path: str | Path | None = None,
+    *,
+    forwards: tuple[str, ...] = (),
+    profile: str | None = None,
+    dangerously_expose_unprotected: bool = False,
+    environment: Environment = Environment(),
 ) -> ProxyConfig:
     document = load_config_file(path) if path is not None else None
-    return build_config(document, source=str(path) if path else "<command line>", forwards=forwards, profile=profile,
-                        dangerously_expose_unprotected=dangerously_expose_unprotected, from_file=path is not None,
-                        environment=environment)
-
-
+    return build_config(
+        document,
+        source=str(path) if path else "<command line>",
+        forwards=forwards,
+        profile=profile,
+        dangerously_expose_unprotected=dangerously_expose_unprotected,
+        from_file=path is not None,
+        environment=environment,
+    )

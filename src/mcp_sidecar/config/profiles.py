@@ -13,13 +13,12 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from dataclasses import replace
-
+from ..errors import ConfigError
 from .addresses import NONLOOPBACK, beyond_loopback, is_loopback_host
 from .model import ProxyConfig, RouteConfig
-from ..errors import ConfigError
 
 PROFILES: dict[str, list[dict[str, Any]]] = {
     # The MCP Inspector v1 pair: web UI and its proxy server.  Listening on the
@@ -46,12 +45,12 @@ DEFAULT_PROFILE = "inspector-v1"
 #: token and ``Origin``.)
 PROFILE_RISKS: dict[str, str] = {
     "inspector-v2": "Inspector v2 serves its API token in its page to anyone who loads it, "
-                    "and that token runs commands on this host",
+    "and that token runs commands on this host",
 }
 #: What to do instead, per guarded profile.
 PROFILE_ALTERNATIVES: dict[str, str] = {
     "inspector-v2": "keep the access gate (the default), or reach it through an SSH tunnel to loopback "
-                    "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 -L 6278:localhost:6278 THIS_HOST)",
+    "(ssh -L 6274:localhost:6274 -L 6275:localhost:6275 -L 6278:localhost:6278 THIS_HOST)",
 }
 EXPOSE_OPTION = "--dangerously-expose-unprotected"
 #: The routes of each profile that get the gate when they listen beyond loopback.
@@ -62,8 +61,9 @@ PROFILE_GATED: dict[str, tuple[str, ...]] = {
 }
 #: Profile routes whose upstream checks a credential of its own.
 PROFILE_SELF_PROTECTED: dict[str, dict[str, str]] = {
-    "inspector-v1": {"inspector-proxy": "the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; "
-                                        "readable on the path without TLS)"},
+    "inspector-v1": {
+        "inspector-proxy": "the Inspector's own session token (MCP_PROXY_AUTH_TOKEN; readable on the path without TLS)"
+    },
 }
 
 
@@ -74,13 +74,20 @@ def refuse_exposure(profile: str, routes: list[RouteConfig]) -> None:
     if risk is None:
         return
     names = {table["name"] for table in PROFILES[profile]}
-    exposed = [str(a) for r in routes if r.name in names and r.settings.gate.mode == "off"
-               for a in r.listen if beyond_loopback(a.host)]
+    exposed = [
+        str(a)
+        for r in routes
+        if r.name in names and r.settings.gate.mode == "off"
+        for a in r.listen
+        if beyond_loopback(a.host)
+    ]
     if exposed:
         raise ConfigError(
-            f"--profile {profile}", "",
+            f"--profile {profile}",
+            "",
             f"refusing to listen beyond loopback without the access gate ({', '.join(exposed)}): {risk}; "
-            f"{PROFILE_ALTERNATIVES[profile]}, or pass {EXPOSE_OPTION} on a trusted network")
+            f"{PROFILE_ALTERNATIVES[profile]}, or pass {EXPOSE_OPTION} on a trusted network",
+        )
 
 
 def exposure_warnings(config: ProxyConfig) -> list[str]:
@@ -94,19 +101,22 @@ def exposure_warnings(config: ProxyConfig) -> list[str]:
     guarded: set[str] = set()
     if risk is not None and config.dangerously_expose_unprotected:
         guarded = {table["name"] for table in PROFILES[config.profile or ""]}
-        warnings += [f"route {r.name} listens beyond loopback without protection ({EXPOSE_OPTION}): {risk}"
-                     for r in config.routes if r.name in guarded and _exposed(r)
-                     and not access_controls(r, config.profile)]
+        warnings += [
+            f"route {r.name} listens beyond loopback without protection ({EXPOSE_OPTION}): {risk}"
+            for r in config.routes
+            if r.name in guarded and _exposed(r) and not access_controls(r, config.profile)
+        ]
     for route in config.routes:
         if route.name in guarded or not _exposed(route) or access_controls(route, config.profile):
             continue
         if all(is_loopback_host(u.host) for u in route.upstreams):
             exposed = ", ".join(str(a) for a in route.listen if beyond_loopback(a.host))
-            tls_only = ("; its TLS encrypts the way but lets anyone in" if route.settings.tls.cert is not None
-                        else "")
-            warnings.append(f"route {route.name} listens on {exposed}, beyond loopback, in front of "
-                            f"{route.upstream_text} (loopback only), and nothing controls who connects{tls_only}: "
-                            'set gate = "token", tls_client_ca (client certificates) or allow')
+            tls_only = "; its TLS encrypts the way but lets anyone in" if route.settings.tls.cert is not None else ""
+            warnings.append(
+                f"route {route.name} listens on {exposed}, beyond loopback, in front of "
+                f"{route.upstream_text} (loopback only), and nothing controls who connects{tls_only}: "
+                'set gate = "token", tls_client_ca (client certificates) or allow'
+            )
     return warnings
 
 
@@ -144,8 +154,11 @@ def _protections(route: RouteConfig, profile: str | None, *, encryption: bool) -
 def exposure_notices(config: ProxyConfig) -> list[str]:
     """What protects each route that listens beyond loopback (a route with
     encryption only is warned about instead: ``exposure_warnings``)."""
-    return [f"route {r.name} is protected by {', '.join(protections(r, config.profile))}" for r in config.routes
-            if _exposed(r) and access_controls(r, config.profile)]
+    return [
+        f"route {r.name} is protected by {', '.join(protections(r, config.profile))}"
+        for r in config.routes
+        if _exposed(r) and access_controls(r, config.profile)
+    ]
 
 
 def gate_by_default(profile: str, routes: list[RouteConfig], explicit: bool) -> list[RouteConfig]:
@@ -156,7 +169,9 @@ def gate_by_default(profile: str, routes: list[RouteConfig], explicit: bool) -> 
     gated = PROFILE_GATED.get(profile, ())
     if explicit or not gated:
         return routes
-    return [replace(r, settings=replace(r.settings, gate=replace(r.settings.gate, mode="token")))
-            if r.name in gated and _exposed(r) and r.settings.gate.mode == "off" else r for r in routes]
-
-
+    return [
+        replace(r, settings=replace(r.settings, gate=replace(r.settings.gate, mode="token")))
+        if r.name in gated and _exposed(r) and r.settings.gate.mode == "off"
+        else r
+        for r in routes
+    ]

@@ -17,6 +17,7 @@ from .model import ProxyConfig, RouteSettings
 from .parse import OBSERVE_KEYS, SETTING_KEYS, SUPERVISOR_KEYS
 from .values import format_duration, format_size
 
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -50,11 +51,15 @@ def render_toml(config: ProxyConfig) -> str:
     """The effective configuration, every default filled in, as TOML."""
     lines = [f"# effective configuration (source: {config.source}"]
     lines[0] += f", profile: {config.profile})" if config.profile else ")"
-    lines += ["[proxy]", f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
-              f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
-              f"observe_cpu_share = {config.observe_cpu_share!r}",
-              f"observe_memory = {_toml_value(format_size(config.observe_memory_bytes))}",
-              f"dangerously_expose_unprotected = {_toml_value(config.dangerously_expose_unprotected)}", ""]
+    lines += [
+        "[proxy]",
+        f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
+        f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
+        f"observe_cpu_share = {config.observe_cpu_share!r}",
+        f"observe_memory = {_toml_value(format_size(config.observe_memory_bytes))}",
+        f"dangerously_expose_unprotected = {_toml_value(config.dangerously_expose_unprotected)}",
+        "",
+    ]
     admin = config.admin
     lines += ["[admin]", f"listen = {_toml_value(str(admin.listen) if admin.listen else 'off')}"]
     lines.append(f"open_on_loopback = {_toml_value(admin.open_on_loopback)}")
@@ -100,8 +105,9 @@ def secrets_set(config: ProxyConfig) -> list[str]:
         names.append(f"admin.token ({config.admin.token_source})")
     if config.supervisor.alert_webhook:
         names.append("supervisor.alert_webhook")
-    names += [f"route {r.name}: gate_token ({r.settings.gate.token_source})" for r in config.routes
-              if r.settings.gate.token]
+    names += [
+        f"route {r.name}: gate_token ({r.settings.gate.token_source})" for r in config.routes if r.settings.gate.token
+    ]
     return names
 
 
@@ -112,5 +118,10 @@ def effective_document(config: ProxyConfig) -> dict[str, Any]:
     import tomllib
 
     text = render_toml(config)
-    return {"source": config.source, "profile": config.profile, "secrets_set": secrets_set(config),
-            "config": tomllib.loads(text), "toml": text}
+    return {
+        "source": config.source,
+        "profile": config.profile,
+        "secrets_set": secrets_set(config),
+        "config": tomllib.loads(text),
+        "toml": text,
+    }

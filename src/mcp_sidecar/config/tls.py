@@ -86,10 +86,13 @@ def load_material(settings: RouteSettings) -> TlsMaterial:
                 raise TlsSettingsError(field, "needs upstream_tls = true")
     tls = settings.tls
     chain = _read(tls.cert, "tls_cert")
-    material = TlsMaterial(cert_chain=chain, key=_read(tls.key, "tls_key"),
-                           client_ca=_read(tls.client_ca, "tls_client_ca"),
-                           upstream_ca=_read(upstream.ca, "upstream_tls_ca") if upstream.enabled else None,
-                           cert_not_after_unix=not_after(chain) if chain is not None else None)
+    material = TlsMaterial(
+        cert_chain=chain,
+        key=_read(tls.key, "tls_key"),
+        client_ca=_read(tls.client_ca, "tls_client_ca"),
+        upstream_ca=_read(upstream.ca, "upstream_tls_ca") if upstream.enabled else None,
+        cert_not_after_unix=not_after(chain) if chain is not None else None,
+    )
     server_context(settings, material)
     client_context(settings, material)
     return material
@@ -129,7 +132,7 @@ def _load_chain(context: ssl.SSLContext, chain: bytes, key: bytes) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def server_context(settings: RouteSettings, material: TlsMaterial) -> ssl.SSLContext | None:
@@ -191,8 +194,10 @@ def expiry_warning(route: str, settings: RouteSettings, material: TlsMaterial, n
         return f"route {route}: the certificate in tls_cert ({settings.tls.cert}) expired on {when}: clients refuse it"
     if expires - now <= CERT_EXPIRY_WARNING_S:
         days = (expires - now) / 86400
-        return (f"route {route}: the certificate in tls_cert ({settings.tls.cert}) expires in {days:.1f} days, on "
-                f"{when}: renew it and reload")
+        return (
+            f"route {route}: the certificate in tls_cert ({settings.tls.cert}) expires in {days:.1f} days, on "
+            f"{when}: renew it and reload"
+        )
     return None
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .addresses import AddressSyntaxError, HostPort, parse_hostport
 
@@ -23,20 +24,20 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 5, 0.25 or \"250ms\", got {value!r}")
+        raise ValueError(f'expected a duration such as 5, 0.25 or "250ms", got {value!r}')
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
     else:
-        raise ValueError(f"expected a duration such as 5, 0.25 or \"250ms\", got {value!r}")
+        raise ValueError(f'expected a duration such as 5, 0.25 or "250ms", got {value!r}')
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise ValueError(f"duration must be a finite number >= 0, got {value!r}")
     return seconds
 
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB)?\s*$")
-_UNIT_BYTES = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, None: 1}
+_UNIT_BYTES = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, None: 1}
 
 
 def parse_size(value: Any) -> int:
@@ -151,11 +152,10 @@ def webhook_url(value: Any) -> str:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         shown = f" (scheme {scheme[:10]!r})" if scheme and scheme.isalnum() else ""
-        raise ValueError(f"expected an http:// or https:// URL{shown}; the value is not shown: "
-                         "a webhook URL is a secret")
+        raise ValueError(
+            f"expected an http:// or https:// URL{shown}; the value is not shown: a webhook URL is a secret"
+        )
     return value
-
-
 
 
 def host_names(value: Any) -> tuple[str, ...]:
@@ -164,7 +164,7 @@ def host_names(value: Any) -> tuple[str, ...]:
     out = []
     for item in items:
         if not isinstance(item, str) or not re.match(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})$", item):
-            raise ValueError(f"expected host names such as \"sidecar.example\", got {item!r}")
+            raise ValueError(f'expected host names such as "sidecar.example", got {item!r}')
         out.append(item.lower().rstrip("."))
     return tuple(out)
 
@@ -196,8 +196,11 @@ def networks(value: Any) -> tuple[str, ...]:
             network = ipaddress.ip_network(str(item).strip(), strict=False)
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or network (like 10.0.0.0/8 or ::1)") from None
-        if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 \
-                and network.network_address.ipv4_mapped is not None:
+        if (
+            isinstance(network, ipaddress.IPv6Network)
+            and network.prefixlen >= 96
+            and network.network_address.ipv4_mapped is not None
+        ):
             network = ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
         out.append(str(network))
     return tuple(out)

@@ -18,6 +18,7 @@ import trio
 from ..net.http import ClientExchange, request
 from ..observe.sse import SseEvent, SseParser
 
+
 async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") -> list[tuple[str, bool, str]]:
     """Drive one HTTP request and one echo through the proxy; report results."""
     results: list[tuple[str, bool, str]] = []
@@ -42,8 +43,9 @@ async def self_check(http_port: int, echo_port: int, host: str = "127.0.0.1") ->
                 while chunk := await stream.receive_some(65536):
                     received += chunk
         ms = (trio.current_time() - t0) * 1000
-        results.append((f"echo tcp://{host}:{echo_port}", bytes(received) == message,
-                        f"{len(received)} bytes back in {ms:.1f} ms"))
+        results.append(
+            (f"echo tcp://{host}:{echo_port}", bytes(received) == message, f"{len(received)} bytes back in {ms:.1f} ms")
+        )
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
         results.append((f"echo tcp://{host}:{echo_port}", False, repr(exc)))
     return results
@@ -68,26 +70,52 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
         extra = [("mcp-session-id", session)] if session else []
         if trace:
             extra.append(("traceparent", f"00-{trace}-00f067aa0ba902b7-01"))
-        return await request(host, http_port, "/mcp", method="POST", body=json.dumps(message).encode(),
-                             headers=headers + extra)
+        return await request(
+            host, http_port, "/mcp", method="POST", body=json.dumps(message).encode(), headers=headers + extra
+        )
 
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "demo"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "demo"}},
+    }
     reply = await post(init)
     session = reply.headers.get("mcp-session-id")
     await post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
-    for i, (method, params) in enumerate([("tools/list", {}), ("tools/call", {"name": "echo", "arguments": {
-            "text": "hello"}}), ("tools/call", {"name": "slow", "_meta": {"progressToken": "p1"}})], start=2):
-        reply = await post({"jsonrpc": "2.0", "id": i, "method": method, "params": params}, session,
-                           DEMO_TRACE_ID if method == "tools/list" else None)
+    for i, (method, params) in enumerate(
+        [
+            ("tools/list", {}),
+            ("tools/call", {"name": "echo", "arguments": {"text": "hello"}}),
+            ("tools/call", {"name": "slow", "_meta": {"progressToken": "p1"}}),
+        ],
+        start=2,
+    ):
+        reply = await post(
+            {"jsonrpc": "2.0", "id": i, "method": method, "params": params},
+            session,
+            DEMO_TRACE_ID if method == "tools/list" else None,
+        )
         got["streamable_http"] += reply.body.count(f'"id": {i}'.encode())
     if session:  # a client ends its session (the spec's SHOULD)
         await request(host, http_port, "/mcp", method="DELETE", headers=[("mcp-session-id", session)])
 
     async with trio_websocket.open_websocket_url(f"ws://{host}:{ws_port}/", subprotocols=["mcp"]) as ws:
-        for i, (method, params) in enumerate([("initialize", init["params"]), ("tools/call", {
-                "name": "slow", "arguments": {"steps": 2},
-                "_meta": {"traceparent": f"00-{DEMO_TRACE_ID}-b7ad6b7169203331-01"}}), ("ping", {})], start=1):
+        for i, (method, params) in enumerate(
+            [
+                ("initialize", init["params"]),
+                (
+                    "tools/call",
+                    {
+                        "name": "slow",
+                        "arguments": {"steps": 2},
+                        "_meta": {"traceparent": f"00-{DEMO_TRACE_ID}-b7ad6b7169203331-01"},
+                    },
+                ),
+                ("ping", {}),
+            ],
+            start=1,
+        ):
             await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}))
             while "id" not in json.loads(await ws.get_message()):
                 pass  # progress notifications before the result
@@ -107,8 +135,14 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
                 if sse.event == "endpoint":
                     for i, method in enumerate(("initialize", "tools/list"), start=1):
                         params = init["params"] if method == "initialize" else {}
-                        await request(host, http_port, sse.data, method="POST", headers=headers[:1], body=json.dumps(
-                            {"jsonrpc": "2.0", "id": i, "method": method, "params": params}).encode())
+                        await request(
+                            host,
+                            http_port,
+                            sse.data,
+                            method="POST",
+                            headers=headers[:1],
+                            body=json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}).encode(),
+                        )
                 elif '"id"' in sse.data:
                     got["http_sse"] += 1
             if got["http_sse"] >= expected:

@@ -39,8 +39,9 @@ from .servers import mcp_answer, progress_notifications
 
 #: The header v2's page sends its token in (as ``Bearer <token>``).
 TOKEN_HEADER = "x-mcp-remote-auth"
-_LIMITS = RequestLimits(first_byte_s=30.0, head_s=30.0, request_s=30.0, max_head_bytes=64 * 1024,
-                        max_body_bytes=1024 * 1024, send_s=30.0)
+_LIMITS = RequestLimits(
+    first_byte_s=30.0, head_s=30.0, request_s=30.0, max_head_bytes=64 * 1024, max_body_bytes=1024 * 1024, send_s=30.0
+)
 
 
 @dataclass
@@ -96,8 +97,13 @@ async def _serve_one(stream: trio.SocketStream, app: InspectorV2) -> None:
                     return
                 if not http.next_cycle():
                     return
-    except (RequestRejected, trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError,
-            trio.TooSlowError):
+    except (
+        RequestRejected,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+        h11.LocalProtocolError,
+        trio.TooSlowError,
+    ):
         pass
 
 
@@ -113,8 +119,10 @@ async def _route(http: ServerConnection, app: InspectorV2, request: h11.Request,
         await http.respond(403, b'{"error":"origin not allowed"}')
         return True
     if method == "GET" and url.path == "/":
-        page = (f"<!doctype html><title>MCP Inspector</title><script>window.__INSPECTOR_API_TOKEN__ = "
-                f"{json.dumps(app.token)};</script>").encode()
+        page = (
+            f"<!doctype html><title>MCP Inspector</title><script>window.__INSPECTOR_API_TOKEN__ = "
+            f"{json.dumps(app.token)};</script>"
+        ).encode()
         await http.respond(200, page, "text/html; charset=utf-8")
         return True
     if url.path.startswith("/api/") and _header(request, TOKEN_HEADER.encode()) != f"Bearer {app.token}":
@@ -173,10 +181,12 @@ async def _api(http: ServerConnection, app: InspectorV2, path: str, payload: dic
 
 async def _events(http: ServerConnection, receive: trio.MemoryReceiveChannel | None) -> None:
     """An event stream: a first comment, then the session's messages (or silence)."""
-    await http.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
-                                                           ("cache-control", "no-cache")]))
+    await http.send(
+        h11.Response(status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")])
+    )
     await http.send(h11.Data(data=b":\n\n"))
     async with trio.open_nursery() as nursery:
+
         async def relay(channel: trio.MemoryReceiveChannel) -> None:
             async for message in channel:
                 await http.send(h11.Data(data=b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"))
@@ -188,16 +198,26 @@ async def _events(http: ServerConnection, receive: trio.MemoryReceiveChannel | N
         nursery.cancel_scope.cancel()
 
 
-async def serve_inspector_v2(app: InspectorV2, host: str = "127.0.0.1", port: int = 0, *,
-                             task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_inspector_v2(
+    app: InspectorV2,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """The page and its /api on one port."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(lambda stream: _serve_one(stream, app), listeners)
 
 
-async def serve_sandbox(app: InspectorV2, host: str = "127.0.0.1", port: int = 0, *,
-                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_sandbox(
+    app: InspectorV2,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """The sandbox origin: a page the UI frames, allowed only inside the allowed origins."""
 
     async def handler(stream: trio.SocketStream) -> None:
@@ -207,8 +227,12 @@ async def serve_sandbox(app: InspectorV2, host: str = "127.0.0.1", port: int = 0
                 got = await http.read_request()
                 if got is None:
                     return
-                await http.respond(200, b"<!doctype html><title>sandbox</title>", "text/html; charset=utf-8",
-                                   [("content-security-policy", "frame-ancestors " + " ".join(app.origins()))])
+                await http.respond(
+                    200,
+                    b"<!doctype html><title>sandbox</title>",
+                    "text/html; charset=utf-8",
+                    [("content-security-policy", "frame-ancestors " + " ".join(app.origins()))],
+                )
         except (RequestRejected, trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
             pass
 

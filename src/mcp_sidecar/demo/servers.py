@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import h11
 import trio
@@ -44,9 +44,14 @@ MAX_SSE_EVENTS = 10_000
 HTTP_REQUEST_TIMEOUT_S = 30.0
 #: Largest request body the demo reads.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-_LIMITS = RequestLimits(first_byte_s=HTTP_REQUEST_TIMEOUT_S, head_s=HTTP_REQUEST_TIMEOUT_S,
-                        request_s=HTTP_REQUEST_TIMEOUT_S, max_head_bytes=64 * 1024, max_body_bytes=MAX_BODY_BYTES,
-                        send_s=HTTP_REQUEST_TIMEOUT_S)
+_LIMITS = RequestLimits(
+    first_byte_s=HTTP_REQUEST_TIMEOUT_S,
+    head_s=HTTP_REQUEST_TIMEOUT_S,
+    request_s=HTTP_REQUEST_TIMEOUT_S,
+    max_head_bytes=64 * 1024,
+    max_body_bytes=MAX_BODY_BYTES,
+    send_s=HTTP_REQUEST_TIMEOUT_S,
+)
 PATTERN = bytes(range(256)) * 256  # 64 KiB, the unit of /bytes
 
 
@@ -142,8 +147,11 @@ async def _respond(http: _Http, request: h11.Request, body: bytes) -> None:
         await http.simple(200, body, ctype)
     elif url.path == "/bytes" and method == "GET":
         n = int(_query_number(query, "n", 1024, MAX_BYTES))
-        await http.send(h11.Response(status_code=200, headers=[
-            ("content-type", "application/octet-stream"), ("content-length", str(n))]))
+        await http.send(
+            h11.Response(
+                status_code=200, headers=[("content-type", "application/octet-stream"), ("content-length", str(n))]
+            )
+        )
         sent = 0
         while sent < n:
             chunk = PATTERN[: min(len(PATTERN), n - sent)]
@@ -161,8 +169,11 @@ async def _respond(http: _Http, request: h11.Request, body: bytes) -> None:
     elif url.path == "/ticks" and method == "GET":
         count = int(_query_number(query, "n", 5, MAX_SSE_EVENTS))
         interval = _query_number(query, "interval", 0.5, 60.0)
-        await http.send(h11.Response(status_code=200, headers=[
-            ("content-type", "text/event-stream"), ("cache-control", "no-cache")]))
+        await http.send(
+            h11.Response(
+                status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+            )
+        )
         for i in range(count):
             if i:
                 await trio.sleep(interval)
@@ -176,10 +187,18 @@ async def _respond(http: _Http, request: h11.Request, body: bytes) -> None:
 # --- MCP ---------------------------------------------------------------------------------
 
 MCP_SERVER_INFO = {"name": "mcp-sidecar-demo", "version": "1"}
-DEMO_TOOLS = [{"name": "echo", "description": "Echo the text back",
-               "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
-              {"name": "slow", "description": "Report progress 3 times, then answer",
-               "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}}]
+DEMO_TOOLS = [
+    {
+        "name": "echo",
+        "description": "Echo the text back",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+    },
+    {
+        "name": "slow",
+        "description": "Report progress 3 times, then answer",
+        "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}},
+    },
+]
 SLOW_STEP_S = 0.05
 
 
@@ -190,8 +209,14 @@ def progress_notifications(message: dict) -> list[dict]:
         return []
     token = ((params.get("_meta") or {}).get("progressToken")) or f"slow-{message.get('id')}"
     steps = max(1, min(int((params.get("arguments") or {}).get("steps", 3)), 20))
-    return [{"jsonrpc": "2.0", "method": "notifications/progress",
-             "params": {"progressToken": token, "progress": i + 1, "total": steps}} for i in range(steps)]
+    return [
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {"progressToken": token, "progress": i + 1, "total": steps},
+        }
+        for i in range(steps)
+    ]
 
 
 def mcp_answer(message: dict) -> dict | None:
@@ -201,8 +226,11 @@ def mcp_answer(message: dict) -> dict | None:
     rid, method = message["id"], message["method"]
     params = message.get("params") or {}
     if method == "initialize":
-        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
-                  "capabilities": {"tools": {}}, "serverInfo": MCP_SERVER_INFO}
+        result = {
+            "protocolVersion": params.get("protocolVersion", "2025-06-18"),
+            "capabilities": {"tools": {}},
+            "serverInfo": MCP_SERVER_INFO,
+        }
     elif method == "ping":
         result = {}
     elif method == "tools/list":
@@ -217,12 +245,14 @@ def mcp_answer(message: dict) -> dict | None:
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
-async def _mcp_http(http: "_Http", request: h11.Request, body: bytes) -> None:
+async def _mcp_http(http: _Http, request: h11.Request, body: bytes) -> None:
     try:
         message = json.loads(body)
     except ValueError:
-        await http.simple(400, json.dumps({"jsonrpc": "2.0", "id": None,
-                                           "error": {"code": -32700, "message": "parse error"}}).encode())
+        await http.simple(
+            400,
+            json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}).encode(),
+        )
         return
     messages = message if isinstance(message, list) else [message]
     answers = [a for m in messages if isinstance(m, dict) and (a := mcp_answer(m)) is not None]
@@ -238,31 +268,47 @@ async def _mcp_http(http: "_Http", request: h11.Request, body: bytes) -> None:
     progress = [n for m in messages if isinstance(m, dict) for n in progress_notifications(m)]
     if progress and "text/event-stream" in accept:
         # A long call: stream progress notifications, then the result.
-        await http.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
-                                                               ("cache-control", "no-cache"), *extra]))
+        await http.send(
+            h11.Response(
+                status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache"), *extra]
+            )
+        )
         for note in progress:
             await http.send(h11.Data(data=b"event: message\r\ndata: " + json.dumps(note).encode() + b"\r\n\r\n"))
             await trio.sleep(SLOW_STEP_S)
         await http.send(h11.Data(data=b"event: message\r\ndata: " + payload + b"\r\n\r\n"), h11.EndOfMessage())
     elif "text/event-stream" in accept and "application/json" not in accept:
         data = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
-        await http.send(h11.Response(status_code=200, headers=[
-            ("content-type", "text/event-stream"), ("content-length", str(len(data))), *extra]),
-            h11.Data(data=data), h11.EndOfMessage())
+        await http.send(
+            h11.Response(
+                status_code=200,
+                headers=[("content-type", "text/event-stream"), ("content-length", str(len(data))), *extra],
+            ),
+            h11.Data(data=data),
+            h11.EndOfMessage(),
+        )
     else:
-        await http.send(h11.Response(status_code=200, headers=[
-            ("content-type", "application/json"), ("content-length", str(len(payload))), *extra]),
-            h11.Data(data=payload), h11.EndOfMessage())
+        await http.send(
+            h11.Response(
+                status_code=200,
+                headers=[("content-type", "application/json"), ("content-length", str(len(payload))), *extra],
+            ),
+            h11.Data(data=payload),
+            h11.EndOfMessage(),
+        )
 
 
-async def _legacy_stream(http: "_Http") -> None:
+async def _legacy_stream(http: _Http) -> None:
     """HTTP+SSE (2024-11-05): announce the endpoint, then relay the answers."""
     session = f"{id(http):x}"
     send, receive = trio.open_memory_channel(64)
     http.sessions[session] = send
     try:
-        await http.send(h11.Response(status_code=200, headers=[("content-type", "text/event-stream"),
-                                                               ("cache-control", "no-cache")]))
+        await http.send(
+            h11.Response(
+                status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")]
+            )
+        )
         await http.send(h11.Data(data=f"event: endpoint\r\ndata: /message?sessionId={session}\r\n\r\n".encode()))
 
         async def relay() -> None:
@@ -272,8 +318,7 @@ async def _legacy_stream(http: "_Http") -> None:
                 if idle.cancelled_caught:
                     await http.send(h11.Data(data=b": keepalive\r\n\r\n"))
                     continue
-                await http.send(h11.Data(data=b"event: message\r\ndata: " + json.dumps(message).encode()
-                                         + b"\r\n\r\n"))
+                await http.send(h11.Data(data=b"event: message\r\ndata: " + json.dumps(message).encode() + b"\r\n\r\n"))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay)
@@ -290,7 +335,7 @@ async def _legacy_stream(http: "_Http") -> None:
         http.sessions.pop(session, None)
 
 
-async def _legacy_post(http: "_Http", session: str, body: bytes) -> None:
+async def _legacy_post(http: _Http, session: str, body: bytes) -> None:
     stream = http.sessions.get(session)
     if stream is None:
         await http.simple(404, b'{"error":"unknown session"}')

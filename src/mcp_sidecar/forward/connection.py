@@ -27,10 +27,10 @@ from ..config.addresses import format_sockaddr
 from ..errors import ClientGone, LocalResourceError, UpstreamUnavailable
 from ..logs import log
 from ..net import sockopts
+from ..net.gate import RequestGate
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.connection import Sniff, sniff_request
 from .idle import IDLE_TASK, idle_watch
-from ..net.gate import RequestGate
 from .legs import RawLeg
 from .observation import Mode
 from .pump import Flow, GateClosed, LegFailed, pump
@@ -50,8 +50,7 @@ def _peer(sock: socket.socket) -> str:
         return "?"
 
 
-async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg,
-                        scope: trio.CancelScope) -> None:
+async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg, scope: trio.CancelScope) -> None:
     """Ping both sides between frames; close a connection whose side stops answering."""
     observation = conn.observation
     assert observation is not None
@@ -67,8 +66,15 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: Ra
             if pending is not None:
                 if now - pending[1] > settings.ws_ping_timeout_s:
                     conn.end = End.WS_TIMEOUT
-                    log(logger, logging.WARNING, "websocket.zombie", route=conn.route, conn=conn.id, side=side,
-                        silent_s=round(now - pending[1], 3))
+                    log(
+                        logger,
+                        logging.WARNING,
+                        "websocket.zombie",
+                        route=conn.route,
+                        conn=conn.id,
+                        side=side,
+                        silent_s=round(now - pending[1], 3),
+                    )
                     scope.cancel()
                     return
                 continue
@@ -80,8 +86,9 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: Ra
                 observer.forget_ping(side)
 
 
-async def _forward(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg, gate: RequestGate | None,
-                   first: bytes) -> list[str]:
+async def _forward(
+    conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg, gate: RequestGate | None, first: bytes
+) -> list[str]:
     """Run both directions; return the legs ("client"/"upstream") to abort with RST.
 
     One pipeline for every connection: plain legs splice bulk transfers, TLS
@@ -96,11 +103,13 @@ async def _forward(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg,
         rt.observe(conn)
     observe = conn.observation
 
-    async def leg(src: RawLeg, dst: RawLeg, flow: Flow, src_name: str, dst_name: str,
-                  gate: RequestGate | None) -> None:
+    async def leg(src: RawLeg, dst: RawLeg, flow: Flow, src_name: str, dst_name: str, gate: RequestGate | None) -> None:
         nonlocal open_directions
-        callback = None if observe is None else (
-            observe.client_direction if src_name == "client" else observe.upstream_direction)
+        callback = (
+            None
+            if observe is None
+            else (observe.client_direction if src_name == "client" else observe.upstream_direction)
+        )
         try:
             if first and src_name == "client":
                 await dst.send_all(first)  # the request the gate admitted before the upstream was connected
@@ -118,8 +127,16 @@ async def _forward(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg,
             return
         except GateClosed as exc:
             conn.end = End.GATE_REFUSED
-            log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
-                reason=exc.reason, replied=exc.replied)
+            log(
+                logger,
+                logging.INFO,
+                "gate.refused",
+                route=conn.route,
+                conn=conn.id,
+                client=conn.client,
+                reason=exc.reason,
+                replied=exc.replied,
+            )
             nursery.cancel_scope.cancel()
             return
         open_directions -= 1
@@ -133,8 +150,9 @@ async def _forward(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: RawLeg,
             nursery.start_soon(idle_watch, conn, settings.idle_timeout_s, nursery.cancel_scope, name=IDLE_TASK)
         if observe is not None and settings.ws_ping_interval_s > 0:
             # Started by the 101 itself: no task waits in connections that never upgrade.
-            observe.on_websocket = lambda: nursery.start_soon(_ws_keepalive, conn, rt, cleg, uleg,
-                                                              nursery.cancel_scope, name=_KEEPALIVE_TASK)
+            observe.on_websocket = lambda: nursery.start_soon(
+                _ws_keepalive, conn, rt, cleg, uleg, nursery.cancel_scope, name=_KEEPALIVE_TASK
+            )
         # The client's direction runs in this task (one task fewer per connection).
         await leg(cleg, uleg, conn.c2u, "client", "upstream", gate)
     if conn.end is None and open_directions == 0:
@@ -183,31 +201,63 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
         t0 = trio.current_time()
         try:
             usock, conn.connect_attempts, address = await rt.connector.connect(
-                lambda: _client_gone(csock, settings.protocol))
+                lambda: _client_gone(csock, settings.protocol)
+            )
         except ClientGone as exc:
             conn.end = End.CLIENT_GONE
             conn.connect_attempts = exc.attempts
-            log(logger, logging.DEBUG, "connection.client_gone", route=conn.route, conn=conn.id, client=client,
-                attempts=exc.attempts)
+            log(
+                logger,
+                logging.DEBUG,
+                "connection.client_gone",
+                route=conn.route,
+                conn=conn.id,
+                client=client,
+                attempts=exc.attempts,
+            )
             return
         except LocalResourceError as exc:
             conn.end = End.LOCAL_RESOURCES
             rt.exhaustion.record(exc.resource, exc.errno_name, "upstream_connect", trio.current_time())
             rt.breaker.release_probe()
             abort.append("client")
-            log(logger, logging.ERROR, "connection.local_resources", route=conn.route, conn=conn.id,
-                resource=exc.resource, error=exc.errno_name, detail=str(exc))
+            log(
+                logger,
+                logging.ERROR,
+                "connection.local_resources",
+                route=conn.route,
+                conn=conn.id,
+                resource=exc.resource,
+                error=exc.errno_name,
+                detail=str(exc),
+            )
             return
         except UpstreamUnavailable as exc:
             conn.end = End.UPSTREAM_UNAVAILABLE
             conn.connect_attempts = exc.attempts
             if rt.breaker.record_failure(trio.current_time(), exc.reason):
-                log(logger, logging.ERROR, "circuit.open", route=conn.route, reason=exc.reason,
-                    open_s=rt.breaker.open_s, opened_total=rt.breaker.opened_total)
+                log(
+                    logger,
+                    logging.ERROR,
+                    "circuit.open",
+                    route=conn.route,
+                    reason=exc.reason,
+                    open_s=rt.breaker.open_s,
+                    opened_total=rt.breaker.opened_total,
+                )
             abort.append("client")
-            log(logger, logging.WARNING, "upstream.unavailable", route=conn.route, conn=conn.id,
-                client=client, upstream=exc.upstream, reason=exc.reason, attempts=exc.attempts,
-                detail=exc.detail)
+            log(
+                logger,
+                logging.WARNING,
+                "upstream.unavailable",
+                route=conn.route,
+                conn=conn.id,
+                client=client,
+                upstream=exc.upstream,
+                reason=exc.reason,
+                attempts=exc.attempts,
+                detail=exc.detail,
+            )
             return
         conn.connect_s = trio.current_time() - t0
         rt.metrics.upstream_connect.observe(conn.connect_s)
@@ -246,10 +296,24 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
         duration = trio.current_time() - conn.started
         rt.metrics.connection_duration.observe(duration)
         policy = settings.connection_log
-        if policy == "all" or (policy == "sampled" and (
-                conn.end != End.CLOSED or (rt.ended.get(End.CLOSED, 1) - 1) % settings.connection_log_every == 0)):
+        if policy == "all" or (
+            policy == "sampled"
+            and (conn.end != End.CLOSED or (rt.ended.get(End.CLOSED, 1) - 1) % settings.connection_log_every == 0)
+        ):
             rtt = {f"rtt_{leg}_ms": round(info.rtt_s * 1000, 3) for leg, info in conn.tcp.items() if info}
-            log(logger, logging.INFO, "connection.closed", unlimited=policy == "all",
-                limit_key=f"connection.closed:{conn.end}", route=conn.route, conn=conn.id,
-                client=client, upstream=conn.upstream, end=conn.end, duration_s=round(duration, 6),
-                bytes_client_to_upstream=conn.c2u.bytes, bytes_upstream_to_client=conn.u2c.bytes, **rtt)
+            log(
+                logger,
+                logging.INFO,
+                "connection.closed",
+                unlimited=policy == "all",
+                limit_key=f"connection.closed:{conn.end}",
+                route=conn.route,
+                conn=conn.id,
+                client=client,
+                upstream=conn.upstream,
+                end=conn.end,
+                duration_s=round(duration, 6),
+                bytes_client_to_upstream=conn.c2u.bytes,
+                bytes_upstream_to_client=conn.u2c.bytes,
+                **rtt,
+            )

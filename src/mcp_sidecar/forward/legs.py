@@ -125,8 +125,9 @@ class TlsLeg(RawLeg):
 
     tls = True
 
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext, *, server_side: bool,
-                 server_hostname: str | None = None) -> None:
+    def __init__(
+        self, sock: socket.socket, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
         super().__init__(sock)
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
@@ -283,5 +284,8 @@ class TlsLeg(RawLeg):
     def facts(self) -> dict[str, str | None]:
         """What /api/connections shows of the session (never key material)."""
         cipher = self.ssl.cipher()
-        return {"version": self.ssl.version(), "cipher": cipher[0] if cipher else None,
-                "alpn": self.ssl.selected_alpn_protocol()}
+        return {
+            "version": self.ssl.version(),
+            "cipher": cipher[0] if cipher else None,
+            "alpn": self.ssl.selected_alpn_protocol(),
+        }

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TRIM_INTERVAL_S = 2.0
 

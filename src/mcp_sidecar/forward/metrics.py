@@ -25,23 +25,58 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
-from prometheus_client import (CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector,
-                               disable_created_metrics)
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 #: Kernel RTT on loopback is tens of microseconds; across regions, hundreds of ms.
 RTT_BUCKETS_S = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
-CONNECT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                     1.0, 2.5, 5.0, 10.0)
+CONNECT_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 #: MCP connections range from one POST to hours-long SSE/WebSocket sessions.
-DURATION_BUCKETS_S = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
-                      86400.0)
+DURATION_BUCKETS_S = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 
 # No ``*_created`` series: every counter here starts with the worker, whose
 # start time is process_start_time_seconds already.
@@ -93,8 +128,9 @@ class Histogram:
     only when scraped.  Same call shape: ``labels(*values).observe(v)``.
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...],
-                 registry: "Instruments") -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...], registry: Instruments
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = labelnames
@@ -122,7 +158,7 @@ class Histogram:
 class Counter:
     """A labelled counter, ``labels(*values).inc(n)``; see ``Histogram``."""
 
-    def __init__(self, name: str, documentation: str, labelnames: list[str], registry: "Instruments") -> None:
+    def __init__(self, name: str, documentation: str, labelnames: list[str], registry: Instruments) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = labelnames
@@ -152,7 +188,7 @@ class Instruments(Collector):
     def __init__(self) -> None:
         self.instruments: list[Histogram | Counter] = []
 
-    def add(self, instrument: "Histogram | Counter") -> None:
+    def add(self, instrument: Histogram | Counter) -> None:
         self.instruments.append(instrument)
 
     def collect(self) -> Iterator[Metric]:
@@ -163,14 +199,14 @@ class Instruments(Collector):
 class RouteMetrics:
     """Histogram children bound to one route's label (observe is then cheap)."""
 
-    __slots__ = ("connection_duration", "upstream_connect", "rtt", "retransmits")
+    __slots__ = ("connection_duration", "retransmits", "rtt", "upstream_connect")
 
-    def __init__(self, metrics: "Metrics", route: str) -> None:
+    def __init__(self, metrics: Metrics, route: str) -> None:
         self.connection_duration = metrics.connection_duration.labels(route)
         self.upstream_connect = metrics.upstream_connect.labels(route)
         self.rtt = {leg: metrics.tcp_rtt.labels(route, leg) for leg in LEGS}
         #: Segments retransmitted, summed from TCP_INFO deltas, per leg.
-        self.retransmits = {leg: 0 for leg in LEGS}
+        self.retransmits = dict.fromkeys(LEGS, 0)
 
 
 class Metrics:
@@ -186,61 +222,106 @@ class Metrics:
         self.connection_duration = Histogram(
             "mcp_sidecar_connection_duration_seconds",
             "Lifetime of forwarded connections, from accept to close.",
-            ["route"], buckets=DURATION_BUCKETS_S, registry=instruments,
+            ["route"],
+            buckets=DURATION_BUCKETS_S,
+            registry=instruments,
         )
         self.upstream_connect = Histogram(
             "mcp_sidecar_upstream_connect_seconds",
             "Time to establish the upstream connection, retries included.",
-            ["route"], buckets=CONNECT_BUCKETS_S, registry=instruments,
+            ["route"],
+            buckets=CONNECT_BUCKETS_S,
+            registry=instruments,
         )
         self.tcp_rtt = Histogram(
             "mcp_sidecar_tcp_rtt_seconds",
             "Kernel smoothed RTT (TCP_INFO) sampled per connection, periodically and at close.",
-            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=instruments,
+            ["route", "leg"],
+            buckets=RTT_BUCKETS_S,
+            registry=instruments,
         )
 
         # In-line observation (observation.py): per event, never per byte.
         self.observer_errors = Counter(
-            "mcp_sidecar_observer_errors", "Observers that gave up on a connection (bytes kept flowing).",
-            ["route", "protocol"], registry=instruments)
+            "mcp_sidecar_observer_errors",
+            "Observers that gave up on a connection (bytes kept flowing).",
+            ["route", "protocol"],
+            registry=instruments,
+        )
         self.http_requests = Counter(
-            "mcp_sidecar_http_requests", "HTTP/1.1 exchanges seen in-line, by method and status.",
-            ["route", "method", "status"], registry=instruments)
+            "mcp_sidecar_http_requests",
+            "HTTP/1.1 exchanges seen in-line, by method and status.",
+            ["route", "method", "status"],
+            registry=instruments,
+        )
         self.http_response = Histogram(
-            "mcp_sidecar_http_response_seconds", "Time from the request's first byte to the response headers.",
-            ["route"], buckets=CONNECT_BUCKETS_S, registry=instruments)
+            "mcp_sidecar_http_response_seconds",
+            "Time from the request's first byte to the response headers.",
+            ["route"],
+            buckets=CONNECT_BUCKETS_S,
+            registry=instruments,
+        )
         self.sse_events = Counter(
-            "mcp_sidecar_sse_events", "Server-sent events seen in responses (comments/keep-alives excluded).",
-            ["route"], registry=instruments)
+            "mcp_sidecar_sse_events",
+            "Server-sent events seen in responses (comments/keep-alives excluded).",
+            ["route"],
+            registry=instruments,
+        )
         self.ws_frames = Counter(
-            "mcp_sidecar_websocket_frames", "WebSocket frames seen after a 101, by direction and opcode.",
-            ["route", "direction", "opcode"], registry=instruments)
+            "mcp_sidecar_websocket_frames",
+            "WebSocket frames seen after a 101, by direction and opcode.",
+            ["route", "direction", "opcode"],
+            registry=instruments,
+        )
         self.ws_ping_rtt = Histogram(
-            "mcp_sidecar_websocket_ping_rtt_seconds", "Ping to matching pong (by payload), either direction.",
-            ["route"], buckets=RTT_BUCKETS_S, registry=instruments)
+            "mcp_sidecar_websocket_ping_rtt_seconds",
+            "Ping to matching pong (by payload), either direction.",
+            ["route"],
+            buckets=RTT_BUCKETS_S,
+            registry=instruments,
+        )
         self.ws_bytes = Counter(
-            "mcp_sidecar_websocket_payload_bytes", "WebSocket payload bytes seen after a 101, by direction and opcode.",
-            ["route", "direction", "opcode"], registry=instruments)
+            "mcp_sidecar_websocket_payload_bytes",
+            "WebSocket payload bytes seen after a 101, by direction and opcode.",
+            ["route", "direction", "opcode"],
+            registry=instruments,
+        )
         self.mcp_first_byte = Histogram(
             "mcp_first_byte_seconds",
             "MCP request (HTTP transports) to the first byte of its HTTP response (headers).",
-            ["route", "method"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0), registry=instruments)
+            ["route", "method"],
+            buckets=CONNECT_BUCKETS_S + (30.0, 60.0),
+            registry=instruments,
+        )
         self.ws_keepalive_rtt = Histogram(
             "mcp_sidecar_websocket_keepalive_rtt_seconds",
             "The proxy's own keepalive ping to its pong, per leg (ws_ping_interval).",
-            ["route", "leg"], buckets=RTT_BUCKETS_S, registry=instruments)
+            ["route", "leg"],
+            buckets=RTT_BUCKETS_S,
+            registry=instruments,
+        )
         self.mcp_requests = Counter(
-            "mcp_requests", "MCP JSON-RPC requests by method, outcome (ok, error code, cancelled, timeout) and "
-                            "transport (http, websocket, inspector-v2).",
-            ["route", "method", "status", "transport"], registry=instruments)
+            "mcp_requests",
+            "MCP JSON-RPC requests by method, outcome (ok, error code, cancelled, timeout) and "
+            "transport (http, websocket, inspector-v2).",
+            ["route", "method", "status", "transport"],
+            registry=instruments,
+        )
         self.mcp_duration = Histogram(
-            "mcp_response_duration_seconds", "MCP request to its final response.",
-            ["route", "method", "transport"], buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0), registry=instruments)
+            "mcp_response_duration_seconds",
+            "MCP request to its final response.",
+            ["route", "method", "transport"],
+            buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0),
+            registry=instruments,
+        )
         self.http_duration = Histogram(
             "mcp_sidecar_http_duration_seconds",
             "HTTP exchanges from the request's first byte to the response's last (complete) or to the "
             "connection's end (aborted: an event stream the client closed, a request never answered).",
-            ["route", "outcome"], buckets=DURATION_BUCKETS_S, registry=instruments)
+            ["route", "outcome"],
+            buckets=DURATION_BUCKETS_S,
+            registry=instruments,
+        )
 
     def for_route(self, route: str) -> RouteMetrics:
         return RouteMetrics(self, route)

@@ -32,32 +32,41 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
 from time import perf_counter
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any
 
 import trio
 
 from ..logs import log
-from ..observe.budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget, ObservationBudget
-from ..observe.connection import PEER_FAULTS, ConnectionObserver, Mode, transport_label
-from ..observe.events import (BodyTooLarge, ExchangeDone, FramesCounted, HttpDetected, JsonRpcSeen, KeepaliveAnswered, McpOutcome,
-                              NotificationSeen, Opaque, PingAnswered, ResponseStarted, SessionEndpoint, SseSeen,
-                              Tunneled, WebSocketClosing, WebSocketOpened)
-from ..observe.http import trace_id
-from ..observe.jsonrpc import UNSET, Envelope, decode
-from ..observe.mcp import McpTracker, method_label
-from ..observe.mcpstats import McpStats
+from ..observe.budget import InspectionMemoryExhausted
+from ..observe.connection import PEER_FAULTS, ConnectionObserver, Mode
+from ..observe.events import (
+    BodyTooLarge,
+    ExchangeDone,
+    FramesCounted,
+    HttpDetected,
+    JsonRpcSeen,
+    KeepaliveAnswered,
+    McpOutcome,
+    NotificationSeen,
+    Opaque,
+    PingAnswered,
+    ResponseStarted,
+    SessionEndpoint,
+    SseSeen,
+    Tunneled,
+    WebSocketClosing,
+    WebSocketOpened,
+)
+from ..observe.mcp import method_label
 from ..observe.quality import Quality
-from ..observe.requestlog import RequestLogPolicy, request_line
-from ..observe.tap import DEFAULT_MAX_BYTES, tap_record
 from ..redact import redact_text
-from .metrics import Metrics
+from .mcprecords import McpRecords
+from .routeobservation import RouteObservation
 
-__all__ = ["Mode", "Observation", "ObservedDirection", "RouteObservation", "STRICT"]
+__all__ = ["STRICT", "Mode", "Observation", "ObservedDirection", "RouteObservation"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +77,10 @@ STRICT = os.environ.get("MCP_SIDECAR_STRICT") == "1"
 _BUGS_LOGGED: set[str] = set()
 
 #: Shared read-only placeholders until a connection needs its own (see Observation).
-_NONE_YET: Mapping[str, int] = MappingProxyType({})
 _NO_HTTP_STATS: Mapping[str, Any] = MappingProxyType({"exchanges": 0, "last": None})
-_NO_SSE_STATS: Mapping[str, Any] = MappingProxyType({"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None,
-                                                     "last_at": None})
-_NO_REQUESTS: list[tuple[str, float]] = []  # never appended to: HTTP connections get their own
+_NO_SSE_STATS: Mapping[str, Any] = MappingProxyType(
+    {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None, "last_at": None}
+)
 
 #: Modes tested by identity on the hot path.
 _HTTP, _WEBSOCKET, _SNIFF = Mode.HTTP, Mode.WEBSOCKET, Mode.SNIFF
@@ -83,7 +91,7 @@ class ObservedDirection:
 
     __slots__ = ("observation", "side")
 
-    def __init__(self, observation: "Observation", side: str) -> None:
+    def __init__(self, observation: Observation, side: str) -> None:
         self.observation: Observation = observation
         self.side = side
 
@@ -98,73 +106,6 @@ class ObservedDirection:
         return self.observation._feed(self.side, data)
 
 
-@dataclass
-class RouteObservation:
-    """Route-level state shared by its connections: MCP correlation, metrics."""
-
-    route: str
-    metrics: Metrics
-    tracker: McpTracker
-    #: Shared by the worker's routes (proxy.py); unlimited when built alone (tests).
-    budget: ObservationBudget = field(default_factory=lambda: ObservationBudget(1.0, 0.0))
-    #: The worker's inspection buffers (budget.py); unbounded when built alone.
-    memory: MemoryBudget = UNBOUNDED
-    #: Seconds spent observing this route's chunks; connections shed over the budget.
-    observe_s: float = 0.0
-    shed: int = 0
-    #: Observers that gave up because the inspection buffers were full.
-    memory_exhausted: int = 0
-    #: Observers stopped by a defect of ours (not the peer's bytes).
-    bugs: int = 0
-    #: JSON bodies past the observer's bound: counted, not parsed.
-    bodies_too_large: int = 0
-    #: Open connections that carried MCP; GET event streams open now (kept
-    #: here as they change, so that a scrape never walks the connections).
-    mcp_connections: int = 0
-    open_streams: int = 0
-    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-    #: (side, opcode) -> (frames counter, bytes counter): one lookup per chunk.
-    ws_children: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
-    #: Per method and transport, sessions (observe/mcpstats.py): what /api/mcp shows.
-    stats: McpStats = field(default_factory=McpStats)
-    #: The request log's sampling and rate cap; None while it is off.
-    request_log: RequestLogPolicy | None = None
-    #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
-    taps: tuple[Any, ...] = ()
-    tap_max_bytes: int = DEFAULT_MAX_BYTES
-    #: Called with a connection's id once it turns out to be long-lived
-    #: (state.py counts its reconnect then); one per route, not per connection.
-    stream_opened: Callable[[int], None] | None = None
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(route, *labels)``, cached (labels() takes a lock and
-        builds a key on every call; this runs per frame and per exchange)."""
-        key = (id(metric), *labels)
-        try:
-            return self._children[key]
-        except KeyError:
-            child = self._children[key] = metric.labels(self.route, *labels)
-            return child
-
-    def ws_counters(self, side: str, opcode: str) -> tuple[Any, Any]:
-        """The frame and byte counters of one direction and opcode (cached)."""
-        direction = "client_to_upstream" if side == "client" else "upstream_to_client"
-        pair = self.ws_children[(side, opcode)] = (self.child(self.metrics.ws_frames, direction, opcode),
-                                                   self.child(self.metrics.ws_bytes, direction, opcode))
-        return pair
-
-    def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
-        """What came of requests: metrics, the operator's figures, the request log."""
-        stats, policy = self.stats, self.request_log
-        for outcome in outcomes:
-            self.child(self.metrics.mcp_requests, outcome.method, outcome.status, outcome.transport).inc()
-            if outcome.duration_s is not None and outcome.status != "cancelled":
-                self.child(self.metrics.mcp_duration, outcome.method, outcome.transport).observe(outcome.duration_s)
-            stats.outcome(outcome, now)
-            if policy is not None and policy.admit(now):
-                log(logger, logging.INFO, "mcp.request", unlimited=True, **request_line(self.route, outcome))
-
-
 class Observation:
     """One connection's observation: its ``ConnectionObserver`` and what the
     events mean for this connection (its records for /api/connections, its
@@ -176,12 +117,37 @@ class Observation:
     holds only what it must.
     """
 
-    __slots__ = ("route", "conn_id", "client", "quality", "protocol", "clock", "observer", "_mcp", "mcp_messages",
-                 "_session", "on_websocket", "_long", "http_stats", "sse_stats", "close_frame", "_open_stream",
-                 "_exchange_requests", "client_direction", "upstream_direction", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_long",
+        "_open_stream",
+        "client",
+        "client_direction",
+        "clock",
+        "close_frame",
+        "conn_id",
+        "http_stats",
+        "observer",
+        "on_websocket",
+        "protocol",
+        "quality",
+        "records",
+        "route",
+        "sse_stats",
+        "upstream_direction",
+    )
 
-    def __init__(self, route: RouteObservation, conn_id: int, quality: Quality, mode: str,
-                 clock: Callable[[], float] = trio.current_time, *, client: str = "", keepalive: bool = False) -> None:
+    def __init__(
+        self,
+        route: RouteObservation,
+        conn_id: int,
+        quality: Quality,
+        mode: str,
+        clock: Callable[[], float] = trio.current_time,
+        *,
+        client: str = "",
+        keepalive: bool = False,
+    ) -> None:
         self.route = route
         self.conn_id = conn_id
         #: The client's address (host:port), for the sessions it carries.
@@ -193,11 +159,8 @@ class Observation:
         self.clock = clock
         #: The protocol machine (observe/connection.py): reads the bytes.
         self.observer = ConnectionObserver(mode, route.memory, keepalive=keepalive)
-        self._mcp = False
-        #: JSON-RPC messages seen, by how they travelled: http (a body), sse (an event), ws (a frame).
-        self.mcp_messages: Mapping[str, int] = _NONE_YET
-        #: The correlation key of messages without a session (the connection's own).
-        self._session: str | None = None
+        #: What its MCP messages mean (mcprecords.py).
+        self.records = McpRecords(route, conn_id, client, quality)
         #: Called once a 101 switched the connection to WebSocket (connection.py
         #: starts the keepalive then).
         self.on_websocket: Callable[[], None] | None = None
@@ -211,7 +174,6 @@ class Observation:
         self.close_frame: dict[str, Any] | None = None
         #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
         self._open_stream = False
-        self._exchange_requests: list[tuple[str, float]] = _NO_REQUESTS
         self.client_direction = ObservedDirection(self, "client")
         self.upstream_direction = ObservedDirection(self, "upstream")
         if self.observer.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
@@ -233,18 +195,15 @@ class Observation:
         self.protocol = "http"
         self.http_stats = {"exchanges": 0, "last": None}
         self.sse_stats = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None, "last_at": None}
-        self.mcp_messages = {}
-        self._exchange_requests = []
 
     @property
     def mcp(self) -> bool:
         """The connection carried MCP JSON-RPC."""
-        return self._mcp
+        return self.records.seen
 
-    def _saw_mcp(self) -> None:
-        if not self._mcp:
-            self._mcp = True
-            self.route.mcp_connections += 1
+    @property
+    def mcp_messages(self) -> Mapping[str, int]:
+        return self.records.messages
 
     @property
     def open_stream(self) -> bool:
@@ -262,15 +221,14 @@ class Observation:
         try:  # exchanges still under way end "aborted" (an event stream the client closed)
             now = self.clock()
             self._apply(observer.abort(now), now)
-        except Exception as exc:  # noqa: BLE001 - closing must not fail
+        except Exception as exc:
             if STRICT:
                 raise
             self._bug(exc)
-        if self._mcp:
-            self.route.mcp_connections -= 1
-        if self._session is not None:  # a connection-scoped session ends with its connection
-            self.route.stats.end_session(self._session)
-        if observer.http is not None and observer.http.stream_session is not None:  # the legacy stream that announced it
+        self.records.close()
+        if (
+            observer.http is not None and observer.http.stream_session is not None
+        ):  # the legacy stream that announced it
             self.route.stats.end_session(observer.http.stream_session)
         self._stream(False)
         observer.stop(Mode.CLOSED)
@@ -287,22 +245,37 @@ class Observation:
         facts: dict[str, Any] = {"mode": observer.mode, "mcp": self.mcp, "mcp_messages": dict(self.mcp_messages)}
         if self.http_stats["exchanges"] or observer.mode is Mode.HTTP:
             last = self.http_stats["last"]
-            facts["http"] = {"exchanges": self.http_stats["exchanges"], "last": None if last is None else {
-                "method": last.method, "path": last.path, "status": last.status,
-                "first_byte_ms": None if last.headers_at is None else round((last.headers_at - last.started) * 1000, 3),
-                "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
-                "request_bytes": last.request_bytes, "response_bytes": last.response_bytes,
-                "content_type": last.content_type}}
+            facts["http"] = {
+                "exchanges": self.http_stats["exchanges"],
+                "last": None
+                if last is None
+                else {
+                    "method": last.method,
+                    "path": last.path,
+                    "status": last.status,
+                    "first_byte_ms": None
+                    if last.headers_at is None
+                    else round((last.headers_at - last.started) * 1000, 3),
+                    "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
+                    "request_bytes": last.request_bytes,
+                    "response_bytes": last.response_bytes,
+                    "content_type": last.content_type,
+                },
+            }
         sse = self.sse_stats
         if sse["events"] or sse["keepalives"]:
-            facts["sse"] = {"events": sse["events"], "keepalives": sse["keepalives"],
-                            "max_gap_s": round(sse["max_gap_s"], 3),
-                            "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
-                            "stream_s": None if sse["started"] is None else round(now - sse["started"], 3)}
+            facts["sse"] = {
+                "events": sse["events"],
+                "keepalives": sse["keepalives"],
+                "max_gap_s": round(sse["max_gap_s"], 3),
+                "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
+                "stream_s": None if sse["started"] is None else round(now - sse["started"], 3),
+            }
         if observer.ws is not None:
-            facts["websocket"] = {"close": self.close_frame,
-                                  "keepalive_outstanding": [s for s in ("client", "upstream")
-                                                            if observer.outstanding(s) is not None]}
+            facts["websocket"] = {
+                "close": self.close_frame,
+                "keepalive_outstanding": [s for s in ("client", "upstream") if observer.outstanding(s) is not None],
+            }
         return facts
 
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
@@ -321,7 +294,7 @@ class Observation:
             if mode is _HTTP:  # the usual step, inlined
                 http = observer.http
                 assert http is not None
-                events: Any = (http.feed_client(data, now) if side == "client" else observer.upstream(data, now))
+                events: Any = http.feed_client(data, now) if side == "client" else observer.upstream(data, now)
             elif mode is _WEBSOCKET and observer.rewriting:
                 result, events = observer.rewrite(side, data, now)
             else:
@@ -375,8 +348,15 @@ class Observation:
         self.observer.stop(Mode.SHED)
         self.route.shed += 1
         self.route.budget.shed += 1
-        log(logger, logging.INFO, "observer.shed", route=self.route.route, conn=self.conn_id, protocol=protocol,
-            budget=self.route.budget.share)
+        log(
+            logger,
+            logging.INFO,
+            "observer.shed",
+            route=self.route.route,
+            conn=self.conn_id,
+            protocol=protocol,
+            budget=self.route.budget.share,
+        )
 
     def _out_of_memory(self) -> None:
         """The worker's inspection buffers are full: stop observing this
@@ -384,8 +364,15 @@ class Observation:
         protocol = self.observer.mode
         self.observer.stop(Mode.FAILED)
         self.route.memory_exhausted += 1
-        log(logger, logging.INFO, "observer.memory_exhausted", route=self.route.route, conn=self.conn_id,
-            protocol=protocol, limit_bytes=self.route.memory.limit)
+        log(
+            logger,
+            logging.INFO,
+            "observer.memory_exhausted",
+            route=self.route.route,
+            conn=self.conn_id,
+            protocol=protocol,
+            limit_bytes=self.route.memory.limit,
+        )
 
     def _bug(self, exc: Exception) -> None:
         """A defect in the observation code met this connection: fail open
@@ -396,19 +383,36 @@ class Observation:
         kind = type(exc).__name__
         if kind not in _BUGS_LOGGED:
             _BUGS_LOGGED.add(kind)
-            logger.error("observer.bug", exc_info=exc, extra={"sidecar_fields": {
-                "route": self.route.route, "conn": self.conn_id, "protocol": protocol, "error": kind}})
+            logger.error(
+                "observer.bug",
+                exc_info=exc,
+                extra={
+                    "sidecar_fields": {
+                        "route": self.route.route,
+                        "conn": self.conn_id,
+                        "protocol": protocol,
+                        "error": kind,
+                    }
+                },
+            )
         try:
             self.observer.stop(Mode.FAILED)
-        except Exception:  # noqa: BLE001 - already failing open
+        except Exception:
             self.observer.mode = Mode.FAILED
 
     def _fail(self, exc: BaseException) -> None:
         protocol = self.observer.mode
         self.observer.stop(Mode.FAILED)
         self.route.child(self.route.metrics.observer_errors, protocol).inc()
-        log(logger, logging.INFO, "observer.gave_up", route=self.route.route, conn=self.conn_id, protocol=protocol,
-            error=str(exc)[:200])
+        log(
+            logger,
+            logging.INFO,
+            "observer.gave_up",
+            route=self.route.route,
+            conn=self.conn_id,
+            protocol=protocol,
+            error=str(exc)[:200],
+        )
 
     # -- the proxy's own keepalive (connection.py sends, the observer builds and matches) ------
 
@@ -425,11 +429,7 @@ class Observation:
 
     def _on_response_started(self, event: ResponseStarted, now: float) -> None:
         ex = event.exchange
-        if self._exchange_requests:  # MCP time to first response byte
-            child, metric = self.route.child, self.route.metrics.mcp_first_byte
-            for label, at in self._exchange_requests:
-                child(metric, label).observe(now - at)
-            self._exchange_requests.clear()
+        self.records.first_byte(now)  # MCP time to first response byte
         if ex.method == "GET" and ex.content_type == "text/event-stream":
             self._stream(True)
             self.sse_stats["started"] = now  # type: ignore[index]
@@ -453,9 +453,20 @@ class Observation:
         if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
             # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
             duration = (ex.ended or now) - ex.started
-            route.outcomes([McpOutcome(method_label(ex.mcp_method), "ok" if 200 <= status < 300 else "other_error",
-                                       duration, "client", session=ex.session, request_bytes=ex.request_bytes,
-                                       response_bytes=ex.response_bytes)], now)
+            route.outcomes(
+                [
+                    McpOutcome(
+                        method_label(ex.mcp_method),
+                        "ok" if 200 <= status < 300 else "other_error",
+                        duration,
+                        "client",
+                        session=ex.session,
+                        request_bytes=ex.request_bytes,
+                        response_bytes=ex.response_bytes,
+                    )
+                ],
+                now,
+            )
         child, metrics = route.child, route.metrics
         child(metrics.http_requests, ex.method, _STATUS_LABELS.get(status) or str(status)).inc()
         if ex.headers_at is not None:
@@ -478,14 +489,22 @@ class Observation:
         self.protocol = "sse"
 
     def _on_jsonrpc(self, event: JsonRpcSeen, now: float) -> None:
-        self._jsonrpc(event.origin, event.message, event.at, event.session, event.transport, event.size,
-                      event.trace)
+        self.records.message(
+            event.origin,
+            event.message,
+            event.at,
+            event.session,
+            event.transport,
+            event.size,
+            event.trace,
+            self.observer.mode is _HTTP,
+        )
 
     def _on_body_too_large(self, event: BodyTooLarge, now: float) -> None:
         self.route.bodies_too_large += 1
 
     def _on_session_endpoint(self, event: SessionEndpoint, now: float) -> None:
-        self._saw_mcp()
+        self.records.saw()
 
     def _on_http(self, event: HttpDetected, now: float) -> None:
         self._begin_http()
@@ -512,16 +531,7 @@ class Observation:
             pair[1].inc(size)
 
     def _on_notification(self, event: NotificationSeen, now: float) -> None:
-        route = self.route
-        if route.taps:  # somebody taps: the tap shows it, so it is decoded after all
-            for message in decode(event.payload):
-                self._jsonrpc(event.side, message, now, None, "ws", len(event.payload))
-            return
-        self._saw_mcp()
-        counts: Any = self.mcp_messages
-        counts["ws"] = counts.get("ws", 0) + 1
-        if event.progress:
-            route.tracker.progress += 1
+        self.records.notification(event.side, event.payload, event.progress, now)
 
     def _on_ping_answered(self, event: PingAnswered, now: float) -> None:
         self.route.child(self.route.metrics.ws_ping_rtt).observe(event.rtt_s)
@@ -533,53 +543,11 @@ class Observation:
 
     def _on_closing(self, event: WebSocketClosing, now: float) -> None:
         if self.close_frame is None:
-            self.close_frame = {"code": event.code, "reason": redact_text((event.reason or "")[:123]),
-                                "from": event.side}
-
-    def _jsonrpc(self, origin: str, message: Envelope, now: float, session: str | None, transport: str,
-                 size: int = 0, trace: str | None = None) -> None:
-        if not self._mcp:
-            self._saw_mcp()
-        counts: Any = self.mcp_messages
-        if counts is _NONE_YET:
-            counts = self.mcp_messages = {}
-        counts[transport] = counts.get(transport, 0) + 1
-        route = self.route
-        label = None
-        is_request = message.method is not UNSET and message.id is not UNSET
-        if message.method is not UNSET:
-            label = method_label(message.method)
-            if is_request and origin == "client" and self.observer.mode is _HTTP:
-                self._exchange_requests.append((label, now))
-        if session is None:
-            session = self._session
-            if session is None:
-                session = self._session = f"conn:{self.conn_id}"
-        transport_name = transport_label(transport)
-        route.stats.message(session, self.client, transport_name, now, label if is_request else None)
-        if is_request and trace is None and route.request_log is not None:
-            trace = _meta_trace(message)  # W3C trace context in params._meta (no headers on a WebSocket)
-        outcomes = route.tracker.message(origin, message, now, session, transport_name, size, trace)
-        if outcomes:
-            quality = self.quality
-            for outcome in outcomes:
-                if outcome.duration_s is not None and outcome.status != "cancelled":
-                    quality.latency(outcome.duration_s, "mcp")
-                quality.outcome(outcome.status == "ok")
-            route.outcomes(outcomes, now)
-        if route.taps:
-            self._tap(origin, message, session, transport_name, size, label, outcomes)
-
-    def _tap(self, origin: str, message: Envelope, session: str, transport: str, size: int, label: str | None,
-             outcomes: list[McpOutcome]) -> None:
-        """Somebody taps this route: hand them the message (never blocks)."""
-        route = self.route
-        answered = outcomes[0] if outcomes and message.method is UNSET else None
-        record = tap_record(route.route, origin, message, at_unix=time.time(), transport=transport,
-                            session=session, size=size, method=label, answered=answered,
-                            max_bytes=route.tap_max_bytes)
-        for subscriber in route.taps:
-            subscriber.offer(record)
+            self.close_frame = {
+                "code": event.code,
+                "reason": redact_text((event.reason or "")[:123]),
+                "from": event.side,
+            }
 
 
 #: The event handlers of ``Observation._apply``, by event type.
@@ -601,15 +569,30 @@ _HANDLERS: dict[type, Callable[[Observation, Any, float], None]] = {
     WebSocketClosing: Observation._on_closing,
 }
 #: Status labels of the usual codes (str() of the others).
-_STATUS_LABELS = {code: str(code) for code in (0, 101, 200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
-                                                406, 409, 413, 429, 500, 502, 503, 504)}
-
-
-def _meta_trace(message: Envelope) -> str | None:
-    """The trace id of ``params._meta.traceparent``, if the request carries one."""
-    meta = message.param("_meta")
-    if isinstance(meta, dict):
-        value = meta.get("traceparent")
-        if isinstance(value, str):
-            return trace_id(value.encode("latin-1", "replace"))
-    return None
+_STATUS_LABELS = {
+    code: str(code)
+    for code in (
+        0,
+        101,
+        200,
+        201,
+        202,
+        204,
+        301,
+        302,
+        304,
+        400,
+        401,
+        403,
+        404,
+        405,
+        406,
+        409,
+        413,
+        429,
+        500,
+        502,
+        503,
+        504,
+    )
+}

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import errno
 import logging
-from ipaddress import ip_network
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from ipaddress import ip_network
+from typing import Any
 
 import trio
 
@@ -88,18 +89,30 @@ class Proxy:
                 RouteState(
                     config=route,
                     listeners=[l for l in listeners if l.route is route],
-                    connector=Connector(route.upstreams, s.connect_timeout_s, s.connect_retry_window_s,
-                                        s.max_connecting, health.preferred, tls=tls_client,
-                                        tls_name=s.upstream_tls.name),
+                    connector=Connector(
+                        route.upstreams,
+                        s.connect_timeout_s,
+                        s.connect_retry_window_s,
+                        s.max_connecting,
+                        health.preferred,
+                        tls=tls_client,
+                        tls_name=s.upstream_tls.name,
+                    ),
                     scratch=self._scratch.view(s.buffer_bytes),
                     metrics=self.metrics.for_route(route.name),
                     health=health,
                     breaker=CircuitBreaker(s.breaker.failures, s.breaker.open_s),
                     observation=RouteObservation(
-                        route.name, self.metrics, McpTracker(s.observe.mcp_request_timeout_s), budget=self.observe_budget,
+                        route.name,
+                        self.metrics,
+                        McpTracker(s.observe.mcp_request_timeout_s),
+                        budget=self.observe_budget,
                         memory=self.observe_memory,
                         request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
-                        if s.observe.request_log else None, tap_max_bytes=config.observe.tap_max_bytes),
+                        if s.observe.request_log
+                        else None,
+                        tap_max_bytes=config.observe.tap_max_bytes,
+                    ),
                     exhaustion=self.exhaustion,
                     tls_server=tls_server,
                     allowed=tuple(ip_network(n) for n in s.allow),
@@ -121,7 +134,11 @@ class Proxy:
         loaded (never the files: see config/tls.py); if even that fails, the
         route is unusable -- it refuses its clients, every other route serves."""
         try:
-            return server_context(route.settings, route.tls_material), client_context(route.settings, route.tls_material), None
+            return (
+                server_context(route.settings, route.tls_material),
+                client_context(route.settings, route.tls_material),
+                None,
+            )
         except TlsSettingsError as exc:
             reason = f"TLS unavailable ({exc.field}: {exc})"
             log(logger, logging.ERROR, "route.unusable", route=route.name, reason=reason)
@@ -206,8 +223,14 @@ class Proxy:
                 local = local_resource_error(exc)
                 if local is not None:
                     self.exhaustion.record(local.resource, local.errno_name, "accept", trio.current_time())
-                    log(logger, logging.ERROR, "accept.resource_exhausted", route=rt.config.name,
-                        resource=local.resource, error=local.errno_name)
+                    log(
+                        logger,
+                        logging.ERROR,
+                        "accept.resource_exhausted",
+                        route=rt.config.name,
+                        resource=local.resource,
+                        error=local.errno_name,
+                    )
                     await trio.sleep(ACCEPT_RESOURCE_BACKOFF_S)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
@@ -242,8 +265,15 @@ class Proxy:
         """Close a client at once with RST (a limit is reached), counted."""
         rt.reject(reason)
         sockopts.close(csock, abort=True)
-        log(logger, logging.WARNING, "connection.rejected", route=rt.config.name, client=format_sockaddr(addr),
-            reason=reason, **fields)
+        log(
+            logger,
+            logging.WARNING,
+            "connection.rejected",
+            route=rt.config.name,
+            client=format_sockaddr(addr),
+            reason=reason,
+            **fields,
+        )
 
     async def _refuse(self, rt: RouteState, csock: socket.socket) -> None:
         """The circuit is open: answer 503 (HTTP) or RST, counted against
@@ -251,8 +281,9 @@ class Proxy:
         breaker = rt.breaker
         reason = f"circuit open after {breaker.threshold} consecutive upstream failures ({breaker.last_reason})"
         try:
-            await refuse(csock, rt.config.settings.protocol, rt.config.name, reason,
-                         breaker.retry_after_s(trio.current_time()))
+            await refuse(
+                csock, rt.config.settings.protocol, rt.config.name, reason, breaker.retry_after_s(trio.current_time())
+            )
         finally:
             rt.refusing -= 1
 
@@ -265,13 +296,15 @@ class Proxy:
                     for rt in self.routes:
                         for listener in rt.listeners:
                             # Inherited by the accepted sockets (sockopts.py).
-                            sockopts.tune_listener(listener.sock, rt.config.settings.tcp_keepalive_s,
-                                                   rt.config.settings.user_timeout_s)
+                            sockopts.tune_listener(
+                                listener.sock, rt.config.settings.tcp_keepalive_s, rt.config.settings.user_timeout_s
+                            )
                             acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
                         if rt.health.enabled:
                             for target in rt.health.targets:
-                                acceptors.start_soon(run_checks, rt.name, rt.config.settings, target, rt.connector,
-                                                     rt.exhaustion)
+                                acceptors.start_soon(
+                                    run_checks, rt.name, rt.config.settings, target, rt.connector, rt.exhaustion
+                                )
                     acceptors.start_soon(self._sample_tcp_stats)
                     acceptors.start_soon(self._maintain)
                     acceptors.start_soon(self._sweep_mcp)
@@ -282,8 +315,13 @@ class Proxy:
                     acceptors.cancel_scope.cancel()
                 self._close_listeners()
                 active = sum(rt.active for rt in self.routes)
-                log(logger, logging.INFO, "proxy.draining", connections=active,
-                    drain_timeout_s=self.config.drain_timeout_s)
+                log(
+                    logger,
+                    logging.INFO,
+                    "proxy.draining",
+                    connections=active,
+                    drain_timeout_s=self.config.drain_timeout_s,
+                )
                 conns.cancel_scope.deadline = min(
                     conns.cancel_scope.deadline, trio.current_time() + self.config.drain_timeout_s
                 )

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from typing import Any, Protocol
 
 import trio
@@ -168,7 +169,7 @@ class Pipe:
     blocked direction holds at most ``size`` bytes, as with the scratch copy.
     """
 
-    __slots__ = ("r", "w", "size")
+    __slots__ = ("r", "size", "w")
     #: Pipes open in this process (two descriptors each): the worker's
     #: descriptor budget counts them (exhaustion.py).
     open = 0
@@ -344,8 +345,9 @@ async def _flush_src(src: Leg) -> None:
         raise LegFailed("src", exc) from None
 
 
-async def _through_gate(gate: RequestGate, data: memoryview, src: Leg, dst: Leg,
-                        observe: ChunkObserver | None) -> tuple[RequestGate | None, ChunkObserver | None]:
+async def _through_gate(
+    gate: RequestGate, data: memoryview, src: Leg, dst: Leg, observe: ChunkObserver | None
+) -> tuple[RequestGate | None, ChunkObserver | None]:
     """The client's bytes through the access gate: forwarded, answered on
     ``src`` (the client), or the connection closed (``GateClosed``).  The
     gate steps aside (None) once an upgrade or ``CONNECT`` passed."""

@@ -27,8 +27,14 @@ from ..net.http import RequestLimits, RequestRejected, ServerConnection
 SNIFF_TIMEOUT_S = 1.0
 MAX_HEAD_BYTES = 16 * 1024
 #: The whole refusal (reading the head, answering) is bounded by this.
-_LIMITS = RequestLimits(first_byte_s=SNIFF_TIMEOUT_S, head_s=SNIFF_TIMEOUT_S, request_s=SNIFF_TIMEOUT_S,
-                        max_head_bytes=MAX_HEAD_BYTES, max_body_bytes=MAX_HEAD_BYTES, send_s=SNIFF_TIMEOUT_S)
+_LIMITS = RequestLimits(
+    first_byte_s=SNIFF_TIMEOUT_S,
+    head_s=SNIFF_TIMEOUT_S,
+    request_s=SNIFF_TIMEOUT_S,
+    max_head_bytes=MAX_HEAD_BYTES,
+    max_body_bytes=MAX_HEAD_BYTES,
+    send_s=SNIFF_TIMEOUT_S,
+)
 
 
 async def refuse(sock: socket.socket, protocol: str, route: str, reason: str, retry_after_s: int) -> None:
@@ -45,11 +51,19 @@ async def refuse(sock: socket.socket, protocol: str, route: str, reason: str, re
                 return  # not HTTP (or too slow, too large): a reset says enough
             if got is None:
                 return
-            body = json.dumps({"error": "upstream unavailable", "route": route, "reason": reason,
-                               "retry_after_s": retry_after_s}).encode() + b"\n"
-            await http.respond(503, body, "application/json", [
-                ("retry-after", str(retry_after_s)), ("connection", "close"), ("cache-control", "no-store")],
-                reason=b"Service Unavailable")
+            body = (
+                json.dumps(
+                    {"error": "upstream unavailable", "route": route, "reason": reason, "retry_after_s": retry_after_s}
+                ).encode()
+                + b"\n"
+            )
+            await http.respond(
+                503,
+                body,
+                "application/json",
+                [("retry-after", str(retry_after_s)), ("connection", "close"), ("cache-control", "no-store")],
+                reason=b"Service Unavailable",
+            )
             sock.shutdown(socket.SHUT_WR)
             answered = True
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, h11.ProtocolError):

@@ -35,8 +35,9 @@ from .state import Connection, End, RouteState
 logger = logging.getLogger(__name__)
 
 
-async def client_prelude(conn: Connection, rt: RouteState,
-                         csock: socket.socket) -> tuple[RawLeg, RequestGate | None, bytes] | None:
+async def client_prelude(
+    conn: Connection, rt: RouteState, csock: socket.socket
+) -> tuple[RawLeg, RequestGate | None, bytes] | None:
     """The client's TLS handshake and the gate's first admitted request:
     ``(client leg, gate, bytes to forward first)``, or None with ``conn.end``
     set (the connection is over).  Until then the connection is
@@ -48,13 +49,21 @@ async def client_prelude(conn: Connection, rt: RouteState,
         finally:
             rt.unadmitted.pop(conn.id, None)
     # (only a shed connection gets here: RouteState.shed_unadmitted set conn.end)
-    log(logger, logging.INFO, "connection.shed", route=conn.route, conn=conn.id, client=conn.client,
-        reason="unauthenticated, at max_connections")
+    log(
+        logger,
+        logging.INFO,
+        "connection.shed",
+        route=conn.route,
+        conn=conn.id,
+        client=conn.client,
+        reason="unauthenticated, at max_connections",
+    )
     return None
 
 
-async def _prelude(conn: Connection, rt: RouteState,
-                   csock: socket.socket) -> tuple[RawLeg, RequestGate | None, bytes] | None:
+async def _prelude(
+    conn: Connection, rt: RouteState, csock: socket.socket
+) -> tuple[RawLeg, RequestGate | None, bytes] | None:
     settings = rt.config.settings
     leg: RawLeg = RawLeg(csock)
     if rt.tls_server is not None:
@@ -64,13 +73,27 @@ async def _prelude(conn: Connection, rt: RouteState,
                 await tls.handshake()
             except LegFailed as exc:
                 conn.end = End.TLS_ERROR
-                log(logger, logging.INFO, "tls.handshake_failed", route=conn.route, conn=conn.id,
-                    client=conn.client, error=_tls_reason(exc.error))
+                log(
+                    logger,
+                    logging.INFO,
+                    "tls.handshake_failed",
+                    route=conn.route,
+                    conn=conn.id,
+                    client=conn.client,
+                    error=_tls_reason(exc.error),
+                )
                 return None
         if scope.cancelled_caught:
             conn.end = End.TLS_HANDSHAKE_TIMEOUT
-            log(logger, logging.INFO, "tls.handshake_failed", route=conn.route, conn=conn.id, client=conn.client,
-                error="timeout")
+            log(
+                logger,
+                logging.INFO,
+                "tls.handshake_failed",
+                route=conn.route,
+                conn=conn.id,
+                client=conn.client,
+                error="timeout",
+            )
             return None
         conn.tls = tls.facts
         leg = tls
@@ -88,8 +111,15 @@ async def _prelude(conn: Connection, rt: RouteState,
                 return None
         if scope.cancelled_caught:
             conn.end = End.HEAD_TIMEOUT
-            log(logger, logging.INFO, "gate.head_timeout", route=conn.route, conn=conn.id, client=conn.client,
-                timeout_s=settings.gate.head_timeout_s)
+            log(
+                logger,
+                logging.INFO,
+                "gate.head_timeout",
+                route=conn.route,
+                conn=conn.id,
+                client=conn.client,
+                timeout_s=settings.gate.head_timeout_s,
+            )
             return None
         if not data:
             conn.end = End.CLIENT_GONE
@@ -106,8 +136,15 @@ async def _prelude(conn: Connection, rt: RouteState,
                     return None
                 if action.close:
                     conn.end = End.GATE_REFUSED
-                    log(logger, logging.INFO, "gate.refused", route=conn.route, conn=conn.id, client=conn.client,
-                        reason=action.reason)
+                    log(
+                        logger,
+                        logging.INFO,
+                        "gate.refused",
+                        route=conn.route,
+                        conn=conn.id,
+                        client=conn.client,
+                        reason=action.reason,
+                    )
                     return None
                 # Answered (the token exchanged for the cookie): the next request gets its own time.
                 deadline = trio.current_time() + settings.gate.head_timeout_s
@@ -138,10 +175,24 @@ async def upstream_leg(conn: Connection, rt: RouteState, usock: socket.socket, h
         return tls
     conn.end = End.UPSTREAM_TLS_ERROR
     if rt.breaker.record_failure(trio.current_time(), "tls"):
-        log(logger, logging.ERROR, "circuit.open", route=conn.route, reason="tls", open_s=rt.breaker.open_s,
-            opened_total=rt.breaker.opened_total)
-    log(logger, logging.WARNING, "upstream.tls_failed", route=conn.route, conn=conn.id, upstream=conn.upstream,
-        error=reason)
+        log(
+            logger,
+            logging.ERROR,
+            "circuit.open",
+            route=conn.route,
+            reason="tls",
+            open_s=rt.breaker.open_s,
+            opened_total=rt.breaker.opened_total,
+        )
+    log(
+        logger,
+        logging.WARNING,
+        "upstream.tls_failed",
+        route=conn.route,
+        conn=conn.id,
+        upstream=conn.upstream,
+        error=reason,
+    )
     return None
 
 

@@ -20,10 +20,10 @@ import socket
 import ssl
 import time
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -81,9 +81,27 @@ class Connection:
     registered in its route's ``connections`` while open.
     """
 
-    __slots__ = ("id", "route", "client", "upstream", "started", "started_unix", "c2u", "u2c", "end",
-                 "connect_attempts", "connect_s", "csock", "usock", "tcp", "_retrans_seen", "observation",
-                 "quality", "reconnects", "tls")
+    __slots__ = (
+        "_retrans_seen",
+        "c2u",
+        "client",
+        "connect_attempts",
+        "connect_s",
+        "csock",
+        "end",
+        "id",
+        "observation",
+        "quality",
+        "reconnects",
+        "route",
+        "started",
+        "started_unix",
+        "tcp",
+        "tls",
+        "u2c",
+        "upstream",
+        "usock",
+    )
 
     def __init__(self, route: str, client: str, csock: socket.socket) -> None:
         self.id = next(_ids)
@@ -243,8 +261,13 @@ class RouteState:
             self.observation.stream_opened = self._stream_opened_by_id
         settings = self.config.settings
         observation = conn.observation = Observation(
-            self.observation, conn.id, conn.quality, settings.protocol, client=conn.client,
-            keepalive=settings.ws_ping_interval_s > 0)
+            self.observation,
+            conn.id,
+            conn.quality,
+            settings.protocol,
+            client=conn.client,
+            keepalive=settings.ws_ping_interval_s > 0,
+        )
         return observation
 
     def _stream_opened_by_id(self, conn_id: int) -> None:

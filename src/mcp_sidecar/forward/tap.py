@@ -35,7 +35,7 @@ class TapBusy(Exception):
 class TapSubscriber:
     """One tap client: its filter, its queue and what it missed."""
 
-    __slots__ = ("filter", "send", "receive", "dropped", "delivered")
+    __slots__ = ("delivered", "dropped", "filter", "receive", "send")
 
     def __init__(self, tap_filter: TapFilter, queue: int) -> None:
         self.filter = tap_filter

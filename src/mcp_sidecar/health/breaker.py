@@ -79,7 +79,9 @@ class CircuitBreaker:
         self.last_reason = reason
         if not self.enabled:
             return False
-        if self.state is BreakerState.HALF_OPEN or (self.state is BreakerState.CLOSED and self.failures >= self.threshold):
+        if self.state is BreakerState.HALF_OPEN or (
+            self.state is BreakerState.CLOSED and self.failures >= self.threshold
+        ):
             self.state = BreakerState.OPEN
             self.open_until = now + self.open_s
             self.opened_total += 1
@@ -101,5 +103,3 @@ class CircuitBreaker:
             "retry_after_s": self.retry_after_s(now) if self.state is not BreakerState.CLOSED else None,
             "last_reason": self.last_reason,
         }
-
-

@@ -192,20 +192,31 @@ class RouteHealth:
 def route_health(rt_config: RouteConfig) -> RouteHealth:
     s = rt_config.settings
     return RouteHealth(
-        [UpstreamHealth(addr, s.health.rise, s.health.fall, s.health.interval_s, s.health.interval_max_s,
-                        enabled=s.health.interval_s > 0) for addr in rt_config.upstreams],
+        [
+            UpstreamHealth(
+                addr,
+                s.health.rise,
+                s.health.fall,
+                s.health.interval_s,
+                s.health.interval_max_s,
+                enabled=s.health.interval_s > 0,
+            )
+            for addr in rt_config.upstreams
+        ],
         check=s.health.check,
     )
 
 
-async def run_checks(route: str, settings: RouteSettings, target: UpstreamHealth, connector: Connector,
-                     exhaustion: LocalExhaustion) -> None:
+async def run_checks(
+    route: str, settings: RouteSettings, target: UpstreamHealth, connector: Connector, exhaustion: LocalExhaustion
+) -> None:
     """Check one upstream address of a route forever."""
     while True:
         t0 = trio.current_time()
         try:
-            ok, result = await probe(settings.health.check, target.address, settings.health.path,
-                                     settings.health.timeout_s, connector)
+            ok, result = await probe(
+                settings.health.check, target.address, settings.health.path, settings.health.timeout_s, connector
+            )
         except LocalResourceError as exc:
             # This host cannot even open a socket: says nothing about the upstream.
             exhaustion.record(exc.resource, exc.errno_name, "health_check", trio.current_time())
@@ -213,7 +224,13 @@ async def run_checks(route: str, settings: RouteSettings, target: UpstreamHealth
             continue
         changed = target.record(ok, result, trio.current_time() - t0)
         if changed is not None:
-            log(logger, logging.INFO if changed else logging.WARNING,
+            log(
+                logger,
+                logging.INFO if changed else logging.WARNING,
                 "upstream.up" if changed else "upstream.down",
-                route=route, upstream=str(target.address), check=settings.health.check, result=result)
+                route=route,
+                upstream=str(target.address),
+                check=settings.health.check,
+                result=result,
+            )
         await trio.sleep(target.next_interval_s() * random.uniform(1 - JITTER, 1 + JITTER))

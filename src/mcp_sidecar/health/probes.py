@@ -26,11 +26,11 @@ import h11
 import trio
 import trio_websocket
 
-from ..errors import RemoteError
 from ..config.addresses import HostPort, bracket
+from ..errors import RemoteError
 from ..net.http import HttpResponse, request_on
-from ..observe.sse import SseEvent, SseParser
 from ..net.upstream import Connector, classify, local_resource_error
+from ..observe.sse import SseEvent, SseParser
 
 MCP_PROTOCOL_VERSION = "2025-06-18"
 CLIENT_INFO = {"name": "mcp-sidecar-check", "version": "1"}
@@ -50,8 +50,9 @@ async def _stream(connector: Connector, address: HostPort) -> trio.abc.Stream:
     sock = await connector.attempt_address(address)
     stream: trio.abc.Stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     if connector.tls is not None:
-        stream = trio.SSLStream(stream, connector.tls, server_hostname=connector.tls_name or address.host,
-                                https_compatible=True)
+        stream = trio.SSLStream(
+            stream, connector.tls, server_hostname=connector.tls_name or address.host, https_compatible=True
+        )
         try:
             await stream.do_handshake()
         except trio.BrokenResourceError as exc:
@@ -60,10 +61,12 @@ async def _stream(connector: Connector, address: HostPort) -> trio.abc.Stream:
     return stream
 
 
-async def http_get(connector: Connector, address: HostPort, path: str,
-                   headers: list[tuple[str, str]] | None = None) -> HttpResponse:
-    return await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}", path,
-                            headers=headers)
+async def http_get(
+    connector: Connector, address: HostPort, path: str, headers: list[tuple[str, str]] | None = None
+) -> HttpResponse:
+    return await request_on(
+        await _stream(connector, address), f"{bracket(address.host)}:{address.port}", path, headers=headers
+    )
 
 
 def jsonrpc_replies(response: HttpResponse) -> list[dict[str, Any]]:
@@ -85,15 +88,30 @@ def jsonrpc_replies(response: HttpResponse) -> list[dict[str, Any]]:
     return messages
 
 
-async def mcp_call(connector: Connector, address: HostPort, path: str, message: dict[str, Any],
-                   session: str | None, extra: list[tuple[str, str]] | None = None
-                   ) -> tuple[HttpResponse, dict[str, Any] | None]:
-    headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream"),
-               ("mcp-protocol-version", MCP_PROTOCOL_VERSION), *(extra or [])]
+async def mcp_call(
+    connector: Connector,
+    address: HostPort,
+    path: str,
+    message: dict[str, Any],
+    session: str | None,
+    extra: list[tuple[str, str]] | None = None,
+) -> tuple[HttpResponse, dict[str, Any] | None]:
+    headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", MCP_PROTOCOL_VERSION),
+        *(extra or []),
+    ]
     if session:
         headers.append(("mcp-session-id", session))
-    response = await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}",
-                                path, method="POST", body=json.dumps(message).encode(), headers=headers)
+    response = await request_on(
+        await _stream(connector, address),
+        f"{bracket(address.host)}:{address.port}",
+        path,
+        method="POST",
+        body=json.dumps(message).encode(),
+        headers=headers,
+    )
     if "id" not in message:
         return response, None
     if response.status >= 400:  # an error page is not JSON-RPC: say what the server said
@@ -104,42 +122,58 @@ async def mcp_call(connector: Connector, address: HostPort, path: str, message: 
     raise ProbeFailed(f"http {response.status}" if response.status >= 400 else "mcp no response")
 
 
-async def mcp_ping(connector: Connector, address: HostPort, path: str,
-                   headers: list[tuple[str, str]] | None = None) -> float:
+async def mcp_ping(
+    connector: Connector, address: HostPort, path: str, headers: list[tuple[str, str]] | None = None
+) -> float:
     """initialize + initialized + ping; returns the ping's round trip (s)."""
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": MCP_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": MCP_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO},
+    }
     response, reply = await mcp_call(connector, address, path, init, None, headers)
     if reply is None or "error" in reply:
         code = (reply or {}).get("error", {}).get("code", "?")
         raise ProbeFailed(f"mcp error {code}")
     session = response.headers.get("mcp-session-id")
-    await mcp_call(connector, address, path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session,
-                   headers)
+    await mcp_call(
+        connector, address, path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session, headers
+    )
     t0 = trio.current_time()
-    _, pong = await mcp_call(connector, address, path, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session,
-                             headers)
+    _, pong = await mcp_call(connector, address, path, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session, headers)
     rtt = trio.current_time() - t0
     if pong is None or "result" not in pong:
         code = (pong or {}).get("error", {}).get("code", "?")
         raise ProbeFailed(f"mcp error {code}")
     if session:
         try:
-            await request_on(await _stream(connector, address), f"{bracket(address.host)}:{address.port}", path,
-                             method="DELETE", headers=[("mcp-session-id", session), *(headers or [])])
+            await request_on(
+                await _stream(connector, address),
+                f"{bracket(address.host)}:{address.port}",
+                path,
+                method="DELETE",
+                headers=[("mcp-session-id", session), *(headers or [])],
+            )
         except (OSError, h11.ProtocolError):
             pass
     return rtt
 
 
-async def ws_ping(connector: Connector, address: HostPort, path: str,
-                  headers: list[tuple[str, str]] | None = None) -> float:
+async def ws_ping(
+    connector: Connector, address: HostPort, path: str, headers: list[tuple[str, str]] | None = None
+) -> float:
     """WebSocket handshake, then one ping; returns the ping's round trip (s)."""
     stream = await _stream(connector, address)
     async with trio.open_nursery() as nursery:
         ws = await trio_websocket.wrap_client_stream(
-            nursery, stream, address.host, path, subprotocols=["mcp"],
-            extra_headers=[(k.encode(), v.encode()) for k, v in headers or []])
+            nursery,
+            stream,
+            address.host,
+            path,
+            subprotocols=["mcp"],
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers or []],
+        )
         try:
             t0 = trio.current_time()
             await ws.ping(b"mcp-sidecar")
@@ -148,8 +182,7 @@ async def ws_ping(connector: Connector, address: HostPort, path: str,
             await ws.aclose()
 
 
-async def probe(level: str, address: HostPort, path: str, timeout_s: float,
-                connector: Connector) -> tuple[bool, str]:
+async def probe(level: str, address: HostPort, path: str, timeout_s: float, connector: Connector) -> tuple[bool, str]:
     try:
         with trio.fail_after(timeout_s):
             if level == "tcp":

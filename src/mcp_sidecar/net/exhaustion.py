@@ -36,7 +36,7 @@ class DescriptorBudget:
     admin endpoint unable to accept its probes.
     """
 
-    __slots__ = ("limit", "base", "reserve")
+    __slots__ = ("base", "limit", "reserve")
 
     def __init__(self, limit: int, base: int, reserve: int | None = None) -> None:
         self.limit = limit
@@ -44,7 +44,7 @@ class DescriptorBudget:
         self.reserve = reserve if reserve is not None else max(DESCRIPTOR_RESERVE, limit // 20)
 
     @classmethod
-    def for_this_process(cls) -> "DescriptorBudget":
+    def for_this_process(cls) -> DescriptorBudget:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
         try:
@@ -59,8 +59,12 @@ class DescriptorBudget:
         return self.base + self.reserve + 2 * (connections + 1) + 2 * pipes <= self.limit
 
     def as_json(self) -> dict[str, int]:
-        return {"limit": self.limit, "base": self.base, "reserve": self.reserve,
-                "max_connections": max(0, (self.limit - self.base - self.reserve) // 2)}
+        return {
+            "limit": self.limit,
+            "base": self.base,
+            "reserve": self.reserve,
+            "max_connections": max(0, (self.limit - self.base - self.reserve) // 2),
+        }
 
 
 class LocalExhaustion:
@@ -87,10 +91,14 @@ class LocalExhaustion:
         for name, at in sorted(self.last_at.items()):
             if now - at <= READY_WINDOW_S:
                 total = sum(n for (r, _), n in self.counts.items() if r == name)
-                out.append(f"worker out of {name} ({self.last_errno[name]}, {round(now - at, 1)} s ago, "
-                           f"{total} time(s) since start)")
+                out.append(
+                    f"worker out of {name} ({self.last_errno[name]}, {round(now - at, 1)} s ago, "
+                    f"{total} time(s) since start)"
+                )
         return out
 
     def as_json(self, now: float) -> dict[str, Any]:
-        return {"counts": [{"resource": r, "where": w, "count": n} for (r, w), n in sorted(self.counts.items())],
-                "exhausted_now": self.reasons(now)}
+        return {
+            "counts": [{"resource": r, "where": w, "count": n} for (r, w), n in sorted(self.counts.items())],
+            "exhausted_now": self.reasons(now),
+        }

@@ -69,7 +69,7 @@ _HEAD_END = b"\r\n\r\n"
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 #: A chunk-size line: hex digits, then extensions of tokens (or quoted strings), nothing else (RFC 9112 7.1.1).
-_CHUNK_SIZE = re.compile(rb'^([0-9A-Fa-f]{1,16})(?:;' + _TOKEN + rb'(?:=(?:' + _TOKEN + rb'|"[^"\\\r\n]*"))?)*$')
+_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,16})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb'|"[^"\\\r\n]*"))?)*$')
 
 
 def cookie_name(token: str) -> str:
@@ -120,15 +120,22 @@ class _State(Enum):
 
 def _reply(status: str, body: str, *, close: bool, headers: tuple[str, ...] = (), reason: str) -> Reply:
     payload = body.encode()
-    lines = [f"HTTP/1.1 {status}", "Content-Type: text/plain; charset=utf-8", "Cache-Control: no-store",
-             f"Content-Length: {len(payload)}", *headers]
+    lines = [
+        f"HTTP/1.1 {status}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Cache-Control: no-store",
+        f"Content-Length: {len(payload)}",
+        *headers,
+    ]
     if close:
         lines.append("Connection: close")
     return Reply(("\r\n".join(lines) + "\r\n\r\n").encode() + payload, close, reason)
 
 
-UNAUTHORIZED = ("mcp-sidecar: this route needs its access token: open the URL printed at start "
-                f"(with ?{TOKEN_PARAM}=...), or send Authorization: Bearer <token>\n")
+UNAUTHORIZED = (
+    "mcp-sidecar: this route needs its access token: open the URL printed at start "
+    f"(with ?{TOKEN_PARAM}=...), or send Authorization: Bearer <token>\n"
+)
 
 
 class RequestGate:
@@ -252,8 +259,12 @@ class RequestGate:
         end = self._buffer.find(_HEAD_END)
         if end < 0:
             if len(self._buffer) > MAX_HEAD_BYTES:
-                return self._refuse(out, "431 Request Header Fields Too Large",
-                                    "mcp-sidecar: the request head is too large\n", "too_large")
+                return self._refuse(
+                    out,
+                    "431 Request Header Fields Too Large",
+                    "mcp-sidecar: the request head is too large\n",
+                    "too_large",
+                )
             return False
         head = bytes(self._buffer[: end + 4])
         del self._buffer[: end + 4]
@@ -277,12 +288,24 @@ class RequestGate:
             cookie = f"{self._cookie}={self._token.decode()}; Path=/; HttpOnly; SameSite=Strict"
             if self._secure:
                 cookie += "; Secure"
-            out.append(_reply("303 See Other", "", close=False, reason="admitted_by_url",
-                              headers=(f"Location: {location}", f"Set-Cookie: {cookie}")))
+            out.append(
+                _reply(
+                    "303 See Other",
+                    "",
+                    close=False,
+                    reason="admitted_by_url",
+                    headers=(f"Location: {location}", f"Set-Cookie: {cookie}"),
+                )
+            )
             return True
         if verdict is not None:
-            return self._refuse(out, "401 Unauthorized", UNAUTHORIZED, verdict,
-                                headers=('WWW-Authenticate: Bearer realm="mcp-sidecar"',))
+            return self._refuse(
+                out,
+                "401 Unauthorized",
+                UNAUTHORIZED,
+                verdict,
+                headers=('WWW-Authenticate: Bearer realm="mcp-sidecar"',),
+            )
         out.append(Forward(self._without_credentials(head)))
         self.forwarded += 1
         kind, length = framing
@@ -359,8 +382,7 @@ class RequestGate:
         elif kind == "length" and length:
             self._state, self._left = _State.DISCARD, length
 
-    def _refuse(self, out: list[Action], status: str, body: str, reason: str,
-                headers: tuple[str, ...] = ()) -> bool:
+    def _refuse(self, out: list[Action], status: str, body: str, reason: str, headers: tuple[str, ...] = ()) -> bool:
         if reason in ("malformed", "too_large"):
             self.counts[reason] = self.counts.get(reason, 0) + 1
         self._state = _State.CLOSED
@@ -373,8 +395,9 @@ class RequestGate:
 
 
 #: The headers the gate reads (credentials and framing); others are only checked for form.
-_READ = frozenset({b"cookie", b"authorization", TOKEN_HEADER, b"content-length", b"transfer-encoding",
-                   b"connection", b"upgrade"})
+_READ = frozenset(
+    {b"cookie", b"authorization", TOKEN_HEADER, b"content-length", b"transfer-encoding", b"connection", b"upgrade"}
+)
 _READ_LENGTHS = frozenset(len(name) for name in _READ)
 
 

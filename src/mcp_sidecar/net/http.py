@@ -18,8 +18,8 @@ Rules this module keeps:
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import h11
 import trio
@@ -147,12 +147,22 @@ class ServerConnection:
         with trio.fail_after(self.limits.send_s):
             await self.stream.send_all(data)
 
-    async def respond(self, status: int, body: bytes = b"", content_type: str = "application/json",
-                      headers: list[tuple[str, str]] | None = None, *, head_only: bool = False,
-                      reason: bytes = b"") -> None:
+    async def respond(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        head_only: bool = False,
+        reason: bytes = b"",
+    ) -> None:
         """One whole response with its ``content-length``."""
-        head = h11.Response(status_code=status, reason=reason, headers=[
-            ("content-type", content_type), ("content-length", str(len(body))), *(headers or [])])
+        head = h11.Response(
+            status_code=status,
+            reason=reason,
+            headers=[("content-type", content_type), ("content-length", str(len(body))), *(headers or [])],
+        )
         events: list[h11.Event] = [head]
         if body and not head_only:
             events.append(h11.Data(data=body))
@@ -191,8 +201,9 @@ class ClientExchange:
         self.conn = h11.Connection(h11.CLIENT)
         self.response: h11.Response | None = None
 
-    async def send(self, authority: str, target: str, method: str, body: bytes,
-                   headers: list[tuple[str, str]] | None) -> None:
+    async def send(
+        self, authority: str, target: str, method: str, body: bytes, headers: list[tuple[str, str]] | None
+    ) -> None:
         hdrs = [("host", authority), ("connection", "close"), *(headers or [])]
         if body or method in ("POST", "PUT"):
             hdrs.append(("content-length", str(len(body))))
@@ -235,8 +246,9 @@ class ClientExchange:
             data += chunk
             if len(data) > MAX_RESPONSE_BYTES:
                 raise ValueError("response body too large")
-        return HttpResponse(response.status_code,
-                            {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}, bytes(data))
+        return HttpResponse(
+            response.status_code, {k.decode("latin-1"): v.decode("latin-1") for k, v in response.headers}, bytes(data)
+        )
 
 
 async def request(
@@ -252,7 +264,8 @@ async def request(
     """One request on a fresh connection; the caller bounds the time."""
     if tls:
         stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=ssl.create_default_context())
+            host, port, ssl_context=ssl.create_default_context()
+        )
     else:
         stream = await trio.open_tcp_stream(host, port)
     return await request_on(stream, f"{host}:{port}", target, method=method, body=body, headers=headers)

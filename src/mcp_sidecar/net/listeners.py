@@ -100,9 +100,7 @@ def _explain(exc: OSError, addr: HostPort, owner: str) -> BindError:
     if exc.errno == errno.EACCES:
         start = _unprivileged_port_start()
         if addr.port < start:
-            return BindError(
-                f"{where}: permission denied: ports below {start} need root or CAP_NET_BIND_SERVICE"
-            )
+            return BindError(f"{where}: permission denied: ports below {start} need root or CAP_NET_BIND_SERVICE")
         return BindError(f"{where}: permission denied")
     if exc.errno == errno.EADDRNOTAVAIL:
         return BindError(f"{where}: address not available on this host")
@@ -178,7 +176,7 @@ class Sockets:
         if self.admin is not None:
             self.admin.close()
 
-    def close_unshared(self, other: "Sockets") -> None:
+    def close_unshared(self, other: Sockets) -> None:
         """Close the route sockets that ``other`` does not use (after a reload)."""
         keep = {l.sock.fileno() for l in other.routes}
         for listener in self.routes:
@@ -210,8 +208,12 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
     unchanged -- for a port-0 address, the port the same route already has
     on that host -- and binding new addresses now (all or nothing)."""
     unclaimed = {(l.address.host, l.address.port): l for l in current.routes}
-    wanted = [(route, host, addr.port) for route in config.routes for addr in route.listen
-              for host in expand_listen_host(addr.host, addr.port)]
+    wanted = [
+        (route, host, addr.port)
+        for route in config.routes
+        for addr in route.listen
+        for host in expand_listen_host(addr.host, addr.port)
+    ]
     reused: dict[int, BoundListener] = {}
     for i, (route, host, port) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
         if port and (host, port) in unclaimed:

@@ -36,7 +36,7 @@ import os
 import random
 import socket
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 
@@ -56,8 +56,12 @@ def is_localhost(host: str) -> bool:
 
 
 #: errno -> what this host ran out of: a local fault, never the upstream's.
-LOCAL_RESOURCE_ERRNOS = {errno.EMFILE: "descriptors", errno.ENFILE: "descriptors", errno.ENOBUFS: "buffers",
-                         errno.ENOMEM: "memory"}
+LOCAL_RESOURCE_ERRNOS = {
+    errno.EMFILE: "descriptors",
+    errno.ENFILE: "descriptors",
+    errno.ENOBUFS: "buffers",
+    errno.ENOMEM: "memory",
+}
 
 
 def local_resource_error(exc: BaseException) -> LocalResourceError | None:
@@ -67,8 +71,9 @@ def local_resource_error(exc: BaseException) -> LocalResourceError | None:
         errors += [e for e in exc.__cause__.exceptions if isinstance(e, OSError)]
     for error in errors:
         if isinstance(error, OSError) and error.errno in LOCAL_RESOURCE_ERRNOS:
-            return LocalResourceError(LOCAL_RESOURCE_ERRNOS[error.errno], errno.errorcode[error.errno],
-                                      error.strerror or str(error))
+            return LocalResourceError(
+                LOCAL_RESOURCE_ERRNOS[error.errno], errno.errorcode[error.errno], error.strerror or str(error)
+            )
     return None
 
 
@@ -143,9 +148,17 @@ class Connector:
     ``max_connecting`` attempts run at the same time.
     """
 
-    def __init__(self, upstreams: tuple[HostPort, ...], connect_timeout_s: float, retry_window_s: float,
-                 max_connecting: int = 64, order: Callable[[], list[HostPort]] | None = None, *,
-                 tls: ssl.SSLContext | None = None, tls_name: str | None = None) -> None:
+    def __init__(
+        self,
+        upstreams: tuple[HostPort, ...],
+        connect_timeout_s: float,
+        retry_window_s: float,
+        max_connecting: int = 64,
+        order: Callable[[], list[HostPort]] | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        tls_name: str | None = None,
+    ) -> None:
         self.upstreams = upstreams
         #: TLS towards the upstream (None: clear text), verified for tls_name
         #: or else the address's host; the caller does the handshake.

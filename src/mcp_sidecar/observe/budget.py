@@ -43,11 +43,26 @@ LOAD_INTERVAL_S = 0.1
 class ObservationBudget:
     """The token bucket of observation CPU time, and whether the worker is saturated."""
 
-    __slots__ = ("share", "capacity_s", "level_s", "updated", "spent_s", "shed", "utilization", "pressure",
-                 "pressure_utilization", "_mark")
+    __slots__ = (
+        "_mark",
+        "capacity_s",
+        "level_s",
+        "pressure",
+        "pressure_utilization",
+        "share",
+        "shed",
+        "spent_s",
+        "updated",
+        "utilization",
+    )
 
-    def __init__(self, share: float, now: float, burst_window_s: float = BURST_WINDOW_S,
-                 pressure_utilization: float = PRESSURE_UTILIZATION) -> None:
+    def __init__(
+        self,
+        share: float,
+        now: float,
+        burst_window_s: float = BURST_WINDOW_S,
+        pressure_utilization: float = PRESSURE_UTILIZATION,
+    ) -> None:
         if not share > 0:
             raise ValueError("share must be greater than 0")
         self.share = share
@@ -106,9 +121,14 @@ class ObservationBudget:
     def as_json(self, now: float) -> dict[str, float | int | bool]:
         if not self.unlimited:
             self._refill(now)
-        return {"cpu_share": self.share, "worker_utilization": round(self.utilization, 3),
-                "pressure": self.pressure, "available_s": round(self.level_s, 6), "spent_s": round(self.spent_s, 6),
-                "shed": self.shed}
+        return {
+            "cpu_share": self.share,
+            "worker_utilization": round(self.utilization, 3),
+            "pressure": self.pressure,
+            "available_s": round(self.level_s, 6),
+            "spent_s": round(self.spent_s, 6),
+            "shed": self.shed,
+        }
 
 
 class InspectionMemoryExhausted(LocalError):
@@ -127,7 +147,7 @@ class MemoryBudget:
     ``exhausted``).  Plain state, no I/O.
     """
 
-    __slots__ = ("limit", "used", "peak", "exhausted")
+    __slots__ = ("exhausted", "limit", "peak", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -135,12 +155,16 @@ class MemoryBudget:
         self.peak = 0
         self.exhausted = 0
 
-    def allowance(self) -> "Allowance":
+    def allowance(self) -> Allowance:
         return Allowance(self)
 
     def as_json(self) -> dict[str, int]:
-        return {"limit_bytes": self.limit, "used_bytes": self.used, "peak_bytes": self.peak,
-                "exhausted": self.exhausted}
+        return {
+            "limit_bytes": self.limit,
+            "used_bytes": self.used,
+            "peak_bytes": self.peak,
+            "exhausted": self.exhausted,
+        }
 
 
 class Allowance:

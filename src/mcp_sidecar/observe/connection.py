@@ -52,14 +52,34 @@ from enum import StrEnum
 from typing import Any
 
 from .budget import UNBOUNDED, InspectionMemoryExhausted, MemoryBudget
-from .events import (ConnectionEvent, Frame, FramesCounted, HttpDetected, JsonRpcSeen, KeepaliveAnswered,
-                     NotificationSeen, Opaque, PingAnswered, Upgraded, WebSocketClosing, WebSocketOpened)
+from .events import (
+    ConnectionEvent,
+    Frame,
+    FramesCounted,
+    HttpDetected,
+    JsonRpcSeen,
+    KeepaliveAnswered,
+    NotificationSeen,
+    Opaque,
+    PingAnswered,
+    Upgraded,
+    WebSocketClosing,
+    WebSocketOpened,
+)
 from .http import HttpObserver
 from .jsonrpc import decode
 from .websocket import FrameScanner, unmask
 
-__all__ = ["ConnectionObserver", "Mode", "PEER_FAULTS", "Sniff", "sniff_request", "transport_label",
-           "InspectionMemoryExhausted", "KEEPALIVE_PAYLOAD_LEN"]
+__all__ = [
+    "KEEPALIVE_PAYLOAD_LEN",
+    "PEER_FAULTS",
+    "ConnectionObserver",
+    "InspectionMemoryExhausted",
+    "Mode",
+    "Sniff",
+    "sniff_request",
+    "transport_label",
+]
 
 #: What a peer's bytes can make an observer raise: its own protocol errors,
 #: malformed values (JSON, UTF-8) and JSON nested past the recursion limit.
@@ -121,8 +141,13 @@ def sniff_request(head: bytes) -> Sniff:
 #: How a message travelled (``JsonRpcSeen.transport``) -> the bounded label of the metrics:
 #: ``http`` (streamable HTTP: a JSON body or its event stream), ``legacy-sse`` (the 2024-11-05
 #: HTTP+SSE transport), ``websocket``, ``inspector-v2`` (inside Inspector v2's API envelope).
-_TRANSPORT_LABELS = {"http": "http", "sse": "http", "legacy": "legacy-sse", "ws": "websocket",
-                     "inspector-v2": "inspector-v2"}
+_TRANSPORT_LABELS = {
+    "http": "http",
+    "sse": "http",
+    "legacy": "legacy-sse",
+    "ws": "websocket",
+    "inspector-v2": "inspector-v2",
+}
 
 
 def transport_label(transport: str) -> str:
@@ -140,7 +165,7 @@ class ConnectionObserver:
     it holds back, and the peers' pings awaiting their pongs.
     """
 
-    __slots__ = ("mode", "memory", "http", "ws", "closing", "_sniffed", "_keepalive", "_ours", "_held", "_pings")
+    __slots__ = ("_held", "_keepalive", "_ours", "_pings", "_sniffed", "closing", "http", "memory", "mode", "ws")
 
     def __init__(self, protocol: str, memory: MemoryBudget = UNBOUNDED, *, keepalive: bool = False) -> None:
         #: "auto" sniffs, "http" observes from the first byte, "tcp" never looks.
@@ -242,8 +267,10 @@ class ConnectionObserver:
                 continue
             self.mode = Mode.WEBSOCKET
             self._pings = {"client": {}, "upstream": {}}
-            self.ws = {"client": FrameScanner(memory=self.memory.allowance()),
-                       "upstream": FrameScanner(memory=self.memory.allowance())}
+            self.ws = {
+                "client": FrameScanner(memory=self.memory.allowance()),
+                "upstream": FrameScanner(memory=self.memory.allowance()),
+            }
             out.append(WebSocketOpened())
             if event.client_trailing:
                 out += self._frames("client", event.client_trailing, now, None)
@@ -253,8 +280,7 @@ class ConnectionObserver:
 
     # -- WebSocket frames ----------------------------------------------------------------------
 
-    def _frames(self, side: str, data: Any, now: float,
-                drops: list[tuple[int, int]] | None) -> list[ConnectionEvent]:
+    def _frames(self, side: str, data: Any, now: float, drops: list[tuple[int, int]] | None) -> list[ConnectionEvent]:
         """Scan and match the frames of ``side``'s bytes; with ``drops``, note
         the stream ranges of pongs answering our keepalive (never forwarded)."""
         ws = self.ws
@@ -325,8 +351,13 @@ class ConnectionObserver:
         """A ping frame to write towards ``side`` now, or None: the stream
         towards it is not at a frame boundary, a ping is unanswered, a close
         frame passed, or the frames are not known (not a WebSocket)."""
-        if (not self._keepalive or self.mode is not _WEBSOCKET or self.ws is None or self.closing
-                or self._ours[side] is not None):
+        if (
+            not self._keepalive
+            or self.mode is not _WEBSOCKET
+            or self.ws is None
+            or self.closing
+            or self._ours[side] is not None
+        ):
             return None
         source = "upstream" if side == "client" else "client"  # frames towards side come from there
         if not self.ws[source].at_boundary or self._held[source]:
@@ -371,12 +402,12 @@ class ConnectionObserver:
         pos = base
         for start, end in drops:
             if start >= pos:
-                out += combined[pos - base: start - base]
+                out += combined[pos - base : start - base]
                 pos = end
         stop = hold_from if hold_from is not None and hold_from >= pos else base + len(combined)
-        out += combined[pos - base: stop - base]
+        out += combined[pos - base : stop - base]
         held.clear()
-        held += combined[stop - base:]
+        held += combined[stop - base :]
         return bytes(out), events
 
     def release(self, side: str, data: Any) -> bytes:

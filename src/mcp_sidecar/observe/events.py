@@ -121,8 +121,9 @@ class Tunneled:
 
 
 #: Everything ``HttpObserver.feed_client``/``feed_upstream`` may return.
-HttpEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled,
-                  BodyTooLarge]
+HttpEvent = Union[
+    ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled, BodyTooLarge
+]
 
 
 # --- what ConnectionObserver adds (observe/connection.py) -----------------------------------
@@ -188,9 +189,24 @@ class WebSocketClosing:
 
 
 #: Everything ``ConnectionObserver`` may return.
-ConnectionEvent = Union[ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled,
-                        BodyTooLarge, HttpDetected, Opaque, WebSocketOpened, FramesCounted, NotificationSeen, PingAnswered,
-                        KeepaliveAnswered, WebSocketClosing]
+ConnectionEvent = Union[
+    ExchangeDone,
+    ResponseStarted,
+    SseSeen,
+    JsonRpcSeen,
+    SessionEndpoint,
+    Upgraded,
+    Tunneled,
+    BodyTooLarge,
+    HttpDetected,
+    Opaque,
+    WebSocketOpened,
+    FramesCounted,
+    NotificationSeen,
+    PingAnswered,
+    KeepaliveAnswered,
+    WebSocketClosing,
+]
 
 
 @dataclass(slots=True)

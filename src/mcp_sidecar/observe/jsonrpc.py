@@ -33,8 +33,8 @@ class Envelope(msgspec.Struct, frozen=True):
     jsonrpc: Any = None
     id: Any = UNSET
     method: Any = UNSET
-    params: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
-    result: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+    params: msgspec.Raw | msgspec.UnsetType = UNSET
+    result: msgspec.Raw | msgspec.UnsetType = UNSET
     error: Any = UNSET
 
     @property
@@ -61,9 +61,9 @@ class _V2Wrapper(msgspec.Struct):
     (POST /api/mcp/send) or ``{"type": "message", "data"}`` (its event streams)."""
 
     sessionId: Any = None
-    message: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+    message: msgspec.Raw | msgspec.UnsetType = UNSET
     type: Any = None
-    data: Union[msgspec.Raw, msgspec.UnsetType] = UNSET
+    data: msgspec.Raw | msgspec.UnsetType = UNSET
 
 
 _ONE = msgspec.json.Decoder(Envelope)
@@ -111,6 +111,9 @@ def decode_v2(body: bytes | bytearray | memoryview) -> tuple[str | None, list[En
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None, []
     session = wrapper.sessionId if isinstance(wrapper.sessionId, str) else None
-    inner = wrapper.message if wrapper.message is not UNSET else (
-        wrapper.data if wrapper.type == "message" and wrapper.data is not UNSET else None)
+    inner = (
+        wrapper.message
+        if wrapper.message is not UNSET
+        else (wrapper.data if wrapper.type == "message" and wrapper.data is not UNSET else None)
+    )
     return session, (decode(memoryview(inner)) if inner is not None else [])

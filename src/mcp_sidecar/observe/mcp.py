@@ -27,16 +27,39 @@ from typing import Any
 from .events import McpOutcome
 from .jsonrpc import UNSET, Envelope, from_mapping
 
-SPEC_METHODS = frozenset({
-    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/templates/list",
-    "resources/read", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
-    "completion/complete", "logging/setLevel", "sampling/createMessage", "elicitation/create", "roots/list",
-    "subscriptions/listen", "notifications/initialized", "notifications/cancelled", "notifications/progress",
-    "notifications/message", "notifications/resources/updated", "notifications/resources/list_changed",
-    "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/roots/list_changed",
-})
-KNOWN_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32099,
-                               -32020, -32021, -32022})
+SPEC_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+        "subscriptions/listen",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/message",
+        "notifications/resources/updated",
+        "notifications/resources/list_changed",
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/roots/list_changed",
+    }
+)
+KNOWN_ERROR_CODES = frozenset(
+    {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32099, -32020, -32021, -32022}
+)
 #: Requests that open a long-lived stream: gauges, not latencies.
 STREAM_METHODS = frozenset({"subscriptions/listen"})
 MAX_PENDING = 10_000
@@ -68,10 +91,22 @@ class _Pending:
     size: int
     trace: str | None
 
-    def outcome(self, status: str, duration_s: float | None, *, error_code: Any = None,
-                response_bytes: int = 0) -> McpOutcome:
-        return McpOutcome(self.method, status, duration_s, self.origin, self.transport, self.request_id,
-                          self.session, error_code, self.size, response_bytes, self.trace)
+    def outcome(
+        self, status: str, duration_s: float | None, *, error_code: Any = None, response_bytes: int = 0
+    ) -> McpOutcome:
+        return McpOutcome(
+            self.method,
+            status,
+            duration_s,
+            self.origin,
+            self.transport,
+            self.request_id,
+            self.session,
+            error_code,
+            self.size,
+            response_bytes,
+            self.trace,
+        )
 
 
 class McpTracker:
@@ -97,8 +132,16 @@ class McpTracker:
                 counts[pending.method] = counts.get(pending.method, 0) + 1
         return counts
 
-    def message(self, origin: str, message: Envelope | dict[str, Any], now: float, session: str,
-                transport: str = "http", size: int = 0, trace: str | None = None) -> list[McpOutcome]:
+    def message(
+        self,
+        origin: str,
+        message: Envelope | dict[str, Any],
+        now: float,
+        session: str,
+        transport: str = "http",
+        size: int = 0,
+        trace: str | None = None,
+    ) -> list[McpOutcome]:
         """Account one message sent by ``origin`` (over ``transport``, a bounded
         label; ``size`` bytes; ``trace`` the request's trace id); the outcomes
         it completes."""
@@ -120,8 +163,9 @@ class McpTracker:
                 return out
             if label in STREAM_METHODS:
                 self.streams_open += 1
-            self._pending[(session, origin, mid)] = _Pending(label, now, origin, transport, message.id, session, size,
-                                                             trace)
+            self._pending[(session, origin, mid)] = _Pending(
+                label, now, origin, transport, message.id, session, size, trace
+            )
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)
                 out.append(dropped.outcome("timeout", None))

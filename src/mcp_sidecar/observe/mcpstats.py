@@ -59,7 +59,7 @@ class MethodStats:
     """One method's (or one transport's) outcomes: totals since start and a
     window of recent ones."""
 
-    __slots__ = ("requests", "outcomes", "errors", "transports", "recent")
+    __slots__ = ("errors", "outcomes", "recent", "requests", "transports")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -107,16 +107,23 @@ class MethodStats:
 
     def as_json(self, now: float, in_flight: int = 0) -> dict[str, Any]:
         count, failed, latencies, covered = self.window(now)
-        return {"requests": self.requests, "rate_per_s": round(count / covered, 3),
-                "errors_per_s": round(failed / covered, 3), "outcomes": dict(self.outcomes),
-                "errors": dict(self.errors), "transports": dict(self.transports), "in_flight": in_flight,
-                "window_s": WINDOW_S, **latency_summary(latencies)}
+        return {
+            "requests": self.requests,
+            "rate_per_s": round(count / covered, 3),
+            "errors_per_s": round(failed / covered, 3),
+            "outcomes": dict(self.outcomes),
+            "errors": dict(self.errors),
+            "transports": dict(self.transports),
+            "in_flight": in_flight,
+            "window_s": WINDOW_S,
+            **latency_summary(latencies),
+        }
 
 
 class Session:
     """One MCP session as operators see it."""
 
-    __slots__ = ("ref", "client", "transport", "started", "last", "requests", "last_method")
+    __slots__ = ("client", "last", "last_method", "ref", "requests", "started", "transport")
 
     def __init__(self, ref: str, client: str, transport: str, now: float) -> None:
         self.ref = ref
@@ -128,9 +135,15 @@ class Session:
         self.last_method: str | None = None
 
     def as_json(self, now: float) -> dict[str, Any]:
-        return {"session": self.ref, "client": self.client, "transport": self.transport,
-                "age_s": round(now - self.started, 3), "idle_s": round(now - self.last, 3),
-                "requests": self.requests, "last_method": self.last_method}
+        return {
+            "session": self.ref,
+            "client": self.client,
+            "transport": self.transport,
+            "age_s": round(now - self.started, 3),
+            "idle_s": round(now - self.last, 3),
+            "requests": self.requests,
+            "last_method": self.last_method,
+        }
 
 
 class McpStats:
@@ -184,8 +197,11 @@ class McpStats:
         out = {}
         for method, stats in self.methods.items():
             count, failed, latencies, covered = stats.window(now, span_s)
-            out[method] = {"rps": round(count / covered, 3), "errors_per_s": round(failed / covered, 3),
-                           **latency_summary(latencies)}
+            out[method] = {
+                "rps": round(count / covered, 3),
+                "errors_per_s": round(failed / covered, 3),
+                **latency_summary(latencies),
+            }
         return out
 
     def as_json(self, now: float, in_flight: dict[str, int], *, max_sessions: int = 100) -> dict[str, Any]:

@@ -62,15 +62,20 @@ def _score(avg_s: float, error_rate: float, reconnects: int) -> tuple[int, list[
     elif error_rate > 0.01:
         deductions.append({"points": 20, "reason": f"elevated error rate: {error_rate:.1%} > 1 %"})
     if reconnects > RECONNECTS_PENALTY_ABOVE:
-        deductions.append({"points": 25, "reason": f"frequent reconnects: {reconnects} earlier streams from this "
-                                                   f"client in 10 min (> {RECONNECTS_PENALTY_ABOVE})"})
+        deductions.append(
+            {
+                "points": 25,
+                "reason": f"frequent reconnects: {reconnects} earlier streams from this "
+                f"client in 10 min (> {RECONNECTS_PENALTY_ABOVE})",
+            }
+        )
     return max(0, 100 - sum(d["points"] for d in deductions)), deductions
 
 
 class Quality:
     """One connection's latency window and outcomes; ``score`` is O(1)."""
 
-    __slots__ = ("samples", "window", "source", "ok", "errors", "_sum")
+    __slots__ = ("_sum", "errors", "ok", "samples", "source", "window")
 
     def __init__(self, window: int = WINDOW) -> None:
         #: The window, created with the first sample: an empty deque is ~600
@@ -126,7 +131,7 @@ class Quality:
             issues.append(f"latency varies by {cv:.0%}")
         trend = "stable"
         if n >= 10:
-            first, second = samples[: n // 2], samples[n // 2:]
+            first, second = samples[: n // 2], samples[n // 2 :]
             a, b = sum(first) / len(first), sum(second) / len(second)
             if a and b > a * (1 + TREND_THRESHOLD):
                 trend = "degrading"

@@ -28,7 +28,7 @@ MAX_ID_CHARS = 64
 class RequestLogPolicy:
     """Sampling and the rate cap of one route's request log."""
 
-    __slots__ = ("sample", "rate", "_credit", "_tokens", "_at", "sampled_out", "over_rate", "written")
+    __slots__ = ("_at", "_credit", "_tokens", "over_rate", "rate", "sample", "sampled_out", "written")
 
     def __init__(self, sample: float, rate_per_s: float) -> None:
         self.sample = sample
@@ -57,8 +57,13 @@ class RequestLogPolicy:
         return True
 
     def as_json(self) -> dict[str, Any]:
-        return {"sample": self.sample, "rate_per_s": self.rate, "written": self.written,
-                "sampled_out": self.sampled_out, "over_rate": self.over_rate}
+        return {
+            "sample": self.sample,
+            "rate_per_s": self.rate,
+            "written": self.written,
+            "sampled_out": self.sampled_out,
+            "over_rate": self.over_rate,
+        }
 
 
 def request_id_text(value: Any) -> Any:
@@ -85,8 +90,9 @@ def request_line(route: str, outcome: McpOutcome) -> dict[str, Any]:
         "id": request_id_text(outcome.request_id),
         "from": outcome.origin,
         "outcome": outcome_kind(outcome.status),
-        "error_code": outcome.error_code if outcome.error_code is not None else (
-            outcome.status if outcome.status == "other_error" else None),
+        "error_code": outcome.error_code
+        if outcome.error_code is not None
+        else (outcome.status if outcome.status == "other_error" else None),
         "latency_ms": None if outcome.duration_s is None else round(outcome.duration_s * 1000, 3),
         "request_bytes": outcome.request_bytes,
         "response_bytes": outcome.response_bytes,

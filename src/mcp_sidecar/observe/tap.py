@@ -50,9 +50,19 @@ def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:
     return raw[:max_bytes].decode("utf-8", "ignore"), cut
 
 
-def tap_record(route: str, origin: str, message: Envelope, *, at_unix: float, transport: str,
-               session: str | None, size: int, method: str | None, answered: McpOutcome | None,
-               max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+def tap_record(
+    route: str,
+    origin: str,
+    message: Envelope,
+    *,
+    at_unix: float,
+    transport: str,
+    session: str | None,
+    size: int,
+    method: str | None,
+    answered: McpOutcome | None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, Any]:
     """One message as the tap streams it.  ``method`` is the message's own
     label (requests, notifications); ``answered`` the outcome a response
     completed (its method and latency), if the request was seen."""
@@ -63,10 +73,15 @@ def tap_record(route: str, origin: str, message: Envelope, *, at_unix: float, tr
     else:
         kind = "response"
     record: dict[str, Any] = {
-        "t": round(at_unix, 6), "route": route, "direction": DIRECTIONS[origin], "kind": kind,
+        "t": round(at_unix, 6),
+        "route": route,
+        "direction": DIRECTIONS[origin],
+        "kind": kind,
         "method": method if method is not None else (answered.method if answered is not None else None),
         "id": request_id_text(message.id) if message.id is not UNSET else None,
-        "transport": transport, "session": None if session is None else session_ref(session), "size": size,
+        "transport": transport,
+        "session": None if session is None else session_ref(session),
+        "size": size,
     }
     if answered is not None:
         record["latency_ms"] = None if answered.duration_s is None else round(answered.duration_s * 1000, 3)

@@ -19,7 +19,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-
 from ..errors import ObserverError
 from .budget import UNBOUNDED, Allowance
 from .events import Frame, FrameHeader
@@ -120,8 +119,20 @@ class FrameScanner:
                             if opcode == 0x1 and length <= max_text:
                                 raw = bytes(view[pos + size : end])
                                 payload = unmask(raw, bytes(view[pos + size - 4 : pos + size])) if masked else raw
-                            out.append(Frame("text" if opcode == 0x1 else "binary", True, length, bool(masked), False,
-                                             payload, None, None, base + pos, base + end))
+                            out.append(
+                                Frame(
+                                    "text" if opcode == 0x1 else "binary",
+                                    True,
+                                    length,
+                                    bool(masked),
+                                    False,
+                                    payload,
+                                    None,
+                                    None,
+                                    base + pos,
+                                    base + end,
+                                )
+                            )
                             self._message = None
                             pos = end
                             continue
@@ -202,8 +213,9 @@ class FrameScanner:
         compressed = bool(b0 & 0x40)
         if opcode >= 0x8 and (length > 125 or not fin):
             raise WebSocketError(f"invalid {name} frame")
-        self._frame = FrameHeader(name, fin, length, masked, compressed, self._frame_start,
-                                  self._frame_start + size + length)
+        self._frame = FrameHeader(
+            name, fin, length, masked, compressed, self._frame_start, self._frame_start + size + length
+        )
         self._remaining = length
         self._keep = None
         # Decide whether this payload is worth reading.
@@ -251,7 +263,19 @@ class FrameScanner:
                 self._in_message = False
         elif opcode == "binary" and header.fin:
             self._in_message = False
-        out.append(Frame(opcode, header.fin, header.length, header.masked, header.compressed, shown, close_code,
-                         close_reason, header.start, header.end))
+        out.append(
+            Frame(
+                opcode,
+                header.fin,
+                header.length,
+                header.masked,
+                header.compressed,
+                shown,
+                close_code,
+                close_reason,
+                header.start,
+                header.end,
+            )
+        )
         self._frame = None
         self._keep = None

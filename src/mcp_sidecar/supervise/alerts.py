@@ -26,8 +26,8 @@ from typing import Any
 
 import trio
 
-from ..net.http import request
 from ..logs import log
+from ..net.http import request
 
 logger = logging.getLogger(__name__)
 
@@ -122,13 +122,18 @@ class Alerter:
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             with trio.fail_after(WEBHOOK_TIMEOUT_S):
-                reply = await request(url.hostname or "", port, target, method="POST",
-                                      body=json.dumps(body).encode(),
-                                      headers=[("content-type", "application/json")],
-                                      tls=url.scheme == "https")
+                reply = await request(
+                    url.hostname or "",
+                    port,
+                    target,
+                    method="POST",
+                    body=json.dumps(body).encode(),
+                    headers=[("content-type", "application/json")],
+                    tls=url.scheme == "https",
+                )
             if reply.status >= 300:
                 raise OSError(f"webhook answered {reply.status}")
             self.sent += 1
-        except Exception as exc:  # noqa: BLE001 - a webhook must never take anything down
+        except Exception as exc:
             self.webhook_failures += 1
             log(logger, logging.WARNING, "alert.webhook_failed", error=str(exc))

@@ -17,8 +17,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -95,8 +96,9 @@ async def open_control_socket(path: Path) -> trio.SocketListener:
     return trio.SocketListener(sock)
 
 
-async def serve_control(listener: trio.SocketListener,
-                        handle: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+async def serve_control(
+    listener: trio.SocketListener, handle: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+) -> None:
     """Answer control requests with ``handle`` until cancelled."""
 
     async def connection(stream: trio.SocketStream) -> None:

@@ -165,7 +165,7 @@ def _fork_worker(sock: socket.socket, wake: tuple[int, int], fd_map: dict[int, i
             os.close(fd)
         channel_fd = fd_map.pop(-1)
         code = worker.run_forked(channel_fd, fd_map)
-    except BaseException:  # noqa: BLE001 - the process ends here either way
+    except BaseException:
         traceback.print_exc()
     finally:
         sys.stdout.flush()
@@ -253,7 +253,7 @@ class ForkServer:
                 os.dup2(devnull, 0)
                 os.close(devnull)
                 _serve(child)
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 traceback.print_exc()
                 code = 1
             finally:
@@ -268,8 +268,7 @@ class ForkServer:
         try:
             while True:
                 try:
-                    data, ancillary, _, _ = await sock.recvmsg(MAX_MESSAGE_BYTES,
-                                                               socket.CMSG_SPACE(4 * _INT_SIZE))
+                    data, ancillary, _, _ = await sock.recvmsg(MAX_MESSAGE_BYTES, socket.CMSG_SPACE(4 * _INT_SIZE))
                 except OSError:
                     data, ancillary = b"", []
                 message, fds = _decode(data, ancillary)

@@ -24,9 +24,10 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any
 
 from ..logs import log
 from .alerts import Alerter
@@ -64,8 +65,13 @@ class RestartCause(StrEnum):
 class Ledger:
     """The supervisor's books: counters (persistent), alerts and totals."""
 
-    def __init__(self, counters: Counters, alerts: Alerter | None, alert_threshold: int,
-                 on_state_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        alerts: Alerter | None,
+        alert_threshold: int,
+        on_state_change: Callable[[], None] | None = None,
+    ) -> None:
         self.counters = counters
         self.alerts = alerts
         self.alert_threshold = alert_threshold
@@ -89,15 +95,27 @@ class Ledger:
             if writes.error is None:
                 writes.error = describe_os_error(exc)
                 writes.failing_since_unix = time.time()
-                log(logger, logging.ERROR, "state.write_failed", path=str(self.counters.path), error=writes.error,
+                log(
+                    logger,
+                    logging.ERROR,
+                    "state.write_failed",
+                    path=str(self.counters.path),
+                    error=writes.error,
                     detail="counters and events are kept in memory and written when the state directory takes "
-                           f"writes again (retried every {STATE_RETRY_INTERVAL_S:g} s)")
+                    f"writes again (retried every {STATE_RETRY_INTERVAL_S:g} s)",
+                )
                 self._state_changed()
             return False
         if writes.error is not None:
-            log(logger, logging.WARNING, "state.write_recovered", path=str(self.counters.path),
-                failed_writes=writes.failures, error_was=writes.error,
-                failing_s=round(time.time() - (writes.failing_since_unix or time.time()), 3))
+            log(
+                logger,
+                logging.WARNING,
+                "state.write_recovered",
+                path=str(self.counters.path),
+                failed_writes=writes.failures,
+                error_was=writes.error,
+                failing_s=round(time.time() - (writes.failing_since_unix or time.time()), 3),
+            )
             writes.error = writes.failing_since_unix = None
             self._state_changed()
         return True
@@ -120,13 +138,19 @@ class Ledger:
         self.counters.bump("worker_restarts", cause)
         self.save()
 
-    def worker_failed(self, cause: RestartCause, pid: int, role: str, detail: str, consecutive: int,
-                      next_start_in_s: float) -> None:
+    def worker_failed(
+        self, cause: RestartCause, pid: int, role: str, detail: str, consecutive: int, next_start_in_s: float
+    ) -> None:
         self.count_restart(cause)
         self.record(f"worker_{cause}", pid=pid, role=role, detail=detail)
         if self.alerts is not None:
-            self.alerts.failure("worker", f"worker {cause} ({detail}); {consecutive} consecutive failure(s), "
-                                f"next start in {next_start_in_s:.1f} s", pid=pid, cause=str(cause))
+            self.alerts.failure(
+                "worker",
+                f"worker {cause} ({detail}); {consecutive} consecutive failure(s), "
+                f"next start in {next_start_in_s:.1f} s",
+                pid=pid,
+                cause=str(cause),
+            )
 
     def worker_stable(self, pid: int) -> None:
         if self.alerts is not None:
@@ -168,24 +192,33 @@ class Ledger:
 
     def facts(self, consecutive_failures: int) -> SupervisionFacts:
         data = self.counters.data
-        return SupervisionFacts(os.getpid(), round(time.time() - self.started_unix, 3),
-                                dict(data["worker_restarts"]), consecutive_failures,
-                                dict(data["upstream_connect_failures"]), self.writes.facts())
+        return SupervisionFacts(
+            os.getpid(),
+            round(time.time() - self.started_unix, 3),
+            dict(data["worker_restarts"]),
+            consecutive_failures,
+            dict(data["upstream_connect_failures"]),
+            self.writes.facts(),
+        )
 
     def problems(self, state_dir: str) -> list[str]:
         """What ``proxyctl status`` lists as problems of the books."""
         writes = self.writes
         if writes.error is None:
             return []
-        return [f"state directory {state_dir} does not take writes ({writes.error}) since "
-                f"{time.strftime('%H:%M:%S', time.localtime(writes.failing_since_unix or 0))}: counters and events "
-                "are kept in memory and saved when it does again"]
+        return [
+            f"state directory {state_dir} does not take writes ({writes.error}) since "
+            f"{time.strftime('%H:%M:%S', time.localtime(writes.failing_since_unix or 0))}: counters and events "
+            "are kept in memory and saved when it does again"
+        ]
 
     def as_json(self) -> dict[str, Any]:
         alerts = self.alerts
-        return {"firing": alerts.state.firing() if alerts is not None else [],
-                "sent": alerts.sent if alerts is not None else 0,
-                "webhook_failures": alerts.webhook_failures if alerts is not None else 0}
+        return {
+            "firing": alerts.state.firing() if alerts is not None else [],
+            "sent": alerts.sent if alerts is not None else 0,
+            "webhook_failures": alerts.webhook_failures if alerts is not None else 0,
+        }
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -82,8 +82,12 @@ class StateWriteFacts:
     failing_since_unix: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"writable": self.writable, "write_failures": self.failures, "error": self.error,
-                "failing_since_unix": self.failing_since_unix}
+        return {
+            "writable": self.writable,
+            "write_failures": self.failures,
+            "error": self.error,
+            "failing_since_unix": self.failing_since_unix,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +102,14 @@ class SupervisionFacts:
     state_writes: StateWriteFacts = field(default_factory=StateWriteFacts)
 
     def as_json(self) -> dict[str, Any]:
-        return {"supervisor_pid": self.supervisor_pid, "supervisor_uptime_s": self.supervisor_uptime_s,
-                "restarts": dict(self.restarts), "consecutive_failures": self.consecutive_failures,
-                "upstream_connect_failures": dict(self.upstream_connect_failures),
-                "state_dir": self.state_writes.as_json()}
+        return {
+            "supervisor_pid": self.supervisor_pid,
+            "supervisor_uptime_s": self.supervisor_uptime_s,
+            "restarts": dict(self.restarts),
+            "consecutive_failures": self.consecutive_failures,
+            "upstream_connect_failures": dict(self.upstream_connect_failures),
+            "state_dir": self.state_writes.as_json(),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 
-from ..config.model import ProxyConfig
 from ..admin.server import AdminServer
-from ..net.listeners import Sockets
-from ..logs import log
+from ..config.model import ProxyConfig
 from ..forward.proxy import Proxy
+from ..logs import log
+from ..net.listeners import Sockets
 
 logger = logging.getLogger(__name__)
 

@@ -84,17 +84,23 @@ def check_state_dir(path: Path) -> None:
     except OSError as exc:
         raise LocalError(f"state directory {path}: {exc.strerror}") from None
     if stat.S_ISLNK(link.st_mode) and link.st_uid not in (uid, 0):
-        raise LocalError(f"state directory {path} is a symbolic link made by uid {link.st_uid}, not by this user "
-                         f"(uid {uid}): refusing it; remove it or choose another --state-dir")
+        raise LocalError(
+            f"state directory {path} is a symbolic link made by uid {link.st_uid}, not by this user "
+            f"(uid {uid}): refusing it; remove it or choose another --state-dir"
+        )
     if not stat.S_ISDIR(target.st_mode):
         raise LocalError(f"state directory {path} exists and is not a directory")
     if target.st_uid != uid:
-        raise LocalError(f"state directory {path} belongs to uid {target.st_uid}, not to this user (uid {uid}): "
-                         "refusing it (another user could read or replace its files); remove it or choose "
-                         "another --state-dir")
+        raise LocalError(
+            f"state directory {path} belongs to uid {target.st_uid}, not to this user (uid {uid}): "
+            "refusing it (another user could read or replace its files); remove it or choose "
+            "another --state-dir"
+        )
     if target.st_mode & 0o022:
-        raise LocalError(f"state directory {path} is writable by other users (mode {stat.S_IMODE(target.st_mode):04o}):"
-                         f" refusing it; chmod 700 {path} or choose another --state-dir")
+        raise LocalError(
+            f"state directory {path} is writable by other users (mode {stat.S_IMODE(target.st_mode):04o}):"
+            f" refusing it; chmod 700 {path} or choose another --state-dir"
+        )
 
 
 def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -106,7 +112,7 @@ def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -278,7 +284,7 @@ class Counters:
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, state_dir: Path) -> "Counters":
+    def load(cls, state_dir: Path) -> Counters:
         path = state_dir / COUNTERS_FILE
         data: dict[str, Any] = {}
         try:

@@ -30,22 +30,19 @@ The worker protocol is ``messages.py``; what is remembered across workers
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import trio
 
 from .. import __version__, logs
+from ..admin.status import supervised_routes, supervisor_problems
 from ..config.addresses import format_sockaddr
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
@@ -56,92 +53,24 @@ from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
 from ..net.origins import gate_urls
 from . import sdnotify
 from .alerts import Alerter, AlertState
-from .channel import Channel, ChannelClosed
 from .control import open_control_socket, serve_control
-from .forkserver import ForkServer, ForkServerGone, WorkerProcess
+from .forkserver import ForkServer
 from .ledger import STATE_RETRY_INTERVAL_S, Ledger, RestartCause, describe_os_error
-from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
-                       ToWorker, WorkerSnapshot)
+from .lifecycle import STARTUP_TIMEOUT_S, WorkerLifecycle
+from .messages import (
+    Drain,
+    StopNow,
+)
 from .statedir import CONTROL_SOCKET, Counters, PidLock
+from .workers import KillReason, Role, Stopping, Worker
 
 logger = logging.getLogger(__name__)
 
-#: A new worker must have loaded its config (imports included) within this.
-STARTUP_TIMEOUT_S = 30.0
 #: Extra time granted to draining workers past drain_timeout before SIGKILL.
 DRAIN_GRACE_S = 5.0
 
-_worker_ids = itertools.count(1)
 
-
-class Role(StrEnum):
-    """Where a worker is in its life."""
-
-    STARTING = "starting"  # spawned, configuring
-    STANDBY = "standby"  # configured, sockets adopted, not accepting
-    ACTIVE = "active"  # serving
-    DRAINING = "draining"  # replaced or stopping: no new connections
-    EXITED = "exited"
-
-
-class KillReason(StrEnum):
-    """Why the supervisor killed a worker (decides how its exit is counted)."""
-
-    HANG = "hang"  # silent past heartbeat_timeout (or never loaded)
-    RESTART = "restart"  # proxyctl restart --hard
-    RELOAD = "reload"
-    STOP = "stop"
-    STARTUP = "startup"  # did not come up in time
-
-
-class Stopping(SidecarError):
-    """A worker was to be spawned while the supervisor stops: it is not."""
-
-
-@dataclass(eq=False)
-class Worker:
-    """One worker process as the supervisor sees it: its handle, channel,
-    role and latest heartbeat."""
-
-    id: int
-    process: WorkerProcess
-    channel: Channel
-    config: ProxyConfig
-    role: Role = Role.STARTING
-    started: float = field(default_factory=trio.current_time)
-    serving_since: float | None = None
-    last_heartbeat: float | None = None
-    snapshot: WorkerSnapshot | None = None
-    kill_reason: KillReason | None = None
-    expected_exit: bool = False
-    returncode: int | None = None
-    loaded: trio.Event = field(default_factory=trio.Event)
-    serving: trio.Event = field(default_factory=trio.Event)
-    exited: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def kill(self, reason: KillReason) -> None:
-        if self.returncode is None and self.kill_reason is None:
-            self.kill_reason = reason
-        try:
-            self.process.kill()
-        except ProcessLookupError:
-            pass
-
-    def as_json(self, now: float) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "state": self.role,
-            "uptime_s": round(now - self.started, 3),
-            "serving_s": None if self.serving_since is None else round(now - self.serving_since, 3),
-            "heartbeat_age_s": None if self.last_heartbeat is None else round(now - self.last_heartbeat, 3),
-        }
-
-
-class Supervisor:
+class Supervisor(WorkerLifecycle):
     """The process that holds the sockets and keeps a worker serving.
 
     Owns the listening sockets (and the admin socket), the workers' process
@@ -159,7 +88,7 @@ class Supervisor:
         *,
         log_format: str = "json",
         log_level: str = "info",
-        on_ready: Callable[["Supervisor"], None] | None = None,
+        on_ready: Callable[[Supervisor], None] | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -200,19 +129,29 @@ class Supervisor:
         ledger = None
         try:
             sup = self.config.supervisor
-            ledger = self.ledger = Ledger(Counters.load(self.state_dir), None, sup.alert_threshold,
-                                          on_state_change=self._send_facts)
+            ledger = self.ledger = Ledger(
+                Counters.load(self.state_dir), None, sup.alert_threshold, on_state_change=self._send_facts
+            )
             counters = ledger.counters
             counters.data["supervisor_starts"] += 1
             if lock.replaced_stale is not None:
-                counters.event("stale_pid_file_replaced", pid=lock.replaced_stale.pid,
-                               detail=lock.replaced_stale.stale)
-                log(logger, logging.WARNING, "supervisor.stale_pid_file", pid=lock.replaced_stale.pid,
-                    detail=lock.replaced_stale.stale)
+                counters.event("stale_pid_file_replaced", pid=lock.replaced_stale.pid, detail=lock.replaced_stale.stale)
+                log(
+                    logger,
+                    logging.WARNING,
+                    "supervisor.stale_pid_file",
+                    pid=lock.replaced_stale.pid,
+                    detail=lock.replaced_stale.stale,
+                )
             if lock.write_error is not None:
-                log(logger, logging.WARNING, "supervisor.pid_not_written", path=str(lock.path),
+                log(
+                    logger,
+                    logging.WARNING,
+                    "supervisor.pid_not_written",
+                    path=str(lock.path),
                     error=describe_os_error(lock.write_error),
-                    detail="the PID file is locked (what tells that a supervisor runs) but holds no number")
+                    detail="the PID file is locked (what tells that a supervisor runs) but holds no number",
+                )
             counters.event("supervisor_started", pid=os.getpid())
             ledger.save()
             if self.sockets is None:
@@ -220,8 +159,11 @@ class Supervisor:
             control = await open_control_socket(control_path)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                ledger.alerts = Alerter(AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
-                                        sup.alert_webhook, nursery)
+                ledger.alerts = Alerter(
+                    AlertState(sup.alert_threshold, sup.alert_window_s, sup.alert_min_interval_s),
+                    sup.alert_webhook,
+                    nursery,
+                )
                 if self.forkserver is not None:
                     nursery.start_soon(self.forkserver.run)
                 nursery.start_soon(self._watch_signals)
@@ -321,180 +263,6 @@ class Supervisor:
 
     # --- workers ------------------------------------------------------------------------
 
-    def _alive(self) -> list[Worker]:
-        return [w for w in self.workers if not w.exited.is_set()]
-
-    def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[tuple[ListenerPlan, ...], int | None]:
-        index = {route.name: i for i, route in enumerate(config.routes)}
-        plan = tuple(ListenerPlan(index[l.route.name], l.sock.fileno(), l.address.host, l.address.port)
-                     for l in sockets.routes)
-        return plan, sockets.admin.fileno() if sockets.admin is not None else None
-
-    async def _spawn(self, config: ProxyConfig, sockets: Sockets) -> Worker:
-        now = trio.current_time()
-        if now < self.next_spawn_at:
-            await trio.sleep_until(self.next_spawn_at)
-        if self.stopping:  # (the listening sockets may be closed already: nothing to hand over)
-            raise Stopping
-        plan, admin_fd = self._plan(config, sockets)
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [p.fd for p in plan] + ([admin_fd] if admin_fd is not None else [])
-        process: WorkerProcess | None = None
-        try:
-            if self.forkserver is not None and self.forkserver.alive:
-                try:
-                    process = await self.forkserver.spawn(fds, child.fileno())
-                except ForkServerGone as exc:
-                    log(logger, logging.WARNING, "forkserver.gone", detail=str(exc),
-                        fallback="workers are exec'd from now on")
-                    self.forkserver = None
-            if process is None:
-                process = await trio.lowlevel.open_process(
-                    [sys.executable, "-m", "mcp_sidecar.supervise.worker", str(child.fileno())],
-                    pass_fds=[*fds, child.fileno()], stdin=subprocess.DEVNULL,
-                )
-        finally:
-            child.close()
-        channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
-        worker = Worker(next(_worker_ids), process, channel, config)
-        self.workers.append(worker)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._follow, worker)
-        self._nursery.start_soon(self._reap, worker)
-        try:
-            await channel.send(Configure(config, plan, admin_fd, self.log_format, self.log_level,
-                                         config.supervisor.heartbeat_interval_s))
-        except ChannelClosed:
-            pass  # it died at once; _reap counts it
-        log(logger, logging.INFO, "worker.spawned", worker=worker.id, pid=worker.pid)
-        return worker
-
-    async def _follow(self, worker: Worker) -> None:
-        """Read the worker's messages until its channel closes."""
-        try:
-            while True:
-                message = await worker.channel.receive()
-                if isinstance(message, Heartbeat):
-                    worker.last_heartbeat = trio.current_time()
-                    worker.snapshot = message.snapshot
-                    if worker.role is Role.ACTIVE and self.ledger is not None:
-                        self.ledger.absorb(message.snapshot)
-                elif isinstance(message, Loaded):
-                    worker.last_heartbeat = trio.current_time()
-                    if worker.role is Role.STARTING:
-                        worker.role = Role.STANDBY
-                    worker.loaded.set()
-                    self._wake()
-                elif isinstance(message, Serving):
-                    worker.serving_since = trio.current_time()
-                    worker.serving.set()
-                    self._wake()
-        except ChannelClosed:
-            pass
-        finally:
-            with trio.CancelScope(shield=True):
-                await worker.channel.aclose()
-
-    async def _reap(self, worker: Worker) -> None:
-        worker.returncode = await worker.process.wait()
-        worker.exited.set()
-        role = worker.role
-        worker.role = Role.EXITED
-        if self.active is worker:
-            self.active = None
-        if self.standby is worker:
-            self.standby = None
-        self.workers.remove(worker)
-        assert self.ledger is not None
-        self.ledger.retire(worker.pid, worker.snapshot)
-        expected = worker.expected_exit or role is Role.DRAINING or worker.kill_reason in (
-            KillReason.RESTART, KillReason.STOP, KillReason.RELOAD)
-        if expected:
-            log(logger, logging.INFO, "worker.exited", worker=worker.id, pid=worker.pid, role=role,
-                returncode=worker.returncode)
-            if worker.kill_reason is KillReason.RESTART:
-                self._count_restart(RestartCause.RESTART)
-        elif not self.stopping or role is Role.ACTIVE:
-            self._failed(worker, role, RestartCause.HANG if worker.kill_reason is KillReason.HANG else
-                         RestartCause.CRASH)
-        self._wake()
-
-    def _failed(self, worker: Worker, role: Role, cause: RestartCause) -> None:
-        assert self.ledger is not None
-        self.consecutive_failures += 1
-        delay = min(self.config.supervisor.restart_backoff_initial_s * 2 ** (self.consecutive_failures - 1),
-                    self.config.supervisor.restart_backoff_max_s)
-        self.next_spawn_at = trio.current_time() + delay
-        detail = f"signal {-worker.returncode}" if (worker.returncode or 0) < 0 else f"exit {worker.returncode}"
-        self.ledger.worker_failed(cause, worker.pid, role, detail, self.consecutive_failures, delay)
-        level = logging.ERROR if self.consecutive_failures >= self.config.supervisor.alert_threshold else logging.WARNING
-        log(logger, level, f"worker.{cause}", worker=worker.id, pid=worker.pid, role=role, detail=detail,
-            consecutive_failures=self.consecutive_failures, next_spawn_in_s=round(delay, 3))
-        if self.consecutive_failures >= self.config.supervisor.alert_threshold:
-            log(logger, logging.ERROR, "worker.crash_loop", consecutive_failures=self.consecutive_failures,
-                backoff_s=round(delay, 3))
-        sdnotify.notify(f"STATUS=worker {cause}; {self.consecutive_failures} consecutive failure(s)")
-        self._send_facts()
-
-    def _count_restart(self, cause: RestartCause) -> None:
-        assert self.ledger is not None
-        self.ledger.count_restart(cause)
-        self._send_facts()
-
-    async def _send(self, worker: Worker, message: ToWorker) -> bool:
-        try:
-            await worker.channel.send(message)
-            return True
-        except ChannelClosed:
-            return False
-
-    def _send_facts(self) -> None:
-        if self._nursery is None or self.ledger is None:
-            return
-        facts = Facts(self.ledger.facts(self.consecutive_failures))
-        for worker in self._alive():
-            self._nursery.start_soon(self._send, worker, facts)
-
-    async def _retire(self, worker: Worker, reason: KillReason) -> None:
-        """Stop a worker that is not serving (a standby) at once."""
-        worker.expected_exit = True
-        if worker is self.standby:
-            self.standby = None
-        if not await self._send(worker, Drain(handover=True)):
-            worker.kill(reason)
-        with trio.move_on_after(2):
-            await worker.exited.wait()
-        if not worker.exited.is_set():
-            worker.kill(reason)
-
-    async def _activate(self, worker: Worker) -> bool:
-        """Standby -> active; False if it died on the way (noticed when it
-        dies, not when the startup timeout ends)."""
-        if not await _until(worker, worker.loaded, STARTUP_TIMEOUT_S):
-            if not worker.exited.is_set():
-                worker.kill(KillReason.STARTUP)
-            return False
-        if self.standby is worker:
-            self.standby = None
-        worker.role = Role.ACTIVE
-        self._send_facts()
-        if not await self._send(worker, Activate()):
-            return False
-        if not await _until(worker, worker.serving, STARTUP_TIMEOUT_S):
-            if not worker.exited.is_set():
-                worker.kill(KillReason.STARTUP)
-            return False
-        self.active = worker
-        log(logger, logging.INFO, "worker.active", worker=worker.id, pid=worker.pid)
-        if not self._ready_sent:
-            self._ready_sent = True
-            sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")
-            if self.on_ready is not None:
-                self.on_ready(self)
-        else:
-            sdnotify.notify(f"STATUS=serving (worker pid {worker.pid})")
-        return True
-
     async def _manage(self) -> None:
         """Restore the invariants: an active worker, and a standby if enabled."""
         assert self.sockets is not None
@@ -505,15 +273,20 @@ class Supervisor:
                     return
                 try:
                     if self.active is None:
-                        candidate = (self.standby if self.standby is not None and not self.standby.exited.is_set()
-                                     else None)
+                        candidate = (
+                            self.standby if self.standby is not None and not self.standby.exited.is_set() else None
+                        )
                         if candidate is None:
                             candidate = await self._spawn(self.config, self.sockets)
                         elif candidate is self.standby:
                             self.standby = None
                         await self._activate(candidate)
-                    if (self.active is not None and self.config.supervisor.standby and self.standby is None
-                            and not self.stopping):
+                    if (
+                        self.active is not None
+                        and self.config.supervisor.standby
+                        and self.standby is None
+                        and not self.stopping
+                    ):
                         self.standby = await self._spawn(self.config, self.sockets)
                 except Stopping:
                     return
@@ -534,14 +307,23 @@ class Supervisor:
                         log(logger, logging.ERROR, "worker.startup_timeout", worker=worker.id, pid=worker.pid)
                         worker.kill(KillReason.HANG)
                 elif now - worker.last_heartbeat > sup.heartbeat_timeout_s:
-                    log(logger, logging.ERROR, "worker.hung", worker=worker.id, pid=worker.pid,
-                        silent_s=round(now - worker.last_heartbeat, 3))
+                    log(
+                        logger,
+                        logging.ERROR,
+                        "worker.hung",
+                        worker=worker.id,
+                        pid=worker.pid,
+                        silent_s=round(now - worker.last_heartbeat, 3),
+                    )
                     worker.kill(KillReason.HANG)
             active = self.active
-            if (active is not None and active.serving_since is not None and self.consecutive_failures
-                    and now - active.serving_since >= sup.stable_after_s):
-                log(logger, logging.INFO, "worker.stable", pid=active.pid,
-                    after_failures=self.consecutive_failures)
+            if (
+                active is not None
+                and active.serving_since is not None
+                and self.consecutive_failures
+                and now - active.serving_since >= sup.stable_after_s
+            ):
+                log(logger, logging.INFO, "worker.stable", pid=active.pid, after_failures=self.consecutive_failures)
                 self.consecutive_failures = 0
                 self.next_spawn_at = 0.0
                 if self.ledger is not None:
@@ -555,8 +337,11 @@ class Supervisor:
         while True:
             await trio.sleep(interval)
             active = self.active
-            if (active is not None and active.last_heartbeat is not None
-                    and trio.current_time() - active.last_heartbeat <= self.config.supervisor.heartbeat_timeout_s):
+            if (
+                active is not None
+                and active.last_heartbeat is not None
+                and trio.current_time() - active.last_heartbeat <= self.config.supervisor.heartbeat_timeout_s
+            ):
                 sdnotify.notify("WATCHDOG=1")
 
     # --- operations -----------------------------------------------------------------------
@@ -639,49 +424,26 @@ class Supervisor:
         route as the serving and draining workers report it, the ledger."""
         now = trio.current_time()
         assert self.ledger is not None and self.sockets is not None
-        snap = self.active.snapshot if self.active is not None else None
-        by_name = {r.name: r for r in snap.routes} if snap is not None else {}
         # Every worker that serves or drains counts: open connections now, and
         # everything accepted since the supervisor started (exited workers too).
-        active: dict[str, int] = {}
-        total = dict(self.ledger.retired_totals)
-        for w in self.workers:
-            if w.role in (Role.ACTIVE, Role.DRAINING) and w.snapshot is not None:
-                for r in w.snapshot.routes:
-                    active[r.name] = active.get(r.name, 0) + r.connections_active
-                    total[r.name] = total.get(r.name, 0) + r.connections_total
-        routes = []
-        for route in self.config.routes:
-            live = by_name.get(route.name)
-            routes.append({
-                "name": route.name,
-                "listen": [str(l.address) for l in self.sockets.routes if l.route.name == route.name],
-                "upstream": route.upstream_text,
-                # What `proxyctl check` needs to diagnose the running routes.
-                "upstreams": [str(u) for u in route.upstreams],
-                "health_check": route.settings.health.check,
-                "health_path": route.settings.health.path,
-                "tls": route.settings.tls.cert is not None,
-                "tls_cert_expires_unix": route.tls_material.cert_not_after_unix,
-                "gate": route.settings.gate.mode != "off",
-                "upstream_tls": {"ca": route.settings.upstream_tls.ca, "name": route.settings.upstream_tls.name,
-                                 "verify": route.settings.upstream_tls.verify} if route.settings.upstream_tls.enabled else None,
-                "upstream_healthy": live.upstream_healthy if live else None,
-                "circuit": live.circuit["state"] if live else "closed",
-                "upstream_state": live.upstream_state if live else "unknown",
-                "connections_active": active.get(route.name, 0),
-                "connections_total": total.get(route.name, 0),
-            })
-        problems = []
-        if self.stopping:
-            problems.append("stopping: draining open connections")
-        elif self.active is None:
-            problems.append("no worker is serving")
-        if self.consecutive_failures >= self.config.supervisor.alert_threshold:
-            problems.append(f"crash loop: {self.consecutive_failures} consecutive worker failures")
-        for r in routes:
-            if r["upstream_state"] == "down":
-                problems.append(f"route {r['name']}: upstream {r['upstream']} is down")
+        reporting = [
+            w.snapshot for w in self.workers if w.role in (Role.ACTIVE, Role.DRAINING) and w.snapshot is not None
+        ]
+        live = self.active.snapshot if self.active is not None else None
+        routes = supervised_routes(
+            self.config,
+            self.sockets.routes,
+            live.routes if live is not None else (),
+            [s.routes for s in reporting],
+            self.ledger.retired_totals,
+        )
+        problems = supervisor_problems(
+            self.config,
+            routes,
+            stopping=self.stopping,
+            serving=self.active is not None,
+            consecutive_failures=self.consecutive_failures,
+        )
         problems += self.ledger.problems(str(self.state_dir))
         standby = self.standby
         alerts = self.ledger.as_json()
@@ -693,11 +455,13 @@ class Supervisor:
             "warnings": exposure_warnings(self.config) + certificate_warnings(self.config),
             "version": __version__,
             "state_dir": str(self.state_dir),
-            "supervisor": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_unix, 3),
-                           # How new workers start: forked from the fork server, or exec'd.
-                           "worker_spawn": "fork" if self.forkserver is not None and self.forkserver.alive
-                           else "exec",
-                           "forkserver_pid": self.forkserver.pid if self.forkserver is not None else None},
+            "supervisor": {
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started_unix, 3),
+                # How new workers start: forked from the fork server, or exec'd.
+                "worker_spawn": "fork" if self.forkserver is not None and self.forkserver.alive else "exec",
+                "forkserver_pid": self.forkserver.pid if self.forkserver is not None else None,
+            },
             "worker": self.active.as_json(now) if self.active is not None else None,
             "standby": standby.as_json(now) if standby is not None else None,
             "draining_workers": [w.as_json(now) for w in self.workers if w.role is Role.DRAINING],
@@ -718,7 +482,10 @@ class Supervisor:
         assert self.sockets is not None
         route = next((r for r in self.config.routes if r.name == name), None)
         if route is None:
-            return {"ok": False, "error": f"no route {name!r} (routes: {', '.join(r.name for r in self.config.routes)})"}
+            return {
+                "ok": False,
+                "error": f"no route {name!r} (routes: {', '.join(r.name for r in self.config.routes)})",
+            }
         urls = gate_urls(route, self.sockets.routes)
         if not urls:
             return {"ok": False, "error": f"route {name} is not gated (no token to put in a URL)"}
@@ -733,9 +500,12 @@ class Supervisor:
         if self.stopping and command == "stop":
             return {"ok": True, "stopping": True, "already": True, "drain_timeout_s": self.config.drain_timeout_s}
         if self.stopping and command in ("restart", "reload"):
-            return {"ok": False, "stopping": True,
-                    "error": f"stopping: the workers are draining (up to {self.config.drain_timeout_s:g} s); "
-                             f"{command} is not possible now"}
+            return {
+                "ok": False,
+                "stopping": True,
+                "error": f"stopping: the workers are draining (up to {self.config.drain_timeout_s:g} s); "
+                f"{command} is not possible now",
+            }
         if command == "restart":
             return await self.restart(hard=bool(request.get("hard")))
         if command == "reload":
@@ -748,30 +518,24 @@ class Supervisor:
         return {"ok": False, "error": f"unknown command {command!r}"}
 
 
-async def _until(worker: Worker, event: trio.Event, timeout_s: float) -> bool:
-    """Wait for ``event`` while the worker lives, at most ``timeout_s``:
-    True if it happened and the worker is still alive."""
-    with trio.move_on_after(timeout_s):
-        async with trio.open_nursery() as nursery:
-            async def first(ready: trio.Event) -> None:
-                await ready.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(first, event)
-            nursery.start_soon(first, worker.exited)
-    return event.is_set() and not worker.exited.is_set()
-
-
 def _admin_address(sockets: Sockets | None) -> str | None:
     if sockets is None or sockets.admin is None:
         return None
     return format_sockaddr(sockets.admin.getsockname())
 
 
-def run_supervised(config: ProxyConfig, state_dir: Path, reload_config: Callable[[], ProxyConfig], *,
-                   log_format: str, log_level: str, on_ready: Callable[[Supervisor], None] | None = None) -> None:
-    supervisor = Supervisor(config, state_dir, reload_config, log_format=log_format, log_level=log_level,
-                            on_ready=on_ready)
+def run_supervised(
+    config: ProxyConfig,
+    state_dir: Path,
+    reload_config: Callable[[], ProxyConfig],
+    *,
+    log_format: str,
+    log_level: str,
+    on_ready: Callable[[Supervisor], None] | None = None,
+) -> None:
+    supervisor = Supervisor(
+        config, state_dir, reload_config, log_format=log_format, log_level=log_level, on_ready=on_ready
+    )
     # First of all: the fork server must inherit neither the PID lock nor a socket.
     forkserver = ForkServer.start() if config.supervisor.worker_spawn == "fork" else None
     try:
@@ -802,5 +566,3 @@ def stop_forkserver(forkserver: ForkServer, wait_s: float = 2.0) -> None:
         if pid or time.monotonic() >= deadline:
             return
         time.sleep(0.005)
-
-

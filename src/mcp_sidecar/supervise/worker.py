@@ -37,8 +37,19 @@ from ..forward.proxy import Proxy
 from ..logs import log
 from ..net.listeners import BoundListener
 from .channel import BlockingChannel, Channel, ChannelClosed
-from .messages import (Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, StopNow,
-                       SupervisionFacts, WorkerSnapshot)
+from .messages import (
+    Activate,
+    Configure,
+    Drain,
+    Facts,
+    Heartbeat,
+    ListenerPlan,
+    Loaded,
+    Serving,
+    StopNow,
+    SupervisionFacts,
+    WorkerSnapshot,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +59,9 @@ def snapshot(proxy: Proxy) -> WorkerSnapshot:
     return WorkerSnapshot(os.getpid(), proxy.draining, route_statuses(proxy))
 
 
-def adopt(config: ProxyConfig, plan: tuple[ListenerPlan, ...], fd_map: dict[int, int] | None = None) \
-        -> list[BoundListener]:
+def adopt(
+    config: ProxyConfig, plan: tuple[ListenerPlan, ...], fd_map: dict[int, int] | None = None
+) -> list[BoundListener]:
     """Wrap the inherited listening descriptors (``fd_map``: the supervisor's
     numbers to ours, when they came over a socket rather than through exec)."""
     listeners = []
@@ -135,8 +147,13 @@ def worker_main(channel_fd: int, fd_map: dict[int, int] | None = None) -> int:
     return trio.run(serve_activated, sock, setup, latest, buffered, fd_map)
 
 
-async def serve_activated(sock: socket.socket, setup: Configure, latest: SupervisionFacts | None, buffered: bytes,
-                          fd_map: dict[int, int] | None) -> int:
+async def serve_activated(
+    sock: socket.socket,
+    setup: Configure,
+    latest: SupervisionFacts | None,
+    buffered: bytes,
+    fd_map: dict[int, int] | None,
+) -> int:
     sock.setblocking(False)
     channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), buffered)
     config = setup.config

@@ -1,0 +1,274 @@
+"""llhttp's callbacks for one HTTP/1.1 connection: the request and the
+response being read, and the bounds of the HTTP observer (http.py).
+
+Rules this module keeps:
+
+* The callbacks only record what llhttp reports on the ``HttpObserver``
+  that owns them; the observer decides the events.  A header is passed over
+  unless its name has the length of one that is read (no lower-casing for
+  the rest).
+* Nothing derived from a peer is unbounded: pipelined requests
+  (``MAX_PIPELINE``), heads (``MAX_HEAD_BYTES``), what a paused side holds
+  (``MAX_BUFFERED_BYTES``), JSON bodies (``MAX_JSON_BYTES``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ObserverError
+from .events import Exchange, JsonRpcSeen
+from .mcphttp import body_messages, is_inspector_v2, legacy_session, path_label, trace_id
+from .sse import SseParser
+
+MAX_JSON_BYTES = 1024 * 1024
+#: Largest request or response head (request line or status line and headers).
+MAX_HEAD_BYTES = 64 * 1024
+#: Requests read but not yet answered (pipelining) before the observer gives up.
+MAX_PIPELINE = 64
+#: Bytes a paused side may hold: the client's after an upgrade proposal (until
+#: its answer), the upstream's before the request they answer.
+MAX_BUFFERED_BYTES = 64 * 1024
+KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+_METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
+HEAD_END = b"\r\n\r\n"
+#: The lengths of the header names read (content-type 12, mcp-session-id 14,
+#: mcp-method 10, upgrade 7, connection 10, traceparent 11): any other header
+#: is passed over without lower-casing its name.
+_REQUEST_HEADER_LENGTHS = frozenset({7, 10, 11, 12, 14})
+_RESPONSE_HEADER_LENGTHS = frozenset({12, 14})
+_JSON_TYPES: dict[bytes, bool] = {}
+#: Content types remembered (bounded: peers choose them).
+_CACHE_BOUND = 1024
+
+
+def _is_json(ctype: bytes) -> bool:
+    known = _JSON_TYPES.get(ctype)
+    if known is None:
+        known = ctype.split(b";", 1)[0].strip().lower() == b"application/json"
+        if len(_JSON_TYPES) < _CACHE_BOUND:
+            _JSON_TYPES[ctype] = known
+    return known
+
+
+class HttpObserverError(ObserverError):
+    """The peer's bytes are not HTTP/1.1 as llhttp reads it (or breach a bound).
+
+    The message names the fault, never the peer's bytes: they may carry a
+    cookie or a token (a malformed ``Cookie`` line is still a cookie).
+    """
+
+
+class Current:
+    """An exchange whose response has not ended yet."""
+
+    __slots__ = (
+        "exchange",
+        "head_only",
+        "informational",
+        "legacy",
+        "method",
+        "request_json",
+        "request_session",
+        "response_json",
+        "sse",
+        "switch",
+        "trace",
+        "upgrade",
+        "v2",
+    )
+
+    def __init__(
+        self, exchange: Exchange, method: bytes, switch: bool, upgrade: bytes, json: bool, session: str | None
+    ) -> None:
+        self.exchange = exchange
+        self.method = method
+        #: The response is read head-only: HEAD (no body), CONNECT (a tunnel after a 2xx).
+        self.head_only = method == b"HEAD" or method == b"CONNECT"
+        #: The request proposed a protocol switch (Upgrade + Connection: upgrade, or CONNECT).
+        self.switch = switch
+        self.upgrade = upgrade
+        self.request_json: bytearray | None = bytearray() if json else None
+        #: The session the request named: its responses correlate under it (an
+        #: initialize answer assigns a session id only for later requests).
+        self.request_session = session
+        self.response_json: bytearray | None = None
+        self.sse: SseParser | None = None
+        self.informational = False
+        #: An Inspector v2 API exchange: its JSON-RPC is inside v2's envelope.
+        self.v2 = False
+        #: The legacy HTTP+SSE transport: the session was named by ``?sessionId=``.
+        self.legacy = False
+        #: The trace id of the request's ``traceparent`` header.
+        self.trace: str | None = None
+
+
+class RequestSide:
+    """llhttp's callbacks for the client's bytes."""
+
+    __slots__ = ("connection", "ctype", "mcp_method", "o", "session", "trace", "upgrade", "url")
+
+    def __init__(self, observer: Any) -> None:
+        self.o = observer
+        self.url = b""
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
+
+    def on_message_begin(self) -> None:
+        if len(self.o._queue) >= MAX_PIPELINE:
+            raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
+        self.url = b""
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
+        self.o._client_in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in _REQUEST_HEADER_LENGTHS:
+            return
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name == b"mcp-session-id":
+            self.session = value.decode("latin-1")
+        elif name == b"mcp-method":
+            self.mcp_method = value.decode("latin-1")
+        elif name == b"upgrade":
+            self.upgrade = value
+        elif name == b"connection":
+            self.connection = value.lower()
+        elif name == b"traceparent":
+            self.trace = trace_id(value)
+
+    def on_headers_complete(self) -> None:
+        o = self.o
+        o._client_in_head = False
+        o._client_head_bytes = 0
+        method = o._requests.get_method()
+        target = self.url
+        session = self.session
+        legacy = False
+        if session is None:
+            session = legacy_session(target)
+            legacy = session is not None
+        exchange = Exchange(
+            _METHOD_LABELS.get(method, "OTHER"),
+            path_label(target),
+            None,
+            o._now,
+            None,
+            None,
+            0,
+            0,
+            "",
+            session,
+            self.mcp_method,
+        )
+        upgrade = self.upgrade
+        if upgrade is None:
+            upgrade = b""
+            switch = method == b"CONNECT"
+        else:
+            switch = method == b"CONNECT" or b"upgrade" in (self.connection or b"")
+        ctype = self.ctype
+        current = Current(exchange, method, switch, upgrade, ctype is not None and _is_json(ctype), session)
+        if is_inspector_v2(target):
+            current.v2 = True
+        current.legacy = legacy
+        current.trace = self.trace
+        o._queue.append(current)
+        o._last_request = current
+
+    def on_body(self, body: bytes) -> None:
+        current = self.o._last_request
+        current.exchange.request_bytes += len(body)
+        if current.request_json is not None:
+            current.request_json = self.o._collect(current.request_json, body, "client")
+
+    def on_message_complete(self) -> None:
+        o = self.o
+        current = o._last_request
+        buffer = current.request_json
+        if buffer:
+            session, messages, transport = body_messages(buffer, v2=current.v2, legacy=current.legacy)
+            if session is not None:
+                current.request_session = current.exchange.session = session
+            size, trace = len(buffer), current.trace
+            for message in messages:
+                current.exchange.jsonrpc_requests += 1
+                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, transport, size, trace))
+            o._done_with(buffer)
+        current.request_json = None
+
+
+class ResponseSide:
+    """llhttp's callbacks for the upstream's bytes."""
+
+    __slots__ = ("ctype", "o", "session")
+
+    def __init__(self, observer: Any) -> None:
+        self.o = observer
+        self.ctype = self.session = None
+
+    def on_message_begin(self) -> None:
+        o = self.o
+        if not o._queue:
+            raise HttpObserverError("upstream sent a response with no request")
+        self.ctype = self.session = None
+        o._in_response = True
+        o._upstream_in_head = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in _RESPONSE_HEADER_LENGTHS:
+            return
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name == b"mcp-session-id":
+            self.session = value
+
+    def on_headers_complete(self) -> None:
+        o = self.o
+        o._upstream_in_head = False
+        o._upstream_head_bytes = 0
+        current = o._queue[0]
+        status = o._responses.get_status_code()
+        current.informational = 100 <= status < 200 and status != 101
+        if current.informational:
+            return
+        o._response_head(current, status, self.ctype, self.session)
+
+    def on_body(self, body: bytes) -> None:
+        o = self.o
+        current = o._queue[0]
+        current.exchange.response_bytes += len(body)
+        if current.sse is not None:
+            o._sse(current, body)
+        elif current.response_json is not None:
+            current.response_json = o._collect(current.response_json, body, "upstream")
+
+    def on_message_complete(self) -> None:
+        o = self.o
+        o._in_response = False
+        current = o._queue[0]
+        if current.informational:  # 100 Continue and the like: the answer is still to come
+            current.informational = False
+            return
+        o._keep_alive = o._responses.should_keep_alive()
+        o._response_done(current)
+
+
+class HeadOnly:
+    """Callbacks for a response read by its head alone."""
+
+    __slots__ = ("ctype", "session")
+
+    def __init__(self) -> None:
+        self.ctype = self.session = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.ctype = value
+        elif name == b"mcp-session-id":
+            self.session = value

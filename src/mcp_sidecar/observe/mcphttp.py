@@ -1,0 +1,119 @@
+"""MCP over HTTP: which transport era a request, a body or an event belongs to (sans-io).
+
+The HTTP framer (http.py) knows HTTP/1.1; what a request or an event means
+for MCP is decided here, once:
+
+* streamable HTTP (2025-03-26 and later): JSON bodies, and the event stream
+  that answers a POST (transport ``http`` for a body, ``sse`` for an event);
+* the 2024-11-05 HTTP+SSE transport (``legacy``): POSTs that name
+  ``?sessionId=``, answered on the ``GET`` event stream that announced that
+  session in its ``endpoint`` event;
+* the Inspector v2 API (``inspector-v2``): JSON-RPC wrapped in its own
+  envelope on ``/api/mcp/send`` and ``/api/mcp/events``.
+
+Rules this module keeps:
+
+* Labels derived from what peers send are bounded: ``path_label`` knows
+  the MCP and Inspector paths, everything else is ``other`` (or ``/api``);
+  the caches are bounded too.
+* No I/O, no clock: bytes in, values out.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from .jsonrpc import Envelope, decode, decode_v2
+
+KNOWN_PATHS = (
+    "/",
+    "/mcp",
+    "/sse",
+    "/message",
+    "/messages",
+    "/stdio",
+    "/health",
+    "/config",
+    # The Inspector v2 API (one origin for the page and its backend).
+    "/api/config",
+    "/api/mcp/connect",
+    "/api/mcp/send",
+    "/api/mcp/events",
+    "/api/mcp/disconnect",
+    "/api/servers/events",
+)
+#: Inspector v2 paths whose bodies or event streams carry its envelope around JSON-RPC.
+V2_PATHS = (b"/api/mcp/send", b"/api/mcp/events")
+_PATH_LABELS: dict[bytes, str] = {}
+#: Path labels remembered (bounded: peers choose them).
+_CACHE_BOUND = 1024
+
+
+def path_label(target: bytes) -> str:
+    """A bounded label for a request target: known MCP/Inspector paths, else ``other``."""
+    label = _PATH_LABELS.get(target)
+    if label is not None:
+        return label
+    path = target.split(b"?", 1)[0].decode("latin-1")
+    label = path if path in KNOWN_PATHS else "/api" if path.startswith("/api/") else "other"
+    if len(_PATH_LABELS) < _CACHE_BOUND:
+        _PATH_LABELS[target] = label
+    return label
+
+
+def is_inspector_v2(target: bytes) -> bool:
+    """The request is the Inspector v2 API's (its JSON-RPC is inside an envelope)."""
+    return target.startswith(V2_PATHS)
+
+
+def legacy_session(target: bytes) -> str | None:
+    """The session a 2024-11-05 HTTP+SSE POST names (``?sessionId=``), if any."""
+    if b"?" not in target:
+        return None
+    query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
+    return (query.get("sessionId") or [None])[0]
+
+
+def endpoint_session(data: str) -> str | None:
+    """The session an ``endpoint`` event of the legacy stream announces."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(data).query)
+    return query["sessionId"][0] if query.get("sessionId") else None
+
+
+def trace_id(traceparent: bytes) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``),
+    or None when the value is not one."""
+    parts = traceparent.strip().split(b"-")
+    if len(parts) < 4 or len(parts[1]) != 32:
+        return None
+    value = parts[1].lower()
+    if value.strip(b"0123456789abcdef") or value == b"0" * 32:
+        return None
+    return value.decode("ascii")
+
+
+def body_messages(body: bytes | bytearray, *, v2: bool, legacy: bool) -> tuple[str | None, list[Envelope], str]:
+    """A JSON body's messages: (the session v2's envelope names, the
+    messages, how they travelled)."""
+    if v2:
+        session, messages = decode_v2(body)
+        return session, messages, "inspector-v2"
+    return None, decode(body), "legacy" if legacy else "http"
+
+
+def event_messages(
+    data: bytes, *, v2: bool, request_session: str | None, stream_session: str | None, legacy: bool
+) -> tuple[list[Envelope], str]:
+    """An SSE event's messages and how they travelled: on the stream that
+    answers a streamable HTTP request (``sse``), on the legacy stream
+    (``legacy``), inside v2's envelope (``inspector-v2``)."""
+    if v2:
+        return decode_v2(data)[1], "inspector-v2"
+    if request_session is not None and not legacy:
+        return decode(data), "sse"
+    return decode(data), "legacy" if stream_session is not None else "sse"
+
+
+def jsonrpc_messages(body: bytes | bytearray | memoryview) -> list[Envelope]:
+    """The JSON-RPC messages of a body (see ``jsonrpc.decode``)."""
+    return decode(body)
