@@ -433,7 +433,7 @@ def _wrk(
     if script:
         cmd += ["-s", script]
     out = subprocess.run(
-        cmd + [f"{f.scheme}://127.0.0.1:{f.ports['http']}{path}"],
+        [*cmd, f"{f.scheme}://127.0.0.1:{f.ports['http']}{path}"],
         capture_output=True,
         text=True,
         timeout=args.seconds + 30,

@@ -119,7 +119,9 @@ health_interval = 0
             except OSError:
                 failures += 1
             wait_for(
-                lambda: (send_command(state, "status", timeout_s=5)["worker"] or {}).get("pid") not in (None, victim)
+                lambda victim=victim: (
+                    (send_command(state, "status", timeout_s=5)["worker"] or {}).get("pid") not in (None, victim)
+                )
             )
     finally:
         proc.terminate()

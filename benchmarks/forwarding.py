@@ -298,7 +298,8 @@ def main() -> None:
         paths.append(socat)
     try:
         print(
-            f"forwarding benchmark: {os.cpu_count()} cores (client+servers on core 0, forwarder on core 1), {args.rtt_rounds} round trips of {MSG} B, "
+            f"forwarding benchmark: {os.cpu_count()} cores (client+servers on core 0, forwarder on core 1), "
+            f"{args.rtt_rounds} round trips of {MSG} B, "
             f"{args.bulk_mib} MiB bulk each way, median of {args.repeat}"
         )
         report(run(paths, args))

@@ -19,6 +19,7 @@ fault suite at ten times its CI size first (tests/faults).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -255,7 +256,7 @@ async def soak(minutes: float) -> int:
                     proc.kill()
         upstreams.cancel_scope.cancel()
     first, last = rows[min(1, len(rows) - 1)], rows[-1]
-    log_rate = [b["log_kib"] - a["log_kib"] for a, b in zip(rows, rows[1:])]
+    log_rate = [b["log_kib"] - a["log_kib"] for a, b in itertools.pairwise(rows)]
     summary = {
         "minutes": len(rows),
         "served": sum(r["served"] for r in rows),

@@ -276,7 +276,7 @@ class ProxyProcess:
         return self._wait(self.log_lines, text, timeout, prefix=False)
 
     def route_port(self, name: str) -> int:
-        line = next(l for l in self.lines if l.startswith(f"route {name} "))
+        line = next(item for item in self.lines if item.startswith(f"route {name} "))
         bound = line.split("  ", 1)[1].split(" -> ")[0].split(", ")[0]
         return int(bound.rsplit(":", 1)[1])
 

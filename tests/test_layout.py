@@ -76,9 +76,9 @@ def test_no_import_cycle_and_no_type_checking_imports() -> None:
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target) :] + [target] if target in path else [node, target])
+                cycles.append([*path[path.index(target) :], target] if target in path else [node, target])
             elif target not in state:
-                visit(target, path + [target])
+                visit(target, [*path, target])
         state[node] = 2
 
     for module in sorted(graph):

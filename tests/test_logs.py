@@ -85,7 +85,7 @@ async def test_connection_log_policy(nursery, echo_port, policy, every, expected
         lines = _events(stream, "connection.closed")
         assert len(lines) == expected, lines
         if policy == "sampled":
-            assert [l["end"] for l in lines].count("client_reset") == 1
+            assert [item["end"] for item in lines].count("client_reset") == 1
         assert sum(proxy.route().ended.values()) == 6  # counted either way
     finally:
         logs.configure("text", "warning")

@@ -5,6 +5,7 @@ state, quality deductions and reconnects."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 
 import trio
@@ -98,7 +99,7 @@ async def test_a_streamable_session_id_is_shown_hashed(nursery) -> None:
             proxy.port("r"),
             "/mcp",
             method="POST",
-            headers=headers + [("mcp-session-id", session_id)],
+            headers=[*headers, ("mcp-session-id", session_id)],
             body=b'{"jsonrpc":"2.0","id":2,"method":"tools/list"}',
         )
         body = (await get(proxy.admin_port, "/api/mcp")).body.decode()
@@ -378,14 +379,14 @@ async def test_short_requests_are_not_reconnects_but_streams_are(nursery) -> Non
     with trio.fail_after(30):
         proxy = await mcp_proxy(nursery)
         port = proxy.port("r")
-        for i in range(8):  # eight short requests, eight connections
+        for _ in range(8):  # eight short requests, eight connections
             await get(port, "/health")
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         exchange = ClientExchange(stream)
         await exchange.send(f"127.0.0.1:{port}", "/sse", "GET", b"", [("accept", "text/event-stream")])
         await exchange.head()
         await wait_until(lambda: any(c.protocol == "sse" for c in proxy.route("r").connections.values()))
-        (conn,) = [c for c in proxy.route("r").connections.values()]
+        (conn,) = list(proxy.route("r").connections.values())
         assert conn.reconnects == 0
         assert conn.as_json(trio.current_time())["quality"]["deductions"] == []
         await stream.aclose()
@@ -416,6 +417,8 @@ async def test_the_history_ticks_on_interval_boundaries(nursery) -> None:
         assert history.length == 10
         await wait_until(lambda: len(history.t) >= 3, interval=0.05)
         t = list(history.t)
-        assert all(b - a == 1.0 for a, b in zip(t, t[1:])) and t[0] == int(t[0])  # one point per second, aligned
+        assert all(b - a == 1.0 for a, b in itertools.pairwise(t)) and t[0] == int(
+            t[0]
+        )  # one point per second, aligned
         got = await get_json(proxy.admin_port, "/api/history")
         assert got["length"] == 10 and got["routes"]["r"]["connections"][-1] == 0

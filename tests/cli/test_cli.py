@@ -96,8 +96,8 @@ def test_demo_self_check_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("mcp-sidecar ")
-    assert any(l.startswith("  ok   GET http://127.0.0.1:") and ": 200 in " in l for l in lines)
-    assert any(l.startswith("  ok   echo tcp://127.0.0.1:") and "26 bytes back" in l for l in lines)
+    assert any(item.startswith("  ok   GET http://127.0.0.1:") and ": 200 in " in item for item in lines)
+    assert any(item.startswith("  ok   echo tcp://127.0.0.1:") and "26 bytes back" in item for item in lines)
     assert (
         "  ok   MCP sessions (streamable HTTP, WebSocket, HTTP+SSE): streamable_http 3 responses, "
         "websocket 3 responses, http_sse 2 responses"
@@ -156,7 +156,7 @@ async def test_drain_timeout_then_second_signal_semantics(nursery, proxy_process
         assert await trio.to_thread.run_sync(proc.wait) == 0
         assert await conn.receive_some(10) == b""
         await conn.aclose()
-        assert any('"end":"drain_timeout"' in l for l in proc.log_lines)
+        assert any('"end":"drain_timeout"' in item for item in proc.log_lines)
 
 
 def test_inspector_v2_without_the_gate_beyond_loopback_is_refused_and_starts_nothing(tmp_path: Path) -> None:

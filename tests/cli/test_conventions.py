@@ -113,7 +113,7 @@ def test_check_asks_the_running_instance_and_never_connects_to_a_wildcard(superv
             state = str(sidecar.state_dir)
             for args in ((), (f"port-{port}",)):
                 result = await trio.to_thread.run_sync(
-                    lambda: run_proxyctl("check", *args, "--json", "--state-dir", state, timeout=60)
+                    lambda args=args: run_proxyctl("check", *args, "--json", "--state-dir", state, timeout=60)
                 )
                 assert result.returncode == 0, result.stdout + result.stderr
                 (report,) = json.loads(result.stdout)
@@ -143,7 +143,7 @@ async def test_check_failures_say_what_happened(nursery) -> None:
         assert "not as an MCP endpoint there" in not_mcp.stdout
         not_ws = await check(f"ws://127.0.0.1:{upstream}/health")
         assert not_ws.returncode == 1 and "ExceptionGroup" not in not_ws.stdout
-        (line,) = [l for l in not_ws.stdout.splitlines() if "FAIL" in l]
+        (line,) = [item for item in not_ws.stdout.splitlines() if "FAIL" in item]
         assert len(line.split("FAIL", 1)[1].strip()) > len("HandshakeError")  # a message, not a class name
         dead = await check(f"tcp://127.0.0.1:{free_port()}")
         assert dead.returncode == 5 and "verdict: unreachable" in dead.stdout

@@ -35,7 +35,9 @@ async def test_polling_the_connections_list_does_not_stall_forwarding(nursery, p
             "warning",
         )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
-        admin = int(next(l for l in proc.lines if l.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1])
+        admin = int(
+            next(item for item in proc.lines if item.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1]
+        )
         port = proc.route_port("route-1")
         idle = []
         for _ in range(open_connections):  # (the echo upstream runs in this event loop: connect async)

@@ -42,7 +42,9 @@ async def test_descriptor_exhaustion_is_local_and_never_the_upstream(nursery, pr
             preexec_fn=_low_nofile,
         )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
-        admin = int(next(l for l in proc.lines if l.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1])
+        admin = int(
+            next(item for item in proc.lines if item.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1]
+        )
         port = proc.route_port("route-1")
 
         held, refused = [], 0

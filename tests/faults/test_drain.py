@@ -84,7 +84,7 @@ async def test_stop_refuses_new_clients_and_keeps_probes(nursery, proxy_process,
             "json",
         )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
-        admin_url = next(l for l in proc.lines if l.startswith("admin http://")).split()[1]
+        admin_url = next(item for item in proc.lines if item.startswith("admin http://")).split()[1]
         host, port = admin_url.removeprefix("http://").rstrip("/").rsplit(":", 1)
         await _stop_with_a_connection_open(
             proc,

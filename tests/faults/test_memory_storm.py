@@ -57,7 +57,9 @@ async def test_half_sent_json_bodies_are_bounded_and_released(nursery, proxy_pro
             "run", "--no-supervise", "--config", str(config), "--log-format", "json", "--log-level", "warning"
         )
         await trio.to_thread.run_sync(proc.wait_for_line, "admin http://")
-        admin = int(next(l for l in proc.lines if l.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1])
+        admin = int(
+            next(item for item in proc.lines if item.startswith("admin ")).split()[1].rstrip("/").rsplit(":", 1)[1]
+        )
         port = proc.route_port("route-1")
         baseline = rss_bytes(proc.proc.pid)
 

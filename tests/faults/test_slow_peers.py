@@ -69,7 +69,7 @@ async def test_slow_writers_do_not_hold_up_a_fast_connection(nursery, proxy_proc
     writers = scaled(100)
     with trio.fail_after(60):
         upstream = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proc, port = await _start(proxy_process, tmp_path, upstream)
+        _proc, port = await _start(proxy_process, tmp_path, upstream)
         message = b"trickled one byte at a time"
 
         async def slow_writer() -> None:

@@ -31,7 +31,7 @@ async def _metric(admin: str, name: str) -> float:
     host, port = admin.rsplit(":", 1)
     reply = await request(host, int(port), "/metrics")
     for line in reply.body.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not exported")
 

@@ -76,14 +76,16 @@ async def test_worker_sigkill_under_load_refuses_nobody(nursery, supervised) -> 
         for _ in range(scaled(3)):
             status = await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
             victim = status["worker"]["pid"]
-            load = await _under_load(sup, port, lambda: trio.to_thread.run_sync(os.kill, victim, signal.SIGKILL))
+            load = await _under_load(
+                sup, port, lambda victim=victim: trio.to_thread.run_sync(os.kill, victim, signal.SIGKILL)
+            )
             print(
                 f"SIGKILL under load: {load.served} served, {load.refused} refused, {load.lost} lost "
                 f"(open in the killed worker), slowest {load.slowest * 1000:.0f} ms"
             )
             assert load.refused == 0
             assert load.lost <= 8  # at most the connections open at the kill
-            await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+            await wait_status(sup, lambda s, victim=victim: s["worker"] and s["worker"]["pid"] != victim)
 
 
 async def test_worker_sigstop_under_load_is_replaced_and_refuses_nobody(nursery, supervised) -> None:
@@ -106,7 +108,7 @@ async def test_worker_sigstop_under_load_is_replaced_and_refuses_nobody(nursery,
         )
         assert load.refused == 0
         assert load.slowest < 1.0 + 1.5  # heartbeat_timeout (1 s) and the takeover
-        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+        status = await wait_status(sup, lambda s, victim=victim: s["worker"] and s["worker"]["pid"] != victim)
         assert status["restarts"]["hang"] == 1
 
 

@@ -48,7 +48,7 @@ def test_histogram_and_counter_match_prometheus_client(values, increments):
     text = generate_latest(ours_registry).decode()
     assert "_created" not in text
     if values:
-        assert 'x_seconds_bucket{le="+Inf",route="r"} %s' % float(len(values)) in text
+        assert f'x_seconds_bucket{{le="+Inf",route="r"}} {float(len(values))}' in text
 
 
 def test_worker_metrics_have_no_created_series():

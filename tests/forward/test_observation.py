@@ -283,10 +283,10 @@ async def test_bytes_identical_with_observation_on_or_off(tail: bytes, prefix: b
                 async with trio.open_nursery() as n:
                     got = {}
 
-                    async def read() -> None:
+                    async def read(stream: trio.SocketStream, got: dict) -> None:
                         got["data"] = await receive_all(stream)
 
-                    n.start_soon(read)
+                    n.start_soon(read, stream, got)
                     for i in range(0, len(payload), 997):
                         await stream.send_all(payload[i : i + 997])
                     await stream.send_eof()
@@ -360,7 +360,7 @@ def test_an_observer_bug_is_raised_under_the_test_suite(monkeypatch) -> None:
     from mcp_sidecar.forward import observation as observation_module
 
     assert observation_module.STRICT  # the suite's environment sets MCP_SIDECAR_STRICT=1
-    route, observation = _buggy_observation(monkeypatch)
+    _route, observation = _buggy_observation(monkeypatch)
     with pytest.raises(AttributeError, match="a defect in our own glue"):
         observation.client_direction.feed(memoryview(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 
@@ -382,8 +382,8 @@ def test_in_production_an_observer_bug_fails_open_counted_and_logged_once(monkey
             assert observation.mode == "failed"  # the pump forwards the rest unobserved
             assert route.bugs == 1
             assert sample_route_errors(route) == 0  # not counted as the peer's fault
-        lines = [json.loads(l) for l in stream.getvalue().splitlines()]
-        bugs = [l for l in lines if l["event"] == "observer.bug"]
+        lines = [json.loads(item) for item in stream.getvalue().splitlines()]
+        bugs = [item for item in lines if item["event"] == "observer.bug"]
         assert len(bugs) == 1 and "AttributeError: a defect in our own glue" in bugs[0]["exception"]
     finally:
         logs.configure("text", "warning")

@@ -129,7 +129,7 @@ async def test_a_side_that_stops_answering_is_closed(nursery) -> None:
 async def test_messages_intact_while_keepalive_pings_interleave(sizes) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            proxy, client, server = await open_pair(
+            _proxy, client, server = await open_pair(
                 nursery, ws_ping_interval="5ms", ws_ping_timeout="5s", buffer_size=4096
             )
             up = [bytes([i % 256]) * n for i, n in enumerate(sizes)]

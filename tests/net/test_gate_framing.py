@@ -182,7 +182,7 @@ def test_the_gate_and_llhttp_agree_on_every_framing_the_gate_accepts(requests, c
     if accepted:
         # Every request passed: llhttp reads each one, with the body the gate framed.
         assert len(read) == len(requests)
-        for (_, body), (_, expected) in zip(read, requests):
+        for (_, body), (_, expected) in zip(read, requests, strict=True):
             if expected is not None:
                 assert body == expected
     honest = all(expected is not None for _, expected in requests)

@@ -26,7 +26,7 @@ def test_listeners_on_port_names_this_process() -> None:
         s.listen()
         port = s.getsockname()[1]
         found = listeners_on_port(port)
-    assert [(l.address, l.pid) for l in found] == [("127.0.0.1", os.getpid())]
+    assert [(item.address, item.pid) for item in found] == [("127.0.0.1", os.getpid())]
     assert found[0].describe().startswith(f"pid {os.getpid()} (")
     assert found[0].describe().endswith(f"listening on 127.0.0.1:{port}")
 
@@ -57,8 +57,8 @@ def test_wildcard_colliding_with_loopback_upstream_explains_the_fix() -> None:
             assert f"listening on 127.0.0.1:{port}" in str(exc)
             assert f"listen on @nonloopback:{port}" in str(exc)
         else:  # some kernels allow the wildcard beside a loopback listener
-            for l in listeners:
-                l.close()
+            for item in listeners:
+                item.close()
             pytest.skip("this kernel lets 0.0.0.0 and 127.0.0.1 listen on the same port")
 
 
@@ -92,13 +92,13 @@ def test_address_not_on_host_message() -> None:
     except BindError as exc:
         assert str(exc) == "cannot listen on 192.0.2.250:0 (route route-1): address not available on this host"
     else:
-        for l in listeners:
-            l.close()
+        for item in listeners:
+            item.close()
         pytest.skip("192.0.2.250 is configured on this host")
 
 
 def test_expand_names_and_literals() -> None:
     assert expand_listen_host("::1", 1) == ["::1"]
     assert "127.0.0.1" in expand_listen_host("localhost", 1)
-    with pytest.raises(BindError, match="cannot resolve 'no-such-host.invalid'"):
+    with pytest.raises(BindError, match=r"cannot resolve 'no-such-host\.invalid'"):
         expand_listen_host("no-such-host.invalid", 1)

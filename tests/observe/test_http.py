@@ -114,10 +114,10 @@ def describe(events) -> list:
 def run(script, cuts_by_step) -> list:
     observer = HttpObserver()
     events = []
-    for (side, data), cuts in zip(script, cuts_by_step):
+    for (side, data), cuts in zip(script, cuts_by_step, strict=False):
         points = sorted({c % (len(data) + 1) for c in cuts})
         prev = 0
-        for p in points + [len(data)]:
+        for p in [*points, len(data)]:
             chunk = data[prev:p]
             prev = p
             feed = observer.feed_client if side == "client" else observer.feed_upstream
@@ -144,9 +144,9 @@ def test_recorded_conversation() -> None:
         ("upstream", "S1", "sse"),
     ]
     assert ("sse", "comment", True) in EXPECTED and ("sse", "message", False) in EXPECTED
-    upgraded = [e for e in EXPECTED if e[0] == "upgraded"][0]
+    upgraded = next(e for e in EXPECTED if e[0] == "upgraded")
     assert upgraded[2] == Connection(ConnectionType.SERVER).send(TextMessage(data="hi"))
-    head = [e for e in EXPECTED if e[0] == "exchange" and e[1] == "HEAD"][0]
+    head = next(e for e in EXPECTED if e[0] == "exchange" and e[1] == "HEAD")
     assert head[5] == 0  # a HEAD response has no body, whatever Content-Length says
 
 

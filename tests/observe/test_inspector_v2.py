@@ -74,10 +74,10 @@ EVENTS = [
 
 def feed(observer: HttpObserver, script, cuts_by_step, now: float) -> list:
     events = []
-    for (side, data), cuts in zip(script, cuts_by_step):
+    for (side, data), cuts in zip(script, cuts_by_step, strict=False):
         points = sorted({c % (len(data) + 1) for c in cuts})
         prev = 0
-        for p in points + [len(data)]:
+        for p in [*points, len(data)]:
             events += (observer.feed_client if side == "client" else observer.feed_upstream)(data[prev:p], now)
             prev = p
     return events
@@ -117,7 +117,7 @@ EXPECTED = summary(*conversation([[]] * len(API), [[]] * len(EVENTS))[:2])
 
 
 def test_the_v2_envelope_is_read_and_correlated_across_connections() -> None:
-    seen, outcomes, tracker = conversation([[]] * len(API), [[]] * len(EVENTS))
+    _seen, _outcomes, tracker = conversation([[]] * len(API), [[]] * len(EVENTS))
     exchanges = [e for e in EXPECTED if e[0] == "exchange"]
     assert [(m, p, s, a) for _, m, p, s, a, _ in exchanges] == [
         ("GET", "/", 200, False),

@@ -43,7 +43,7 @@ def test_cancelling_request_zero():
 def test_a_boolean_or_float_id_is_not_a_request_id():
     t = McpTracker()
     for bad in ("true", "1.5", "null", "{}"):
-        assert outcomes(t, "client", '{"jsonrpc":"2.0","id":%s,"method":"ping"}' % bad, 1.0) == []
+        assert outcomes(t, "client", f'{{"jsonrpc":"2.0","id":{bad},"method":"ping"}}', 1.0) == []
     assert t.pending == 0
 
 
@@ -63,7 +63,7 @@ def test_sessions_and_origins_keep_requests_apart():
 def test_pending_is_bounded_and_the_oldest_times_out():
     t = McpTracker(max_pending=3)
     for i in range(3):
-        assert outcomes(t, "client", '{"jsonrpc":"2.0","id":%d,"method":"ping"}' % i, float(i)) == []
+        assert outcomes(t, "client", f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}', float(i)) == []
     assert outcomes(t, "client", '{"jsonrpc":"2.0","id":9,"method":"unknown/x"}', 5.0) == [
         ("ping", "timeout", None, "client")
     ]

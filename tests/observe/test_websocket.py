@@ -31,7 +31,7 @@ messages = st.lists(
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     chunks, prev = [], 0
-    for p in points + [len(data)]:
+    for p in [*points, len(data)]:
         chunks.append(data[prev:p])
         prev = p
     return chunks
@@ -56,7 +56,7 @@ def test_events_do_not_depend_on_chunking(events, client: bool, cuts) -> None:
         assert scan([data[i : i + 1] for i in range(len(data))]) == whole
     # What was sent is what is seen: opcodes, masking, text and control payloads.
     assert len(whole) == len(events)
-    for frame, event in zip(whole, events):
+    for frame, event in zip(whole, events, strict=True):
         opcode, fin, length, masked, payload, _, _ = frame
         assert masked is client and fin
         if isinstance(event, TextMessage):

@@ -47,7 +47,7 @@ async def test_sigkill_worker_costs_no_connection(nursery, supervised) -> None:
         port = await trio.to_thread.run_sync(sup.port, "echo")
         await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
         gaps = []
-        for kill_round in range(3):
+        for _ in range(3):
             victim = (await trio.to_thread.run_sync(sup.status))["worker"]["pid"]
             for _ in range(20):
                 await echo_once(port)
@@ -59,7 +59,7 @@ async def test_sigkill_worker_costs_no_connection(nursery, supervised) -> None:
             gaps.append(trio.current_time() - t0)
             for _ in range(20):
                 await echo_once(port)
-            status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+            status = await wait_status(sup, lambda s, victim=victim: s["worker"] and s["worker"]["pid"] != victim)
             await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
         assert status["restarts"]["crash"] == 3
         print(f"first connection after SIGKILL served in {[round(g * 1000, 1) for g in gaps]} ms")
@@ -84,7 +84,7 @@ async def test_sigstop_worker_is_replaced_after_heartbeat_timeout(nursery, super
                 os.kill(victim, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+        status = await wait_status(sup, lambda s, victim=victim: s["worker"] and s["worker"]["pid"] != victim)
         assert served_after < 1.0 + 1.0  # heartbeat_timeout (1 s) plus a second
         assert status["restarts"]["hang"] == 1
         assert status["restarts"].get("crash", 0) == 0
@@ -338,7 +338,7 @@ async def test_alert_webhook_after_three_failures_and_recovery(nursery, supervis
         for _ in range(3):
             victim = (await wait_status(sup, lambda s: s["worker"] is not None))["worker"]["pid"]
             os.kill(victim, signal.SIGKILL)
-            await wait_status(sup, lambda s: s["worker"] is None or s["worker"]["pid"] != victim)
+            await wait_status(sup, lambda s, victim=victim: s["worker"] is None or s["worker"]["pid"] != victim)
         await got.wait()
         alert = received[0]
         assert alert["kind"] == "worker" and alert["severity"] == "critical"

@@ -167,7 +167,7 @@ class RuntimeCollector(Collector):
             for leg in LEGS:
                 retrans.add_metric([name, leg], rt.metrics.retransmits[leg])
             healthy.add_metric([name], 1 if st.upstream_healthy else 0)
-            listening.add_metric([name], sum(1 for l in rt.listeners if l.sock.fileno() >= 0))
+            listening.add_metric([name], sum(1 for item in rt.listeners if item.sock.fileno() >= 0))
             circuit.add_metric([name], 0 if st.circuit["state"] in ("closed", "disabled") else 1)
             opened.add_metric([name], st.circuit["opened_total"])
             connecting.add_metric([name], rt.connector.connecting)

@@ -15,6 +15,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 
@@ -69,7 +70,7 @@ _BY_PATH = {e.path: e for e in ENDPOINTS if not e.path.endswith("/{id}")}
 _WITH_PARAMETER = tuple((e.path[: -len("{id}")], e) for e in ENDPOINTS if e.path.endswith("/{id}"))
 
 
-def route(path: str, assets: dict[str, object]) -> tuple[Endpoint | None, str | None]:
+def route(path: str, assets: Container[str]) -> tuple[Endpoint | None, str | None]:
     """The endpoint for ``path`` and its path parameter, if any; the
     dashboard's files (``assets``) are answered by the dashboard's route."""
     endpoint = _BY_PATH.get(path)

@@ -290,7 +290,7 @@ class AdminServer:
         misdirected = self._check_host(headers.get("host"))
         if misdirected is not None:
             return misdirected
-        endpoint, parameter = route(path, ASSETS)
+        endpoint, parameter = route(path, set(ASSETS))
         if endpoint is None:
             return _json(404, {"error": "not found", "endpoints": index()})
         allowed = "GET, HEAD" if endpoint.method == "GET" else endpoint.method
@@ -300,10 +300,11 @@ class AdminServer:
             refusal = self._check_origin(headers) or self._authorize(headers.get("authorization"))
             if refusal is not None:
                 return refusal
-        reply = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter))
+        reply: Any = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter))
         if not isinstance(reply, (_Reply, TapStream)):  # a heavy read: one at a time, yielding as it goes
             async with self._heavy:
                 reply = await reply
+        assert isinstance(reply, (_Reply, TapStream))
         return reply
 
     def _check_host(self, host: str | None) -> _Reply | None:

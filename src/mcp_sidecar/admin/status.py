@@ -39,7 +39,7 @@ def readiness(proxy: Proxy) -> list[str]:
     reasons += proxy.exhaustion.reasons(trio.current_time())
     for rt in proxy.routes:
         name = rt.config.name
-        if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
+        if not rt.listeners or any(item.sock.fileno() < 0 for item in rt.listeners):
             reasons.append(f"route {name}: not listening")
         if rt.unusable is not None:
             reasons.append(f"route {name}: {rt.unusable}")
@@ -100,7 +100,7 @@ class RouteStatus:
         state, since, reason = _route_state(rt, now)
         return cls(
             name=rt.name,
-            listen=tuple(str(l.address) for l in rt.listeners),
+            listen=tuple(str(item.address) for item in rt.listeners),
             upstream=rt.config.upstream_text,
             required=rt.config.settings.required,
             upstream_healthy=rt.health.healthy,
@@ -155,7 +155,7 @@ class RouteStatus:
 def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | None]:
     """(state, since when (unix, None: since start), why) of one route."""
     health, breaker = rt.health, rt.breaker
-    if not rt.listeners or any(l.sock.fileno() < 0 for l in rt.listeners):
+    if not rt.listeners or any(item.sock.fileno() < 0 for item in rt.listeners):
         return "not_listening", None, "not listening"
     if rt.draining:
         return "draining", None, "draining: shutting down"

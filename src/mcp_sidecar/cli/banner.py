@@ -17,6 +17,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 
 from ..config.addresses import bracket
 from ..config.model import ProxyConfig, RouteConfig
@@ -24,7 +25,7 @@ from ..config.profiles import exposure_notices, exposure_warnings
 from ..config.tls import certificate_warnings
 from ..net.gate import TOKEN_PARAM
 from ..net.listeners import BoundListener
-from ..net.origins import gate_urls, route_origins
+from ..net.origins import Listening, gate_urls, route_origins
 
 
 def admin_lines(admin: socket.socket | None) -> list[str]:
@@ -42,7 +43,7 @@ def route_lines(config: ProxyConfig, listeners: list[BoundListener]) -> list[str
     width = max(len(route.name) for route in config.routes)
     lines = []
     for route in config.routes:
-        bound = ", ".join(str(l.address) for l in listeners if l.route.name == route.name)
+        bound = ", ".join(str(item.address) for item in listeners if item.route.name == route.name)
         lines.append(f"route {route.name:<{width}}  {bound} -> {route.upstream_text}")
     return lines
 
@@ -81,7 +82,7 @@ def warning_lines(config: ProxyConfig) -> list[str]:
 
 def inspector_lines(config: ProxyConfig, listeners: list[BoundListener], show_tokens: bool) -> list[str]:
     def bound(name: str) -> list[BoundListener]:
-        return [l for l in listeners if l.route.name == name]
+        return [item for item in listeners if item.route.name == name]
 
     profile = config.profile
     ui = next((r for r in config.routes if r.name == "inspector-ui"), None)
@@ -109,7 +110,7 @@ def inspector_lines(config: ProxyConfig, listeners: list[BoundListener], show_to
     return lines
 
 
-def v2_environment(config: ProxyConfig, listeners: list[BoundListener]) -> dict[str, str]:
+def v2_environment(config: ProxyConfig, listeners: Sequence[Listening]) -> dict[str, str]:
     """What Inspector v2 must be started with to work through the sidecar's
     inspector-v2 routes (for the first address they listen on)."""
     routes = {r.name: r for r in config.routes}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import trio
 
 from ..config.addresses import NONLOOPBACK, HostPort, dialable, parse_hostport
 from ..config.defaults import GATE_TOKEN_ENV
-from ..config.model import RouteSettings, UpstreamTlsSettings
+from ..config.model import RouteConfig, RouteSettings, UpstreamTlsSettings
 from ..config.parse import build_config
 from ..config.tls import client_context, client_context_from_files
 from ..config.values import parse_duration
@@ -88,7 +88,7 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
             config = routes.load() if explicit else build_config(profile="inspector-v2", source="profile")
             chosen = [_RunningRoute.of_config(r) for r in config.routes if target is None or r.name == target]
         if config is not None and config.profile == "inspector-v2":
-            for running_route, report in zip(chosen, reports):
+            for running_route, report in zip(chosen, reports, strict=True):
                 route = running_route.route
                 through = _through(route, live)
                 if route.name == "inspector-ui" and through is not None and report.verdict != "unreachable":
@@ -116,7 +116,7 @@ class _RunningRoute:
     route: Any
     #: TLS and the access gate on the way (a gated route is checked with
     #: MCP_SIDECAR_GATE_TOKEN, or a token from the config file).
-    access: RouteAccess = RouteAccess()
+    access: RouteAccess = field(default_factory=RouteAccess)
 
     @classmethod
     def of_config(cls, route: Any) -> _RunningRoute:
@@ -183,7 +183,7 @@ def _through(route: Any, live: dict[str, list[str]]) -> HostPort | None:
 class _Listening:
     """A route's address as the banner's helpers read a bound listener."""
 
-    route: Any
+    route: RouteConfig
     address: HostPort
 
 

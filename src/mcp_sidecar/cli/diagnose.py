@@ -81,8 +81,9 @@ async def _resolve(host: str) -> list[str]:
         return []
     seen: list[str] = []
     for info in infos:
-        if info[4][0] not in seen:
-            seen.append(info[4][0])
+        host = str(info[4][0])
+        if host not in seen:
+            seen.append(host)
     return seen
 
 
@@ -106,7 +107,7 @@ async def probe_column(
     column.steps.append(Step("resolve", bool(addresses), ", ".join(addresses) or f"cannot resolve {target.host}"))
     if not addresses:
         return column
-    connect_details = []
+    connect_details: list[tuple[str, bool, str, float | None]] = []
     for address in addresses:
         t0 = trio.current_time()
         try:
@@ -229,7 +230,7 @@ class Report:
         )
         if len(self.columns) > 1:
             lines.append(" " * (width + 2) + "".join(f"{c.label:<{col_width}}" for c in self.columns).rstrip())
-        for name, row in zip(names, cells):
+        for name, row in zip(names, cells, strict=True):
             lines.append(f"  {name:<{width}}" + "".join(f"{cell:<{col_width}}" for cell in row).rstrip())
         lines.append(f"verdict: {self.verdict}")
         if self.recommendations:

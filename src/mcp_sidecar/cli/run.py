@@ -34,7 +34,7 @@ from ..config.values import parse_admin_listen, parse_duration
 from ..errors import ConfigError, LocalError
 from ..forward.proxy import Proxy
 from ..logs import log
-from ..net.listeners import bind_everything
+from ..net.listeners import BoundListener, bind_everything
 from ..supervise.standalone import run_worker
 from ..supervise.statedir import ensure_state_dir, write_admin_token
 from ..supervise.supervisor import Supervisor, run_supervised
@@ -155,7 +155,7 @@ def run(
         token_file.remove()
 
 
-def _banner(config: ProxyConfig, listeners: list, admin: Any, who: str) -> None:
+def _banner(config: ProxyConfig, listeners: list[BoundListener], admin: Any, who: str) -> None:
     # A gate's token only on a terminal: otherwise this lands in the journal or kubectl logs.
     show_tokens = sys.stdout.isatty()
     echo_lines(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import LocalError
 
@@ -81,7 +82,7 @@ def bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def format_sockaddr(addr: tuple) -> str:
+def format_sockaddr(addr: tuple[Any, ...]) -> str:
     """A socket address (IPv4 or IPv6 tuple) as ``HOST:PORT``."""
     return f"{bracket(addr[0])}:{addr[1]}"
 

@@ -57,7 +57,7 @@ def not_after(chain_pem: bytes) -> float | None:
     try:
         der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
         tag, start, _ = _tlv(der, 0)  # Certificate
-        tag, pos, end = _tlv(der, start)  # TBSCertificate
+        tag, pos, _end = _tlv(der, start)  # TBSCertificate
         if tag != _SEQUENCE:
             return None
         if der[pos] == _EXPLICIT_0:  # version

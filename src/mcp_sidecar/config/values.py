@@ -132,7 +132,7 @@ def secret_token(value: Any) -> str:
 
 def choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        if value not in options:
+        if not isinstance(value, str) or value not in options:
             raise ValueError(f"expected one of {', '.join(repr(o) for o in options)}, got {value!r}")
         return value
 

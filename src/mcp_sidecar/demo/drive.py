@@ -11,11 +11,12 @@ Rules this module keeps:
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import h11
 import trio
 
-from ..net.http import ClientExchange, request
+from ..net.http import ClientExchange, HttpResponse, request
 from ..observe.sse import SseEvent, SseParser
 
 
@@ -66,7 +67,7 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
     got = {"streamable_http": 0, "websocket": 0, "http_sse": 0}
     headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
 
-    async def post(message: dict, session: str | None = None, trace: str | None = None):
+    async def post(message: dict[str, Any], session: str | None = None, trace: str | None = None) -> HttpResponse:
         extra = [("mcp-session-id", session)] if session else []
         if trace:
             extra.append(("traceparent", f"00-{trace}-00f067aa0ba902b7-01"))
@@ -74,7 +75,7 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
             host, http_port, "/mcp", method="POST", body=json.dumps(message).encode(), headers=headers + extra
         )
 
-    init = {
+    init: dict[str, Any] = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "initialize",

@@ -56,7 +56,9 @@ class InspectorV2:
     #: The configurations ``/api/mcp/connect`` received (a real v2 would start these).
     started: list[dict[str, Any]] = field(default_factory=list)
     #: Backend sessions: where their messages go, and where the event stream reads them.
-    sessions: dict[str, tuple[trio.MemorySendChannel, trio.MemoryReceiveChannel]] = field(default_factory=dict)
+    sessions: dict[str, tuple[trio.MemorySendChannel[dict[str, Any]], trio.MemoryReceiveChannel[dict[str, Any]]]] = (
+        field(default_factory=dict)
+    )
 
     def origins(self) -> list[str]:
         """ALLOWED_ORIGINS, else v2's defaults on CLIENT_PORT."""
@@ -179,7 +181,7 @@ async def _api(http: ServerConnection, app: InspectorV2, path: str, payload: dic
         await http.respond(404, b'{"error":"not found"}')
 
 
-async def _events(http: ServerConnection, receive: trio.MemoryReceiveChannel | None) -> None:
+async def _events(http: ServerConnection, receive: trio.MemoryReceiveChannel[dict[str, Any]] | None) -> None:
     """An event stream: a first comment, then the session's messages (or silence)."""
     await http.send(
         h11.Response(status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache")])
@@ -187,7 +189,7 @@ async def _events(http: ServerConnection, receive: trio.MemoryReceiveChannel | N
     await http.send(h11.Data(data=b":\n\n"))
     async with trio.open_nursery() as nursery:
 
-        async def relay(channel: trio.MemoryReceiveChannel) -> None:
+        async def relay(channel: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
             async for message in channel:
                 await http.send(h11.Data(data=b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"))
 
@@ -208,7 +210,7 @@ async def serve_inspector_v2(
     """The page and its /api on one port."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(lambda stream: _serve_one(stream, app), listeners)
+    await trio.serve_listeners(lambda stream: _serve_one(stream, app), listeners)  # type: ignore[arg-type]  # (TCP listeners: SocketStreams)
 
 
 async def serve_sandbox(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import trio
@@ -114,7 +115,7 @@ class _Http:
     """One demo HTTP connection: the shared server connection and the
     server's own state (the legacy transport's open streams)."""
 
-    def __init__(self, stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel]) -> None:
+    def __init__(self, stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel[dict[str, Any]]]) -> None:
         self.stream = stream
         self.server = ServerConnection(stream, _LIMITS)
         self.sessions = sessions
@@ -202,7 +203,7 @@ DEMO_TOOLS = [
 SLOW_STEP_S = 0.05
 
 
-def progress_notifications(message: dict) -> list[dict]:
+def progress_notifications(message: dict[str, Any]) -> list[dict[str, Any]]:
     """The progress a tools/call of ``slow`` reports before its result."""
     params = message.get("params") or {}
     if message.get("method") != "tools/call" or params.get("name") != "slow":
@@ -219,7 +220,7 @@ def progress_notifications(message: dict) -> list[dict]:
     ]
 
 
-def mcp_answer(message: dict) -> dict | None:
+def mcp_answer(message: dict[str, Any]) -> dict[str, Any] | None:
     """The demo server's JSON-RPC answer to one message (None for notifications)."""
     if "id" not in message or "method" not in message:
         return None
@@ -355,7 +356,7 @@ async def _legacy_post(http: _Http, session: str, body: bytes) -> None:
                 await stream.send(answer)
 
 
-async def ws_handler(request) -> None:
+async def ws_handler(request: Any) -> None:  # (a trio_websocket.WebSocketRequest)
     """Accept (with subprotocol mcp when offered); answer JSON-RPC, echo the rest."""
     import trio_websocket
 
@@ -396,7 +397,7 @@ async def serve_ws(
         task_status.started(server.port)
 
 
-async def http_handler(stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel]) -> None:
+async def http_handler(stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel[dict[str, Any]]]) -> None:
     http = _Http(stream, sessions)
     try:
         async with stream:
@@ -421,7 +422,7 @@ async def serve_http(
     host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """The demo HTTP service; each server has its own legacy-transport sessions."""
-    sessions: dict[str, trio.MemorySendChannel] = {}
+    sessions: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
 
     async def handler(stream: trio.SocketStream) -> None:
         await http_handler(stream, sessions)

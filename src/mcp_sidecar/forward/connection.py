@@ -194,6 +194,7 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
     secure = rt.tls_server is not None or rt.connector.tls is not None or settings.gate.mode == "token"
     try:
         # (csock inherited its options from the listening socket: sockopts.tune_listener)
+        prelude: tuple[RawLeg, RequestGate | None, bytes] | None = None
         if secure:
             prelude = await client_prelude(conn, rt, csock)  # TLS handshake, the gate's first request
             if prelude is None:
@@ -268,15 +269,15 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
         sockopts.tune(usock, settings.tcp_keepalive_s, settings.user_timeout_s)
         # TCP_INFO is read at close and every tcp_stats_interval (and by the
         # API when asked), not at connect: two syscalls per connection saved.
-        if not secure:
+        if prelude is None:  # a clear route: plain legs, no gate
             cleg, gate, first = RawLeg(csock), None, b""
             uleg: RawLeg | None = RawLeg(usock)
         else:
             cleg, gate, first = prelude
             uleg = await upstream_leg(conn, rt, usock, address.host)
-            if uleg is None:
-                abort.append("client")
-                return
+        if uleg is None:
+            abort.append("client")
+            return
         abort = await _forward(conn, rt, cleg, uleg, gate, first)
     except OSError as exc:  # setsockopt on a socket the client already reset
         conn.end = conn.end or End.CLIENT_RESET

@@ -34,6 +34,8 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+from collections.abc import Callable
+from typing import cast
 
 import trio
 
@@ -53,8 +55,8 @@ class RawLeg:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         #: The pump's hot path: the socket's own methods.
-        self.recv_into = sock.recv_into
-        self.send = sock.send
+        self.recv_into: Callable[[memoryview], int] = sock.recv_into
+        self.send: Callable[[memoryview | bytes], int] = sock.send
         #: splice(2) may move this leg's bytes (None: they must pass through Python).
         self.splice_fd: int | None = sock.fileno()
         #: Ciphertext waits for the socket (never, on a plain leg).
@@ -135,8 +137,8 @@ class TlsLeg(RawLeg):
         self._eof = False
         #: Ciphertext the socket did not take yet.
         self._unsent = b""
-        self.recv_into = self._recv_into  # type: ignore[method-assign]
-        self.send = self._send  # type: ignore[method-assign]
+        self.recv_into = self._recv_into
+        self.send = self._send
         self.splice_fd = None
 
     # -- the pump's contract ------------------------------------------------------------------
@@ -147,7 +149,8 @@ class TlsLeg(RawLeg):
         got = 0
         while got < size and not self._eof:
             try:
-                n = self.ssl.read(size - got, view[got:])
+                # With a buffer, read() returns the count (typeshed says bytes).
+                n: int = cast(int, self.ssl.read(size - got, view[got:]))
             except ssl.SSLWantReadError:
                 n = -1
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

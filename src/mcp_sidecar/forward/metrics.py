@@ -80,7 +80,7 @@ DURATION_BUCKETS_S = (0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0
 
 # No ``*_created`` series: every counter here starts with the worker, whose
 # start time is process_start_time_seconds already.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus-client leaves it unannotated)
 
 LEGS = ("client", "upstream")
 DIRECTIONS = ("client_to_upstream", "upstream_to_client")
@@ -148,7 +148,7 @@ class Histogram:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for values, child in self.children.items():
             cumulative, total = [], 0
-            for bound, count in zip((*self.bounds, math.inf), child.counts):
+            for bound, count in zip((*self.bounds, math.inf), child.counts, strict=True):
                 total += count
                 cumulative.append((_bound(bound), total))
             family.add_metric(list(values), cumulative, child.sum)
@@ -290,7 +290,7 @@ class Metrics:
             "mcp_first_byte_seconds",
             "MCP request (HTTP transports) to the first byte of its HTTP response (headers).",
             ["route", "method"],
-            buckets=CONNECT_BUCKETS_S + (30.0, 60.0),
+            buckets=(*CONNECT_BUCKETS_S, 30.0, 60.0),
             registry=instruments,
         )
         self.ws_keepalive_rtt = Histogram(
@@ -311,7 +311,7 @@ class Metrics:
             "mcp_response_duration_seconds",
             "MCP request to its final response.",
             ["route", "method", "transport"],
-            buckets=CONNECT_BUCKETS_S + (30.0, 60.0, 300.0),
+            buckets=(*CONNECT_BUCKETS_S, 30.0, 60.0, 300.0),
             registry=instruments,
         )
         self.http_duration = Histogram(

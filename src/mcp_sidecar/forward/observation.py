@@ -235,9 +235,11 @@ class Observation:
         observer.release("client", b"")
         observer.release("upstream", b"")
         if self.http_stats is not _NO_HTTP_STATS:
-            self.http_stats["last"] = None  # type: ignore[index]
+            self.http_stats["last"] = None  # type: ignore[index]  # (a dict once HTTP: _begin_http)
         self.on_websocket = None
-        self.client_direction.observation = self.upstream_direction.observation = None  # type: ignore[assignment]
+        # A closed connection's directions point nowhere (no cycle keeps it alive); never fed again.
+        closed: Any = None
+        self.client_direction.observation = self.upstream_direction.observation = closed
 
     def facts(self, now: float) -> dict[str, Any]:
         """What /api/connections shows of the connection's observed traffic."""
@@ -432,7 +434,7 @@ class Observation:
         self.records.first_byte(now)  # MCP time to first response byte
         if ex.method == "GET" and ex.content_type == "text/event-stream":
             self._stream(True)
-            self.sse_stats["started"] = now  # type: ignore[index]
+            self.sse_stats["started"] = now  # type: ignore[index]  # (a dict once HTTP: _begin_http)
             self._long_lived()
 
     def _on_exchange_done(self, event: ExchangeDone, now: float) -> None:
@@ -446,9 +448,9 @@ class Observation:
         route.child(route.metrics.http_duration, "complete").observe((ex.ended or now) - ex.started)
         if ex.method == "DELETE" and ex.session is not None:  # streamable HTTP: the client ended its session
             route.stats.end_session(ex.session)
-        stats = self.http_stats
-        stats["exchanges"] += 1  # type: ignore[index]
-        stats["last"] = ex  # type: ignore[index]  # rendered when asked (facts)
+        stats: Any = self.http_stats  # (a dict once HTTP: _begin_http)
+        stats["exchanges"] += 1
+        stats["last"] = ex  # rendered when asked (facts)
         status = ex.status or 0
         if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
             # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.

@@ -88,7 +88,7 @@ class Proxy:
             self.routes.append(
                 RouteState(
                     config=route,
-                    listeners=[l for l in listeners if l.route is route],
+                    listeners=[item for item in listeners if item.route is route],
                     connector=Connector(
                         route.upstreams,
                         s.connect_timeout_s,
@@ -192,7 +192,7 @@ class Proxy:
 
     @property
     def listeners(self) -> list[BoundListener]:
-        return [l for rt in self.routes for l in rt.listeners]
+        return [item for rt in self.routes for item in rt.listeners]
 
     def begin_drain(self) -> None:
         """Stop accepting; open connections get ``drain_timeout`` to finish."""

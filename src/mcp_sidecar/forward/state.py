@@ -144,7 +144,7 @@ class Connection:
                 continue
             if self.tcp is _NO_TCP:
                 self.tcp = {"client": None, "upstream": None}
-            self.tcp[leg] = info  # type: ignore[index]
+            self.tcp[leg] = info  # type: ignore[index]  # (a dict from the first sample on, see above)
             if info.rtt_s > 0:
                 metrics.rtt[leg].observe(info.rtt_s)
                 if leg == "client":

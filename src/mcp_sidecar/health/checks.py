@@ -107,7 +107,7 @@ class UpstreamHealth:
         if not self.state:
             return fast if self.successes else self.interval_s
         doublings = self.successes // self.rise - 1
-        return min(self.interval_max_s, self.interval_s * 2 ** min(doublings, 20))
+        return float(min(self.interval_max_s, self.interval_s * 2 ** min(doublings, 20)))
 
     def as_json(self) -> dict[str, Any]:
         return {

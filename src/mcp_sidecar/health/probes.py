@@ -168,7 +168,7 @@ async def ws_ping(
     async with trio.open_nursery() as nursery:
         ws = await trio_websocket.wrap_client_stream(
             nursery,
-            stream,
+            stream,  # type: ignore[arg-type]  # (a SocketStream or an SSLStream over one: its stubs say so too narrowly)
             address.host,
             path,
             subprotocols=["mcp"],

@@ -179,8 +179,8 @@ class RequestGate:
             return []
         self._buffer += data
         out: list[Action] = []
-        while self._buffer and self._state is not _State.CLOSED:
-            if self._state is _State.TUNNEL:
+        while self._buffer and not self.closed:
+            if self.tunnel:  # (a step may end the gating: mypy cannot see the state change)
                 out.append(Forward(bytes(self._buffer)))
                 self._buffer.clear()
                 break
@@ -274,8 +274,8 @@ class RequestGate:
         except ValueError:
             return self._refuse(out, "400 Bad Request", "mcp-sidecar: malformed request\n", "malformed")
         verdict = self._check(target, headers)
-        result = self.admitted_by if verdict is None else verdict
-        self.counts[result] = self.counts.get(result, 0) + 1  # type: ignore[index]
+        result = verdict if verdict is not None else self.admitted_by or "cookie"
+        self.counts[result] = self.counts.get(result, 0) + 1
         if verdict == "url" and self.forwarded:
             # An earlier request's answer may still be on its way: our 303 must not overtake it.
             self._state = _State.CLOSED
@@ -343,9 +343,9 @@ class RequestGate:
                 return None
         query = target.partition(b"?")[2]
         if query:
-            for value in urllib.parse.parse_qs(query.decode("latin-1")).get(TOKEN_PARAM, ()):
+            for offered in urllib.parse.parse_qs(query.decode("latin-1")).get(TOKEN_PARAM, ()):
                 presented = True
-                if hmac.compare_digest(value.encode("latin-1"), self._token):
+                if hmac.compare_digest(offered.encode("latin-1"), self._token):
                     return "url"
         return "invalid" if presented else "missing"
 

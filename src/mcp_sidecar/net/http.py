@@ -114,7 +114,8 @@ class ServerConnection:
         try:
             while True:
                 event = conn.next_event()
-                if event is not h11.NEED_DATA:
+                if event is not h11.NEED_DATA and event is not h11.PAUSED:
+                    assert isinstance(event, h11.Event)
                     return event
                 if self._head_deadline is None:
                     deadline = trio.current_time() + self._idle_s
@@ -137,7 +138,7 @@ class ServerConnection:
                     self._head_bytes += len(data)
                     if self._head_bytes > limits.max_head_bytes + RECEIVE_BYTES:
                         raise RequestRejected(431, "request head too large")
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
         except h11.RemoteProtocolError as exc:
             raise RequestRejected(exc.error_status_hint, str(exc)) from None
 
@@ -216,9 +217,10 @@ class ClientExchange:
     async def _next(self) -> h11.Event:
         while True:
             event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
+            if event is not h11.NEED_DATA and event is not h11.PAUSED:
+                assert isinstance(event, h11.Event)
                 return event
-            self.conn.receive_data(await self.stream.receive_some(RECEIVE_BYTES))
+            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_BYTES)))
 
     async def head(self) -> h11.Response:
         while self.response is None:

@@ -68,8 +68,8 @@ def expand_listen_host(host: str, port: int) -> list[str]:
         raise BindError(f"cannot listen on {host}:{port}: cannot resolve {host!r}: {exc.strerror}") from None
     result: list[str] = []
     for family, _, _, _, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in result:
-            result.append(sockaddr[0])
+        if family in (socket.AF_INET, socket.AF_INET6) and str(sockaddr[0]) not in result:
+            result.append(str(sockaddr[0]))
     return result
 
 
@@ -84,7 +84,7 @@ def _unprivileged_port_start() -> int:
 def _explain(exc: OSError, addr: HostPort, owner: str) -> BindError:
     where = f"cannot listen on {addr} ({owner})"
     if exc.errno == errno.EADDRINUSE:
-        owners = [o for o in listeners_on_port(addr.port)]
+        owners = list(listeners_on_port(addr.port))
         if not owners:
             return BindError(f"{where}: address already in use")
         held = "; ".join(o.describe() for o in owners)
@@ -178,7 +178,7 @@ class Sockets:
 
     def close_unshared(self, other: Sockets) -> None:
         """Close the route sockets that ``other`` does not use (after a reload)."""
-        keep = {l.sock.fileno() for l in other.routes}
+        keep = {item.sock.fileno() for item in other.routes}
         for listener in self.routes:
             if listener.sock.fileno() >= 0 and listener.sock.fileno() not in keep:
                 listener.close()
@@ -207,7 +207,7 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
     """Sockets for ``config``, reusing the current ones where the address is
     unchanged -- for a port-0 address, the port the same route already has
     on that host -- and binding new addresses now (all or nothing)."""
-    unclaimed = {(l.address.host, l.address.port): l for l in current.routes}
+    unclaimed = {(item.address.host, item.address.port): item for item in current.routes}
     wanted = [
         (route, host, addr.port)
         for route in config.routes
@@ -215,12 +215,15 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
         for host in expand_listen_host(addr.host, addr.port)
     ]
     reused: dict[int, BoundListener] = {}
-    for i, (route, host, port) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
+    for i, (_, host, port) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
         if port and (host, port) in unclaimed:
             reused[i] = unclaimed.pop((host, port))
     for i, (route, host, port) in enumerate(wanted):
         if not port:
-            mine = next((l for l in unclaimed.values() if l.route.name == route.name and l.address.host == host), None)
+            mine = next(
+                (item for item in unclaimed.values() if item.route.name == route.name and item.address.host == host),
+                None,
+            )
             if mine is not None:
                 reused[i] = unclaimed.pop((mine.address.host, mine.address.port))
     fresh: list[BoundListener] = []

@@ -27,7 +27,7 @@ _TCP_LISTEN = "0A"
 
 
 def _ipv4_interface_addresses() -> list[str]:
-    result = []
+    result: list[str] = []
     try:
         names = [name for _, name in socket.if_nameindex()]
     except OSError:
@@ -43,7 +43,7 @@ def _ipv4_interface_addresses() -> list[str]:
 
 
 def _ipv6_interface_addresses() -> list[str]:
-    result = []
+    result: list[str] = []
     try:
         with open("/proc/net/if_inet6") as f:
             lines = f.read().splitlines()

@@ -11,14 +11,26 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from ..config.addresses import bracket
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..config.addresses import HostPort, bracket
 from ..config.model import RouteConfig
 from .gate import TOKEN_PARAM
-from .listeners import BoundListener
 from .netinfo import nonloopback_addresses
 
 
-def route_origins(route: RouteConfig, listeners: list[BoundListener]) -> list[str]:
+class Listening(Protocol):
+    """Where a route listens: a bound listener, or what a running proxy reports."""
+
+    @property
+    def route(self) -> RouteConfig: ...
+
+    @property
+    def address(self) -> HostPort: ...
+
+
+def route_origins(route: RouteConfig, listeners: Sequence[Listening]) -> list[str]:
     """The origins a browser would use for a route."""
     scheme = "https" if route.settings.tls.cert else "http"
     hosts: list[tuple[str, int]] = []
@@ -33,7 +45,7 @@ def route_origins(route: RouteConfig, listeners: list[BoundListener]) -> list[st
     return [f"{scheme}://{bracket(h)}:{p}" for h, p in dict.fromkeys(hosts)]
 
 
-def gate_urls(route: RouteConfig, listeners: list[BoundListener], path: str = "/") -> list[str]:
+def gate_urls(route: RouteConfig, listeners: Sequence[Listening], path: str = "/") -> list[str]:
     """The URLs that let a browser through a gated route (empty if it is not gated)."""
     token = route.settings.gate.token
     if route.settings.gate.mode != "token" or token is None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -205,7 +206,7 @@ class ConnectionObserver:
 
     # -- bytes in ------------------------------------------------------------------------------
 
-    def client(self, data: Any, now: float) -> tuple[ConnectionEvent, ...] | list[ConnectionEvent]:
+    def client(self, data: Any, now: float) -> Sequence[ConnectionEvent]:
         """The client's chunk (already forwarded as it is)."""
         mode = self.mode
         if mode is _HTTP:
@@ -218,7 +219,7 @@ class ConnectionObserver:
             return self._sniff(data, now)
         return _NO_EVENTS
 
-    def upstream(self, data: Any, now: float) -> tuple[ConnectionEvent, ...] | list[ConnectionEvent]:
+    def upstream(self, data: Any, now: float) -> Sequence[ConnectionEvent]:
         """The upstream's chunk (already forwarded as it is)."""
         mode = self.mode
         if mode is _HTTP:
@@ -236,10 +237,10 @@ class ConnectionObserver:
             return (Opaque(),)
         return _NO_EVENTS
 
-    def feed(self, side: str, data: Any, now: float) -> tuple[ConnectionEvent, ...] | list[ConnectionEvent]:
+    def feed(self, side: str, data: Any, now: float) -> Sequence[ConnectionEvent]:
         return self.client(data, now) if side == "client" else self.upstream(data, now)
 
-    def _sniff(self, data: Any, now: float) -> tuple[ConnectionEvent, ...] | list[ConnectionEvent]:
+    def _sniff(self, data: Any, now: float) -> Sequence[ConnectionEvent]:
         self._sniffed += bytes(data)
         verdict = sniff_request(self._sniffed)
         if verdict is Sniff.MAYBE:
@@ -252,7 +253,7 @@ class ConnectionObserver:
         self.http = HttpObserver(self.memory.allowance())
         return [HttpDetected(), *self.http.feed_client(buffered, now)]
 
-    def _after_upgrade(self, events: list[ConnectionEvent], now: float) -> list[ConnectionEvent]:
+    def _after_upgrade(self, events: Sequence[ConnectionEvent], now: float) -> list[ConnectionEvent]:
         """The HTTP observer handed over: WebSocket frames, or an opaque tunnel."""
         out: list[ConnectionEvent] = []
         for event in events:
@@ -398,17 +399,17 @@ class ConnectionObserver:
                 hold_from = current.start
             elif current is None and not scanner.at_boundary:
                 hold_from = scanner.frame_start  # a header still incomplete: hold its few bytes
-        out = bytearray()
+        forwarded = bytearray()
         pos = base
         for start, end in drops:
             if start >= pos:
-                out += combined[pos - base : start - base]
+                forwarded += combined[pos - base : start - base]
                 pos = end
         stop = hold_from if hold_from is not None and hold_from >= pos else base + len(combined)
-        out += combined[pos - base : stop - base]
+        forwarded += combined[pos - base : stop - base]
         held.clear()
         held += combined[stop - base :]
-        return bytes(out), events
+        return bytes(forwarded), events
 
     def release(self, side: str, data: Any) -> bytes:
         """No more rewriting: what was held for ``side``, then ``data``."""

@@ -17,7 +17,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -121,9 +121,9 @@ class Tunneled:
 
 
 #: Everything ``HttpObserver.feed_client``/``feed_upstream`` may return.
-HttpEvent = Union[
-    ExchangeDone, ResponseStarted, SseSeen, JsonRpcSeen, SessionEndpoint, Upgraded, Tunneled, BodyTooLarge
-]
+HttpEvent = (
+    ExchangeDone | ResponseStarted | SseSeen | JsonRpcSeen | SessionEndpoint | Upgraded | Tunneled | BodyTooLarge
+)
 
 
 # --- what ConnectionObserver adds (observe/connection.py) -----------------------------------
@@ -189,24 +189,24 @@ class WebSocketClosing:
 
 
 #: Everything ``ConnectionObserver`` may return.
-ConnectionEvent = Union[
-    ExchangeDone,
-    ResponseStarted,
-    SseSeen,
-    JsonRpcSeen,
-    SessionEndpoint,
-    Upgraded,
-    Tunneled,
-    BodyTooLarge,
-    HttpDetected,
-    Opaque,
-    WebSocketOpened,
-    FramesCounted,
-    NotificationSeen,
-    PingAnswered,
-    KeepaliveAnswered,
-    WebSocketClosing,
-]
+ConnectionEvent = (
+    ExchangeDone
+    | ResponseStarted
+    | SseSeen
+    | JsonRpcSeen
+    | SessionEndpoint
+    | Upgraded
+    | Tunneled
+    | BodyTooLarge
+    | HttpDetected
+    | Opaque
+    | WebSocketOpened
+    | FramesCounted
+    | NotificationSeen
+    | PingAnswered
+    | KeepaliveAnswered
+    | WebSocketClosing
+)
 
 
 @dataclass(slots=True)

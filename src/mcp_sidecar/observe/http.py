@@ -143,7 +143,8 @@ class HttpObserver:
         if self.upgraded:
             return [Tunneled("client", bytes(data))]
         self._now = now
-        self._out = out = []
+        out: list[HttpEvent] = []
+        self._out = out
         if self._client_held is not None:  # paused: the proposal's answer decides what this is
             self._client_held += data
             if len(self._client_held) > MAX_BUFFERED_BYTES:
@@ -177,7 +178,8 @@ class HttpObserver:
         if self.upgraded:
             return [Tunneled("upstream", bytes(data))]
         self._now = now
-        self._out = out = []
+        out: list[HttpEvent] = []
+        self._out = out
         self._feed_responses(data)
         self._account()
         return out
@@ -347,7 +349,8 @@ class HttpObserver:
     def _sse(self, current: Current, data: bytes) -> None:
         out = self._out
         try:
-            events = current.sse.feed(data)  # type: ignore[union-attr]
+            assert current.sse is not None
+            events = current.sse.feed(data)
         except SseError:
             current.sse = None
             return
@@ -423,7 +426,7 @@ class HttpObserver:
         self._queue.clear()
         self._last_request = self._answered = None
         # The parsers hold their callbacks, which hold this observer: cut the circle.
-        self._requests = self._responses = None  # type: ignore[assignment]
+        self._requests = self._responses = None  # type: ignore[assignment]  # (never used after close)
         self._upstream_held = bytearray()
         self._client_held = None
         self._json_bytes = 0

@@ -111,7 +111,12 @@ class RequestSide:
     def __init__(self, observer: Any) -> None:
         self.o = observer
         self.url = b""
-        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
+        self.ctype: bytes | None = None
+        self.session: str | None = None
+        self.mcp_method: str | None = None
+        self.upgrade: bytes | None = None
+        self.connection: bytes | None = None
+        self.trace: str | None = None
 
     def on_message_begin(self) -> None:
         if len(self.o._queue) >= MAX_PIPELINE:
@@ -208,7 +213,8 @@ class ResponseSide:
 
     def __init__(self, observer: Any) -> None:
         self.o = observer
-        self.ctype = self.session = None
+        self.ctype: bytes | None = None
+        self.session: bytes | None = None
 
     def on_message_begin(self) -> None:
         o = self.o
@@ -264,7 +270,8 @@ class HeadOnly:
     __slots__ = ("ctype", "session")
 
     def __init__(self) -> None:
-        self.ctype = self.session = None
+        self.ctype: bytes | None = None
+        self.session: bytes | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()

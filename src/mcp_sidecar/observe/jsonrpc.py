@@ -18,7 +18,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -68,7 +68,7 @@ class _V2Wrapper(msgspec.Struct):
 
 _ONE = msgspec.json.Decoder(Envelope)
 _V2 = msgspec.json.Decoder(_V2Wrapper)
-_MANY = msgspec.json.Decoder(Union[Envelope, list[Envelope]])
+_MANY = msgspec.json.Decoder(Envelope | list[Envelope])
 _PARAMS = msgspec.json.Decoder()
 
 

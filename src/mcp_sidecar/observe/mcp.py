@@ -72,10 +72,9 @@ def method_label(method: Any) -> str:
 def _id_key(value: Any) -> int | str | None:
     """A request id as a dict key: 1 and "1" are different requests; true,
     floats, null and objects are no ids at all (so a notification)."""
-    kind = type(value)
-    if kind is int:
-        return value
-    if kind is str:
+    if type(value) is int:  # (not bool: true is no id)
+        return int(value)
+    if isinstance(value, str):
         return "s:" + value
     return None
 

@@ -71,7 +71,8 @@ def legacy_session(target: bytes) -> str | None:
     if b"?" not in target:
         return None
     query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
-    return (query.get("sessionId") or [None])[0]
+    sessions = query.get("sessionId")
+    return sessions[0] if sessions else None
 
 
 def endpoint_session(data: str) -> str | None:

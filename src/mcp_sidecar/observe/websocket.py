@@ -148,7 +148,8 @@ class FrameScanner:
         if self._frame is not None:  # a payload arriving in pieces
             take = min(self._remaining, n - pos)
             if self._wanted:
-                self._keep += view[pos : pos + take]  # type: ignore[operator]
+                assert self._keep is not None  # (a wanted payload has its buffer)
+                self._keep += view[pos : pos + take]
             self._remaining -= take
             pos += take
             if self._remaining == 0:

@@ -59,7 +59,10 @@ def send_command(state_dir: Path, command: str, timeout_s: float = CONTROL_TIMEO
             data += chunk
     if not data:
         raise NotRunning(f"{path}: no answer")
-    return json.loads(data)
+    reply = json.loads(data)
+    if not isinstance(reply, dict):
+        raise ValueError(f"{path}: not a reply")
+    return reply
 
 
 def status_if_running(state_dir: Path, timeout_s: float = 5.0) -> dict[str, Any] | None:
@@ -82,7 +85,7 @@ def peer_allowed(sock: trio.socket.SocketType) -> bool:
 
 async def open_control_socket(path: Path) -> trio.SocketListener:
     try:
-        path.unlink()
+        os.unlink(path)  # (a stale socket from a supervisor that died: the PID lock says it is ours)
     except FileNotFoundError:
         pass
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

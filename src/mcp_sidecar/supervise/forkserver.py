@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import trio
@@ -68,7 +69,7 @@ class ForkServerGone(LocalError):
     """The fork server is not there any more (it died, or never started)."""
 
 
-def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
+def _send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
     data = json.dumps(message).encode()
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     sock.sendmsg([data], ancillary)
@@ -115,7 +116,7 @@ def _serve(sock: socket.socket) -> None:
                 listening = False
                 poller.unregister(sock)
                 continue
-            pid = _fork_worker(sock, (wake_r, wake_w), dict(zip(request["fds"], fds)))
+            pid = _fork_worker(sock, (wake_r, wake_w), dict(zip(request["fds"], fds, strict=True)))
             for fd_ in fds:
                 os.close(fd_)
             if pid is None:
@@ -310,6 +311,7 @@ class ForkServer:
                 raise ForkServerGone("the fork server is not running") from None
             if isinstance(message, str):
                 raise ForkServerGone(message)
+            assert isinstance(message, ForkedWorker)
             return message
 
     def close(self) -> None:

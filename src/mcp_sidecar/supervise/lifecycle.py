@@ -73,7 +73,8 @@ class WorkerLifecycle:
     def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[tuple[ListenerPlan, ...], int | None]:
         index = {route.name: i for i, route in enumerate(config.routes)}
         plan = tuple(
-            ListenerPlan(index[l.route.name], l.sock.fileno(), l.address.host, l.address.port) for l in sockets.routes
+            ListenerPlan(index[item.route.name], item.sock.fileno(), item.address.host, item.address.port)
+            for item in sockets.routes
         )
         return plan, sockets.admin.fileno() if sockets.admin is not None else None
 
@@ -194,7 +195,8 @@ class WorkerLifecycle:
             self.config.supervisor.restart_backoff_max_s,
         )
         self.next_spawn_at = trio.current_time() + delay
-        detail = f"signal {-worker.returncode}" if (worker.returncode or 0) < 0 else f"exit {worker.returncode}"
+        code = worker.returncode or 0
+        detail = f"signal {-code}" if code < 0 else f"exit {code}"
         self.ledger.worker_failed(cause, worker.pid, role, detail, self.consecutive_failures, delay)
         level = (
             logging.ERROR if self.consecutive_failures >= self.config.supervisor.alert_threshold else logging.WARNING

@@ -26,7 +26,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ..admin.status import RouteStatus
 from ..config.model import ProxyConfig
@@ -148,6 +148,6 @@ class Heartbeat:
 
 
 #: What the supervisor sends.
-ToWorker = Union[Configure, Activate, Drain, StopNow, Facts]
+ToWorker = Configure | Activate | Drain | StopNow | Facts
 #: What a worker sends.
-ToSupervisor = Union[Loaded, Serving, Heartbeat]
+ToSupervisor = Loaded | Serving | Heartbeat

@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 import trio
 
@@ -133,7 +134,7 @@ class _Facts:
     def __init__(self) -> None:
         self.latest: SupervisionFacts | None = None
 
-    def __call__(self) -> dict | None:
+    def __call__(self) -> dict[str, Any] | None:
         return self.latest.as_json() if self.latest is not None else None
 
 
