@@ -99,9 +99,11 @@ async def test_half_sent_json_bodies_are_bounded_and_released(nursery, proxy_pro
         )
         assert held["mcp_sidecar_observer_memory_bytes"] <= BUDGET
         assert exhausted >= clients - BUDGET // BODY - 1
-        # Beyond the inspection budget: interpreter noise, and at most one unsent
-        # chunk per blocked direction (the forwarding bound, buffer_size 256 KiB).
-        assert during - baseline < BUDGET + 32 * 2**20 + clients * 256 * 1024, (baseline, during)
+        # Beyond the inspection budget: at most one unsent chunk per blocked
+        # direction (the forwarding bound, buffer_size 256 KiB) and 4 MiB of
+        # interpreter margin (it was 32). Measured: 22-23 MiB in all for 100
+        # clients against this 45 MiB bound.
+        assert during - baseline < BUDGET + 4 * 2**20 + clients * 256 * 1024, (baseline, during)
 
         for s in socks:
             s.close()

@@ -60,9 +60,12 @@ async def test_slow_readers_hold_at_most_a_chunk_each(nursery, proxy_process, tm
             for _ in range(readers):
                 n.start_soon(slow_reader)
         growth = peak - baseline
-        print(f"{readers} slow readers of {DOWNLOAD >> 20} MiB: proxy RSS grew by {growth >> 20} MiB at most")
-        # One unsent chunk (buffer_size, 256 KiB) per blocked direction, plus interpreter noise.
-        assert growth < readers * 256 * 1024 + 24 * 2**20
+        print(f"{readers} slow readers of {DOWNLOAD >> 20} MiB: proxy RSS grew by {growth >> 10} KiB at most")
+        # The design bound: one unsent chunk (buffer_size, 256 KiB) per blocked
+        # direction. Measured 4-5 MiB in all for 30 readers (under the bound:
+        # the kernel holds most of the backlog); 2 MiB margin for the
+        # interpreter's own growth (tasks, streams), where 24 MiB used to be allowed.
+        assert growth < readers * 256 * 1024 + 2 * 2**20
 
 
 async def test_slow_writers_do_not_hold_up_a_fast_connection(nursery, proxy_process, tmp_path) -> None:

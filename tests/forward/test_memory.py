@@ -10,9 +10,12 @@ import trio
 CHUNK = 1024 * 1024
 #: The client stops trying after this much: far more than any kernel buffers.
 PUSH_LIMIT = 256 * 1024 * 1024
-#: What the proxy may grow by while the upstream does not read (buffer
-#: bound 256 KiB per direction, plus interpreter noise).
-RSS_GROWTH_LIMIT = 16 * 1024 * 1024
+#: What the proxy may grow by while the upstream does not read. Measured:
+#: 32-204 KiB (the kernel holds the backlog, the proxy one read buffer). The
+#: limit is the worst case the design allows, one 256 KiB buffer per
+#: direction (512 KiB), plus the largest growth measured and ~300 KiB of
+#: margin for allocator noise: 1 MiB, where 16 MiB used to pass anything.
+RSS_GROWTH_LIMIT = 1024 * 1024
 
 
 def rss_bytes(pid: int) -> int:

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage
 
+from mcp_sidecar.observe.websocket import FrameScanner
+
 from ..conftest import connect, route_doc, start_proxy, start_scripted_upstream, tls_connect, wait_until
 
 
@@ -237,3 +239,54 @@ async def test_the_keepalive_runs_on_tls_and_gated_routes_too(nursery, tls_files
         server.answer_pings = False  # now a zombie upstream: found through TLS and the gate as well
         await client.closed.wait()
         await wait_until(lambda: proxy.route().ended.get("ws_timeout") == 1)
+
+
+# --- the keepalive's timing, in virtual time (trio's MockClock) ---------------------------
+
+
+class _Leg:
+    """A leg that takes every frame and remembers when."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, bytes]] = []
+
+    def try_write_whole(self, frame: bytes) -> bool:
+        self.frames.append((trio.current_time(), frame))
+        return True
+
+
+async def test_pings_go_every_interval_and_a_silent_side_is_a_zombie_after_the_timeout(autojump_clock) -> None:
+    from types import SimpleNamespace
+
+    from wsproto.connection import Connection as WsConnection
+    from wsproto.events import Pong
+
+    from mcp_sidecar.forward.connection import _ws_keepalive
+    from mcp_sidecar.forward.pump import Flow
+    from mcp_sidecar.observe.connection import ConnectionObserver
+
+    observer = ConnectionObserver("http", keepalive=True)
+    observer.client(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 0.0)
+    observer.upstream(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 0.0)
+    conn = SimpleNamespace(
+        observation=SimpleNamespace(observer=observer), u2c=Flow(), c2u=Flow(), end=None, route="r", id=1
+    )
+    settings = SimpleNamespace(ws_ping_interval_s=15.0, ws_ping_timeout_s=10.0)
+    rt = SimpleNamespace(config=SimpleNamespace(settings=settings))
+    client, upstream = _Leg(), _Leg()
+    t0 = trio.current_time()
+    client_ws = WsConnection(ConnectionType.CLIENT)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_ws_keepalive, conn, rt, client, upstream, scope)
+            for round_ in range(3):  # the client answers each ping; the upstream never does
+                while len(client.frames) <= round_:
+                    await trio.sleep(0.5)
+                sent_at, frame = client.frames[round_]
+                assert sent_at - t0 == 15.0 * (round_ + 1)  # one every interval, exactly
+                payload = FrameScanner().feed(frame)[0].payload
+                out, _events = observer.rewrite("client", client_ws.send(Pong(payload=payload)), trio.current_time())
+                assert out == b""  # (our own pong: never forwarded)
+    # The upstream's one ping (at 15 s) was never answered: more than 10 s later (checked at 30 s), a zombie.
+    assert [t - t0 for t, _ in upstream.frames] == [15.0]
+    assert conn.end == "ws_timeout" and trio.current_time() - t0 == 30.0
