@@ -4,6 +4,7 @@ and from folders below it, and no module import makes a cycle (docs/design.md)."
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from .conftest import ROOT
@@ -86,3 +87,39 @@ def test_no_import_cycle_and_no_type_checking_imports() -> None:
             visit(module, [module])
     assert not cycles, cycles
     assert not [p for p in SRC.rglob("*.py") if "TYPE_CHECKING" in p.read_text()]
+
+
+#: No module longer than this: a file a reader can hold in mind.
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, long
+
+
+def _design_map() -> dict[str, set[str]]:
+    """docs/design.md's layout block: folder ('' for the top) -> the modules it names."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named: dict[str, set[str]] = {}
+    folder = ""
+    for line in block.splitlines():
+        if re.match(r"^\w+/\s", line + " "):
+            folder = line.split("/", 1)[0]
+        named.setdefault(folder, set()).update(re.findall(r"(?:^|\s)(\w+\.py)\b", line))
+    return named
+
+
+def test_the_design_map_names_every_module_in_its_folder() -> None:
+    named = _design_map()
+    actual: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        if path.name != "__init__.py":
+            folder = "" if path.parent == SRC else path.parent.name
+            actual.setdefault(folder, set()).add(path.name)
+    assert named == actual

@@ -369,10 +369,11 @@ def test_in_production_an_observer_bug_fails_open_counted_and_logged_once(monkey
     import io
 
     from mcp_sidecar import logs
+    from mcp_sidecar.forward import failopen
     from mcp_sidecar.forward import observation as observation_module
 
     monkeypatch.setattr(observation_module, "STRICT", False)
-    monkeypatch.setattr(observation_module, "_BUGS_LOGGED", set())
+    monkeypatch.setattr(failopen, "_BUGS_LOGGED", set())
     stream = io.StringIO()
     logs.configure("json", "info", stream=stream)
     try:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage
 
+from mcp_sidecar.forward.failopen import peer_fault
 from mcp_sidecar.observe.websocket import FrameScanner
 
 from ..conftest import connect, route_doc, start_proxy, start_scripted_upstream, tls_connect, wait_until
@@ -171,7 +172,8 @@ async def test_keepalive_stops_when_observation_gives_up(nursery) -> None:
                 and client.pings >= 1
             )
         )
-        observation._fail(RuntimeError("test: the observer gave up"))  # ... when observation stops
+        # ... when observation stops
+        peer_fault(observation.observer, observation.route, observation.conn_id, RuntimeError("test: gave up"))
         pings = (client.pings, server.pings)
         await trio.sleep(0.5)  # over three timeouts: nothing may happen in this time
         assert (client.pings, server.pings) == pings

@@ -22,18 +22,9 @@ Rules this module keeps:
   every ``ITEMS_PER_CHECKPOINT`` connections, one heavy read at a time;
   ``/metrics`` reads counters the hot path keeps (no per-connection walk but
   the bytes of open connections).  Probes never wait for a heavy read.
-* Every request must name this endpoint in its ``Host``: an IP literal,
-  ``localhost``, or a name in ``[admin] hosts`` -- a page whose name was
-  re-pointed at 127.0.0.1 (DNS rebinding) names its own host and is
-  refused (``421``), so it cannot read the API.
-* Requests that change state, and the tap (it shows message contents), need
-  ``Authorization: Bearer <admin token>`` (configured, or generated at start
-  and kept for proxyctl in the state directory), and are refused when a
-  browser says they come from another origin (``Origin`` not this endpoint,
-  ``Sec-Fetch-Site`` other than ``same-origin``/``none``): a cross-site
-  ``POST`` cannot drain the worker.  ``[admin] open_on_loopback = true``
-  waives the token (not the origin check) while the endpoint is on
-  loopback.
+* Every request passes ``access.AdminAccess``: its ``Host`` names this
+  endpoint (else 421: DNS rebinding); requests that change state and the
+  tap need the admin token and must not come from another origin.
 * The tap is zero cost while nobody taps; each tap client has a bounded
   queue (messages it cannot take are dropped and counted, and the stream
   says so); at most ``tap.MAX_SUBSCRIBERS`` at a time.
@@ -42,8 +33,6 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -69,6 +58,7 @@ from ..net.http import RequestLimits, RequestRejected, ServerConnection
 from ..observe.mcp import SPEC_METHODS
 from ..observe.tap import TapFilter
 from ..redact import redact_target
+from .access import AdminAccess, Refusal
 from .collector import RuntimeCollector
 from .dashboard import ASSETS, CSP
 from .history import History, Sampler
@@ -149,11 +139,8 @@ class AdminServer:
         self.proxy = proxy
         self.sock = sock
         self.config = config
-        host = sock.getsockname()[0]
-        self.loopback_only = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-        #: Names a request's Host may carry besides IP literals.
-        self.host_names = frozenset({"localhost", *config.hosts})
         self.address = sock.getsockname()[:2]
+        self.access = AdminAccess(config, self.address[0], self.address[1])
         #: Open connections, oldest first.
         self._slots: dict[int, _Slot] = {}
         #: Connections closed to make room for newer ones.
@@ -287,9 +274,10 @@ class AdminServer:
         path, _, query = target.partition("?")
         method = request.method.decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-        misdirected = self._check_host(headers.get("host"))
+        misdirected = self.access.misdirected(headers.get("host"))
         if misdirected is not None:
-            return misdirected
+            log(logger, logging.WARNING, "admin.host_refused", host=headers["host"][:100])
+            return self._refuse(misdirected)
         endpoint, parameter = route(path, set(ASSETS))
         if endpoint is None:
             return _json(404, {"error": "not found", "endpoints": index()})
@@ -297,9 +285,9 @@ class AdminServer:
         if method not in allowed.split(", "):
             return _json(405, {"error": f"method {method} not allowed"}, [("allow", allowed)])
         if endpoint.guarded:
-            refusal = self._check_origin(headers) or self._authorize(headers.get("authorization"))
+            refusal = self.access.cross_origin(headers) or self.access.unauthorized(headers.get("authorization"))
             if refusal is not None:
-                return refusal
+                return self._refuse(refusal)
         reply: Any = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter))
         if not isinstance(reply, (_Reply, TapStream)):  # a heavy read: one at a time, yielding as it goes
             async with self._heavy:
@@ -307,71 +295,8 @@ class AdminServer:
         assert isinstance(reply, (_Reply, TapStream))
         return reply
 
-    def _check_host(self, host: str | None) -> _Reply | None:
-        """A ``Host`` naming something else than this endpoint: 421."""
-        if host is None:
-            return None  # HTTP/1.0: no browser sends a request without one
-        name = host.strip().lower()
-        if name.startswith("["):
-            name = name[1 : name.find("]")] if "]" in name else name
-        elif name.count(":") == 1:
-            name = name.rsplit(":", 1)[0]
-        name = name.rstrip(".")
-        try:
-            ipaddress.ip_address(name.split("%", 1)[0])
-            return None
-        except ValueError:
-            pass
-        if name in self.host_names:
-            return None
-        log(logger, logging.WARNING, "admin.host_refused", host=host[:100])
-        return _json(
-            421,
-            {
-                "error": "this admin endpoint answers requests for its IP addresses, localhost and the "
-                "names in [admin] hosts only (a page on another name, DNS rebinding, gets nothing)"
-            },
-        )
-
-    def _check_origin(self, headers: dict[str, str]) -> _Reply | None:
-        """A browser's request from another origin: 403 (no CSRF)."""
-        fetch_site = headers.get("sec-fetch-site", "").strip().lower()
-        if fetch_site in ("cross-site", "same-site"):
-            return _json(403, {"error": f"a {fetch_site} request may not change state or read the tap"})
-        origin = headers.get("origin")
-        if origin is None:
-            return None
-        parsed = urllib.parse.urlsplit(origin.strip())
-        try:
-            port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        except ValueError:
-            port = None
-        if (
-            parsed.scheme in ("http", "https")
-            and parsed.hostname is not None
-            and self._check_host(parsed.hostname) is None
-            and port == self.address[1]
-        ):
-            return None
-        return _json(403, {"error": "a request from another origin may not change state or read the tap"})
-
-    def _authorize(self, authorization: str | None) -> _Reply | None:
-        token = self.config.token
-        if self.config.open_on_loopback and self.loopback_only:
-            return None
-        if token is None:
-            return _json(
-                403,
-                {
-                    "error": "state-changing requests and the tap need admin.token (or "
-                    "MCP_SIDECAR_ADMIN_TOKEN; proxyctl run generates one), or "
-                    "[admin] open_on_loopback = true on loopback"
-                },
-            )
-        scheme, _, offered = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode()):
-            return None
-        return _json(401, {"error": "a valid bearer token is required"}, [("www-authenticate", "Bearer")])
+    def _refuse(self, refusal: Refusal) -> _Reply:
+        return _json(refusal.status, {"error": refusal.error}, list(refusal.headers))
 
     # --- the handlers (routes.ENDPOINTS names them) ------------------------------------------
 

@@ -30,16 +30,13 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping
 from time import perf_counter
-from types import MappingProxyType
 from typing import Any
 
 import trio
 
-from ..logs import log
 from ..observe.budget import InspectionMemoryExhausted
 from ..observe.connection import PEER_FAULTS, ConnectionObserver, Mode
 from ..observe.events import (
@@ -63,24 +60,17 @@ from ..observe.events import (
 from ..observe.mcp import method_label
 from ..observe.quality import Quality
 from ..redact import redact_text
+from .failopen import bug, out_of_memory, peer_fault, shed
 from .mcprecords import McpRecords
 from .routeobservation import RouteObservation
+from .trafficfacts import TrafficFacts
 
 __all__ = ["STRICT", "Mode", "Observation", "ObservedDirection", "RouteObservation"]
-
-logger = logging.getLogger(__name__)
 
 #: Set in the test suite's environment (MCP_SIDECAR_STRICT=1): observer bugs
 #: surface as failures instead of being counted.
 STRICT = os.environ.get("MCP_SIDECAR_STRICT") == "1"
-#: Bug kinds already logged with a traceback (once each per process).
-_BUGS_LOGGED: set[str] = set()
 
-#: Shared read-only placeholders until a connection needs its own (see Observation).
-_NO_HTTP_STATS: Mapping[str, Any] = MappingProxyType({"exchanges": 0, "last": None})
-_NO_SSE_STATS: Mapping[str, Any] = MappingProxyType(
-    {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None, "last_at": None}
-)
 
 #: Modes tested by identity on the hot path.
 _HTTP, _WEBSOCKET, _SNIFF = Mode.HTTP, Mode.WEBSOCKET, Mode.SNIFF
@@ -111,9 +101,8 @@ class Observation:
     events mean for this connection (its records for /api/connections, its
     quality, its MCP sessions); the pump's callbacks.
 
-    Slotted, and what only HTTP traffic needs is created when the connection
-    turns out to carry it: until then those attributes are shared read-only
-    placeholders (a write to one is a bug and raises).  An idle connection
+    Slotted, and what only HTTP traffic needs (``traffic``, trafficfacts.py)
+    is created when the connection turns out to carry it: an idle connection
     holds only what it must.
     """
 
@@ -126,14 +115,13 @@ class Observation:
         "clock",
         "close_frame",
         "conn_id",
-        "http_stats",
         "observer",
         "on_websocket",
         "protocol",
         "quality",
         "records",
         "route",
-        "sse_stats",
+        "traffic",
         "upstream_direction",
     )
 
@@ -169,15 +157,14 @@ class Observation:
         #: are counted then, not for each short HTTP request (state.py).
         self._long = False
         #: Facts for /api/connections.
-        self.http_stats: Mapping[str, Any] = _NO_HTTP_STATS
-        self.sse_stats: Mapping[str, Any] = _NO_SSE_STATS
+        self.traffic: TrafficFacts | None = None  # (once HTTP: _begin_http)
         self.close_frame: dict[str, Any] | None = None
         #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
         self._open_stream = False
         self.client_direction = ObservedDirection(self, "client")
         self.upstream_direction = ObservedDirection(self, "upstream")
         if self.observer.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
-            self._shed()
+            shed(self.observer, self.route, self.conn_id)
         elif self.observer.mode is Mode.HTTP:
             self._begin_http()
 
@@ -193,8 +180,7 @@ class Observation:
     def _begin_http(self) -> None:
         """The connection carries HTTP: its records."""
         self.protocol = "http"
-        self.http_stats = {"exchanges": 0, "last": None}
-        self.sse_stats = {"events": 0, "keepalives": 0, "max_gap_s": 0.0, "started": None, "last_at": None}
+        self.traffic = TrafficFacts()
 
     @property
     def mcp(self) -> bool:
@@ -224,7 +210,7 @@ class Observation:
         except Exception as exc:
             if STRICT:
                 raise
-            self._bug(exc)
+            bug(self.observer, self.route, self.conn_id, exc)
         self.records.close()
         if (
             observer.http is not None and observer.http.stream_session is not None
@@ -234,8 +220,8 @@ class Observation:
         observer.stop(Mode.CLOSED)
         observer.release("client", b"")
         observer.release("upstream", b"")
-        if self.http_stats is not _NO_HTTP_STATS:
-            self.http_stats["last"] = None  # type: ignore[index]  # (a dict once HTTP: _begin_http)
+        if self.traffic is not None:
+            self.traffic.forget()
         self.on_websocket = None
         # A closed connection's directions point nowhere (no cycle keeps it alive); never fed again.
         closed: Any = None
@@ -245,34 +231,8 @@ class Observation:
         """What /api/connections shows of the connection's observed traffic."""
         observer = self.observer
         facts: dict[str, Any] = {"mode": observer.mode, "mcp": self.mcp, "mcp_messages": dict(self.mcp_messages)}
-        if self.http_stats["exchanges"] or observer.mode is Mode.HTTP:
-            last = self.http_stats["last"]
-            facts["http"] = {
-                "exchanges": self.http_stats["exchanges"],
-                "last": None
-                if last is None
-                else {
-                    "method": last.method,
-                    "path": last.path,
-                    "status": last.status,
-                    "first_byte_ms": None
-                    if last.headers_at is None
-                    else round((last.headers_at - last.started) * 1000, 3),
-                    "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
-                    "request_bytes": last.request_bytes,
-                    "response_bytes": last.response_bytes,
-                    "content_type": last.content_type,
-                },
-            }
-        sse = self.sse_stats
-        if sse["events"] or sse["keepalives"]:
-            facts["sse"] = {
-                "events": sse["events"],
-                "keepalives": sse["keepalives"],
-                "max_gap_s": round(sse["max_gap_s"], 3),
-                "since_last_s": None if sse["last_at"] is None else round(now - sse["last_at"], 3),
-                "stream_s": None if sse["started"] is None else round(now - sse["started"], 3),
-            }
+        if self.traffic is not None:
+            facts.update(self.traffic.render(now, observer.mode is Mode.HTTP))
         if observer.ws is not None:
             facts["websocket"] = {
                 "close": self.close_frame,
@@ -304,15 +264,15 @@ class Observation:
             if events:
                 self._apply(events, now)
         except InspectionMemoryExhausted:
-            self._out_of_memory()
+            out_of_memory(self.observer, self.route, self.conn_id)
             return self._release(side, data, result)
         except PEER_FAULTS as exc:
-            self._fail(exc)
+            peer_fault(self.observer, self.route, self.conn_id, exc)
             return self._release(side, data, result)
         except Exception as exc:  # a bug of ours, not the peer's
             if STRICT:
                 raise
-            self._bug(exc)
+            bug(self.observer, self.route, self.conn_id, exc)
             return self._release(side, data, result)
         if not observer.observing:
             # Decided opaque (or the upstream spoke first): no more chunks, so
@@ -322,7 +282,7 @@ class Observation:
         route = self.route
         route.observe_s += ended - started
         if not route.budget.spend(ended - started, ended) and result is True and not observer.rewriting:
-            self._shed()
+            shed(self.observer, self.route, self.conn_id)
             return False
         return result
 
@@ -344,78 +304,6 @@ class Observation:
             if hook is not None:
                 hook(self.conn_id)
 
-    def _shed(self) -> None:
-        """Over the CPU budget: this connection is forwarded opaque from now on."""
-        protocol = self.observer.mode
-        self.observer.stop(Mode.SHED)
-        self.route.shed += 1
-        self.route.budget.shed += 1
-        log(
-            logger,
-            logging.INFO,
-            "observer.shed",
-            route=self.route.route,
-            conn=self.conn_id,
-            protocol=protocol,
-            budget=self.route.budget.share,
-        )
-
-    def _out_of_memory(self) -> None:
-        """The worker's inspection buffers are full: stop observing this
-        connection (a local limit, counted apart from peer faults)."""
-        protocol = self.observer.mode
-        self.observer.stop(Mode.FAILED)
-        self.route.memory_exhausted += 1
-        log(
-            logger,
-            logging.INFO,
-            "observer.memory_exhausted",
-            route=self.route.route,
-            conn=self.conn_id,
-            protocol=protocol,
-            limit_bytes=self.route.memory.limit,
-        )
-
-    def _bug(self, exc: Exception) -> None:
-        """A defect in the observation code met this connection: fail open
-        (the bytes keep flowing), count it apart from peer garbage, and log
-        the first of each kind with its traceback."""
-        protocol = self.observer.mode
-        self.route.bugs += 1
-        kind = type(exc).__name__
-        if kind not in _BUGS_LOGGED:
-            _BUGS_LOGGED.add(kind)
-            logger.error(
-                "observer.bug",
-                exc_info=exc,
-                extra={
-                    "sidecar_fields": {
-                        "route": self.route.route,
-                        "conn": self.conn_id,
-                        "protocol": protocol,
-                        "error": kind,
-                    }
-                },
-            )
-        try:
-            self.observer.stop(Mode.FAILED)
-        except Exception:
-            self.observer.mode = Mode.FAILED
-
-    def _fail(self, exc: BaseException) -> None:
-        protocol = self.observer.mode
-        self.observer.stop(Mode.FAILED)
-        self.route.child(self.route.metrics.observer_errors, protocol).inc()
-        log(
-            logger,
-            logging.INFO,
-            "observer.gave_up",
-            route=self.route.route,
-            conn=self.conn_id,
-            protocol=protocol,
-            error=str(exc)[:200],
-        )
-
     # -- the proxy's own keepalive (connection.py sends, the observer builds and matches) ------
 
     def keepalive_frame(self, side: str, now: float) -> bytes | None:
@@ -434,7 +322,8 @@ class Observation:
         self.records.first_byte(now)  # MCP time to first response byte
         if ex.method == "GET" and ex.content_type == "text/event-stream":
             self._stream(True)
-            self.sse_stats["started"] = now  # type: ignore[index]  # (a dict once HTTP: _begin_http)
+            traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
+            traffic.sse_started = now
             self._long_lived()
 
     def _on_exchange_done(self, event: ExchangeDone, now: float) -> None:
@@ -448,9 +337,8 @@ class Observation:
         route.child(route.metrics.http_duration, "complete").observe((ex.ended or now) - ex.started)
         if ex.method == "DELETE" and ex.session is not None:  # streamable HTTP: the client ended its session
             route.stats.end_session(ex.session)
-        stats: Any = self.http_stats  # (a dict once HTTP: _begin_http)
-        stats["exchanges"] += 1
-        stats["last"] = ex  # rendered when asked (facts)
+        traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
+        traffic.exchange_done(ex)  # rendered when asked (facts)
         status = ex.status or 0
         if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
             # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
@@ -479,15 +367,10 @@ class Observation:
         self.quality.outcome(status < 500)
 
     def _on_sse(self, event: SseSeen, now: float) -> None:
-        stats: Any = self.sse_stats
-        if event.keepalive:
-            stats["keepalives"] += 1
-        else:
+        traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
+        traffic.event(event.at, event.keepalive)
+        if not event.keepalive:
             self.route.child(self.route.metrics.sse_events).inc()
-            stats["events"] += 1
-        if stats["last_at"] is not None:
-            stats["max_gap_s"] = max(stats["max_gap_s"], event.at - stats["last_at"])
-        stats["last_at"] = event.at
         self.protocol = "sse"
 
     def _on_jsonrpc(self, event: JsonRpcSeen, now: float) -> None:

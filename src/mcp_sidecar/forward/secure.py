@@ -1,4 +1,4 @@
-"""Connections with TLS on a leg or the access gate: before and during forwarding.
+"""Connections with TLS on a leg or the access gate: what happens before they join the one pipeline.
 
 Rules this module keeps:
 

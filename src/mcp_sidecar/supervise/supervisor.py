@@ -47,20 +47,19 @@ from ..config.addresses import format_sockaddr
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
-from ..errors import SidecarError
 from ..logs import log
-from ..net.listeners import Sockets, adopt_activated, bind_everything, rebind
-from ..net.origins import gate_urls
+from ..net.listeners import Sockets, adopt_activated, bind_everything
 from . import sdnotify
 from .alerts import Alerter, AlertState
 from .control import open_control_socket, serve_control
 from .forkserver import ForkServer
-from .ledger import STATE_RETRY_INTERVAL_S, Ledger, RestartCause, describe_os_error
-from .lifecycle import STARTUP_TIMEOUT_S, WorkerLifecycle
+from .ledger import STATE_RETRY_INTERVAL_S, Ledger, describe_os_error
+from .lifecycle import STARTUP_TIMEOUT_S
 from .messages import (
     Drain,
     StopNow,
 )
+from .operations import SupervisorOperations
 from .statedir import CONTROL_SOCKET, Counters, PidLock
 from .workers import KillReason, Role, Stopping, Worker
 
@@ -70,7 +69,7 @@ logger = logging.getLogger(__name__)
 DRAIN_GRACE_S = 5.0
 
 
-class Supervisor(WorkerLifecycle):
+class Supervisor(SupervisorOperations):
     """The process that holds the sockets and keeps a worker serving.
 
     Owns the listening sockets (and the admin socket), the workers' process
@@ -344,81 +343,6 @@ class Supervisor(WorkerLifecycle):
             ):
                 sdnotify.notify("WATCHDOG=1")
 
-    # --- operations -----------------------------------------------------------------------
-
-    async def restart(self, hard: bool = False) -> dict[str, Any]:
-        """Graceful: a new worker takes over, the old one drains.  Hard: kill now."""
-        async with self._lock:
-            if self.stopping:
-                return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
-            old = self.active
-            if old is None:
-                return {"ok": False, "error": "no active worker"}
-            if hard:
-                old.kill(KillReason.RESTART)
-                return {"ok": True, "restart": "hard", "old_pid": old.pid}
-            assert self.sockets is not None
-            new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
-            if new is None:
-                try:
-                    new = await self._spawn(self.config, self.sockets)
-                except Stopping:
-                    return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
-            if not await self._activate(new):
-                return {"ok": False, "error": "the new worker did not start"}
-            old.role = Role.DRAINING
-            await self._send(old, Drain(handover=True))
-            self._count_restart(RestartCause.RESTART)
-            assert self.ledger is not None
-            self.ledger.record("worker_restart", old_pid=old.pid, new_pid=new.pid)
-        self._wake()
-        return {"ok": True, "restart": "graceful", "old_pid": old.pid, "new_pid": new.pid}
-
-    async def reload(self) -> dict[str, Any]:
-        """Re-read the config; apply it through a graceful restart, or change nothing."""
-        async with self._lock:
-            if self.stopping:
-                return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
-            current = self.sockets
-            assert current is not None
-            sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-            try:
-                try:
-                    new_config = self.reload_config()
-                    new_sockets = rebind(current, new_config)
-                except SidecarError as exc:
-                    log(logger, logging.ERROR, "reload.rejected", error=str(exc))
-                    return {"ok": False, "error": str(exc)}
-                try:
-                    new = await self._spawn(new_config, new_sockets)
-                except Stopping:
-                    new_sockets.close_unshared(current)
-                    return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
-                if not await self._activate(new):
-                    new_sockets.close_unshared(current)
-                    return {"ok": False, "error": "the new worker did not start; the old one keeps serving"}
-                for worker in self._alive():
-                    if worker is new:
-                        continue
-                    if worker.role is Role.ACTIVE:
-                        worker.role = Role.DRAINING
-                        await self._send(worker, Drain(handover=True))
-                    elif worker.role in (Role.STANDBY, Role.STARTING):
-                        await self._retire(worker, KillReason.RELOAD)
-                self.sockets, self.config = new_sockets, new_config
-                current.close_unshared(new_sockets)
-                self._count_restart(RestartCause.RELOAD)
-                assert self.ledger is not None
-                self.ledger.record("reload", routes=[r.name for r in new_config.routes])
-                for warning in exposure_warnings(new_config):
-                    log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
-                for warning in certificate_warnings(new_config):
-                    log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
-                return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
-            finally:
-                sdnotify.notify("READY=1", "STATUS=serving")
-                self._wake()
-
     def status(self) -> dict[str, Any]:
         """What ``proxyctl status`` shows: the supervisor, its workers, each
         route as the serving and draining workers report it, the ledger."""
@@ -475,47 +399,6 @@ class Supervisor(WorkerLifecycle):
             "config_source": self.config.source,
             "routes": routes,
         }
-
-    def _gate_urls(self, name: Any) -> dict[str, Any]:
-        """A gated route's URLs, token included: for the operator who asks
-        over the control socket (its peer's uid is checked), never logged."""
-        assert self.sockets is not None
-        route = next((r for r in self.config.routes if r.name == name), None)
-        if route is None:
-            return {
-                "ok": False,
-                "error": f"no route {name!r} (routes: {', '.join(r.name for r in self.config.routes)})",
-            }
-        urls = gate_urls(route, self.sockets.routes)
-        if not urls:
-            return {"ok": False, "error": f"route {name} is not gated (no token to put in a URL)"}
-        return {"ok": True, "route": route.name, "urls": urls}
-
-    # --- control socket -------------------------------------------------------------------
-
-    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
-        command = request.get("command")
-        if command == "status":
-            return self.status()
-        if self.stopping and command == "stop":
-            return {"ok": True, "stopping": True, "already": True, "drain_timeout_s": self.config.drain_timeout_s}
-        if self.stopping and command in ("restart", "reload"):
-            return {
-                "ok": False,
-                "stopping": True,
-                "error": f"stopping: the workers are draining (up to {self.config.drain_timeout_s:g} s); "
-                f"{command} is not possible now",
-            }
-        if command == "restart":
-            return await self.restart(hard=bool(request.get("hard")))
-        if command == "reload":
-            return await self.reload()
-        if command == "url":
-            return self._gate_urls(request.get("route"))
-        if command == "stop":
-            self.request_stop()
-            return {"ok": True, "stopping": True, "drain_timeout_s": self.config.drain_timeout_s}
-        return {"ok": False, "error": f"unknown command {command!r}"}
 
 
 def _admin_address(sockets: Sockets | None) -> str | None:

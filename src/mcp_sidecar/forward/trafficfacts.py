@@ -1,0 +1,78 @@
+"""What a connection's observed HTTP traffic has shown so far, as
+``/api/connections`` shows it: its exchanges, the last one, its event stream.
+
+Rules this module keeps:
+
+* One record per connection that carries HTTP, created when it turns out to
+  (an idle or opaque connection holds none: ``Observation.traffic`` is None).
+* Written per exchange and per event on the hot path (attribute stores, no
+  formatting); rendered only when asked (``render``).
+* The last exchange is kept by reference and dropped when the connection
+  closes (``forget``): a closed connection keeps no request alive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..observe.events import Exchange
+
+
+class TrafficFacts:
+    __slots__ = ("exchanges", "last", "sse_events", "sse_keepalives", "sse_last_at", "sse_max_gap_s", "sse_started")
+
+    def __init__(self) -> None:
+        self.exchanges = 0
+        self.last: Exchange | None = None
+        self.sse_events = 0
+        self.sse_keepalives = 0
+        #: Seconds between two consecutive events (keepalives included), the longest so far.
+        self.sse_max_gap_s = 0.0
+        self.sse_started: float | None = None
+        self.sse_last_at: float | None = None
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        self.exchanges += 1
+        self.last = exchange
+
+    def event(self, at: float, keepalive: bool) -> None:
+        if keepalive:
+            self.sse_keepalives += 1
+        else:
+            self.sse_events += 1
+        if self.sse_last_at is not None:
+            self.sse_max_gap_s = max(self.sse_max_gap_s, at - self.sse_last_at)
+        self.sse_last_at = at
+
+    def forget(self) -> None:
+        self.last = None
+
+    def render(self, now: float, reading_http: bool) -> dict[str, Any]:
+        """The ``http`` section (once an exchange completed, or while HTTP is
+        being read) and, once events were seen, the ``sse`` one."""
+        facts: dict[str, Any] = {}
+        if self.exchanges or reading_http:
+            last = self.last
+            facts["http"] = {"exchanges": self.exchanges, "last": None if last is None else _exchange(last)}
+        if self.sse_events or self.sse_keepalives:
+            facts["sse"] = {
+                "events": self.sse_events,
+                "keepalives": self.sse_keepalives,
+                "max_gap_s": round(self.sse_max_gap_s, 3),
+                "since_last_s": None if self.sse_last_at is None else round(now - self.sse_last_at, 3),
+                "stream_s": None if self.sse_started is None else round(now - self.sse_started, 3),
+            }
+        return facts
+
+
+def _exchange(last: Exchange) -> dict[str, Any]:
+    return {
+        "method": last.method,
+        "path": last.path,
+        "status": last.status,
+        "first_byte_ms": None if last.headers_at is None else round((last.headers_at - last.started) * 1000, 3),
+        "total_ms": None if last.ended is None else round((last.ended - last.started) * 1000, 3),
+        "request_bytes": last.request_bytes,
+        "response_bytes": last.response_bytes,
+        "content_type": last.content_type,
+    }

@@ -1,0 +1,164 @@
+"""What an operator asks of a running supervisor: restart, reload, a gated
+route's URL, stop -- over the control socket (control.py) or a signal.
+
+Rules this module keeps:
+
+* Restart and reload take the supervisor's lock, one at a time, and are
+  refused while stopping (the workers drain; nothing new starts).
+* A graceful restart or a reload hands over: the new worker is active
+  before the old one drains, so no client is refused.  A reload whose
+  configuration is invalid, or whose new worker does not start, changes
+  nothing (the old worker keeps serving).
+* A gated route's URL, token included, goes only to the control socket's
+  peer (its uid checked there), never to a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..config.model import ProxyConfig
+from ..config.profiles import exposure_warnings
+from ..config.tls import certificate_warnings
+from ..errors import SidecarError
+from ..logs import log
+from ..net.listeners import rebind
+from ..net.origins import gate_urls
+from . import sdnotify
+from .ledger import RestartCause
+from .lifecycle import WorkerLifecycle
+from .messages import Drain
+from .workers import KillReason, Role, Stopping
+
+logger = logging.getLogger("mcp_sidecar.supervise.supervisor")
+
+
+class SupervisorOperations(WorkerLifecycle):
+    """The supervisor's operations (its attributes declared in lifecycle.py
+    and here for what this part uses)."""
+
+    reload_config: Callable[[], ProxyConfig]
+    _lock: trio.Lock
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def request_stop(self) -> None:
+        raise NotImplementedError
+
+    async def restart(self, hard: bool = False) -> dict[str, Any]:
+        """Graceful: a new worker takes over, the old one drains.  Hard: kill now."""
+        async with self._lock:
+            if self.stopping:
+                return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
+            old = self.active
+            if old is None:
+                return {"ok": False, "error": "no active worker"}
+            if hard:
+                old.kill(KillReason.RESTART)
+                return {"ok": True, "restart": "hard", "old_pid": old.pid}
+            assert self.sockets is not None
+            new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
+            if new is None:
+                try:
+                    new = await self._spawn(self.config, self.sockets)
+                except Stopping:
+                    return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
+            if not await self._activate(new):
+                return {"ok": False, "error": "the new worker did not start"}
+            old.role = Role.DRAINING
+            await self._send(old, Drain(handover=True))
+            self._count_restart(RestartCause.RESTART)
+            assert self.ledger is not None
+            self.ledger.record("worker_restart", old_pid=old.pid, new_pid=new.pid)
+        self._wake()
+        return {"ok": True, "restart": "graceful", "old_pid": old.pid, "new_pid": new.pid}
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config; apply it through a graceful restart, or change nothing."""
+        async with self._lock:
+            if self.stopping:
+                return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
+            current = self.sockets
+            assert current is not None
+            sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                try:
+                    new_config = self.reload_config()
+                    new_sockets = rebind(current, new_config)
+                except SidecarError as exc:
+                    log(logger, logging.ERROR, "reload.rejected", error=str(exc))
+                    return {"ok": False, "error": str(exc)}
+                try:
+                    new = await self._spawn(new_config, new_sockets)
+                except Stopping:
+                    new_sockets.close_unshared(current)
+                    return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
+                if not await self._activate(new):
+                    new_sockets.close_unshared(current)
+                    return {"ok": False, "error": "the new worker did not start; the old one keeps serving"}
+                for worker in self._alive():
+                    if worker is new:
+                        continue
+                    if worker.role is Role.ACTIVE:
+                        worker.role = Role.DRAINING
+                        await self._send(worker, Drain(handover=True))
+                    elif worker.role in (Role.STANDBY, Role.STARTING):
+                        await self._retire(worker, KillReason.RELOAD)
+                self.sockets, self.config = new_sockets, new_config
+                current.close_unshared(new_sockets)
+                self._count_restart(RestartCause.RELOAD)
+                assert self.ledger is not None
+                self.ledger.record("reload", routes=[r.name for r in new_config.routes])
+                for warning in exposure_warnings(new_config):
+                    log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
+                for warning in certificate_warnings(new_config):
+                    log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
+                return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
+            finally:
+                sdnotify.notify("READY=1", "STATUS=serving")
+                self._wake()
+
+    def _gate_urls(self, name: Any) -> dict[str, Any]:
+        """A gated route's URLs, token included: for the operator who asks
+        over the control socket (its peer's uid is checked), never logged."""
+        assert self.sockets is not None
+        route = next((r for r in self.config.routes if r.name == name), None)
+        if route is None:
+            return {
+                "ok": False,
+                "error": f"no route {name!r} (routes: {', '.join(r.name for r in self.config.routes)})",
+            }
+        urls = gate_urls(route, self.sockets.routes)
+        if not urls:
+            return {"ok": False, "error": f"route {name} is not gated (no token to put in a URL)"}
+        return {"ok": True, "route": route.name, "urls": urls}
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return self.status()
+        if self.stopping and command == "stop":
+            return {"ok": True, "stopping": True, "already": True, "drain_timeout_s": self.config.drain_timeout_s}
+        if self.stopping and command in ("restart", "reload"):
+            return {
+                "ok": False,
+                "stopping": True,
+                "error": f"stopping: the workers are draining (up to {self.config.drain_timeout_s:g} s); "
+                f"{command} is not possible now",
+            }
+        if command == "restart":
+            return await self.restart(hard=bool(request.get("hard")))
+        if command == "reload":
+            return await self.reload()
+        if command == "url":
+            return self._gate_urls(request.get("route"))
+        if command == "stop":
+            self.request_stop()
+            return {"ok": True, "stopping": True, "drain_timeout_s": self.config.drain_timeout_s}
+        return {"ok": False, "error": f"unknown command {command!r}"}
