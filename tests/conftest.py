@@ -103,6 +103,11 @@ class RunningProxy:
         assert self.admin is not None
         return self.admin.address[1]
 
+    def registry(self):
+        """The worker's metrics, observed up to the last byte forwarded."""
+        self.proxy.observe_queue.drain()
+        return self.proxy.metrics.registry
+
     def port(self, route: str | None = None) -> int:
         return self.address(route)[1]
 
@@ -112,6 +117,9 @@ class RunningProxy:
         return addr.host, addr.port
 
     def route(self, name: str | None = None):
+        """A route's live state, observed up to the last byte forwarded (the
+        worker observes in batches: observequeue.py; the admin views drain too)."""
+        self.proxy.observe_queue.drain()
         if name is None:
             return self.proxy.routes[0]
         return next(rt for rt in self.proxy.routes if rt.config.name == name)

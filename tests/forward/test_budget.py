@@ -38,7 +38,7 @@ async def test_over_budget_connections_are_forwarded_unobserved_and_counted(nurs
         for reply in replies:
             assert reply.count(b"HTTP/1.1 200 ") == 2 and reply.count(b'"result"') == 2
         await wait_until(lambda: proxy.route().active == 0)
-        registry = proxy.proxy.metrics.registry
+        registry = proxy.registry()
         assert registry.get_sample_value("mcp_sidecar_observer_shed_total", {"route": "r"}) == 2
         assert (
             registry.get_sample_value("mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "http"}) or 0

@@ -20,12 +20,7 @@ def gated(upstream: str, **extra):
 
 
 def gate_count(proxy, result: str) -> float:
-    return (
-        proxy.proxy.metrics.registry.get_sample_value(
-            "mcp_sidecar_gate_requests_total", {"route": "r", "result": result}
-        )
-        or 0.0
-    )
+    return proxy.registry().get_sample_value("mcp_sidecar_gate_requests_total", {"route": "r", "result": result}) or 0.0
 
 
 async def test_without_the_token_nothing_reaches_the_upstream(nursery, scripted_upstream) -> None:

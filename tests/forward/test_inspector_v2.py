@@ -23,7 +23,7 @@ def metric(proxy, name: str, **labels) -> float:
     wanted = {"route": "r", **labels}
     return sum(
         s.value
-        for f in proxy.proxy.metrics.registry.collect()
+        for f in proxy.registry().collect()
         for s in f.samples
         if s.name == name and wanted.items() <= s.labels.items()
     )

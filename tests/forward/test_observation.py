@@ -25,7 +25,7 @@ def sample(proxy, name: str, **labels) -> float:
     wanted = {"route": "r", **labels}
     return sum(
         s.value
-        for f in proxy.proxy.metrics.registry.collect()
+        for f in proxy.registry().collect()
         for s in f.samples
         if s.name == name and wanted.items() <= s.labels.items()
     )
@@ -33,10 +33,7 @@ def sample(proxy, name: str, **labels) -> float:
 
 def label_values(proxy, name: str, label: str) -> set[str]:
     return {
-        s.labels[label]
-        for f in proxy.proxy.metrics.registry.collect()
-        for s in f.samples
-        if s.name == name and label in s.labels
+        s.labels[label] for f in proxy.registry().collect() for s in f.samples if s.name == name and label in s.labels
     }
 
 
@@ -316,7 +313,7 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         def mcp(route: str, method: str, transport: str = "") -> float:
             transport = transport or ("websocket" if route == "ws" else "http")
             return (
-                proxy.proxy.metrics.registry.get_sample_value(
+                proxy.registry().get_sample_value(
                     "mcp_requests_total", {"route": route, "method": method, "status": "ok", "transport": transport}
                 )
                 or 0.0
@@ -334,7 +331,7 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
         assert proxy.route("r").observation.tracker.progress == 3  # the slow tool's progress, over SSE
         assert proxy.route("ws").observation.tracker.progress == 2
         assert proxy.route("r").observation.tracker.pending == 0
-        registry = proxy.proxy.metrics.registry
+        registry = proxy.registry()
         assert registry.get_sample_value("mcp_sidecar_websocket_ping_rtt_seconds_count", {"route": "ws"}) == 1
         # time to first byte (response headers) for the two HTTP tools/call requests; progress counted
         assert registry.get_sample_value("mcp_first_byte_seconds_count", {"route": "r", "method": "tools/call"}) == 2

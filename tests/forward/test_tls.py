@@ -34,7 +34,7 @@ async def test_tls_termination_with_alpn_and_observation(nursery, tls_files) -> 
         assert stream.version() in ("TLSv1.2", "TLSv1.3")
         response = await request_on(stream, "localhost", "/health")
         assert response.status == 200
-        registry = proxy.proxy.metrics.registry
+        registry = proxy.registry()
         await wait_until(
             lambda: (
                 registry.get_sample_value(
@@ -116,7 +116,7 @@ async def test_wss_through_a_tls_route(nursery, tls_files) -> None:
             await ws.send_message('{"jsonrpc":"2.0","id":1,"method":"ping"}')
             reply = await ws.get_message()
         assert '"id":1' in reply.replace(" ", "")
-        registry = proxy.proxy.metrics.registry
+        registry = proxy.registry()
         assert (
             registry.get_sample_value(
                 "mcp_requests_total", {"route": "r", "method": "ping", "status": "ok", "transport": "websocket"}

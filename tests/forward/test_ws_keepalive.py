@@ -92,7 +92,7 @@ async def test_keepalive_measures_both_legs_and_never_forwards_its_pongs(nursery
     with trio.fail_after(20):
         proxy, client, server = await open_pair(nursery, ws_ping_interval="30ms", ws_ping_timeout="5s")
         rt = proxy.route()
-        registry = proxy.proxy.metrics.registry
+        registry = proxy.registry()
 
         def keepalives(leg: str) -> float:
             return (
@@ -215,7 +215,7 @@ async def test_the_keepalive_runs_on_tls_and_gated_routes_too(nursery, tls_files
         proxy, client, server = await open_pair(
             nursery, tls_files=tls_files, gate_token="k" * 24, ws_ping_interval="30ms", ws_ping_timeout="300ms"
         )
-        registry = proxy.proxy.metrics.registry
+        registry = proxy.registry()
 
         def keepalives(leg: str) -> float:
             return (

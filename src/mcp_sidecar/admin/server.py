@@ -278,6 +278,7 @@ class AdminServer:
         if misdirected is not None:
             log(logger, logging.WARNING, "admin.host_refused", host=headers["host"][:100])
             return self._refuse(misdirected)
+        self.proxy.observe_queue.drain()  # every view up to the last byte forwarded
         endpoint, parameter = route(path, set(ASSETS))
         if endpoint is None:
             return _json(404, {"error": "not found", "endpoints": index()})

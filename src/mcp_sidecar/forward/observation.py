@@ -9,7 +9,10 @@ Rules this module keeps:
 * The pump calls ``ObservedDirection.feed`` with each chunk right after
   handing it to the kernel (before, only while the WebSocket keepalive may
   rewrite it); False means no more bytes of that direction are wanted (the
-  pump then stops calling and may splice).  They never raise: an observer
+  pump then stops calling and may splice).  In a worker the chunk is queued
+  and observed with the worker's batch (observequeue.py: same order, the
+  time it was forwarded); built alone (tests), it is observed at once.
+  Observing never raises: an observer
   that the peer's bytes defeat (``PEER_FAULTS``) is dropped for this
   connection and counted in ``mcp_sidecar_observer_errors_total`` --
   forwarding goes on unchanged (fail open).  A defect of our own is counted
@@ -62,6 +65,7 @@ from ..observe.quality import Quality
 from ..redact import redact_text
 from .failopen import bug, out_of_memory, peer_fault, shed
 from .mcprecords import McpRecords
+from .observequeue import ObservedDirection
 from .routeobservation import RouteObservation
 from .trafficfacts import TrafficFacts
 
@@ -74,26 +78,6 @@ STRICT = os.environ.get("MCP_SIDECAR_STRICT") == "1"
 
 #: Modes tested by identity on the hot path.
 _HTTP, _WEBSOCKET, _SNIFF = Mode.HTTP, Mode.WEBSOCKET, Mode.SNIFF
-
-
-class ObservedDirection:
-    """What the pump holds for one direction: ``feed`` and ``rewriting``."""
-
-    __slots__ = ("observation", "side")
-
-    def __init__(self, observation: Observation, side: str) -> None:
-        self.observation: Observation = observation
-        self.side = side
-
-    @property
-    def rewriting(self) -> bool:
-        observer = self.observation.observer
-        if observer.mode is not _WEBSOCKET:  # only a WebSocket's keepalive rewrites or holds bytes
-            return False
-        return observer.rewriting
-
-    def feed(self, data: Any) -> bool | bytes:
-        return self.observation._feed(self.side, data)
 
 
 class Observation:
@@ -119,6 +103,7 @@ class Observation:
         "on_websocket",
         "protocol",
         "quality",
+        "queue",
         "records",
         "route",
         "traffic",
@@ -145,6 +130,8 @@ class Observation:
         #: What the connection carries, as far as observation has seen: tcp, http, sse, websocket.
         self.protocol = "tcp"
         self.clock = clock
+        #: The worker's batch of chunks to observe (None: each chunk at once).
+        self.queue = route.queue
         #: The protocol machine (observe/connection.py): reads the bytes.
         self.observer = ConnectionObserver(mode, route.memory, keepalive=keepalive)
         #: What its MCP messages mean (mcprecords.py).
@@ -161,8 +148,8 @@ class Observation:
         self.close_frame: dict[str, Any] | None = None
         #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
         self._open_stream = False
-        self.client_direction = ObservedDirection(self, "client")
-        self.upstream_direction = ObservedDirection(self, "upstream")
+        self.client_direction = ObservedDirection(self, "client", keepalive)
+        self.upstream_direction = ObservedDirection(self, "upstream", keepalive)
         if self.observer.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
             shed(self.observer, self.route, self.conn_id)
         elif self.observer.mode is Mode.HTTP:
@@ -203,6 +190,8 @@ class Observation:
     def close(self) -> None:
         """The connection ended: give back every buffer and the route's gauges,
         and drop the references a closed connection must not keep alive."""
+        if self.queue is not None:
+            self.queue.drain()  # its last chunks first
         observer = self.observer
         try:  # exchanges still under way end "aborted" (an event stream the client closed)
             now = self.clock()
@@ -242,7 +231,8 @@ class Observation:
 
     # -- fed by the pump (through ObservedDirection) ------------------------------------------
 
-    def _feed(self, side: str, data: Any) -> bool | bytes:
+    def observe(self, side: str, data: Any, at: float | None) -> bool | bytes:
+        """Observe a chunk of ``side`` forwarded at ``at`` (None: now)."""
         observer = self.observer
         mode = observer.mode
         if mode is not _HTTP and mode is not _WEBSOCKET and mode is not _SNIFF:
@@ -250,7 +240,7 @@ class Observation:
         if not data:  # EOF: release anything withheld
             return observer.release(side, b"") if observer.holding(side) else True
         started = perf_counter()
-        now = self.clock()
+        now = self.clock() if at is None else at
         result: bool | bytes = True
         try:
             if mode is _HTTP:  # the usual step, inlined
@@ -308,6 +298,8 @@ class Observation:
 
     def keepalive_frame(self, side: str, now: float) -> bytes | None:
         """A ping frame to write to ``side`` now (see ConnectionObserver.keepalive_ping)."""
+        if self.queue is not None:
+            self.queue.drain()  # the observer must know where the frames stand
         return self.observer.keepalive_ping(side, now)
 
     # -- events -----------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from . import memtrim
 from .connection import serve_connection
 from .metrics import Metrics
 from .observation import RouteObservation
+from .observequeue import ObservationQueue
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
 from .state import Connection, RouteState
@@ -79,6 +80,8 @@ class Proxy:
         self.observe_budget = ObservationBudget(config.observe_cpu_share, time.perf_counter())
         #: One byte budget for every inspection buffer of the worker.
         self.observe_memory = MemoryBudget(config.observe_memory_bytes)
+        #: One queue of chunks to observe, drained once per scheduler pass.
+        self.observe_queue = ObservationQueue()
         self.exhaustion = LocalExhaustion()
         self.descriptors = DescriptorBudget.for_this_process()
         for route in config.routes:
@@ -108,6 +111,7 @@ class Proxy:
                         McpTracker(s.observe.mcp_request_timeout_s),
                         budget=self.observe_budget,
                         memory=self.observe_memory,
+                        queue=self.observe_queue,
                         request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
                         if s.observe.request_log
                         else None,
@@ -155,6 +159,7 @@ class Proxy:
         """MCP requests that got no response in mcp_request_timeout: "timeout"."""
         while True:
             await trio.sleep(1.0)
+            self.observe_queue.drain()  # answers already forwarded are not late
             now = trio.current_time()
             for rt in self.routes:
                 rt.observation.outcomes(rt.observation.tracker.sweep(now), now)
@@ -290,45 +295,53 @@ class Proxy:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until drained; the listeners are closed on return."""
         try:
-            async with trio.open_nursery() as conns:
-                self._conn_scope = conns.cancel_scope
-                async with trio.open_nursery() as acceptors:
-                    for rt in self.routes:
-                        for listener in rt.listeners:
-                            # Inherited by the accepted sockets (sockopts.py).
-                            sockopts.tune_listener(
-                                listener.sock, rt.config.settings.tcp_keepalive_s, rt.config.settings.user_timeout_s
-                            )
-                            acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
-                        if rt.health.enabled:
-                            for target in rt.health.targets:
-                                acceptors.start_soon(
-                                    run_checks, rt.name, rt.config.settings, target, rt.connector, rt.exhaustion
-                                )
-                    acceptors.start_soon(self._sample_tcp_stats)
-                    acceptors.start_soon(self._maintain)
-                    acceptors.start_soon(self._sweep_mcp)
-                    if not self.observe_budget.unlimited:
-                        acceptors.start_soon(self._watch_load)
-                    task_status.started()
-                    await self._drain_requested.wait()
-                    acceptors.cancel_scope.cancel()
-                self._close_listeners()
-                active = sum(rt.active for rt in self.routes)
-                log(
-                    logger,
-                    logging.INFO,
-                    "proxy.draining",
-                    connections=active,
-                    drain_timeout_s=self.config.drain_timeout_s,
-                )
-                conns.cancel_scope.deadline = min(
-                    conns.cancel_scope.deadline, trio.current_time() + self.config.drain_timeout_s
-                )
+            async with trio.open_nursery() as observing:
+                # Outlives the connections (each drains it as it closes), then cancelled.
+                observing.start_soon(self.observe_queue.run)
+                await self._serve_connections(task_status)
+                observing.cancel_scope.cancel()
         finally:
             self._close_listeners()
             self.stopped.set()
         log(logger, logging.INFO, "proxy.stopped")
+
+    async def _serve_connections(self, task_status: trio.TaskStatus[None]) -> None:
+        """Accept until a drain is requested, then give the connections ``drain_timeout``."""
+        async with trio.open_nursery() as conns:
+            self._conn_scope = conns.cancel_scope
+            async with trio.open_nursery() as acceptors:
+                for rt in self.routes:
+                    for listener in rt.listeners:
+                        # Inherited by the accepted sockets (sockopts.py).
+                        sockopts.tune_listener(
+                            listener.sock, rt.config.settings.tcp_keepalive_s, rt.config.settings.user_timeout_s
+                        )
+                        acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
+                    if rt.health.enabled:
+                        for target in rt.health.targets:
+                            acceptors.start_soon(
+                                run_checks, rt.name, rt.config.settings, target, rt.connector, rt.exhaustion
+                            )
+                acceptors.start_soon(self._sample_tcp_stats)
+                acceptors.start_soon(self._maintain)
+                acceptors.start_soon(self._sweep_mcp)
+                if not self.observe_budget.unlimited:
+                    acceptors.start_soon(self._watch_load)
+                task_status.started()
+                await self._drain_requested.wait()
+                acceptors.cancel_scope.cancel()
+            self._close_listeners()
+            active = sum(rt.active for rt in self.routes)
+            log(
+                logger,
+                logging.INFO,
+                "proxy.draining",
+                connections=active,
+                drain_timeout_s=self.config.drain_timeout_s,
+            )
+            conns.cancel_scope.deadline = min(
+                conns.cancel_scope.deadline, trio.current_time() + self.config.drain_timeout_s
+            )
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:

@@ -54,12 +54,16 @@ class ChunkObserver(Protocol):
 
     ``feed(chunk)`` is called with each chunk right after it was handed to
     the kernel and returns True to go on or False to see no more of this
-    direction (the pump may then splice).  While ``rewriting`` is true it is
+    direction (the pump may then splice).  While ``rewriting`` is true (only
+    ever where ``may_rewrite``) it is
     called *before* the send instead and may return ``bytes`` to forward in
     place of the chunk; at EOF it is called with an empty chunk and may
     return bytes still held.  It never raises, and copies what it keeps: the
     chunk is a view of the shared scratch buffer.
     """
+
+    #: False: ``rewriting`` is never true for this direction (no keepalive), not asked.
+    may_rewrite: bool
 
     @property
     def rewriting(self) -> bool: ...
@@ -288,7 +292,7 @@ async def pump(
                 else:
                     out: memoryview | bytes = scratch[:n]
                     after = observe
-                    if observe is not None and observe.rewriting:
+                    if observe is not None and observe.may_rewrite and observe.rewriting:
                         after = None
                         verdict = observe.feed(out)
                         if verdict is False:

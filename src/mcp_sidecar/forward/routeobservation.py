@@ -26,6 +26,7 @@ from ..observe.mcpstats import McpStats
 from ..observe.requestlog import RequestLogPolicy, request_line
 from ..observe.tap import DEFAULT_MAX_BYTES
 from .metrics import Metrics
+from .observequeue import ObservationQueue
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class RouteObservation:
     budget: ObservationBudget = field(default_factory=lambda: ObservationBudget(1.0, 0.0))
     #: The worker's inspection buffers (budget.py); unbounded when built alone.
     memory: MemoryBudget = UNBOUNDED
+    #: The worker's batch of chunks to observe (observequeue.py); None when
+    #: built alone: each chunk is observed as it is fed.
+    queue: ObservationQueue | None = None
     #: Seconds spent observing this route's chunks; connections shed over the budget.
     observe_s: float = 0.0
     shed: int = 0

@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 def snapshot(proxy: Proxy) -> WorkerSnapshot:
     """What the supervisor keeps of this worker: enough for `proxyctl status`."""
+    proxy.observe_queue.drain()
     return WorkerSnapshot(os.getpid(), proxy.draining, route_statuses(proxy))
 
 
