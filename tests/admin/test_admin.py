@@ -378,7 +378,9 @@ async def test_metric_naming_no_created_series_and_known_labels_start_at_zero(nu
             assert values[("mcp_sidecar_gate_requests_total", (("result", result), r))] == 0
         names = {name for name, _ in values}
         assert not any(name.startswith("mcp_sidecar_mcp_") for name in names)  # the prefix said MCP twice
-        assert ("mcp_progress_notifications_total", (r,)) in values and ("mcp_streams_open", (r,)) in values
+        assert ("mcp_progress_notifications_total", (r,)) in values
+        for kind in ("legacy-sse", "get", "listen", "inspector-v2"):  # every stream kind, at 0 from the start
+            assert values[("mcp_streams_open", (("kind", kind), r))] == 0
 
 
 def test_the_routes_are_declared_once_and_the_docs_list_them() -> None:

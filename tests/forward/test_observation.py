@@ -312,12 +312,7 @@ async def test_all_three_mcp_transports_through_the_proxy(nursery) -> None:
 
         def mcp(route: str, method: str, transport: str = "") -> float:
             transport = transport or ("websocket" if route == "ws" else "http")
-            return (
-                proxy.registry().get_sample_value(
-                    "mcp_requests_total", {"route": route, "method": method, "status": "ok", "transport": transport}
-                )
-                or 0.0
-            )
+            return sample(proxy, "mcp_requests_total", route=route, method=method, status="ok", transport=transport)
 
         # streamable HTTP (initialize, tools/list, 2 tools/call), each era under its own label
         assert (mcp("r", "initialize"), mcp("r", "tools/list"), mcp("r", "tools/call")) == (1, 1, 2)

@@ -15,6 +15,7 @@ from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 from mcp_sidecar.net.http import request_on
 
 from ..conftest import connect, make_tls_files, receive_exactly, route_doc, start_proxy, tls_connect, wait_until
+from .test_observation import sample
 
 
 def tls_route(files, upstream: str, **extra):
@@ -116,13 +117,7 @@ async def test_wss_through_a_tls_route(nursery, tls_files) -> None:
             await ws.send_message('{"jsonrpc":"2.0","id":1,"method":"ping"}')
             reply = await ws.get_message()
         assert '"id":1' in reply.replace(" ", "")
-        registry = proxy.registry()
-        assert (
-            registry.get_sample_value(
-                "mcp_requests_total", {"route": "r", "method": "ping", "status": "ok", "transport": "websocket"}
-            )
-            == 1
-        )
+        assert sample(proxy, "mcp_requests_total", method="ping", status="ok", transport="websocket") == 1
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed (apt-get install openssl)")

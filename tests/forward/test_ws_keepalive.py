@@ -257,24 +257,42 @@ class _Leg:
         return True
 
 
-async def test_pings_go_every_interval_and_a_silent_side_is_a_zombie_after_the_timeout(autojump_clock) -> None:
+def _keepalive_harness(interval_s: float = 15.0):
+    """A real Observation (with the worker's queue) of an upgraded connection,
+    and the fakes _ws_keepalive needs around it."""
     from types import SimpleNamespace
 
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
+    from mcp_sidecar.forward.observequeue import ObservationQueue
+    from mcp_sidecar.forward.pump import Flow
+    from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
+
+    queue = ObservationQueue()
+    route = RouteObservation("r", Metrics(), McpTracker(), queue=queue)
+    observation = Observation(route, 1, Quality(), "http", keepalive=True)
+    observation.client_direction.feed(
+        memoryview(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    )
+    observation.upstream_direction.feed(
+        memoryview(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    )
+    observation.settle()
+    conn = SimpleNamespace(observation=observation, u2c=Flow(), c2u=Flow(), end=None, route="r", id=1)
+    settings = SimpleNamespace(ws_ping_interval_s=interval_s, ws_ping_timeout_s=10.0)
+    rt = SimpleNamespace(config=SimpleNamespace(settings=settings))
+    return observation, queue, conn, rt
+
+
+async def test_pings_go_every_interval_and_a_silent_side_is_a_zombie_after_the_timeout(autojump_clock) -> None:
     from wsproto.connection import Connection as WsConnection
     from wsproto.events import Pong
 
     from mcp_sidecar.forward.connection import _ws_keepalive
-    from mcp_sidecar.forward.pump import Flow
-    from mcp_sidecar.observe.connection import ConnectionObserver
 
-    observer = ConnectionObserver("http", keepalive=True)
-    observer.client(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 0.0)
-    observer.upstream(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 0.0)
-    conn = SimpleNamespace(
-        observation=SimpleNamespace(observer=observer), u2c=Flow(), c2u=Flow(), end=None, route="r", id=1
-    )
-    settings = SimpleNamespace(ws_ping_interval_s=15.0, ws_ping_timeout_s=10.0)
-    rt = SimpleNamespace(config=SimpleNamespace(settings=settings))
+    observation, _queue, conn, rt = _keepalive_harness()
+    observer = observation.observer
     client, upstream = _Leg(), _Leg()
     t0 = trio.current_time()
     client_ws = WsConnection(ConnectionType.CLIENT)
@@ -292,3 +310,25 @@ async def test_pings_go_every_interval_and_a_silent_side_is_a_zombie_after_the_t
     # The upstream's one ping (at 15 s) was never answered: more than 10 s later (checked at 30 s), a zombie.
     assert [t - t0 for t, _ in upstream.frames] == [15.0]
     assert conn.end == "ws_timeout" and trio.current_time() - t0 == 30.0
+
+
+async def test_no_ping_goes_into_a_frame_whose_first_half_waits_in_the_observation_queue(autojump_clock) -> None:
+    """The pump queues what it forwarded; the keepalive must see it observed
+    before it decides it is between frames (the ping once went into the
+    middle of a frame: a corrupt stream, 1 run in 10 of the interleaving test)."""
+    from mcp_sidecar.forward.connection import _ws_keepalive
+
+    observation, queue, conn, rt = _keepalive_harness(interval_s=1.0)
+    whole = b"\x81\x05hello"  # an unmasked text frame, upstream to client
+    observation.upstream_direction.feed(memoryview(whole[:3]))  # forwarded: its header and one byte
+    assert len(queue) == 1  # (not observed yet)
+    client, upstream = _Leg(), _Leg()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_ws_keepalive, conn, rt, client, upstream, scope)
+            await trio.sleep(1.5)  # one round of the keepalive
+            assert client.frames == []  # the client's stream is mid-frame: no ping
+            observation.upstream_direction.feed(memoryview(whole[3:]))  # the rest of the frame
+            await trio.sleep(1.0)
+            assert len(client.frames) == 1  # now between frames: the ping goes
+            scope.cancel()

@@ -38,13 +38,17 @@ def test_the_line_names_what_happened_without_secrets() -> None:
             120,
             80,
             "4bf92f3577b34da6a3ce929d0e0e4736",
+            "2025-11-25",
+            "search",
         ),
     )
     assert line == {
         "route": "r",
         "session": line["session"],
         "transport": "websocket",
+        "protocol_version": "2025-11-25",
         "method": "tools/call",
+        "target": "search",
         "id": "x" * MAX_ID_CHARS,
         "from": "client",
         "outcome": "error",

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__, logs
+from ..forward.mcpstreams import STREAM_KINDS
 from ..forward.metrics import (
     CONNECT_FAILURE_REASONS,
     DIRECTIONS,
@@ -86,7 +87,12 @@ class RuntimeCollector(Collector):
         )
         streams = GaugeMetricFamily(
             "mcp_streams_open",
-            "Long-lived MCP streams open (GET event streams, subscriptions/listen).",
+            "Long-lived MCP streams open, by kind (legacy-sse, get, listen, inspector-v2).",
+            labels=["route", "kind"],
+        )
+        capped = CounterMetricFamily(
+            "mcp_sidecar_targets_capped",
+            "MCP requests whose target was labelled 'other' because the route's target_label_limit was reached.",
             labels=["route"],
         )
         worst = GaugeMetricFamily(
@@ -175,7 +181,9 @@ class RuntimeCollector(Collector):
             worst.add_metric([name], rt.worst_quality())
             tracker = rt.observation.tracker
             progress.add_metric([name], tracker.progress)
-            streams.add_metric([name], tracker.streams_open + rt.observation.open_streams)
+            for kind in STREAM_KINDS:  # every kind from the start: a rate() misses no first stream
+                streams.add_metric([name, kind], rt.observation.streams.open.get(kind, 0))
+            capped.add_metric([name], rt.observation.targets.capped)
         yield from (
             total,
             active,
@@ -193,6 +201,7 @@ class RuntimeCollector(Collector):
             worst,
             progress,
             streams,
+            capped,
             observe_s,
             shed,
             memory_exhausted,

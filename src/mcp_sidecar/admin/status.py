@@ -298,7 +298,11 @@ def mcp_view(proxy: Proxy, now: float, route: str | None = None) -> dict[str, An
             {
                 "in_flight": sum(in_flight.values()),
                 "progress_notifications": observation.tracker.progress,
-                "streams_open": observation.tracker.streams_open + observation.open_streams,
+                "streams_open": observation.streams.total_open,
+                "streams": observation.streams.as_json(),
+                "conformance": dict(sorted(observation.conformance.items())),
+                "targets_capped": observation.targets.capped,
+                "target_limit": observation.targets.limit,
                 "mcp_connections": observation.mcp_connections,
                 "request_log": observation.request_log.as_json() if observation.request_log is not None else None,
             }

@@ -93,6 +93,9 @@ DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_OPEN_S = 30.0
 #: The MCP SDKs' default request timeout is 60 s.
 DEFAULT_MCP_REQUEST_TIMEOUT_S = 60.0
+#: Distinct tool/prompt/resource names labelled per route; the rest are
+#: "other" (each name is a series per method, status and version).
+DEFAULT_MCP_TARGET_LIMIT = 50
 #: Concurrent upstream connect attempts per route: hundreds of clients
 #: arriving while the upstream is down do not become a reconnect storm.
 DEFAULT_MAX_CONNECTING = 64

@@ -39,6 +39,7 @@ from .defaults import (
     DEFAULT_MAX_CONNECTING,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MCP_REQUEST_TIMEOUT_S,
+    DEFAULT_MCP_TARGET_LIMIT,
     DEFAULT_OBSERVE_CPU_SHARE,
     DEFAULT_OBSERVE_MEMORY_BYTES,
     DEFAULT_REQUEST_LOG_RATE,
@@ -131,10 +132,14 @@ class GateSettings:
 @dataclass(frozen=True)
 class RouteObserveSettings:
     """What a route's observation records (TOML keys ``request_log*``,
-    ``mcp_request_timeout``)."""
+    ``mcp_request_timeout``, ``target_label_limit``, ``target_label_resources``)."""
 
     #: An MCP request with no response within this is counted as "timeout".
     mcp_request_timeout_s: float = DEFAULT_MCP_REQUEST_TIMEOUT_S
+    #: Distinct tool/prompt names labelled (``target``); later ones are "other".
+    target_label_limit: int = DEFAULT_MCP_TARGET_LIMIT
+    #: Resource URIs as target labels too (their number is the server's choice).
+    target_label_resources: bool = False
     #: One JSON line per completed MCP request (event mcp.request): this
     #: share of them, at most request_log_rate lines per second.
     request_log: bool = False
@@ -169,6 +174,9 @@ class RouteSettings:
     #: zombie and the connection is closed.
     ws_ping_interval_s: float = 0.0
     ws_ping_timeout_s: float = 10.0
+    #: The proxy's own SSE keepalive (0 = off): an open event stream whose
+    #: upstream was silent this long gets a comment line at an event boundary.
+    sse_keepalive_s: float = 0.0
     connection_log: str = DEFAULT_CONNECTION_LOG
     connection_log_every: int = DEFAULT_CONNECTION_LOG_EVERY
     #: Client networks allowed to connect (empty: everyone).

@@ -59,6 +59,7 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: Ra
     while True:
         await trio.sleep(settings.ws_ping_interval_s)
         now = trio.current_time()
+        observation.settle()  # the observer must know where the frames stand (observequeue.py)
         if observer.closing or observer.mode is not Mode.WEBSOCKET:
             return  # closing, or observation gave up (or was shed): frame boundaries are unknown
         for side, leg, flow in (("client", cleg, conn.u2c), ("upstream", uleg, conn.c2u)):
@@ -80,7 +81,7 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: Ra
                 continue
             if flow.tail:
                 continue  # a chunk is half delivered: not a frame boundary
-            frame = observer.keepalive_ping(side, now)
+            frame = observation.keepalive_frame(side, now)
             if frame is not None and not leg.try_write_whole(frame):
                 # Could not write it whole: the socket is full; try next time.
                 observer.forget_ping(side)
@@ -140,6 +141,8 @@ async def _forward(
             nursery.cancel_scope.cancel()
             return
         open_directions -= 1
+        if open_directions == 1:
+            conn.first_eof = src_name  # (how a stream still open ended: who closed first)
         if open_directions == 0:
             nursery.cancel_scope.cancel()  # stops the idle watcher
 
@@ -289,7 +292,7 @@ async def serve_connection(rt: RouteState, csock: socket.socket, client: str) ->
             rt.breaker.release_probe()  # went away before the upstream answered either way
         conn.sample_tcp(rt.metrics)  # the last sample, at close
         if conn.observation is not None:
-            conn.observation.close()  # buffers given back at once, not when the cyclic GC runs
+            conn.observation.close(conn.end, conn.first_eof)  # buffers given back now, not at the next GC
         sockopts.close(csock, abort="client" in abort)
         if usock is not None:
             sockopts.close(usock, abort="upstream" in abort)

@@ -6,9 +6,13 @@ Rules this module keeps:
 * One per observed connection, created with it (observation.py); it holds
   nothing until the connection carries MCP (a shared read-only placeholder
   for the message counts).
-* A message without a session of its own (streamable HTTP without
-  ``Mcp-Session-Id``, a WebSocket) belongs to the connection's key,
-  ``conn:ID``, which ends with the connection.
+* Requests and answers are correlated within their session when the
+  protocol has one (``Mcp-Session-Id``, the legacy ``sessionId``), else
+  within the connection (``conn:ID``): a WebSocket connection is a session,
+  traffic without one (2026-07-28, stateless servers) is counted by client.
+* Each request is labelled with its protocol version and its target
+  (observe/mcpmeta.py); a request over streamable HTTP is checked against its
+  revision's header rules in passing (``mcp_conformance_total``).
 * The tap is offered a record only while somebody taps the route.
 """
 
@@ -20,10 +24,21 @@ from types import MappingProxyType
 from typing import Any
 
 from ..observe.connection import transport_label
-from ..observe.events import McpOutcome
-from ..observe.jsonrpc import UNSET, Envelope, decode
+from ..observe.events import Exchange, McpOutcome
+from ..observe.jsonrpc import UNSET, Envelope, ParamFacts, decode, params_facts
 from ..observe.mcp import method_label
 from ..observe.mcphttp import trace_id
+from ..observe.mcpmeta import (
+    TARGET_METHODS,
+    UNKNOWN,
+    Conformance,
+    answer_conformance,
+    header_text,
+    request_conformance,
+    request_version,
+    target_name,
+    version_label,
+)
 from ..observe.quality import Quality
 from ..observe.tap import tap_record
 from .routeobservation import RouteObservation
@@ -35,7 +50,7 @@ class McpRecords:
     """One connection's MCP: whether it carried any, its messages by how they
     travelled, its own session key, and the requests awaiting a first byte."""
 
-    __slots__ = ("awaiting_first_byte", "client", "conn_id", "messages", "quality", "route", "seen", "session")
+    __slots__ = ("awaiting_first_byte", "client", "conn_id", "messages", "quality", "route", "scope", "seen")
 
     def __init__(self, route: RouteObservation, conn_id: int, client: str, quality: Quality) -> None:
         self.route = route
@@ -46,8 +61,8 @@ class McpRecords:
         self.seen = False
         #: JSON-RPC messages seen, by how they travelled: http (a body), sse (an event), ws (a frame).
         self.messages: Mapping[str, int] = _NONE_YET
-        #: The correlation key of messages without a session (the connection's own).
-        self.session: str | None = None
+        #: The correlation key of messages without a session: the connection's own.
+        self.scope = f"conn:{conn_id}"
         #: Requests of the HTTP exchange under way (label, when): timed to the response's first byte.
         self.awaiting_first_byte: list[tuple[str, float]] = []
 
@@ -67,8 +82,8 @@ class McpRecords:
     def close(self) -> None:
         if self.seen:
             self.route.mcp_connections -= 1
-        if self.session is not None:  # a connection-scoped session ends with its connection
-            self.route.stats.end_session(self.session)
+        # A WebSocket's session is its connection: it ends with it.
+        self.route.stats.end_session(self.scope)
 
     def notification(self, side: str, payload: bytes, progress: bool, now: float) -> None:
         """A WebSocket notification the observer did not decode (nothing to correlate)."""
@@ -95,49 +110,107 @@ class McpRecords:
         size: int,
         trace: str | None,
         http: bool,
+        exchange: Exchange | None = None,
     ) -> None:
-        """A JSON-RPC message: counted, correlated (requests with their
-        answers: outcomes, latencies, the request log), shown to the tap."""
+        """A JSON-RPC message: counted, labelled, correlated (requests with
+        their answers: outcomes, latencies, the request log), shown to the tap."""
         self.saw()
         counts: Any = self.messages
         if counts is _NONE_YET:
             counts = self.messages = {}
         counts[transport] = counts.get(transport, 0) + 1
         route = self.route
+        scope = session if session is not None else self.scope
         label = None
+        version = None
+        target = ""
         is_request = message.method is not UNSET and message.id is not UNSET
         if message.method is not UNSET:
             label = method_label(message.method)
-            if is_request and origin == "client" and http:
-                self.awaiting_first_byte.append((label, now))
-        if session is None:
-            session = self.session
-            if session is None:
-                session = self.session = f"conn:{self.conn_id}"
+            if is_request:
+                facts = params_facts(message)
+                version, target = self._labels(label, facts, exchange, scope)
+                if trace is None and facts.meta is not None and isinstance(facts.meta.traceparent, str):
+                    trace = trace_id(facts.meta.traceparent.encode("latin-1", "replace"))
+                if origin == "client" and http:
+                    self.awaiting_first_byte.append((label, now))
         transport_name = transport_label(transport)
-        route.stats.message(session, self.client, transport_name, now, label if is_request else None)
-        if is_request and trace is None and route.request_log is not None:
-            trace = meta_trace(message)  # W3C trace context in params._meta (no headers on a WebSocket)
-        outcomes = route.tracker.message(origin, message, now, session, transport_name, size, trace)
+        if session is not None or transport == "ws":
+            route.stats.message(scope, self.client, transport_name, now, label if is_request else None, version)
+        else:
+            route.stats.client(self.client, transport_name, now, label if is_request else None, version)
+        outcomes = route.tracker.message(
+            origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target
+        )
         if outcomes:
-            quality = self.quality
-            for outcome in outcomes:
-                if outcome.duration_s is not None and outcome.status != "cancelled":
-                    quality.latency(outcome.duration_s, "mcp")
-                quality.outcome(outcome.status == "ok")
-            route.outcomes(outcomes, now)
+            self._outcomes(outcomes, now, exchange, scope)
         if route.taps:
-            self._tap(origin, message, session, transport_name, size, label, outcomes)
+            shown = scope if session is not None or transport == "ws" else None
+            self._tap(origin, message, shown, transport_name, size, label, outcomes, version, target)
+
+    def _labels(self, label: str, facts: ParamFacts, exchange: Exchange | None, scope: str) -> tuple[str, str]:
+        """A request's version and target labels; its conformance, on streamable HTTP."""
+        route = self.route
+        session_version = route.session_version(scope)
+        http = exchange if exchange is not None and exchange.transport == "http" else None
+        version = request_version(http.protocol_version if http is not None else None, facts, session_version, label)
+        name, _ = target_name(label, facts, http.mcp_name if http is not None else None)
+        target = (
+            ""
+            if name is None or (label == "resources/read" and not route.target_resources)
+            else route.targets.label(name)
+        )
+        if http is not None:
+            for kind in request_conformance(
+                label,
+                facts,
+                method_header=http.mcp_method,
+                name_header=http.mcp_name,
+                version_header=http.protocol_version,
+                session_version=session_version,
+            ):
+                route.nonconforming(kind)
+        return version, target
+
+    def _outcomes(self, outcomes: list[McpOutcome], now: float, exchange: Exchange | None, scope: str) -> None:
+        route = self.route
+        quality = self.quality
+        for outcome in outcomes:
+            if outcome.duration_s is not None and outcome.status != "cancelled":
+                quality.latency(outcome.duration_s, "mcp")
+            quality.outcome(outcome.status == "ok")
+            if outcome.negotiated is not None:  # an initialize answered: the session's version from now on
+                key = exchange.session if exchange is not None and exchange.session is not None else scope
+                route.negotiated(key, outcome.negotiated)
+        route.outcomes(outcomes, now)
+
+    def exchange_done(self, exchange: Exchange, status: int, now: float) -> None:
+        """An HTTP exchange completed: a notification's answer checked (202),
+        a request known only by its headers counted."""
+        if exchange.transport == "http" and answer_conformance(exchange.status, exchange.notifications_only):
+            self.route.nonconforming(Conformance.NOTIFICATION_NOT_202)
+        if exchange.mcp_method and not exchange.jsonrpc_requests and exchange.method == "POST":
+            # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
+            self.route.outcomes([header_outcome(self.route, exchange, status, now)], now)
+
+    def stream_answered(self, exchange: Exchange, now: float) -> None:
+        """A ``subscriptions/listen`` was answered by a stream: the request is done."""
+        scope = exchange.session if exchange.session is not None else self.scope
+        outcomes = self.route.tracker.answered_by_stream(scope, exchange.listen_id, now)
+        if outcomes:
+            self._outcomes(outcomes, now, exchange, scope)
 
     def _tap(
         self,
         origin: str,
         message: Envelope,
-        session: str,
+        session: str | None,
         transport: str,
         size: int,
         label: str | None,
         outcomes: list[McpOutcome],
+        version: str | None,
+        target: str,
     ) -> None:
         """Somebody taps this route: hand them the message (never blocks)."""
         route = self.route
@@ -153,16 +226,30 @@ class McpRecords:
             method=label,
             answered=answered,
             max_bytes=route.tap_max_bytes,
+            protocol_version=version,
+            target=target,
         )
         for subscriber in route.taps:
             subscriber.offer(record)
 
 
-def meta_trace(message: Envelope) -> str | None:
-    """The trace id of ``params._meta.traceparent``, if the request carries one."""
-    meta = message.param("_meta")
-    if isinstance(meta, dict):
-        value = meta.get("traceparent")
-        if isinstance(value, str):
-            return trace_id(value.encode("latin-1", "replace"))
-    return None
+def header_outcome(route: RouteObservation, exchange: Exchange, status: int, now: float) -> McpOutcome:
+    """A request whose body was not read (too large, not JSON), counted by
+    its 2026-07-28 headers: ``Mcp-Method``, ``Mcp-Name``, ``MCP-Protocol-Version``."""
+    method = method_label(exchange.mcp_method)
+    target = ""
+    if method in TARGET_METHODS and (method != "resources/read" or route.target_resources):
+        name = header_text(exchange.mcp_name)
+        if isinstance(name, str):
+            target = route.targets.label(name.split("?", 1)[0].split("#", 1)[0] if method == "resources/read" else name)
+    return McpOutcome(
+        method,
+        "ok" if 200 <= status < 300 else "other_error",
+        (exchange.ended or now) - exchange.started,
+        "client",
+        session=exchange.session,
+        request_bytes=exchange.request_bytes,
+        response_bytes=exchange.response_bytes,
+        protocol_version=version_label(exchange.protocol_version),
+        target=target,
+    )

@@ -302,16 +302,38 @@ class Metrics:
         )
         self.mcp_requests = Counter(
             "mcp_requests",
-            "MCP JSON-RPC requests by method, outcome (ok, error code, cancelled, timeout) and "
-            "transport (http, websocket, inspector-v2).",
-            ["route", "method", "status", "transport"],
+            "MCP JSON-RPC requests by method, outcome (ok, error code, tool_error, cancelled, timeout), "
+            "transport (http, legacy-sse, websocket, inspector-v2), protocol version and target (the tool, "
+            "prompt or resource; '' for other methods, 'other' past the route's cap).",
+            ["route", "method", "status", "transport", "protocol_version", "target"],
             registry=instruments,
         )
         self.mcp_duration = Histogram(
             "mcp_response_duration_seconds",
             "MCP request to its final response.",
-            ["route", "method", "transport"],
+            ["route", "method", "transport", "protocol_version", "target"],
             buckets=(*CONNECT_BUCKETS_S, 30.0, 60.0, 300.0),
+            registry=instruments,
+        )
+        self.mcp_conformance = Counter(
+            "mcp_conformance",
+            "MCP requests and answers that break their protocol revision's transport rules, by kind "
+            "(forwarded unchanged).",
+            ["route", "kind"],
+            registry=instruments,
+        )
+        self.mcp_stream_duration = Histogram(
+            "mcp_stream_duration_seconds",
+            "Long-lived MCP streams (legacy-sse, get, listen, inspector-v2) from open to end, by how they ended "
+            "(server_closed, client_closed, reset, drained, timeout, other).",
+            ["route", "kind", "end"],
+            buckets=DURATION_BUCKETS_S,
+            registry=instruments,
+        )
+        self.sse_keepalives = Counter(
+            "mcp_sidecar_sse_keepalives",
+            "SSE comment lines the proxy inserted into silent event streams (sse_keepalive).",
+            ["route"],
             registry=instruments,
         )
         self.http_duration = Histogram(

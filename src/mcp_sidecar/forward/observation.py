@@ -49,7 +49,6 @@ from ..observe.events import (
     HttpDetected,
     JsonRpcSeen,
     KeepaliveAnswered,
-    McpOutcome,
     NotificationSeen,
     Opaque,
     PingAnswered,
@@ -60,11 +59,11 @@ from ..observe.events import (
     WebSocketClosing,
     WebSocketOpened,
 )
-from ..observe.mcp import method_label
 from ..observe.quality import Quality
 from ..redact import redact_text
 from .failopen import bug, out_of_memory, peer_fault, shed
 from .mcprecords import McpRecords
+from .mcpstreams import StreamSlot, stream_end
 from .observequeue import ObservedDirection
 from .routeobservation import RouteObservation
 from .trafficfacts import TrafficFacts
@@ -92,8 +91,9 @@ class Observation:
 
     __slots__ = (
         "__weakref__",
+        "_end",
         "_long",
-        "_open_stream",
+        "_stream",
         "client",
         "client_direction",
         "clock",
@@ -146,8 +146,10 @@ class Observation:
         #: Facts for /api/connections.
         self.traffic: TrafficFacts | None = None  # (once HTTP: _begin_http)
         self.close_frame: dict[str, Any] | None = None
-        #: A GET answered with an event stream is open (a long stream: a gauge, not a latency).
-        self._open_stream = False
+        #: The long-lived MCP stream this connection holds open (mcpstreams.py).
+        self._stream = StreamSlot(route)
+        #: How the connection ended, while close() applies it: (end, the side that closed first).
+        self._end: tuple[str | None, str | None] = (None, None)
         self.client_direction = ObservedDirection(self, "client", keepalive)
         self.upstream_direction = ObservedDirection(self, "upstream", keepalive)
         if self.observer.mode is not Mode.TCP and not route.budget.admit(perf_counter()):
@@ -179,33 +181,31 @@ class Observation:
         return self.records.messages
 
     @property
-    def open_stream(self) -> bool:
-        return self._open_stream
+    def open_stream(self) -> str | None:
+        """The kind of long-lived MCP stream open on this connection, if any."""
+        return self._stream.kind
 
-    def _stream(self, is_open: bool) -> None:
-        if is_open != self._open_stream:
-            self._open_stream = is_open
-            self.route.open_streams += 1 if is_open else -1
-
-    def close(self) -> None:
-        """The connection ended: give back every buffer and the route's gauges,
-        and drop the references a closed connection must not keep alive."""
+    def close(self, end: str | None = None, first_eof: str | None = None) -> None:
+        """The connection ended (``end``: forward/state.End's value; ``first_eof``:
+        the side that closed first): give back every buffer and the route's
+        gauges, and drop the references a closed connection must not keep alive."""
         if self.queue is not None:
             self.queue.drain()  # its last chunks first
         observer = self.observer
+        now = self.clock()
+        self._end = (end, first_eof)
         try:  # exchanges still under way end "aborted" (an event stream the client closed)
-            now = self.clock()
             self._apply(observer.abort(now), now)
         except Exception as exc:
             if STRICT:
                 raise
             bug(self.observer, self.route, self.conn_id, exc)
+        self._stream.end(stream_end(end, first_eof), now)  # (if the observer gave up before its end)
         self.records.close()
         if (
             observer.http is not None and observer.http.stream_session is not None
         ):  # the legacy stream that announced it
             self.route.stats.end_session(observer.http.stream_session)
-        self._stream(False)
         observer.stop(Mode.CLOSED)
         observer.release("client", b"")
         observer.release("upstream", b"")
@@ -237,7 +237,8 @@ class Observation:
         mode = observer.mode
         if mode is not _HTTP and mode is not _WEBSOCKET and mode is not _SNIFF:
             return self._release(side, data)  # no more observation (the other direction may have given up)
-        if not data:  # EOF: release anything withheld
+        if not data:  # EOF: what it completes, then release anything withheld
+            self._eof(side, at)
             return observer.release(side, b"") if observer.holding(side) else True
         started = perf_counter()
         now = self.clock() if at is None else at
@@ -276,6 +277,21 @@ class Observation:
             return False
         return result
 
+    def _eof(self, side: str, at: float | None) -> None:
+        """``side`` closed its direction: what that completes (a response
+        whose body ran until the upstream's close)."""
+        now = self.clock() if at is None else at
+        try:
+            events = self.observer.eof(side, now)
+            if events:
+                self._apply(events, now)
+        except PEER_FAULTS as exc:
+            peer_fault(self.observer, self.route, self.conn_id, exc)
+        except Exception as exc:  # a bug of ours, not the peer's
+            if STRICT:
+                raise
+            bug(self.observer, self.route, self.conn_id, exc)
+
     def _release(self, side: str, data: Any, rewritten: bool | bytes = True) -> bool | bytes:
         """No more observation: forward anything withheld, then this chunk
         (unless a rewrite already accounted for it); False when there is
@@ -296,10 +312,15 @@ class Observation:
 
     # -- the proxy's own keepalive (connection.py sends, the observer builds and matches) ------
 
-    def keepalive_frame(self, side: str, now: float) -> bytes | None:
-        """A ping frame to write to ``side`` now (see ConnectionObserver.keepalive_ping)."""
+    def settle(self) -> None:
+        """Observe every chunk already forwarded (the worker's queue) now."""
         if self.queue is not None:
-            self.queue.drain()  # the observer must know where the frames stand
+            self.queue.drain()
+
+    def keepalive_frame(self, side: str, now: float) -> bytes | None:
+        """A ping frame to write to ``side`` now (see ConnectionObserver.keepalive_ping),
+        built after every chunk already forwarded was observed."""
+        self.settle()
         return self.observer.keepalive_ping(side, now)
 
     # -- events -----------------------------------------------------------------------------
@@ -312,17 +333,19 @@ class Observation:
     def _on_response_started(self, event: ResponseStarted, now: float) -> None:
         ex = event.exchange
         self.records.first_byte(now)  # MCP time to first response byte
-        if ex.method == "GET" and ex.content_type == "text/event-stream":
-            self._stream(True)
+        kind = ex.stream
+        if kind is not None:  # a long-lived event stream: a gauge, not a latency
+            self._stream.open(kind, ex, now)
             traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
             traffic.sse_started = now
             self._long_lived()
+            if kind == "listen":  # the request is answered: the stream is its answer
+                self.records.stream_answered(ex, now)
 
     def _on_exchange_done(self, event: ExchangeDone, now: float) -> None:
         ex = event.exchange
         route = self.route
-        if self._open_stream:
-            self._stream(False)
+        self._stream.exchange_done(ex, stream_end(*self._end), now)
         if ex.aborted:  # counted apart: not a response, not an error of the upstream
             route.child(route.metrics.http_duration, "aborted").observe((ex.ended or now) - ex.started)
             return
@@ -332,23 +355,7 @@ class Observation:
         traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
         traffic.exchange_done(ex)  # rendered when asked (facts)
         status = ex.status or 0
-        if ex.mcp_method and not ex.jsonrpc_requests and ex.method == "POST":
-            # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
-            duration = (ex.ended or now) - ex.started
-            route.outcomes(
-                [
-                    McpOutcome(
-                        method_label(ex.mcp_method),
-                        "ok" if 200 <= status < 300 else "other_error",
-                        duration,
-                        "client",
-                        session=ex.session,
-                        request_bytes=ex.request_bytes,
-                        response_bytes=ex.response_bytes,
-                    )
-                ],
-                now,
-            )
+        self.records.exchange_done(ex, status, now)
         child, metrics = route.child, route.metrics
         child(metrics.http_requests, ex.method, _STATUS_LABELS.get(status) or str(status)).inc()
         if ex.headers_at is not None:
@@ -375,6 +382,7 @@ class Observation:
             event.size,
             event.trace,
             self.observer.mode is _HTTP,
+            event.exchange,
         )
 
     def _on_body_too_large(self, event: BodyTooLarge, now: float) -> None:
@@ -382,6 +390,7 @@ class Observation:
 
     def _on_session_endpoint(self, event: SessionEndpoint, now: float) -> None:
         self.records.saw()
+        self._stream.announced_endpoint()
 
     def _on_http(self, event: HttpDetected, now: float) -> None:
         self._begin_http()

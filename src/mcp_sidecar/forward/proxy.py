@@ -38,6 +38,7 @@ from ..net.listeners import BoundListener
 from ..net.upstream import Connector, local_resource_error
 from ..observe.budget import LOAD_INTERVAL_S, MemoryBudget, ObservationBudget
 from ..observe.mcp import McpTracker
+from ..observe.mcpmeta import TargetLabels
 from ..observe.requestlog import RequestLogPolicy
 from . import memtrim
 from .connection import serve_connection
@@ -116,6 +117,8 @@ class Proxy:
                         if s.observe.request_log
                         else None,
                         tap_max_bytes=config.observe.tap_max_bytes,
+                        targets=TargetLabels(s.observe.target_label_limit),
+                        target_resources=s.observe.target_label_resources,
                     ),
                     exhaustion=self.exhaustion,
                     tls_server=tls_server,

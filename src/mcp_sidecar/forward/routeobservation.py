@@ -14,21 +14,28 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.defaults import DEFAULT_MCP_TARGET_LIMIT
 from ..logs import log
 from ..observe.budget import UNBOUNDED, MemoryBudget, ObservationBudget
 from ..observe.events import McpOutcome
 from ..observe.mcp import McpTracker
+from ..observe.mcpmeta import TargetLabels
 from ..observe.mcpstats import McpStats
 from ..observe.requestlog import RequestLogPolicy, request_line
 from ..observe.tap import DEFAULT_MAX_BYTES
+from .mcpstreams import RouteStreams
 from .metrics import Metrics
 from .observequeue import ObservationQueue
 
 logger = logging.getLogger(__name__)
+
+#: Sessions (and connections) whose negotiated version is remembered.
+MAX_SESSION_VERSIONS = 10_000
 
 
 @dataclass
@@ -54,10 +61,19 @@ class RouteObservation:
     bugs: int = 0
     #: JSON bodies past the observer's bound: counted, not parsed.
     bodies_too_large: int = 0
-    #: Open connections that carried MCP; GET event streams open now (kept
-    #: here as they change, so that a scrape never walks the connections).
+    #: Open connections that carried MCP (kept here as they change, so that a
+    #: scrape never walks the connections).
     mcp_connections: int = 0
-    open_streams: int = 0
+    #: Long-lived MCP streams: open now by kind, ended by kind and end (mcpstreams.py).
+    streams: RouteStreams = field(default_factory=RouteStreams)
+    #: The tool, prompt and resource labels, capped (observe/mcpmeta.py);
+    #: resource URIs are labels only when the route opts in.
+    targets: TargetLabels = field(default_factory=lambda: TargetLabels(DEFAULT_MCP_TARGET_LIMIT))
+    target_resources: bool = False
+    #: Requests and answers that broke their revision's rules, by kind (mcpmeta.Conformance).
+    conformance: dict[str, int] = field(default_factory=dict)
+    #: The protocol version each session (or connection) negotiated, bounded.
+    session_versions: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: (side, opcode) -> (frames counter, bytes counter): one lookup per chunk.
     ws_children: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
@@ -93,11 +109,39 @@ class RouteObservation:
 
     def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
         """What came of requests: metrics, the operator's figures, the request log."""
-        stats, policy = self.stats, self.request_log
+        stats, policy, metrics = self.stats, self.request_log, self.metrics
         for outcome in outcomes:
-            self.child(self.metrics.mcp_requests, outcome.method, outcome.status, outcome.transport).inc()
+            method, transport, version, target = (
+                outcome.method,
+                outcome.transport,
+                outcome.protocol_version,
+                outcome.target,
+            )
+            self.child(metrics.mcp_requests, method, outcome.status, transport, version, target).inc()
             if outcome.duration_s is not None and outcome.status != "cancelled":
-                self.child(self.metrics.mcp_duration, outcome.method, outcome.transport).observe(outcome.duration_s)
+                self.child(metrics.mcp_duration, method, transport, version, target).observe(outcome.duration_s)
             stats.outcome(outcome, now)
             if policy is not None and policy.admit(now):
                 log(logger, logging.INFO, "mcp.request", unlimited=True, **request_line(self.route, outcome))
+
+    def session_version(self, key: str) -> str | None:
+        return self.session_versions.get(key)
+
+    def negotiated(self, key: str, version: str) -> None:
+        """A session (or connection) settled its protocol version (initialize)."""
+        versions = self.session_versions
+        versions[key] = version
+        versions.move_to_end(key)
+        while len(versions) > MAX_SESSION_VERSIONS:
+            versions.popitem(last=False)
+
+    def nonconforming(self, kind: str) -> None:
+        self.conformance[kind] = self.conformance.get(kind, 0) + 1
+        self.child(self.metrics.mcp_conformance, kind).inc()
+
+    def mcp_stream_opened(self, kind: str) -> None:
+        self.streams.opened(kind)
+
+    def mcp_stream_ended(self, kind: str, end: str, lifetime_s: float) -> None:
+        self.streams.closed(kind, end)
+        self.child(self.metrics.mcp_stream_duration, kind, end).observe(lifetime_s)

@@ -89,6 +89,7 @@ class Connection:
         "connect_s",
         "csock",
         "end",
+        "first_eof",
         "id",
         "observation",
         "quality",
@@ -113,6 +114,8 @@ class Connection:
         self.c2u = Flow()
         self.u2c = Flow()
         self.end: End | None = None
+        #: The side whose direction reached EOF first ("client", "upstream"), if one did.
+        self.first_eof: str | None = None
         self.connect_attempts = 0
         self.connect_s: float | None = None
         self.csock = csock

@@ -435,6 +435,13 @@ class ConnectionObserver:
             scanner.close()
         self._sniffed = b""
 
+    def eof(self, side: str, now: float) -> list[ConnectionEvent]:
+        """``side`` closed its direction: the upstream's close ends a response
+        whose body runs until it (``HttpObserver.upstream_eof``)."""
+        if side == "upstream" and self.http is not None and self.mode is _HTTP:
+            return list(self.http.upstream_eof(now))
+        return []
+
     def abort(self, now: float) -> list[ConnectionEvent]:
         """The connection ended: HTTP exchanges still under way end aborted."""
         if self.http is not None and self.mode is _HTTP:

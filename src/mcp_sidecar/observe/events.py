@@ -41,6 +41,23 @@ class Exchange:
     #: The connection ended before the response did (a stream the client
     #: closed, a request never answered): ``ended`` is when it ended.
     aborted: bool = False
+    #: How MCP travels on this exchange: ``http`` (streamable HTTP), ``legacy``
+    #: (a 2024-11-05 POST naming ``?sessionId=``), ``inspector-v2`` (its API).
+    transport: str = "http"
+    #: The request's MCP headers as sent (``MCP-Protocol-Version``, ``Mcp-Name``;
+    #: ``mcp_method`` above is ``Mcp-Method``), bounded in length.
+    protocol_version: str | None = None
+    mcp_name: str | None = None
+    #: The request body held only notifications or responses (streamable HTTP
+    #: answers those 202).
+    notifications_only: bool = False
+    #: The id of the ``subscriptions/listen`` request the body carried, if it did.
+    listen_id: Any = None
+    #: The response is a long-lived event stream, and which kind: ``listen``
+    #: (a ``subscriptions/listen`` answered by a stream), ``legacy-sse``
+    #: (the 2024-11-05 transport's ``GET``), ``get`` (streamable HTTP's
+    #: standalone ``GET``), ``inspector-v2`` (its events); None otherwise.
+    stream: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +100,8 @@ class JsonRpcSeen:
     size: int = 0
     #: The W3C trace id of the request's ``traceparent`` header, if it had one.
     trace: str | None = None
+    #: The HTTP exchange that carried it (its MCP headers), if any.
+    exchange: Exchange | None = None
 
 
 @dataclass(slots=True)
@@ -246,7 +265,7 @@ class Frame:
 @dataclass(slots=True)
 class McpOutcome:
     """What came of one MCP request: its method label, status (ok, an error
-    code, cancelled, timeout), latency and who asked."""
+    code, ``tool_error``, cancelled, timeout), latency and who asked."""
 
     method: str
     status: str
@@ -262,3 +281,9 @@ class McpOutcome:
     request_bytes: int = 0
     response_bytes: int = 0
     trace: str | None = None
+    #: Bounded labels (observe/mcpmeta.py): the protocol version the request
+    #: was made under, and the tool, prompt or resource it was about ("" if none).
+    protocol_version: str = "unknown"
+    target: str = ""
+    #: An ``initialize`` answered: the version the server chose (for the session).
+    negotiated: str | None = None

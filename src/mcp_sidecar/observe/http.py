@@ -66,6 +66,7 @@ from .httpsides import (
     RequestSide,
     ResponseSide,
 )
+from .jsonrpc import UNSET, answering
 from .mcphttp import body_messages, endpoint_session, event_messages, jsonrpc_messages
 
 __all__ = [
@@ -296,6 +297,12 @@ class HttpObserver:
         exchange.content_type = content_type
         if content_type == "text/event-stream":
             current.sse = SseParser()
+            if exchange.listen_id is not None:
+                exchange.stream = "listen"
+            elif current.method == b"GET":
+                exchange.stream = (
+                    "inspector-v2" if current.v2 else "legacy-sse" if exchange.path in ("/sse", "/stdio") else "get"
+                )
         elif content_type == "application/json":
             current.response_json = bytearray()
         self._out.append(ResponseStarted(exchange))
@@ -306,9 +313,18 @@ class HttpObserver:
         buffer = current.response_json
         if buffer:
             _, messages, transport = body_messages(buffer, v2=current.v2, legacy=current.legacy)
+            if len(messages) == 1 and len(current.request_ids) == 1:
+                # An error whose id is null, the only possible answer on this
+                # exchange (a server refusing at once, e.g. a foreign Host):
+                # it answers the exchange's one request.
+                messages = [answering(messages[0], current.request_ids[0])]
             size = len(buffer)
             for message in messages:
-                self._out.append(JsonRpcSeen("upstream", message, self._now, current.request_session, transport, size))
+                self._out.append(
+                    JsonRpcSeen(
+                        "upstream", message, self._now, current.request_session, transport, size, None, exchange
+                    )
+                )
             self._done_with(buffer)
         current.response_json = None
         self._queue.popleft()
@@ -376,8 +392,16 @@ class HttpObserver:
                     stream_session=self.stream_session,
                     legacy=current.legacy,
                 )
+                exchange = current.exchange
+                waiting = current.request_ids
                 for message in messages:
-                    out.append(JsonRpcSeen("upstream", message, self._now, session, transport, len(data)))
+                    out.append(
+                        JsonRpcSeen("upstream", message, self._now, session, transport, len(data), None, exchange)
+                    )
+                    if waiting and message.method is UNSET and message.id in waiting:
+                        waiting.remove(message.id)
+                        if not waiting:  # every request of the POST answered on its stream
+                            current.answered_at = self._now
 
     # -- bounded buffers --------------------------------------------------------------------
 
@@ -409,14 +433,40 @@ class HttpObserver:
         if level or self.memory.held:
             self.memory.hold(level)
 
+    def upstream_eof(self, now: float) -> list[HttpEvent]:
+        """The upstream closed its side: a response whose body runs until the
+        close (neither Content-Length nor chunked) is complete now."""
+        queue = self._queue
+        if self.upgraded or not self._in_response or self._upstream_in_head or not queue:
+            return []
+        current = queue[0]
+        if not current.close_delimited or current.head_only:
+            return []
+        self._now = now
+        out: list[HttpEvent] = []
+        self._out = out
+        self._in_response = False
+        self._keep_alive = False
+        if current.sse is not None:  # an event not ended by a blank line is dropped (the SSE rule)
+            current.sse = None
+        self._response_done(current)
+        self._account()
+        return out
+
     def abort(self, now: float) -> list[HttpEvent]:
         """The connection ended: the exchanges still under way (an event
         stream the client closed, a request never answered) end ``aborted``."""
         out: list[HttpEvent] = []
         for current in self._queue:
             exchange = current.exchange
-            exchange.aborted = True
-            exchange.ended = now
+            if current.answered_at is not None and exchange.status is not None:
+                # A request-scoped event stream that carried every answer its
+                # request awaited: complete, whatever happened to its last
+                # chunk (the client may close as soon as it has the answer).
+                exchange.ended = current.answered_at
+            else:
+                exchange.aborted = True
+                exchange.ended = now
             out.append(ExchangeDone(exchange))
         self._queue.clear()
         return out

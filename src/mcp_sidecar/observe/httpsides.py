@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ObserverError
 from .events import Exchange, JsonRpcSeen
+from .jsonrpc import UNSET
 from .mcphttp import body_messages, is_inspector_v2, legacy_session, path_label, trace_id
 from .sse import SseParser
 
@@ -33,10 +34,14 @@ KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 HEAD_END = b"\r\n\r\n"
 #: The lengths of the header names read (content-type 12, mcp-session-id 14,
-#: mcp-method 10, upgrade 7, connection 10, traceparent 11): any other header
-#: is passed over without lower-casing its name.
-_REQUEST_HEADER_LENGTHS = frozenset({7, 10, 11, 12, 14})
-_RESPONSE_HEADER_LENGTHS = frozenset({12, 14})
+#: mcp-method 10, mcp-name 8, mcp-protocol-version 20, upgrade 7, connection
+#: 10, traceparent 11; in responses content-type, mcp-session-id,
+#: content-length 14 and transfer-encoding 17): any other header is passed
+#: over without lower-casing its name.
+_REQUEST_HEADER_LENGTHS = frozenset({7, 8, 10, 11, 12, 14, 20})
+_RESPONSE_HEADER_LENGTHS = frozenset({12, 14, 17})
+#: Longest MCP header value kept (Mcp-Name, MCP-Protocol-Version): longer ones are cut.
+MAX_MCP_HEADER_CHARS = 1024
 _JSON_TYPES: dict[bytes, bool] = {}
 #: Content types remembered (bounded: peers choose them).
 _CACHE_BOUND = 1024
@@ -63,11 +68,14 @@ class Current:
     """An exchange whose response has not ended yet."""
 
     __slots__ = (
+        "answered_at",
+        "close_delimited",
         "exchange",
         "head_only",
         "informational",
         "legacy",
         "method",
+        "request_ids",
         "request_json",
         "request_session",
         "response_json",
@@ -101,12 +109,31 @@ class Current:
         self.legacy = False
         #: The trace id of the request's ``traceparent`` header.
         self.trace: str | None = None
+        #: The ids of the JSON-RPC requests in the body (an error with a null
+        #: id answers the one request of its exchange).
+        self.request_ids: list[Any] = []
+        #: The response's body runs until the upstream closes (neither
+        #: Content-Length nor chunked): its end is the upstream's EOF.
+        self.close_delimited = False
+        #: When the last answer the request awaited arrived on its event stream.
+        self.answered_at: float | None = None
 
 
 class RequestSide:
     """llhttp's callbacks for the client's bytes."""
 
-    __slots__ = ("connection", "ctype", "mcp_method", "o", "session", "trace", "upgrade", "url")
+    __slots__ = (
+        "connection",
+        "ctype",
+        "mcp_method",
+        "mcp_name",
+        "o",
+        "protocol_version",
+        "session",
+        "trace",
+        "upgrade",
+        "url",
+    )
 
     def __init__(self, observer: Any) -> None:
         self.o = observer
@@ -114,6 +141,8 @@ class RequestSide:
         self.ctype: bytes | None = None
         self.session: str | None = None
         self.mcp_method: str | None = None
+        self.mcp_name: str | None = None
+        self.protocol_version: str | None = None
         self.upgrade: bytes | None = None
         self.connection: bytes | None = None
         self.trace: str | None = None
@@ -123,6 +152,7 @@ class RequestSide:
             raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
         self.url = b""
         self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
+        self.mcp_name = self.protocol_version = None
         self.o._client_in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -137,7 +167,11 @@ class RequestSide:
         elif name == b"mcp-session-id":
             self.session = value.decode("latin-1")
         elif name == b"mcp-method":
-            self.mcp_method = value.decode("latin-1")
+            self.mcp_method = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
+        elif name == b"mcp-name":
+            self.mcp_name = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
+        elif name == b"mcp-protocol-version":
+            self.protocol_version = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
         elif name == b"upgrade":
             self.upgrade = value
         elif name == b"connection":
@@ -169,6 +203,11 @@ class RequestSide:
             session,
             self.mcp_method,
         )
+        exchange.protocol_version = self.protocol_version
+        exchange.mcp_name = self.mcp_name
+        v2 = is_inspector_v2(target)
+        if legacy or v2:
+            exchange.transport = "inspector-v2" if v2 else "legacy"
         upgrade = self.upgrade
         if upgrade is None:
             upgrade = b""
@@ -177,7 +216,7 @@ class RequestSide:
             switch = method == b"CONNECT" or b"upgrade" in (self.connection or b"")
         ctype = self.ctype
         current = Current(exchange, method, switch, upgrade, ctype is not None and _is_json(ctype), session)
-        if is_inspector_v2(target):
+        if v2:
             current.v2 = True
         current.legacy = legacy
         current.trace = self.trace
@@ -198,10 +237,19 @@ class RequestSide:
             session, messages, transport = body_messages(buffer, v2=current.v2, legacy=current.legacy)
             if session is not None:
                 current.request_session = current.exchange.session = session
-            size, trace = len(buffer), current.trace
+            size, trace, exchange = len(buffer), current.trace, current.exchange
+            requests = 0
             for message in messages:
-                current.exchange.jsonrpc_requests += 1
-                o._out.append(JsonRpcSeen("client", message, o._now, current.exchange.session, transport, size, trace))
+                exchange.jsonrpc_requests += 1
+                if message.method is not UNSET and message.id is not UNSET:
+                    requests += 1
+                    current.request_ids.append(message.id)
+                    if message.method == "subscriptions/listen":
+                        exchange.listen_id = message.id
+                o._out.append(
+                    JsonRpcSeen("client", message, o._now, exchange.session, transport, size, trace, exchange)
+                )
+            exchange.notifications_only = bool(messages) and not requests
             o._done_with(buffer)
         current.request_json = None
 
@@ -209,18 +257,21 @@ class RequestSide:
 class ResponseSide:
     """llhttp's callbacks for the upstream's bytes."""
 
-    __slots__ = ("ctype", "o", "session")
+    __slots__ = ("ctype", "framed", "o", "session")
 
     def __init__(self, observer: Any) -> None:
         self.o = observer
         self.ctype: bytes | None = None
         self.session: bytes | None = None
+        #: The response named its framing (Content-Length or Transfer-Encoding).
+        self.framed = False
 
     def on_message_begin(self) -> None:
         o = self.o
         if not o._queue:
             raise HttpObserverError("upstream sent a response with no request")
         self.ctype = self.session = None
+        self.framed = False
         o._in_response = True
         o._upstream_in_head = True
 
@@ -232,6 +283,8 @@ class ResponseSide:
             self.ctype = value
         elif name == b"mcp-session-id":
             self.session = value
+        elif name == b"content-length" or name == b"transfer-encoding":
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         o = self.o
@@ -242,6 +295,7 @@ class ResponseSide:
         current.informational = 100 <= status < 200 and status != 101
         if current.informational:
             return
+        current.close_delimited = not self.framed and status not in (204, 304) and status != 101
         o._response_head(current, status, self.ctype, self.session)
 
     def on_body(self, body: bytes) -> None:

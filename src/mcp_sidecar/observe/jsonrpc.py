@@ -11,6 +11,10 @@ Rules this module keeps:
 * A body that is not JSON, or not JSON-RPC 2.0, yields no message; nothing
   here raises on a peer's bytes.
 * A single message and a batch (a JSON array) are both accepted.
+* What the observers need from ``params`` and ``result`` (a target's name,
+  the protocol version in ``_meta``, a tool's ``isError``) is decoded by
+  ``params_facts``/``result_facts`` into small records, the rest of the
+  slice skipped by msgspec without building it.
 * The MCP Inspector v2 wraps messages in its own API envelope
   (``decode_v2``): the wrapper is decoded the same way, its inner message
   through the same envelope decoder.
@@ -56,6 +60,59 @@ class Envelope(msgspec.Struct, frozen=True):
         return value.get(name) if isinstance(value, dict) else None
 
 
+class MetaFacts(msgspec.Struct):
+    """What the observers read of ``params._meta``."""
+
+    protocol_version: Any = msgspec.field(default=None, name="io.modelcontextprotocol/protocolVersion")
+    traceparent: Any = None
+
+
+class ParamFacts(msgspec.Struct):
+    """What the observers read of a request's ``params``: the tool or prompt
+    (``name``) or resource (``uri``) it is about, the version an
+    ``initialize`` asks for, the request a cancellation names, and ``_meta``
+    (the 2026-07-28 protocol version, a ``traceparent``)."""
+
+    name: Any = None
+    uri: Any = None
+    protocolVersion: Any = None
+    requestId: Any = None
+    #: (A ``_meta`` that is not an object makes the whole record empty: not MCP.)
+    meta: MetaFacts | None = msgspec.field(default=None, name="_meta")
+
+
+class ResultFacts(msgspec.Struct):
+    """What the observers read of a ``result``: the version an ``initialize``
+    answer chose, whether a ``tools/call`` result is a tool error."""
+
+    protocolVersion: Any = None
+    isError: Any = None
+
+
+_NO_PARAMS = ParamFacts()
+_NO_RESULT = ResultFacts()
+
+
+def params_facts(message: Envelope) -> ParamFacts:
+    """``params`` as the observers read it (empty when absent or not an object)."""
+    if message.params is UNSET:
+        return _NO_PARAMS
+    try:
+        return _PARAM_FACTS.decode(message.params)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _NO_PARAMS
+
+
+def result_facts(message: Envelope) -> ResultFacts:
+    """``result`` as the observers read it (empty when absent or not an object)."""
+    if message.result is UNSET:
+        return _NO_RESULT
+    try:
+        return _RESULT_FACTS.decode(message.result)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _NO_RESULT
+
+
 class _V2Wrapper(msgspec.Struct):
     """The Inspector v2 API's envelope around JSON-RPC: ``{"sessionId", "message"}``
     (POST /api/mcp/send) or ``{"type": "message", "data"}`` (its event streams)."""
@@ -70,6 +127,8 @@ _ONE = msgspec.json.Decoder(Envelope)
 _V2 = msgspec.json.Decoder(_V2Wrapper)
 _MANY = msgspec.json.Decoder(Envelope | list[Envelope])
 _PARAMS = msgspec.json.Decoder()
+_PARAM_FACTS = msgspec.json.Decoder(ParamFacts)
+_RESULT_FACTS = msgspec.json.Decoder(ResultFacts)
 
 
 def decode(body: bytes | bytearray | memoryview) -> list[Envelope]:
@@ -83,6 +142,15 @@ def decode(body: bytes | bytearray | memoryview) -> list[Envelope]:
         return []
     items = value if isinstance(value, list) else [value]
     return [m for m in items if m.jsonrpc == "2.0"]
+
+
+def answering(message: Envelope, request_id: Any) -> Envelope:
+    """``message``, or, if it is an error whose id is null, that error
+    answering ``request_id`` (the caller knows it is the only request it can
+    answer)."""
+    if message.id is None and message.error is not UNSET and message.method is UNSET:
+        return msgspec.structs.replace(message, id=request_id)
+    return message
 
 
 def from_mapping(message: dict[str, Any]) -> Envelope:

@@ -9,10 +9,19 @@ Rules this module keeps:
   Requests may come from either side (servers send ``sampling/*``,
   ``roots/list``, ``ping``).
 * Outcomes: ``ok``, the JSON-RPC error code (known codes; others are
-  ``other_error``), ``cancelled`` (``notifications/cancelled`` naming the
-  request), ``timeout`` (no response within ``timeout_s``, found by
-  ``sweep``).  Latency is to the final response; the first response byte
-  time is kept when the transport gives it.
+  ``other_error``), ``tool_error`` (a ``tools/call`` result with ``isError``:
+  the tool failed, the protocol did not), ``cancelled``
+  (``notifications/cancelled`` naming the request), ``timeout`` (no
+  response within ``timeout_s``, found by ``sweep``).  Latency is to the
+  final response; the first response byte time is kept when the transport
+  gives it.
+* A ``subscriptions/listen`` answered by a stream is answered when the
+  stream opens (``answered_by_stream``): an ``ok`` request, timed to its
+  stream's first byte; the stream is the caller's to count from there.
+  Refused (a JSON error), it is an ordinary request with its error.
+* Each pending request keeps the version and target labels it was counted
+  under (``mcpmeta.py``); an ``initialize`` answer reports the version the
+  server chose (``McpOutcome.negotiated``).
 * Labels are bounded: methods outside the spec's list are ``other``.
 * At most ``max_pending`` requests are tracked; beyond that the oldest is
   dropped as ``timeout`` (a client flooding ids cannot grow memory).
@@ -25,10 +34,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import McpOutcome
-from .jsonrpc import UNSET, Envelope, from_mapping
+from .jsonrpc import UNSET, Envelope, from_mapping, result_facts
+from .mcpmeta import version_label
 
 SPEC_METHODS = frozenset(
     {
+        "server/discover",
         "initialize",
         "ping",
         "tools/list",
@@ -55,12 +66,19 @@ SPEC_METHODS = frozenset(
         "notifications/tools/list_changed",
         "notifications/prompts/list_changed",
         "notifications/roots/list_changed",
+        "notifications/subscriptions/acknowledged",
+        "notifications/elicitation/complete",
+        "tasks/get",
+        "tasks/list",
+        "tasks/result",
+        "tasks/cancel",
+        "notifications/tasks/status",
     }
 )
 KNOWN_ERROR_CODES = frozenset(
     {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32099, -32020, -32021, -32022}
 )
-#: Requests that open a long-lived stream: gauges, not latencies.
+#: Requests that open a long-lived stream: answered when it opens, then a gauge.
 STREAM_METHODS = frozenset({"subscriptions/listen"})
 MAX_PENDING = 10_000
 
@@ -89,9 +107,17 @@ class _Pending:
     session: str
     size: int
     trace: str | None
+    version: str
+    target: str
 
     def outcome(
-        self, status: str, duration_s: float | None, *, error_code: Any = None, response_bytes: int = 0
+        self,
+        status: str,
+        duration_s: float | None,
+        *,
+        error_code: Any = None,
+        response_bytes: int = 0,
+        negotiated: str | None = None,
     ) -> McpOutcome:
         return McpOutcome(
             self.method,
@@ -105,6 +131,9 @@ class _Pending:
             self.size,
             response_bytes,
             self.trace,
+            self.version,
+            self.target,
+            negotiated,
         )
 
 
@@ -117,7 +146,6 @@ class McpTracker:
         self.max_pending = max_pending
         self._pending: OrderedDict[tuple[str, str, int | str], _Pending] = OrderedDict()
         self.progress = 0
-        self.streams_open = 0
 
     @property
     def pending(self) -> int:
@@ -140,10 +168,12 @@ class McpTracker:
         transport: str = "http",
         size: int = 0,
         trace: str | None = None,
+        version: str = "unknown",
+        target: str = "",
     ) -> list[McpOutcome]:
         """Account one message sent by ``origin`` (over ``transport``, a bounded
-        label; ``size`` bytes; ``trace`` the request's trace id); the outcomes
-        it completes."""
+        label; ``size`` bytes; ``trace`` the request's trace id; ``version``
+        and ``target`` its labels); the outcomes it completes."""
         if isinstance(message, dict):
             message = from_mapping(message)
         out: list[McpOutcome] = []
@@ -155,15 +185,13 @@ class McpTracker:
                 if label == "notifications/progress":
                     self.progress += 1
                 elif label == "notifications/cancelled":
-                    target = _id_key(message.param("requestId"))
-                    pending = self._pending.pop((session, origin, target), None) if target is not None else None
+                    named = _id_key(message.param("requestId"))
+                    pending = self._pending.pop((session, origin, named), None) if named is not None else None
                     if pending is not None:
                         out.append(pending.outcome("cancelled", now - pending.sent))
                 return out
-            if label in STREAM_METHODS:
-                self.streams_open += 1
             self._pending[(session, origin, mid)] = _Pending(
-                label, now, origin, transport, message.id, session, size, trace
+                label, now, origin, transport, message.id, session, size, trace, version, target
             )
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)
@@ -175,9 +203,8 @@ class McpTracker:
         pending = self._pending.pop((session, requester, mid), None)
         if pending is None:
             return out
-        if pending.method in STREAM_METHODS:
-            self.streams_open = max(0, self.streams_open - 1)
         code = None
+        negotiated = None
         if message.error is not UNSET:
             code = message.error_code
             status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
@@ -185,8 +212,22 @@ class McpTracker:
                 code = None
         else:
             status = "ok"
-        out.append(pending.outcome(status, now - pending.sent, error_code=code, response_bytes=size))
+            if pending.method == "tools/call":
+                if result_facts(message).isError is True:
+                    status = "tool_error"
+            elif pending.method == "initialize":
+                negotiated = version_label(result_facts(message).protocolVersion)
+        out.append(
+            pending.outcome(status, now - pending.sent, error_code=code, response_bytes=size, negotiated=negotiated)
+        )
         return out
+
+    def answered_by_stream(self, session: str, request_id: Any, now: float) -> list[McpOutcome]:
+        """The client's request ``request_id`` was answered by a stream that
+        opened now (a ``subscriptions/listen``): ``ok``, timed to now."""
+        key = _id_key(request_id)
+        pending = self._pending.pop((session, "client", key), None) if key is not None else None
+        return [] if pending is None else [pending.outcome("ok", now - pending.sent)]
 
     def sweep(self, now: float) -> list[McpOutcome]:
         """Requests that got no response within timeout_s."""

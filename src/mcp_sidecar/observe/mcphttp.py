@@ -6,7 +6,7 @@ for MCP is decided here, once:
 * streamable HTTP (2025-03-26 and later): JSON bodies, and the event stream
   that answers a POST (transport ``http`` for a body, ``sse`` for an event);
 * the 2024-11-05 HTTP+SSE transport (``legacy``): POSTs that name
-  ``?sessionId=``, answered on the ``GET`` event stream that announced that
+  ``?sessionId=`` (or ``?session_id=``, the Python SDK's), answered on the ``GET`` event stream that announced that
   session in its ``endpoint`` event;
 * the Inspector v2 API (``inspector-v2``): JSON-RPC wrapped in its own
   envelope on ``/api/mcp/send`` and ``/api/mcp/events``.
@@ -66,19 +66,31 @@ def is_inspector_v2(target: bytes) -> bool:
     return target.startswith(V2_PATHS)
 
 
+#: The query parameter a 2024-11-05 endpoint URI names its session with: the
+#: TypeScript SDK and the Inspector say ``sessionId``, the Python SDK ``session_id``
+#: (the spec leaves the URI to the server).
+LEGACY_SESSION_PARAMS = ("sessionId", "session_id")
+
+
+def _named_session(query: str) -> str | None:
+    values = urllib.parse.parse_qs(query)
+    for name in LEGACY_SESSION_PARAMS:
+        found = values.get(name)
+        if found:
+            return found[0]
+    return None
+
+
 def legacy_session(target: bytes) -> str | None:
-    """The session a 2024-11-05 HTTP+SSE POST names (``?sessionId=``), if any."""
+    """The session a 2024-11-05 HTTP+SSE POST names (``?sessionId=`` or ``?session_id=``), if any."""
     if b"?" not in target:
         return None
-    query = urllib.parse.parse_qs(target.split(b"?", 1)[1].decode("latin-1"))
-    sessions = query.get("sessionId")
-    return sessions[0] if sessions else None
+    return _named_session(target.split(b"?", 1)[1].decode("latin-1"))
 
 
 def endpoint_session(data: str) -> str | None:
     """The session an ``endpoint`` event of the legacy stream announces."""
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(data).query)
-    return query["sessionId"][0] if query.get("sessionId") else None
+    return _named_session(urllib.parse.urlsplit(data).query)
 
 
 def trace_id(traceparent: bytes) -> str | None:

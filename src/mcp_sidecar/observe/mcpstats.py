@@ -1,5 +1,6 @@
-"""Per-route MCP figures for operators (sans-io): per method and per
-transport, over a sliding window, and the sessions open now.
+"""Per-route MCP figures for operators (sans-io): per method, per target and
+per transport, over a sliding window; the protocol versions and eras seen;
+the sessions open now and, for stateless traffic, the clients.
 
 Rules this module keeps:
 
@@ -11,9 +12,16 @@ Rules this module keeps:
   quantiles and the rate are over the last ``WINDOW_S`` of them);
   at most ``MAX_SESSIONS`` sessions are tracked (the least recently active
   is forgotten first, counted).
+* Sessions are what the protocol calls sessions: ``Mcp-Session-Id``, the
+  legacy ``sessionId``, a WebSocket connection (``conn:N``).  Traffic without
+  one (2026-07-28, stateless servers) is counted by client: the connection's
+  peer address, hashed (``client_ref``), at most ``MAX_CLIENTS`` (the least
+  recently active forgotten first).
 * A session id is a bearer-like secret: it is never shown, only a short hash
-  of it (``session_ref``); the connection-scoped keys (``conn:N``) the
-  tracker uses for sessionless transports are shown as they are.
+  of it (``session_ref``); the connection keys (``conn:N``) are shown as
+  they are.
+* Targets (tools, prompts, resources) are the route's capped labels
+  (``mcpmeta.TargetLabels``): at most that many windows per method.
 * Sessions end when their transport says so (a DELETE naming it, the
   connection that carried it closing for connection-scoped ones, the
   legacy stream that announced it closing) or after ``SESSION_IDLE_S``
@@ -34,6 +42,7 @@ WINDOW_S = 60.0
 #: Recent outcomes kept per method (bounds the window under heavy load).
 MAX_SAMPLES = 4096
 MAX_SESSIONS = 1000
+MAX_CLIENTS = 1000
 SESSION_IDLE_S = 600.0
 #: The transport labels (``McpOutcome.transport``), in display order.
 TRANSPORTS = ("legacy-sse", "http", "websocket", "inspector-v2")
@@ -45,6 +54,25 @@ def session_ref(key: str) -> str:
     if key.startswith("conn:"):
         return key
     return "s-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def client_ref(address: str) -> str:
+    """A client as shown: its peer's host, hashed (the port is the connection's, not the client's)."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    return "c-" + hashlib.sha256(host.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def era_of(version: str, transport: str) -> str:
+    """A request's era: ``2026-07-28`` (stateless), ``2025`` (sessions and
+    initialize over streamable HTTP or a WebSocket), ``legacy-sse`` (the
+    2024-11-05 transport), or ``unknown``."""
+    if transport == "legacy-sse":
+        return "legacy-sse"
+    if version == "2026-07-28":
+        return version
+    if version in ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"):
+        return "2025"
+    return "unknown"
 
 
 def latency_summary(latencies: list[float]) -> dict[str, float | None]:
@@ -121,9 +149,9 @@ class MethodStats:
 
 
 class Session:
-    """One MCP session as operators see it."""
+    """One MCP session (or, for stateless traffic, one client) as operators see it."""
 
-    __slots__ = ("client", "last", "last_method", "ref", "requests", "started", "transport")
+    __slots__ = ("client", "last", "last_method", "ref", "requests", "started", "transport", "version")
 
     def __init__(self, ref: str, client: str, transport: str, now: float) -> None:
         self.ref = ref
@@ -133,17 +161,39 @@ class Session:
         self.last = now
         self.requests = 0
         self.last_method: str | None = None
+        self.version = "unknown"
 
-    def as_json(self, now: float) -> dict[str, Any]:
-        return {
-            "session": self.ref,
-            "client": self.client,
+    def as_json(self, now: float, kind: str = "session") -> dict[str, Any]:
+        out = {
+            kind: self.ref,
             "transport": self.transport,
+            "protocol_version": self.version,
             "age_s": round(now - self.started, 3),
             "idle_s": round(now - self.last, 3),
             "requests": self.requests,
             "last_method": self.last_method,
         }
+        if kind == "session":
+            out["client"] = self.client
+        return out
+
+
+def _touch(
+    table: OrderedDict[str, Session], bound: int, key: str, ref: str, client: str, transport: str, now: float
+) -> tuple[Session, bool]:
+    """The table's entry for ``key`` (made and the oldest evicted past
+    ``bound``), most recently active last; whether one was evicted."""
+    entry = table.get(key)
+    evicted = False
+    if entry is None:
+        entry = table[key] = Session(ref, client, transport, now)
+        while len(table) > bound:
+            table.popitem(last=False)
+            evicted = True
+    else:
+        table.move_to_end(key)
+    entry.last = now
+    return entry, evicted
 
 
 class McpStats:
@@ -152,7 +202,14 @@ class McpStats:
     def __init__(self) -> None:
         self.methods: dict[str, MethodStats] = {}
         self.transports: dict[str, MethodStats] = {}
+        #: (method, target) -> its window (targets: the route's capped labels).
+        self.targets: dict[tuple[str, str], MethodStats] = {}
+        #: Requests by protocol version label, and by era.
+        self.versions: dict[str, int] = {}
+        self.eras: dict[str, int] = {}
         self.sessions: OrderedDict[str, Session] = OrderedDict()
+        #: Stateless traffic, by client (``client_ref``).
+        self.clients: OrderedDict[str, Session] = OrderedDict()
         #: Sessions forgotten to keep the table bounded (not ended).
         self.sessions_evicted = 0
 
@@ -165,32 +222,42 @@ class McpStats:
         if stats is None:
             stats = self.transports[outcome.transport] = MethodStats()
         stats.add(outcome, now)
+        if outcome.target:
+            key = (outcome.method, outcome.target)
+            stats = self.targets.get(key)
+            if stats is None:
+                stats = self.targets[key] = MethodStats()
+            stats.add(outcome, now)
+        version = outcome.protocol_version
+        self.versions[version] = self.versions.get(version, 0) + 1
+        era = era_of(version, outcome.transport)
+        self.eras[era] = self.eras.get(era, 0) + 1
 
-    def message(self, key: str, client: str, transport: str, now: float, method: str | None) -> None:
+    def message(
+        self, key: str, client: str, transport: str, now: float, method: str | None, version: str | None = None
+    ) -> None:
         """A message of session ``key`` (a request when ``method`` is set)."""
-        session = self.sessions.get(key)
-        if session is None:
-            session = self.sessions[key] = Session(session_ref(key), client, transport, now)
-            while len(self.sessions) > MAX_SESSIONS:
-                self.sessions.popitem(last=False)
-                self.sessions_evicted += 1
-        else:
-            self.sessions.move_to_end(key)
-        session.last = now
-        if method is not None:
-            session.requests += 1
-            session.last_method = method
+        session, evicted = _touch(self.sessions, MAX_SESSIONS, key, session_ref(key), client, transport, now)
+        self.sessions_evicted += evicted
+        _count(session, method, version)
+
+    def client(self, address: str, transport: str, now: float, method: str | None, version: str | None) -> None:
+        """A message without a session, from the client at ``address``."""
+        ref = client_ref(address)
+        entry, _ = _touch(self.clients, MAX_CLIENTS, ref, ref, "", transport, now)
+        _count(entry, method, version)
 
     def end_session(self, key: str) -> None:
         self.sessions.pop(key, None)
 
     def expire(self, now: float) -> None:
-        """Forget sessions idle for SESSION_IDLE_S (the least recent come first)."""
-        while self.sessions:
-            key, session = next(iter(self.sessions.items()))
-            if now - session.last < SESSION_IDLE_S:
-                break
-            del self.sessions[key]
+        """Forget sessions and clients idle for SESSION_IDLE_S (the least recent come first)."""
+        for table in (self.sessions, self.clients):
+            while table:
+                key, session = next(iter(table.items()))
+                if now - session.last < SESSION_IDLE_S:
+                    break
+                del table[key]
 
     def interval(self, now: float, span_s: float) -> dict[str, dict[str, float | None]]:
         """Per method over the last ``span_s`` (for the history): rate, errors, quantiles."""
@@ -216,10 +283,36 @@ class McpStats:
                 view = (self.transports[name] if name in self.transports else MethodStats()).as_json(now)
                 view["sessions_open"] = by_transport.get(name, 0)
                 transports[name] = view
+        targets: dict[str, dict[str, Any]] = {}
+        for (method, target), stats in sorted(self.targets.items()):
+            targets.setdefault(method, {})[target] = stats.as_json(now)
+        clients = sorted(self.clients.values(), key=lambda s: s.last, reverse=True)
         return {
             "methods": {m: s.as_json(now, in_flight.get(m, 0)) for m, s in sorted(self.methods.items())},
+            "targets": targets,
             "transports": transports,
+            "protocol_versions": dict(sorted(self.versions.items())),
+            "eras": dict(sorted(self.eras.items())),
+            "era": _era_summary(self.eras),
             "sessions_open": len(self.sessions),
             "sessions_evicted": self.sessions_evicted,
             "sessions": [s.as_json(now) for s in sessions[:max_sessions]],
+            "clients_active": len(self.clients),
+            "clients": [c.as_json(now, "client") for c in clients[:max_sessions]],
         }
+
+
+def _count(entry: Session, method: str | None, version: str | None) -> None:
+    if method is not None:
+        entry.requests += 1
+        entry.last_method = method
+    if version is not None and version != "unknown":
+        entry.version = version
+
+
+def _era_summary(eras: dict[str, int]) -> str:
+    """The route's traffic in one word: the one era seen, ``mixed``, or ``none``."""
+    seen = [era for era, count in eras.items() if count and era != "unknown"]
+    if not seen:
+        return "unknown" if eras else "none"
+    return seen[0] if len(seen) == 1 else "mixed"

@@ -62,6 +62,8 @@ def tap_record(
     method: str | None,
     answered: McpOutcome | None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    protocol_version: str | None = None,
+    target: str = "",
 ) -> dict[str, Any]:
     """One message as the tap streams it.  ``method`` is the message's own
     label (requests, notifications); ``answered`` the outcome a response
@@ -83,6 +85,12 @@ def tap_record(
         "session": None if session is None else session_ref(session),
         "size": size,
     }
+    if answered is not None:  # a response: the labels its request was counted under
+        protocol_version, target = answered.protocol_version, answered.target
+    if protocol_version is not None:
+        record["protocol_version"] = protocol_version
+    if target:
+        record["target"] = target
     if answered is not None:
         record["latency_ms"] = None if answered.duration_s is None else round(answered.duration_s * 1000, 3)
         record["outcome"] = outcome_kind(answered.status)

@@ -1,0 +1,61 @@
+"""The official MCP Python SDK as the upstream of the era tests (run as a
+subprocess: ``python -m tests.mcp_sdk.server PORT``).
+
+One endpoint (``/mcp``) serves streamable HTTP in both eras (2025-11-25
+sessions with initialize, 2026-07-28 stateless requests); ``/sse`` and
+``/messages/`` serve the 2024-11-05 HTTP+SSE transport.  Prints ``ready``
+once it listens.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from starlette.applications import Starlette
+
+server = MCPServer("sidecar-era-tests")
+
+
+@server.tool()
+def echo(text: str) -> str:
+    return text
+
+
+@server.tool()
+def fail(reason: str) -> str:
+    raise ValueError(reason)
+
+
+@server.tool()
+async def slow(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "done"
+
+
+@server.prompt()
+def greet(name: str) -> str:
+    return f"Hello {name}"
+
+
+@server.resource("demo://config")
+def config() -> str:
+    return "{}"
+
+
+def app() -> Starlette:
+    http = server.streamable_http_app()
+    legacy = server.sse_app()
+    return Starlette(routes=[*http.routes, *legacy.routes], lifespan=http.router.lifespan_context)
+
+
+class _Ready(uvicorn.Server):
+    async def startup(self, sockets=None):  # type: ignore[no-untyped-def]
+        await super().startup(sockets)
+        print("ready", flush=True)
+
+
+if __name__ == "__main__":
+    _Ready(uvicorn.Config(app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")).run()
