@@ -20,6 +20,8 @@ Workloads (ratios to socat; higher is better but for RTT and memory):
   connections (benchmarks/loadgen.c);
 * ``idle-1000``: 1000 idle connections: the PSS of the forwarder's whole
   process tree, and its growth per connection over a second thousand;
+* ``mcp-call``: a 2026-07-28 ``tools/call`` (mirrored headers, ``_meta``) on one
+  reused connection, one at a time: p50 and p99 latency in microseconds;
 * ``mcp-cpu`` (sidecars only): the worker's CPU per 1000 observed MCP
   exchanges (JSON-RPC POSTs, wrk), i.e. vCPU per 1000 requests/s, and how
   many were observed and shed.
@@ -79,6 +81,7 @@ WORKLOADS = (
     "ws-50",
     "idle-1000",
     "mcp-cpu",
+    "mcp-call",
 )
 
 
@@ -444,6 +447,43 @@ def _wrk(
     raise RuntimeError(f"wrk printed no rate: {out}")
 
 
+MODERN_CALL = (
+    b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},'
+    b'"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+    b'"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},'
+    b'"io.modelcontextprotocol/clientCapabilities":{}}}}'
+)
+
+
+def mcp_call(f: Forwarder, _: argparse.Namespace) -> dict[str, float]:
+    """A 2026-07-28 tools/call (its mirrored headers, its _meta) on one reused
+    connection, one at a time: the latency a forwarder adds to an MCP call."""
+    request = (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
+        b"Mcp-Method: tools/call\r\nMcp-Name: echo\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (len(MODERN_CALL), MODERN_CALL)
+    samples = []
+    with _connect(f.ports["http"]) as s:
+        buffer = b""
+        for i in range(2200):
+            t0 = time.perf_counter_ns()
+            s.sendall(request)
+            while b"\r\n\r\n" not in buffer:
+                buffer += s.recv(65536)
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = int(
+                next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")).split(b":")[1]
+            )
+            while len(buffer) < length:
+                buffer += s.recv(65536)
+            buffer = buffer[length:]
+            if i >= 200:
+                samples.append((time.perf_counter_ns() - t0) / 1000)
+    samples.sort()
+    return {"mcp_call_p50_us": samples[len(samples) // 2], "mcp_call_p99_us": samples[int(len(samples) * 0.99)]}
+
+
 def http_ka_1(f, args):
     return {"http_ka_1_rps": _wrk(f, args, 1, "/1k", False)}
 
@@ -596,9 +636,18 @@ MEASURES = {
     "ws-50": ws_50,
     "idle-1000": idle_1000,
     "mcp-cpu": mcp_cpu,
+    "mcp-call": mcp_call,
 }
 #: Figures where lower is better.
-LOWER = {"rtt_p50_us", "rtt_p99_us", "idle_pss_MB", "idle_KiB_per_conn", "mcp_vcpu_per_1k_rps"}
+LOWER = {
+    "rtt_p50_us",
+    "rtt_p99_us",
+    "mcp_call_p50_us",
+    "mcp_call_p99_us",
+    "idle_pss_MB",
+    "idle_KiB_per_conn",
+    "mcp_vcpu_per_1k_rps",
+}
 
 
 # --- the run -------------------------------------------------------------------------------------

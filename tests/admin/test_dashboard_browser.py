@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from mcp_sidecar.demo.drive import drive_mcp
+from mcp_sidecar.demo.drive import drive_mcp, drive_mcp_modern
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 
 from ..conftest import start_proxy, wait_until
@@ -121,6 +121,7 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         for _ in range(3):
             await drive_mcp("127.0.0.1", proxy.port("mcp-http"), proxy.port("mcp-ws"))
             tick()
+        await drive_mcp_modern("127.0.0.1", proxy.port("mcp-http"))  # and a 2026-07-28 client
         held = await trio.open_tcp_stream("127.0.0.1", proxy.port("flaky"))
         await held.send_all(b"hello")
         await wait_until(lambda: proxy.route("flaky").active == 1)
@@ -128,8 +129,16 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         methods = _rows(dom, "methods")
         assert methods.count('data-method="tools/call"') == 2  # over streamable HTTP and WebSocket
         assert re.search(
-            r'data-method="tools/call"><td>mcp-http</td><td>tools/call</td><td class="num">6</td>', methods
+            r'data-method="tools/call"><td>mcp-http</td><td>tools/call</td><td class="num">8</td>', methods
         )
+        targets = _rows(dom, "targets")  # which tool was called, per route
+        assert re.search(
+            r'data-target="echo"><td>mcp-http</td><td>tools/call</td><td>echo</td><td class="num">4</td>', targets
+        )
+        assert 'data-target="slow"' in targets
+        assert "<td>mcp-http</td>" in _rows(dom, "clients") and "2026-07-28" in _rows(dom, "clients")
+        assert re.search(r'data-route="mcp-http".*?<td>mixed</td>', _rows(dom, "routes"), re.S)
+        assert "versions 2025-06-18 " in re.search(r'<div id="mcp-facts"[^>]*>(.*?)</div>', dom).group(1)
         transports = _rows(dom, "transports")
         for era in ("legacy-sse", "http", "websocket"):
             assert f'data-transport="{era}"' in transports, era

@@ -102,6 +102,7 @@ def test_demo_self_check_passes() -> None:
         "  ok   MCP sessions (streamable HTTP, WebSocket, HTTP+SSE): streamable_http 3 responses, "
         "websocket 3 responses, http_sse 2 responses"
     ) in lines
+    assert "  ok   MCP 2026-07-28 (stateless: discover, tools, a listen stream): 5 answers" in lines
     assert '"event":"connection.closed"' in result.stderr
 
 

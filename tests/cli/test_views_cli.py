@@ -51,8 +51,12 @@ async def test_top_without_a_terminal_prints_one_snapshot(nursery) -> None:
         assert "ready" in out.splitlines()[0] and "routes" in out and "MCP methods (last 60 s)" in out
         for text in ("tools/call", "initialize", "ping", "serving", "busiest connections (0 open"):
             assert text in out, text
-        method_rows = [line for line in out.splitlines() if "tools/call" in line]
+        methods_part, targets_part = out.split("MCP targets (last 60 s)")
+        method_rows = [line for line in methods_part.splitlines() if "tools/call" in line]
         assert len(method_rows) == 2  # route r (streamable HTTP) and route ws
+        target_rows = [line.split() for line in targets_part.splitlines() if "tools/call" in line]
+        assert sorted((row[1], row[5]) for row in target_rows) == [("r", "echo"), ("r", "slow"), ("ws", "slow")]
+        assert "protocol versions: r: 2025-06-18" in targets_part.splitlines()[0]
         as_json = await _proxyctl("top", "--json", "--admin", f"127.0.0.1:{proxy.admin_port}")
         data = json.loads(as_json.stdout)
         assert set(data) == {"status", "mcp", "connections"}
@@ -93,7 +97,7 @@ async def test_tap_streams_readable_lines_and_records_json(nursery, tmp_path) ->
         assert done.returncode == 0, done.stderr.decode()
         lines = done.stdout.decode().splitlines()
         assert len(lines) == 6 and "tapping route ws" in done.stderr.decode()
-        assert " ws -> request initialize #1 " in lines[0] and "[websocket conn:" in lines[0]
+        assert " ws -> request initialize #1 " in lines[0] and "[websocket 2025-06-18 conn:" in lines[0]
         assert " ws <- response initialize #1 ok " in lines[1] and " ms " in lines[1]
         assert "notifications/progress" in lines[3]  # the slow tool's progress, shown while tapped
         records = [json.loads(line) for line in recording.read_text().splitlines()]

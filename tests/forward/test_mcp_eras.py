@@ -243,3 +243,37 @@ async def test_the_target_labels_are_capped_per_route_and_resources_are_opt_in(n
         await drive(f"http://127.0.0.1:{proxy2.port()}/mcp", "auto", 1)
         await wait_until(lambda: proxy2.route().active == 0)
         assert requests(proxy2, method="resources/read", target="demo://config") == 1
+
+
+async def test_the_demo_upstream_speaks_2026_and_refuses_mismatched_headers(nursery) -> None:
+    """The embedded demo serves the 2026-07-28 revision beside the 2025 one on
+    /mcp: what its 2026 client does is counted under that version, with no
+    session, and its listen stream ends when the client closes it."""
+    from mcp_sidecar.demo.drive import drive_mcp_modern
+    from mcp_sidecar.demo.servers import serve_http
+
+    with trio.fail_after(20):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+        proxy = await start_proxy(nursery, route_doc(f"127.0.0.1:{upstream}"))
+        assert await drive_mcp_modern("127.0.0.1", proxy.port()) == 5
+        await wait_until(lambda: proxy.route().active == 0)
+        for method, target in (
+            ("server/discover", ""),
+            ("tools/list", ""),
+            ("tools/call", "echo"),
+            ("tools/call", "slow"),
+        ):
+            assert requests(proxy, method=method, status="ok", protocol_version=MODERN, target=target) == 1, method
+        assert requests(proxy, method="subscriptions/listen", status="ok") == 1
+        assert sample(proxy, "mcp_stream_duration_seconds_count", kind="listen", end="client_closed") == 1
+        assert sample(proxy, "mcp_conformance_total") == 0
+        view = mcp_view(proxy.proxy, trio.current_time())["routes"][0]
+        assert view["sessions_open"] == 0 and view["era"] == MODERN and view["clients_active"] == 1
+        # The demo refuses what the revision refuses: a name header that is not the body's.
+        reply = await mcp_post(
+            proxy.port(),
+            modern_call("echo"),
+            {"mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "slow"},
+        )
+        assert reply.status == 400 and json.loads(reply.body)["error"]["code"] == -32020
+        assert sample(proxy, "mcp_conformance_total", kind="name_header_mismatch") == 1

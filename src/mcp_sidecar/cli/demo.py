@@ -12,7 +12,7 @@ import trio
 from .. import __version__, logs
 from ..admin.server import AdminServer
 from ..config.parse import build_config
-from ..demo.drive import drive_mcp, self_check
+from ..demo.drive import drive_mcp, drive_mcp_modern, self_check
 from ..demo.servers import serve_echo, serve_http, serve_ws
 from ..errors import EXIT_FAILURE
 from ..forward.proxy import Proxy
@@ -81,6 +81,18 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
                     )
                 except Exception as exc:
                     results.append(("MCP sessions", False, repr(exc)))
+                try:
+                    with trio.fail_after(20):
+                        answers = await drive_mcp_modern("127.0.0.1", http.port)
+                    results.append(
+                        (
+                            "MCP 2026-07-28 (stateless: discover, tools, a listen stream)",
+                            answers == 5,
+                            f"{answers} answers",
+                        )
+                    )
+                except Exception as exc:
+                    results.append(("MCP 2026-07-28", False, repr(exc)))
                 lines = ["self-check through the proxy:"]
                 lines += [f"  {'ok  ' if ok else 'FAIL'} {what}: {detail}" for what, ok, detail in results]
                 outcome["passed"] = all(ok for _, ok, _ in results)

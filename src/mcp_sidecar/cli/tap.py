@@ -38,7 +38,7 @@ def describe(record: dict[str, Any]) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(record["t"])) + f".{int(record['t'] * 1000) % 1000:03d}"
     parts = [stamp, record["route"], _ARROWS.get(record["direction"], "?"), record["kind"]]
     if record.get("method"):
-        parts.append(record["method"])
+        parts.append(record["method"] + (f" {record['target']}" if record.get("target") else ""))
     if record.get("id") is not None:
         parts.append(f"#{record['id']}")
     if "outcome" in record:
@@ -46,7 +46,8 @@ def describe(record: dict[str, Any]) -> str:
     if record.get("latency_ms") is not None:
         parts.append(f"{record['latency_ms']:.1f} ms")
     parts.append(f"{record['size']} B")
-    parts.append(f"[{record['transport']}{' ' + record['session'] if record.get('session') else ''}]")
+    version = f" {record['protocol_version']}" if record.get("protocol_version") not in (None, "unknown") else ""
+    parts.append(f"[{record['transport']}{version}{' ' + record['session'] if record.get('session') else ''}]")
     for name in ("params", "result", "error"):
         if name in record:
             parts.append(f"{name} {record[name]}{'...' if record.get('truncated') else ''}")

@@ -35,6 +35,7 @@ from .options import reports_errors, resolve_state_dir, state_dir_option
 CONNECTIONS_FETCHED = 1000
 BUSIEST_SHOWN = 10
 METHODS_SHOWN = 15
+TARGETS_SHOWN = 10
 _STATE_STYLE = {
     "serving": "green",
     "degraded": "yellow",
@@ -80,7 +81,7 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
 
     by_route = {r["route"]: r for r in mcp["routes"]}
     routes = Table(title="routes", title_justify="left", expand=False)
-    for column in ("route", "state", "since", "upstream", "conns", "total", "MCP req/s", "err/s", "p95 ms"):
+    for column in ("route", "state", "since", "upstream", "conns", "total", "MCP era", "MCP req/s", "err/s", "p95 ms"):
         routes.add_column(
             column, justify="right" if column in ("conns", "total", "MCP req/s", "err/s", "p95 ms") else "left"
         )
@@ -98,6 +99,7 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
             route["upstream"],
             str(route["connections_active"]),
             str(route["connections_total"]),
+            view.get("era", "-"),
             f"{sum(t['rate_per_s'] for t in transports):.2f}",
             f"{sum(t['errors_per_s'] for t in transports):.2f}",
             _ms(max(p95s, default=None)),
@@ -125,9 +127,12 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
     if not rows:
         methods.add_row("-", "no MCP requests seen yet", *[""] * 8)
     sessions = sum(r["sessions_open"] for r in mcp["routes"])
+    clients = sum(r.get("clients_active", 0) for r in mcp["routes"])
 
     busiest = Table(
-        title=f"busiest connections ({connections['count']} open, {sessions} MCP sessions)", title_justify="left"
+        title=f"busiest connections ({connections['count']} open, {sessions} MCP sessions, "
+        f"{clients} stateless clients)",
+        title_justify="left",
     )
     for column in ("id", "route", "client", "protocol", "age", "in / out", "RTT ms", "grade"):
         busiest.add_column(column, justify="right" if column in ("id", "age", "RTT ms") else "left")
@@ -152,7 +157,44 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
         )
     if not conns:
         busiest.add_row("-", "no open connection", *[""] * 6)
-    return Group(headline, routes, methods, busiest)
+    return Group(headline, routes, methods, _targets(mcp), busiest)
+
+
+def _targets(mcp: dict[str, Any]) -> Table:
+    """The busiest tools, prompts and resources, and each route's protocol versions."""
+    versions = "; ".join(
+        f"{r['route']}: " + ", ".join(f"{v} {n}" for v, n in r.get("protocol_versions", {}).items())
+        for r in mcp["routes"]
+        if r.get("protocol_versions")
+    )
+    table = Table(
+        title=f"MCP targets (last {mcp['window_s']:.0f} s)" + (f"   protocol versions: {versions}" if versions else ""),
+        title_justify="left",
+    )
+    for column in ("route", "method", "target", "requests", "req/s", "err/s", "errors", "p50", "p95"):
+        table.add_column(column, justify="left" if column in ("route", "method", "target", "errors") else "right")
+    rows = [
+        (r["route"], method, target, t)
+        for r in mcp["routes"]
+        for method, by_target in r.get("targets", {}).items()
+        for target, t in by_target.items()
+    ]
+    rows.sort(key=lambda row: (-row[3]["rate_per_s"], -row[3]["requests"]))
+    for route_name, method, target, t in rows[:TARGETS_SHOWN]:
+        table.add_row(
+            route_name,
+            method,
+            target,
+            str(t["requests"]),
+            f"{t['rate_per_s']:.2f}",
+            f"{t['errors_per_s']:.2f}",
+            ", ".join(f"{code} {n}" for code, n in t["errors"].items()) or "-",
+            _ms(t["p50_ms"]),
+            _ms(t["p95_ms"]),
+        )
+    if not rows:
+        table.add_row("-", "no tool, prompt or resource called yet", *[""] * 7)
+    return table
 
 
 async def _fetch(target: Any, token: str | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

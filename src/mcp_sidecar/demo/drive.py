@@ -149,3 +149,60 @@ async def drive_mcp(host: str, http_port: int, ws_port: int) -> dict[str, int]:
             if got["http_sse"] >= expected:
                 break
     return got
+
+
+def _modern_meta() -> dict[str, Any]:
+    return {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "demo", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+
+
+async def drive_mcp_modern(host: str, http_port: int) -> int:
+    """One 2026-07-28 client through the given (proxy) port: no session, no
+    initialize; ``server/discover``, tools with their mirrored headers (a
+    slow one answered by a stream with progress), then a
+    ``subscriptions/listen`` stream opened, acknowledged and closed by the
+    client.  Returns how many answers it got (the acknowledgement included)."""
+    got = 0
+    base = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+    ]
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("server/discover", {}),
+        ("tools/list", {}),
+        ("tools/call", {"name": "echo", "arguments": {"text": "hello from 2026"}}),
+        ("tools/call", {"name": "slow", "arguments": {"steps": 2}}),
+    ]
+    for i, (method, params) in enumerate(calls, start=1):
+        headers = [*base, ("mcp-method", method)]
+        if "name" in params:
+            headers.append(("mcp-name", params["name"]))
+        body = {"jsonrpc": "2.0", "id": i, "method": method, "params": {**params, "_meta": _modern_meta()}}
+        reply = await request(host, http_port, "/mcp", method="POST", body=json.dumps(body).encode(), headers=headers)
+        got += reply.body.count(f'"id": {i}'.encode())
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "listen-1",
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": True}, "_meta": _modern_meta()},
+    }
+    stream = await trio.open_tcp_stream(host, http_port)
+    async with stream:  # closing the stream is how a 2026 client stops listening
+        exchange = ClientExchange(stream)
+        await exchange.send(
+            f"{host}:{http_port}",
+            "/mcp",
+            "POST",
+            json.dumps(listen).encode(),
+            [*base, ("mcp-method", "subscriptions/listen")],
+        )
+        parser = SseParser()
+        async for chunk in exchange.body():
+            if any(isinstance(e, SseEvent) and "subscriptions/acknowledged" in e.data for e in parser.feed(chunk)):
+                got += 1
+                break
+    return got

@@ -17,7 +17,10 @@ HTTP endpoints::
                       initialize, ping, tools/list, tools/call (echo, and
                       slow: progress notifications, then the result); JSON
                       reply, or SSE when the client accepts only
-                      text/event-stream (and always for slow)
+                      text/event-stream (and always for slow).  And the
+                      2026-07-28 revision on the same endpoint (modern.py):
+                      server/discover, no session, headers checked,
+                      subscriptions/listen held open until the client closes
     DELETE /mcp       ends the session
     GET  /sse         MCP HTTP+SSE (2024-11-05): an endpoint event, then the
                       responses to POST /message?sessionId=S as SSE events
@@ -38,6 +41,7 @@ import h11
 import trio
 
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
+from .modern import discover_result, header_problem, is_modern, listen_stream, refuse_headers
 
 MAX_BYTES = 64 * 1024 * 1024
 MAX_SSE_EVENTS = 10_000
@@ -232,6 +236,8 @@ def mcp_answer(message: dict[str, Any]) -> dict[str, Any] | None:
             "capabilities": {"tools": {}},
             "serverInfo": MCP_SERVER_INFO,
         }
+    elif method == "server/discover":  # 2026-07-28: instead of initialize
+        result = discover_result(MCP_SERVER_INFO)
     elif method == "ping":
         result = {}
     elif method == "tools/list":
@@ -255,13 +261,21 @@ async def _mcp_http(http: _Http, request: h11.Request, body: bytes) -> None:
             json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}).encode(),
         )
         return
+    headers = dict(request.headers)
+    if isinstance(message, dict) and is_modern(headers, message):  # 2026-07-28: stateless, headers mirrored
+        problem = header_problem(headers, message)
+        if problem is not None:
+            await refuse_headers(http, message, problem)
+            return
+        if message.get("method") == "subscriptions/listen":
+            await listen_stream(http, message)
+            return
     messages = message if isinstance(message, list) else [message]
     answers = [a for m in messages if isinstance(m, dict) and (a := mcp_answer(m)) is not None]
     if not answers:
         await http.simple(202, b"")
         return
     payload = json.dumps(answers if isinstance(message, list) else answers[0]).encode()
-    headers = dict(request.headers)
     accept = headers.get(b"accept", b"").decode("latin-1")
     extra = []
     if any(m.get("method") == "initialize" for m in messages if isinstance(m, dict)):

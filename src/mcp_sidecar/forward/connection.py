@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 _LEG_TASK = "mcp_sidecar.forward.connection.upstream_to_client"
 _KEEPALIVE_TASK = "mcp_sidecar.forward.connection.ws_keepalive"
+_SSE_KEEPALIVE_TASK = "mcp_sidecar.forward.connection.sse_keepalive"
 
 
 def _peer(sock: socket.socket) -> str:
@@ -85,6 +86,36 @@ async def _ws_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg, uleg: Ra
             if frame is not None and not leg.try_write_whole(frame):
                 # Could not write it whole: the socket is full; try next time.
                 observer.forget_ping(side)
+
+
+async def _sse_keepalive(conn: Connection, rt: RouteState, cleg: RawLeg) -> None:
+    """While an event stream is under way: when the upstream has sent nothing
+    for ``sse_keepalive``, send the client a comment line between two events
+    (observe/http.py says where one may go), as proxies and load balancers
+    that cut silent streams need.  Ends with the stream."""
+    observation = conn.observation
+    assert observation is not None
+    interval = rt.config.settings.sse_keepalive_s
+    flow = conn.u2c
+    seen, since = flow.bytes, trio.current_time()
+    while True:
+        await trio.sleep(interval / 4)  # (silence noticed within 1.25 intervals)
+        now = trio.current_time()
+        if flow.bytes != seen:
+            seen, since = flow.bytes, now
+            continue
+        if now - since < interval or flow.tail:
+            continue  # not silent long enough, or a chunk is half delivered
+        line = observation.sse_keepalive()
+        if line is None:
+            if not observation.observer.event_stream_open:
+                return  # the stream ended (or observation did): nothing more to keep alive
+            continue
+        if cleg.try_write_whole(line):
+            since = now
+            rt.observation.child(rt.observation.metrics.sse_keepalives).inc()
+            if observation.traffic is not None:
+                observation.traffic.sse_keepalives_sent += 1
 
 
 async def _forward(
@@ -156,6 +187,22 @@ async def _forward(
             observe.on_websocket = lambda: nursery.start_soon(
                 _ws_keepalive, conn, rt, cleg, uleg, nursery.cancel_scope, name=_KEEPALIVE_TASK
             )
+        if observe is not None and settings.sse_keepalive_s > 0:
+            keeping = [False]  # one keepalive task at a time, started by the stream's response
+
+            def event_stream() -> None:
+                if not keeping[0]:
+                    keeping[0] = True
+
+                    async def keep() -> None:
+                        try:
+                            await _sse_keepalive(conn, rt, cleg)
+                        finally:
+                            keeping[0] = False
+
+                    nursery.start_soon(keep, name=_SSE_KEEPALIVE_TASK)
+
+            observe.on_event_stream = event_stream
         # The client's direction runs in this task (one task fewer per connection).
         await leg(cleg, uleg, conn.c2u, "client", "upstream", gate)
     if conn.end is None and open_directions == 0:

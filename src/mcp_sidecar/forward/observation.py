@@ -100,6 +100,7 @@ class Observation:
         "close_frame",
         "conn_id",
         "observer",
+        "on_event_stream",
         "on_websocket",
         "protocol",
         "quality",
@@ -139,6 +140,8 @@ class Observation:
         #: Called once a 101 switched the connection to WebSocket (connection.py
         #: starts the keepalive then).
         self.on_websocket: Callable[[], None] | None = None
+        #: Called when an event-stream response begins (connection.py starts the SSE keepalive).
+        self.on_event_stream: Callable[[], None] | None = None
         #: Told the route (``RouteObservation.stream_opened``) that the connection
         #: is long-lived (an event stream, a WebSocket, opaque TCP): reconnects
         #: are counted then, not for each short HTTP request (state.py).
@@ -211,7 +214,7 @@ class Observation:
         observer.release("upstream", b"")
         if self.traffic is not None:
             self.traffic.forget()
-        self.on_websocket = None
+        self.on_websocket = self.on_event_stream = None
         # A closed connection's directions point nowhere (no cycle keeps it alive); never fed again.
         closed: Any = None
         self.client_direction.observation = self.upstream_direction.observation = closed
@@ -317,6 +320,13 @@ class Observation:
         if self.queue is not None:
             self.queue.drain()
 
+    def sse_keepalive(self) -> bytes | None:
+        """A comment line for the client's event stream now, if one may go
+        there (ConnectionObserver.sse_keepalive), after every chunk already
+        forwarded was observed."""
+        self.settle()
+        return self.observer.sse_keepalive()
+
     def keepalive_frame(self, side: str, now: float) -> bytes | None:
         """A ping frame to write to ``side`` now (see ConnectionObserver.keepalive_ping),
         built after every chunk already forwarded was observed."""
@@ -333,6 +343,8 @@ class Observation:
     def _on_response_started(self, event: ResponseStarted, now: float) -> None:
         ex = event.exchange
         self.records.first_byte(now)  # MCP time to first response byte
+        if ex.content_type == "text/event-stream" and self.on_event_stream is not None:
+            self.on_event_stream()
         kind = ex.stream
         if kind is not None:  # a long-lived event stream: a gauge, not a latency
             self._stream.open(kind, ex, now)

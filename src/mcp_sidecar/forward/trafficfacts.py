@@ -19,13 +19,24 @@ from ..observe.events import Exchange
 
 
 class TrafficFacts:
-    __slots__ = ("exchanges", "last", "sse_events", "sse_keepalives", "sse_last_at", "sse_max_gap_s", "sse_started")
+    __slots__ = (
+        "exchanges",
+        "last",
+        "sse_events",
+        "sse_keepalives",
+        "sse_keepalives_sent",
+        "sse_last_at",
+        "sse_max_gap_s",
+        "sse_started",
+    )
 
     def __init__(self) -> None:
         self.exchanges = 0
         self.last: Exchange | None = None
         self.sse_events = 0
         self.sse_keepalives = 0
+        #: Comment lines the proxy itself sent into a silent stream (sse_keepalive).
+        self.sse_keepalives_sent = 0
         #: Seconds between two consecutive events (keepalives included), the longest so far.
         self.sse_max_gap_s = 0.0
         self.sse_started: float | None = None
@@ -54,10 +65,11 @@ class TrafficFacts:
         if self.exchanges or reading_http:
             last = self.last
             facts["http"] = {"exchanges": self.exchanges, "last": None if last is None else _exchange(last)}
-        if self.sse_events or self.sse_keepalives:
+        if self.sse_events or self.sse_keepalives or self.sse_keepalives_sent:
             facts["sse"] = {
                 "events": self.sse_events,
                 "keepalives": self.sse_keepalives,
+                "keepalives_sent": self.sse_keepalives_sent,
                 "max_gap_s": round(self.sse_max_gap_s, 3),
                 "since_last_s": None if self.sse_last_at is None else round(now - self.sse_last_at, 3),
                 "stream_s": None if self.sse_started is None else round(now - self.sse_started, 3),

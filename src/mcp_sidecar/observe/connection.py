@@ -435,6 +435,17 @@ class ConnectionObserver:
             scanner.close()
         self._sniffed = b""
 
+    def sse_keepalive(self) -> bytes | None:
+        """Bytes to send the client now to keep a silent event stream alive
+        (``HttpObserver.sse_keepalive``), or None."""
+        if self.mode is _HTTP and self.http is not None:
+            return self.http.sse_keepalive()
+        return None
+
+    @property
+    def event_stream_open(self) -> bool:
+        return self.mode is _HTTP and self.http is not None and self.http.event_stream_open
+
     def eof(self, side: str, now: float) -> list[ConnectionEvent]:
         """``side`` closed its direction: the upstream's close ends a response
         whose body runs until it (``HttpObserver.upstream_eof``)."""

@@ -65,6 +65,8 @@ from .httpsides import (
     HttpObserverError,
     RequestSide,
     ResponseSide,
+    describe_fault,
+    keepalive_insert,
 )
 from .jsonrpc import UNSET, answering
 from .mcphttp import body_messages, endpoint_session, event_messages, jsonrpc_messages
@@ -85,13 +87,6 @@ __all__ = [
     "jsonrpc_messages",
 ]
 from .sse import Comment, SseError, SseEvent, SseParser
-
-
-def _describe(exc: BaseException) -> str:
-    """A parser's reason without any bytes it might quote."""
-    text = str(exc)
-    cut = min((i for i in (text.find(m) for m in ("bytearray(", "b'", 'b"', "'", '"')) if i >= 0), default=len(text))
-    return text[: min(cut, 120)].rstrip(": ") or type(exc).__name__
 
 
 class HttpObserver:
@@ -135,6 +130,10 @@ class HttpObserver:
         self.upgraded = False
         #: The legacy SSE stream's session, once its endpoint event was seen.
         self.stream_session: str | None = None
+        #: Inside a chunk's data (llhttp's chunk callbacks), and the last two
+        #: bytes of an event stream's response fed: where a chunk may be added.
+        self._in_chunk = False
+        self._stream_tail = b""
 
     # -- client side ----------------------------------------------------------------------
 
@@ -206,6 +205,8 @@ class HttpObserver:
                     self._upstream_head_bytes += len(data)
                     if self._upstream_head_bytes > MAX_HEAD_BYTES:
                         raise HttpObserverError("response head too large")
+                elif queue and queue[0].sse is not None:  # an event stream under way
+                    self._stream_tail = (self._stream_tail + bytes(data[-2:]))[-2:]
             return
         if self._upstream_held:
             self._upstream_held += data
@@ -247,6 +248,8 @@ class HttpObserver:
                 self._upstream_head_bytes += end - pos
                 if self._upstream_head_bytes > MAX_HEAD_BYTES:
                     raise HttpObserverError("response head too large")
+            elif self._queue and self._queue[0].sse is not None and not self._upstream_in_head:
+                self._stream_tail = (self._stream_tail + bytes(view[max(pos, end - 2) : end]))[-2:]
             pos = end
 
     def _head_only(self, current: Current, view: memoryview, pos: int) -> int:
@@ -360,7 +363,7 @@ class HttpObserver:
             return cause
         if cause is not None and not isinstance(cause, httptools.HttpParserError):
             return cause  # a defect in a callback of ours: not the peer's fault
-        return HttpObserverError(f"{side}: {_describe(exc)}")
+        return HttpObserverError(f"{side}: {describe_fault(exc)}")
 
     def _sse(self, current: Current, data: bytes) -> None:
         out = self._out
@@ -432,6 +435,19 @@ class HttpObserver:
             level += queue[0].sse.buffered
         if level or self.memory.held:
             self.memory.hold(level)
+
+    @property
+    def event_stream_open(self) -> bool:
+        """A ``text/event-stream`` response is under way (its head read, its end not)."""
+        queue = self._queue
+        return bool(queue) and self._in_response and not self._upstream_in_head and queue[0].sse is not None
+
+    def sse_keepalive(self) -> bytes | None:
+        """Bytes that may go to the client now without changing the event
+        stream under way (``httpsides.keepalive_insert``), or None."""
+        if self.upgraded or not self.event_stream_open:
+            return None
+        return keepalive_insert(self._queue[0], self._in_chunk, self._stream_tail)
 
     def upstream_eof(self, now: float) -> list[HttpEvent]:
         """The upstream closed its side: a response whose body runs until the

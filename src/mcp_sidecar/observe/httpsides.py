@@ -69,6 +69,7 @@ class Current:
 
     __slots__ = (
         "answered_at",
+        "chunked",
         "close_delimited",
         "exchange",
         "head_only",
@@ -117,6 +118,8 @@ class Current:
         self.close_delimited = False
         #: When the last answer the request awaited arrived on its event stream.
         self.answered_at: float | None = None
+        #: The response's body is chunked (Transfer-Encoding: chunked).
+        self.chunked = False
 
 
 class RequestSide:
@@ -257,21 +260,22 @@ class RequestSide:
 class ResponseSide:
     """llhttp's callbacks for the upstream's bytes."""
 
-    __slots__ = ("ctype", "framed", "o", "session")
+    __slots__ = ("chunked", "ctype", "framed", "o", "session")
 
     def __init__(self, observer: Any) -> None:
         self.o = observer
         self.ctype: bytes | None = None
         self.session: bytes | None = None
-        #: The response named its framing (Content-Length or Transfer-Encoding).
+        #: The response named its framing (Content-Length or Transfer-Encoding), chunked or not.
         self.framed = False
+        self.chunked = False
 
     def on_message_begin(self) -> None:
         o = self.o
         if not o._queue:
             raise HttpObserverError("upstream sent a response with no request")
         self.ctype = self.session = None
-        self.framed = False
+        self.framed = self.chunked = False
         o._in_response = True
         o._upstream_in_head = True
 
@@ -283,8 +287,17 @@ class ResponseSide:
             self.ctype = value
         elif name == b"mcp-session-id":
             self.session = value
-        elif name == b"content-length" or name == b"transfer-encoding":
+        elif name == b"content-length":
             self.framed = True
+        elif name == b"transfer-encoding":
+            self.framed = True
+            self.chunked = self.chunked or b"chunked" in value.lower()
+
+    def on_chunk_header(self) -> None:
+        self.o._in_chunk = True
+
+    def on_chunk_complete(self) -> None:
+        self.o._in_chunk = False
 
     def on_headers_complete(self) -> None:
         o = self.o
@@ -296,6 +309,7 @@ class ResponseSide:
         if current.informational:
             return
         current.close_delimited = not self.framed and status not in (204, 304) and status != 101
+        current.chunked = self.chunked
         o._response_head(current, status, self.ctype, self.session)
 
     def on_body(self, body: bytes) -> None:
@@ -333,3 +347,27 @@ class HeadOnly:
             self.ctype = value
         elif name == b"mcp-session-id":
             self.session = value
+
+
+def describe_fault(exc: BaseException) -> str:
+    """A parser's reason without any bytes it might quote."""
+    text = str(exc)
+    cut = min((i for i in (text.find(m) for m in ("bytearray(", "b'", 'b"', "'", '"')) if i >= 0), default=len(text))
+    return text[: min(cut, 120)].rstrip(": ") or type(exc).__name__
+
+
+def keepalive_insert(current: Current, in_chunk: bool, tail: bytes) -> bytes | None:
+    """What may go to the client between what the upstream sent of an event
+    stream and what it sends next, changing no event: a comment line when the
+    stream is between two events -- as a chunk of its own when chunked, and
+    only between two chunks (not inside one, nor inside the next one's size
+    line) -- and nothing when a Content-Length fixes the body."""
+    sse = current.sse
+    if sse is None or not sse.at_boundary:
+        return None
+    line = sse.comment_line()
+    if current.chunked:
+        if in_chunk or tail[-2:] != b"\r\n":
+            return None
+        return b"%x\r\n%s\r\n" % (len(line), line)
+    return line if current.close_delimited else None

@@ -51,6 +51,20 @@ class SseParser:
     _retry: int | None = None
     #: Bytes of the event being assembled (its data lines so far).
     _data_bytes: int = 0
+    #: Between events: the last line was blank (or the stream just began);
+    #: comments keep it so.
+    _between: bool = True
+    #: The stream ends its lines with CRLF (as far as seen).
+    _crlf: bool = False
+
+    @property
+    def at_boundary(self) -> bool:
+        """Between two events, at the start of a line: a comment line may go here."""
+        return self._between and not self._buffer and not self._pending_cr
+
+    def comment_line(self, text: bytes = b"keepalive") -> bytes:
+        """A comment line in the stream's own line endings."""
+        return b": " + text + (b"\r\n" if self._crlf else b"\n")
 
     @property
     def buffered(self) -> int:
@@ -62,6 +76,7 @@ class SseParser:
         start = 0
         if self._pending_cr and chunk[:1] == b"\n":
             start = 1  # the LF of a CRLF split across chunks
+            self._crlf = True
         self._pending_cr = False
         i = start
         n = len(chunk)
@@ -75,6 +90,7 @@ class SseParser:
                     if i + 1 < n:
                         if chunk[i + 1] == 0x0A:
                             i += 1
+                            self._crlf = True
                     else:
                         self._pending_cr = True
                 start = i + 1
@@ -87,6 +103,7 @@ class SseParser:
     def _line(self, raw: bytes, out: list[SseEvent | Comment]) -> None:
         line = raw.decode("utf-8", "replace")
         if not line:
+            self._between = True
             if self._data:
                 out.append(SseEvent(self._event or "message", "\n".join(self._data), self._id, self._retry))
             self._data, self._event, self._retry = [], "", None
@@ -95,6 +112,7 @@ class SseParser:
         if line.startswith(":"):
             out.append(Comment(line[1:].lstrip(" ")))
             return
+        self._between = False
         name, sep, value = line.partition(":")
         if sep and value.startswith(" "):
             value = value[1:]

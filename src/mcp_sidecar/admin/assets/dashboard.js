@@ -92,21 +92,38 @@ function drawStatus(st, mcp, hist) {
     const tr = row([r.name, wrap, age(now - r.since_unix), r.listen.join(", ") + " \u2192 " + r.upstream,
       r.health.state + (r.health.upstreams && r.health.upstreams[0] && r.health.upstreams[0].last_result
         ? " (" + r.health.upstreams.map(u => u.last_result || "-").join(", ") + ")" : ""),
-      r.circuit.state, r.connections_active, r.connections_total, num(rps), num(errs), ms(p95),
+      r.circuit.state, r.connections_active, r.connections_total, m.era || "-", num(rps), num(errs), ms(p95),
       bytes(last("bytes_in_per_s")) + "/s / " + bytes(last("bytes_out_per_s")) + "/s"]);
     tr.dataset.route = r.name; tr.dataset.state = r.state;
     return tr;
   });
-  fill("routes", rows, "no routes", 12);
+  fill("routes", rows, "no routes", 13);
 }
 
 // --- MCP ---------------------------------------------------------------------------------
 
 function drawMcp(mcp) {
   document.getElementById("window").textContent = "(rates and quantiles over the last " + mcp.window_s + " s)";
-  const methods = [], transports = [], sessions = [];
-  let open = 0;
+  const methods = [], transports = [], sessions = [], targets = [], clients = [], facts = [];
+  let open = 0, active = 0;
   for (const r of mcp.routes) {
+    const streams = Object.entries(r.streams.open);
+    facts.push(r.route + ": versions " + counts(r.protocol_versions) + "; streams open " +
+      (streams.length ? streams.map(([k, n]) => k + " " + n).join(", ") : "0") +
+      "; conformance " + counts(r.conformance) + (r.targets_capped ? "; targets capped " + r.targets_capped : ""));
+    for (const [method, byTarget] of Object.entries(r.targets)) {
+      for (const [target, t] of Object.entries(byTarget)) {
+        const tr = row([r.route, method, target, t.requests, num(t.rate_per_s), num(t.errors_per_s), counts(t.outcomes),
+          ms(t.p50_ms), ms(t.p95_ms), ms(t.p99_ms)]);
+        tr.dataset.target = target;
+        targets.push(tr);
+      }
+    }
+    active += r.clients_active;
+    for (const c of r.clients) {
+      clients.push(row([r.route, c.client, c.transport, c.protocol_version, age(c.age_s), age(c.idle_s), c.requests,
+        c.last_method || "-"]));
+    }
     for (const [name, m] of Object.entries(r.methods)) {
       const tr = row([r.route, name, m.requests, num(m.rate_per_s), num(m.errors_per_s), counts(m.errors),
         counts(m.outcomes), ms(m.p50_ms), ms(m.p95_ms), ms(m.p99_ms), m.in_flight, counts(m.transports)]);
@@ -120,14 +137,18 @@ function drawMcp(mcp) {
     }
     open += r.sessions_open;
     for (const s of r.sessions) {
-      sessions.push(row([r.route, s.session, s.client, s.transport, age(s.age_s), age(s.idle_s), s.requests,
-        s.last_method || "-"]));
+      sessions.push(row([r.route, s.session, s.client, s.transport, s.protocol_version, age(s.age_s), age(s.idle_s),
+        s.requests, s.last_method || "-"]));
     }
   }
+  document.getElementById("mcp-facts").textContent = facts.join(" — ");
   fill("methods", methods, "no MCP requests seen yet", 12);
+  fill("targets", targets, "no tool, prompt or resource called yet", 10);
   fill("transports", transports, "no MCP traffic yet", 7);
-  fill("sessions", sessions.slice(0, 100), "no MCP session open", 8);
+  fill("sessions", sessions.slice(0, 100), "no MCP session open", 9);
+  fill("clients", clients.slice(0, 100), "no stateless MCP client seen", 8);
   document.getElementById("session-count").textContent = "(" + open + " open" + (open > 100 ? ", newest 100 shown" : "") + ")";
+  document.getElementById("client-count").textContent = "(" + active + " active in 10 min" + (active > 100 ? ", newest 100 shown" : "") + ")";
 }
 
 // --- charts (uPlot) ----------------------------------------------------------------------
