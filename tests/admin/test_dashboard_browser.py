@@ -106,7 +106,7 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         assert admin is not None and admin.history is not None
 
         def tick() -> None:  # a history point now (the sampler's own task ticks every 5 s)
-            admin.history.record(time.time(), *admin._sampler.sample(trio.current_time(), 5.0))
+            admin.history.record(time.time(), *admin.source.sample(5.0))
 
         # 1. idle: ready, every route serving, no MCP yet, charts without traffic
         tick()

@@ -8,7 +8,7 @@ Rules this module keeps:
   (a method first called after start) is padded with ``None`` so every
   column lines up with ``t``.  It never reads a clock: ``record`` is given
   the time and the values.
-* ``sample`` turns the proxy's counters into one tick's values: rates are
+* ``Sampler`` turns the routes' counters into one tick's values: rates are
   differences of totals over the interval (never per-connection walks but
   the bytes of open connections and a bounded TCP_INFO read), latency
   quantiles come from the same MCP windows ``/api/mcp`` shows
@@ -20,11 +20,12 @@ Rules this module keeps:
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from ..forward.proxy import Proxy
 from ..net.tcpinfo import read_tcp_info
-from ..observe.mcpstats import latency_summary
+from ..observe.mcpstats import McpStats, latency_summary
 
 #: Open connections whose kernel RTT a tick reads (the newest ones).
 RTT_SAMPLE_CONNECTIONS = 64
@@ -107,42 +108,64 @@ class History:
         }
 
 
-class Sampler:
-    """Reads one tick's values from the proxy (the previous totals kept to
-    turn them into rates)."""
+@dataclass(frozen=True, slots=True)
+class RouteSample:
+    """What one route's tick is computed from: totals (turned into rates by
+    ``Sampler``), the MCP windows, the kernel RTT of its newest connections."""
 
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
+    name: str
+    active: int
+    bytes_in: int
+    bytes_out: int
+    stats: McpStats
+    rtt: dict[str, float | None]
+
+
+def proxy_samples(proxy: Proxy) -> list[RouteSample]:
+    """One worker's routes, read now."""
+    out = []
+    for rt in proxy.routes:
+        c2u, u2c = rt.bytes_forwarded()
+        out.append(RouteSample(rt.name, rt.active, c2u, u2c, rt.observation.stats, kernel_rtt(rt.connections.values())))
+    return out
+
+
+class Sampler:
+    """Turns route samples into one tick's values (the previous totals kept
+    to turn them into rates)."""
+
+    def __init__(self) -> None:
         self._last: dict[str, tuple[float, int, int, int, int]] = {}
 
-    def sample(self, now: float, span_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    def sample(
+        self, now: float, span_s: float, samples: list[RouteSample]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         routes: dict[str, dict[str, Any]] = {}
         methods: dict[str, dict[str, Any]] = {}
-        for rt in self.proxy.routes:
-            c2u, u2c = rt.bytes_forwarded()
-            stats = rt.observation.stats
+        for route in samples:
+            stats = route.stats
             requests = sum(s.requests for s in stats.methods.values())
             failed = sum(s.requests - s.outcomes.get("ok", 0) for s in stats.methods.values())
-            last = self._last.get(rt.name)
-            self._last[rt.name] = (now, c2u, u2c, requests, failed)
-            values: dict[str, Any] = {"connections": rt.active}
+            last = self._last.get(route.name)
+            self._last[route.name] = (now, route.bytes_in, route.bytes_out, requests, failed)
+            values: dict[str, Any] = {"connections": route.active}
             if last is not None and now > last[0]:
                 dt = now - last[0]
-                values["bytes_in_per_s"] = round((c2u - last[1]) / dt, 1)
-                values["bytes_out_per_s"] = round((u2c - last[2]) / dt, 1)
+                values["bytes_in_per_s"] = round((route.bytes_in - last[1]) / dt, 1)
+                values["bytes_out_per_s"] = round((route.bytes_out - last[2]) / dt, 1)
                 values["mcp_rps"] = round((requests - last[3]) / dt, 3)
                 values["mcp_errors_per_s"] = round((failed - last[4]) / dt, 3)
             latencies: list[float] = []
             for method_stats in stats.methods.values():
                 latencies += method_stats.window(now, span_s)[2]
             values.update(latency_summary(latencies))
-            values.update(_kernel_rtt(rt.connections.values()))
-            routes[rt.name] = values
-            methods[rt.name] = stats.interval(now, span_s)
+            values.update(route.rtt)
+            routes[route.name] = values
+            methods[route.name] = stats.interval(now, span_s)
         return routes, methods
 
 
-def _kernel_rtt(connections: Any) -> dict[str, float | None]:
+def kernel_rtt(connections: Any) -> dict[str, float | None]:
     """The median kernel RTT of each leg over the newest open connections."""
     newest = list(connections)[-RTT_SAMPLE_CONNECTIONS:]
     out: dict[str, float | None] = {}

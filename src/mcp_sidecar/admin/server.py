@@ -59,11 +59,10 @@ from ..observe.mcp import SPEC_METHODS
 from ..observe.tap import TapFilter
 from ..redact import redact_target
 from .access import AdminAccess, Refusal
-from .collector import RuntimeCollector
 from .dashboard import ASSETS, CSP
-from .history import History, Sampler
+from .history import History
 from .routes import index, route
-from .status import mcp_view, readiness, status
+from .source import AdminSource, LocalSource
 from .tapstream import TapStream, stream_tap
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,8 @@ SEND_TIMEOUT_S = 10.0
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 ITEMS_PER_CHECKPOINT = 32
+#: Handlers that answer from what is known now: the probes must not wait on a worker.
+_UNSETTLED = frozenset({"_healthz", "_readyz", "_asset", "_index"})
 
 
 class _Slot:
@@ -135,8 +136,9 @@ class AdminServer:
     ``POST /api/drain``.
     """
 
-    def __init__(self, proxy: Proxy, sock: socket.socket, config: AdminConfig) -> None:
-        self.proxy = proxy
+    def __init__(self, source: AdminSource | Proxy, sock: socket.socket, config: AdminConfig) -> None:
+        #: What it shows: one worker here (a Proxy is wrapped), or the supervisor's merged view.
+        self.source: AdminSource = LocalSource(source) if isinstance(source, Proxy) else source
         self.sock = sock
         self.config = config
         self.address = sock.getsockname()[:2]
@@ -146,15 +148,13 @@ class AdminServer:
         #: Connections closed to make room for newer ones.
         self.shed = 0
         self._heavy = trio.Semaphore(1)
-        observe = proxy.config.observe
+        observe = self.source.config.observe
         self.history = (
             History(observe.history_interval_s, max(1, int(observe.history_s / observe.history_interval_s)))
             if observe.history_s > 0
             else None
         )
-        self._sampler = Sampler(proxy)
-        proxy.metrics.registry.register(RuntimeCollector(proxy))
-        proxy.metrics.registry.register(_AdminCollector(self))
+        self._own = _AdminCollector(self)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
@@ -168,11 +168,11 @@ class AdminServer:
         """One history point per interval, on the interval's boundary."""
         assert self.history is not None
         interval = self.history.interval_s
-        self._sampler.sample(trio.current_time(), interval)  # the totals the first rates start from
+        self.source.sample(interval)  # the totals the first rates start from
         next_at = math.ceil(time.time() / interval) * interval  # on the wall clock's boundaries
         while True:
             await trio.sleep(max(0.0, next_at - time.time()))
-            routes, methods = self._sampler.sample(trio.current_time(), interval)
+            routes, methods = self.source.sample(interval)
             self.history.record(round(next_at, 3), routes, methods)
             # The next boundary after now: never two points for one interval, none skipped but
             # when the loop was blocked for longer than an interval.
@@ -245,7 +245,7 @@ class AdminServer:
             slot.busy = True
             reply = await self._dispatch(request, body)
             if isinstance(reply, TapStream):
-                await stream_tap(http, reply, self.proxy.taps)
+                await stream_tap(http, reply, self.source.taps)
                 return
             await self._send(http, reply, head_only=request.method == b"HEAD")
             slot.busy = False
@@ -278,7 +278,6 @@ class AdminServer:
         if misdirected is not None:
             log(logger, logging.WARNING, "admin.host_refused", host=headers["host"][:100])
             return self._refuse(misdirected)
-        self.proxy.observe_queue.drain()  # every view up to the last byte forwarded
         endpoint, parameter = route(path, set(ASSETS))
         if endpoint is None:
             return _json(404, {"error": "not found", "endpoints": index()})
@@ -289,6 +288,8 @@ class AdminServer:
             refusal = self.access.cross_origin(headers) or self.access.unauthorized(headers.get("authorization"))
             if refusal is not None:
                 return self._refuse(refusal)
+        if endpoint.handler not in _UNSETTLED:
+            await self.source.settle()
         reply: Any = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter))
         if not isinstance(reply, (_Reply, TapStream)):  # a heavy read: one at a time, yielding as it goes
             async with self._heavy:
@@ -305,24 +306,24 @@ class AdminServer:
         return _Reply(200, b"ok\n", "text/plain; charset=utf-8")
 
     def _status(self, ask: _Ask) -> _Reply:
-        return _json(200, status(self.proxy))
+        return _json(200, self.source.status())
 
     def _config(self, ask: _Ask) -> _Reply:
-        return _json(200, effective_document(self.proxy.config))
+        return _json(200, effective_document(self.source.config))
 
     def _asset(self, ask: _Ask) -> _Reply:
         content_type, data = ASSETS[ask.path]
         return _Reply(200, data, content_type, [("content-security-policy", CSP)])
 
     def _readyz(self, ask: _Ask) -> _Reply:
-        reasons = readiness(self.proxy)
+        reasons = self.source.readiness()
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
 
     def _metrics(self, ask: _Ask) -> _Reply:
         encoder, content_type = choose_encoder(ask.headers.get("accept") or "")
-        return _Reply(200, encoder(self.proxy.metrics.registry), content_type)
+        return _Reply(200, encoder(_Exposition(self)), content_type)
 
     async def _connections(self, ask: _Ask) -> _Reply:
         """A page of the open connections: ``?limit=N&offset=M&route=NAME``."""
@@ -335,41 +336,33 @@ class AdminServer:
         if not 1 <= limit <= MAX_PAGE or offset < 0:
             return _json(400, {"error": f"limit must be in 1..{MAX_PAGE} and offset >= 0"})
         route = params.get("route", [None])[0]
-        conns = [
-            c for rt in self.proxy.routes if route is None or rt.config.name == route for c in rt.connections.values()
-        ]
-        page = conns[offset : offset + limit]
-        parts = []
-        for i, conn in enumerate(page):
-            if i % ITEMS_PER_CHECKPOINT == ITEMS_PER_CHECKPOINT - 1:
-                await trio.lowlevel.checkpoint()
-            if conn.end is None:  # still open after the checkpoints
-                parts.append(json.dumps(conn.as_json(trio.current_time()), separators=(",", ":")).encode())
-        following = offset + limit if offset + limit < len(conns) else None
+        parts, count = await self.source.connections(route, offset, limit)
+        following = offset + limit if offset + limit < count else None
         # One connection per line, encoded as it is built: no single long
         # synchronous encode of a large page.
-        tail = json.dumps({"count": len(conns), "offset": offset, "limit": limit, "next_offset": following})
+        tail = json.dumps({"count": count, "offset": offset, "limit": limit, "next_offset": following})
         body = b'{"connections": [\n' + b",\n".join(parts) + b"\n], " + tail[1:].encode() + b"\n"
         return _Reply(200, body, "application/json")
 
-    def _connection(self, ask: _Ask) -> _Reply:
+    async def _connection(self, ask: _Ask) -> _Reply:
         conn_id = ask.parameter or ""
-        found = self.proxy.connection(int(conn_id)) if conn_id.isdigit() else None
+        found = await self.source.connection(int(conn_id)) if conn_id.isdigit() else None
         if found is None:
             return _json(404, {"error": f"no open connection {conn_id!r}"})
-        return _json(200, found[1].as_json(trio.current_time()))
+        return _json(200, found)
 
     def _route_param(self, query: str) -> tuple[str | None, _Reply | None]:
         route = urllib.parse.parse_qs(query).get("route", [None])[0]
-        if route is not None and route not in {rt.name for rt in self.proxy.routes}:
-            return None, _json(404, {"error": f"no route {route!r}", "routes": [rt.name for rt in self.proxy.routes]})
+        names = self.source.route_names()
+        if route is not None and route not in names:
+            return None, _json(404, {"error": f"no route {route!r}", "routes": names})
         return route, None
 
     def _mcp(self, ask: _Ask) -> _Reply:
         route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
-        return _json(200, mcp_view(self.proxy, trio.current_time(), route))
+        return _json(200, self.source.mcp(route))
 
     def _history(self, ask: _Ask) -> _Reply:
         route, refusal = self._route_param(ask.query)
@@ -396,7 +389,7 @@ class AdminServer:
         if (limit is not None and limit < 1) or (duration is not None and not duration > 0):
             return _json(400, {"error": "limit and duration must be positive"})
         try:
-            subscriber = self.proxy.taps.subscribe(TapFilter(route, method), self.proxy.config.observe.tap_queue)
+            subscriber = self.source.taps.subscribe(TapFilter(route, method), self.source.config.observe.tap_queue)
         except TapBusy as exc:
             return _json(503, {"error": str(exc)}, [("retry-after", "5")])
         log(logger, logging.INFO, "admin.tap", route=route, method=method)
@@ -404,11 +397,22 @@ class AdminServer:
 
     def _drain(self, ask: _Ask) -> _Reply:
         log(logger, logging.INFO, "admin.drain")
-        self.proxy.begin_drain()
-        return _json(202, {"draining": True, "drain_timeout_s": self.proxy.config.drain_timeout_s})
+        self.source.begin_drain()
+        return _json(202, {"draining": True, "drain_timeout_s": self.source.config.drain_timeout_s})
 
     def _index(self, ask: _Ask) -> _Reply:
         return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": index()})
+
+
+class _Exposition:
+    """What ``/metrics`` encodes: the source's families and the endpoint's own."""
+
+    def __init__(self, server: AdminServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.server.source.collect()
+        yield from self.server._own.collect()
 
 
 class _AdminCollector(Collector):
@@ -427,7 +431,7 @@ class _AdminCollector(Collector):
         )
         shed.add_metric([], self.server.shed)
         yield shed
-        taps = self.server.proxy.taps
+        taps = self.server.source.taps
         subscribers = GaugeMetricFamily("mcp_sidecar_tap_subscribers", "proxyctl tap streams open now.")
         subscribers.add_metric([], len(taps.subscribers))
         yield subscribers

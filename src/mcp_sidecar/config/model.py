@@ -321,6 +321,9 @@ class ProxyConfig:
     """The whole validated configuration: routes and the process-wide settings."""
 
     routes: tuple[RouteConfig, ...]
+    #: Forwarding workers under a supervisor; 0 ("auto"): one per CPU this
+    #: process may use (affinity mask and cgroup quota), decided at start.
+    workers: int = 0
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     tcp_stats_interval_s: float = DEFAULT_TCP_STATS_INTERVAL_S
     observe_cpu_share: float = DEFAULT_OBSERVE_CPU_SHARE

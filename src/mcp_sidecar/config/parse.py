@@ -75,6 +75,7 @@ from .values import (
     size_at_least,
     url_path,
     webhook_url,
+    worker_count,
 )
 
 #: TOML key -> (RouteSettings attribute, parser); ``group.attribute`` for the
@@ -135,6 +136,7 @@ OBSERVE_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "tap_queue": ("tap_queue", int_in(1, 100_000)),
 }
 PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "workers": ("workers", worker_count),
     "drain_timeout": ("drain_timeout_s", parse_duration),
     "tcp_stats_interval": ("tcp_stats_interval_s", positive_duration),
     "observe_cpu_share": ("observe_cpu_share", cpu_share),

@@ -53,6 +53,7 @@ def render_toml(config: ProxyConfig) -> str:
     lines[0] += f", profile: {config.profile})" if config.profile else ")"
     lines += [
         "[proxy]",
+        f"workers = {_toml_value('auto' if config.workers == 0 else config.workers)}",
         f"drain_timeout = {_toml_value(format_duration(config.drain_timeout_s))}",
         f"tcp_stats_interval = {_toml_value(format_duration(config.tcp_stats_interval_s))}",
         f"observe_cpu_share = {config.observe_cpu_share!r}",

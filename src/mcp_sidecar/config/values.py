@@ -102,6 +102,19 @@ def cpu_share(value: Any) -> float:
     return float(value)
 
 
+#: At most this many forwarding workers (a sanity bound on a typo, not a tuning limit).
+MAX_WORKERS = 256
+
+
+def worker_count(value: Any) -> int:
+    """``"auto"`` (0: one per usable CPU, decided at start) or a count."""
+    if value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f'expected "auto" or a number of workers from 1 to {MAX_WORKERS}, got {value!r}')
+    return value
+
+
 def fraction(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"expected a fraction greater than 0 and at most 1, got {value!r}")

@@ -44,6 +44,9 @@ from ..observe.tap import tap_record
 from .routeobservation import RouteObservation
 
 _NONE_YET: Mapping[str, int] = MappingProxyType({})
+#: Transports whose request and answer travel on two connections (correlated
+#: by the supervisor when several workers share the route).
+REMOTE_TRANSPORTS = frozenset({"legacy-sse", "inspector-v2"})
 
 
 class McpRecords:
@@ -83,7 +86,7 @@ class McpRecords:
         if self.seen:
             self.route.mcp_connections -= 1
         # A WebSocket's session is its connection: it ends with it.
-        self.route.stats.end_session(self.scope)
+        self.route.sink.end_session(self.scope)
 
     def notification(self, side: str, payload: bytes, progress: bool, now: float) -> None:
         """A WebSocket notification the observer did not decode (nothing to correlate)."""
@@ -136,12 +139,17 @@ class McpRecords:
                     self.awaiting_first_byte.append((label, now))
         transport_name = transport_label(transport)
         if session is not None or transport == "ws":
-            route.stats.message(scope, self.client, transport_name, now, label if is_request else None, version)
+            route.sink.message(scope, self.client, transport_name, now, label if is_request else None, version)
         else:
-            route.stats.client(self.client, transport_name, now, label if is_request else None, version)
-        outcomes = route.tracker.message(
-            origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target
-        )
+            route.sink.client(self.client, transport_name, now, label if is_request else None, version)
+        if route.correlate_remotely and transport_name in REMOTE_TRANSPORTS and route.relay is not None:
+            # Its two connections may be in two workers: the supervisor correlates it.
+            route.relay.correlate(origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target)
+            outcomes = []
+        else:
+            outcomes = route.tracker.message(
+                origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target
+            )
         if outcomes:
             self._outcomes(outcomes, now, exchange, scope)
         if route.taps:

@@ -208,7 +208,7 @@ class Observation:
         if (
             observer.http is not None and observer.http.stream_session is not None
         ):  # the legacy stream that announced it
-            self.route.stats.end_session(observer.http.stream_session)
+            self.route.sink.end_session(observer.http.stream_session)
         observer.stop(Mode.CLOSED)
         observer.release("client", b"")
         observer.release("upstream", b"")
@@ -363,7 +363,7 @@ class Observation:
             return
         route.child(route.metrics.http_duration, "complete").observe((ex.ended or now) - ex.started)
         if ex.method == "DELETE" and ex.session is not None:  # streamable HTTP: the client ended its session
-            route.stats.end_session(ex.session)
+            route.sink.end_session(ex.session)
         traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
         traffic.exchange_done(ex)  # rendered when asked (facts)
         status = ex.status or 0

@@ -20,6 +20,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Any
 
@@ -42,12 +43,14 @@ from ..observe.mcpmeta import TargetLabels
 from ..observe.requestlog import RequestLogPolicy
 from . import memtrim
 from .connection import serve_connection
+from .limits import SharedCounts
 from .metrics import Metrics
 from .observation import RouteObservation
 from .observequeue import ObservationQueue
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
 from .state import Connection, RouteState
+from .statsrelay import StatsRelay
 from .tap import TapHub
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,23 @@ ACCEPT_RESOURCE_BACKOFF_S = 0.1
 _CONNECTION_TASK = "mcp_sidecar.forward.connection.serve_connection"
 
 
+@dataclass(frozen=True)
+class Cooperation:
+    """How a worker shares its routes with the other workers of its
+    supervisor (the defaults: alone)."""
+
+    #: Workers serving the routes at once (the upstream connect cap is shared out).
+    workers: int = 1
+    #: The routes' connection counts, shared (max_connections holds for all).
+    counts: SharedCounts | None = None
+    #: The supervisor keeps the MCP figures and serves the views: relay them.
+    relay_stats: bool = False
+    #: The supervisor runs the health checks and sends their results.
+    checks_elsewhere: bool = False
+    #: The supervisor correlates the messages of transports spanning connections.
+    correlate_remotely: bool = False
+
+
 class Proxy:
     """The forwarding worker's engine: one ``RouteState`` per route, the
     accept loops, the connections, the health checks and the housekeeping,
@@ -70,8 +90,11 @@ class Proxy:
     record and the descriptor budget -- one worker, one thread, one of each.
     """
 
-    def __init__(self, config: ProxyConfig, listeners: list[BoundListener]) -> None:
+    def __init__(
+        self, config: ProxyConfig, listeners: list[BoundListener], cooperation: Cooperation = Cooperation()
+    ) -> None:
         self.config = config
+        self.cooperation = cooperation
         self.started_unix = time.time()
         self.metrics = Metrics()
         size = max(r.settings.buffer_bytes for r in config.routes)
@@ -97,7 +120,7 @@ class Proxy:
                         route.upstreams,
                         s.connect_timeout_s,
                         s.connect_retry_window_s,
-                        s.max_connecting,
+                        max(1, s.max_connecting // cooperation.workers),  # (shared out: the cap holds for all)
                         health.preferred,
                         tls=tls_client,
                         tls_name=s.upstream_tls.name,
@@ -119,11 +142,15 @@ class Proxy:
                         tap_max_bytes=config.observe.tap_max_bytes,
                         targets=TargetLabels(s.observe.target_label_limit),
                         target_resources=s.observe.target_label_resources,
+                        relay=StatsRelay(route.name) if cooperation.relay_stats else None,
+                        correlate_remotely=cooperation.correlate_remotely,
                     ),
                     exhaustion=self.exhaustion,
                     tls_server=tls_server,
                     allowed=tuple(ip_network(n) for n in s.allow),
                     unusable=unusable,
+                    shared=cooperation.counts,
+                    shared_index=len(self.routes),
                 )
             )
         #: Who watches the MCP messages (proxyctl tap, through the admin endpoint).
@@ -166,7 +193,7 @@ class Proxy:
             now = trio.current_time()
             for rt in self.routes:
                 rt.observation.outcomes(rt.observation.tracker.sweep(now), now)
-                rt.observation.stats.expire(now)
+                rt.observation.sink.expire(now)
 
     async def _watch_load(self) -> None:
         """The worker's CPU utilisation, for the observation budget (budget.py)."""
@@ -251,7 +278,7 @@ class Proxy:
                 self._reject(rt, csock, addr, "route_unusable", detail=rt.unusable)
             elif not rt.allows(addr[0]):
                 self._reject(rt, csock, addr, "not_allowed")
-            elif rt.active + rt.refusing >= max_connections and not rt.shed_unadmitted():
+            elif rt.active + rt.refusing + rt.open_elsewhere() >= max_connections and not rt.shed_unadmitted():
                 # (refusals hold a descriptor too; an unauthenticated client is shed for the newcomer)
                 self._reject(rt, csock, addr, "max_connections", limit=max_connections)
             elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
@@ -320,7 +347,7 @@ class Proxy:
                             listener.sock, rt.config.settings.tcp_keepalive_s, rt.config.settings.user_timeout_s
                         )
                         acceptors.start_soon(self._accept_loop, rt, listener.sock, conns)
-                    if rt.health.enabled:
+                    if rt.health.enabled and not self.cooperation.checks_elsewhere:
                         for target in rt.health.targets:
                             acceptors.start_soon(
                                 run_checks, rt.name, rt.config.settings, target, rt.connector, rt.exhaustion

@@ -31,6 +31,7 @@ from ..observe.tap import DEFAULT_MAX_BYTES
 from .mcpstreams import RouteStreams
 from .metrics import Metrics
 from .observequeue import ObservationQueue
+from .statsrelay import StatsRelay
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ class RouteObservation:
     ws_children: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
     #: Per method and transport, sessions (observe/mcpstats.py): what /api/mcp shows.
     stats: McpStats = field(default_factory=McpStats)
+    #: Where the connections write those figures: ``stats``, or under a
+    #: supervisor that merges several workers, a relay to it (statsrelay.py).
+    relay: StatsRelay | None = None
+    #: The messages of transports that span connections go to the supervisor
+    #: for correlation (several workers: the two connections may be in two).
+    correlate_remotely: bool = False
     #: The request log's sampling and rate cap; None while it is off.
     request_log: RequestLogPolicy | None = None
     #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
@@ -109,7 +116,7 @@ class RouteObservation:
 
     def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
         """What came of requests: metrics, the operator's figures, the request log."""
-        stats, policy, metrics = self.stats, self.request_log, self.metrics
+        stats, policy, metrics = self.sink, self.request_log, self.metrics
         for outcome in outcomes:
             method, transport, version, target = (
                 outcome.method,
@@ -145,3 +152,8 @@ class RouteObservation:
     def mcp_stream_ended(self, kind: str, end: str, lifetime_s: float) -> None:
         self.streams.closed(kind, end)
         self.child(self.metrics.mcp_stream_duration, kind, end).observe(lifetime_s)
+
+    @property
+    def sink(self) -> McpStats | StatsRelay:
+        """Where outcomes, sessions and clients go: the relay if there is one."""
+        return self.relay if self.relay is not None else self.stats

@@ -37,6 +37,7 @@ from ..net.listeners import BoundListener
 from ..net.tcpinfo import TcpInfo, read_tcp_info
 from ..net.upstream import Connector
 from ..observe.quality import Quality
+from .limits import SharedCounts
 from .metrics import RouteMetrics
 from .observation import Observation, RouteObservation
 from .pump import Flow
@@ -239,15 +240,25 @@ class RouteState:
     #: would not load), None when it can: its clients are refused, the
     #: other routes serve.
     unusable: str | None = None
+    #: The route's connection counts shared with the other workers (limits.py)
+    #: and this route's index in them; None: this worker alone.
+    shared: SharedCounts | None = None
+    shared_index: int = 0
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    def open_elsewhere(self) -> int:
+        """The route's connections open in the other workers (max_connections holds for all)."""
+        return self.shared.others(self.shared_index) if self.shared is not None else 0
+
     def opened(self) -> None:
         """An accepted client will be served (its Connection follows)."""
         self.active += 1
         self.total += 1
+        if self.shared is not None:
+            self.shared.publish(self.shared_index, self.active)
 
     def register(self, conn: Connection, now: float) -> None:
         """The served connection's record.  An unobserved route's connections
@@ -287,6 +298,8 @@ class RouteState:
         """The connection ended (``conn.end`` says how): out of the books."""
         self.connections.pop(conn.id, None)
         self.active -= 1
+        if self.shared is not None:
+            self.shared.publish(self.shared_index, self.active)
         end = conn.end or End.CANCELLED
         self.ended[end] = self.ended.get(end, 0) + 1
         self.bytes_closed[0] += conn.c2u.bytes

@@ -6,11 +6,23 @@ Life of a worker, as the messages tell it::
     Configure(config, listeners, ...) ->
                                   <- Loaded(pid)          now a standby, heartbeating
     Activate()                     ->
-                                  <- Serving()            accepting, admin answering
-                                  <- Heartbeat(snapshot)  every heartbeat_interval
-    Facts(facts)                   ->                     what /api/status shows of supervision
+                                  <- Serving()            accepting
+                                  <- Heartbeat(snapshot)  every heartbeat_interval: its report
+    Refresh()                      ->                     a Heartbeat now (a scrape wants it fresh)
+    Facts(facts)                   ->                     what the views show of supervision
+    HealthUpdate(routes)           ->                     the supervisor's upstream checks
+    Query(id, kind, args)          ->                     connections for the admin endpoint
+                                  <- Answer(id, payload)
+    TapOn(filters)                 ->                     relay MCP messages (none: stop)
+                                  <- TapBatch(records)
     Drain(handover)                ->                     stop accepting, drain, exit 0
     StopNow()                      ->                     close every connection
+
+With several workers the supervisor serves the admin endpoint and runs the
+health checks itself; each worker reports (``WorkerSnapshot``) what the
+merged views need, and hands over the MCP messages that travel on two
+connections (the legacy transport, the Inspector v2 API), which may be two
+workers, for the supervisor to correlate.
 
 Rules this module keeps:
 
@@ -53,6 +65,12 @@ class Configure:
     log_format: str
     log_level: str
     heartbeat_interval_s: float
+    #: The worker's slot in the shared per-route connection counts (limits.py),
+    #: and that memory's descriptor; None: no sharing (one worker).
+    slot: int | None = None
+    counts_fd: int | None = None
+    #: The MCP messages that travel on two connections go to the supervisor.
+    correlate_remotely: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +150,43 @@ class Serving:
 
 
 @dataclass(frozen=True, slots=True)
+class McpDelta:
+    """A route's MCP since the worker's last report (forward/statsrelay.py):
+    outcomes, session and client activity, and the messages of transports
+    that span connections (for the supervisor's correlation)."""
+
+    route: str
+    #: (at_unix, method, status, duration_s, transport, protocol_version, target)
+    outcomes: tuple[tuple[Any, ...], ...] = ()
+    #: (key, client, transport, at_unix, requests, last_method, version)
+    sessions: tuple[tuple[Any, ...], ...] = ()
+    #: (address, transport, at_unix, requests, last_method, version)
+    clients: tuple[tuple[Any, ...], ...] = ()
+    ended: tuple[str, ...] = ()
+    #: (origin, message as a mapping, at_unix, session, transport, size, trace, version, target)
+    remote: tuple[tuple[Any, ...], ...] = ()
+    #: Requests awaiting their answer now, by method.
+    in_flight: dict[str, int] = field(default_factory=dict)
+    request_log: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSnapshot:
-    """What the supervisor keeps of a worker from its last heartbeat."""
+    """What the supervisor keeps of a worker from its last heartbeat: what
+    ``proxyctl status`` and the merged admin views need."""
 
     pid: int
     draining: bool
     routes: tuple[RouteStatus, ...]
+    #: Its metric families: (name, type, documentation, ((sample, labels, value), ...)).
+    families: tuple[tuple[Any, ...], ...] = ()
+    #: Why it is not ready, as far as it alone can tell (local resources, ...).
+    readiness: tuple[str, ...] = ()
+    mcp: tuple[McpDelta, ...] = ()
+    #: Its observation budget, inspection memory and local exhaustion (/api/status).
+    local: dict[str, Any] = field(default_factory=dict)
+    #: route -> the median kernel RTT of each leg over its newest connections.
+    rtt: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +196,51 @@ class Heartbeat:
     snapshot: WorkerSnapshot
 
 
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Send a Heartbeat now."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthUpdate:
+    """The supervisor's view of the upstreams: route name -> each upstream's
+    check state (health/checks.py ``UpstreamHealth``), in the route's order."""
+
+    routes: tuple[tuple[str, tuple[Any, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A question of the admin endpoint: ``connections`` (route, offset,
+    limit; or just the count) or ``connection`` (id)."""
+
+    id: int
+    kind: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    id: int
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TapOn:
+    """Relay the MCP messages these filters want (none: stop relaying)."""
+
+    filters: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TapBatch:
+    """MCP messages for the supervisor's tap subscribers, and how many the relay dropped."""
+
+    records: tuple[dict[str, Any], ...]
+    dropped: int = 0
+
+
 #: What the supervisor sends.
-ToWorker = Configure | Activate | Drain | StopNow | Facts
+ToWorker = Configure | Activate | Drain | StopNow | Facts | Refresh | HealthUpdate | Query | TapOn
 #: What a worker sends.
-ToSupervisor = Loaded | Serving | Heartbeat
+ToSupervisor = Loaded | Serving | Heartbeat | Answer | TapBatch

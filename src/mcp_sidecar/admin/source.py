@@ -1,0 +1,137 @@
+"""Where the admin endpoint reads what it shows: one worker in this process
+(``LocalSource``), or the supervisor's merged view of all its workers
+(``supervise/view.py``).
+
+Rules this module keeps:
+
+* ``AdminSource`` is everything the admin endpoint (server.py) and its
+  history read or do; both sources give the same documents, so the API,
+  the dashboard, ``proxyctl top`` and the tests cannot tell them apart.
+* Read-only, but for ``begin_drain`` and the tap's subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import trio
+from prometheus_client.core import Metric
+
+from ..config.model import ProxyConfig
+from ..forward.proxy import Proxy
+from ..forward.tap import TapHub
+from .collector import RuntimeCollector
+from .history import Sampler, proxy_samples
+from .status import mcp_view, readiness, status
+
+#: While a page of connections is built, a scheduler checkpoint this often.
+ITEMS_PER_CHECKPOINT = 32
+
+
+class AdminSource(Protocol):
+    """What the admin endpoint reads (and the two things it may change)."""
+
+    config: ProxyConfig
+    taps: TapHub
+
+    @property
+    def draining(self) -> bool: ...
+
+    async def settle(self) -> None:
+        """Bring what the next read shows up to date (the probes do without)."""
+        ...
+
+    def route_names(self) -> list[str]: ...
+
+    def status(self) -> dict[str, Any]:
+        """``/api/status``."""
+        ...
+
+    def readiness(self) -> list[str]:
+        """Why not ready (``/readyz``); empty when ready."""
+        ...
+
+    def collect(self) -> Iterable[Metric]:
+        """Every metric family (``/metrics``)."""
+        ...
+
+    def mcp(self, route: str | None) -> dict[str, Any]:
+        """``/api/mcp``."""
+        ...
+
+    async def connections(self, route: str | None, offset: int, limit: int) -> tuple[list[bytes], int]:
+        """A page of the open connections, each one encoded JSON, and how many are open."""
+        ...
+
+    async def connection(self, conn_id: int) -> dict[str, Any] | None: ...
+
+    def sample(self, span_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """One history tick's values (history.py's ``Sampler``)."""
+        ...
+
+    def begin_drain(self) -> None: ...
+
+
+class LocalSource:
+    """One worker, in this process (``--no-supervise``, and the tests'
+    in-process proxies)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.config = proxy.config
+        self.taps = proxy.taps
+        self._sampler = Sampler()
+        proxy.metrics.registry.register(RuntimeCollector(proxy))
+
+    @property
+    def draining(self) -> bool:
+        return self.proxy.draining
+
+    async def settle(self) -> None:
+        self.proxy.observe_queue.drain()
+
+    def route_names(self) -> list[str]:
+        return [rt.name for rt in self.proxy.routes]
+
+    def status(self) -> dict[str, Any]:
+        self.proxy.observe_queue.drain()  # (every view: up to the last byte forwarded)
+        return status(self.proxy)
+
+    def readiness(self) -> list[str]:
+        self.proxy.observe_queue.drain()  # (every view: up to the last byte forwarded)
+        return readiness(self.proxy)
+
+    def collect(self) -> Iterable[Metric]:
+        self.proxy.observe_queue.drain()  # (every view: up to the last byte forwarded)
+        return self.proxy.metrics.registry.collect()
+
+    def mcp(self, route: str | None) -> dict[str, Any]:
+        self.proxy.observe_queue.drain()  # (every view: up to the last byte forwarded)
+        return mcp_view(self.proxy, trio.current_time(), route)
+
+    async def connections(self, route: str | None, offset: int, limit: int) -> tuple[list[bytes], int]:
+        self.proxy.observe_queue.drain()
+        conns = [
+            c for rt in self.proxy.routes if route is None or rt.config.name == route for c in rt.connections.values()
+        ]
+        parts = []
+        for i, conn in enumerate(conns[offset : offset + limit]):
+            if i % ITEMS_PER_CHECKPOINT == ITEMS_PER_CHECKPOINT - 1:
+                await trio.lowlevel.checkpoint()
+            if conn.end is None:  # still open after the checkpoints
+                parts.append(json.dumps(conn.as_json(trio.current_time()), separators=(",", ":")).encode())
+        return parts, len(conns)
+
+    async def connection(self, conn_id: int) -> dict[str, Any] | None:
+        self.proxy.observe_queue.drain()
+        found = self.proxy.connection(conn_id)
+        return None if found is None else found[1].as_json(trio.current_time())
+
+    def sample(self, span_s: float) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        self.proxy.observe_queue.drain()  # (every view: up to the last byte forwarded)
+        return self._sampler.sample(trio.current_time(), span_s, proxy_samples(self.proxy))
+
+    def begin_drain(self) -> None:
+        self.proxy.begin_drain()
