@@ -215,9 +215,9 @@ def exported_metrics() -> dict[str, set[str]]:
         config = build_config(doc)
         sockets = bind_everything(config)
         proxy = Proxy(config, sockets.routes)
-        AdminServer(proxy, sockets.admin, config.admin)
+        admin = AdminServer(proxy, sockets.admin, config.admin)
         try:
-            return {f.name: {s.name for s in f.samples} for f in proxy.metrics.registry.collect()}
+            return {f.name: {s.name for s in f.samples} for f in admin.exposition().collect()}
         finally:
             sockets.close()
 

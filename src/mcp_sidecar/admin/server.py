@@ -323,7 +323,7 @@ class AdminServer:
 
     def _metrics(self, ask: _Ask) -> _Reply:
         encoder, content_type = choose_encoder(ask.headers.get("accept") or "")
-        return _Reply(200, encoder(_Exposition(self)), content_type)
+        return _Reply(200, encoder(self.exposition()), content_type)
 
     async def _connections(self, ask: _Ask) -> _Reply:
         """A page of the open connections: ``?limit=N&offset=M&route=NAME``."""
@@ -399,6 +399,10 @@ class AdminServer:
         log(logger, logging.INFO, "admin.drain")
         self.source.begin_drain()
         return _json(202, {"draining": True, "drain_timeout_s": self.source.config.drain_timeout_s})
+
+    def exposition(self) -> _Exposition:
+        """What ``/metrics`` encodes (the source's families and the endpoint's own)."""
+        return _Exposition(self)
 
     def _index(self, ask: _Ask) -> _Reply:
         return _json(200, {"service": "mcp-sidecar", "version": __version__, "endpoints": index()})
