@@ -423,6 +423,7 @@ def write_config(
     routes: list[dict[str, Any]],
     supervisor: dict[str, Any] | None = None,
     proxy: dict[str, Any] | None = None,
+    admin: dict[str, Any] | None = None,
 ) -> Path:
     """A TOML config file from plain dicts (strings, numbers, booleans)."""
 
@@ -433,7 +434,7 @@ def write_config(
             return repr(v)
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    lines = ["[admin]", 'listen = "127.0.0.1:0"', ""]
+    lines = ["[admin]", 'listen = "127.0.0.1:0"', *(f"{k} = {value(v)}" for k, v in (admin or {}).items()), ""]
     for section, table in (("supervisor", supervisor), ("proxy", proxy)):
         if table:
             lines.append(f"[{section}]")
@@ -490,9 +491,12 @@ def supervised(proxy_process, tmp_path):
         *extra: str,
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        admin: dict[str, Any] | None = None,
         **popen: Any,
     ) -> Supervised:
-        config = write_config(tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy)
+        config = write_config(
+            tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy, admin
+        )
         directory = state_dir or tmp_path / "state"
         proc = proxy_process(
             "run",

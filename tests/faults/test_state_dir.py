@@ -20,7 +20,7 @@ from mcp_sidecar.demo.servers import serve_echo
 from mcp_sidecar.net.http import request
 
 from ..conftest import echo_roundtrip, needs_root
-from ..supervise.test_supervisor import echo_route, wait_status
+from ..supervise.test_supervisor import echo_route, replaced, wait_status
 
 
 def _writes_refused(status: dict) -> bool:
@@ -55,7 +55,7 @@ async def test_a_state_dir_that_refuses_writes_does_not_stop_the_supervisor(
 
         # A worker death is counted (a write of the counters file): the supervisor must not die of it.
         os.kill(victim, signal.SIGKILL)
-        status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim and _writes_refused(s))
+        status = await wait_status(sup, lambda s: replaced(victim)(s) and _writes_refused(s))
         assert sup.process.proc.poll() is None, sup.process.stderr()
         assert status["restarts"]["crash"] == 1
         assert await echo_roundtrip(port) == b"ping"

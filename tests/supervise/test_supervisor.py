@@ -30,6 +30,12 @@ async def wait_status(sup, predicate, timeout: float = 15.0) -> dict:
             await trio.sleep(0.05)
 
 
+def replaced(victim: int):
+    """A status predicate: ``victim`` serves no more and every worker slot is filled
+    again (its exit counted: the supervisor does both in one step)."""
+    return lambda s: victim not in {w["pid"] for w in s["workers"]} and len(s["workers"]) == s["workers_target"]
+
+
 def echo_route(port: int, **extra) -> dict:
     return {
         "name": "echo",
@@ -59,7 +65,7 @@ async def test_sigkill_worker_costs_no_connection(nursery, supervised) -> None:
             gaps.append(trio.current_time() - t0)
             for _ in range(20):
                 await echo_once(port)
-            status = await wait_status(sup, lambda s, victim=victim: s["worker"] and s["worker"]["pid"] != victim)
+            status = await wait_status(sup, replaced(victim))
             await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby")
         assert status["restarts"]["crash"] == 3
         print(f"first connection after SIGKILL served in {[round(g * 1000, 1) for g in gaps]} ms")
@@ -69,7 +75,8 @@ async def test_sigkill_worker_costs_no_connection(nursery, supervised) -> None:
 async def test_sigstop_worker_is_replaced_after_heartbeat_timeout(nursery, supervised) -> None:
     with trio.fail_after(60):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
-        sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)])
+        # One worker: the next client waits in the backlog until the replacement accepts.
+        sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)], {}, {"workers": 1})
         port = await trio.to_thread.run_sync(sup.port, "echo")
         victim = (await wait_status(sup, lambda s: s["standby"] and s["standby"]["state"] == "standby"))["worker"][
             "pid"
@@ -84,7 +91,7 @@ async def test_sigstop_worker_is_replaced_after_heartbeat_timeout(nursery, super
                 os.kill(victim, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        status = await wait_status(sup, lambda s, victim=victim: s["worker"] and s["worker"]["pid"] != victim)
+        status = await wait_status(sup, replaced(victim))
         assert served_after < 1.0 + 1.0  # heartbeat_timeout (1 s) plus a second
         assert status["restarts"]["hang"] == 1
         assert status["restarts"].get("crash", 0) == 0
@@ -97,7 +104,7 @@ async def test_graceful_restart_keeps_50_streams_byte_exact(nursery, supervised)
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)], {}, {"drain_timeout": "60s"})
         port = await trio.to_thread.run_sync(sup.port, "echo")
-        before = await trio.to_thread.run_sync(sup.worker_pid)
+        before = {w["pid"] for w in (await wait_status(sup, lambda s: s["standby"] is not None))["workers"]}
         halfway = trio.Event()
         started = 0
         results: dict[int, bool] = {}
@@ -128,8 +135,10 @@ async def test_graceful_restart_keeps_50_streams_byte_exact(nursery, supervised)
             await echo_once(port)
         assert len(results) == 50
         status = await wait_status(sup, lambda s: not s["draining_workers"])
-        assert status["worker"]["pid"] != before
-        assert status["restarts"]["restart"] == 1
+        # Every worker replaced, one at a time (each counted), none of them lost.
+        assert not before & {w["pid"] for w in status["workers"]}
+        assert len(status["workers"]) == len(before) == status["workers_target"]
+        assert status["restarts"]["restart"] == len(before)
         assert status["restarts"].get("crash", 0) == 0
 
 
@@ -188,7 +197,7 @@ async def test_counters_persist_across_full_restart_and_status_exit_codes(nurser
 
         victim = await trio.to_thread.run_sync(sup.worker_pid)
         os.kill(victim, signal.SIGKILL)
-        await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+        await wait_status(sup, replaced(victim))
         assert (await trio.to_thread.run_sync(sup.command, "stop"))["ok"]
         code = await trio.to_thread.run_sync(sup.process.wait)
         assert code == 0, "\n".join(sup.process.log_lines[-40:])
@@ -282,7 +291,7 @@ async def test_reload_rejects_bad_config_and_applies_good_one(nursery, supervise
         await echo_once(port)  # same port, no gap
         second = await trio.to_thread.run_sync(sup.port, "second")
         await echo_once(second)
-        assert status["restarts"]["reload"] == 1
+        assert status["restarts"]["reload"] == status["workers_target"]  # (each worker replaced)
 
         # Removing a route closes its port once the previous worker has drained.
         write_config(
@@ -360,7 +369,7 @@ async def test_webhook_down_never_blocks(nursery, supervised) -> None:
         port = await trio.to_thread.run_sync(sup.port, "echo")
         victim = await trio.to_thread.run_sync(sup.worker_pid)
         os.kill(victim, signal.SIGKILL)
-        await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+        await wait_status(sup, replaced(victim))
         await echo_once(port)
         await trio.to_thread.run_sync(sup.process.wait_for_log, '"event":"alert.webhook_failed"')
 
@@ -416,7 +425,7 @@ async def test_workers_are_forked_and_exec_takes_over_without_a_fork_server(nurs
         victim = status["worker"]["pid"]
         os.kill(victim, signal.SIGKILL)
         await echo_once(port)
-        status = await wait_status(sup, lambda s: s["restarts"]["crash"] == 1 and s["standby"] is not None)
+        status = await wait_status(sup, lambda s: s["restarts"].get("crash", 0) == 1 and s["standby"] is not None)
         failures = [e for e in status["counters"]["events"] if e.get("pid") == victim]
         assert failures and "signal 9" in json.dumps(failures)
         # Without the fork server, workers are exec'd: children of the supervisor.
@@ -449,7 +458,7 @@ async def test_worker_spawn_exec_runs_new_interpreters(nursery, supervised) -> N
         victim = status["worker"]["pid"]
         os.kill(victim, signal.SIGKILL)
         await echo_once(port)
-        await wait_status(sup, lambda s: s["worker"] and s["worker"]["pid"] != victim)
+        await wait_status(sup, replaced(victim))
         await echo_once(port)
 
 
@@ -459,7 +468,7 @@ async def test_stop_while_a_replacement_waits_in_backoff_exits_cleanly(nursery, 
     with trio.fail_after(60):
         echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
         sup = await trio.to_thread.run_sync(
-            supervised, [echo_route(echo_port)], {"restart_backoff_initial": "500ms", "standby": False}
+            supervised, [echo_route(echo_port)], {"restart_backoff_initial": "500ms", "standby": False}, {"workers": 1}
         )
         status = await wait_status(sup, lambda s: s["worker"] and s["worker"]["state"] == "active")
         os.kill(status["worker"]["pid"], signal.SIGKILL)

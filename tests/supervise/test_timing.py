@@ -29,7 +29,13 @@ class _Process:
 
 
 def _supervisor(tmp_path: Path, **supervisor: object) -> Supervisor:
-    config = build_config({"supervisor": supervisor, "route": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}]})
+    config = build_config(
+        {
+            "proxy": {"workers": 1},
+            "supervisor": supervisor,
+            "route": [{"listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}],
+        }
+    )
     sup = Supervisor(config, tmp_path, lambda: config)
     sup.ledger = Ledger(Counters.load(tmp_path), None, config.supervisor.alert_threshold)
     return sup
@@ -60,7 +66,7 @@ async def test_a_stable_worker_resets_the_backoff_and_a_silent_one_is_killed(aut
     active.returncode = None
     active.role = Role.ACTIVE
     active.serving_since = active.last_heartbeat = trio.current_time()
-    sup.active = active
+    sup.actives = [active]
     sup.workers = [active]
     t0 = trio.current_time()
     async with trio.open_nursery() as nursery:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Iterator
+from typing import Any
 
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -242,29 +243,34 @@ class RuntimeCollector(Collector):
         draining = GaugeMetricFamily("mcp_sidecar_draining", "1 while the worker drains for shutdown.")
         draining.add_metric([], 1 if proxy.draining else 0)
         yield draining
-        restarts = CounterMetricFamily(
-            "mcp_sidecar_worker_restarts", "Worker processes replaced by the supervisor, by cause.", labels=["cause"]
-        )
-        facts = proxy.supervisor_facts() or {}
-        counts = facts.get("restarts", {})
-        for cause in WORKER_RESTART_CAUSES:
-            restarts.add_metric([cause], counts.get(cause, 0))
-        yield restarts
-        state = facts.get("state_dir") or {}
-        writable = GaugeMetricFamily(
-            "mcp_sidecar_state_writable",
-            "1 while the supervisor's state directory takes writes (counters, events), "
-            "0 while it does not (full, read-only, I/O errors); forwarding is unaffected.",
-        )
-        writable.add_metric([], 1 if state.get("writable", True) else 0)
-        yield writable
-        write_failures = CounterMetricFamily(
-            "mcp_sidecar_state_write_failures", "Writes of the supervisor's state directory that failed (retried)."
-        )
-        write_failures.add_metric([], state.get("write_failures", 0))
-        yield write_failures
-        info = GaugeMetricFamily(
-            "mcp_sidecar_build_info", "Version information; the value is always 1.", labels=["version", "python"]
-        )
-        info.add_metric([__version__, platform.python_version()], 1)
-        yield info
+        yield from supervision_families(proxy.supervisor_facts())
+
+
+def supervision_families(facts: dict[str, Any] | None) -> Iterator[Metric]:
+    """The supervisor's own figures (restarts, state writes) and the build's."""
+    restarts = CounterMetricFamily(
+        "mcp_sidecar_worker_restarts", "Worker processes replaced by the supervisor, by cause.", labels=["cause"]
+    )
+    facts = facts or {}
+    counts = facts.get("restarts", {})
+    for cause in WORKER_RESTART_CAUSES:
+        restarts.add_metric([cause], counts.get(cause, 0))
+    yield restarts
+    state = facts.get("state_dir") or {}
+    writable = GaugeMetricFamily(
+        "mcp_sidecar_state_writable",
+        "1 while the supervisor's state directory takes writes (counters, events), "
+        "0 while it does not (full, read-only, I/O errors); forwarding is unaffected.",
+    )
+    writable.add_metric([], 1 if state.get("writable", True) else 0)
+    yield writable
+    write_failures = CounterMetricFamily(
+        "mcp_sidecar_state_write_failures", "Writes of the supervisor's state directory that failed (retried)."
+    )
+    write_failures.add_metric([], state.get("write_failures", 0))
+    yield write_failures
+    info = GaugeMetricFamily(
+        "mcp_sidecar_build_info", "Version information; the value is always 1.", labels=["version", "python"]
+    )
+    info.add_metric([__version__, platform.python_version()], 1)
+    yield info

@@ -193,6 +193,10 @@ class AdminServer:
                     await self._converse(stream, slot)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                 pass
+            except Exception as exc:
+                # A bug in one answer closes its connection, never the endpoint (nor the
+                # supervisor that serves it).
+                log(logger, logging.ERROR, "admin.request_failed", error=repr(exc))
             finally:
                 self._slots.pop(id(slot), None)
 
@@ -245,6 +249,10 @@ class AdminServer:
             slot.busy = True
             reply = await self._dispatch(request, body)
             if isinstance(reply, TapStream):
+                # Subscribed: once the source has settled again, everything that
+                # forwards a message from now on shows it (a supervisor's workers
+                # have applied the subscription before they report).
+                await self.source.settle()
                 await stream_tap(http, reply, self.source.taps)
                 return
             await self._send(http, reply, head_only=request.method == b"HEAD")

@@ -33,8 +33,10 @@ ITEMS_PER_CHECKPOINT = 32
 class AdminSource(Protocol):
     """What the admin endpoint reads (and the two things it may change)."""
 
-    config: ProxyConfig
     taps: TapHub
+
+    @property
+    def config(self) -> ProxyConfig: ...
 
     @property
     def draining(self) -> bool: ...

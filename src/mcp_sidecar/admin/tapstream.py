@@ -23,6 +23,7 @@ import trio
 
 from ..forward.tap import TapHub, TapSubscriber
 from ..net.http import ServerConnection
+from ..observe.tap import TapFilter
 
 #: A tap stream with nothing to say writes a heartbeat line this often
 #: (so a client that went away is noticed, and the reader knows it is alive).
@@ -70,6 +71,7 @@ async def stream_tap(http: ServerConnection, tap: TapStream, hub: TapHub) -> Non
             )
         )
         f = subscriber.filter
+        assert isinstance(f, TapFilter)  # (the admin endpoint's subscribers have one filter)
         await http.send(
             h11.Data(
                 data=_line(

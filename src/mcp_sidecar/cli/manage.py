@@ -101,11 +101,15 @@ def status(as_json: bool, state_dir: Path | None) -> None:
             f"workers forked by pid {sup['forkserver_pid']}" if sup.get("worker_spawn") == "fork" else "workers exec'd"
         )
         click.echo(f"  supervisor pid {sup['pid']}, up {sup['uptime_s']:.0f} s; {spawn}")
-        if worker:
-            click.echo(
-                f"  worker pid {worker['pid']} {worker['state']}, up {worker['uptime_s']:.1f} s, "
-                f"last heartbeat {worker['heartbeat_age_s']} s ago"
-            )
+        serving = reply.get("workers") or ([worker] if worker else [])
+        if serving:
+            click.echo(f"  workers: {len(serving)} serving of {reply.get('workers_target', len(serving))}")
+            for item in serving:
+                click.echo(
+                    f"  worker {item.get('id', '?')} pid {item['pid']} {item['state']}, up {item['uptime_s']:.1f} s, "
+                    f"last heartbeat {item['heartbeat_age_s']} s ago, "
+                    f"connections active {item.get('connections_active', 0)}, total {item.get('connections_total', 0)}"
+                )
         else:
             click.echo("  worker: none serving")
         click.echo(
@@ -130,12 +134,12 @@ def status(as_json: bool, state_dir: Path | None) -> None:
 
 
 @click.command()
-@click.option("--hard", is_flag=True, help="Kill the worker now instead of draining it.")
+@click.option("--hard", is_flag=True, help="Kill the workers now instead of draining them.")
 @json_option
 @state_dir_option
 @reports_errors
 def restart(hard: bool, as_json: bool, state_dir: Path | None) -> None:
-    """Replace the worker: a new one takes over the sockets, the old one drains.
+    """Replace the workers one at a time: a new one takes over, the old one drains.
 
     Exit 0 done, 1 failed, 3 not running, 4 stopping."""
     _report(_ask(resolve_state_dir(state_dir), "restart", hard=hard), as_json)

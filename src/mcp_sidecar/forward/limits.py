@@ -65,3 +65,36 @@ class SharedCounts:
     def close(self) -> None:
         self._counts.release()
         self._map.close()
+
+
+class CountSlots:
+    """The supervisor's side of one configuration's counts: the memfd (handed
+    to each worker it spawns with that configuration) and which slots are taken.
+
+    Slots: ``SLOTS_PER_WORKER`` per configured worker and ``SPARE_SLOTS``
+    more (standby, workers draining after restarts); a worker spawned when
+    all are taken gets none and does not publish (its connections do not
+    count against the others' limit) -- rare, and never a refusal.
+    """
+
+    SLOTS_PER_WORKER = 4
+    SPARE_SLOTS = 4
+
+    def __init__(self, routes: int, workers: int) -> None:
+        self.slots = self.SLOTS_PER_WORKER * workers + self.SPARE_SLOTS
+        self.fd: int | None = create_counts(routes, self.slots)
+        self.view = SharedCounts(self.fd, routes, self.slots)
+        self._free = list(range(self.slots))
+
+    def take(self) -> int | None:
+        return self._free.pop(0) if self._free else None
+
+    def give_back(self, slot: int) -> None:
+        self.view.clear(slot)
+        self._free.append(slot)
+
+    def close_fd(self) -> None:
+        """No more workers get this configuration: the descriptor goes (the mapping stays)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -71,6 +71,17 @@ class End(StrEnum):
 
 
 _ids = itertools.count(1)
+#: Each supervised worker numbers its connections from its id times this, so
+#: that the merged views' connection ids are unique across workers.
+CONN_IDS_PER_WORKER = 1_000_000_000
+
+
+def number_connections_from(first: int) -> None:
+    """The next connection of this process gets ``first`` (a supervised worker's range)."""
+    global _ids
+    _ids = itertools.count(first)
+
+
 _NO_TCP: Mapping[str, TcpInfo | None] = MappingProxyType({"client": None, "upstream": None})
 
 

@@ -15,12 +15,12 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 
-from ..observe.tap import TapFilter
+from ..observe.tap import AnyOf, TapFilter
 from .observation import RouteObservation
 
 #: Messages a subscriber's queue holds before it drops.
@@ -37,7 +37,7 @@ class TapSubscriber:
 
     __slots__ = ("delivered", "dropped", "filter", "receive", "send")
 
-    def __init__(self, tap_filter: TapFilter, queue: int) -> None:
+    def __init__(self, tap_filter: TapFilter | AnyOf, queue: int) -> None:
         self.filter = tap_filter
         self.send, self.receive = trio.open_memory_channel[dict[str, Any]](queue)
         self.dropped = 0
@@ -58,13 +58,17 @@ class TapSubscriber:
 class TapHub:
     """The worker's tap subscribers, and each route's share of them."""
 
-    def __init__(self, routes: Iterable[RouteObservation]) -> None:
+    def __init__(
+        self, routes: Iterable[RouteObservation], on_change: Callable[[list[TapSubscriber]], None] | None = None
+    ) -> None:
         self.routes = list(routes)
         self.subscribers: list[TapSubscriber] = []
-        #: Dropped by subscribers already gone (the metric is a total).
+        #: Dropped by subscribers already gone (the metric is a total), and by a relay on the way.
         self.dropped_gone = 0
+        #: Told when the subscribers change (the supervisor's hub tells its workers).
+        self.on_change = on_change
 
-    def subscribe(self, tap_filter: TapFilter, queue: int = DEFAULT_QUEUE) -> TapSubscriber:
+    def subscribe(self, tap_filter: TapFilter | AnyOf, queue: int = DEFAULT_QUEUE) -> TapSubscriber:
         if len(self.subscribers) >= MAX_SUBSCRIBERS:
             raise TapBusy(f"at most {MAX_SUBSCRIBERS} taps at a time")
         subscriber = TapSubscriber(tap_filter, queue)
@@ -86,3 +90,10 @@ class TapHub:
     def _rebuild(self) -> None:
         for route in self.routes:
             route.taps = tuple(s for s in self.subscribers if s.filter.wants_route(route.route))
+        if self.on_change is not None:
+            self.on_change(self.subscribers)
+
+    def offer(self, record: dict[str, Any]) -> None:
+        """A record from elsewhere (a worker's relay): to every subscriber that wants it."""
+        for subscriber in self.subscribers:
+            subscriber.offer(record)

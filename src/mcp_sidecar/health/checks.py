@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,9 +209,15 @@ def route_health(rt_config: RouteConfig) -> RouteHealth:
 
 
 async def run_checks(
-    route: str, settings: RouteSettings, target: UpstreamHealth, connector: Connector, exhaustion: LocalExhaustion
+    route: str,
+    settings: RouteSettings,
+    target: UpstreamHealth,
+    connector: Connector,
+    exhaustion: LocalExhaustion,
+    on_result: Callable[[], None] | None = None,
 ) -> None:
-    """Check one upstream address of a route forever."""
+    """Check one upstream address of a route forever (``on_result`` is told
+    after each check: the supervisor passes the results on to its workers)."""
     while True:
         t0 = trio.current_time()
         try:
@@ -223,6 +230,8 @@ async def run_checks(
             await trio.sleep(target.next_interval_s())
             continue
         changed = target.record(ok, result, trio.current_time() - t0)
+        if on_result is not None:
+            on_result()
         if changed is not None:
             log(
                 logger,

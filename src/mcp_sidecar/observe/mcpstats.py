@@ -247,6 +247,21 @@ class McpStats:
         entry, _ = _touch(self.clients, MAX_CLIENTS, ref, ref, "", transport, now)
         _count(entry, method, version)
 
+    def touch_session(
+        self, key: str, client: str, transport: str, at: float, requests: int, method: str | None, version: str | None
+    ) -> None:
+        """A session's activity as another process summed it up (several messages at once)."""
+        session, evicted = _touch(self.sessions, MAX_SESSIONS, key, session_ref(key), client, transport, at)
+        self.sessions_evicted += evicted
+        _count_many(session, requests, method, version)
+
+    def touch_client(
+        self, address: str, transport: str, at: float, requests: int, method: str | None, version: str | None
+    ) -> None:
+        ref = client_ref(address)
+        entry, _ = _touch(self.clients, MAX_CLIENTS, ref, ref, "", transport, at)
+        _count_many(entry, requests, method, version)
+
     def end_session(self, key: str) -> None:
         self.sessions.pop(key, None)
 
@@ -305,6 +320,14 @@ class McpStats:
 def _count(entry: Session, method: str | None, version: str | None) -> None:
     if method is not None:
         entry.requests += 1
+        entry.last_method = method
+    if version is not None and version != "unknown":
+        entry.version = version
+
+
+def _count_many(entry: Session, requests: int, method: str | None, version: str | None) -> None:
+    entry.requests += requests
+    if method is not None:
         entry.last_method = method
     if version is not None and version != "unknown":
         entry.version = version

@@ -44,6 +44,19 @@ class TapFilter:
         return self.wants_route(record["route"]) and (self.method is None or record["method"] == self.method)
 
 
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """What several subscribers want together (a worker relaying for its supervisor's)."""
+
+    filters: tuple[TapFilter, ...]
+
+    def wants_route(self, route: str) -> bool:
+        return any(f.wants_route(route) for f in self.filters)
+
+    def wants(self, record: dict[str, Any]) -> bool:
+        return any(f.wants(record) for f in self.filters)
+
+
 def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:
     raw = redact_json(bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value))
     cut = len(raw) > max_bytes

@@ -28,13 +28,26 @@ from typing import Any
 import trio
 
 from ..config.model import ProxyConfig
+from ..forward.limits import CountSlots
 from ..logs import log
 from ..net.listeners import Sockets
 from . import sdnotify
 from .channel import Channel, ChannelClosed
 from .forkserver import ForkServer, ForkServerGone, WorkerProcess
 from .ledger import Ledger, RestartCause
-from .messages import Activate, Configure, Drain, Facts, Heartbeat, ListenerPlan, Loaded, Serving, ToWorker
+from .messages import (
+    Activate,
+    Answer,
+    Configure,
+    Drain,
+    Facts,
+    Heartbeat,
+    ListenerPlan,
+    Loaded,
+    Serving,
+    TapBatch,
+    ToWorker,
+)
 from .workers import KillReason, Role, Stopping, Worker, next_worker_id, until
 
 logger = logging.getLogger("mcp_sidecar.supervise.supervisor")
@@ -53,7 +66,11 @@ class WorkerLifecycle:
     log_level: str
     on_ready: Callable[[Any], None] | None
     sockets: Sockets | None
-    active: Worker | None
+    #: The workers serving now (``target`` of them when all is well).
+    actives: list[Worker]
+    target: int
+    #: The current configuration's shared connection counts.
+    slots: CountSlots
     standby: Worker | None
     workers: list[Worker]
     stopping: bool
@@ -67,26 +84,52 @@ class WorkerLifecycle:
     def _wake(self) -> None:
         raise NotImplementedError
 
+    # (reporting.py's: what the workers' reports, answers and taps change)
+    def _reported(self, worker: Worker, message: Heartbeat) -> None:
+        raise NotImplementedError
+
+    def _answered(self, message: Answer) -> None:
+        raise NotImplementedError
+
+    def _tapped(self, message: TapBatch) -> None:
+        raise NotImplementedError
+
+    def _started_serving(self, worker: Worker) -> None:
+        raise NotImplementedError
+
+    def _retired(self, worker: Worker) -> None:
+        raise NotImplementedError
+
+    @property
+    def active(self) -> Worker | None:
+        """The longest-serving active worker (what single-worker views show)."""
+        return self.actives[0] if self.actives else None
+
     def _alive(self) -> list[Worker]:
         return [w for w in self.workers if not w.exited.is_set()]
 
-    def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[tuple[ListenerPlan, ...], int | None]:
+    def _plan(self, config: ProxyConfig, sockets: Sockets) -> tuple[ListenerPlan, ...]:
         index = {route.name: i for i, route in enumerate(config.routes)}
-        plan = tuple(
+        return tuple(
             ListenerPlan(index[item.route.name], item.sock.fileno(), item.address.host, item.address.port)
             for item in sockets.routes
         )
-        return plan, sockets.admin.fileno() if sockets.admin is not None else None
 
-    async def _spawn(self, config: ProxyConfig, sockets: Sockets) -> Worker:
+    async def _spawn(
+        self, config: ProxyConfig, sockets: Sockets, slots: CountSlots | None = None, target: int | None = None
+    ) -> Worker:
+        """A new worker (standby once loaded) for ``config``: its share of the
+        connection counts from ``slots`` (the current configuration's by default)."""
         now = trio.current_time()
         if now < self.next_spawn_at:
             await trio.sleep_until(self.next_spawn_at)
         if self.stopping:  # (the listening sockets may be closed already: nothing to hand over)
             raise Stopping
-        plan, admin_fd = self._plan(config, sockets)
+        plan = self._plan(config, sockets)
+        slots = slots if slots is not None else self.slots
+        slot = slots.take() if slots.fd is not None else None
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [p.fd for p in plan] + ([admin_fd] if admin_fd is not None else [])
+        fds = [p.fd for p in plan] + ([slots.fd] if slot is not None and slots.fd is not None else [])
         process: WorkerProcess | None = None
         try:
             if self.forkserver is not None and self.forkserver.alive:
@@ -107,10 +150,15 @@ class WorkerLifecycle:
                     pass_fds=[*fds, child.fileno()],
                     stdin=subprocess.DEVNULL,
                 )
+        except BaseException:
+            if slot is not None:
+                slots.give_back(slot)
+            raise
         finally:
             child.close()
         channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent)))
         worker = Worker(next_worker_id(), process, channel, config)
+        worker.slot, worker.counts = slot, slots if slot is not None else None
         self.workers.append(worker)
         assert self._nursery is not None
         self._nursery.start_soon(self._follow, worker)
@@ -118,7 +166,18 @@ class WorkerLifecycle:
         try:
             await channel.send(
                 Configure(
-                    config, plan, admin_fd, self.log_format, self.log_level, config.supervisor.heartbeat_interval_s
+                    config,
+                    plan,
+                    None,  # (the admin endpoint is the supervisor's: reporting.py)
+                    self.log_format,
+                    self.log_level,
+                    config.supervisor.heartbeat_interval_s,
+                    slot=slot,
+                    counts_fd=slots.fd if slot is not None else None,
+                    counts_slots=slots.slots,
+                    correlate_remotely=True,
+                    worker_id=worker.id,
+                    workers=target if target is not None else self.target,
                 )
             )
         except ChannelClosed:
@@ -132,10 +191,11 @@ class WorkerLifecycle:
             while True:
                 message = await worker.channel.receive()
                 if isinstance(message, Heartbeat):
-                    worker.last_heartbeat = trio.current_time()
-                    worker.snapshot = message.snapshot
-                    if worker.role is Role.ACTIVE and self.ledger is not None:
-                        self.ledger.absorb(message.snapshot)
+                    self._reported(worker, message)
+                elif isinstance(message, Answer):
+                    self._answered(message)
+                elif isinstance(message, TapBatch):
+                    self._tapped(message)
                 elif isinstance(message, Loaded):
                     worker.last_heartbeat = trio.current_time()
                     if worker.role is Role.STARTING:
@@ -149,19 +209,23 @@ class WorkerLifecycle:
         except ChannelClosed:
             pass
         finally:
+            worker.followed.set()
             with trio.CancelScope(shield=True):
                 await worker.channel.aclose()
 
     async def _reap(self, worker: Worker) -> None:
         worker.returncode = await worker.process.wait()
+        with trio.move_on_after(1):
+            await worker.followed.wait()  # (its last report, read first)
         worker.exited.set()
         role = worker.role
         worker.role = Role.EXITED
-        if self.active is worker:
-            self.active = None
+        if worker in self.actives:
+            self.actives.remove(worker)
         if self.standby is worker:
             self.standby = None
         self.workers.remove(worker)
+        self._retired(worker)
         assert self.ledger is not None
         self.ledger.retire(worker.pid, worker.snapshot)
         expected = (
@@ -271,8 +335,9 @@ class WorkerLifecycle:
             if not worker.exited.is_set():
                 worker.kill(KillReason.STARTUP)
             return False
-        self.active = worker
-        log(logger, logging.INFO, "worker.active", worker=worker.id, pid=worker.pid)
+        self.actives.append(worker)
+        self._started_serving(worker)
+        log(logger, logging.INFO, "worker.active", worker=worker.id, pid=worker.pid, serving=len(self.actives))
         if not self._ready_sent:
             self._ready_sent = True
             sdnotify.notify("READY=1", f"MAINPID={os.getpid()}", "STATUS=serving")

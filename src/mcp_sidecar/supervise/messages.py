@@ -69,8 +69,13 @@ class Configure:
     #: and that memory's descriptor; None: no sharing (one worker).
     slot: int | None = None
     counts_fd: int | None = None
+    counts_slots: int = 0
     #: The MCP messages that travel on two connections go to the supervisor.
     correlate_remotely: bool = False
+    #: This worker's id (its connections are numbered from id x CONN_IDS_PER_WORKER)
+    #: and how many workers serve the routes at once.
+    worker_id: int = 0
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,9 @@ class McpDelta:
     #: Requests awaiting their answer now, by method.
     in_flight: dict[str, int] = field(default_factory=dict)
     request_log: dict[str, Any] | None = None
+    #: The worker's own figures of the route's MCP traffic now (streams open and
+    #: ended, progress notifications, conformance, targets capped, connections).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +195,8 @@ class WorkerSnapshot:
     local: dict[str, Any] = field(default_factory=dict)
     #: route -> the median kernel RTT of each leg over its newest connections.
     rtt: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: When it was built (unix time): every message it relays up to then is in it.
+    at_unix: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +204,8 @@ class Heartbeat:
     """Sent from the event loop every heartbeat_interval: the loop is alive."""
 
     snapshot: WorkerSnapshot
+    #: How many Refresh messages the worker had received when it built this.
+    refreshed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

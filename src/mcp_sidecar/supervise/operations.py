@@ -26,19 +26,21 @@ from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
 from ..errors import SidecarError
+from ..forward.limits import CountSlots
 from ..logs import log
 from ..net.listeners import rebind
 from ..net.origins import gate_urls
 from . import sdnotify
+from .cpus import worker_target
 from .ledger import RestartCause
-from .lifecycle import WorkerLifecycle
 from .messages import Drain
-from .workers import KillReason, Role, Stopping
+from .reporting import SupervisorReporting
+from .workers import KillReason, Role, Stopping, Worker
 
 logger = logging.getLogger("mcp_sidecar.supervise.supervisor")
 
 
-class SupervisorOperations(WorkerLifecycle):
+class SupervisorOperations(SupervisorReporting):
     """The supervisor's operations (its attributes declared in lifecycle.py
     and here for what this part uses)."""
 
@@ -56,28 +58,40 @@ class SupervisorOperations(WorkerLifecycle):
         async with self._lock:
             if self.stopping:
                 return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
-            old = self.active
-            if old is None:
+            olds = list(self.actives)
+            if not olds:
                 return {"ok": False, "error": "no active worker"}
             if hard:
-                old.kill(KillReason.RESTART)
-                return {"ok": True, "restart": "hard", "old_pid": old.pid}
+                for old in olds:
+                    old.kill(KillReason.RESTART)
+                return {"ok": True, "restart": "hard", "old_pids": [o.pid for o in olds]}
             assert self.sockets is not None
-            new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
-            if new is None:
-                try:
-                    new = await self._spawn(self.config, self.sockets)
-                except Stopping:
-                    return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
-            if not await self._activate(new):
-                return {"ok": False, "error": "the new worker did not start"}
-            old.role = Role.DRAINING
-            await self._send(old, Drain(handover=True))
-            self._count_restart(RestartCause.RESTART)
-            assert self.ledger is not None
-            self.ledger.record("worker_restart", old_pid=old.pid, new_pid=new.pid)
+            # One at a time: a new worker serves before an old one drains.
+            news: list[Worker] = []
+            for old in olds:
+                new = self.standby if self.standby is not None and not self.standby.exited.is_set() else None
+                if new is None:
+                    try:
+                        new = await self._spawn(self.config, self.sockets)
+                    except Stopping:
+                        return {"ok": False, "stopping": True, "error": "stopping: restart is not possible now"}
+                if not await self._activate(new):
+                    return {"ok": False, "error": "the new worker did not start", "new_pids": [n.pid for n in news]}
+                news.append(new)
+                if old in self.actives:
+                    self.actives.remove(old)
+                    old.role = Role.DRAINING
+                    await self._send(old, Drain(handover=True))
+                self._count_restart(RestartCause.RESTART)
+                assert self.ledger is not None
+                self.ledger.record("worker_restart", old_pid=old.pid, new_pid=new.pid)
         self._wake()
-        return {"ok": True, "restart": "graceful", "old_pid": old.pid, "new_pid": new.pid}
+        return {
+            "ok": True,
+            "restart": "graceful",
+            "old_pids": [o.pid for o in olds],
+            "new_pids": [n.pid for n in news],
+        }
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; apply it through a graceful restart, or change nothing."""
@@ -94,32 +108,58 @@ class SupervisorOperations(WorkerLifecycle):
                 except SidecarError as exc:
                     log(logger, logging.ERROR, "reload.rejected", error=str(exc))
                     return {"ok": False, "error": str(exc)}
+                new_target = worker_target(new_config.workers)
+                new_slots = CountSlots(len(new_config.routes), new_target)
+                news: list[Worker] = []
+                failed: dict[str, Any] | None = None
                 try:
-                    new = await self._spawn(new_config, new_sockets)
+                    for _ in range(new_target):
+                        new = await self._spawn(new_config, new_sockets, new_slots, new_target)
+                        if not await self._activate(new):
+                            failed = {"ok": False, "error": "a new worker did not start; the old ones keep serving"}
+                            break
+                        news.append(new)
                 except Stopping:
+                    failed = {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
+                if failed is not None:
+                    for new in news:  # (they served alongside: drained, not killed)
+                        if new in self.actives:
+                            self.actives.remove(new)
+                            new.role = Role.DRAINING
+                            await self._send(new, Drain(handover=True))
+                    new_slots.close_fd()
                     new_sockets.close_unshared(current)
-                    return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
-                if not await self._activate(new):
-                    new_sockets.close_unshared(current)
-                    return {"ok": False, "error": "the new worker did not start; the old one keeps serving"}
+                    return failed
+                replaced = 0
                 for worker in self._alive():
-                    if worker is new:
+                    if worker in news:
                         continue
                     if worker.role is Role.ACTIVE:
+                        if worker in self.actives:
+                            self.actives.remove(worker)
                         worker.role = Role.DRAINING
+                        replaced += 1
                         await self._send(worker, Drain(handover=True))
                     elif worker.role in (Role.STANDBY, Role.STARTING):
                         await self._retire(worker, KillReason.RELOAD)
-                self.sockets, self.config = new_sockets, new_config
+                admin_changed = new_sockets.admin is not current.admin or new_config.admin != self.config.admin
+                self.slots.close_fd()
+                self.sockets, self.config, self.target, self.slots = new_sockets, new_config, new_target, new_slots
+                self.central.reconfigure(new_config)
+                assert self._nursery is not None
+                self.checks.reconfigure(new_config, self._nursery)
+                if admin_changed:
+                    self._restart_admin()
                 current.close_unshared(new_sockets)
-                self._count_restart(RestartCause.RELOAD)
+                for _ in range(replaced):  # (per worker replaced, as a restart counts)
+                    self._count_restart(RestartCause.RELOAD)
                 assert self.ledger is not None
                 self.ledger.record("reload", routes=[r.name for r in new_config.routes])
                 for warning in exposure_warnings(new_config):
                     log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
                 for warning in certificate_warnings(new_config):
                     log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
-                return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pid": new.pid}
+                return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pids": [n.pid for n in news]}
             finally:
                 sdnotify.notify("READY=1", "STATUS=serving")
                 self._wake()

@@ -52,7 +52,7 @@ def plain_families(families: Iterable[Metric]) -> tuple[tuple[Any, ...], ...]:
 
 def worker_report(proxy: Proxy) -> WorkerSnapshot:
     """This worker's report (its heartbeat's payload)."""
-    proxy.observe_queue.drain()
+    proxy.observe_queue.drain()  # (everything forwarded until now is in it: at_unix says so)
     deltas = []
     rtt: dict[str, dict[str, float | None]] = {}
     for rt in proxy.routes:
@@ -69,6 +69,14 @@ def worker_report(proxy: Proxy) -> WorkerSnapshot:
                 remote,
                 observation.tracker.in_flight(),
                 observation.request_log.as_json() if observation.request_log is not None else None,
+                {
+                    "progress_notifications": observation.tracker.progress,
+                    "streams": observation.streams.as_json(),
+                    "conformance": dict(observation.conformance),
+                    "targets_capped": observation.targets.capped,
+                    "target_limit": observation.targets.limit,
+                    "mcp_connections": observation.mcp_connections,
+                },
             )
         )
         rtt[rt.name] = kernel_rtt(rt.connections.values())
@@ -87,4 +95,5 @@ def worker_report(proxy: Proxy) -> WorkerSnapshot:
             "local_exhaustion": proxy.exhaustion.as_json(now),
         },
         rtt,
+        time.time(),
     )

@@ -6,9 +6,15 @@ Rules this module keeps:
   never closes one while a route uses it.  Workers inherit them.  While no
   worker accepts, clients wait in the kernel's backlog: a dead worker costs
   no refused connection.
-* One *active* worker serves; one *standby* (pre-started, config loaded,
-  sockets adopted, not accepting) waits, so a dead active worker is replaced
-  in milliseconds rather than a cold start.  Workers being replaced *drain*.
+* ``[proxy] workers`` *active* workers serve, each accepting on the same
+  listening sockets (one backlog per socket, shared: a dead worker's queued
+  clients are accepted by the others); one *standby* (pre-started, config
+  loaded, sockets adopted, not accepting) waits, so a dead active worker is
+  replaced in milliseconds rather than a cold start.  Workers being replaced
+  *drain*.
+* The admin endpoint is the supervisor's, from every worker's reports
+  (reporting.py, view.py): it answers while any worker is down, and its
+  counters and history survive restarts and reloads.
 * Every worker heartbeats from its event loop.  One silent for
   ``heartbeat_timeout`` is killed (SIGKILL) and counted as a ``hang``; any
   other unexpected exit is a ``crash`` (OOM kills and SIGKILL included).
@@ -47,11 +53,13 @@ from ..config.addresses import format_sockaddr
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
+from ..forward.limits import CountSlots
 from ..logs import log
 from ..net.listeners import Sockets, adopt_activated, bind_everything
 from . import sdnotify
 from .alerts import Alerter, AlertState
 from .control import open_control_socket, serve_control
+from .cpus import worker_target
 from .forkserver import ForkServer
 from .ledger import STATE_RETRY_INTERVAL_S, Ledger, describe_os_error
 from .lifecycle import STARTUP_TIMEOUT_S
@@ -96,7 +104,8 @@ class Supervisor(SupervisorOperations):
         self.log_level = log_level
         self.on_ready = on_ready
         self.sockets: Sockets | None = None
-        self.active: Worker | None = None
+        self.actives: list[Worker] = []
+        self.target = worker_target(config.workers)
         self.standby: Worker | None = None
         self.workers: list[Worker] = []
         self.stopping = False
@@ -111,6 +120,7 @@ class Supervisor(SupervisorOperations):
         self._ready_sent = False
         #: Forks the workers (forkserver.py); None: they are exec'd.
         self.forkserver: ForkServer | None = None
+        self._init_reporting()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -156,6 +166,8 @@ class Supervisor(SupervisorOperations):
             if self.sockets is None:
                 self.bind()
             control = await open_control_socket(control_path)
+            # (made here, not earlier: the fork server must not inherit it)
+            self.slots = CountSlots(len(self.config.routes), self.target)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 ledger.alerts = Alerter(
@@ -170,6 +182,9 @@ class Supervisor(SupervisorOperations):
                 nursery.start_soon(self._monitor_heartbeats)
                 nursery.start_soon(self._systemd_watchdog)
                 nursery.start_soon(self._retry_state_writes)
+                await nursery.start(self.checks.run)
+                nursery.start_soon(self._sweep_books)
+                nursery.start_soon(self._serve_admin)
                 nursery.start_soon(self._manage)
                 await self._stop_requested.wait()
                 await self._shutdown()
@@ -263,34 +278,32 @@ class Supervisor(SupervisorOperations):
     # --- workers ------------------------------------------------------------------------
 
     async def _manage(self) -> None:
-        """Restore the invariants: an active worker, and a standby if enabled."""
+        """Restore the invariants: ``target`` active workers, and a standby if enabled."""
         assert self.sockets is not None
         while not self.stopping:
             self._changed = trio.Event()
+            short = False
             async with self._lock:
                 if self.stopping:
                     return
                 try:
-                    if self.active is None:
+                    while len(self.actives) < self.target and not self.stopping:
                         candidate = (
                             self.standby if self.standby is not None and not self.standby.exited.is_set() else None
                         )
                         if candidate is None:
                             candidate = await self._spawn(self.config, self.sockets)
-                        elif candidate is self.standby:
+                        else:
                             self.standby = None
-                        await self._activate(candidate)
-                    if (
-                        self.active is not None
-                        and self.config.supervisor.standby
-                        and self.standby is None
-                        and not self.stopping
-                    ):
+                        if not await self._activate(candidate):
+                            break  # it died: try again (spawning backs off)
+                    short = len(self.actives) < self.target
+                    if not short and self.config.supervisor.standby and self.standby is None and not self.stopping:
                         self.standby = await self._spawn(self.config, self.sockets)
                 except Stopping:
                     return
-            if self.active is None:
-                continue  # the candidate died: try again (spawning backs off)
+            if short:
+                continue
             await self._changed.wait()
 
     async def _monitor_heartbeats(self) -> None:
@@ -315,9 +328,11 @@ class Supervisor(SupervisorOperations):
                         silent_s=round(now - worker.last_heartbeat, 3),
                     )
                     worker.kill(KillReason.HANG)
-            active = self.active
+            # Stable: every worker serving, the newest of them for stable_after.
+            active = self.actives[-1] if self.actives else None
             if (
                 active is not None
+                and len(self.actives) >= self.target
                 and active.serving_since is not None
                 and self.consecutive_failures
                 and now - active.serving_since >= sup.stable_after_s
@@ -335,11 +350,10 @@ class Supervisor(SupervisorOperations):
             return
         while True:
             await trio.sleep(interval)
-            active = self.active
-            if (
-                active is not None
-                and active.last_heartbeat is not None
-                and trio.current_time() - active.last_heartbeat <= self.config.supervisor.heartbeat_timeout_s
+            now = trio.current_time()
+            if any(
+                a.last_heartbeat is not None and now - a.last_heartbeat <= self.config.supervisor.heartbeat_timeout_s
+                for a in self.actives
             ):
                 sdnotify.notify("WATCHDOG=1")
 
@@ -365,7 +379,7 @@ class Supervisor(SupervisorOperations):
             self.config,
             routes,
             stopping=self.stopping,
-            serving=self.active is not None,
+            serving=bool(self.actives),
             consecutive_failures=self.consecutive_failures,
         )
         problems += self.ledger.problems(str(self.state_dir))
@@ -387,6 +401,9 @@ class Supervisor(SupervisorOperations):
                 "forkserver_pid": self.forkserver.pid if self.forkserver is not None else None,
             },
             "worker": self.active.as_json(now) if self.active is not None else None,
+            # Every serving worker (``worker`` is the longest serving of them).
+            "workers": [w.as_json(now) for w in self.actives],
+            "workers_target": self.target,
             "standby": standby.as_json(now) if standby is not None else None,
             "draining_workers": [w.as_json(now) for w in self.workers if w.role is Role.DRAINING],
             "consecutive_failures": self.consecutive_failures,

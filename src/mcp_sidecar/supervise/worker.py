@@ -30,35 +30,37 @@ from typing import Any
 import trio
 
 from .. import logs
-from ..admin.server import AdminServer
-from ..admin.status import route_statuses
+from ..admin.source import LocalSource
 from ..config.addresses import HostPort
 from ..config.model import ProxyConfig
-from ..forward.proxy import Proxy
+from ..forward.limits import SharedCounts
+from ..forward.proxy import Cooperation, Proxy
+from ..forward.state import CONN_IDS_PER_WORKER, number_connections_from
 from ..logs import log
 from ..net.listeners import BoundListener
 from .channel import BlockingChannel, Channel, ChannelClosed
 from .messages import (
     Activate,
+    Answer,
     Configure,
     Drain,
     Facts,
+    HealthUpdate,
     Heartbeat,
     ListenerPlan,
     Loaded,
+    Query,
+    Refresh,
     Serving,
     StopNow,
     SupervisionFacts,
+    TapOn,
     WorkerSnapshot,
 )
+from .report import worker_report
+from .taprelay import TapRelay
 
 logger = logging.getLogger(__name__)
-
-
-def snapshot(proxy: Proxy) -> WorkerSnapshot:
-    """What the supervisor keeps of this worker: enough for `proxyctl status`."""
-    proxy.observe_queue.drain()
-    return WorkerSnapshot(os.getpid(), proxy.draining, route_statuses(proxy))
 
 
 def adopt(
@@ -74,13 +76,53 @@ def adopt(
     return listeners
 
 
-async def _heartbeat(channel: Channel, proxy: Proxy, interval_s: float) -> None:
+class _Beat:
+    """When the heartbeat task reports: every interval, and at once when the
+    supervisor asks (``Refresh``, counted so that it knows which report
+    answers it)."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.asked = 0
+
+    def ask(self) -> None:
+        self.asked += 1
+        self.event.set()
+
+
+async def _heartbeat(channel: Channel, proxy: Proxy, interval_s: float, beat: _Beat) -> None:
     try:
         while True:
-            await channel.send(Heartbeat(snapshot(proxy)))
-            await trio.sleep(interval_s)
+            asked = beat.asked
+            await channel.send(Heartbeat(worker_report(proxy), asked))
+            with trio.move_on_after(interval_s):
+                await beat.event.wait()
+            beat.event = trio.Event()
     except ChannelClosed:
         pass  # the receiving side notices and decides
+
+
+def apply_health(proxy: Proxy, update: HealthUpdate) -> None:
+    """The supervisor's checks, applied to this worker's copies."""
+    by_name = {rt.name: rt for rt in proxy.routes}
+    for name, targets in update.routes:
+        rt = by_name.get(name)
+        if rt is not None and len(targets) == len(rt.health.targets):
+            rt.health.targets[:] = targets
+
+
+async def _answer(channel: Channel, source: LocalSource, query: Query) -> None:
+    """A question of the supervisor's admin endpoint, about this worker's connections."""
+    payload: object = None
+    if query.kind == "connections":
+        args = query.args
+        payload = await source.connections(args.get("route"), int(args.get("offset", 0)), int(args.get("limit", 100)))
+    elif query.kind == "connection":
+        payload = await source.connection(int(query.args["id"]))
+    try:
+        await channel.send(Answer(query.id, payload))
+    except ChannelClosed:
+        pass
 
 
 async def _sigterm_drains(proxy: Proxy) -> None:
@@ -97,16 +139,27 @@ def _leave(signum: int, frame: object) -> None:
     raise _Leave
 
 
-def standby(sock: socket.socket) -> tuple[Configure, SupervisionFacts | None, bytes] | None:
+class Activated:
+    """What a standby received before it was activated."""
+
+    def __init__(self, setup: Configure) -> None:
+        self.setup = setup
+        self.facts: SupervisionFacts | None = None
+        self.health: HealthUpdate | None = None
+        self.buffered = b""
+
+
+def standby(sock: socket.socket) -> Activated | None:
     """Wait to be activated, with no event loop: receive the configuration,
     say ``Loaded``, heartbeat every interval; the setup, the latest facts and
-    the bytes read past ``Activate`` -- or None: told to go, or orphaned."""
+    upstream states, and the bytes read past ``Activate`` -- or None: told to
+    go, or orphaned."""
     channel = BlockingChannel(sock)
-    facts: SupervisionFacts | None = None
     previous = signal.signal(signal.SIGTERM, _leave)
     try:
         setup = channel.receive()
         assert isinstance(setup, Configure), setup
+        got = Activated(setup)
         logs.configure(setup.log_format, setup.log_level)
         channel.send(Loaded(os.getpid()))
         idle = WorkerSnapshot(os.getpid(), False, ())
@@ -118,9 +171,12 @@ def standby(sock: socket.socket) -> tuple[Configure, SupervisionFacts | None, by
                 channel.send(Heartbeat(idle))
                 next_beat = time.monotonic() + interval
             elif isinstance(message, Activate):
-                return setup, facts, bytes(channel.buffer)
+                got.buffered = bytes(channel.buffer)
+                return got
             elif isinstance(message, Facts):
-                facts = message.facts
+                got.facts = message.facts
+            elif isinstance(message, HealthUpdate):
+                got.health = message
             elif isinstance(message, (Drain, StopNow)):
                 return None
     except (ChannelClosed, _Leave):
@@ -145,43 +201,50 @@ def worker_main(channel_fd: int, fd_map: dict[int, int] | None = None) -> int:
     activated = standby(sock)
     if activated is None:
         return 0
-    setup, latest, buffered = activated
-    return trio.run(serve_activated, sock, setup, latest, buffered, fd_map)
+    return trio.run(serve_activated, sock, activated, fd_map)
 
 
-async def serve_activated(
-    sock: socket.socket,
-    setup: Configure,
-    latest: SupervisionFacts | None,
-    buffered: bytes,
-    fd_map: dict[int, int] | None,
-) -> int:
+async def serve_activated(sock: socket.socket, activated: Activated, fd_map: dict[int, int] | None) -> int:
+    """Serve until drained: accept on the inherited sockets, report to the
+    supervisor (which serves the admin endpoint from every worker's reports)."""
+    setup = activated.setup
     sock.setblocking(False)
-    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), buffered)
+    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), activated.buffered)
     config = setup.config
     listeners = adopt(config, setup.listeners, fd_map)
-    admin_fd = None if setup.admin_fd is None else (fd_map or {}).get(setup.admin_fd, setup.admin_fd)
+    counts = None
+    if setup.counts_fd is not None:
+        fd = (fd_map or {}).get(setup.counts_fd, setup.counts_fd)
+        counts = SharedCounts(fd, len(config.routes), setup.counts_slots, setup.slot)
+        os.close(fd)  # (the mapping stays)
+    number_connections_from(setup.worker_id * CONN_IDS_PER_WORKER + 1)
     facts = _Facts()
-    facts.latest = latest
-    proxy = Proxy(config, listeners)
+    facts.latest = activated.facts
+    proxy = Proxy(
+        config,
+        listeners,
+        Cooperation(
+            workers=setup.workers,
+            counts=counts,
+            relay_stats=True,
+            checks_elsewhere=True,
+            correlate_remotely=setup.correlate_remotely,
+        ),
+    )
     proxy.supervisor_facts = facts
-    admin = AdminServer(proxy, socket.socket(fileno=admin_fd), config.admin) if admin_fd is not None else None
+    if activated.health is not None:
+        apply_health(proxy, activated.health)
+    source = LocalSource(proxy)  # (its collector: the report's per-route families)
+    relay = TapRelay(proxy.taps, channel)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_heartbeat, channel, proxy, setup.heartbeat_interval_s)
+        beat = _Beat()
+        nursery.start_soon(_heartbeat, channel, proxy, setup.heartbeat_interval_s, beat)
         nursery.start_soon(_sigterm_drains, proxy)
-        admin_scope = trio.CancelScope()
-
-        async def serve_admin(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            assert admin is not None
-            with admin_scope:
-                await admin.serve(task_status=task_status)
-
-        if admin is not None:
-            await nursery.start(serve_admin)
+        nursery.start_soon(relay.run)
         await nursery.start(proxy.serve)
         await channel.send(Serving())
-        log(logger, logging.INFO, "worker.serving", pid=os.getpid())
+        log(logger, logging.INFO, "worker.serving", pid=os.getpid(), worker=setup.worker_id)
 
         async def follow_supervisor() -> None:
             try:
@@ -189,20 +252,30 @@ async def serve_activated(
                     message = await channel.receive()
                     if isinstance(message, Facts):
                         facts.latest = message.facts
+                    elif isinstance(message, Refresh):
+                        beat.ask()
+                    elif isinstance(message, Query):
+                        nursery.start_soon(_answer, channel, source, message)
+                    elif isinstance(message, HealthUpdate):
+                        apply_health(proxy, message)
+                    elif isinstance(message, TapOn):
+                        relay.want(message.filters)
                     elif isinstance(message, Drain):
-                        if message.handover:
-                            admin_scope.cancel()  # the next worker answers on the admin port
                         proxy.begin_drain()
                     elif isinstance(message, StopNow):
-                        admin_scope.cancel()
                         proxy.stop_now()
             except ChannelClosed:
                 log(logger, logging.WARNING, "worker.orphaned", detail="supervisor gone; draining")
-                admin_scope.cancel()
                 proxy.begin_drain()
 
         nursery.start_soon(follow_supervisor)
         await proxy.stopped.wait()
+        # The last report: what it counted since the previous one stays in the view.
+        with trio.move_on_after(1):
+            try:
+                await channel.send(Heartbeat(worker_report(proxy)))
+            except ChannelClosed:
+                pass
         nursery.cancel_scope.cancel()
     return 0
 

@@ -74,6 +74,15 @@ class Worker:
     loaded: trio.Event = field(default_factory=trio.Event)
     serving: trio.Event = field(default_factory=trio.Event)
     exited: trio.Event = field(default_factory=trio.Event)
+    #: Its slot in the shared connection counts (None: none), and which counts (CountSlots).
+    slot: int | None = None
+    counts: Any = None
+    #: Refresh messages sent, and how many its latest report had seen; set at each report.
+    refreshes_sent: int = 0
+    refreshed: int = 0
+    reported: trio.Event = field(default_factory=trio.Event)
+    #: Set when its channel is read to the end (its last report applied).
+    followed: trio.Event = field(default_factory=trio.Event)
 
     @property
     def pid(self) -> int:
@@ -88,12 +97,17 @@ class Worker:
             pass
 
     def as_json(self, now: float) -> dict[str, Any]:
+        routes = self.snapshot.routes if self.snapshot is not None else ()
         return {
+            "id": self.id,
             "pid": self.pid,
             "state": self.role,
             "uptime_s": round(now - self.started, 3),
             "serving_s": None if self.serving_since is None else round(now - self.serving_since, 3),
             "heartbeat_age_s": None if self.last_heartbeat is None else round(now - self.last_heartbeat, 3),
+            # (as of its latest report)
+            "connections_active": sum(r.connections_active for r in routes),
+            "connections_total": sum(r.connections_total for r in routes),
         }
 
 

@@ -1,0 +1,168 @@
+"""The supervisor's own MCP books, when several workers share the routes: the
+per-method, per-target and per-session figures of all of them, and the
+correlation of the transports whose request and answer travel on two
+connections (which may be in two workers).
+
+Rules this module keeps:
+
+* Fed with the workers' reports (``McpDelta``), each applied once; the
+  figures live here, so they survive any worker's exit, a restart and a
+  reload (a route kept keeps its books).
+* Times are unix time: the workers' reports carry it; windows are computed
+  with ``time.time()``.
+* The correlated transports' outcomes are counted here like a worker counts
+  its own: ``mcp_requests_total`` and ``mcp_response_duration_seconds`` in
+  this process's instruments (merged with the workers'), the request log,
+  the figures; timeouts are swept here.
+* Their messages are correlated in the order they were forwarded, whichever
+  worker reported them first: a message waits until every serving worker
+  has reported past its time (``at_unix`` of their reports), so an answer
+  relayed by one worker is never matched before the request another worker
+  forwarded earlier.  At most ``MAX_WAITING`` wait; beyond, the oldest go.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from typing import Any
+
+from ..config.model import ProxyConfig, RouteConfig
+from ..forward.metrics import Metrics
+from ..logs import log
+from ..observe.events import McpOutcome
+from ..observe.mcp import McpTracker
+from ..observe.mcpstats import McpStats
+from ..observe.requestlog import RequestLogPolicy, request_line
+from .messages import McpDelta
+
+logger = logging.getLogger("mcp_sidecar.forward.observation")
+
+#: Messages of the correlated transports waiting for every worker's report.
+MAX_WAITING = 100_000
+
+
+class RouteBooks:
+    """One route's MCP figures, merged from every worker."""
+
+    def __init__(self, route: RouteConfig, metrics: Metrics) -> None:
+        self.name = route.name
+        self.metrics = metrics
+        self.stats = McpStats()
+        self.tracker = McpTracker(route.settings.observe.mcp_request_timeout_s)
+        observe = route.settings.observe
+        self.request_log = (
+            RequestLogPolicy(observe.request_log_sample, observe.request_log_rate) if observe.request_log else None
+        )
+        #: worker id -> its requests awaiting an answer now, by method.
+        self.in_flight: dict[int, dict[str, int]] = {}
+        #: worker id -> its request log's counts (the latest report).
+        self.request_logs: dict[int, dict[str, Any]] = {}
+
+    def apply(self, worker: int, delta: McpDelta) -> None:
+        stats = self.stats
+        for ended in delta.ended:
+            stats.end_session(ended)
+        for key, client, transport, at, requests, last_method, version in delta.sessions:
+            stats.touch_session(key, client, transport, at, requests, last_method, version)
+        for address, transport, at, requests, last_method, version in delta.clients:
+            stats.touch_client(address, transport, at, requests, last_method, version)
+        for at, method, status, duration, transport, version, target in delta.outcomes:
+            stats.outcome(
+                McpOutcome(method, status, duration, "client", transport, protocol_version=version, target=target), at
+            )
+        self.in_flight[worker] = dict(delta.in_flight)
+        if delta.request_log is not None:
+            self.request_logs[worker] = delta.request_log
+
+    def correlate(self, remote: tuple[Any, ...]) -> None:
+        """One message of a transport spanning connections, in forwarding order."""
+        origin, message, at, session, transport, size, trace, version, target = remote
+        self.outcomes(self.tracker.message(origin, message, at, session, transport, size, trace, version, target), at)
+
+    def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
+        """What the correlation here completed: counted as a worker counts its own."""
+        for outcome in outcomes:
+            route = self.name
+            labels = (
+                route,
+                outcome.method,
+                outcome.status,
+                outcome.transport,
+                outcome.protocol_version,
+                outcome.target,
+            )
+            self.metrics.mcp_requests.labels(*labels).inc()
+            if outcome.duration_s is not None and outcome.status != "cancelled":
+                self.metrics.mcp_duration.labels(
+                    route, outcome.method, outcome.transport, outcome.protocol_version, outcome.target
+                ).observe(outcome.duration_s)
+            self.stats.outcome(outcome, now)
+            if self.request_log is not None and self.request_log.admit(now):
+                log(logger, logging.INFO, "mcp.request", unlimited=True, **request_line(route, outcome))
+
+    def forget(self, worker: int) -> None:
+        """A worker exited: what it had in flight is nobody's now."""
+        self.in_flight.pop(worker, None)
+
+    def pending(self) -> dict[str, int]:
+        merged = dict(self.tracker.in_flight())
+        for counts in self.in_flight.values():
+            for method, n in counts.items():
+                merged[method] = merged.get(method, 0) + n
+        return merged
+
+    def sweep(self, now: float) -> None:
+        self.outcomes(self.tracker.sweep(now), now)
+        self.stats.expire(now)
+
+
+class CentralMcp:
+    """Every route's books; the instruments of what is correlated here."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.metrics = Metrics()
+        self.routes: dict[str, RouteBooks] = {r.name: RouteBooks(r, self.metrics) for r in config.routes}
+        #: (at_unix, order, route, message): waiting for every worker to report past it.
+        self._waiting: list[tuple[float, int, str, tuple[Any, ...]]] = []
+        self._order = itertools.count()
+        #: worker id -> when its latest report was built.
+        self._reported: dict[int, float] = {}
+
+    def reconfigure(self, config: ProxyConfig) -> None:
+        """A reload: kept routes keep their books, new ones start empty."""
+        self.routes = {r.name: self.routes.get(r.name) or RouteBooks(r, self.metrics) for r in config.routes}
+
+    def apply(self, worker: int, deltas: tuple[McpDelta, ...], at_unix: float) -> None:
+        """A serving worker's report (built at ``at_unix``)."""
+        for delta in deltas:
+            books = self.routes.get(delta.route)
+            if books is not None:
+                books.apply(worker, delta)
+                for remote in delta.remote:
+                    heapq.heappush(self._waiting, (remote[2], next(self._order), delta.route, remote))
+        if deltas:
+            self._reported[worker] = at_unix
+        self._release()
+
+    def forget(self, worker: int) -> None:
+        """A worker exited: it reports nothing more (its last report is in)."""
+        for books in self.routes.values():
+            books.forget(worker)
+        self._reported.pop(worker, None)
+        self._release()
+
+    def _release(self) -> None:
+        """Correlate the waiting messages every worker has reported past."""
+        horizon = min(self._reported.values(), default=float("inf"))
+        waiting = self._waiting
+        while waiting and (waiting[0][0] <= horizon or len(waiting) > MAX_WAITING):
+            _, _, route, remote = heapq.heappop(waiting)
+            books = self.routes.get(route)
+            if books is not None:
+                books.correlate(remote)
+
+    def sweep(self, now: float) -> None:
+        for books in self.routes.values():
+            books.sweep(now)

@@ -1,0 +1,180 @@
+"""The supervisor's side of the one view: its workers' reports applied, its
+questions to them (connections) and their answers, the tap relayed, the
+upstream checks passed on, and the admin endpoint it serves from all that.
+
+Rules this module keeps:
+
+* Every report (``Heartbeat``) is applied once, in the order it came: its
+  MCP activity to the central books (central.py), its figures kept as the
+  worker's latest snapshot; a worker's last report is read before its exit
+  is counted (the view keeps what it counted).
+* A view that must be current (``settle``) asks the serving workers for a
+  report (``Refresh``) and waits at most ``REFRESH_WAIT_S`` for the ones
+  that answer it; a question (``Query``) waits at most ``QUERY_WAIT_S``.
+  A slow or dead worker delays a view, never blocks it.
+* The admin endpoint is the supervisor's: it answers while any worker is
+  down; a failure in it is logged and it starts again, the supervisor
+  never exits for it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any
+
+import trio
+
+from ..admin.server import AdminServer
+from ..logs import log
+from .central import CentralMcp
+from .checks import SupervisorChecks
+from .lifecycle import WorkerLifecycle
+from .messages import Answer, HealthUpdate, Heartbeat, Query, Refresh, TapBatch, ToWorker
+from .view import SupervisedView
+from .workers import Role, Worker
+
+logger = logging.getLogger("mcp_sidecar.supervise.supervisor")
+
+REFRESH_WAIT_S = 0.5
+QUERY_WAIT_S = 2.0
+#: The central books' timeouts and windows are swept this often.
+SWEEP_INTERVAL_S = 1.0
+#: A failed admin endpoint starts again after this.
+ADMIN_RESTART_S = 1.0
+
+
+class _Pending:
+    __slots__ = ("done", "payload")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.payload: Any = None
+
+
+class SupervisorReporting(WorkerLifecycle):
+    """Reports, questions, taps, checks and the admin endpoint (the
+    supervisor's attributes declared in lifecycle.py and here)."""
+
+    central: CentralMcp
+    checks: SupervisorChecks
+    view: SupervisedView
+    _pending: dict[int, _Pending]
+    _admin_scope: trio.CancelScope | None
+
+    def request_stop(self) -> None:
+        raise NotImplementedError
+
+    def _init_reporting(self) -> None:
+        self.central = CentralMcp(self.config)
+        self.checks = SupervisorChecks(self.config, self._health_changed)
+        self.view = SupervisedView(self, self.central, self.checks)
+        self._pending = {}
+        self._query_ids = itertools.count(1)
+        self._admin_scope = None
+
+    # --- what the view asks --------------------------------------------------------------
+
+    def facts(self) -> dict[str, Any] | None:
+        if self.ledger is None:
+            return None
+        return self.ledger.facts(self.consecutive_failures).as_json()
+
+    def tell(self, worker: Worker, message: ToWorker) -> None:
+        if self._nursery is not None and not worker.exited.is_set():
+            self._nursery.start_soon(self._send, worker, message)
+
+    async def refresh_reports(self) -> None:
+        serving = [w for w in self._alive() if w.role in (Role.ACTIVE, Role.DRAINING) and w.serving.is_set()]
+        wanted = {}
+        for worker in serving:
+            worker.refreshes_sent += 1
+            wanted[worker.id] = worker.refreshes_sent
+            self.tell(worker, Refresh())
+        with trio.move_on_after(REFRESH_WAIT_S):
+            for worker in serving:
+                while worker.refreshed < wanted[worker.id] and not worker.exited.is_set():
+                    await worker.reported.wait()
+
+    async def ask(self, worker: Worker, kind: str, args: dict[str, Any]) -> Any:
+        query_id = next(self._query_ids)
+        pending = self._pending[query_id] = _Pending()
+        try:
+            if not await self._send(worker, Query(query_id, kind, args)):
+                return None
+            with trio.move_on_after(QUERY_WAIT_S):
+                await pending.done.wait()
+            return pending.payload
+        finally:
+            self._pending.pop(query_id, None)
+
+    # --- what the workers send -----------------------------------------------------------
+
+    def _reported(self, worker: Worker, message: Heartbeat) -> None:
+        worker.last_heartbeat = trio.current_time()
+        worker.snapshot = message.snapshot
+        self.central.apply(worker.id, message.snapshot.mcp, message.snapshot.at_unix)
+        if worker.role is Role.ACTIVE and self.ledger is not None:
+            self.ledger.absorb(message.snapshot)
+        worker.refreshed = message.refreshed
+        worker.reported.set()
+        worker.reported = trio.Event()
+
+    def _answered(self, message: Answer) -> None:
+        pending = self._pending.get(message.id)
+        if pending is not None:
+            pending.payload = message.payload
+            pending.done.set()
+
+    def _tapped(self, message: TapBatch) -> None:
+        taps = self.view.taps
+        for record in message.records:
+            taps.offer(record)
+        taps.dropped_gone += message.dropped
+
+    def _health_changed(self, update: HealthUpdate) -> None:
+        for worker in self._alive():
+            self.tell(worker, update)
+
+    def _started_serving(self, worker: Worker) -> None:
+        """A worker now serves: what it must know that came before."""
+        if self.view.taps.subscribers:
+            self.tell(worker, self.view.tap_message())
+
+    def _retired(self, worker: Worker) -> None:
+        """A worker exited: its counts go to the view, its slot is free."""
+        self.view.retire(worker)
+        self.central.forget(worker.id)
+        if worker.counts is not None and worker.slot is not None:
+            worker.counts.give_back(worker.slot)
+
+    # --- the supervisor's own tasks --------------------------------------------------------
+
+    async def _sweep_books(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_INTERVAL_S)
+            self.central.sweep(time.time())
+
+    async def _serve_admin(self) -> None:
+        """The admin endpoint, from the merged view; started again if it fails."""
+        assert self.sockets is not None
+        while True:
+            sockets = self.sockets
+            if sockets.admin is None:
+                await trio.sleep_forever()
+            # (a copy of the socket: the server closes its own when it ends, the supervisor keeps the original)
+            admin = AdminServer(self.view, sockets.admin.dup(), self.config.admin)
+            with trio.CancelScope() as scope:
+                self._admin_scope = scope
+                try:
+                    await admin.serve()
+                except Exception as exc:
+                    log(logger, logging.ERROR, "admin.failed", error=repr(exc), restart_in_s=ADMIN_RESTART_S)
+                    await trio.sleep(ADMIN_RESTART_S)
+            if scope.cancelled_caught:
+                continue  # (a reload: the new socket or settings)
+
+    def _restart_admin(self) -> None:
+        if self._admin_scope is not None:
+            self._admin_scope.cancel()

@@ -1,0 +1,82 @@
+"""A supervised worker's tap: the MCP messages its supervisor's tap clients
+want, relayed in batches over the channel.
+
+Rules this module keeps:
+
+* One subscription in the worker's hub for all of the supervisor's tap
+  clients (``AnyOf`` their filters, sent as ``TapOn``); none while nobody
+  taps, so an untapped worker builds no tap record.
+* Bounded: the subscription's queue holds ``RELAY_QUEUE`` records; beyond,
+  records are dropped and the count goes with the next batch (the clients'
+  ``dropped`` includes them).  A batch holds at most ``BATCH_RECORDS`` and
+  waits at most ``BATCH_WAIT_S`` after its first record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from ..forward.tap import TapHub, TapSubscriber
+from ..observe.tap import AnyOf
+from .channel import Channel, ChannelClosed
+from .messages import TapBatch
+
+RELAY_QUEUE = 4096
+BATCH_RECORDS = 256
+#: A record waits at most this long for others to share its message.
+BATCH_WAIT_S = 0.02
+
+
+class TapRelay:
+    """The worker's one subscription on behalf of its supervisor's tap clients."""
+
+    def __init__(self, hub: TapHub, channel: Channel) -> None:
+        self.hub = hub
+        self.channel = channel
+        self.subscriber: TapSubscriber | None = None
+        self._changed = trio.Event()
+        self._reported_dropped = 0
+
+    def want(self, filters: tuple[Any, ...]) -> None:
+        """What the supervisor's clients want now (nothing: stop relaying)."""
+        if self.subscriber is not None:
+            self.hub.unsubscribe(self.subscriber)
+            self.subscriber = None
+        if filters:
+            self.subscriber = self.hub.subscribe(AnyOf(tuple(filters)), RELAY_QUEUE)
+        self._changed.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                subscriber = self.subscriber
+                if subscriber is None:
+                    await self._changed.wait()
+                    self._changed = trio.Event()
+                    continue
+                await self._relay(subscriber)
+        except ChannelClosed:
+            pass
+
+    async def _relay(self, subscriber: TapSubscriber) -> None:
+        """Batches from one subscription, until it is replaced."""
+        receive = subscriber.receive
+        try:
+            while True:
+                records = [await receive.receive()]
+                ended = False
+                with trio.move_on_after(BATCH_WAIT_S):
+                    try:
+                        while len(records) < BATCH_RECORDS:
+                            records.append(await receive.receive())
+                    except trio.EndOfChannel:
+                        ended = True
+                dropped = self.hub.dropped - self._reported_dropped
+                self._reported_dropped += dropped
+                await self.channel.send(TapBatch(tuple(records), dropped))
+                if ended:
+                    return
+        except trio.EndOfChannel:
+            return
