@@ -6,7 +6,8 @@ Forwarders, each in front of the same upstreams:
   (when installed), a stdlib ``asyncio`` forwarder and a naive ``threaded``
   one (benchmarks/), and the sidecar twice: ``sidecar`` (the default
   configuration, supervised, ``protocol = "auto"``: every exchange observed)
-  and ``sidecar-tcp`` (``protocol = "tcp"``: opaque).
+  and ``sidecar-tcp`` (``protocol = "tcp"``: opaque), and ``sidecar-1w``
+  (the default with ``[proxy] workers = 1``: one forwarding process).
 
 Workloads (ratios to socat; higher is better but for RTT and memory):
 
@@ -22,7 +23,7 @@ Workloads (ratios to socat; higher is better but for RTT and memory):
   process tree, and its growth per connection over a second thousand;
 * ``mcp-call``: a 2026-07-28 ``tools/call`` (mirrored headers, ``_meta``) on one
   reused connection, one at a time: p50 and p99 latency in microseconds;
-* ``mcp-cpu`` (sidecars only): the worker's CPU per 1000 observed MCP
+* ``mcp-cpu`` (sidecars only): the workers' and the supervisor's CPU per 1000 observed MCP
   exchanges (JSON-RPC POSTs, wrk), i.e. vCPU per 1000 requests/s, and how
   many were observed and shed.
 
@@ -606,13 +607,14 @@ def mcp_cpu(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
             env={**os.environ, "PYTHONPATH": str(SRC)},
         ).stdout
     )
-    worker = status["worker"]["pid"]
+    # Every serving worker's CPU (and the supervisor's: it keeps the merged MCP books).
+    pids = [w["pid"] for w in status.get("workers") or [status["worker"]]] + [status["supervisor"]["pid"]]
     admin = f.admin  # type: ignore[attr-defined]
     observed0 = _metric(admin, "mcp_requests_total")
     shed0 = _metric(admin, "mcp_sidecar_observer_shed_total")
-    cpu0, t0 = _cpu_s([worker]), time.monotonic()
+    cpu0, t0 = _cpu_s(pids), time.monotonic()
     rate = _wrk(f, args, 8, "/mcp", False, args.post_script)
-    cpu1, t1 = _cpu_s([worker]), time.monotonic()
+    cpu1, t1 = _cpu_s(pids), time.monotonic()
     requests = rate * args.seconds
     observed = _metric(admin, "mcp_requests_total") - observed0
     return {
@@ -703,6 +705,8 @@ def main() -> None:
             lambda: start_python("threaded", "threaded_forwarder.py", up, args.pin),
             lambda: start_sidecar("sidecar", up, work, "auto", args.pin),
             lambda: start_sidecar("sidecar-tcp", up, work, "tcp", args.pin),
+            # One worker (what every sidecar was before [proxy] workers; "auto" is the default).
+            lambda: start_sidecar("sidecar-1w", up, work, "auto", args.pin, extra=["[proxy]", "workers = 1", ""]),
         ):
             f = maker()
             if f is not None:

@@ -14,7 +14,7 @@ from mcp_sidecar.net.http import ClientExchange, request
 from mcp_sidecar.observe.sse import SseEvent, SseParser
 
 from ..admin.test_views import _lines, _tap
-from ..conftest import connect, echo_roundtrip, receive_exactly
+from ..conftest import connect, echo_roundtrip, free_port, receive_all, receive_exactly
 from .test_supervisor import echo_route, wait_status
 
 
@@ -259,3 +259,41 @@ async def test_the_tap_shows_every_workers_messages(nursery, supervised) -> None
             records = await _lines(exchange, 2 * len(ids))
         assert sorted(r["id"] for r in records if r["kind"] == "request") == ids
         assert sorted(r["id"] for r in records if r["kind"] == "response") == ids
+
+
+async def test_each_worker_has_its_own_circuit_breaker(nursery, supervised) -> None:
+    """Per worker, by design (design.md): a dead upstream opens every worker's circuit
+    after at most breaker_failures connects each; the view shows the circuit open."""
+    with trio.fail_after(60):
+        dead = free_port()
+        route = {
+            "name": "dead",
+            "listen": "127.0.0.1:0",
+            "upstream": f"127.0.0.1:{dead}",
+            "health_interval": 0,
+            "connect_retry_window": 0,
+            "breaker_failures": 2,
+            "breaker_open": "60s",
+        }
+        sup, status, _ = await two_workers(nursery, supervised, route)
+        port = await trio.to_thread.run_sync(sup.port, "dead")
+        for _ in range(12):
+            try:
+                stream = await connect(port)
+            except OSError:
+                continue  # reset at once (an open circuit, or no upstream before connect returned)
+            async with stream:
+                with trio.move_on_after(2):
+                    try:
+                        await stream.send_all(b"x\r\n\r\n")  # (not an HTTP head: an open circuit resets at once)
+                        assert await receive_all(stream) == b""  # closed: no upstream
+                    except trio.BrokenResourceError:
+                        pass  # reset
+        api = await admin_json(sup, "/api/status")
+        (route_view,) = [r for r in api["routes"] if r["name"] == "dead"]
+        assert route_view["circuit"]["state"] == "open"
+        failures = sum(route_view["upstream_connect_failures"].values())
+        assert 2 <= failures <= 2 * status["workers_target"]  # each worker's own count
+        assert sum(route_view["connections_rejected"].values()) == 12 - failures
+        metrics = await admin_text(sup, "/metrics")
+        assert sample(metrics, "mcp_sidecar_circuit_open", route="dead") == 1

@@ -128,7 +128,7 @@ def run(
                 supervisor.config,
                 supervisor.sockets.routes,
                 supervisor.sockets.admin,
-                f"supervisor pid {os.getpid()}, worker pid {supervisor.active.pid if supervisor.active else '?'}, "
+                f"supervisor pid {os.getpid()}, {supervisor.target} worker{'s' if supervisor.target != 1 else ''}, "
                 f"state {directory}",
             )
 

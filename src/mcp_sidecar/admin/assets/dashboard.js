@@ -70,6 +70,10 @@ function drawStatus(st, mcp, hist) {
     const restarts = Object.entries(st.supervisor.restarts || {}).filter(([, n]) => n > 0);
     facts.push("worker restarts: " + (restarts.length ? restarts.map(([k, n]) => k + " " + n).join(", ") : "none"));
   }
+  if (st.workers) {
+    const serving = st.workers.filter(w => w.state === "active");
+    facts.push("workers: " + serving.map(w => "#" + w.id + " pid " + w.pid + " (" + w.connections_active + " open)").join(", "));
+  }
   if (st.warnings && st.warnings.length) facts.push("warnings: " + st.warnings.join("; "));
   if (mcp.tap.subscribers) facts.push("tapped by " + mcp.tap.subscribers + " (dropped " + mcp.tap.dropped + ")");
   document.getElementById("facts").textContent = facts.join(" - ");
@@ -220,7 +224,7 @@ function drawConnections(list) {
     const waiting = c.upstream === null;
     const latency = waiting ? "waiting for upstream" : q.samples ? ms(q.p50_ms) + " / " + ms(q.p95_ms) + " (" + q.source + ")" : "no samples yet";
     const grade = q.samples ? q.score + " (" + q.grade + ")" + (q.deductions.length ? " - " + q.deductions.length + " deduction(s)" : "") : "-";
-    const tr = row([c.id, c.route, c.client, c.protocol + (c.mcp ? " / mcp" : ""), age(c.age_s), age(c.idle_s),
+    const tr = row([(c.worker ? "w" + c.worker + " " : "") + c.id, c.route, c.client, c.protocol + (c.mcp ? " / mcp" : ""), age(c.age_s), age(c.idle_s),
       bytes(c.bytes_client_to_upstream) + " / " + bytes(c.bytes_upstream_to_client),
       c.tcp && c.tcp.client ? ms(c.tcp.client.rtt_ms) : "-", latency,
       q.ok + q.errors ? (q.error_rate * 100).toFixed(1) + " %" : "-", grade], "clickable" + (state.selected === c.id ? " selected" : ""));
@@ -239,7 +243,7 @@ async function drawDetail() {
   if (!c || c.error) { box.hidden = false; document.getElementById("detail-title").textContent = "connection #" + state.selected + " has closed"; document.getElementById("detail-body").replaceChildren(); return; }
   box.hidden = false;
   const q = c.quality;
-  document.getElementById("detail-title").textContent = "connection #" + c.id + " - " + c.route + " - " + c.client + " \u2192 " + (c.upstream || "(connecting)");
+  document.getElementById("detail-title").textContent = "connection #" + c.id + (c.worker ? " (worker " + c.worker + ")" : "") + " - " + c.route + " - " + c.client + " \u2192 " + (c.upstream || "(connecting)");
   const kv = el("div", undefined, "kv");
   const add = (k, v) => kv.append(el("span", k, "muted"), el("span", v));
   add("grade", q.samples ? q.score + " (" + q.grade + "), " + q.trend : "no samples yet");
