@@ -13,9 +13,10 @@ from pathlib import Path
 
 import trio
 
-from mcp_sidecar.demo.servers import serve_http
+from mcp_sidecar.demo.servers import serve_echo, serve_http
 
-from ..conftest import ROOT, free_port, run_proxyctl
+from ..conftest import PROXYCTL, ROOT, free_port, run_proxyctl
+from ..supervise.test_supervisor import echo_route, wait_status
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -252,3 +253,89 @@ def test_check_speaks_tls_and_passes_the_gate_of_a_route(supervised, tls_files, 
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+async def test_a_reader_that_closes_early_is_not_a_failure(nursery, supervised) -> None:
+    """``proxyctl status | head -1`` under ``set -o pipefail``: the command's own
+    exit code (0: healthy), nothing on stderr -- not 1 for a broken pipe."""
+    with trio.fail_after(60):
+        echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
+        sup = await trio.to_thread.run_sync(supervised, [echo_route(echo_port)])
+        await wait_status(sup, lambda s: s["healthy"] and s["standby"] is not None)
+        for args in (["status"], ["status", "--json"], ["config", "show", "--config", str(sup.config_path)]):
+            read, write = os.pipe()
+            os.close(read)  # the reader is gone before the first line: every write fails
+            try:
+                result = await trio.to_thread.run_sync(
+                    lambda args=args, write=write: subprocess.run(
+                        [*PROXYCTL, *args, *(["--state-dir", str(sup.state_dir)] if args[0] == "status" else [])],
+                        stdout=write,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        timeout=30,
+                    )
+                )
+            finally:
+                os.close(write)
+            assert (result.returncode, result.stderr) == (0, ""), args
+
+
+def test_action_commands_say_one_human_line(supervised) -> None:
+    """restart (re-reading the configuration, as systemctl restart), restart
+    --worker-only, restart --hard, reload and stop: one sentence each, --json for
+    scripts; no Python reprs."""
+    sidecar = supervised(
+        [{"name": "r", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{free_port()}", "health_interval": 0}],
+        {},
+        {"workers": 1, "drain_timeout": "5s"},
+    )
+    state = str(sidecar.state_dir)
+
+    def line(*args: str) -> str:
+        result = run_proxyctl(*args, "--state-dir", state, timeout=90)
+        assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
+        (text,) = result.stdout.splitlines()
+        assert "=" not in text and "[" not in text and "{" not in text, text  # (no key=value, no reprs)
+        return text
+
+    pids = [w["pid"] for w in sidecar.status()["workers"]]
+    restarted = line("restart")
+    new = [w["pid"] for w in sidecar.status()["workers"]]
+    assert restarted == (
+        f"restarted with the configuration re-read: 1 route (r), worker(s) {new[0]}; "
+        "the previous ones drain for up to 5 s"
+    )
+    assert new != pids
+    only = line("restart", "--worker-only")
+    newer = [w["pid"] for w in sidecar.status()["workers"]]
+    assert only == (
+        f"restarted: worker(s) {newer[0]} serve; {new[0]} drain for up to 5 s (the configuration was not re-read)"
+    )
+    assert line("reload").startswith("reloaded: 1 route (r), worker(s) ")
+    assert line("restart", "--hard").startswith("restarted (hard): killed worker(s) ")
+    counters = sidecar.status()["restarts"]
+    assert (counters["restart"], counters["reload"]) == (3, 1)  # re-read, worker-only, hard; reload
+    events = [e["event"] for e in sidecar.status()["counters"]["events"]]
+    assert events.count("worker_restart") == 2  # worker-only and hard: both in the events list
+    stopping = line("stop")
+    assert stopping == "stopping: no new connections; open ones drain for up to 5 s"
+
+
+def test_check_without_an_instance_says_so_and_config_takes_its_file_either_way(tmp_path: Path) -> None:
+    state = str(tmp_path / "none")
+    result = run_proxyctl("check", "--state-dir", state)
+    assert result.returncode == 3 and result.stdout == ""
+    assert _one_line_error(result) == (
+        f"proxyctl: error: mcp-sidecar is not running (state directory {state}); to check without it, give a URL "
+        "(proxyctl check http://HOST:PORT/mcp) or the routes (--config FILE, --forward, --profile)"
+    )
+    sample = str(ROOT / "deploy" / "sidecar.toml")
+    for args in (["validate", sample], ["validate", "--config", sample], ["validate", sample, "--config", sample]):
+        result = run_proxyctl("config", *args)
+        assert (result.returncode, result.stdout) == (0, f"{sample}: ok (2 routes)\n"), args
+    shown = {run_proxyctl("config", "show", *args).stdout for args in ([sample], ["--config", sample])}
+    assert len(shown) == 1 and "[[route]]" in shown.pop()
+    other = str(tmp_path / "other.toml")
+    both = run_proxyctl("config", "validate", sample, "--config", other)
+    assert both.returncode == 2
+    assert _one_line_error(both).startswith(f"proxyctl: error: two configuration files given ({sample} and --config")

@@ -7,11 +7,13 @@ import socket
 
 import pytest
 
-from mcp_sidecar.config.addresses import HostPort
+from mcp_sidecar.config.addresses import HostPort, parse_forward
 from mcp_sidecar.config.parse import build_config
 from mcp_sidecar.errors import BindError
 from mcp_sidecar.net.listeners import _explain, bind_all, expand_listen_host
 from mcp_sidecar.net.netinfo import listeners_on_port, nonloopback_addresses
+
+from ..conftest import ipv6_loopback_available
 
 
 def test_nonloopback_addresses_exclude_loopback_and_link_local() -> None:
@@ -102,3 +104,22 @@ def test_expand_names_and_literals() -> None:
     assert "127.0.0.1" in expand_listen_host("localhost", 1)
     with pytest.raises(BindError, match=r"cannot resolve 'no-such-host\.invalid'"):
         expand_listen_host("no-such-host.invalid", 1)
+
+
+def test_every_interface_listens_on_both_families_on_one_port() -> None:
+    """``*:PORT`` (and ``--forward '*:PORT:...'``): 0.0.0.0 and [::] as ssh -L does, one
+    port even when it is 0; an IPv6 client and an IPv4 client both reach it."""
+    assert ipv6_loopback_available(), "the suite needs IPv6 on loopback (CI has it)"
+    spec = parse_forward("*:0:127.0.0.1:9")
+    config = build_config({"route": [{"name": "r", "listen": str(spec.listen), "upstream": "127.0.0.1:9"}]})
+    listeners = bind_all(config)
+    try:
+        assert sorted(item.address.host for item in listeners) == ["0.0.0.0", "::"]
+        (port,) = {item.address.port for item in listeners}
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as client:
+                client.settimeout(5)
+                client.connect((host, port))  # (accepted by the kernel into that socket's backlog)
+    finally:
+        for item in listeners:
+            item.close()

@@ -21,7 +21,7 @@ from ..config.values import parse_duration
 from ..errors import ConfigError
 from ..net.netinfo import nonloopback_addresses
 from ..net.origins import route_origins
-from ..supervise.control import status_if_running
+from ..supervise.control import NotRunning, status_if_running
 from .banner import v2_environment
 from .diagnose import RouteAccess, check_inspector_v2, check_route, check_url
 from .options import RouteSource, reports_errors, resolve_state_dir, state_dir_option, with_route_options
@@ -40,8 +40,8 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
     TARGET is a route name of the configuration (default: every route) or a
     URL: http://HOST:PORT/PATH (an MCP endpoint if PATH ends in /mcp),
     ws://HOST:PORT/PATH, tcp://HOST:PORT.  Without --config, --forward or
-    --profile, the routes are those of the running instance (if one runs).
-    Exit 0 healthy, 1 degraded, 5 unreachable, 2 usage.
+    --profile, the routes are those of the running instance (exit 3 when none
+    runs).  Exit 0 healthy, 1 degraded, 3 not running, 5 unreachable, 2 usage.
     """
 
     try:
@@ -57,6 +57,12 @@ def check(target: str | None, routes: RouteSource, state_dir: Path | None, as_js
         running = status_if_running(resolve_state_dir(state_dir))
         live = {r["name"]: r["listen"] for r in running.get("routes", [])} if running else {}
         explicit = bool(routes.config_path or routes.forwards or routes.profile)
+        if not running and not explicit:
+            directory = resolve_state_dir(state_dir)
+            raise NotRunning(
+                f"mcp-sidecar is not running (state directory {directory}); to check without it, "
+                "give a URL (proxyctl check http://HOST:PORT/mcp) or the routes (--config FILE, --forward, --profile)"
+            )
         if running and not explicit:
             # The routes of the instance that runs, not the defaults.
             config = None

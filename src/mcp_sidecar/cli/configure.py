@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -17,12 +18,23 @@ def config() -> None:
     """Validate or show a configuration."""
 
 
+def _one_file(positional: str | None, option: str | None) -> str | None:
+    """FILE, given either way (``config validate FILE`` or ``--config FILE``)."""
+    if positional and option and positional != option:
+        raise click.UsageError(f"two configuration files given ({positional} and --config {option}): give one")
+    return positional or option
+
+
 @config.command("validate")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--config", "-c", "config_option", type=click.Path(dir_okay=False), help="The file (same as FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @reports_errors
-def config_validate(file: str, as_json: bool) -> None:
-    """Check FILE; print a summary, exit 2 with the reason if invalid."""
+def config_validate(file: str | None, config_option: str | None, as_json: bool) -> None:
+    """Check FILE (or --config FILE); print a summary, exit 2 with the reason if invalid."""
+    file = _one_file(file, config_option)
+    if file is None:
+        raise click.UsageError("Missing argument 'FILE' (or --config FILE).")
     cfg = build_config(load_config_file(file), source=file, from_file=True, environment=process_environment())
     warnings = certificate_warnings(cfg)
     if as_json:
@@ -38,11 +50,16 @@ def config_validate(file: str, as_json: bool) -> None:
 
 
 @config.command("show")
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
 @with_route_options
 @click.option("--json", "as_json", is_flag=True, help="The effective configuration as JSON (as GET /api/config).")
 @reports_errors
-def config_show(routes: RouteSource, as_json: bool) -> None:
-    """Print the effective configuration, defaults filled in, as TOML."""
+def config_show(file: str | None, routes: RouteSource, as_json: bool) -> None:
+    """Print the effective configuration of FILE (or --config FILE, --forward,
+    --profile), defaults filled in, as TOML."""
+    path = _one_file(file, routes.config_path)
+    if path != routes.config_path:
+        routes = dataclasses.replace(routes, config_path=path)
     loaded = routes.load()
     if as_json:
         click.echo(json.dumps(effective_document(loaded), indent=1))

@@ -6,7 +6,9 @@ manage); this module only assembles them.
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import click
 
@@ -32,9 +34,44 @@ for command in (run, demo, config, check, status, restart, reload, stop, top, ta
     cli.add_command(command)
 
 
+class _PipeSafeStdout:
+    """stdout that a reader closing early (``proxyctl status | head -1``) does not
+    turn into a failure: the rest of the output goes nowhere and the command
+    exits with its own code, as ``systemctl status | head`` does."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return int(self._stream.write(text))
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        devnull = os.open(os.devnull, os.O_WRONLY)  # (the interpreter's last flush must not fail either)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Run the command line; usage errors in the one style every error has
     (``proxyctl: error: ...``, exit 2), not click's own."""
+    sys.stdout = _PipeSafeStdout(sys.stdout)
     try:
         code = cli.main(standalone_mode=False)
     except click.UsageError as exc:

@@ -134,15 +134,25 @@ def status(as_json: bool, state_dir: Path | None) -> None:
 
 
 @click.command()
-@click.option("--hard", is_flag=True, help="Kill the workers now instead of draining them.")
+@click.option(
+    "--worker-only",
+    is_flag=True,
+    help="Replace the workers with the configuration they run, without re-reading the file.",
+)
+@click.option("--hard", is_flag=True, help="Kill the workers now instead of draining them (implies --worker-only).")
 @json_option
 @state_dir_option
 @reports_errors
-def restart(hard: bool, as_json: bool, state_dir: Path | None) -> None:
-    """Replace the workers one at a time: a new one takes over, the old one drains.
+def restart(worker_only: bool, hard: bool, as_json: bool, state_dir: Path | None) -> None:
+    """Re-read the configuration and replace every worker, as `systemctl restart`
+    does: new workers serve, then the old ones drain.  An invalid configuration
+    changes nothing.
 
     Exit 0 done, 1 failed, 3 not running, 4 stopping."""
-    _report(_ask(resolve_state_dir(state_dir), "restart", hard=hard), as_json)
+    _report(
+        _ask(resolve_state_dir(state_dir), "restart", hard=hard, reread=not (worker_only or hard)),
+        as_json,
+    )
 
 
 @click.command()
@@ -196,7 +206,8 @@ def stop(wait: bool, timeout: float | None, as_json: bool, state_dir: Path | Non
         limit = timeout if timeout is not None else float(reply.get("drain_timeout_s", 25)) + 15.0
         started = time.monotonic()
         stopped = _wait_exit(pid, directory, limit)
-        reply = {**reply, "stopped": stopped, "waited_s": round(time.monotonic() - started, 3)}
+        waited = round(time.monotonic() - started, 3)
+        reply = {**reply, "stopped": stopped, "waited_s": waited, "message": f"stopped (waited {waited:g} s)"}
         if not stopped:
             _echo({**reply, "ok": False, "error": f"still running after {limit:g} s"}, as_json, err=True)
             sys.exit(EXIT_STILL_RUNNING)
@@ -235,11 +246,10 @@ def _wait_exit(pid: int | None, directory: Path, limit_s: float) -> bool:
 def _echo(reply: dict[str, Any], as_json: bool, err: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(reply, indent=1))
-    elif "message" in reply:
-        click.echo(reply["message"], err=err)
+    elif "error" in reply:
+        click.echo(f"proxyctl: error: {reply['error']}", err=True)
     else:
-        text = " ".join(f"{k}={v}" for k, v in reply.items() if k not in ("ok", "error"))
-        click.echo(f"proxyctl: error: {reply['error']} ({text})" if "error" in reply else text, err=err)
+        click.echo(reply.get("message") or "done", err=err)
 
 
 def _report(reply: dict[str, Any], as_json: bool = False) -> None:

@@ -39,6 +39,11 @@ class HostPort:
         return f"{bracket(self.host)}:{self.port}"
 
 
+#: A listen host meaning every interface of both families (``*:PORT``, as ssh -L):
+#: ``0.0.0.0`` and ``[::]``, two sockets (the IPv6 one V6ONLY), on one port.
+EVERY_INTERFACE = "*"
+
+
 def beyond_loopback(host: str) -> bool:
     """Whether listening on ``host`` may accept clients from other hosts.
 
@@ -70,7 +75,7 @@ def dialable(addr: HostPort) -> HostPort:
     """Where a client on this host reaches a listener bound to ``addr``: a
     wildcard (``0.0.0.0``, ``::``) on the loopback address of its family,
     never the wildcard itself."""
-    if addr.host in ("0.0.0.0", ""):
+    if addr.host in ("0.0.0.0", "", EVERY_INTERFACE):
         return HostPort("127.0.0.1", addr.port)
     if addr.host == "::":
         return HostPort("::1", addr.port)
@@ -130,6 +135,8 @@ def parse_port(text: str, *, allow_zero: bool) -> int:
 def _check_host(host: str, text: str) -> str:
     if not host:
         raise AddressSyntaxError(f"missing host in {text!r}")
+    if host == EVERY_INTERFACE:
+        return host
     if ":" in host:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
@@ -164,14 +171,14 @@ def parse_forward(text: str, *, default_bind: str = "127.0.0.1") -> ForwardSpec:
     """Parse ssh ``-L`` syntax: ``[BIND:]PORT:HOST:HOSTPORT``.
 
     As ssh does: without a bind address the port listens on loopback only;
-    ``*`` (or an empty bind address) means every interface (0.0.0.0)."""
+    ``*`` (or an empty bind address) means every interface, IPv4 and IPv6."""
     tokens = _split_tokens(text.strip())
     if len(tokens) == 3:
         bind, port, host, hostport = default_bind, *tokens
     elif len(tokens) == 4:
         bind, port, host, hostport = tokens
         if bind in ("*", ""):
-            bind = "0.0.0.0"
+            bind = EVERY_INTERFACE
     else:
         raise AddressSyntaxError(
             f'expected "[BIND:]PORT:HOST:HOSTPORT", got {text!r}'

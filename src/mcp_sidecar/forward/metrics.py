@@ -90,7 +90,14 @@ EXHAUSTION_PLACES = ("accept", "upstream_connect", "health_check")
 #: Known label values, exported at 0 from the start (a rate() or an alert on a
 #: series that appears only with its first event misses that event).
 CONNECT_FAILURE_REASONS = ("refused", "timeout", "unreachable", "dns", "error")
-REJECT_REASONS = ("max_connections", "descriptors", "circuit_open", "not_allowed", "route_unusable")
+REJECT_REASONS = (
+    "max_connections",
+    "descriptors",
+    "upstream_down",
+    "circuit_open",
+    "not_allowed",
+    "route_unusable",
+)
 GATE_RESULTS = ("cookie", "bearer", "header", "url", "missing", "invalid", "malformed", "too_large")
 
 

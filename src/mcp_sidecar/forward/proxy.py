@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -284,6 +285,11 @@ class Proxy:
             elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
                 self.exhaustion.record("descriptors", "RLIMIT_NOFILE", "accept", trio.current_time())
                 self._reject(rt, csock, addr, "descriptors", limit=self.descriptors.limit)
+            elif rt.upstreams_known_down():
+                # Every upstream failed its checks: answered now, not after the retry window.
+                rt.reject("upstream_down")
+                rt.refusing += 1
+                conns.start_soon(self._refuse_down, rt, csock)
             elif not rt.breaker.allow(trio.current_time()):
                 rt.reject("circuit_open")
                 rt.refusing += 1
@@ -319,6 +325,16 @@ class Proxy:
             await refuse(
                 csock, rt.config.settings.protocol, rt.config.name, reason, breaker.retry_after_s(trio.current_time())
             )
+        finally:
+            rt.refusing -= 1
+
+    async def _refuse_down(self, rt: RouteState, csock: socket.socket) -> None:
+        """Every upstream is known down: 503 with Retry-After (HTTP) or RST, at once."""
+        health = rt.health
+        reason = f"upstream {rt.config.upstream_text} is down ({health.last_result})"
+        retry_after = max(1, math.ceil(min(t.next_interval_s() for t in health.targets)))
+        try:
+            await refuse(csock, rt.config.settings.protocol, rt.config.name, reason, retry_after)
         finally:
             rt.refusing -= 1
 

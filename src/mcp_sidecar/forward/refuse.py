@@ -8,8 +8,10 @@ Rules this module keeps:
   small JSON body naming the route and the reason; a WebSocket upgrade gets
   the same 503.
 * ``protocol = "auto"``: the same 503 if the client's first bytes parse as
-  an HTTP/1.x request, else RST.  A client that sends nothing within
-  ``SNIFF_TIMEOUT_S`` (a server-speaks-first protocol) is closed.
+  an HTTP/1.x request, else RST -- at once when its first bytes cannot begin
+  a request line (the one sniffer, observe/connection.py, peeked).  A client
+  that sends nothing within ``SNIFF_TIMEOUT_S`` (a server-speaks-first
+  protocol) is closed.
 * Never raises ``OSError``; the socket is always closed.
 """
 
@@ -23,6 +25,7 @@ import trio
 
 from ..net import sockopts
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
+from ..observe.connection import SNIFF_BYTES, Sniff, sniff_request
 
 SNIFF_TIMEOUT_S = 1.0
 MAX_HEAD_BYTES = 16 * 1024
@@ -43,6 +46,8 @@ async def refuse(sock: socket.socket, protocol: str, route: str, reason: str, re
     try:
         if protocol == "tcp":
             return
+        if protocol == "auto" and not await _may_be_http(sock):
+            return  # not HTTP: a reset, now
         http = ServerConnection(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), _LIMITS)
         with trio.move_on_after(SNIFF_TIMEOUT_S):
             try:
@@ -70,3 +75,17 @@ async def refuse(sock: socket.socket, protocol: str, route: str, reason: str, re
         pass
     finally:
         sockopts.close(sock, abort=not answered)
+
+
+async def _may_be_http(sock: socket.socket) -> bool:
+    """Whether the client's first bytes (peeked, left in place) may begin an
+    HTTP request; False at once when they cannot, or when nothing came in time."""
+    with trio.move_on_after(SNIFF_TIMEOUT_S):
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            head = sock.recv(SNIFF_BYTES, socket.MSG_PEEK)
+            verdict = sniff_request(head)
+            if verdict is not Sniff.MAYBE or not head or len(head) >= SNIFF_BYTES:
+                return verdict is Sniff.HTTP or (verdict is Sniff.MAYBE and bool(head))
+            await trio.sleep(0.01)  # (a prefix of a method: wait for more bytes)
+    return False

@@ -338,6 +338,12 @@ class RouteState:
         scope.cancel()
         return True
 
+    def upstreams_known_down(self) -> bool:
+        """Every upstream failed its active checks (not merely unchecked yet):
+        a client is answered at once instead of waiting out the retry window."""
+        health = self.health
+        return health.enabled and health.state is False
+
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 

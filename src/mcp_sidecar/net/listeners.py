@@ -10,7 +10,8 @@ Rules this module keeps:
   collision), that a privileged port needs a capability, that an address is
   not on this host.
 * IPv6 sockets are ``IPV6_V6ONLY``: ``0.0.0.0`` and ``[::]`` are separate
-  listen addresses, whatever ``net.ipv6.bindv6only`` says.
+  listen addresses, whatever ``net.ipv6.bindv6only`` says; ``*`` is both, on
+  one port (port 0: the port the first socket got).
 * Sockets are plain non-blocking stdlib sockets: the accept loop and the pump
   drive them with ``trio.lowlevel.wait_readable``.
 """
@@ -24,7 +25,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.addresses import NONLOOPBACK, HostPort
+from ..config.addresses import EVERY_INTERFACE, NONLOOPBACK, HostPort
 from ..config.model import AdminConfig, ProxyConfig, RouteConfig
 from ..errors import BindError
 from ..logs import log
@@ -49,6 +50,8 @@ class BoundListener:
 
 def expand_listen_host(host: str, port: int) -> list[str]:
     """The IP addresses one configured listen host stands for."""
+    if host == EVERY_INTERFACE:
+        return ["0.0.0.0", "::"] if _ipv6_available() else ["0.0.0.0"]
     if host == NONLOOPBACK:
         addresses = nonloopback_addresses()
         if not addresses:
@@ -71,6 +74,15 @@ def expand_listen_host(host: str, port: int) -> list[str]:
         if family in (socket.AF_INET, socket.AF_INET6) and str(sockaddr[0]) not in result:
             result.append(str(sockaddr[0]))
     return result
+
+
+def _ipv6_available() -> bool:
+    """Whether this host can listen on IPv6 at all (a kernel booted with ipv6.disable=1 cannot)."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError:
+        return False
+    return socket.has_ipv6
 
 
 def _unprivileged_port_start() -> int:
@@ -140,8 +152,11 @@ def bind_route(route: RouteConfig) -> list[BoundListener]:
     bound: list[BoundListener] = []
     try:
         for addr in route.listen:
+            port = addr.port
             for host in expand_listen_host(addr.host, addr.port):
-                bound.append(open_listener(route, host, addr.port))
+                listener = open_listener(route, host, port)
+                bound.append(listener)
+                port = port or listener.address.port  # (one address, one port: its other sockets share it)
     except BaseException:
         for listener in bound:
             listener.close()
@@ -209,16 +224,16 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
     on that host -- and binding new addresses now (all or nothing)."""
     unclaimed = {(item.address.host, item.address.port): item for item in current.routes}
     wanted = [
-        (route, host, addr.port)
+        (route, host, addr.port, (route.name, n))
         for route in config.routes
-        for addr in route.listen
+        for n, addr in enumerate(route.listen)
         for host in expand_listen_host(addr.host, addr.port)
     ]
     reused: dict[int, BoundListener] = {}
-    for i, (_, host, port) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
+    for i, (_, host, port, _) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
         if port and (host, port) in unclaimed:
             reused[i] = unclaimed.pop((host, port))
-    for i, (route, host, port) in enumerate(wanted):
+    for i, (route, host, port, _) in enumerate(wanted):
         if not port:
             mine = next(
                 (item for item in unclaimed.values() if item.route.name == route.name and item.address.host == host),
@@ -228,12 +243,15 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
                 reused[i] = unclaimed.pop((mine.address.host, mine.address.port))
     fresh: list[BoundListener] = []
     result: list[BoundListener] = []
+    ports: dict[tuple[str, int], int] = {}  # a port-0 address's port, shared by its sockets
     try:
-        for i, (route, host, port) in enumerate(wanted):
+        for i, (route, host, port, key) in enumerate(wanted):
             if i in reused:
                 result.append(BoundListener(route, reused[i].sock, reused[i].address))
+                ports.setdefault(key, reused[i].address.port)
                 continue
-            listener = open_listener(route, host, port)
+            listener = open_listener(route, host, port or ports.get(key, 0))
+            ports.setdefault(key, listener.address.port)
             fresh.append(listener)
             result.append(listener)
     except BaseException:

@@ -64,7 +64,15 @@ class SupervisorOperations(SupervisorReporting):
             if hard:
                 for old in olds:
                     old.kill(KillReason.RESTART)
-                return {"ok": True, "restart": "hard", "old_pids": [o.pid for o in olds]}
+                    assert self.ledger is not None
+                    self.ledger.record("worker_restart", old_pid=old.pid, hard=True)
+                pids = ", ".join(str(o.pid) for o in olds)
+                return {
+                    "ok": True,
+                    "restart": "hard",
+                    "old_pids": [o.pid for o in olds],
+                    "message": f"restarted (hard): killed worker(s) {pids}; new workers take over the sockets",
+                }
             assert self.sockets is not None
             # One at a time: a new worker serves before an old one drains.
             news: list[Worker] = []
@@ -91,10 +99,14 @@ class SupervisorOperations(SupervisorReporting):
             "restart": "graceful",
             "old_pids": [o.pid for o in olds],
             "new_pids": [n.pid for n in news],
+            "message": f"restarted: worker(s) {_pids(news)} serve; {_pids(olds)} drain for up to "
+            f"{self.config.drain_timeout_s:g} s (the configuration was not re-read)",
         }
 
-    async def reload(self) -> dict[str, Any]:
-        """Re-read the config; apply it through a graceful restart, or change nothing."""
+    async def reload(self, cause: RestartCause = RestartCause.RELOAD) -> dict[str, Any]:
+        """Re-read the config; apply it through a graceful restart, or change nothing
+        (``cause``: how the replaced workers are counted -- ``proxyctl restart``
+        re-reads the configuration too, as ``systemctl restart`` does)."""
         async with self._lock:
             if self.stopping:
                 return {"ok": False, "stopping": True, "error": "stopping: reload is not possible now"}
@@ -152,14 +164,22 @@ class SupervisorOperations(SupervisorReporting):
                     self._restart_admin()
                 current.close_unshared(new_sockets)
                 for _ in range(replaced):  # (per worker replaced, as a restart counts)
-                    self._count_restart(RestartCause.RELOAD)
+                    self._count_restart(cause)
                 assert self.ledger is not None
-                self.ledger.record("reload", routes=[r.name for r in new_config.routes])
+                self.ledger.record(str(cause), routes=[r.name for r in new_config.routes])
                 for warning in exposure_warnings(new_config):
                     log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
                 for warning in certificate_warnings(new_config):
                     log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
-                return {"ok": True, "routes": [r.name for r in new_config.routes], "new_pids": [n.pid for n in news]}
+                names = [r.name for r in new_config.routes]
+                verb = "reloaded" if cause is RestartCause.RELOAD else "restarted with the configuration re-read"
+                return {
+                    "ok": True,
+                    "routes": names,
+                    "new_pids": [n.pid for n in news],
+                    "message": f"{verb}: {len(names)} route{'s' if len(names) != 1 else ''} ({', '.join(names)}), "
+                    f"worker(s) {_pids(news)}; the previous ones drain for up to {new_config.drain_timeout_s:g} s",
+                }
             finally:
                 sdnotify.notify("READY=1", "STATUS=serving")
                 self._wake()
@@ -184,7 +204,13 @@ class SupervisorOperations(SupervisorReporting):
         if command == "status":
             return self.status()
         if self.stopping and command == "stop":
-            return {"ok": True, "stopping": True, "already": True, "drain_timeout_s": self.config.drain_timeout_s}
+            return {
+                "ok": True,
+                "stopping": True,
+                "already": True,
+                "drain_timeout_s": self.config.drain_timeout_s,
+                "message": f"already stopping: open connections drain for up to {self.config.drain_timeout_s:g} s",
+            }
         if self.stopping and command in ("restart", "reload"):
             return {
                 "ok": False,
@@ -193,6 +219,8 @@ class SupervisorOperations(SupervisorReporting):
                 f"{command} is not possible now",
             }
         if command == "restart":
+            if request.get("reread") and not request.get("hard"):
+                return await self.reload(cause=RestartCause.RESTART)
             return await self.restart(hard=bool(request.get("hard")))
         if command == "reload":
             return await self.reload()
@@ -200,5 +228,14 @@ class SupervisorOperations(SupervisorReporting):
             return self._gate_urls(request.get("route"))
         if command == "stop":
             self.request_stop()
-            return {"ok": True, "stopping": True, "drain_timeout_s": self.config.drain_timeout_s}
+            return {
+                "ok": True,
+                "stopping": True,
+                "drain_timeout_s": self.config.drain_timeout_s,
+                "message": f"stopping: no new connections; open ones drain for up to {self.config.drain_timeout_s:g} s",
+            }
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+
+def _pids(workers: list[Worker]) -> str:
+    return ", ".join(str(w.pid) for w in workers)

@@ -66,7 +66,7 @@ function drawStatus(st, mcp, hist) {
   document.getElementById("state-reason").textContent = reasons.join("; ");
   const facts = [];
   if (st.supervisor) {
-    facts.push("supervisor pid " + st.supervisor.pid);
+    facts.push("supervisor pid " + st.supervisor.supervisor_pid + ", up " + age(st.supervisor.supervisor_uptime_s));
     const restarts = Object.entries(st.supervisor.restarts || {}).filter(([, n]) => n > 0);
     facts.push("worker restarts: " + (restarts.length ? restarts.map(([k, n]) => k + " " + n).join(", ") : "none"));
   }
