@@ -110,6 +110,16 @@ def configure(log_format: str = "auto", level: str = "info", stream: Any = None)
     root.propagate = False
 
 
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def set_level(level: str) -> None:
+    """The package's log level now (``proxyctl log-level``); ``level`` one of ``LEVELS``."""
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}")
+    logging.getLogger("mcp_sidecar").setLevel(level.upper())
+
+
 def log(
     logger: logging.Logger,
     level: int,

@@ -64,6 +64,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/dashboard", "", "the operator's page (its assets under /dashboard/)", "_asset"),
     Endpoint("GET", "/", "", "this list", "_index"),
     Endpoint("POST", "/api/drain", "", "stop accepting and drain", "_drain", guarded=True),
+    Endpoint(
+        "POST",
+        "/api/routes/{id}",
+        "?action=drain|disable|enable",
+        "take one route out (drain: open connections finish; disable: closed) or back in",
+        "_route_control",
+        guarded=True,
+    ),
+    Endpoint(
+        "POST",
+        "/api/log-level",
+        "?level=debug|info|warning|error",
+        "the running tree's log level",
+        "_log_level",
+        guarded=True,
+    ),
 )
 
 _BY_PATH = {e.path: e for e in ENDPOINTS if not e.path.endswith("/{id}")}

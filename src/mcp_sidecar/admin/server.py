@@ -48,10 +48,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from .. import __version__
+from .. import __version__, logs
 from ..config.model import AdminConfig
 from ..config.render import effective_document
 from ..forward.proxy import Proxy
+from ..forward.state import OPERATOR_ACTIONS
 from ..forward.tap import TapBusy
 from ..logs import log
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
@@ -407,6 +408,27 @@ class AdminServer:
         log(logger, logging.INFO, "admin.drain")
         self.source.begin_drain()
         return _json(202, {"draining": True, "drain_timeout_s": self.source.config.drain_timeout_s})
+
+    async def _route_control(self, ask: _Ask) -> _Reply:
+        action = urllib.parse.parse_qs(ask.query).get("action", [""])[0]
+        if action not in OPERATOR_ACTIONS:
+            return _json(400, {"error": f"action must be one of {', '.join(OPERATOR_ACTIONS)}, got {action!r}"})
+        name = urllib.parse.unquote(ask.parameter or "")
+        refused = self.source.control_route(name, action)
+        if refused is not None:
+            return _json(404, {"error": refused})
+        await self.source.settle()  # (answered once every worker applies it)
+        log(logger, logging.WARNING, "admin.route_control", route=name, action=action)
+        return _json(200, {"route": name, "state": OPERATOR_ACTIONS[action]})
+
+    async def _log_level(self, ask: _Ask) -> _Reply:
+        level = urllib.parse.parse_qs(ask.query).get("level", [""])[0]
+        if level not in logs.LEVELS:
+            return _json(400, {"error": f"level must be one of {', '.join(logs.LEVELS)}, got {level!r}"})
+        self.source.set_log_level(level)
+        await self.source.settle()
+        log(logger, logging.WARNING, "admin.log_level", to=level)
+        return _json(200, {"level": level})
 
     def exposition(self) -> _Exposition:
         """What ``/metrics`` encodes (the source's families and the endpoint's own)."""

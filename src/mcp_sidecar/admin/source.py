@@ -19,8 +19,10 @@ from typing import Any, Protocol
 import trio
 from prometheus_client.core import Metric
 
+from .. import logs
 from ..config.model import ProxyConfig
 from ..forward.proxy import Proxy
+from ..forward.state import OPERATOR_ACTIONS, RouteControl
 from ..forward.tap import TapHub
 from .collector import RuntimeCollector
 from .history import Sampler, proxy_samples
@@ -74,6 +76,13 @@ class AdminSource(Protocol):
         ...
 
     def begin_drain(self) -> None: ...
+
+    def control_route(self, name: str, action: str) -> str | None:
+        """An operator's ``drain``, ``disable`` or ``enable`` of a route: None
+        when done, else why not (no such route)."""
+        ...
+
+    def set_log_level(self, level: str) -> None: ...
 
 
 class LocalSource:
@@ -137,3 +146,11 @@ class LocalSource:
 
     def begin_drain(self) -> None:
         self.proxy.begin_drain()
+
+    def control_route(self, name: str, action: str) -> str | None:
+        if not self.proxy.control_route(name, RouteControl(OPERATOR_ACTIONS[action])):
+            return f"no route {name!r} (routes: {', '.join(self.route_names())})"
+        return None
+
+    def set_log_level(self, level: str) -> None:
+        logs.set_level(level)

@@ -25,7 +25,7 @@ from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
 from ..forward.proxy import Proxy
-from ..forward.state import RouteState
+from ..forward.state import RouteControl, RouteState
 from ..health.breaker import BreakerState
 from ..net.listeners import BoundListener
 from ..observe.mcpstats import WINDOW_S
@@ -43,6 +43,8 @@ def readiness(proxy: Proxy) -> list[str]:
             reasons.append(f"route {name}: not listening")
         if rt.unusable is not None:
             reasons.append(f"route {name}: {rt.unusable}")
+        if rt.operator is not RouteControl.ENABLED and rt.config.settings.required:
+            reasons.append(f"route {name}: {rt.operator} by an operator")
         health = rt.health
         if not rt.config.settings.required:
             continue
@@ -159,6 +161,12 @@ def _route_state(rt: RouteState, now: float) -> tuple[str, float | None, str | N
         return "not_listening", None, "not listening"
     if rt.draining:
         return "draining", None, "draining: shutting down"
+    if rt.operator is not RouteControl.ENABLED:
+        return (
+            str(rt.operator),
+            rt.operator_since_unix,
+            f"{rt.operator} by an operator (proxyctl route {rt.name} enable)",
+        )
     if rt.unusable is not None:
         return "down", None, rt.unusable
     if health.enabled and health.state is False:

@@ -19,6 +19,7 @@ from .configure import config
 from .demo import demo
 from .manage import reload, restart, status, stop
 from .run import run
+from .runtime import log_level, route
 from .tap import tap
 from .top import top
 from .url import url
@@ -30,7 +31,7 @@ def cli() -> None:
     """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic."""
 
 
-for command in (run, demo, config, check, status, restart, reload, stop, top, tap, url):
+for command in (run, demo, config, check, status, restart, reload, stop, route, log_level, top, tap, url):
     cli.add_command(command)
 
 

@@ -65,7 +65,7 @@ def _echo_counters(counters: dict[str, Any]) -> None:
         click.echo(f"  {stamp} {event['event']} {rest}".rstrip())
 
 
-def _ask(directory: Path, command: str, as_json: bool = False, **fields: Any) -> dict[str, Any]:
+def ask_supervisor(directory: Path, command: str, as_json: bool = False, **fields: Any) -> dict[str, Any]:
     try:
         return send_command(directory, command, **fields)
     except NotRunning:
@@ -88,7 +88,7 @@ def status(as_json: bool, state_dir: Path | None) -> None:
 
     Exit 0 healthy, 1 degraded, 3 not running, 4 stopping."""
     directory = resolve_state_dir(state_dir)
-    reply = _ask(directory, "status", as_json)
+    reply = ask_supervisor(directory, "status", as_json)
     if as_json:
         click.echo(json.dumps(reply, indent=1))
     else:
@@ -149,8 +149,8 @@ def restart(worker_only: bool, hard: bool, as_json: bool, state_dir: Path | None
     changes nothing.
 
     Exit 0 done, 1 failed, 3 not running, 4 stopping."""
-    _report(
-        _ask(resolve_state_dir(state_dir), "restart", hard=hard, reread=not (worker_only or hard)),
+    report_reply(
+        ask_supervisor(resolve_state_dir(state_dir), "restart", hard=hard, reread=not (worker_only or hard)),
         as_json,
     )
 
@@ -163,7 +163,7 @@ def reload(as_json: bool, state_dir: Path | None) -> None:
     """Re-read the configuration and apply it through a graceful restart.
 
     Exit 0 done, 1 failed (the old configuration keeps serving), 3 not running, 4 stopping."""
-    _report(_ask(resolve_state_dir(state_dir), "reload"), as_json)
+    report_reply(ask_supervisor(resolve_state_dir(state_dir), "reload"), as_json)
 
 
 @click.command()
@@ -201,7 +201,7 @@ def stop(wait: bool, timeout: float | None, as_json: bool, state_dir: Path | Non
     except OSError as exc:
         raise LocalError(f"cannot reach the supervisor in {directory}: {exc}") from None
     if not reply.get("ok"):
-        _report(reply, as_json)
+        report_reply(reply, as_json)
     if wait:
         limit = timeout if timeout is not None else float(reply.get("drain_timeout_s", 25)) + 15.0
         started = time.monotonic()
@@ -252,7 +252,7 @@ def _echo(reply: dict[str, Any], as_json: bool, err: bool = False) -> None:
         click.echo(reply.get("message") or "done", err=err)
 
 
-def _report(reply: dict[str, Any], as_json: bool = False) -> None:
+def report_reply(reply: dict[str, Any], as_json: bool = False) -> None:
     if not reply.get("ok"):
         if as_json:
             click.echo(json.dumps(reply, indent=1))

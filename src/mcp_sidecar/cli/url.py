@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_USAGE
-from .manage import _ask
+from .manage import ask_supervisor
 from .options import reports_errors, resolve_state_dir, state_dir_option
 
 
@@ -32,7 +32,7 @@ def url(route: str, as_json: bool, state_dir: Path | None) -> None:
     """Print a gated ROUTE's URL with its token (open it once in a browser).
 
     Exit 0 printed, 2 no such gated route, 3 not running."""
-    reply = _ask(resolve_state_dir(state_dir), "url", route=route)
+    reply = ask_supervisor(resolve_state_dir(state_dir), "url", route=route)
     if as_json:
         click.echo(json.dumps(reply, indent=1))
     elif reply.get("ok"):

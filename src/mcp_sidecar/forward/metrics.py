@@ -94,6 +94,7 @@ REJECT_REASONS = (
     "max_connections",
     "descriptors",
     "upstream_down",
+    "operator",
     "circuit_open",
     "not_allowed",
     "route_unusable",

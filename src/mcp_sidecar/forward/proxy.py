@@ -50,12 +50,14 @@ from .observation import RouteObservation
 from .observequeue import ObservationQueue
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
-from .state import Connection, RouteState
+from .state import Connection, RouteControl, RouteState
 from .statsrelay import StatsRelay
 from .tap import TapHub
 
 logger = logging.getLogger(__name__)
 
+#: An operator's drained or disabled route tells clients to come back after this.
+OPERATOR_RETRY_AFTER_S = 30
 #: Accepts in a row before yielding to the scheduler during an accept storm.
 ACCEPTS_PER_CHECKPOINT = 64
 #: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
@@ -285,6 +287,11 @@ class Proxy:
             elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
                 self.exhaustion.record("descriptors", "RLIMIT_NOFILE", "accept", trio.current_time())
                 self._reject(rt, csock, addr, "descriptors", limit=self.descriptors.limit)
+            elif rt.operator is not RouteControl.ENABLED:
+                # Taken out by an operator: answered at once (a 503 that says so, or a reset).
+                rt.reject("operator")
+                rt.refusing += 1
+                conns.start_soon(self._refuse_operator, rt, csock)
             elif rt.upstreams_known_down():
                 # Every upstream failed its checks: answered now, not after the retry window.
                 rt.reject("upstream_down")
@@ -327,6 +334,28 @@ class Proxy:
             )
         finally:
             rt.refusing -= 1
+
+    async def _refuse_operator(self, rt: RouteState, csock: socket.socket) -> None:
+        reason = f"route {rt.name} is {rt.operator} by an operator"
+        try:
+            await refuse(csock, rt.config.settings.protocol, rt.config.name, reason, OPERATOR_RETRY_AFTER_S)
+        finally:
+            rt.refusing -= 1
+
+    def control_route(self, name: str, control: RouteControl, since_unix: float | None = None) -> bool:
+        """An operator's ``drain``, ``disable`` or ``enable`` of route ``name``
+        (False: no such route).  Disabling closes the route's open connections."""
+        rt = next((r for r in self.routes if r.name == name), None)
+        if rt is None:
+            return False
+        if rt.operator is not control:
+            rt.operator = control
+            rt.operator_since_unix = since_unix if since_unix is not None else time.time()
+            log(logger, logging.WARNING, "route.operator", route=name, state=str(control))
+        if control is RouteControl.DISABLED:
+            for conn in list(rt.connections.values()):
+                conn.close_now()
+        return True
 
     async def _refuse_down(self, rt: RouteState, csock: socket.socket) -> None:
         """Every upstream is known down: 503 with Retry-After (HTTP) or RST, at once."""

@@ -149,6 +149,16 @@ class Connection:
         """What observation found it carries: tcp, http, sse or websocket."""
         return self.observation.protocol if self.observation is not None else "tcp"
 
+    def close_now(self) -> None:
+        """End this connection now (an operator disabled its route): both legs shut
+        down, so its pumps see the end and it closes the usual way."""
+        for sock in (self.csock, self.usock):
+            if sock is not None and sock.fileno() >= 0:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def sample_tcp(self, metrics: RouteMetrics) -> None:
         """Read TCP_INFO of both legs into the histograms and counters."""
         for index, leg, sock in ((0, "client", self.csock), (1, "upstream", self.usock)):
@@ -203,6 +213,19 @@ class Connection:
         }
 
 
+class RouteControl(StrEnum):
+    """A route's state as an operator set it at run time (HAProxy's ``set server
+    state``): kept across reloads and worker restarts until enabled again."""
+
+    ENABLED = "enabled"
+    DRAINING = "draining"  # new clients refused; open connections finish
+    DISABLED = "disabled"  # new clients refused; open connections closed
+
+
+#: What an operator types -> the state it sets.
+OPERATOR_ACTIONS = {"drain": "draining", "disable": "disabled", "enable": "enabled"}
+
+
 @dataclass
 class RouteState:
     """A route's live state: its listeners, connector, health, breaker,
@@ -255,6 +278,9 @@ class RouteState:
     #: and this route's index in them; None: this worker alone.
     shared: SharedCounts | None = None
     shared_index: int = 0
+    #: What an operator set (``proxyctl route R drain|disable|enable``), and since when (unix).
+    operator: RouteControl = field(default_factory=lambda: RouteControl.ENABLED)
+    operator_since_unix: float | None = None
 
     @property
     def name(self) -> str:

@@ -146,7 +146,7 @@ class RetiredRoutes:
 
 
 _SEVERITY = {"closed": 0, "disabled": 0, "half_open": 1, "open": 2}
-_STATE_SEVERITY = {"serving": 0, "degraded": 1, "draining": 2, "down": 3, "not_listening": 4}
+_STATE_SEVERITY = {"serving": 0, "degraded": 1, "draining": 2, "disabled": 3, "down": 3, "not_listening": 4}
 
 
 def merge_routes(

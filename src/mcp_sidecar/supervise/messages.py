@@ -238,6 +238,19 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteControls:
+    """What operators set on routes (route name, state, since unix); a route not
+    named is enabled."""
+
+    controls: tuple[tuple[str, str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLevel:
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
 class TapOn:
     """Relay the MCP messages these filters want (none: stop relaying)."""
 
@@ -253,6 +266,8 @@ class TapBatch:
 
 
 #: What the supervisor sends.
-ToWorker = Configure | Activate | Drain | StopNow | Facts | Refresh | HealthUpdate | Query | TapOn
+ToWorker = (
+    Configure | Activate | Drain | StopNow | Facts | Refresh | HealthUpdate | Query | TapOn | RouteControls | LogLevel
+)
 #: What a worker sends.
 ToSupervisor = Loaded | Serving | Heartbeat | Answer | TapBatch

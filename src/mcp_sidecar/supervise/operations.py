@@ -22,11 +22,13 @@ from typing import Any
 
 import trio
 
+from .. import logs
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
 from ..errors import SidecarError
 from ..forward.limits import CountSlots
+from ..forward.state import OPERATOR_ACTIONS
 from ..logs import log
 from ..net.listeners import rebind
 from ..net.origins import gate_urls
@@ -158,6 +160,7 @@ class SupervisorOperations(SupervisorReporting):
                 self.slots.close_fd()
                 self.sockets, self.config, self.target, self.slots = new_sockets, new_config, new_target, new_slots
                 self.central.reconfigure(new_config)
+                self._prune_controls()
                 assert self._nursery is not None
                 self.checks.reconfigure(new_config, self._nursery)
                 if admin_changed:
@@ -183,6 +186,20 @@ class SupervisorOperations(SupervisorReporting):
             finally:
                 sdnotify.notify("READY=1", "STATUS=serving")
                 self._wake()
+
+    def _route_command(self, name: Any, action: Any) -> dict[str, Any]:
+        if action not in OPERATOR_ACTIONS:
+            return {"ok": False, "error": f"action must be one of {', '.join(OPERATOR_ACTIONS)}, got {action!r}"}
+        refused = self.control_route(str(name), str(action))
+        if refused is not None:
+            return {"ok": False, "error": refused}
+        state = OPERATOR_ACTIONS[str(action)]
+        what = {
+            "enabled": "enabled: new clients are forwarded again",
+            "draining": "draining: new clients are refused (503 for HTTP), open connections finish",
+            "disabled": "disabled: new clients are refused (503 for HTTP), open connections were closed",
+        }[state]
+        return {"ok": True, "route": name, "state": state, "message": f"route {name} {what}"}
 
     def _gate_urls(self, name: Any) -> dict[str, Any]:
         """A gated route's URLs, token included: for the operator who asks
@@ -226,6 +243,17 @@ class SupervisorOperations(SupervisorReporting):
             return await self.reload()
         if command == "url":
             return self._gate_urls(request.get("route"))
+        if command == "route":
+            reply = self._route_command(request.get("route"), request.get("action"))
+            await self.refresh_reports()  # (answered once every worker applies it)
+            return reply
+        if command == "log-level":
+            level = request.get("level")
+            if level not in logs.LEVELS:
+                return {"ok": False, "error": f"log level must be one of {', '.join(logs.LEVELS)}, got {level!r}"}
+            self.set_log_level(str(level))
+            await self.refresh_reports()
+            return {"ok": True, "level": level, "message": f"log level {level} (the supervisor and every worker)"}
         if command == "stop":
             self.request_stop()
             return {

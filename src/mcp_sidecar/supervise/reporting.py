@@ -26,12 +26,24 @@ from typing import Any
 
 import trio
 
+from .. import logs
 from ..admin.server import AdminServer
+from ..forward.state import OPERATOR_ACTIONS
 from ..logs import log
 from .central import CentralMcp
 from .checks import SupervisorChecks
 from .lifecycle import WorkerLifecycle
-from .messages import Answer, HealthUpdate, Heartbeat, Query, Refresh, TapBatch, ToWorker
+from .messages import (
+    Answer,
+    HealthUpdate,
+    Heartbeat,
+    LogLevel,
+    Query,
+    Refresh,
+    RouteControls,
+    TapBatch,
+    ToWorker,
+)
 from .view import SupervisedView
 from .workers import Role, Worker
 
@@ -62,6 +74,9 @@ class SupervisorReporting(WorkerLifecycle):
     view: SupervisedView
     _pending: dict[int, _Pending]
     _admin_scope: trio.CancelScope | None
+    log_level: str
+    #: route -> (state, since unix): what operators set, until enabled again.
+    route_controls: dict[str, tuple[str, float]]
 
     def request_stop(self) -> None:
         raise NotImplementedError
@@ -73,6 +88,7 @@ class SupervisorReporting(WorkerLifecycle):
         self._pending = {}
         self._query_ids = itertools.count(1)
         self._admin_scope = None
+        self.route_controls = {}
 
     # --- what the view asks --------------------------------------------------------------
 
@@ -141,6 +157,43 @@ class SupervisorReporting(WorkerLifecycle):
         """A worker now serves: what it must know that came before."""
         if self.view.taps.subscribers:
             self.tell(worker, self.view.tap_message())
+        if self.route_controls:
+            self.tell(worker, self._controls_message())
+
+    # --- what operators change at run time --------------------------------------------------
+
+    def control_route(self, name: str, action: str) -> str | None:
+        """``drain``, ``disable`` or ``enable`` route ``name`` in every worker, now and
+        for the workers to come (a reload keeps it while the route exists)."""
+        names = [r.name for r in self.config.routes]
+        if name not in names:
+            return f"no route {name!r} (routes: {', '.join(names)})"
+        state = OPERATOR_ACTIONS[action]
+        if state == "enabled":
+            self.route_controls.pop(name, None)
+        elif self.route_controls.get(name, ("",))[0] != state:
+            self.route_controls[name] = (state, time.time())
+        if self.ledger is not None:
+            self.ledger.record("route_control", route=name, state=state)
+        message = self._controls_message()
+        for worker in self._alive():
+            self.tell(worker, message)
+        return None
+
+    def _controls_message(self) -> RouteControls:
+        return RouteControls(tuple((name, state, since) for name, (state, since) in self.route_controls.items()))
+
+    def _prune_controls(self) -> None:
+        """A reload: controls of routes that are gone go with them."""
+        names = {r.name for r in self.config.routes}
+        self.route_controls = {n: c for n, c in self.route_controls.items() if n in names}
+
+    def set_log_level(self, level: str) -> None:
+        """The whole tree's log level: the supervisor's, every worker's, the next ones'."""
+        logs.set_level(level)
+        self.log_level = level
+        for worker in self._alive():
+            self.tell(worker, LogLevel(level))
 
     def _retired(self, worker: Worker) -> None:
         """A worker exited: its counts go to the view, its slot is free."""

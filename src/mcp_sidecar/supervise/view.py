@@ -61,6 +61,10 @@ class Supervised(Protocol):
 
     def tell(self, worker: Worker, message: Any) -> None: ...
 
+    def control_route(self, name: str, action: str) -> str | None: ...
+
+    def set_log_level(self, level: str) -> None: ...
+
 
 class SupervisedView:
     """Every worker's figures in one ``AdminSource``."""
@@ -270,3 +274,9 @@ class SupervisedView:
 
     def begin_drain(self) -> None:
         self.supervisor.request_stop()
+
+    def control_route(self, name: str, action: str) -> str | None:
+        return self.supervisor.control_route(name, action)
+
+    def set_log_level(self, level: str) -> None:
+        self.supervisor.set_log_level(level)

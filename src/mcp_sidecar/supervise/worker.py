@@ -35,7 +35,7 @@ from ..config.addresses import HostPort
 from ..config.model import ProxyConfig
 from ..forward.limits import SharedCounts
 from ..forward.proxy import Cooperation, Proxy
-from ..forward.state import CONN_IDS_PER_WORKER, number_connections_from
+from ..forward.state import CONN_IDS_PER_WORKER, RouteControl, number_connections_from
 from ..logs import log
 from ..net.listeners import BoundListener
 from .channel import BlockingChannel, Channel, ChannelClosed
@@ -49,8 +49,10 @@ from .messages import (
     Heartbeat,
     ListenerPlan,
     Loaded,
+    LogLevel,
     Query,
     Refresh,
+    RouteControls,
     Serving,
     StopNow,
     SupervisionFacts,
@@ -109,6 +111,14 @@ def apply_health(proxy: Proxy, update: HealthUpdate) -> None:
         rt = by_name.get(name)
         if rt is not None and len(targets) == len(rt.health.targets):
             rt.health.targets[:] = targets
+
+
+def apply_controls(proxy: Proxy, message: RouteControls) -> None:
+    """What operators set on the routes (a route not named is enabled)."""
+    set_ = {name: (RouteControl(state), since) for name, state, since in message.controls}
+    for rt in proxy.routes:
+        control, since = set_.get(rt.name, (RouteControl.ENABLED, None))
+        proxy.control_route(rt.name, control, since)
 
 
 async def _answer(channel: Channel, source: LocalSource, query: Query) -> None:
@@ -260,6 +270,10 @@ async def serve_activated(sock: socket.socket, activated: Activated, fd_map: dic
                         apply_health(proxy, message)
                     elif isinstance(message, TapOn):
                         relay.want(message.filters)
+                    elif isinstance(message, RouteControls):
+                        apply_controls(proxy, message)
+                    elif isinstance(message, LogLevel):
+                        logs.set_level(message.level)
                     elif isinstance(message, Drain):
                         proxy.begin_drain()
                     elif isinstance(message, StopNow):

@@ -54,7 +54,7 @@ async function getJson(url) {
 
 // --- header and routes -------------------------------------------------------------------
 
-const STATE_CLASS = {serving: "ok", degraded: "warn", down: "bad", draining: "warn", not_listening: "bad"};
+const STATE_CLASS = {serving: "ok", degraded: "warn", down: "bad", draining: "warn", disabled: "bad", not_listening: "bad"};
 
 function drawStatus(st, mcp, hist) {
   document.getElementById("version").textContent = st.version + " - pid " + st.pid + " - up " + age(st.uptime_s);
