@@ -28,6 +28,7 @@ from ..config.defaults import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_LISTEN
 from ..errors import EXIT_NOT_RUNNING, LocalError
 from ..net.http import ClientExchange, request
 from ..supervise.control import status_if_running
+from ..supervise.instances import demo_dir, registered
 from ..supervise.statedir import read_admin_token
 
 REQUEST_TIMEOUT_S = 5.0
@@ -41,10 +42,14 @@ class AdminRefused(LocalError):
     """The endpoint answered with an error status."""
 
 
+#: The admin endpoint top and tap talk to, when --admin is not given (``proxyctl --admin``).
+ADMIN_ENV = "MCP_SIDECAR_ADMIN"
+
 admin_option = click.option(
     "--admin",
     "admin_address",
     default=None,
+    envvar=ADMIN_ENV,
     metavar="HOST:PORT",
     help=f"The admin endpoint (default: the one the running supervisor reports, else {DEFAULT_ADMIN_LISTEN}).",
 )
@@ -62,7 +67,8 @@ def resolve_admin(address: str | None, state_dir: Path) -> HostPort:
     text = address
     if text is None:
         running = status_if_running(state_dir)
-        text = (running or {}).get("admin") or DEFAULT_ADMIN_LISTEN
+        demo = registered(demo_dir()) if running is None else None
+        text = (running or demo or {}).get("admin") or DEFAULT_ADMIN_LISTEN
     text = text.removeprefix("http://").rstrip("/")
     try:
         return dialable(parse_hostport(text))

@@ -16,8 +16,11 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import shutil
 import socket
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..config.addresses import bracket
 from ..config.model import ProxyConfig, RouteConfig
@@ -28,14 +31,31 @@ from ..net.listeners import BoundListener
 from ..net.origins import Listening, gate_urls, route_origins
 
 
-def admin_lines(admin: socket.socket | None) -> list[str]:
+def self_command() -> str:
+    """How to run proxyctl as this process was run: ``proxyctl`` when that is on
+    PATH, else the path it was started by (``.venv/bin/proxyctl``), so the
+    commands a banner prints work as printed."""
+    on_path = shutil.which("proxyctl")
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if on_path and (started is None or started.name != "proxyctl" or Path(on_path).resolve() == started.resolve()):
+        return "proxyctl"
+    if started is not None and started.name == "proxyctl":
+        return str(started.resolve())
+    return f"{sys.executable} -m mcp_sidecar"
+
+
+def admin_lines(admin: socket.socket | None, *, explicit: bool = False) -> list[str]:
+    """The admin endpoint's lines; ``explicit``: the commands name the endpoint
+    (an instance the other commands cannot find by its state directory)."""
     if admin is None:
         return []
     host, port = admin.getsockname()[:2]
     base = f"http://{bracket(host)}:{port}"
+    me = self_command()
+    where = f" --admin {bracket(host)}:{port}" if explicit else ""
     return [
         f"admin {base}/  (/healthz /readyz /metrics /api/status /api/mcp /api/connections)",
-        f"dashboard {base}/dashboard   live: proxyctl top   MCP messages: proxyctl tap",
+        f"dashboard {base}/dashboard   live: {me} top{where}   MCP messages: {me} tap{where}",
     ]
 
 

@@ -17,8 +17,9 @@ from ..demo.servers import serve_echo, serve_http, serve_ws
 from ..errors import EXIT_FAILURE
 from ..forward.proxy import Proxy
 from ..net.listeners import bind_everything
+from ..supervise.instances import demo_dir, register, unregister
 from ..supervise.standalone import run_worker
-from .banner import admin_lines, route_lines
+from .banner import admin_lines, route_lines, self_command
 from .options import echo_lines, reports_errors, with_log_options
 
 
@@ -61,6 +62,15 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
             source="demo",
         )
         sockets = bind_everything(config)
+        # Registered for proxyctl ls, top and tap (removed at exit).
+        register(
+            demo_dir(),
+            {
+                "kind": "demo",
+                "admin": f"127.0.0.1:{sockets.admin.getsockname()[1]}" if sockets.admin else None,
+                "routes": [r.name for r in config.routes],
+            },
+        )
 
         async with trio.open_nursery() as nursery:
 
@@ -105,8 +115,8 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
                             [
                                 f"Dashboard: {admin_url}/dashboard   metrics: {admin_url}/metrics   "
                                 f"MCP per method: {admin_url}/api/mcp",
-                                f"Live view: proxyctl top --admin {admin_url.removeprefix('http://')}   "
-                                f"MCP messages: proxyctl tap --admin {admin_url.removeprefix('http://')}",
+                                f"Live view: {self_command()} top --admin {admin_url.removeprefix('http://')}   "
+                                f"MCP messages: {self_command()} tap --admin {admin_url.removeprefix('http://')}",
                             ]
                             if admin_url
                             else []
@@ -123,11 +133,14 @@ async def _demo(http_port: int, echo_port: int, admin_port: int, ws_port: int, c
                     [
                         f"mcp-sidecar {__version__} demo (pid {os.getpid()})",
                         *route_lines(config, proxy.listeners),
-                        *admin_lines(sockets.admin),
+                        *admin_lines(sockets.admin, explicit=True),
                     ]
                 )
                 nursery.start_soon(check_then, proxy)
 
-            await run_worker(config, sockets, on_ready)
+            try:
+                await run_worker(config, sockets, on_ready)
+            finally:
+                unregister(demo_dir())
         upstreams.cancel_scope.cancel()
     return outcome["passed"]

@@ -14,9 +14,12 @@ import click
 
 from .. import __version__
 from ..errors import EXIT_USAGE
+from ..supervise.statedir import STATE_DIR_ENV
+from .adminapi import ADMIN_ENV
 from .check import check
 from .configure import config
 from .demo import demo
+from .ls import ls
 from .manage import reload, restart, status, stop
 from .run import run
 from .runtime import log_level, route
@@ -27,11 +30,33 @@ from .url import url
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="proxyctl")
-def cli() -> None:
-    """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic."""
+@click.option(
+    "-s",
+    "--state-dir",
+    "global_state_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"The instance's state directory, for every command (as {STATE_DIR_ENV}).",
+)
+@click.option(
+    "--admin",
+    "global_admin",
+    default=None,
+    metavar="HOST:PORT",
+    help=f"The admin endpoint top and tap talk to (as {ADMIN_ENV}).",
+)
+def cli(global_state_dir: str | None, global_admin: str | None) -> None:
+    """mcp-sidecar: a resilient TCP/WebSocket sidecar proxy for MCP traffic.
+
+    Find running instances with `proxyctl ls`."""
+    # (the environment every command reads: a subcommand's own option still wins)
+    if global_state_dir is not None:
+        os.environ[STATE_DIR_ENV] = global_state_dir
+    if global_admin is not None:
+        os.environ[ADMIN_ENV] = global_admin
 
 
-for command in (run, demo, config, check, status, restart, reload, stop, route, log_level, top, tap, url):
+for command in (run, demo, config, check, status, restart, reload, stop, route, log_level, ls, top, tap, url):
     cli.add_command(command)
 
 
