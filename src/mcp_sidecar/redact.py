@@ -267,6 +267,11 @@ def redact_string(text: str) -> str:
     return _LABELLED.sub(lambda m: m.group(1) + REDACTED, text)
 
 
+#: Members MCP defines as opaque tokens a client chooses to correlate messages
+#: (progress notifications): never secrets, shown as sent.
+PROTOCOL_TOKENS = frozenset({"progressToken"})
+
+
 def redact_value(value: Any) -> tuple[Any, bool]:
     """A decoded JSON value with its secrets replaced: whole subtrees under
     secret member names, secrets inside strings; and whether anything was."""
@@ -280,6 +285,8 @@ def redact_value(value: Any) -> tuple[Any, bool]:
             if secret_name(name) and item is not None and item != "":
                 out[name] = REDACTED
                 changed = True
+            elif name in PROTOCOL_TOKENS and isinstance(item, (str, int)):
+                out[name] = item  # (MCP's own correlation tokens: shown as sent, whatever their shape)
             else:
                 out[name], sub = redact_value(item)
                 changed = changed or sub

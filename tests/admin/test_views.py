@@ -260,7 +260,13 @@ async def test_a_slow_tap_loses_messages_counted_and_told(nursery) -> None:
 async def test_tap_limits_and_bad_queries(nursery) -> None:
     with trio.fail_after(20):
         proxy = await mcp_proxy(nursery, admin={"open_on_loopback": True})
-        for query, status in (("?method=nope", 400), ("?route=nope", 404), ("?limit=0", 400), ("?duration=x", 400)):
+        for query, status in (
+            ("?method=" + "x" * 200, 400),
+            ("?method=a%01b", 400),
+            ("?route=nope", 404),
+            ("?limit=0", 400),
+            ("?duration=x", 400),
+        ):
             _, _, head = await _tap(proxy.admin_port, query, token=None)
             assert head.status_code == status, query
         stream, exchange, head = await _tap(proxy.admin_port, "?duration=0.2", token=None)

@@ -145,3 +145,42 @@ async def test_top_on_a_terminal_refreshes_until_q(nursery) -> None:
             await read_until(b"tools/call")  # a later refresh shows the traffic
             await terminal.send_all(b"q")
             assert await process.wait() == 0
+
+
+async def test_tap_shows_any_method_by_name_progress_tokens_and_params_as_json(nursery) -> None:
+    """A method outside the spec is shown by its name (its metrics label beside it),
+    filtered by it; a progressToken is shown as sent; --json gives params as JSON;
+    an unknown route is a usage error (exit 2)."""
+    with trio.fail_after(40):
+        proxy = await _proxy(nursery, admin={"token": TOKEN})
+        admin = f"127.0.0.1:{proxy.admin_port}"
+        nosuch = await _proxyctl("tap", "nosuch", "--admin", admin, env_token=TOKEN)
+        assert nosuch.returncode == 2 and b"no route 'nosuch'" in nosuch.stderr
+        result = {}
+
+        async def run_tap() -> None:
+            result["done"] = await _proxyctl(
+                "tap", "r", "--method", "acme/reindex", "--json", "--admin", admin, "--count", "2", env_token=TOKEN
+            )
+
+        token = "sk-abcdefghijklmnopqrstuvwx"  # (the shape of a secret: a progress token all the same)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(run_tap)
+            await wait_until(lambda: proxy.route("r").observation.taps != ())
+            from mcp_sidecar.net.http import request
+
+            headers = [("content-type", "application/json"), ("accept", "application/json")]
+            for method in ("tools/list", "acme/reindex"):
+                body = {"jsonrpc": "2.0", "id": 5, "method": method, "params": {"_meta": {"progressToken": token}}}
+                await request(
+                    "127.0.0.1", proxy.port("r"), "/mcp", method="POST", headers=headers, body=json.dumps(body).encode()
+                )
+        done = result["done"]
+        assert done.returncode == 0, done.stderr.decode()
+        request_record, answer = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert (request_record["method"], request_record["label"]) == ("acme/reindex", "other")
+        assert request_record["params"] == {"_meta": {"progressToken": token}}  # JSON, not a string
+        assert answer["kind"] in ("response", "error") and (answer["method"], answer["label"]) == (
+            "acme/reindex",
+            "other",
+        )

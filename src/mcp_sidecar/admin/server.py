@@ -56,8 +56,7 @@ from ..forward.state import OPERATOR_ACTIONS
 from ..forward.tap import TapBusy
 from ..logs import log
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
-from ..observe.mcp import SPEC_METHODS
-from ..observe.tap import TapFilter
+from ..observe.tap import MAX_METHOD_CHARS, TapFilter
 from ..redact import redact_target
 from .access import AdminAccess, Refusal
 from .dashboard import ASSETS, CSP
@@ -388,8 +387,8 @@ class AdminServer:
             return refusal
         params = urllib.parse.parse_qs(ask.query)
         method = params.get("method", [None])[0]
-        if method is not None and method not in SPEC_METHODS and method != "other":
-            return _json(400, {"error": f"unknown method {method!r} (an MCP method name, or other)"})
+        if method is not None and (not method or len(method) > MAX_METHOD_CHARS or not method.isprintable()):
+            return _json(400, {"error": f"method must be 1 to {MAX_METHOD_CHARS} printable characters"})
         try:
             limit = int(params["limit"][0]) if "limit" in params else None
             duration = float(params["duration"][0]) if "duration" in params else None

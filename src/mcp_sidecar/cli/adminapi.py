@@ -25,7 +25,7 @@ import trio
 
 from ..config.addresses import AddressSyntaxError, HostPort, dialable, parse_hostport
 from ..config.defaults import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_LISTEN
-from ..errors import EXIT_NOT_RUNNING, LocalError
+from ..errors import EXIT_NOT_RUNNING, EXIT_USAGE, LocalError
 from ..net.http import ClientExchange, request
 from ..supervise.control import status_if_running
 from ..supervise.instances import demo_dir, registered
@@ -40,6 +40,12 @@ class AdminUnreachable(LocalError):
 
 class AdminRefused(LocalError):
     """The endpoint answered with an error status."""
+
+
+class UsageRefused(LocalError):
+    """The endpoint refused what was asked (no such route, a bad filter): the asker's mistake."""
+
+    exit_code = EXIT_USAGE
 
 
 #: The admin endpoint top and tap talk to, when --admin is not given (``proxyctl --admin``).
@@ -132,5 +138,7 @@ async def open_stream(
             error = json.loads(data).get("error", "")
         except ValueError:
             error = ""
+        if head.status_code in (400, 404):  # (what was asked for is wrong: a usage error, exit 2)
+            raise UsageRefused(f"{error} (admin endpoint {target})")
         raise AdminRefused(f"admin endpoint {target}{path.split('?')[0]}: HTTP {head.status_code}: {error}")
     return stream, exchange

@@ -146,7 +146,23 @@ def _show(record: dict[str, Any], raw: str, as_json: bool, sink: IO[str] | None)
             err=True,
         )
         return
+    if as_json or sink is not None:
+        raw = json.dumps(structured(record), separators=(",", ":"))
     if sink is not None:
         sink.write(raw + "\n")
         sink.flush()
     click.echo(raw if as_json else describe(record))
+
+
+def structured(record: dict[str, Any]) -> dict[str, Any]:
+    """A record for scripts: ``params``, ``result`` and ``error`` as JSON values
+    (the stream carries them as text; a truncated one stays text: it is not JSON)."""
+    out = dict(record)
+    if not record.get("truncated"):
+        for name in ("params", "result", "error"):
+            if isinstance(record.get(name), str):
+                try:
+                    out[name] = json.loads(record[name])
+                except ValueError:
+                    pass
+    return out

@@ -287,3 +287,6 @@ class McpOutcome:
     target: str = ""
     #: An ``initialize`` answered: the version the server chose (for the session).
     negotiated: str | None = None
+    #: A method outside the spec (``method`` is then ``other``): its own name, cut
+    #: to 128 characters, for the tap only (never a label).
+    name: str | None = None

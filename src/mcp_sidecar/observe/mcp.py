@@ -109,6 +109,8 @@ class _Pending:
     trace: str | None
     version: str
     target: str
+    #: Its own name when outside the spec (``method`` is ``other``), for the tap.
+    name: str | None = None
 
     def outcome(
         self,
@@ -134,6 +136,7 @@ class _Pending:
             self.version,
             self.target,
             negotiated,
+            self.name,
         )
 
 
@@ -190,8 +193,9 @@ class McpTracker:
                     if pending is not None:
                         out.append(pending.outcome("cancelled", now - pending.sent))
                 return out
+            name = message.method[:128] if label == "other" and isinstance(message.method, str) else None
             self._pending[(session, origin, mid)] = _Pending(
-                label, now, origin, transport, message.id, session, size, trace, version, target
+                label, now, origin, transport, message.id, session, size, trace, version, target, name
             )
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)

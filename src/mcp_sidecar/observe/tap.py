@@ -8,8 +8,10 @@ Rules this module keeps:
   first (``redact.redact_json``: the decoded value is walked, so no cut can
   leave half a secret), then cut to ``max_bytes`` (``truncated`` says so).
   The session is its hash; ids are truncated.
-* Filters are a route name and a method label; a response matches the
-  method of the request it answers.
+* Filters are a route name and a method (its name, or its metrics label:
+  ``other``); a response matches the method of the request it answers.
+* A request or notification shows its own method name, escaped and cut to
+  ``MAX_METHOD_CHARS`` (``label`` then says how the metrics count it).
 """
 
 from __future__ import annotations
@@ -41,7 +43,22 @@ class TapFilter:
         return self.route is None or self.route == route
 
     def wants(self, record: dict[str, Any]) -> bool:
-        return self.wants_route(record["route"]) and (self.method is None or record["method"] == self.method)
+        return self.wants_route(record["route"]) and (
+            self.method is None or record["method"] == self.method or record.get("label") == self.method
+        )
+
+
+#: A method name as the tap shows it: at most this many characters.
+MAX_METHOD_CHARS = 128
+
+
+def shown_method(name: str) -> str:
+    """A method name a peer sent, as the tap shows it: control characters
+    escaped, cut to ``MAX_METHOD_CHARS`` (a label elsewhere stays bounded)."""
+    cut = name[:MAX_METHOD_CHARS]
+    if cut.isprintable():
+        return cut
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +110,18 @@ def tap_record(
         "direction": DIRECTIONS[origin],
         "kind": kind,
         "method": method if method is not None else (answered.method if answered is not None else None),
+        # (a request's or notification's own name; "method" above is the metrics' label until replaced)
         "id": request_id_text(message.id) if message.id is not UNSET else None,
         "transport": transport,
         "session": None if session is None else session_ref(session),
         "size": size,
     }
+    own = message.method if isinstance(message.method, str) else (answered.name if answered is not None else None)
+    if own is not None:
+        name = shown_method(own)
+        if name != record["method"]:
+            record["label"] = record["method"]  # (how the metrics count it: "other" for a method outside the spec)
+            record["method"] = name
     if answered is not None:  # a response: the labels its request was counted under
         protocol_version, target = answered.protocol_version, answered.target
     if protocol_version is not None:
