@@ -339,3 +339,23 @@ def test_check_without_an_instance_says_so_and_config_takes_its_file_either_way(
     both = run_proxyctl("config", "validate", sample, "--config", other)
     assert both.returncode == 2
     assert _one_line_error(both).startswith(f"proxyctl: error: two configuration files given ({sample} and --config")
+
+
+def test_a_misspelt_key_gets_a_suggestion_and_an_unused_gate_token_a_warning(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.toml"
+    typo.write_text(
+        '[[route]]\nname = "r"\nlisten = "127.0.0.1:7000"\nupstream = "127.0.0.1:7001"\nhealth_intervall = "1s"\n'
+    )
+    result = run_proxyctl("config", "validate", str(typo))
+    assert result.returncode == 2
+    assert _one_line_error(result) == (
+        f"proxyctl: error: {typo}: route[1].health_intervall: unknown key (did you mean health_interval?)"
+    )
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[[route]]\nname = "r"\nlisten = "127.0.0.1:7000"\nupstream = "127.0.0.1:7001"\n')
+    env = {**os.environ, "MCP_SIDECAR_GATE_TOKEN": "an-unused-gate-token-0123456789"}
+    result = subprocess.run(
+        [*PROXYCTL, "config", "validate", str(plain)], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert result.returncode == 0
+    assert result.stderr == 'warning: MCP_SIDECAR_GATE_TOKEN is set but not used: no route has gate = "token"\n'

@@ -98,6 +98,24 @@ def test_unprotected_exposure_of_a_loopback_upstream_warns() -> None:
     assert exposure_notices(allowed) == ["route port-7000 is protected by allow 10.0.0.0/8, ::1/128"]
 
 
+def test_the_shipped_config_warns_of_nothing_its_routes_say_what_protects_them() -> None:
+    """deploy/sidecar.toml (what the systemd unit reads): the Inspector's proxy is
+    protected by the Inspector's own token (protected_by), the page by the gate."""
+    from mcp_sidecar.config.parse import load_config_file
+
+    from ..conftest import ROOT
+
+    shipped = build_config(load_config_file(str(ROOT / "deploy" / "sidecar.toml")), from_file=True)
+    assert exposure_warnings(shipped) == []
+    assert exposure_notices(shipped) == [
+        "route inspector-ui is protected by the access gate (token)",
+        "route inspector-proxy is protected by the Inspector's own session token (MCP_PROXY_AUTH_TOKEN)",
+    ]
+    bad = {"route": [{"listen": "0.0.0.0:7000", "upstream": "127.0.0.1:8000", "protected_by": "x" * 201}]}
+    with pytest.raises(ConfigError, match=r"route\[1\]\.protected_by"):
+        build_config(bad)
+
+
 def test_server_only_tls_is_not_access_control(tmp_path) -> None:
     from ..conftest import make_tls_files
 

@@ -10,7 +10,7 @@ import click
 from ..config.parse import build_config, load_config_file
 from ..config.render import effective_document, render_toml
 from ..config.tls import certificate_warnings
-from .options import RouteSource, process_environment, reports_errors, with_route_options
+from .options import RouteSource, environment_warnings, process_environment, reports_errors, with_route_options
 
 
 @click.group()
@@ -36,7 +36,7 @@ def config_validate(file: str | None, config_option: str | None, as_json: bool) 
     if file is None:
         raise click.UsageError("Missing argument 'FILE' (or --config FILE).")
     cfg = build_config(load_config_file(file), source=file, from_file=True, environment=process_environment())
-    warnings = certificate_warnings(cfg)
+    warnings = certificate_warnings(cfg) + environment_warnings(cfg)
     if as_json:
         click.echo(
             json.dumps(

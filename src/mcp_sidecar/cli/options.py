@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from ..config.defaults import GATE_TOKEN_ENV
 from ..config.model import ProxyConfig
 from ..config.parse import Environment, load_config
 from ..config.profiles import EXPOSE_OPTION, PROFILES
@@ -167,3 +168,17 @@ state_dir_option = click.option(
 
 def resolve_state_dir(value: Path | None) -> Path:
     return value if value is not None else default_state_dir()
+
+
+def environment_warnings(config: ProxyConfig) -> list[str]:
+    """Settings in the environment that the configuration does not use (the
+    operator meant something by them: say so rather than ignore them)."""
+    if os.environ.get(GATE_TOKEN_ENV) and not any(r.settings.gate.token_source == "env" for r in config.routes):
+        gated = [r.name for r in config.routes if r.settings.gate.mode == "token"]
+        why = (
+            f"every gated route ({', '.join(gated)}) has a gate_token of its own"
+            if gated
+            else 'no route has gate = "token"'
+        )
+        return [f"{GATE_TOKEN_ENV} is set but not used: {why}"]
+    return []

@@ -42,6 +42,7 @@ from .banner import admin_lines, gate_lines, inspector_lines, notice_lines, rout
 from .options import (
     RouteSource,
     echo_lines,
+    environment_warnings,
     reports_errors,
     resolve_state_dir,
     state_dir_option,
@@ -105,6 +106,8 @@ def run(
         log(logger, logging.WARNING, "exposure.unprotected", detail=warning)
     for warning in certificate_warnings(config):
         log(logger, logging.WARNING, "tls.certificate_expiry", detail=warning)
+    for warning in environment_warnings(config):
+        log(logger, logging.WARNING, "config.unused_environment", detail=warning)
     admin = config.admin
     if admin.listen is not None and beyond_loopback(admin.listen.host) and admin.token_source == "generated":
         log(

@@ -167,6 +167,10 @@ class RouteSettings:
     splice: bool = DEFAULT_SPLICE
     #: Readiness requires this route's upstream to be reachable.
     required: bool = True
+    #: What controls access that the sidecar cannot see (the upstream's own
+    #: authentication), in words: counts as an access control for the exposure
+    #: warnings, and the banner names it.
+    protected_by: str = ""
     #: "auto" sniffs the first client bytes for an HTTP request line.
     protocol: str = "auto"
     #: The proxy's own WebSocket keepalive: a ping to each side this often

@@ -30,6 +30,7 @@ File layout::
 
 from __future__ import annotations
 
+import difflib
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping
@@ -72,6 +73,7 @@ from .values import (
     positive_duration,
     secret_token,
     server_name,
+    short_text,
     size_at_least,
     url_path,
     webhook_url,
@@ -90,6 +92,7 @@ SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "user_timeout": ("user_timeout_s", parse_duration),
     "splice": ("splice", boolean),
     "required": ("required", boolean),
+    "protected_by": ("protected_by", short_text),
     "health_interval": ("health.interval_s", parse_duration),
     "health_interval_max": ("health.interval_max_s", positive_duration),
     "health_timeout": ("health.timeout_s", positive_duration),
@@ -198,6 +201,9 @@ def _table(source: str, fieldname: str, value: Any) -> dict[str, Any]:
 def _check_keys(source: str, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
     for key in table:
         if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.75)
+            if close:
+                raise ConfigError(source, f"{prefix}{key}", f"unknown key (did you mean {close[0]}?)")
             known = ", ".join(sorted(allowed))
             raise ConfigError(source, f"{prefix}{key}", f"unknown key (known keys: {known})")
 

@@ -140,6 +140,8 @@ def _protections(route: RouteConfig, profile: str | None, *, encryption: bool) -
     own = PROFILE_SELF_PROTECTED.get(profile or "", {}).get(route.name)
     if own is not None:
         out.append(own)
+    if s.protected_by:
+        out.append(s.protected_by)
     if s.tls.cert is not None and s.tls.client_ca:
         out.append("TLS with client certificates" if encryption else "client certificates")
     elif s.tls.cert is not None and encryption:

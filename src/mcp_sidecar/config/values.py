@@ -121,6 +121,13 @@ def fraction(value: Any) -> float:
     return float(value)
 
 
+def short_text(value: Any) -> str:
+    """A sentence for people: at most 200 printable characters ("" for none)."""
+    if not isinstance(value, str) or len(value) > 200 or not value.isprintable():
+        raise ValueError(f"expected text of at most 200 printable characters, got {value!r}")
+    return value.strip()
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
