@@ -7,11 +7,16 @@ test_views.py (the API shapes) and test_admin.py (the assets)."""
 
 from __future__ import annotations
 
+import contextlib
+import html
+import itertools
+import json
 import os
 import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -19,7 +24,9 @@ import trio
 from mcp_sidecar.demo.drive import drive_mcp, drive_mcp_modern
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 
-from ..conftest import start_proxy, wait_until
+from ..conftest import free_port, start_proxy, wait_until
+
+GATE_TOKEN = "DashboardGateT0ken0123456789"
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(
@@ -31,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 SHOTS = os.environ.get("MCP_SIDECAR_SCREENSHOTS")
 
 
-async def _browse(url: str, profile: Path, shot: Path | None = None) -> str:
+async def _browse(url: str, profile: Path, shot: Path | None = None, width: int = 1400) -> str:
     """The page's DOM after its scripts ran (virtual time: timers and fetches settle)."""
     args = [
         CHROMIUM,
@@ -41,7 +48,7 @@ async def _browse(url: str, profile: Path, shot: Path | None = None) -> str:
         "--hide-scrollbars",
         "--no-first-run",
         f"--user-data-dir={profile}",
-        "--window-size=1400,1900",
+        f"--window-size={width},1900",
         "--virtual-time-budget=4000",
     ]
     if shot is not None:
@@ -58,6 +65,23 @@ def _rows(dom: str, table: str) -> str:
     match = re.search(rf'<table id="{table}".*?</table>', dom, re.S)
     assert match, table
     return match.group(0)
+
+
+def _route_cells(table: str) -> dict[str, list[str]]:
+    """Each route row's cells (inner HTML), by route name."""
+    out = {}
+    for name, body in re.findall(r'<tr data-route="([^"]+)"[^>]*>(.*?)</tr>', table, re.S):
+        out[name] = [
+            re.sub(r"^<span>(.*)</span>$", r"\1", c, flags=re.S) for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)
+        ]
+    return out
+
+
+async def _read_to_end(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data
 
 
 def _points(dom: str, chart: str) -> int:
@@ -78,6 +102,7 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
                 await serve_echo("127.0.0.1", 0, task_status=task_status)
 
         flaky_up = await nursery.start(flaky)
+        closed_port = free_port()
         proxy = await start_proxy(
             nursery,
             {
@@ -96,6 +121,22 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
                         "health_interval": "0.2s",
                         "health_fall": 1,
                     },
+                    {
+                        "name": "gated",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{http_up}",
+                        "health_interval": 0,
+                        "gate": "token",
+                        "gate_token": GATE_TOKEN,
+                    },
+                    {
+                        "name": "nowhere",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{closed_port}",
+                        "health_interval": 0,
+                        "connect_retry_window": "0s",
+                        "max_connections": 50,
+                    },
                 ]
             },
             admin=True,
@@ -112,8 +153,15 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         tick()
         dom = await _browse(url, tmp_path / "p1", shots / "dashboard-idle.png")
         assert '<span id="state" class="badge ok">ready</span>' in dom
+        assert '<section id="supervision" hidden="">' in dom  # no supervisor: no block
         routes = _rows(dom, "routes")
-        assert routes.count('data-state="serving"') == 3
+        assert routes.count('data-state="serving"') == 5
+        upstreams = _rows(dom, "upstreams")
+        assert re.search(
+            rf'data-route="flaky" data-upstream="127.0.0.1:{flaky_up}" data-state="up" data-checks="\+', upstreams
+        )
+        assert "not checked (health_interval 0)" in upstreams
+        assert re.search(r'data-route="nowhere".*?<span class="conns">0 / 0 / 50</span>', routes, re.S)
         assert "no MCP requests seen yet" in _rows(dom, "methods")
         assert _points(dom, "chart-rps") > 0 and "no open connection" in _rows(dom, "connections")
 
@@ -147,15 +195,46 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         assert connections.count('class="clickable') == 1 and "<td>flaky</td>" in connections
         await held.aclose()
 
-        # 3. the flaky upstream goes away: the route is down and the page says why
+        # 3. the flaky upstream goes away: the route is down and the page says why; a
+        # client is refused at once (upstream_down), the gate answers 401 to one without
+        # the token, the unreachable upstream counts a connect failure
         flaky_scope.cancel()
         await wait_until(lambda: proxy.route("flaky").health.state is False)
+        for port in (proxy.port("flaky"), proxy.port("gated"), proxy.port("nowhere")):
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            with contextlib.suppress(trio.BrokenResourceError):  # refused with a reset
+                await client.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                await _read_to_end(client)
+            await client.aclose()
+        await wait_until(lambda: proxy.route("nowhere").active == 0 and proxy.route("gated").active == 0)
         dom = await _browse(url, tmp_path / "p3", shots / "dashboard-down.png")
         assert '<span id="state" class="badge bad">not ready</span>' in dom
         routes = _rows(dom, "routes")
         assert 'data-route="flaky" data-state="down"' in routes
         assert f"upstream 127.0.0.1:{flaky_up} is down (" in routes
         assert "route flaky: upstream" in re.search(r'<span id="state-reason">(.*?)</span>', dom).group(1)
+        cells = _route_cells(routes)
+        assert cells["flaky"][4:9] == [
+            '<span class="conns">0 / 1 / 1024</span>',
+            "1",  # the one served (as HAProxy, the refused are counted apart)
+            '1<div class="breakdown muted">upstream_down 1</div>',
+            "-",
+            "0",
+        ], cells["flaky"]
+        assert cells["gated"][6:8] == ["0", "1"], cells["gated"]  # one 401: refused by the gate, not turned away
+        assert cells["nowhere"][8].startswith("1<div"), cells["nowhere"]  # one connect failure, by reason
+        upstreams = _rows(dom, "upstreams")
+        row = re.search(
+            rf'data-route="flaky" data-upstream="127.0.0.1:{flaky_up}" data-state="down" data-checks="[+-]*-"',
+            upstreams,
+        )
+        assert row, upstreams
+        assert re.search(
+            rf'data-upstream="127.0.0.1:{closed_port}".*?<td class="num">0</td><td class="num">1</td>'
+            r"<td>closed, 1 failure in a row</td>",
+            upstreams,
+            re.S,
+        )
 
 
 async def test_a_thousand_connections_stay_one_page_at_a_time(nursery, tmp_path: Path) -> None:
@@ -187,3 +266,95 @@ async def test_a_thousand_connections_stay_one_page_at_a_time(nursery, tmp_path:
         assert _rows(dom, "connections").count('class="clickable') == 100  # one page rendered, not a thousand
         for stream in streams:
             await stream.aclose()
+
+
+def _ticks(dom: str, chart: str) -> dict[str, list[list[Any]]]:
+    match = re.search(rf'<figure class="chart" id="{chart}"[^>]*data-ticks="([^"]*)"', dom)
+    assert match, chart
+    ticks: dict[str, list[list[Any]]] = json.loads(html.unescape(match.group(1)))
+    return ticks
+
+
+async def test_chart_axes_stay_readable_at_two_widths(nursery, tmp_path: Path) -> None:
+    """Ten minutes of history (sub-millisecond RTTs, megabytes per second):
+    at a wide and a narrow window, every chart's tick labels are apart on
+    both axes and no two labels of an axis read the same."""
+    with trio.fail_after(60):
+        proxy = await start_proxy(
+            nursery,
+            {
+                "route": [
+                    {
+                        "name": name,
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{free_port()}",
+                        "health_interval": 0,
+                    }
+                    for name in ("one", "two")
+                ]
+            },
+            admin=True,
+        )
+        admin = proxy.admin
+        assert admin is not None and admin.history is not None
+        now = time.time()
+        for i in range(121):  # every 5 s over 10 minutes, as the sampler would
+            values = {
+                "connections": i % 6,
+                "bytes_out_per_s": 1_200_000.0 + 3_000 * (i % 11),
+                "mcp_rps": round(0.5 + (i % 7) / 4, 3),
+                "mcp_errors_per_s": round((i % 5) / 100, 3),
+                "p95_ms": 12.5 + (i % 9) / 5,
+                "rtt_client_ms": round(0.041 + (i % 17) / 1000, 3),  # the loopback RTT the old axis repeated
+            }
+            admin.history.record(now - 600 + 5 * i, {"one": values, "two": {**values, "connections": 1}}, {})
+        url = f"http://127.0.0.1:{proxy.admin_port}/dashboard"
+        for width in (1400, 560):
+            shot = Path(SHOTS) / f"dashboard-charts-{width}.png" if SHOTS else None
+            dom = await _browse(url, tmp_path / f"w{width}", shot, width=width)
+            for chart in ("chart-rps", "chart-p95", "chart-errors", "chart-conns", "chart-bytes", "chart-rtt"):
+                ticks = _ticks(dom, chart)
+                xs, ys = ticks["x"], ticks["y"]
+                assert len(xs) >= 3 and len(ys) >= 2, (width, chart, ticks)
+                for axis in (xs, ys):
+                    labels = [t[0] for t in axis]
+                    assert len(set(labels)) == len(labels), (width, chart, labels)
+                    spans = sorted((t[1], t[2]) for t in axis)
+                    for (_, end), (start, _) in itertools.pairwise(spans):
+                        assert start - end >= 2, (width, chart, axis)  # apart by two pixels at least
+                assert all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", t[0]) for t in xs), xs
+
+
+async def test_a_supervised_dashboard_shows_the_supervisor_and_every_worker(
+    nursery, supervised, tmp_path: Path
+) -> None:
+    """Two workers and a standby: the supervisor block (its pid, not a
+    worker's), a row per worker, and the route's peak over both workers."""
+    from ..supervise.test_workers import two_workers
+
+    with trio.fail_after(90):
+        _, status, port = await two_workers(nursery, supervised)
+        held = []
+        try:
+            for i in range(6):  # accepted by whichever worker is quicker: the peak counts both
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                await stream.send_all(b"%d" % i)
+                assert await stream.receive_some(8) == b"%d" % i
+                held.append(stream)
+            dom = await _browse(f"http://{status['admin']}/dashboard", tmp_path / "p")
+        finally:
+            for stream in held:
+                await stream.aclose()
+        assert '<section id="supervision">' in dom  # shown (hidden="" when unsupervised)
+        supervisor = re.search(r'<div id="supervisor" class="kv">(.*?)</div>', dom, re.S).group(1)
+        assert f'<span class="muted">pid</span><span>{status["supervisor"]["pid"]}</span>' in supervisor
+        assert '<span class="muted">state directory</span><span>ok</span>' in supervisor
+        workers = _rows(dom, "workers")
+        for worker in status["workers"]:
+            assert re.search(
+                rf'data-worker="{worker["id"]}"><td>#{worker["id"]}</td>'
+                rf'<td class="num">{worker["pid"]}</td><td>active</td>',
+                workers,
+            ), workers
+        assert f'<td class="num">{status["standby"]["pid"]}</td><td>standby</td>' in workers
+        assert '<span class="conns">6 / 6 / 1024</span>' in _rows(dom, "routes")

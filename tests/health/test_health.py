@@ -12,7 +12,7 @@ import trio
 from mcp_sidecar.config.addresses import HostPort
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 from mcp_sidecar.health.breaker import CircuitBreaker
-from mcp_sidecar.health.checks import UpstreamHealth
+from mcp_sidecar.health.checks import HISTORY_CHECKS, UpstreamHealth
 from mcp_sidecar.net.http import request
 
 from ..conftest import connect, echo_roundtrip, free_port, route_doc, run_proxyctl, start_proxy, wait_until
@@ -30,6 +30,21 @@ def test_rise_fall_and_first_result() -> None:
     assert h.record(False, "refused", 0.001) is None
     assert h.record(False, "timeout", 0.001) is False  # the third failure in a row falls
     assert (h.state, h.last_result, h.transitions) == (False, "timeout", 3)
+
+
+def test_the_last_checks_are_kept_for_the_views_and_bounded() -> None:
+    h = UpstreamHealth(A, rise=2, fall=3)
+    for i in range(HISTORY_CHECKS + 5):
+        h.record(i % 4 != 3, "ok" if i % 4 != 3 else "refused", 0.001)
+    history = h.as_json()["history"]
+    assert len(history) == HISTORY_CHECKS  # the oldest five dropped
+    assert [(c["ok"], c["result"]) for c in history[:4]] == [
+        (True, "ok"),
+        (True, "ok"),
+        (False, "refused"),
+        (True, "ok"),
+    ]
+    assert history[-1] == {"at_unix": h.last_check_unix, "ok": True, "result": "ok"}
 
 
 def test_adaptive_interval_fast_when_unsettled_slow_when_stable() -> None:

@@ -82,12 +82,20 @@ class RouteStatus:
     reason: str | None
     health: dict[str, Any]
     circuit: dict[str, Any]
+    #: Connections made to each upstream address, and attempts that failed, since start.
     upstream_connections: dict[str, int]
+    upstream_failures: dict[str, int]
     connections_active: int
     connections_total: int
+    #: The most open at once since start (every worker's), and the route's max_connections.
+    connections_peak: int
+    connections_limit: int
     connections_rejected: dict[str, int]
     connections_closed: dict[str, int]
     upstream_connect_failures: dict[str, int]
+    #: The access gate's results by kind (missing and invalid were answered 401).
+    gate_results: dict[str, int]
+    gate: bool
     bytes_client_to_upstream: int
     bytes_upstream_to_client: int
     observer_seconds: float
@@ -113,11 +121,16 @@ class RouteStatus:
             health=rt.health.as_json(),
             circuit=rt.breaker.as_json(now),
             upstream_connections=dict(rt.connector.connected_to),
+            upstream_failures=dict(rt.connector.failed_to),
             connections_active=rt.active,
             connections_total=rt.total,
+            connections_peak=rt.peak,
+            connections_limit=rt.config.settings.max_connections,
             connections_rejected={str(k): v for k, v in rt.rejected.items()},
             connections_closed={str(k): v for k, v in rt.ended.items()},
             upstream_connect_failures=dict(rt.connector.failures),
+            gate_results=dict(rt.gate_results),
+            gate=rt.config.settings.gate.on,
             bytes_client_to_upstream=c2u,
             bytes_upstream_to_client=u2c,
             observer_seconds=round(rt.observation.observe_s, 6),
@@ -139,12 +152,17 @@ class RouteStatus:
             "health": self.health,
             "circuit": self.circuit,
             "upstream_connections": self.upstream_connections,
+            "upstream_failures": self.upstream_failures,
             "required": self.required,
             "connections_active": self.connections_active,
             "connections_total": self.connections_total,
+            "connections_peak": self.connections_peak,
+            "connections_limit": self.connections_limit,
             "connections_rejected": self.connections_rejected,
             "connections_closed": self.connections_closed,
             "upstream_connect_failures": self.upstream_connect_failures,
+            "gate": self.gate,
+            "gate_results": self.gate_results,
             "bytes_client_to_upstream": self.bytes_client_to_upstream,
             "bytes_upstream_to_client": self.bytes_upstream_to_client,
             "observer_seconds": self.observer_seconds,

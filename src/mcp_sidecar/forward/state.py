@@ -249,6 +249,9 @@ class RouteState:
     exhaustion: LocalExhaustion = field(default_factory=LocalExhaustion)
     active: int = 0
     total: int = 0
+    #: The most connections open at once on the route since start, every
+    #: worker's counted (HAProxy's smax): what to set max_connections by.
+    peak: int = 0
     #: Clients being answered 503 (or RST) while the circuit is open.
     refusing: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -294,8 +297,12 @@ class RouteState:
         """An accepted client will be served (its Connection follows)."""
         self.active += 1
         self.total += 1
+        now_open = self.active
         if self.shared is not None:
             self.shared.publish(self.shared_index, self.active)
+            now_open = self.shared.total(self.shared_index)
+        if now_open > self.peak:
+            self.peak = now_open
 
     def register(self, conn: Connection, now: float) -> None:
         """The served connection's record.  An unobserved route's connections

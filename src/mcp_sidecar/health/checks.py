@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 JITTER = 0.1
 MIN_INTERVAL_S = 0.05
+#: Check results each upstream keeps for the views (the dashboard's history), newest last.
+HISTORY_CHECKS = 20
 
 
 @dataclass
@@ -62,6 +65,8 @@ class UpstreamHealth:
     last_duration_s: float | None = None
     last_change_unix: float | None = None
     transitions: int = 0
+    #: The last HISTORY_CHECKS results: (unix time, passed, result in words).
+    history: deque[tuple[float, bool, str]] = field(default_factory=lambda: deque(maxlen=HISTORY_CHECKS))
 
     @property
     def healthy(self) -> bool:
@@ -79,6 +84,7 @@ class UpstreamHealth:
         self.last_check_unix = time.time()
         self.last_result = result
         self.last_duration_s = duration_s
+        self.history.append((self.last_check_unix, ok, result))
         if ok:
             self.successes += 1
             self.failures = 0
@@ -124,6 +130,7 @@ class UpstreamHealth:
             "consecutive_successes": self.successes,
             "consecutive_failures": self.failures,
             "next_interval_s": round(self.next_interval_s(), 3) if self.enabled else None,
+            "history": [{"at_unix": at, "ok": ok, "result": result} for at, ok, result in self.history],
         }
 
 

@@ -179,6 +179,8 @@ class Connector:
         self.connecting_peak = 0
         #: Which address each successful connection went to, by address.
         self.connected_to: dict[str, int] = {}
+        #: Failed attempts by address (the upstreams' only: bounded).
+        self.failed_to: dict[str, int] = {}
 
     @property
     def upstream(self) -> HostPort:
@@ -237,6 +239,8 @@ class Connector:
                         self.failed_attempts += 1
                         reason = classify(exc)
                         self.failures[reason] = self.failures.get(reason, 0) + 1
+                        key = str(address)
+                        self.failed_to[key] = self.failed_to.get(key, 0) + 1
                         continue
                     key = str(address)
                     self.connected_to[key] = self.connected_to.get(key, 0) + 1

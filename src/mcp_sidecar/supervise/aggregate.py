@@ -120,7 +120,14 @@ def add_up(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
 # --- route figures -------------------------------------------------------------------------
 
 
-_SUMMED_DICTS = ("connections_rejected", "connections_closed", "upstream_connect_failures", "upstream_connections")
+_SUMMED_DICTS = (
+    "connections_rejected",
+    "connections_closed",
+    "upstream_connect_failures",
+    "upstream_connections",
+    "upstream_failures",
+    "gate_results",
+)
 _SUMMED_TOTALS = ("connections_total", "bytes_client_to_upstream", "bytes_upstream_to_client", "observer_shed")
 
 
@@ -136,6 +143,7 @@ class RetiredRoutes:
             for name in _SUMMED_TOTALS:
                 kept[name] = kept.get(name, 0) + getattr(route, name)
             kept["observer_seconds"] = kept.get("observer_seconds", 0.0) + route.observer_seconds
+            kept["connections_peak"] = max(kept.get("connections_peak", 0), route.connections_peak)
             kept["observer_memory_exhausted"] = (
                 kept.get("observer_memory_exhausted", 0) + route.observer_memory_exhausted
             )
@@ -164,6 +172,8 @@ def merge_routes(
         kept = retired.totals.get(name, {})
         merged = dict(first)
         merged["connections_active"] = sum(r.connections_active for r in routes)
+        # Each worker's peak counts every worker's connections (the shared counts): the highest is the route's.
+        merged["connections_peak"] = max([r.connections_peak for r in routes] + [kept.get("connections_peak", 0)])
         for field in _SUMMED_TOTALS:
             merged[field] = sum(getattr(r, field) for r in routes) + kept.get(field, 0)
         merged["observer_seconds"] = round(

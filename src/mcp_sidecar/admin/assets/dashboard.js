@@ -56,6 +56,16 @@ async function getJson(url) {
 
 const STATE_CLASS = {serving: "ok", degraded: "warn", down: "bad", draining: "warn", disabled: "bad", not_listening: "bad"};
 
+const GATE_401 = ["missing", "invalid"];  // the gate's results answered 401 (forward/metrics.py GATE_RESULTS)
+
+function sum(obj) { return Object.values(obj || {}).reduce((n, v) => n + v, 0); }
+function withBreakdown(total, obj) {
+  const cell = el("span", total);
+  if (total) cell.append(el("div", counts(obj), "breakdown muted"));
+  return cell;
+}
+function when(unix) { return unix ? age(Date.now() / 1000 - unix) + " ago" : "-"; }
+
 function drawStatus(st, mcp, hist) {
   document.getElementById("version").textContent = st.version + " - pid " + st.pid + " - up " + age(st.uptime_s);
   const badge = document.getElementById("state");
@@ -65,19 +75,40 @@ function drawStatus(st, mcp, hist) {
   badge.className = "badge " + (st.draining ? "warn" : st.ready ? "ok" : "bad");
   document.getElementById("state-reason").textContent = reasons.join("; ");
   const facts = [];
-  if (st.supervisor) {
-    facts.push("supervisor pid " + st.supervisor.supervisor_pid + ", up " + age(st.supervisor.supervisor_uptime_s));
-    const restarts = Object.entries(st.supervisor.restarts || {}).filter(([, n]) => n > 0);
-    facts.push("worker restarts: " + (restarts.length ? restarts.map(([k, n]) => k + " " + n).join(", ") : "none"));
-  }
-  if (st.workers) {
-    const serving = st.workers.filter(w => w.state === "active");
-    facts.push("workers: " + serving.map(w => "#" + w.id + " pid " + w.pid + " (" + w.connections_active + " open)").join(", "));
-  }
   if (st.warnings && st.warnings.length) facts.push("warnings: " + st.warnings.join("; "));
+  if (st.problems && st.problems.length) facts.push("problems: " + st.problems.join("; "));
   if (mcp.tap.subscribers) facts.push("tapped by " + mcp.tap.subscribers + " (dropped " + mcp.tap.dropped + ")");
   document.getElementById("facts").textContent = facts.join(" - ");
+  drawSupervisor(st);
+  drawRoutes(st, mcp, hist);
+  drawUpstreams(st);
+}
 
+function drawSupervisor(st) {
+  const box = document.getElementById("supervision");
+  const sup = st.supervisor;
+  box.hidden = !sup;
+  if (!sup) return;
+  const kv = document.getElementById("supervisor");
+  kv.replaceChildren();
+  const add = (k, v) => kv.append(el("span", k, "muted"), el("span", v));
+  add("pid", sup.supervisor_pid);
+  add("up", age(sup.supervisor_uptime_s));
+  const restarts = Object.entries(sup.restarts || {}).filter(([, n]) => n > 0);
+  add("worker restarts", restarts.length ? restarts.map(([k, n]) => k + " " + n).join(", ") : "none");
+  add("failures in a row", sup.consecutive_failures);
+  const dir = sup.state_dir || {};
+  add("state directory", dir.writable === false ? "not taking writes: " + dir.error : "ok");
+  const rows = (st.workers || []).map(w => {
+    const tr = row(["#" + w.id, w.pid, w.state, age(w.uptime_s), age(w.serving_s), age(w.heartbeat_age_s),
+      w.connections_active, w.connections_total]);
+    tr.dataset.worker = String(w.id);
+    return tr;
+  });
+  fill("workers", rows, "no worker", 8);
+}
+
+function drawRoutes(st, mcp, hist) {
   const byRoute = {};
   for (const r of mcp.routes) byRoute[r.route] = r;
   const now = Date.now() / 1000;
@@ -93,15 +124,48 @@ function drawStatus(st, mcp, hist) {
     const stateCell = el("span", r.state, "badge " + (STATE_CLASS[r.state] || ""));
     const wrap = el("span"); wrap.append(stateCell);
     if (r.reason) wrap.append(el("div", r.reason, "reason muted"));
+    const gate = r.gate_results || {};
+    const conns = el("span", r.connections_active + " / " + r.connections_peak + " / " + r.connections_limit);
+    conns.className = "conns";
     const tr = row([r.name, wrap, age(now - r.since_unix), r.listen.join(", ") + " \u2192 " + r.upstream,
-      r.health.state + (r.health.upstreams && r.health.upstreams[0] && r.health.upstreams[0].last_result
-        ? " (" + r.health.upstreams.map(u => u.last_result || "-").join(", ") + ")" : ""),
-      r.circuit.state, r.connections_active, r.connections_total, m.era || "-", num(rps), num(errs), ms(p95),
+      conns, r.connections_total, withBreakdown(sum(r.connections_rejected), r.connections_rejected),
+      r.gate ? GATE_401.reduce((n, k) => n + (gate[k] || 0), 0) : "-",
+      withBreakdown(sum(r.upstream_connect_failures), r.upstream_connect_failures),
+      r.circuit.state, m.era || "-", num(rps), num(errs), ms(p95),
       bytes(last("bytes_in_per_s")) + "/s / " + bytes(last("bytes_out_per_s")) + "/s"]);
     tr.dataset.route = r.name; tr.dataset.state = r.state;
     return tr;
   });
-  fill("routes", rows, "no routes", 13);
+  fill("routes", rows, "no routes", 15);
+}
+
+const HEALTH_CLASS = {up: "ok", down: "bad", unknown: "warn", unchecked: ""};
+
+function drawUpstreams(st) {
+  const rows = [];
+  for (const r of st.routes) {
+    const upstreams = (r.health && r.health.upstreams) || [];
+    const fails = r.circuit.consecutive_failures;
+    const breaker = r.circuit.state + (fails ? ", " + fails + (fails === 1 ? " failure" : " failures") + " in a row" : "") +
+      (r.circuit.opened_total ? ", opened " + r.circuit.opened_total + "x" : "");
+    for (const u of upstreams) {
+      const history = el("span", undefined, "checks");
+      for (const c of u.history || []) {
+        const mark = el("span", undefined, "chk " + (c.ok ? "ok" : "bad"));
+        mark.title = new Date(c.at_unix * 1000).toLocaleTimeString() + ": " + c.result;
+        history.append(mark);
+      }
+      if (!(u.history || []).length) history.textContent = u.state === "unchecked" ? "not checked (health_interval 0)" : "none yet";
+      const inRow = u.consecutive_failures ? u.consecutive_failures + " failed" : u.consecutive_successes ? u.consecutive_successes + " passed" : "-";
+      const tr = row([r.name, u.address, el("span", u.state, "badge " + (HEALTH_CLASS[u.state] || "")), when(u.since_unix), history, inRow,
+        u.last_result || "-", ms(u.last_duration_ms), u.next_interval_s === null ? "-" : "every " + (u.next_interval_s < 1 ? ms(u.next_interval_s * 1000) : age(u.next_interval_s)),
+        (r.upstream_connections || {})[u.address] || 0, (r.upstream_failures || {})[u.address] || 0, breaker]);
+      tr.dataset.route = r.name; tr.dataset.upstream = u.address; tr.dataset.state = u.state;
+      tr.dataset.checks = (u.history || []).map(c => c.ok ? "+" : "-").join("");
+      rows.push(tr);
+    }
+  }
+  fill("upstreams", rows, "no upstream", 12);
 }
 
 // --- MCP ---------------------------------------------------------------------------------
@@ -158,6 +222,86 @@ function drawMcp(mcp) {
 // --- charts (uPlot) ----------------------------------------------------------------------
 
 const COLORS = ["#2f6fd6", "#d6572f", "#2e9d4f", "#9b3fd6", "#c49a00", "#1c9aa8", "#b03060", "#555"];
+// Axis labels are drawn on a canvas: their font is set here so that they can be
+// measured.  Ticks are spaced by the widest label they can have (x) or by the
+// font's height twice (y), so labels never overlap at any width; a y label has
+// as many decimals as its tick step needs, so two ticks never read the same.
+const AXIS_FONT = "11px system-ui, sans-serif";
+const AXIS_FONT_PX = 11;
+const measureCtx = document.createElement("canvas").getContext("2d");
+function textWidth(text) { measureCtx.font = AXIS_FONT; return measureCtx.measureText(text).width; }
+const X_GAP_PX = 14;
+function two(n) { return String(n).padStart(2, "0"); }
+function clock(unix, seconds) {
+  const d = new Date(unix * 1000);
+  return two(d.getHours()) + ":" + two(d.getMinutes()) + (seconds ? ":" + two(d.getSeconds()) : "");
+}
+function timeLabels(splits, incr) {
+  return splits.map(v => v === null ? "" : clock(v, incr < 60 || incr % 60 !== 0));
+}
+function decimalsFor(step) {
+  let d = 0;
+  while (d < 6 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6) d++;
+  return d;
+}
+function numberLabels(splits, incr) {
+  const top = Math.max(0, ...splits.filter(v => v !== null).map(Math.abs));
+  const [div, suffix] = top >= 1e9 ? [1e9, "G"] : top >= 1e6 ? [1e6, "M"] : top >= 1e3 ? [1e3, "k"] : [1, ""];
+  const d = decimalsFor(incr / div);
+  return splits.map(v => v === null ? "" : v === 0 ? "0" : (v / div).toFixed(d) + suffix);
+}
+const X_SPACE_PX = textWidth("00:00:00") + X_GAP_PX;
+const Y_SPACE_PX = AXIS_FONT_PX * 2.2;
+// Tick steps in seconds: uPlot's own jump from one minute to five leaves a
+// ten-minute window two labels wide.
+const TIME_INCRS = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+// What each chart's axes show (data-ticks: [label, from px, to px] along the
+// axis), so that a test can check that no two labels overlap.
+function recordTicks(fig, u) {
+  const out = {};
+  for (const [axis, scale] of [[0, "x"], [1, "y"]]) {
+    const seen = fig.labels && fig.labels[axis];
+    if (!seen) continue;
+    out[scale] = seen.splits.map((v, i) => {
+      const at = u.valToPos(v, scale);
+      const half = axis === 0 ? textWidth(seen.labels[i]) / 2 : AXIS_FONT_PX / 2;
+      return [seen.labels[i], Math.round((at - half) * 10) / 10, Math.round((at + half) * 10) / 10];
+    });
+  }
+  fig.dataset.ticks = JSON.stringify(out);
+}
+
+function chartWidth(fig) { return Math.max(200, fig.clientWidth - 16); }
+
+function makeChart(fig, routes, data) {
+  fig.labels = {};
+  const remember = (axis, fmt) => (u, splits, _axisIdx, _space, incr) => {
+    const labels = fmt(splits, incr);
+    fig.labels[axis] = {splits, labels};
+    return labels;
+  };
+  const opts = {
+    width: chartWidth(fig), height: 170,
+    series: [{}].concat(routes.map((r, i) => ({label: r, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false}))),
+    axes: [
+      {font: AXIS_FONT, space: X_SPACE_PX, incrs: TIME_INCRS, values: remember(0, timeLabels)},
+      {font: AXIS_FONT, space: Y_SPACE_PX, size: 56, values: remember(1, numberLabels)},
+    ],
+    legend: {show: true, live: false}, cursor: {drag: {x: false, y: false}},
+    hooks: {draw: [u => recordTicks(fig, u)]},
+  };
+  return new uPlot(opts, data, fig);
+}
+
+const resizing = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(entries => {
+  for (const entry of entries) {
+    const chart = state.charts[entry.target.id];
+    if (chart && Math.abs(chart.plot.width - chartWidth(entry.target)) > 1) {
+      chart.plot.setSize({width: chartWidth(entry.target), height: 170});
+    }
+  }
+});
 
 function drawCharts(hist) {
   if (!hist) return;
@@ -174,13 +318,9 @@ function drawCharts(hist) {
     if (chart && chart.signature !== signature) { chart.plot.destroy(); chart = null; }
     if (!chart) {
       fig.replaceChildren(el("figcaption", fig.dataset.title));
-      const opts = {
-        width: Math.max(360, fig.clientWidth - 16), height: 170,
-        series: [{}].concat(routes.map((r, i) => ({label: r, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false}))),
-        axes: [{}, {size: 60}], legend: {show: true, live: false}, cursor: {drag: {x: false, y: false}},
-      };
       if (typeof uPlot === "undefined") { fig.append(el("div", "chart library did not load", "empty")); continue; }
-      chart = state.charts[fig.id] = {signature, plot: new uPlot(opts, data, fig)};
+      chart = state.charts[fig.id] = {signature, plot: makeChart(fig, routes, data)};
+      if (resizing) resizing.observe(fig);
     } else {
       chart.plot.setData(data);
     }
