@@ -262,9 +262,11 @@ def start_sidecar(
     src: str | None = None,
     http_route: dict[str, str] | None = None,
     extra: list[str] | None = None,
+    after_route: dict[str, list[str]] | None = None,
 ) -> Forwarder:
     """``http_route``: extra settings of the HTTP route only (TLS, the gate);
-    ``extra``: more TOML (an [observe] section)."""
+    ``extra``: more TOML (an [observe] section); ``after_route``: TOML lines
+    right after a route's table (its ``[[route.fault]]`` tables)."""
     ports = {n: free_port() for n in up.ports}
     conf = work / f"{name}.toml"
     lines = ["[admin]", f'listen = "127.0.0.1:{free_port()}"', "", *(extra or [])]
@@ -281,6 +283,7 @@ def start_sidecar(
         if n == "http":
             lines += [f'{k} = "{v}"' for k, v in (http_route or {}).items()]
         lines.append("")
+        lines += (after_route or {}).get(n, [])
     conf.write_text("\n".join(lines))
     state_dir = str(work / f"{name}-state")
     env = {**os.environ, "PYTHONPATH": src or str(SRC)}

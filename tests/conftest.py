@@ -212,6 +212,7 @@ def exported_metrics() -> dict[str, set[str]]:
     async def collect() -> dict[str, set[str]]:
         doc = route_doc("127.0.0.1:9")
         doc["admin"] = {"listen": "127.0.0.1:0"}
+        doc["faults"] = {"enabled": True}  # (its family is exported only then)
         config = build_config(doc)
         sockets = bind_everything(config)
         proxy = Proxy(config, sockets.routes)
@@ -424,8 +425,10 @@ def write_config(
     supervisor: dict[str, Any] | None = None,
     proxy: dict[str, Any] | None = None,
     admin: dict[str, Any] | None = None,
+    faults: dict[str, Any] | None = None,
 ) -> Path:
-    """A TOML config file from plain dicts (strings, numbers, booleans)."""
+    """A TOML config file from plain dicts (strings, numbers, booleans); a
+    route's ``fault`` list becomes its ``[[route.fault]]`` tables."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -435,15 +438,19 @@ def write_config(
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["[admin]", 'listen = "127.0.0.1:0"', *(f"{k} = {value(v)}" for k, v in (admin or {}).items()), ""]
-    for section, table in (("supervisor", supervisor), ("proxy", proxy)):
+    for section, table in (("supervisor", supervisor), ("proxy", proxy), ("faults", faults)):
         if table:
             lines.append(f"[{section}]")
             lines += [f"{k} = {value(v)}" for k, v in table.items()]
             lines.append("")
     for route in routes:
         lines.append("[[route]]")
-        lines += [f"{k} = {value(v)}" for k, v in route.items()]
+        lines += [f"{k} = {value(v)}" for k, v in route.items() if k != "fault"]
         lines.append("")
+        for fault in route.get("fault", []):
+            lines.append("[[route.fault]]")
+            lines += [f"{k} = {value(v)}" for k, v in fault.items()]
+            lines.append("")
     path.write_text("\n".join(lines))
     return path
 
@@ -492,10 +499,11 @@ def supervised(proxy_process, tmp_path):
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
         admin: dict[str, Any] | None = None,
+        faults: dict[str, Any] | None = None,
         **popen: Any,
     ) -> Supervised:
         config = write_config(
-            tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy, admin
+            tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy, admin, faults
         )
         directory = state_dir or tmp_path / "state"
         proc = proxy_process(

@@ -15,6 +15,7 @@ LAYERS = [
     ("", "errors", "logs", "redact"),
     ("config",),
     ("observe",),
+    ("faults",),
     ("net",),
     ("health",),
     ("forward",),

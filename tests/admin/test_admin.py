@@ -389,7 +389,7 @@ def test_the_routes_are_declared_once_and_the_docs_list_them() -> None:
     from mcp_sidecar.admin.routes import ENDPOINTS, index
 
     doc = (ROOT / "docs" / "cli.md").read_text()
-    documented = re.findall(r"^\| `(GET|POST) (/[^`?]*)(\?[^`]*)?` \|", doc, re.M)
+    documented = re.findall(r"^\| `(GET|POST|DELETE) (/[^`?]*)(\?[^`]*)?` \|", doc, re.M)
     listed = [(e.method, e.path, e.query) for e in ENDPOINTS if e.path != "/"]
     assert [(m, p, q.replace("\\|", "|")) for m, p, q in documented] == listed  # (a table escapes its pipes)
     assert index() == [
@@ -407,6 +407,10 @@ def test_the_routes_are_declared_once_and_the_docs_list_them() -> None:
         "POST /api/drain",
         "POST /api/routes/{id}",
         "POST /api/log-level",
+        "/api/faults",
+        "POST /api/faults",
+        "DELETE /api/faults",
+        "DELETE /api/faults/{id}",
     ]
 
 

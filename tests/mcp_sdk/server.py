@@ -9,6 +9,7 @@ once it listens.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import anyio
@@ -19,8 +20,17 @@ from starlette.applications import Starlette
 server = MCPServer("sidecar-era-tests")
 
 
+def _reached(what: str) -> None:
+    """The server's own log of the calls that reached it (SDK_SERVER_LOG names the file)."""
+    path = os.environ.get("SDK_SERVER_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(what + "\n")
+
+
 @server.tool()
 def echo(text: str) -> str:
+    _reached(f"echo {text}")
     return text
 
 
@@ -31,6 +41,7 @@ def fail(reason: str) -> str:
 
 @server.tool()
 async def slow(seconds: float) -> str:
+    _reached(f"slow {seconds:g}")
     await anyio.sleep(seconds)
     return "done"
 

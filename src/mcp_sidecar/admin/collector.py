@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .. import __version__, logs
+from ..config.faults import FaultKind
 from ..forward.mcpstreams import STREAM_KINDS
 from ..forward.metrics import (
     CONNECT_FAILURE_REASONS,
@@ -126,6 +127,12 @@ class RuntimeCollector(Collector):
             "forwarding unaffected. Should stay 0: report it.",
             labels=["route"],
         )
+        injected = CounterMetricFamily(
+            "mcp_sidecar_faults_injected",
+            "Faults injected ([faults] enabled only), by kind: connections a TCP fault applied to, "
+            "connections a down route refused, MCP requests a fault answered, held, dropped, cut or thinned.",
+            labels=["route", "kind"],
+        )
         gate = CounterMetricFamily(
             "mcp_sidecar_gate_requests",
             "Requests checked by a route's access gate, by result: admitted by cookie, bearer or header; "
@@ -185,6 +192,11 @@ class RuntimeCollector(Collector):
             for kind in STREAM_KINDS:  # every kind from the start: a rate() misses no first stream
                 streams.add_metric([name, kind], rt.observation.streams.open.get(kind, 0))
             capped.add_metric([name], rt.observation.targets.capped)
+            if rt.faults is not None:  # ([faults] enabled: every kind from the start)
+                for kind in FaultKind:
+                    injected.add_metric([name, kind.value], rt.faults.injected.get(kind.value, 0))
+        if proxy.config.faults_enabled:
+            yield injected
         yield from (
             total,
             active,

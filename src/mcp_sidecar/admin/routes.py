@@ -80,24 +80,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "_log_level",
         guarded=True,
     ),
+    Endpoint("GET", "/api/faults", "", "the faults injected now, and how often each was", "_faults"),
+    Endpoint(
+        "POST", "/api/faults", "", "inject a fault (a JSON object: route, kind, settings)", "_fault_add", guarded=True
+    ),
+    Endpoint("DELETE", "/api/faults", "?route=NAME", "remove every fault (of one route)", "_fault_clear", guarded=True),
+    Endpoint("DELETE", "/api/faults/{id}", "?route=NAME", "remove one fault, by name", "_fault_remove", guarded=True),
 )
 
-_BY_PATH = {e.path: e for e in ENDPOINTS if not e.path.endswith("/{id}")}
-_WITH_PARAMETER = tuple((e.path[: -len("{id}")], e) for e in ENDPOINTS if e.path.endswith("/{id}"))
+
+def _by_path(endpoints: tuple[Endpoint, ...]) -> dict[str, tuple[Endpoint, ...]]:
+    out: dict[str, tuple[Endpoint, ...]] = {}
+    for e in endpoints:
+        out[e.path] = (*out.get(e.path, ()), e)
+    return out
 
 
-def route(path: str, assets: Container[str]) -> tuple[Endpoint | None, str | None]:
-    """The endpoint for ``path`` and its path parameter, if any; the
-    dashboard's files (``assets``) are answered by the dashboard's route."""
-    endpoint = _BY_PATH.get(path)
-    if endpoint is not None:
-        return endpoint, None
+_BY_PATH = _by_path(tuple(e for e in ENDPOINTS if not e.path.endswith("/{id}")))
+_WITH_PARAMETER = tuple(
+    (path[: -len("{id}")], endpoints)
+    for path, endpoints in _by_path(tuple(e for e in ENDPOINTS if e.path.endswith("/{id}"))).items()
+)
+
+
+def route(path: str, assets: Container[str]) -> tuple[tuple[Endpoint, ...], str | None]:
+    """The endpoints for ``path`` (one per method) and its path parameter,
+    if any; the dashboard's files (``assets``) are answered by the
+    dashboard's route."""
+    endpoints = _BY_PATH.get(path)
+    if endpoints is not None:
+        return endpoints, None
     if path in assets:
         return _BY_PATH["/dashboard"], None
-    for prefix, endpoint in _WITH_PARAMETER:
+    for prefix, endpoints in _WITH_PARAMETER:
         if path.startswith(prefix) and "/" not in path[len(prefix) :]:
-            return endpoint, path[len(prefix) :]
-    return None, None
+            return endpoints, path[len(prefix) :]
+    return (), None
 
 
 def index() -> list[str]:

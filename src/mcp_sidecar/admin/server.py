@@ -60,7 +60,11 @@ from ..observe.tap import MAX_METHOD_CHARS, TapFilter
 from ..redact import redact_target
 from .access import AdminAccess, Refusal
 from .dashboard import ASSETS, CSP
+from .faultapi import FaultHandlers
 from .history import History
+from .replies import Ask as _Ask
+from .replies import Reply as _Reply
+from .replies import json_reply as _json
 from .routes import index, route
 from .source import AdminSource, LocalSource
 from .tapstream import TapStream, stream_tap
@@ -96,38 +100,11 @@ class _Slot:
         self.busy = False
 
 
-class _Ask:
-    """A request as a handler sees it."""
-
-    __slots__ = ("headers", "parameter", "path", "query")
-
-    def __init__(self, path: str, query: str, headers: dict[str, str], parameter: str | None) -> None:
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.parameter = parameter
-
-
-class _Reply:
-    __slots__ = ("body", "content_type", "headers", "status")
-
-    def __init__(self, status: int, body: bytes, content_type: str, headers: list[tuple[str, str]] | None = None):
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers or []
-
-
 def _line(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode() + b"\n"
 
 
-def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Reply:
-    body = json.dumps(payload, indent=1, sort_keys=False).encode() + b"\n"
-    return _Reply(status, body, "application/json", headers)
-
-
-class AdminServer:
+class AdminServer(FaultHandlers):
     """The worker's admin HTTP endpoint: probes, metrics, the JSON API and
     the dashboard, served with h11 on its own listening socket.
 
@@ -286,11 +263,13 @@ class AdminServer:
         if misdirected is not None:
             log(logger, logging.WARNING, "admin.host_refused", host=headers["host"][:100])
             return self._refuse(misdirected)
-        endpoint, parameter = route(path, set(ASSETS))
-        if endpoint is None:
+        endpoints, parameter = route(path, set(ASSETS))
+        if not endpoints:
             return _json(404, {"error": "not found", "endpoints": index()})
-        allowed = "GET, HEAD" if endpoint.method == "GET" else endpoint.method
-        if method not in allowed.split(", "):
+        by_method = {e.method: e for e in endpoints}
+        endpoint = by_method.get("GET" if method == "HEAD" else method)
+        if endpoint is None:
+            allowed = ", ".join("GET, HEAD" if e.method == "GET" else e.method for e in endpoints)
             return _json(405, {"error": f"method {method} not allowed"}, [("allow", allowed)])
         if endpoint.guarded:
             refusal = self.access.cross_origin(headers) or self.access.unauthorized(headers.get("authorization"))
@@ -298,7 +277,7 @@ class AdminServer:
                 return self._refuse(refusal)
         if endpoint.handler not in _UNSETTLED:
             await self.source.settle()
-        reply: Any = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter))
+        reply: Any = getattr(self, endpoint.handler)(_Ask(path, query, headers, parameter, body))
         if not isinstance(reply, (_Reply, TapStream)):  # a heavy read: one at a time, yielding as it goes
             async with self._heavy:
                 reply = await reply
@@ -325,9 +304,13 @@ class AdminServer:
 
     def _readyz(self, ask: _Ask) -> _Reply:
         reasons = self.source.readiness()
+        detail: dict[str, Any] = {}
+        if self.source.config.faults_enabled:  # (never ready-or-not: said, so nobody mistakes it for the upstream)
+            faults = self.source.faults()["faults"]
+            detail["faults"] = [f"{f['route']}/{f['name']}: {f['description']}" for f in faults]
         if reasons:
-            return _json(503, {"ready": False, "reasons": reasons})
-        return _json(200, {"ready": True})
+            return _json(503, {"ready": False, "reasons": reasons, **detail})
+        return _json(200, {"ready": True, **detail})
 
     def _metrics(self, ask: _Ask) -> _Reply:
         encoder, content_type = choose_encoder(ask.headers.get("accept") or "")

@@ -20,7 +20,9 @@ import trio
 from prometheus_client.core import Metric
 
 from .. import logs
+from ..config.faults import FaultError, parse_fault
 from ..config.model import ProxyConfig
+from ..forward import faultcontrol
 from ..forward.proxy import Proxy
 from ..forward.state import OPERATOR_ACTIONS, RouteControl
 from ..forward.tap import TapHub
@@ -83,6 +85,22 @@ class AdminSource(Protocol):
         ...
 
     def set_log_level(self, level: str) -> None: ...
+
+    def faults(self) -> dict[str, Any]:
+        """``/api/faults``: enabled, each fault active and what it injected."""
+        ...
+
+    def add_fault(self, table: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Inject a fault (its keys as parse_fault reads them): (HTTP status, answer)."""
+        ...
+
+    def remove_fault(self, route: str, name: str) -> str | None:
+        """None when removed, else why not."""
+        ...
+
+    def clear_faults(self, route: str | None) -> int | str:
+        """How many were removed, or why none could be."""
+        ...
 
 
 class LocalSource:
@@ -154,3 +172,40 @@ class LocalSource:
 
     def set_log_level(self, level: str) -> None:
         logs.set_level(level)
+
+    def faults(self) -> dict[str, Any]:
+        return faultcontrol.view(self.proxy.routes, self.config.faults_enabled)
+
+    def add_fault(self, table: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not self.config.faults_enabled:
+            return 409, {"error": str(faultcontrol.FaultsOff())}
+        if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
+            taken = {f["name"] for f in self.faults()["faults"] if f["route"] == table["route"]}
+            n = 1
+            while f"{table.get('kind')}-{n}" in taken:
+                n += 1
+            table = {**table, "name": f"{table.get('kind')}-{n}"}
+        try:
+            spec = parse_fault(table)
+        except FaultError as exc:
+            return 400, {"error": f"{exc.key}: {exc}" if exc.key else str(exc)}
+        try:
+            faultcontrol.add(self.proxy.routes, spec)
+        except faultcontrol.NoSuchFault as exc:
+            return 404, {"error": str(exc)}
+        except faultcontrol.FaultLimit as exc:
+            return 409, {"error": str(exc)}
+        return 201, {"fault": spec.as_json(), "message": f"fault {spec.name} on route {spec.route}: {spec.describe()}"}
+
+    def remove_fault(self, route: str, name: str) -> str | None:
+        try:
+            faultcontrol.remove(self.proxy.routes, route, name)
+        except (faultcontrol.NoSuchFault, faultcontrol.FaultsOff) as exc:
+            return str(exc)
+        return None
+
+    def clear_faults(self, route: str | None) -> int | str:
+        try:
+            return faultcontrol.clear(self.proxy.routes, route)
+        except (faultcontrol.NoSuchFault, faultcontrol.FaultsOff) as exc:
+            return str(exc)

@@ -24,6 +24,7 @@ from .. import __version__
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
+from ..forward import faultcontrol
 from ..forward.proxy import Proxy
 from ..forward.state import RouteControl, RouteState
 from ..health.breaker import BreakerState
@@ -224,6 +225,7 @@ def status(proxy: Proxy) -> dict[str, Any]:
         "warnings": exposure_warnings(proxy.config) + certificate_warnings(proxy.config),
         # Problems that do not stop forwarding (readiness is not affected).
         "problems": supervision_problems(facts),
+        "faults": faultcontrol.view(proxy.routes, proxy.config.faults_enabled),
         "supervisor": facts,
         "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
         "observation_memory": proxy.observe_memory.as_json(),

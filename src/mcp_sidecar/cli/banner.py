@@ -95,6 +95,19 @@ def notice_lines(config: ProxyConfig) -> list[str]:
     return [f"exposed: {notice}" for notice in exposure_notices(config)]
 
 
+def fault_banner_lines(config: ProxyConfig) -> list[str]:
+    """Fault injection, said loudly at start: the configured faults (runtime ones come later)."""
+    if not config.faults_enabled:
+        return []
+    faults = [(r.name, f) for r in config.routes for f in r.faults]
+    lines = [
+        f"FAULT INJECTION ENABLED ([faults] enabled = true): {len(faults)} configured fault(s)"
+        + ("; add more with proxyctl fault add" if not faults else ":")
+    ]
+    lines += [f"  fault {route}/{f.name}: {f.describe()}" for route, f in faults]
+    return lines
+
+
 def warning_lines(config: ProxyConfig) -> list[str]:
     """What is exposed without protection because the operator said so."""
     return [f"WARNING: {warning}" for warning in exposure_warnings(config) + certificate_warnings(config)]

@@ -19,6 +19,7 @@ from .adminapi import ADMIN_ENV
 from .check import check
 from .configure import config
 from .demo import demo
+from .faults import fault
 from .ls import ls
 from .manage import reload, restart, status, stop
 from .run import run
@@ -56,7 +57,7 @@ def cli(global_state_dir: str | None, global_admin: str | None) -> None:
         os.environ[ADMIN_ENV] = global_admin
 
 
-for command in (run, demo, config, check, status, restart, reload, stop, route, log_level, ls, top, tap, url):
+for command in (run, demo, config, check, status, restart, reload, stop, route, log_level, fault, ls, top, tap, url):
     cli.add_command(command)
 
 

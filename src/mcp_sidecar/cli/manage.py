@@ -129,6 +129,8 @@ def status(as_json: bool, state_dir: Path | None) -> None:
             click.echo(f"  problem: {problem}")
         for warning in reply.get("warnings", []):
             click.echo(f"  WARNING: {warning}")
+        for line in fault_lines(reply.get("faults")):
+            click.echo(f"  {line}")
         _echo_counters(reply["counters"])
     sys.exit(EXIT_STOPPING if reply.get("stopping") else 0 if reply["healthy"] else 1)
 
@@ -250,6 +252,16 @@ def _echo(reply: dict[str, Any], as_json: bool, err: bool = False) -> None:
         click.echo(f"proxyctl: error: {reply['error']}", err=True)
     else:
         click.echo(reply.get("message") or "done", err=err)
+
+
+def fault_lines(faults: dict[str, Any] | None) -> list[str]:
+    """What ``status`` (and the banner) say of fault injection: nothing when it is off."""
+    if not faults or not faults.get("enabled"):
+        return []
+    active = faults.get("faults") or []
+    lines = [f"FAULT INJECTION ENABLED: {len(active)} fault(s) active" + (":" if active else "")]
+    lines += [f"  fault {f['route']}/{f['name']}: {f['description']} (injected {f['injected']})" for f in active]
+    return lines
 
 
 def report_reply(reply: dict[str, Any], as_json: bool = False) -> None:

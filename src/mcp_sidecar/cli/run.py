@@ -38,7 +38,15 @@ from ..net.listeners import BoundListener, bind_everything
 from ..supervise.standalone import run_worker
 from ..supervise.statedir import ensure_state_dir, write_admin_token
 from ..supervise.supervisor import Supervisor, run_supervised
-from .banner import admin_lines, gate_lines, inspector_lines, notice_lines, route_lines, warning_lines
+from .banner import (
+    admin_lines,
+    fault_banner_lines,
+    gate_lines,
+    inspector_lines,
+    notice_lines,
+    route_lines,
+    warning_lines,
+)
 from .options import (
     RouteSource,
     echo_lines,
@@ -170,6 +178,7 @@ def _banner(config: ProxyConfig, listeners: list[BoundListener], admin: Any, who
             *gate_lines(config, listeners, show_tokens),
             *notice_lines(config),
             *warning_lines(config),
+            *fault_banner_lines(config),
         ]
     )
 

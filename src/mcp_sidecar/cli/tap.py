@@ -37,6 +37,9 @@ def describe(record: dict[str, Any]) -> str:
     """One record as a readable line."""
     stamp = time.strftime("%H:%M:%S", time.localtime(record["t"])) + f".{int(record['t'] * 1000) % 1000:03d}"
     parts = [stamp, record["route"], _ARROWS.get(record["direction"], "?"), record["kind"]]
+    if record["kind"] == "fault":  # an injected fault, marked as such (proxyctl fault)
+        what = f"{record['method']} {record['target'] or ''}".strip() if record.get("method") else "connection"
+        return " ".join([*parts, f"INJECTED {record['fault']} ({record['description']}) on {what}"])
     if record.get("method"):
         parts.append(record["method"] + (f" {record['target']}" if record.get("target") else ""))
     if record.get("id") is not None:

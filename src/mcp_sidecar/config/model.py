@@ -55,6 +55,7 @@ from .defaults import (
     DEFAULT_TLS_HANDSHAKE_TIMEOUT_S,
     DEFAULT_USER_TIMEOUT_S,
 )
+from .faults import FaultSpec
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,8 @@ class RouteConfig:
     #: In order of preference: the first reachable one gets the connection.
     upstreams: tuple[HostPort, ...]
     settings: RouteSettings = field(default_factory=RouteSettings)
+    #: Faults injected on this route (``[[route.fault]]``; only with ``[faults] enabled``).
+    faults: tuple[FaultSpec, ...] = ()
     #: The TLS files' contents as loaded with this configuration.
     tls_material: TlsMaterial = field(default_factory=TlsMaterial, repr=False, compare=False)
 
@@ -335,6 +338,9 @@ class ProxyConfig:
     #: Let a guarded profile (PROFILE_RISKS) listen beyond loopback anyway:
     #: for a trusted network only; warned about at start and in every status.
     dangerously_expose_unprotected: bool = False
+    #: ``[faults] enabled``: fault injection may be configured and added at
+    #: run time.  Off, no fault can be turned on, not even through the API.
+    faults_enabled: bool = False
     admin: AdminConfig = field(default_factory=AdminConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)

@@ -55,6 +55,7 @@ from .defaults import (
     ROUTE_NAME_RE,
     WORKER_SPAWNS,
 )
+from .faults import route_faults
 from .model import AdminConfig, ObserveConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
 from .tls import TlsSettingsError, load_material
@@ -165,8 +166,9 @@ SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "alert_min_interval": ("alert_min_interval_s", parse_duration),
     "alert_webhook": ("alert_webhook", webhook_url),
 }
-_ROUTE_KEYS = {"name", "listen", "upstream", *SETTING_KEYS}
-_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe"}
+_ROUTE_KEYS = {"name", "listen", "upstream", "fault", *SETTING_KEYS}
+_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe", "faults"}
+FAULTS_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {"enabled": ("faults_enabled", boolean)}
 
 
 def _section(
@@ -271,7 +273,10 @@ def _build_route(source: str, index: int, table: dict[str, Any], defaults: Route
         raise ConfigError(source, f"{prefix}{exc.field}", str(exc)) from None
     if settings.gate.mode != "off" and settings.protocol == "tcp":
         raise ConfigError(source, f"{prefix}gate", 'needs HTTP: protocol = "tcp" carries bytes it cannot read')
-    return RouteConfig(name=name, listen=listen, upstreams=tuple(upstreams), settings=settings, tls_material=tls)
+    faults = route_faults(source, prefix, name, table.get("fault", []))
+    return RouteConfig(
+        name=name, listen=listen, upstreams=tuple(upstreams), settings=settings, faults=faults, tls_material=tls
+    )
 
 
 @dataclass(frozen=True)
@@ -386,6 +391,7 @@ def build_config(
             f"({format_duration(MAX_HISTORY_POINTS * observe.history_interval_s)})",
         )
     proxy_values["observe"] = observe
+    proxy_values.update(_section(source, "faults", document, FAULTS_KEYS))
 
     defaults_table = _table(source, "defaults", document.get("defaults", {}))
     _check_keys(source, "defaults.", defaults_table, set(SETTING_KEYS))
@@ -440,6 +446,12 @@ def build_config(
             refuse_exposure(profile, routes)
 
     _check_routes(source, routes)
+    if not proxy_values.get("faults_enabled"):
+        for index, route in enumerate(routes, start=1):
+            if route.faults:
+                raise ConfigError(
+                    source, f"route[{index}].fault", "fault injection is off: set [faults] enabled = true to use it"
+                )
     return ProxyConfig(
         routes=tuple(_with_gate_tokens(routes, environment)), profile=profile, source=source, **proxy_values
     )

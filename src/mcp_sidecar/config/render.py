@@ -87,6 +87,7 @@ def render_toml(config: ProxyConfig) -> str:
         shown = format_duration(value) if f.name.endswith("_s") else value
         lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
     lines.append("")
+    lines += ["[faults]", f"enabled = {_toml_value(config.faults_enabled)}", ""]
     for route in config.routes:
         lines.append("[[route]]")
         lines.append(f"name = {_toml_value(route.name)}")
@@ -96,7 +97,19 @@ def render_toml(config: ProxyConfig) -> str:
         lines.append(f"upstream = {_toml_value(ups if len(ups) > 1 else ups[0])}")
         lines += _settings_lines(route.settings)
         lines.append("")
+        for fault in route.faults:
+            lines.append("[[route.fault]]")
+            for key, value in fault.as_json().items():
+                if key == "route":
+                    continue
+                shown = format_duration(value) if isinstance(value, float) and key in _DURATION_KEYS else value
+                lines.append(f"{key} = {_toml_value(shown)}")
+            lines.append("")
     return "\n".join(lines)
+
+
+#: A fault's keys that hold a duration (rendered with their unit).
+_DURATION_KEYS = frozenset({"ttl", "latency", "jitter", "delay", "after", "timeout", "retry_after"})
 
 
 def secrets_set(config: ProxyConfig) -> list[str]:

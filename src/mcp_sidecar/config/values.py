@@ -78,6 +78,15 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def format_span(seconds: float) -> str:
+    """A duration as people say it (``10m``, ``1h``, ``90s``, ``250ms``); parse_duration reads it back."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return format_duration(seconds)
+
+
 def positive_duration(value: Any) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:

@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 import trio
 
 from ..config.addresses import format_sockaddr
 from ..errors import ClientGone, LocalResourceError, UpstreamUnavailable
+from ..faults.actions import Reply
 from ..logs import log
 from ..net import sockopts
 from ..net.gate import RequestGate
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.connection import Sniff, sniff_request
+from .faultpump import FaultEnded, fault_pump, plan_connection
 from .idle import IDLE_TASK, idle_watch
 from .legs import RawLeg
-from .observation import Mode
+from .observation import Mode, Observation
 from .pump import Flow, GateClosed, LegFailed, pump
 from .secure import client_prelude, upstream_leg
 from .state import Connection, End, RouteState
@@ -134,6 +137,11 @@ async def _forward(
     if settings.protocol != "tcp":
         rt.observe(conn)
     observe = conn.observation
+    faults = None
+    if rt.faults is not None:  # ([faults] enabled: otherwise never a fault's path)
+        faults = plan_connection(
+            rt.faults, conn, settings.protocol != "tcp", trio.current_time(), lambda: rt.observation.taps
+        )
 
     async def leg(src: RawLeg, dst: RawLeg, flow: Flow, src_name: str, dst_name: str, gate: RequestGate | None) -> None:
         nonlocal open_directions
@@ -148,7 +156,27 @@ async def _forward(
                 flow.bytes += len(first)
                 if callback is not None and callback.feed(memoryview(first)) is False:
                     callback = None
-            await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback, gate=gate)
+            if faults is None:
+                await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback, gate=gate)
+            else:
+                client_side = src_name == "client"
+                shaping = faults.shaping
+                await fault_pump(
+                    src,
+                    dst,
+                    flow,
+                    shaper=None if shaping is None else (shaping.upstream if client_side else shaping.downstream),
+                    transform=faults.requests if client_side else faults.responses,
+                    observe=callback,
+                    answer_observer=_answer_observer(observe) if client_side else None,
+                    gate=gate,
+                )
+        except FaultEnded as exc:
+            conn.end = End.FAULT
+            if exc.reset:
+                abort.extend(("client", "upstream"))
+            nursery.cancel_scope.cancel()
+            return
         except LegFailed as exc:
             failed = src_name if exc.side == "src" else dst_name
             other = dst_name if failed == src_name else src_name
@@ -182,7 +210,11 @@ async def _forward(
         nursery.start_soon(leg, uleg, cleg, conn.u2c, "upstream", "client", None, name=_LEG_TASK)
         if settings.idle_timeout_s > 0:
             nursery.start_soon(idle_watch, conn, settings.idle_timeout_s, nursery.cancel_scope, name=IDLE_TASK)
-        if observe is not None and settings.ws_ping_interval_s > 0:
+        if faults is not None and faults.shaping is not None:
+            for after, reset in ((faults.shaping.reset_after_s, True), (faults.shaping.close_after_s, False)):
+                if after is not None:
+                    nursery.start_soon(_fault_timer, conn, after, reset, abort, nursery.cancel_scope)
+        if observe is not None and settings.ws_ping_interval_s > 0 and faults is None:
             # Started by the 101 itself: no task waits in connections that never upgrade.
             observe.on_websocket = lambda: nursery.start_soon(
                 _ws_keepalive, conn, rt, cleg, uleg, nursery.cancel_scope, name=_KEEPALIVE_TASK
@@ -208,6 +240,29 @@ async def _forward(
     if conn.end is None and open_directions == 0:
         conn.end = End.CLOSED
     return abort
+
+
+def _answer_observer(observe: Observation | None) -> Callable[[Reply], None] | None:
+    """A fault answered in the server's place: observed as if it had (request, then answer)."""
+    if observe is None:
+        return None
+
+    def seen(reply: Reply) -> None:
+        observe.client_direction.feed(memoryview(reply.request))
+        observe.upstream_direction.feed(memoryview(reply.data))
+
+    return seen
+
+
+async def _fault_timer(
+    conn: Connection, after_s: float, reset: bool, abort: list[str], scope: trio.CancelScope
+) -> None:
+    """``reset_peer`` after a time (RST both ways) or ``timeout`` (closed)."""
+    await trio.sleep(after_s)
+    conn.end = End.FAULT
+    if reset:
+        abort += ["client", "upstream"]
+    scope.cancel()
 
 
 def _client_gone(csock: socket.socket, protocol: str) -> bool:

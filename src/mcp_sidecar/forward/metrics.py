@@ -98,6 +98,7 @@ REJECT_REASONS = (
     "circuit_open",
     "not_allowed",
     "route_unusable",
+    "fault",
 )
 GATE_RESULTS = ("cookie", "bearer", "header", "url", "missing", "invalid", "malformed", "too_large")
 

@@ -42,7 +42,7 @@ from ..observe.budget import LOAD_INTERVAL_S, MemoryBudget, ObservationBudget
 from ..observe.mcp import McpTracker
 from ..observe.mcpmeta import TargetLabels
 from ..observe.requestlog import RequestLogPolicy
-from . import memtrim
+from . import faultcontrol, memtrim
 from .connection import serve_connection
 from .limits import SharedCounts
 from .metrics import Metrics
@@ -156,6 +156,7 @@ class Proxy:
                     shared_index=len(self.routes),
                 )
             )
+        faultcontrol.install(self.routes, config.faults_enabled)
         #: Who watches the MCP messages (proxyctl tap, through the admin endpoint).
         self.taps = TapHub(rt.observation for rt in self.routes)
         #: Set by the worker when a supervisor runs it (see supervisor.py).
@@ -301,6 +302,8 @@ class Proxy:
                 rt.reject("circuit_open")
                 rt.refusing += 1
                 conns.start_soon(self._refuse, rt, csock)
+            elif rt.faults is not None and (down := rt.faults.refuse_connection(trio.current_time())) is not None:
+                self._reject(rt, csock, addr, "fault", fault=down.spec.name)  # the route "down": a reset at once
             else:
                 rt.opened()
                 conns.start_soon(serve_connection, rt, csock, format_sockaddr(addr), name=_CONNECTION_TASK)

@@ -90,6 +90,10 @@ class Leg(Protocol):
 
     async def send_eof(self) -> None: ...
 
+    async def receive(self) -> bytes:
+        """Bytes as they come, b"" at EOF (the prelude and the fault pump read so)."""
+        ...
+
 
 class Flow:
     """Per-direction counters, read by introspection and the idle watcher."""

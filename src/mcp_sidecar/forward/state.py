@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from ..config.model import RouteConfig
+from ..faults.book import FaultBook
 from ..health.breaker import CircuitBreaker
 from ..health.checks import RouteHealth
 from ..net.exhaustion import LocalExhaustion
@@ -67,8 +68,12 @@ class End(StrEnum):
     UPSTREAM_TLS_ERROR = "upstream_tls_error"  # the upstream's TLS handshake failed (verification, protocol)
     GATE_REFUSED = "gate_refused"  # the access gate answered 401/400 (or closed): nothing reached the upstream
     DRAIN_TIMEOUT = "drain_timeout"  # still open when the drain deadline passed
+    FAULT = "fault"  # ended by an injected fault (reset_peer, limit_data, timeout, an MCP cut)
     CANCELLED = "cancelled"  # stopped by the proxy otherwise
 
+
+#: Injected faults a connection lists (its detail view), the newest kept.
+MAX_CONNECTION_FAULTS = 16
 
 _ids = itertools.count(1)
 #: Each supervised worker numbers its connections from its id times this, so
@@ -101,6 +106,7 @@ class Connection:
         "connect_s",
         "csock",
         "end",
+        "faults",
         "first_eof",
         "id",
         "observation",
@@ -143,6 +149,15 @@ class Connection:
         self.reconnects = 0
         #: The client's TLS session (version, cipher, ALPN), on a TLS route.
         self.tls: dict[str, str | None] | None = None
+        #: Faults injected into this connection (name: what), the last MAX_CONNECTION_FAULTS.
+        self.faults: list[str] | None = None
+
+    def note_fault(self, what: str) -> None:
+        """A fault was injected into this connection (shown in its detail)."""
+        if self.faults is None:
+            self.faults = []
+        self.faults.append(what)
+        del self.faults[:-MAX_CONNECTION_FAULTS]
 
     @property
     def protocol(self) -> str:
@@ -208,6 +223,7 @@ class Connection:
             "connect_ms": None if self.connect_s is None else round(self.connect_s * 1000, 3),
             "tcp": tcp,
             "tls": self.tls,
+            "faults": self.faults,
             "quality": self.quality.report(self.reconnects),
             "observed": self.observation.facts(now) if self.observation is not None else None,
         }
@@ -284,6 +300,9 @@ class RouteState:
     #: What an operator set (``proxyctl route R drain|disable|enable``), and since when (unix).
     operator: RouteControl = field(default_factory=lambda: RouteControl.ENABLED)
     operator_since_unix: float | None = None
+    #: The route's faults (faults/book.py); None unless ``[faults] enabled``:
+    #: then no connection of the route takes a path that could inject one.
+    faults: FaultBook | None = None
 
     @property
     def name(self) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..admin.status import RouteStatus
+from ..config.faults import FaultSpec
 from ..config.model import ProxyConfig
 
 
@@ -246,6 +247,16 @@ class RouteControls:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeFaults:
+    """The operators' faults (spec, expiry as unix time or None) and the
+    configured faults they took out ((route, name)): a worker's runtime faults
+    become exactly these."""
+
+    faults: tuple[tuple[FaultSpec, float | None], ...]
+    suppressed: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LogLevel:
     level: str
 
@@ -267,7 +278,18 @@ class TapBatch:
 
 #: What the supervisor sends.
 ToWorker = (
-    Configure | Activate | Drain | StopNow | Facts | Refresh | HealthUpdate | Query | TapOn | RouteControls | LogLevel
+    Configure
+    | Activate
+    | Drain
+    | StopNow
+    | Facts
+    | Refresh
+    | HealthUpdate
+    | Query
+    | TapOn
+    | RouteControls
+    | RuntimeFaults
+    | LogLevel
 )
 #: What a worker sends.
 ToSupervisor = Loaded | Serving | Heartbeat | Answer | TapBatch

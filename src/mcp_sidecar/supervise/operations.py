@@ -23,9 +23,11 @@ from typing import Any
 import trio
 
 from .. import logs
+from ..config.faults import FaultError, parse_fault
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
+from ..config.values import format_span
 from ..errors import SidecarError
 from ..forward.limits import CountSlots
 from ..forward.state import OPERATOR_ACTIONS
@@ -161,6 +163,8 @@ class SupervisorOperations(SupervisorReporting):
                 self.sockets, self.config, self.target, self.slots = new_sockets, new_config, new_target, new_slots
                 self.central.reconfigure(new_config)
                 self._prune_controls()
+                self.fault_store.reloaded(self.config)
+                self._faults_changed()  # (the new workers were told the old suppressions when they started)
                 assert self._nursery is not None
                 self.checks.reconfigure(new_config, self._nursery)
                 if admin_changed:
@@ -200,6 +204,43 @@ class SupervisorOperations(SupervisorReporting):
             "disabled": "disabled: new clients are refused (503 for HTTP), open connections were closed",
         }[state]
         return {"ok": True, "route": name, "state": state, "message": f"route {name} {what}"}
+
+    def _fault_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``proxyctl fault list|add|remove|clear``."""
+        action = request.get("action")
+        if action == "list":
+            return {"ok": True}
+        if action == "add":
+            table = request.get("fault")
+            if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
+                table = {**table, "name": self.fault_store.free_name(self.config, table["route"], table.get("kind"))}
+            try:
+                spec = parse_fault(table or {})
+            except FaultError as exc:
+                return {"ok": False, "error": f"{exc.key}: {exc}" if exc.key else str(exc), "usage": True}
+            refused = self.fault_add(spec)
+            if refused is not None:
+                return {"ok": False, "error": refused}
+            return {
+                "ok": True,
+                "fault": spec.as_json(),
+                "message": f"fault {spec.name} on route {spec.route}: {spec.describe()}"
+                + (f", for {format_span(spec.ttl_s)}" if spec.ttl_s else ""),
+            }
+        if action == "remove":
+            route, name = str(request.get("route")), str(request.get("name"))
+            refused = self.fault_remove(route, name)
+            if refused is not None:
+                return {"ok": False, "error": refused}
+            return {"ok": True, "message": f"fault {name} removed from route {route}"}
+        if action == "clear":
+            only = request.get("route")
+            removed = self.fault_clear(None if only is None else str(only))
+            if isinstance(removed, str):
+                return {"ok": False, "error": removed}
+            where = f"route {only}" if only else "every route"
+            return {"ok": True, "removed": removed, "message": f"{removed} fault(s) removed from {where}"}
+        return {"ok": False, "error": f"action must be list, add, remove or clear, got {action!r}", "usage": True}
 
     def _gate_urls(self, name: Any) -> dict[str, Any]:
         """A gated route's URLs, token included: for the operator who asks
@@ -246,6 +287,12 @@ class SupervisorOperations(SupervisorReporting):
         if command == "route":
             reply = self._route_command(request.get("route"), request.get("action"))
             await self.refresh_reports()  # (answered once every worker applies it)
+            return reply
+        if command == "fault":
+            reply = self._fault_command(request)
+            await self.refresh_reports()  # (answered once every worker applies it)
+            if reply.get("ok") and request.get("action") == "list":
+                reply.update(self.faults_view())
             return reply
         if command == "log-level":
             level = request.get("level")

@@ -24,6 +24,7 @@ from prometheus_client.core import Metric
 
 from ..admin.history import kernel_rtt
 from ..admin.status import readiness, route_statuses
+from ..forward import faultcontrol
 from ..forward.proxy import Proxy
 from .messages import McpDelta, WorkerSnapshot
 
@@ -93,6 +94,7 @@ def worker_report(proxy: Proxy) -> WorkerSnapshot:
             "observation_budget": proxy.observe_budget.as_json(time.perf_counter()),
             "observation_memory": proxy.observe_memory.as_json(),
             "local_exhaustion": proxy.exhaustion.as_json(now),
+            "faults": faultcontrol.view(proxy.routes, proxy.config.faults_enabled),
         },
         rtt,
         time.time(),

@@ -28,10 +28,12 @@ import trio
 
 from .. import logs
 from ..admin.server import AdminServer
+from ..config.faults import FaultSpec
 from ..forward.state import OPERATOR_ACTIONS
 from ..logs import log
 from .central import CentralMcp
 from .checks import SupervisorChecks
+from .faultstore import FaultStore, merge_views
 from .lifecycle import WorkerLifecycle
 from .messages import (
     Answer,
@@ -77,6 +79,8 @@ class SupervisorReporting(WorkerLifecycle):
     log_level: str
     #: route -> (state, since unix): what operators set, until enabled again.
     route_controls: dict[str, tuple[str, float]]
+    #: The operators' faults (and the configured ones they took out).
+    fault_store: FaultStore
 
     def request_stop(self) -> None:
         raise NotImplementedError
@@ -89,6 +93,7 @@ class SupervisorReporting(WorkerLifecycle):
         self._query_ids = itertools.count(1)
         self._admin_scope = None
         self.route_controls = {}
+        self.fault_store = FaultStore()
 
     # --- what the view asks --------------------------------------------------------------
 
@@ -159,6 +164,8 @@ class SupervisorReporting(WorkerLifecycle):
             self.tell(worker, self.view.tap_message())
         if self.route_controls:
             self.tell(worker, self._controls_message())
+        if not self.fault_store.empty:
+            self.tell(worker, self.fault_store.message(time.time()))
 
     # --- what operators change at run time --------------------------------------------------
 
@@ -187,6 +194,44 @@ class SupervisorReporting(WorkerLifecycle):
         """A reload: controls of routes that are gone go with them."""
         names = {r.name for r in self.config.routes}
         self.route_controls = {n: c for n, c in self.route_controls.items() if n in names}
+
+    # --- faults (``proxyctl fault``, the admin API) ---------------------------------------------
+
+    def fault_add(self, spec: FaultSpec) -> str | None:
+        refused = self.fault_store.add(self.config, spec, time.time())
+        if refused is None:
+            if self.ledger is not None:
+                self.ledger.record("fault_added", route=spec.route, fault=spec.name, kind=str(spec.kind))
+            self._faults_changed()
+        return refused
+
+    def fault_remove(self, route: str, name: str) -> str | None:
+        refused = self.fault_store.remove(self.config, route, name, time.time())
+        if refused is None:
+            self._faults_changed()
+        return refused
+
+    def fault_clear(self, route: str | None) -> int | str:
+        removed = self.fault_store.clear(self.config, route)
+        if not isinstance(removed, str):
+            self._faults_changed()
+        return removed
+
+    def _faults_changed(self) -> None:
+        message = self.fault_store.message(time.time())
+        for worker in self._alive():
+            self.tell(worker, message)
+
+    def faults_view(self) -> dict[str, Any]:
+        views = [w.snapshot.local.get("faults") or {} for w in self._reporting_workers() if w.snapshot is not None]
+        return merge_views(self.config.faults_enabled, views)
+
+    def _reporting_workers(self) -> list[Worker]:
+        return [
+            w
+            for w in self.workers
+            if w.role in (Role.ACTIVE, Role.DRAINING) and w.snapshot is not None and w.snapshot.families
+        ]
 
     def set_log_level(self, level: str) -> None:
         """The whole tree's log level: the supervisor's, every worker's, the next ones'."""

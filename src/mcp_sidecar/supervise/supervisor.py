@@ -391,6 +391,7 @@ class Supervisor(SupervisorOperations):
             "healthy": not problems,
             "problems": problems,
             "warnings": exposure_warnings(self.config) + certificate_warnings(self.config),
+            "faults": self.faults_view(),
             "version": __version__,
             "state_dir": str(self.state_dir),
             "supervisor": {

@@ -28,14 +28,17 @@ from .. import __version__
 from ..admin.collector import supervision_families
 from ..admin.history import RouteSample, Sampler
 from ..admin.status import supervision_problems
+from ..config.faults import FaultError, FaultSpec, parse_fault
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
+from ..forward.faultcontrol import FaultsOff
 from ..forward.tap import TapHub, TapSubscriber
 from ..observe.mcpstats import WINDOW_S
 from .aggregate import Retired, RetiredRoutes, add_up, merge_families, merge_routes
 from .central import CentralMcp
 from .checks import SupervisorChecks
+from .faultstore import FaultStore
 from .messages import TapOn
 from .report import plain_families
 from .workers import Role, Worker
@@ -64,6 +67,16 @@ class Supervised(Protocol):
     def control_route(self, name: str, action: str) -> str | None: ...
 
     def set_log_level(self, level: str) -> None: ...
+
+    fault_store: FaultStore
+
+    def faults_view(self) -> dict[str, Any]: ...
+
+    def fault_add(self, spec: FaultSpec) -> str | None: ...
+
+    def fault_remove(self, route: str, name: str) -> str | None: ...
+
+    def fault_clear(self, route: str | None) -> int | str: ...
 
 
 class SupervisedView:
@@ -159,6 +172,7 @@ class SupervisedView:
             "reasons": reasons,
             "warnings": exposure_warnings(self.config) + certificate_warnings(self.config),
             "problems": supervision_problems(facts),
+            "faults": self.faults(),
             "supervisor": facts,
             "observation_budget": first.get("observation_budget"),
             "observation_memory": first.get("observation_memory"),
@@ -166,6 +180,32 @@ class SupervisedView:
             "workers": workers,
             "routes": self._routes(),
         }
+
+    def faults(self) -> dict[str, Any]:
+        return self.supervisor.faults_view()
+
+    def add_fault(self, table: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if not self.config.faults_enabled:
+            return 409, {"error": str(FaultsOff())}
+        if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
+            table = {
+                **table,
+                "name": self.supervisor.fault_store.free_name(self.config, table["route"], table.get("kind")),
+            }
+        try:
+            spec = parse_fault(table)
+        except FaultError as exc:
+            return 400, {"error": f"{exc.key}: {exc}" if exc.key else str(exc)}
+        refused = self.supervisor.fault_add(spec)
+        if refused is not None:
+            return (404 if refused.startswith("no route") else 409), {"error": refused}
+        return 201, {"fault": spec.as_json(), "message": f"fault {spec.name} on route {spec.route}: {spec.describe()}"}
+
+    def remove_fault(self, route: str, name: str) -> str | None:
+        return self.supervisor.fault_remove(route, name)
+
+    def clear_faults(self, route: str | None) -> int | str:
+        return self.supervisor.fault_clear(route)
 
     def readiness(self) -> list[str]:
         reasons: list[str] = []

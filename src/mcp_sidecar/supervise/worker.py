@@ -33,6 +33,7 @@ from .. import logs
 from ..admin.source import LocalSource
 from ..config.addresses import HostPort
 from ..config.model import ProxyConfig
+from ..forward import faultcontrol
 from ..forward.limits import SharedCounts
 from ..forward.proxy import Cooperation, Proxy
 from ..forward.state import CONN_IDS_PER_WORKER, RouteControl, number_connections_from
@@ -53,6 +54,7 @@ from .messages import (
     Query,
     Refresh,
     RouteControls,
+    RuntimeFaults,
     Serving,
     StopNow,
     SupervisionFacts,
@@ -272,6 +274,8 @@ async def serve_activated(sock: socket.socket, activated: Activated, fd_map: dic
                         relay.want(message.filters)
                     elif isinstance(message, RouteControls):
                         apply_controls(proxy, message)
+                    elif isinstance(message, RuntimeFaults):
+                        faultcontrol.apply_runtime(proxy.routes, message.faults, message.suppressed)
                     elif isinstance(message, LogLevel):
                         logs.set_level(message.level)
                     elif isinstance(message, Drain):

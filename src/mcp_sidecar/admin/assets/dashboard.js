@@ -79,9 +79,24 @@ function drawStatus(st, mcp, hist) {
   if (st.problems && st.problems.length) facts.push("problems: " + st.problems.join("; "));
   if (mcp.tap.subscribers) facts.push("tapped by " + mcp.tap.subscribers + " (dropped " + mcp.tap.dropped + ")");
   document.getElementById("facts").textContent = facts.join(" - ");
+  drawFaults(st.faults);
   drawSupervisor(st);
   drawRoutes(st, mcp, hist);
   drawUpstreams(st);
+}
+
+function drawFaults(faults) {
+  const box = document.getElementById("faults-banner");
+  box.hidden = !(faults && faults.enabled);
+  if (box.hidden) return;
+  const active = faults.faults || [];
+  box.replaceChildren(el("span", "FAULT INJECTION ENABLED: " + active.length + " fault(s) active"));
+  for (const f of active) {
+    const line = el("div", f.route + "/" + f.name + ": " + f.description + " - injected " + f.injected +
+      (f.expires_in_s === null ? "" : ", expires in " + age(f.expires_in_s)));
+    line.dataset.fault = f.route + "/" + f.name;
+    box.append(line);
+  }
 }
 
 function drawSupervisor(st) {
@@ -400,6 +415,7 @@ async function drawDetail() {
     add("TCP " + leg, t ? "rtt " + ms(t.rtt_ms) + ", rttvar " + ms(t.rttvar_ms) + ", retrans " + t.total_retrans : "-");
   }
   if (c.tls) add("TLS", counts(c.tls));
+  if (c.faults && c.faults.length) add("faults injected", c.faults.join("; "));
   const o = c.observed;
   if (o) {
     add("observed", o.mode + (o.mcp ? ", MCP messages " + counts(o.mcp_messages) : ""));
