@@ -49,7 +49,7 @@ def sides(*tables: dict[str, Any]) -> tuple[RequestSide, ResponseSide, FaultBook
     for i, table in enumerate(tables):
         book.add(parse_fault({"route": "r", "name": f"f{i}", **table}), 0.0)
     responses = ResponseSide()
-    return RequestSide(lambda m, t: book.mcp_fault(0.0, m, t, "c"), responses), responses, book
+    return RequestSide(lambda m, t, k: book.mcp_fault(0.0, m, t, "c", k), responses), responses, book
 
 
 def fed(side: RequestSide | ResponseSide, data: bytes, cuts: list[int]) -> list[Any]:
@@ -350,6 +350,42 @@ async def test_cut_ends_the_answer_stream_mid_way(nursery, sdk_server, mode: str
         assert reached(log) == ["echo cut", "echo whole"]
 
 
+async def test_the_legacy_sse_transport_gets_its_faults_on_the_sessions_stream(nursery, sdk_server) -> None:
+    """2024-11-05: the POST is one connection, its answer an event on the
+    session's stream (another): the injected error arrives there, a delayed,
+    dropped or cut answer is the stream's event for that id."""
+    port, log = sdk_server
+    with trio.fail_after(90):
+        reached(log)
+        proxy, url = await sdk_proxy(
+            nursery,
+            port,
+            {"kind": "error", "method": "tools/call", "target": "echo", "code": -32077, "count": 1},
+            {"kind": "delay", "method": "tools/call", "target": "slow", "delay": "500ms"},
+        )
+        sse = url.replace("/mcp", "/sse")
+        started = time.perf_counter()
+        done = await drive(sse, "sse", 5, "echo=first", "echo=second", "slow=0")
+        assert done["version"] == HANDSHAKE
+        assert done["calls"] == [
+            {"error": -32077, "message": "injected by mcp-sidecar"},
+            {"ok": "second", "is_error": False},
+            {"ok": "done", "is_error": False},
+        ]
+        assert time.perf_counter() - started >= 0.5
+        assert reached(log) == ["echo second", "slow 0"]  # the first never reached the server
+        assert proxy.route().faults.injected == {"error": 1, "delay": 1}
+        body = json.dumps({"route": "mcp", "kind": "drop", "method": "tools/call", "target": "echo", "count": 1})
+        assert proxy.route().faults is not None
+        from mcp_sidecar.config.faults import parse_fault
+
+        proxy.route().faults.add(parse_fault(json.loads(body)), trio.current_time())
+        done = await drive(sse, "sse", 1.5, "echo=lost", "echo=after")
+        lost, after = done["calls"]
+        assert "ok" not in lost and after == {"ok": "after", "is_error": False}, done
+        assert reached(log) == ["echo lost", "echo after"]  # it ran; its answer was lost
+
+
 async def test_websocket_mcp_faults_as_a_client_sees_them(nursery) -> None:
     import trio_websocket
 
@@ -475,3 +511,60 @@ async def test_the_tap_shows_an_injected_fault_marked_and_its_answer(nursery) ->
         assert [r["direction"] for r in observed] == ["client_to_upstream", "upstream_to_client"]
         assert json.loads(observed[1]["error"])["code"] == -32000  # its answer, as the client got it
         await stream.aclose()
+
+
+def test_legacy_streams_are_known_by_session_and_act_on_answers_by_id() -> None:
+    from mcp_sidecar.faults.legacy import LegacyStreams
+
+    book = FaultBook("r")
+    for i, table in enumerate(
+        [
+            {"kind": "error", "target": "bad", "code": -32009},
+            {"kind": "cut", "target": "long"},
+            {"kind": "http_status", "target": "gone", "status": 404},
+        ]
+    ):
+        book.add(parse_fault({"route": "r", "name": f"f{i}", **table}), 0.0)
+    legacy = LegacyStreams()
+
+    def pair() -> tuple[RequestSide, ResponseSide]:
+        responses = ResponseSide(legacy)
+        return RequestSide(lambda m, t, k: book.mcp_fault(0.0, m, t, "c", k), responses, None, legacy), responses
+
+    stream_req, stream_resp = pair()
+    get = b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    assert stream_req.feed(get) == [Send(get)]
+    endpoint = b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n"
+    out = stream_resp.feed(SSE_HEAD + b"%x\r\n%s\r\n" % (len(endpoint), endpoint))
+    assert b"".join(a.data for a in out if isinstance(a, Send)) == SSE_HEAD + b"%x\r\n%s\r\n" % (
+        len(endpoint),
+        endpoint,
+    )
+    stream = legacy.get("abc")
+    assert stream is not None and stream is stream_resp.stream
+
+    post_req, _ = pair()
+
+    def legacy_call(request_id: int, tool: str) -> bytes:
+        body = msgspec.json.encode(
+            {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": tool}}
+        )
+        return b"POST /messages/?session_id=abc HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    (reply,) = post_req.feed(legacy_call(1, "bad"))
+    assert isinstance(reply, Reply) and reply.data.startswith(b"HTTP/1.1 202 Accepted\r\n")
+    assert reply.inject is not None and reply.inject[0] is stream
+    assert reply.inject[1] == (
+        b'event: message\r\ndata: {"jsonrpc":"2.0","id":1,"error":{"code":-32009,'
+        b'"message":"injected by mcp-sidecar"}}\r\n\r\n'
+    )
+    (gone,) = post_req.feed(legacy_call(2, "gone"))
+    assert isinstance(gone, Reply) and gone.data.startswith(b"HTTP/1.1 404 Not Found\r\n") and gone.inject is None
+    assert post_req.feed(legacy_call(3, "long")) == [Send(legacy_call(3, "long"))]  # forwarded; its answer cut
+    answer = b'event: message\r\ndata: {"jsonrpc":"2.0","id":3,"result":{}}\r\n\r\n'
+    out = stream_resp.feed(b"%x\r\n%s\r\n" % (len(answer), answer))
+    assert [type(a) for a in out] == [Close]
+    stream_resp.close()
+    assert legacy.get("abc") is None  # a stream that ended is forgotten
+    # A session whose stream is not known here (another worker): only http_status applies.
+    assert post_req.feed(legacy_call(4, "bad")) == [Send(legacy_call(4, "bad"))]

@@ -29,6 +29,8 @@ class Reply:
     data: bytes
     fault: ActiveFault
     request: bytes
+    #: Also an event to write on another connection's stream: (legacy.LegacyStream, event bytes).
+    inject: tuple[Any, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,8 @@ class Close:
 
 
 Action = Send | Reply | Wait | Close
-#: (method, target) -> the fault that takes the request (None: forward it)
-Decide = Callable[[str, "str | None"], "ActiveFault | None"]
+#: (method, target, kinds it may be or None for any) -> the fault that takes the request (None: forward it)
+Decide = Callable[[str, "str | None", "frozenset[Any] | None"], "ActiveFault | None"]
 
 
 def message_of(body: bytes) -> dict[str, Any] | None:
@@ -68,3 +70,17 @@ def target_of(message: dict[str, Any]) -> str | None:
 
 def error_body(request_id: Any, code: int, message: str) -> bytes:
     return msgspec.json.encode({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
+
+
+def message_of_any(body: bytes) -> dict[str, Any] | None:
+    """A JSON object (any JSON-RPC message), or None."""
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def id_key(request_id: Any) -> str:
+    """A request id as a key (ids are numbers or strings: 1 and "1" differ)."""
+    return msgspec.json.encode(request_id).decode()

@@ -161,9 +161,14 @@ class FaultBook:
                 chosen.append(fault)
         return chosen
 
-    def mcp_fault(self, now: float, method: str, target: str | None, client: str) -> ActiveFault | None:
-        """The first MCP fault matching a request that rolls true, noted."""
+    def mcp_fault(
+        self, now: float, method: str, target: str | None, client: str, kinds: frozenset[Any] | None = None
+    ) -> ActiveFault | None:
+        """The first MCP fault matching a request that rolls true, noted
+        (``kinds``: only faults of these kinds apply here)."""
         for fault in self._kinds(now, tcp=False):
+            if kinds is not None and fault.spec.kind not in kinds:
+                continue
             if fault.spec.matches(method, target, client) and self._roll(fault):
                 self.note(fault)
                 return fault

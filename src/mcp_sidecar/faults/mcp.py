@@ -24,7 +24,8 @@ Rules this module keeps:
   ``events`` events (a JSON response counts as one event); ``strip_keepalive``:
   the event stream's comment-only events removed.
 * After a WebSocket upgrade both sides read frames (ws.py): the same
-  faults, matched by request id.
+  faults, matched by request id.  A 2024-11-05 POST's fault acts on the
+  session's stream, another connection's (legacy.py).
 * Anything the framer cannot follow makes both sides a tunnel (http.py):
   bytes unchanged, no more faults on this connection.
 """
@@ -34,9 +35,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 from ..config.faults import FaultKind
-from .actions import Action, Close, Decide, Reply, Send, Wait, error_body, message_of, target_of
+from .actions import (
+    Action,
+    Close,
+    Decide,
+    Reply,
+    Send,
+    Wait,
+    error_body,
+    id_key,
+    message_of,
+    message_of_any,
+    target_of,
+)
 from .book import ActiveFault
 from .http import (
     LAST_CHUNK,
@@ -50,6 +64,7 @@ from .http import (
     json_response,
     split_head,
 )
+from .legacy import LegacyStream, LegacyStreams, endpoint_session, event_data, message_event, session_in_target
 from .ws import WsAnswers, WsPlans, WsRequests
 
 
@@ -61,23 +76,36 @@ class _Mode(Enum):
 
 
 class ResponsePlan:
-    """What to do with the response to one forwarded request."""
+    """What to do with the response to one forwarded request (``stream``: a
+    GET's event stream, read for a 2024-11-05 session's answers)."""
 
-    __slots__ = ("events", "fault", "head_only", "kind")
+    __slots__ = ("events", "fault", "head_only", "kind", "stream")
 
-    def __init__(self, fault: ActiveFault | None = None, *, head_only: bool = False) -> None:
+    def __init__(self, fault: ActiveFault | None = None, *, head_only: bool = False, stream: bool = False) -> None:
         self.fault = fault
         self.kind = fault.spec.kind if fault is not None else None
         self.events = fault.spec.events if fault is not None else 0
         self.head_only = head_only
+        self.stream = stream
+
+
+#: The faults a 2024-11-05 POST may get when its session's stream is known here (else: only http_status).
+_LEGACY_KINDS = frozenset({FaultKind.ERROR, FaultKind.HTTP_STATUS, FaultKind.DELAY, FaultKind.DROP, FaultKind.CUT})
+_LEGACY_ELSEWHERE = frozenset({FaultKind.HTTP_STATUS})
 
 
 class RequestSide:
     """The client's bytes: requests framed, matched, forwarded or answered."""
 
     def __init__(
-        self, decide: Decide, responses: ResponseSide, may_match: Callable[[bytes], bool] | None = None
+        self,
+        decide: Decide,
+        responses: ResponseSide,
+        may_match: Callable[[bytes], bool] | None = None,
+        legacy: LegacyStreams | None = None,
     ) -> None:
+        #: The route's 2024-11-05 streams (None: that transport is not looked at).
+        self._legacy = legacy
         self._ws: WsRequests | None = None
         self._decide = decide
         #: A quick look at a body's bytes: False when no fault can match it (not decoded then).
@@ -153,6 +181,8 @@ class RequestSide:
         if end < 0 or not data.startswith((b"POST ", b"GET ", b"DELETE ")):
             return False
         head = data[: end + 2].lower()
+        if self._legacy is not None and b"text/event-stream" in head and data.startswith(b"GET "):
+            return False  # (a stream: read, for a 2024-11-05 session's answers)
         if b"\r\ntransfer-encoding:" in head or b"\r\nupgrade:" in head:
             return False  # chunked, or an upgrade: the long way
         at = head.find(b"\r\ncontent-length:")
@@ -166,6 +196,32 @@ class RequestSide:
             return False
         return not length or not data.startswith(b"POST ") or not self._may_match(data[end + 4 :])
 
+    def _legacy_request(self, raw: bytes, message: dict[str, Any], session: str) -> Action:
+        """A 2024-11-05 POST: its answer is an event on the session's stream."""
+        assert self._legacy is not None
+        stream = self._legacy.get(session)
+        fault = self._decide(message["method"], target_of(message), _LEGACY_KINDS if stream else _LEGACY_ELSEWHERE)
+        if fault is None:
+            return Send(raw)
+        spec = fault.spec
+        if spec.kind is FaultKind.HTTP_STATUS:
+            return self._status_reply(fault, message, raw)
+        assert stream is not None
+        if spec.kind is FaultKind.ERROR:
+            event = message_event(error_body(message["id"], spec.code, spec.message))
+            accepted = b"HTTP/1.1 202 Accepted\r\nContent-Length: 8\r\n\r\nAccepted"
+            return Reply(accepted, fault, raw, inject=(stream, event))
+        stream.plans[id_key(message["id"])] = fault
+        return Send(raw)
+
+    def _status_reply(self, fault: ActiveFault, message: dict[str, Any], raw: bytes) -> Reply:
+        spec = fault.spec
+        extra = () if spec.retry_after_s is None else (f"Retry-After: {round(spec.retry_after_s)}",)
+        reason = REASONS.get(spec.status, "Error")
+        code = -32001 if spec.status == 404 else spec.code
+        body_out = error_body(message["id"], code, "Session not found" if spec.status == 404 else spec.message)
+        return Reply(json_response(spec.status, reason, body_out, extra), fault, raw)
+
     def _to_tunnel(self, out: list[Action]) -> None:
         """The rest goes through unchanged (the responses to it pass: no plan)."""
         if self._buffer:
@@ -175,22 +231,25 @@ class RequestSide:
 
     def _request(self, head: Head, body: bytes) -> Action:
         raw = head.raw + body
+        if head.method == "GET" and self._legacy is not None and b"text/event-stream" in head.raw.lower():
+            self._responses.expect(ResponsePlan(stream=True))
+            return Send(raw)
         if head.method != "POST" or not body or not self._may_match(body):
             return Send(raw)  # (no fault can take it: its answer passes untouched)
         message = message_of(body)
-        fault = None if message is None else self._decide(message["method"], target_of(message))
+        if message is None:
+            return Send(raw)
+        session = session_in_target(head.target) if self._legacy is not None else None
+        if session is not None:
+            return self._legacy_request(raw, message, session)
+        fault = self._decide(message["method"], target_of(message), None)
         if fault is None:
             return Send(raw)
-        assert message is not None
         spec = fault.spec
         if spec.kind is FaultKind.ERROR:
             return Reply(json_response(200, "OK", error_body(message["id"], spec.code, spec.message)), fault, raw)
         if spec.kind is FaultKind.HTTP_STATUS:
-            extra = () if spec.retry_after_s is None else (f"Retry-After: {round(spec.retry_after_s)}",)
-            reason = REASONS.get(spec.status, "Error")
-            code = -32001 if spec.status == 404 else spec.code
-            body_out = error_body(message["id"], code, "Session not found" if spec.status == 404 else spec.message)
-            return Reply(json_response(spec.status, reason, body_out, extra), fault, raw)
+            return self._status_reply(fault, message, raw)
         self._responses.expect(ResponsePlan(fault, head_only=head.method == "HEAD"))
         return Send(raw)
 
@@ -198,7 +257,10 @@ class RequestSide:
 class ResponseSide:
     """The upstream's bytes: responses framed, each treated as its request's plan says."""
 
-    def __init__(self) -> None:
+    def __init__(self, legacy: LegacyStreams | None = None) -> None:
+        #: The route's 2024-11-05 streams, and this connection's, once its endpoint event named it.
+        self._legacy = legacy
+        self.stream: LegacyStream | None = None
         #: The answers a fault acts on after a WebSocket upgrade (shared with the request side).
         self.ws_plans = WsPlans()
         self._ws: WsAnswers | None = None
@@ -225,7 +287,7 @@ class ResponseSide:
         is complete (no pipelining: browsers, httpx, the SDKs), so when a
         fault's request goes up, the next response to come is its answer.
         Every other answer passes untouched, at no cost."""
-        if plan.kind is not None and not self._tunnel:
+        if (plan.kind is not None or plan.stream) and not self._tunnel:
             self._plans.append(plan)
 
     def feed(self, data: bytes) -> list[Action]:
@@ -297,6 +359,9 @@ class ResponseSide:
             self._buffer.clear()
             return False
         self._rewrites = kind in (FaultKind.CUT, FaultKind.STRIP_KEEPALIVE) and head.event_stream
+        if plan.stream and head.event_stream and self._legacy is not None:
+            self._rewrites = True  # (read event by event, for a 2024-11-05 session's answers)
+            self.stream = LegacyStream()
         if self._rewrites:
             self._events, self._seen_events = EventSplitter(), 0
         if not self._framing:
@@ -308,6 +373,17 @@ class ResponseSide:
 
     def _done(self) -> None:
         self._head, self._plan, self._chunks, self._events = None, None, None, None
+        self.close()
+
+    @property
+    def stream_chunked(self) -> bool:
+        """The stream's body is chunked (an injected event is then a chunk)."""
+        return self._framing == "chunked"
+
+    def close(self) -> None:
+        """The stream (if one was known) is gone: its session's faults cannot reach it."""
+        if self.stream is not None and self._legacy is not None:
+            self._legacy.forget(self.stream)
 
     def _body(self, out: list[Action]) -> None:
         plan = self._plan
@@ -353,9 +429,14 @@ class ResponseSide:
             self._buffer += rest
 
     def _rewrite(self, payload: bytes, out: list[Action], *, chunked: bool) -> None:
-        """An event stream cut after ``events`` events, or without its keepalives."""
+        """An event stream cut after ``events`` events, or without its keepalives;
+        or a 2024-11-05 session's stream, its answers held, dropped or cut."""
         plan = self._plan
-        assert plan is not None and plan.fault is not None and self._events is not None
+        assert plan is not None and self._events is not None
+        if plan.stream:
+            self._session_events(payload, out, chunked)
+            return
+        assert plan.fault is not None
         kept = bytearray()
         for event in self._events.feed(payload):
             if plan.kind is FaultKind.STRIP_KEEPALIVE and is_comment_only(event):
@@ -371,6 +452,41 @@ class ResponseSide:
                     return
         if kept:
             out.append(Send(chunk(bytes(kept)) if chunked else bytes(kept)))
+
+    def _session_events(self, payload: bytes, out: list[Action], chunked: bool) -> None:
+        stream, legacy = self.stream, self._legacy
+        assert stream is not None and legacy is not None and self._events is not None
+        kept = bytearray()
+
+        def flush() -> None:
+            if kept:
+                out.append(Send(chunk(bytes(kept)) if chunked else bytes(kept)))
+                kept.clear()
+
+        for event in self._events.feed(payload):
+            if stream.session is None:
+                stream.session = endpoint_session(event)
+                legacy.register(stream)
+            fault = None
+            if stream.plans:
+                data = event_data(event)
+                message = message_of_any(data) if data is not None else None
+                if message is not None and "id" in message and "method" not in message:
+                    fault = stream.plans.pop(id_key(message["id"]), None)
+            if fault is None:
+                kept += event
+            elif fault.spec.kind is FaultKind.DELAY:
+                flush()
+                out.append(Wait(fault.spec.delay_s, fault))
+                kept += event
+            elif fault.spec.kind is FaultKind.CUT:
+                flush()
+                out.append(Close(fault))
+                self._tunnel = self._cut = True
+                self._buffer.clear()
+                return
+            # FaultKind.DROP: never delivered
+        flush()
 
 
 def _merged(actions: list[Action]) -> list[Action]:

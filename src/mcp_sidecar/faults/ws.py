@@ -17,12 +17,9 @@ Rules this module keeps:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import msgspec
 
 from ..config.faults import FaultKind
-from .actions import Action, Close, Decide, Reply, Send, Wait, error_body, target_of
+from .actions import Action, Close, Decide, Reply, Send, Wait, error_body, id_key, message_of_any, target_of
 from .book import ActiveFault
 from .http import MAX_BODY_BYTES
 
@@ -97,18 +94,6 @@ class Frames:
         return out
 
 
-def _json(payload: bytes) -> dict[str, Any] | None:
-    try:
-        value = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _key(request_id: Any) -> str:
-    return msgspec.json.encode(request_id).decode()
-
-
 class WsPlans:
     """The answers a fault acts on, by request id (shared by both sides)."""
 
@@ -128,18 +113,18 @@ class WsRequests:
     def feed(self, data: bytes) -> list[Action]:
         out: list[Action] = []
         for raw, payload in self._frames.feed(data):
-            message = _json(payload) if payload is not None and self._may_match(payload) else None
+            message = message_of_any(payload) if payload is not None and self._may_match(payload) else None
             if message is None or not isinstance(message.get("method"), str) or "id" not in message:
                 out.append(Send(raw))
                 continue
-            fault = self._decide(message["method"], target_of(message))
+            fault = self._decide(message["method"], target_of(message), None)
             if fault is None or fault.spec.kind in (FaultKind.HTTP_STATUS, FaultKind.STRIP_KEEPALIVE):
                 out.append(Send(raw))
             elif fault.spec.kind is FaultKind.ERROR:
                 body = error_body(message["id"], fault.spec.code, fault.spec.message)
                 out.append(Reply(server_text_frame(body), fault, raw))
             else:
-                self._plans.by_id[_key(message["id"])] = fault
+                self._plans.by_id[id_key(message["id"])] = fault
                 out.append(Send(raw))
         return out
 
@@ -159,9 +144,9 @@ class WsAnswers:
         for raw, payload in self._frames.feed(data):
             fault = None
             if payload is not None and self._plans.by_id:
-                message = _json(payload)
+                message = message_of_any(payload)
                 if message is not None and "id" in message and "method" not in message:
-                    fault = self._plans.by_id.pop(_key(message["id"]), None)
+                    fault = self._plans.by_id.pop(id_key(message["id"]), None)
             if fault is None:
                 out.append(Send(raw))
             elif fault.spec.kind is FaultKind.DELAY:

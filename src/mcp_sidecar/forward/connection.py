@@ -140,7 +140,12 @@ async def _forward(
     faults = None
     if rt.faults is not None:  # ([faults] enabled: otherwise never a fault's path)
         faults = plan_connection(
-            rt.faults, conn, settings.protocol != "tcp", trio.current_time(), lambda: rt.observation.taps
+            rt.faults,
+            conn,
+            settings.protocol != "tcp",
+            trio.current_time(),
+            lambda: rt.observation.taps,
+            rt.legacy_streams,
         )
 
     async def leg(src: RawLeg, dst: RawLeg, flow: Flow, src_name: str, dst_name: str, gate: RequestGate | None) -> None:

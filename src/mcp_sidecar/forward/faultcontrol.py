@@ -22,6 +22,7 @@ import trio
 
 from ..config.faults import FaultSpec
 from ..faults.book import FaultBook, FaultLimit, FaultSource
+from ..faults.legacy import LegacyStreams
 from .state import RouteState
 
 
@@ -46,6 +47,7 @@ def install(routes: list[RouteState], enabled: bool) -> None:
         now = 0.0
     for rt in routes:
         rt.faults = FaultBook(rt.name)
+        rt.legacy_streams = LegacyStreams()
         for spec in rt.config.faults:
             rt.faults.add(spec, now, FaultSource.CONFIG)
 

@@ -38,6 +38,8 @@ import trio
 from ..errors import RemoteError
 from ..faults.actions import Close, Reply, Send, Wait
 from ..faults.book import ActiveFault, FaultBook
+from ..faults.http import chunk
+from ..faults.legacy import LegacyStreams
 from ..faults.mcp import RequestSide, ResponseSide
 from ..faults.tcp import ConnectionShaping, Ending, Shaper
 from ..logs import log
@@ -75,7 +77,12 @@ class ConnectionFaults:
 
 
 def plan_connection(
-    book: FaultBook, conn: Connection, http: bool, now: float, taps: Callable[[], tuple[Any, ...]] = tuple
+    book: FaultBook,
+    conn: Connection,
+    http: bool,
+    now: float,
+    taps: Callable[[], tuple[Any, ...]] = tuple,
+    legacy: LegacyStreams | None = None,
 ) -> ConnectionFaults | None:
     """The faults of a new connection (None: none; it takes the plain pump).
     ``taps``: the route's tap subscribers now (each injection is shown to them, marked)."""
@@ -123,15 +130,15 @@ def plan_connection(
     shaping = ConnectionShaping.of([f.spec for f in chosen], book.rng) if chosen else None
     requests = responses = None
     if mcp:
-        responses = ResponseSide()
+        responses = ResponseSide(legacy)
 
-        def decide(method: str, target: str | None) -> ActiveFault | None:
-            fault = book.mcp_fault(trio.current_time(), method, target, client)
+        def decide(method: str, target: str | None, kinds: frozenset[Any] | None) -> ActiveFault | None:
+            fault = book.mcp_fault(trio.current_time(), method, target, client, kinds)
             if fault is not None:
                 injected(fault, method, target)
             return fault
 
-        requests = RequestSide(decide, responses, lambda body: book.may_match(trio.current_time(), body))
+        requests = RequestSide(decide, responses, lambda body: book.may_match(trio.current_time(), body), legacy)
     return ConnectionFaults(shaping, requests, responses, injected)
 
 
@@ -194,6 +201,24 @@ async def _admitted(gate: RequestGate, data: bytes, src: Leg) -> bytes:
     return bytes(passed)
 
 
+class _StreamWriter:
+    """A 2024-11-05 stream's client side, for another connection's fault to
+    write an event on (between two of the stream's own: the lock)."""
+
+    def __init__(self, leg: Leg, chunked: bool, observe: ChunkObserver | None) -> None:
+        self.lock = trio.Lock()
+        self.leg = leg
+        self.chunked = chunked
+        self.observe = observe
+
+    async def inject(self, event: bytes) -> None:
+        async with self.lock:
+            data = chunk(event) if self.chunked else event
+            await self.leg.send_all(data)
+            if self.observe is not None:
+                self.observe.feed(memoryview(data))
+
+
 async def _in_order(
     src: Leg,
     dst: Leg,
@@ -204,31 +229,46 @@ async def _in_order(
     gate: RequestGate | None,
 ) -> None:
     """The MCP faults' path: read, decide, send, in one task (a held answer holds its direction)."""
-    while True:
-        data = await _receive(src)
-        flow.bytes += len(data)
-        if not data:
-            break
-        if gate is not None:
-            data = await _admitted(gate, data, src)
-            if gate.tunnel:
-                gate = None
-        actions = transform.feed(data) if transform is not None else [Send(data)]
-        for action in actions:
-            if isinstance(action, Send):
-                await dst.send_all(action.data)
-                if observe is not None and observe.feed(memoryview(action.data)) is False:
-                    observe = None
-            elif isinstance(action, Reply):
-                # (HTTP/1.1 clients wait for an answer before the next request:
-                # nothing of ours can overtake an answer of the server's)
-                await _reply(src, action.data)
-                if answer_observer is not None:
-                    answer_observer(action)
-            elif isinstance(action, Wait):
-                await trio.sleep(action.seconds)
-            else:
-                raise FaultEnded(str(action.fault.spec.kind), reset=False)
+    writer: _StreamWriter | None = None
+    try:
+        while True:
+            data = await _receive(src)
+            flow.bytes += len(data)
+            if not data:
+                break
+            if gate is not None:
+                data = await _admitted(gate, data, src)
+                if gate.tunnel:
+                    gate = None
+            actions = transform.feed(data) if transform is not None else [Send(data)]
+            if writer is None and isinstance(transform, ResponseSide) and transform.stream is not None:
+                writer = transform.stream.handle = _StreamWriter(dst, transform.stream_chunked, observe)
+            for action in actions:
+                if isinstance(action, Send):
+                    if writer is not None:
+                        async with writer.lock:
+                            await dst.send_all(action.data)
+                    else:
+                        await dst.send_all(action.data)
+                    if observe is not None and observe.feed(memoryview(action.data)) is False:
+                        observe = None
+                elif isinstance(action, Reply):
+                    # (HTTP/1.1 clients wait for an answer before the next request:
+                    # nothing of ours can overtake an answer of the server's)
+                    await _reply(src, action.data)
+                    if answer_observer is not None:
+                        answer_observer(action)
+                    if action.inject is not None:  # (2024-11-05: the error goes on the session's stream)
+                        stream, event = action.inject
+                        if stream.handle is not None:
+                            await stream.handle.inject(event)
+                elif isinstance(action, Wait):
+                    await trio.sleep(action.seconds)
+                else:
+                    raise FaultEnded(str(action.fault.spec.kind), reset=False)
+    finally:
+        if isinstance(transform, ResponseSide):
+            transform.close()
     if observe is not None:
         observe.feed(memoryview(b""))
     flow.eof = True

@@ -31,6 +31,7 @@ import trio
 
 from ..config.model import RouteConfig
 from ..faults.book import FaultBook
+from ..faults.legacy import LegacyStreams
 from ..health.breaker import CircuitBreaker
 from ..health.checks import RouteHealth
 from ..net.exhaustion import LocalExhaustion
@@ -303,6 +304,8 @@ class RouteState:
     #: The route's faults (faults/book.py); None unless ``[faults] enabled``:
     #: then no connection of the route takes a path that could inject one.
     faults: FaultBook | None = None
+    #: The route's 2024-11-05 streams by session (faults only: a POST's fault reaches its answer).
+    legacy_streams: LegacyStreams | None = None
 
     @property
     def name(self) -> str:
