@@ -13,7 +13,7 @@ from mcp_sidecar.errors import BindError
 from mcp_sidecar.net.listeners import _explain, bind_all, expand_listen_host
 from mcp_sidecar.net.netinfo import listeners_on_port, nonloopback_addresses
 
-from ..conftest import ipv6_loopback_available
+from ..conftest import free_port, ipv6_loopback_available
 
 
 def test_nonloopback_addresses_exclude_loopback_and_link_local() -> None:
@@ -120,6 +120,39 @@ def test_every_interface_listens_on_both_families_on_one_port() -> None:
             with socket.socket(family, socket.SOCK_STREAM) as client:
                 client.settimeout(5)
                 client.connect((host, port))  # (accepted by the kernel into that socket's backlog)
+    finally:
+        for item in listeners:
+            item.close()
+
+
+def test_an_ipv6_wildcard_takes_both_families_unless_ipv4_has_its_own() -> None:
+    """``[::]:PORT`` is one dual-stack socket (an IPv4 client reaches it too, as
+    Linux, Node and Go do by default); listed beside ``0.0.0.0:PORT`` each
+    family keeps its own socket, and both bind."""
+    assert ipv6_loopback_available(), "the suite needs IPv6 on loopback (CI has it)"
+    alone = build_config({"route": [{"name": "r", "listen": "[::]:0", "upstream": "127.0.0.1:9"}]})
+    (listener,) = bind_all(alone)
+    try:
+        assert listener.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as client:
+                client.settimeout(5)
+                client.connect((host, listener.address.port))
+    finally:
+        listener.close()
+    port = free_port()
+    both = build_config(
+        {
+            "route": [
+                {"name": "v4", "listen": f"0.0.0.0:{port}", "upstream": "127.0.0.1:9"},
+                {"name": "v6", "listen": f"[::]:{port}", "upstream": "127.0.0.1:9"},
+            ]
+        }
+    )
+    listeners = bind_all(both)  # (a dual-stack [::] would take the port from 0.0.0.0)
+    try:
+        v6 = next(item for item in listeners if item.route.name == "v6")
+        assert v6.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
     finally:
         for item in listeners:
             item.close()

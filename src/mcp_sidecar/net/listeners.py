@@ -9,9 +9,12 @@ Rules this module keeps:
   holds a busy port (and, when it holds only loopback, how to avoid the
   collision), that a privileged port needs a capability, that an address is
   not on this host.
-* IPv6 sockets are ``IPV6_V6ONLY``: ``0.0.0.0`` and ``[::]`` are separate
-  listen addresses, whatever ``net.ipv6.bindv6only`` says; ``*`` is both, on
-  one port (port 0: the port the first socket got).
+* ``[::]:PORT`` listens on both families (one dual-stack socket, as Linux,
+  Node and Go do by default), unless ``0.0.0.0:PORT`` is configured too:
+  then each is its own family's (``IPV6_V6ONLY``), so both can bind.  Every
+  other IPv6 socket is ``IPV6_V6ONLY``, whatever ``net.ipv6.bindv6only``
+  says.  ``*`` is both families, two sockets on one port (port 0: the port
+  the first socket got).
 * Sockets are plain non-blocking stdlib sockets: the accept loop and the pump
   drive them with ``trio.lowlevel.wait_readable``.
 """
@@ -119,13 +122,29 @@ def _explain(exc: OSError, addr: HostPort, owner: str) -> BindError:
     return BindError(f"{where}: {exc.strerror or exc}")
 
 
-def _listening_socket(host: str, port: int, owner: str) -> socket.socket:
+def ipv4_wildcard_ports(config: ProxyConfig) -> frozenset[int]:
+    """Ports some route listens on at ``0.0.0.0`` (or ``*``): an ``[::]`` of the
+    same port must then leave IPv4 to it (``IPV6_V6ONLY``)."""
+    return frozenset(
+        addr.port
+        for route in config.routes
+        for addr in route.listen
+        if addr.host in ("0.0.0.0", EVERY_INTERFACE) and addr.port
+    )
+
+
+def dual_stack(configured_host: str, host: str, port: int, ipv4_taken: frozenset[int]) -> bool:
+    """Whether the socket for ``host`` (expanded from ``configured_host``) takes both families."""
+    return configured_host == "::" and host == "::" and port not in ipv4_taken
+
+
+def _listening_socket(host: str, port: int, owner: str, *, both_families: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if both_families else 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
@@ -135,8 +154,8 @@ def _listening_socket(host: str, port: int, owner: str) -> socket.socket:
     return sock
 
 
-def open_listener(route: RouteConfig, host: str, port: int) -> BoundListener:
-    sock = _listening_socket(host, port, f"route {route.name}")
+def open_listener(route: RouteConfig, host: str, port: int, *, both_families: bool = False) -> BoundListener:
+    sock = _listening_socket(host, port, f"route {route.name}", both_families=both_families)
     return BoundListener(route, sock, HostPort(host, sock.getsockname()[1]))
 
 
@@ -145,16 +164,17 @@ def open_admin_listener(admin: AdminConfig) -> socket.socket | None:
     if admin.listen is None:
         return None
     host = expand_listen_host(admin.listen.host, admin.listen.port)[0]
-    return _listening_socket(host, admin.listen.port, "admin endpoint")
+    return _listening_socket(host, admin.listen.port, "admin endpoint", both_families=admin.listen.host == "::")
 
 
-def bind_route(route: RouteConfig) -> list[BoundListener]:
+def bind_route(route: RouteConfig, ipv4_taken: frozenset[int] = frozenset()) -> list[BoundListener]:
     bound: list[BoundListener] = []
     try:
         for addr in route.listen:
             port = addr.port
             for host in expand_listen_host(addr.host, addr.port):
-                listener = open_listener(route, host, port)
+                both = dual_stack(addr.host, host, addr.port, ipv4_taken)
+                listener = open_listener(route, host, port, both_families=both)
                 bound.append(listener)
                 port = port or listener.address.port  # (one address, one port: its other sockets share it)
     except BaseException:
@@ -167,8 +187,9 @@ def bind_route(route: RouteConfig) -> list[BoundListener]:
 def bind_all(config: ProxyConfig) -> list[BoundListener]:
     bound: list[BoundListener] = []
     try:
+        ipv4_taken = ipv4_wildcard_ports(config)
         for route in config.routes:
-            bound.extend(bind_route(route))
+            bound.extend(bind_route(route, ipv4_taken))
     except BaseException:
         for listener in bound:
             listener.close()
@@ -223,17 +244,18 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
     unchanged -- for a port-0 address, the port the same route already has
     on that host -- and binding new addresses now (all or nothing)."""
     unclaimed = {(item.address.host, item.address.port): item for item in current.routes}
+    ipv4_taken = ipv4_wildcard_ports(config)
     wanted = [
-        (route, host, addr.port, (route.name, n))
+        (route, host, addr.port, (route.name, n), dual_stack(addr.host, host, addr.port, ipv4_taken))
         for route in config.routes
         for n, addr in enumerate(route.listen)
         for host in expand_listen_host(addr.host, addr.port)
     ]
     reused: dict[int, BoundListener] = {}
-    for i, (_, host, port, _) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
+    for i, (_, host, port, _, _) in enumerate(wanted):  # explicit ports first: they cannot be taken by port 0
         if port and (host, port) in unclaimed:
             reused[i] = unclaimed.pop((host, port))
-    for i, (route, host, port, _) in enumerate(wanted):
+    for i, (route, host, port, _, _) in enumerate(wanted):
         if not port:
             mine = next(
                 (item for item in unclaimed.values() if item.route.name == route.name and item.address.host == host),
@@ -245,12 +267,12 @@ def rebind(current: Sockets, config: ProxyConfig) -> Sockets:
     result: list[BoundListener] = []
     ports: dict[tuple[str, int], int] = {}  # a port-0 address's port, shared by its sockets
     try:
-        for i, (route, host, port, key) in enumerate(wanted):
+        for i, (route, host, port, key, both) in enumerate(wanted):
             if i in reused:
                 result.append(BoundListener(route, reused[i].sock, reused[i].address))
                 ports.setdefault(key, reused[i].address.port)
                 continue
-            listener = open_listener(route, host, port or ports.get(key, 0))
+            listener = open_listener(route, host, port or ports.get(key, 0), both_families=both)
             ports.setdefault(key, listener.address.port)
             fresh.append(listener)
             result.append(listener)
@@ -284,7 +306,7 @@ def adopt_activated(config: ProxyConfig, adopted: list[tuple[str, socket.socket]
             host, port = item[1].getsockname()[:2]
             routes.append(BoundListener(route, item[1], HostPort(host, port)))
         if not matched:
-            routes.extend(bind_route(route))
+            routes.extend(bind_route(route, ipv4_wildcard_ports(config)))
     admin_sock = next((s for n, s in pool if n == "admin"), None)
     if admin_sock is not None:
         pool = [(n, s) for n, s in pool if s is not admin_sock]
