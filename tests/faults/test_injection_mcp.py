@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from mcp_sidecar.config.faults import parse_fault
 from mcp_sidecar.faults.actions import Close, Reply, Send, Wait
 from mcp_sidecar.faults.book import ActiveFault, FaultBook
-from mcp_sidecar.faults.mcp import RequestSide, ResponseSide
+from mcp_sidecar.faults.mcp import ResponseSide
+from mcp_sidecar.faults.requests import RequestSide
 from mcp_sidecar.net.http import request
 
 from ..conftest import ROOT, free_port, start_proxy
@@ -568,3 +569,38 @@ def test_legacy_streams_are_known_by_session_and_act_on_answers_by_id() -> None:
     assert legacy.get("abc") is None  # a stream that ended is forgotten
     # A session whose stream is not known here (another worker): only http_status applies.
     assert post_req.feed(legacy_call(4, "bad")) == [Send(legacy_call(4, "bad"))]
+
+
+async def test_a_gated_route_gets_its_faults_after_the_gate(nursery) -> None:
+    """A gated route's connections take the fault pump (the gate first): no
+    token, the gate's 401; with it, the injected error."""
+    from mcp_sidecar.demo.servers import serve_http
+
+    with trio.fail_after(30):
+        upstream = await nursery.start(serve_http, "127.0.0.1", 0)
+        token = "GatedFaultT0ken0123456789abc"
+        proxy = await start_proxy(
+            nursery,
+            {
+                "faults": {"enabled": True},
+                "route": [
+                    {
+                        "name": "mcp",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{upstream}",
+                        "health_interval": 0,
+                        "gate": "token",
+                        "gate_token": token,
+                        "fault": [{"kind": "error", "target": "search", "code": -32011}],
+                    }
+                ],
+            },
+        )
+        body = call(9, "search")[call(9, "search").index(b"\r\n\r\n") + 4 :]
+        headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+        refused = await request("127.0.0.1", proxy.port(), "/mcp", method="POST", body=body, headers=headers)
+        assert refused.status == 401
+        headers.append(("authorization", f"Bearer {token}"))
+        reply = await request("127.0.0.1", proxy.port(), "/mcp", method="POST", body=body, headers=headers)
+        assert reply.status == 200 and json.loads(reply.body)["error"]["code"] == -32011
+        assert proxy.route().faults.injected == {"error": 1}

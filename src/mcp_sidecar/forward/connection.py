@@ -21,18 +21,20 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from ..config.addresses import format_sockaddr
 from ..errors import ClientGone, LocalResourceError, UpstreamUnavailable
-from ..faults.actions import Reply
+from ..faults.actions import Reply, Send
 from ..logs import log
 from ..net import sockopts
 from ..net.gate import RequestGate
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.connection import Sniff, sniff_request
-from .faultpump import FaultEnded, fault_pump, plan_connection
+from .faulthooks import RequestHook, ResponseHook
+from .faultpump import ConnectionFaults, FaultEnded, fault_pump, plan_connection
 from .idle import IDLE_TASK, idle_watch
 from .legs import RawLeg
 from .observation import Mode, Observation
@@ -156,13 +158,19 @@ async def _forward(
             else (observe.client_direction if src_name == "client" else observe.upstream_direction)
         )
         try:
-            if first and src_name == "client":
+            if first and src_name == "client" and faults is not None and faults.requests is not None:
+                flow.bytes += len(first)  # (the gate's first request: through the faults too)
+                await _first_through_faults(first, faults, src, dst, callback, _answer_observer(observe))
+            elif first and src_name == "client":
                 await dst.send_all(first)  # the request the gate admitted before the upstream was connected
                 flow.bytes += len(first)
                 if callback is not None and callback.feed(memoryview(first)) is False:
                     callback = None
             if faults is None:
                 await pump(src, dst, rt.scratch, flow, splice=use_splice, observe=callback, gate=gate)
+            elif hooks is not None:  # MCP faults riding the plain pump (faulthooks.py)
+                hook = hooks[0](callback) if src_name == "client" else hooks[1](callback)
+                await pump(src, dst, rt.scratch, flow, splice=False, observe=hook, gate=None)
             else:
                 client_side = src_name == "client"
                 shaping = faults.shaping
@@ -210,7 +218,10 @@ async def _forward(
         if open_directions == 0:
             nursery.cancel_scope.cancel()  # stops the idle watcher
 
+    hooks: tuple[Callable[[Any], RequestHook], Callable[[Any], ResponseHook]] | None = None
     async with trio.open_nursery() as nursery:
+        if faults is not None and faults.shaping is None and gate is None and faults.requests is not None:
+            hooks = _fault_hooks(conn, faults, cleg, observe, nursery)
         # Constant task names: trio would format one per task from the function.
         nursery.start_soon(leg, uleg, cleg, conn.u2c, "upstream", "client", None, name=_LEG_TASK)
         if settings.idle_timeout_s > 0:
@@ -245,6 +256,61 @@ async def _forward(
     if conn.end is None and open_directions == 0:
         conn.end = End.CLOSED
     return abort
+
+
+async def _first_through_faults(
+    first: bytes,
+    faults: ConnectionFaults,
+    cleg: RawLeg,
+    uleg: RawLeg,
+    observe: Any,
+    answer_observer: Callable[[Reply], None] | None,
+) -> None:
+    """The request a gate admitted before the upstream was connected, as any other: faults first."""
+    assert faults.requests is not None
+    for action in faults.requests.feed(first):
+        if isinstance(action, Send):
+            await uleg.send_all(action.data)
+            if observe is not None:
+                observe.feed(memoryview(action.data))
+        elif isinstance(action, Reply):
+            try:
+                await cleg.send_all(action.data)
+            except LegFailed as exc:
+                raise LegFailed("src", exc.error) from None
+            if answer_observer is not None:
+                answer_observer(action)
+
+
+def _fault_hooks(
+    conn: Connection, faults: ConnectionFaults, cleg: RawLeg, observe: Observation | None, nursery: trio.Nursery
+) -> tuple[Callable[[Any], RequestHook], Callable[[Any], ResponseHook]]:
+    """The connection's MCP faults as the pump's hooks (one per direction),
+    with the tasks they hand what the loop cannot do."""
+    answer_observer = _answer_observer(observe)
+
+    async def answer(reply: Reply) -> None:
+        try:
+            await cleg.send_all(reply.data)
+        except LegFailed:
+            return
+        if answer_observer is not None:
+            answer_observer(reply)
+        if reply.inject is not None:  # (2024-11-05: the error goes on the session's stream)
+            stream, event = reply.inject
+            if stream.handle is not None:
+                await stream.handle.inject(event)
+
+    def end(kind: str) -> None:
+        conn.end = End.FAULT
+        nursery.cancel_scope.cancel()
+
+    assert faults.requests is not None and faults.responses is not None
+    requests, responses = faults.requests, faults.responses
+    return (
+        lambda real: RequestHook(requests, real, lambda reply: nursery.start_soon(answer, reply)),
+        lambda real: ResponseHook(responses, real, cleg, conn.u2c, nursery.start_soon, end),
+    )
 
 
 def _answer_observer(observe: Observation | None) -> Callable[[Reply], None] | None:

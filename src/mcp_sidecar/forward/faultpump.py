@@ -1,6 +1,6 @@
 """Forwarding with faults: the pump a connection uses instead of pump.py's
-when faults apply to it (``[faults] enabled`` and, at its start, a TCP
-fault chosen for it or an MCP fault active on its route).
+when TCP faults apply to it (chosen at its start), or MCP faults on a gated
+route; MCP faults alone ride pump.py's own loop (faulthooks.py).
 
 Rules this module keeps:
 
@@ -40,7 +40,8 @@ from ..faults.actions import Close, Reply, Send, Wait
 from ..faults.book import ActiveFault, FaultBook
 from ..faults.http import chunk
 from ..faults.legacy import LegacyStreams
-from ..faults.mcp import RequestSide, ResponseSide
+from ..faults.mcp import ResponseSide
+from ..faults.requests import RequestSide
 from ..faults.tcp import ConnectionShaping, Ending, Shaper
 from ..logs import log
 from ..net.gate import Close as GateClose
