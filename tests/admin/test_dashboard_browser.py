@@ -154,6 +154,7 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         dom = await _browse(url, tmp_path / "p1", shots / "dashboard-idle.png")
         assert '<span id="state" class="badge ok">ready</span>' in dom
         assert '<section id="supervision" hidden="">' in dom  # no supervisor: no block
+        assert '<div id="faults-banner" class="faults-banner" hidden=""></div>' in dom  # faults off: no banner
         routes = _rows(dom, "routes")
         assert routes.count('data-state="serving"') == 5
         upstreams = _rows(dom, "upstreams")
@@ -358,3 +359,30 @@ async def test_a_supervised_dashboard_shows_the_supervisor_and_every_worker(
             ), workers
         assert f'<td class="num">{status["standby"]["pid"]}</td><td>standby</td>' in workers
         assert '<span class="conns">6 / 6 / 1024</span>' in _rows(dom, "routes")
+
+
+async def test_the_dashboard_says_fault_injection_is_on(nursery, tmp_path: Path) -> None:
+    """[faults] enabled: a banner nobody can miss, each active fault named; off: none."""
+    with trio.fail_after(60):
+        echo = await nursery.start(serve_echo, "127.0.0.1", 0)
+        proxy = await start_proxy(
+            nursery,
+            {
+                "faults": {"enabled": True},
+                "route": [
+                    {
+                        "name": "r",
+                        "listen": "127.0.0.1:0",
+                        "upstream": f"127.0.0.1:{echo}",
+                        "health_interval": 0,
+                        "fault": [{"kind": "latency", "name": "lag", "latency": "50ms", "ttl": "10m"}],
+                    }
+                ],
+            },
+            admin=True,
+        )
+        dom = await _browse(f"http://127.0.0.1:{proxy.admin_port}/dashboard", tmp_path / "p")
+        banner = re.search(r'<div id="faults-banner" class="faults-banner">(.*?)</div>\s*</header>', dom, re.S)
+        assert banner, dom[:2000]
+        assert "FAULT INJECTION ENABLED: 1 fault(s) active" in banner.group(1)
+        assert re.search(r'data-fault="r/lag">r/lag: latency 50ms downstream - injected 0, expires in \d+ min', dom)
