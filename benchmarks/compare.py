@@ -658,6 +658,24 @@ LOWER = {
 # --- the run -------------------------------------------------------------------------------------
 
 
+def prepare(args: argparse.Namespace, command: str, prefix: str) -> Path:
+    """The tools checked, a work directory, the load generator built and wrk's
+    MCP POST script written (``args.loadgen``, ``args.post_script``)."""
+    for tool in ("gcc", "wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{command}: needs {tool} (apt-get install gcc nginx wrk)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    args.loadgen = str(work / "loadgen")
+    subprocess.run(["gcc", "-O2", "-o", args.loadgen, str(HERE / "loadgen.c")], check=True)
+    args.post_script = str(work / "post.lua")
+    Path(args.post_script).write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
+        f"wrk.body = '{MCP_BODY.decode()}'\n"
+    )
+    return work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -684,18 +702,7 @@ def main() -> None:
         help="Also measure the default sidecar from another source tree (an A/B of a change).",
     )
     args = parser.parse_args()
-    for tool in ("gcc", "wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"scripts/bench: needs {tool} (apt-get install gcc nginx wrk)")
-    work = Path(tempfile.mkdtemp(prefix="mcp-sidecar-bench-"))
-    args.loadgen = str(work / "loadgen")
-    subprocess.run(["gcc", "-O2", "-o", args.loadgen, str(HERE / "loadgen.c")], check=True)
-    args.post_script = str(work / "post.lua")
-    Path(args.post_script).write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
-        f"wrk.body = '{MCP_BODY.decode()}'\n"
-    )
+    work = prepare(args, "scripts/bench", "mcp-sidecar-bench-")
     workloads = [w for w in args.workloads.split(",") if w]
     up = Upstreams(work, args.loadgen)
     forwarders: list[Forwarder] = []

@@ -22,17 +22,11 @@ Usage: scripts/bench faults [--rounds N] [--seconds S]
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from pathlib import Path
 
-from compare import HERE, MCP_BODY, Upstreams, _connect, _wrk, mcp_call, start_sidecar
+from compare import Upstreams, _connect, _wrk, mcp_call, prepare, start_sidecar
 
 
 def _p50_rtt(port: int, n: int = 40) -> float:
@@ -70,18 +64,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args()
-    for tool in ("gcc", "wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"scripts/bench faults: needs {tool} (apt-get install gcc nginx wrk)")
-    work = Path(tempfile.mkdtemp(prefix="mcp-sidecar-bench-faults-"))
-    args.loadgen = str(work / "loadgen")
-    subprocess.run(["gcc", "-O2", "-o", args.loadgen, str(HERE / "loadgen.c")], check=True)
-    args.post_script = str(work / "post.lua")
-    Path(args.post_script).write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        'wrk.headers["Accept"] = "application/json, text/event-stream"\n'
-        f"wrk.body = '{MCP_BODY.decode()}'\n"
-    )
+    work = prepare(args, "scripts/bench faults", "mcp-sidecar-bench-faults-")
     up = Upstreams(work, args.loadgen)
     up.ports["echo-lag"] = up.ports["echo"]  # a second route to the same echo server, with the fault
     up.ports["sink-slow"] = up.ports["sink"]
@@ -141,7 +124,6 @@ def main() -> None:
         for f in forwarders:
             f.close()
         up.close()
-    _ = threading  # (compare's sink threads are daemons)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,12 @@ def route_doc(upstream: str, listen: str = "127.0.0.1:0", **settings: Any) -> di
     return {"route": [{"name": "r", "listen": listen, "upstream": upstream, **settings}]}
 
 
+def fault_doc(upstream: str, *faults: dict[str, Any], name: str = "r", **settings: Any) -> dict[str, Any]:
+    """One route with these faults (``[faults] enabled``); active health checks off."""
+    route = {"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "health_interval": 0, **settings}
+    return {"faults": {"enabled": True}, "route": [{**route, "fault": list(faults)}]}
+
+
 @pytest.fixture
 async def echo_proxy(nursery: trio.Nursery, echo_port: int) -> RunningProxy:
     return await start_proxy(nursery, route_doc(f"127.0.0.1:{echo_port}"))

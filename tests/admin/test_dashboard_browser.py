@@ -24,7 +24,7 @@ import trio
 from mcp_sidecar.demo.drive import drive_mcp, drive_mcp_modern
 from mcp_sidecar.demo.servers import serve_echo, serve_http, serve_ws
 
-from ..conftest import free_port, start_proxy, wait_until
+from ..conftest import fault_doc, free_port, start_proxy, wait_until
 
 GATE_TOKEN = "DashboardGateT0ken0123456789"
 
@@ -365,22 +365,8 @@ async def test_the_dashboard_says_fault_injection_is_on(nursery, tmp_path: Path)
     """[faults] enabled: a banner nobody can miss, each active fault named; off: none."""
     with trio.fail_after(60):
         echo = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proxy = await start_proxy(
-            nursery,
-            {
-                "faults": {"enabled": True},
-                "route": [
-                    {
-                        "name": "r",
-                        "listen": "127.0.0.1:0",
-                        "upstream": f"127.0.0.1:{echo}",
-                        "health_interval": 0,
-                        "fault": [{"kind": "latency", "name": "lag", "latency": "50ms", "ttl": "10m"}],
-                    }
-                ],
-            },
-            admin=True,
-        )
+        lag = {"kind": "latency", "name": "lag", "latency": "50ms", "ttl": "10m"}
+        proxy = await start_proxy(nursery, fault_doc(f"127.0.0.1:{echo}", lag), admin=True)
         dom = await _browse(f"http://127.0.0.1:{proxy.admin_port}/dashboard", tmp_path / "p")
         banner = re.search(r'<div id="faults-banner" class="faults-banner">(.*?)</div>\s*</header>', dom, re.S)
         assert banner, dom[:2000]

@@ -12,7 +12,7 @@ import trio
 from mcp_sidecar.demo.servers import serve_echo
 from mcp_sidecar.net.http import request
 
-from ..conftest import run_proxyctl, start_proxy
+from ..conftest import fault_doc, run_proxyctl, start_proxy
 from ..supervise.test_supervisor import wait_status
 
 TOKEN = "FaultControlAdminT0ken0123456789"
@@ -158,23 +158,8 @@ async def test_faults_off_refuses_every_way_in(nursery, supervised) -> None:
 async def test_an_injected_fault_shows_in_the_connection_detail(nursery) -> None:
     with trio.fail_after(30):
         echo = await nursery.start(serve_echo, "127.0.0.1", 0)
-        proxy = await start_proxy(
-            nursery,
-            {
-                "faults": {"enabled": True},
-                "route": [
-                    {
-                        "name": "r",
-                        "listen": "127.0.0.1:0",
-                        "upstream": f"127.0.0.1:{echo}",
-                        "health_interval": 0,
-                        "protocol": "tcp",
-                        "fault": [{"kind": "latency", "name": "lag", "latency": "10ms"}],
-                    }
-                ],
-            },
-            admin=True,
-        )
+        lag = {"kind": "latency", "name": "lag", "latency": "10ms"}
+        proxy = await start_proxy(nursery, fault_doc(f"127.0.0.1:{echo}", lag, protocol="tcp"), admin=True)
         stream = await trio.open_tcp_stream("127.0.0.1", proxy.port("r"))
         await stream.send_all(b"x")
         assert await stream.receive_some(8) == b"x"

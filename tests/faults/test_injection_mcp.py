@@ -27,7 +27,7 @@ from mcp_sidecar.faults.mcp import ResponseSide
 from mcp_sidecar.faults.requests import RequestSide
 from mcp_sidecar.net.http import request
 
-from ..conftest import ROOT, free_port, start_proxy
+from ..conftest import ROOT, fault_doc, free_port, start_proxy
 
 MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
@@ -259,19 +259,7 @@ def reached(log: Path) -> list[str]:
 
 
 async def sdk_proxy(nursery, port: int, *faults: dict[str, Any]):
-    doc = {
-        "faults": {"enabled": True},
-        "route": [
-            {
-                "name": "mcp",
-                "listen": "127.0.0.1:0",
-                "upstream": f"127.0.0.1:{port}",
-                "health_interval": 0,
-                "fault": list(faults),
-            }
-        ],
-    }
-    proxy = await start_proxy(nursery, doc, admin=True)
+    proxy = await start_proxy(nursery, fault_doc(f"127.0.0.1:{port}", *faults, name="mcp"), admin=True)
     return proxy, f"http://127.0.0.1:{proxy.port()}/mcp"
 
 
@@ -394,26 +382,12 @@ async def test_websocket_mcp_faults_as_a_client_sees_them(nursery) -> None:
 
     with trio.fail_after(30):
         upstream = await nursery.start(serve_ws, "127.0.0.1", 0)
-        proxy = await start_proxy(
-            nursery,
-            {
-                "faults": {"enabled": True},
-                "route": [
-                    {
-                        "name": "ws",
-                        "listen": "127.0.0.1:0",
-                        "upstream": f"127.0.0.1:{upstream}",
-                        "health_interval": 0,
-                        "fault": [
-                            {"kind": "error", "method": "tools/call", "target": "echo", "code": -32050, "count": 1},
-                            {"kind": "delay", "method": "tools/list", "delay": "400ms"},
-                            {"kind": "drop", "method": "prompts/list"},
-                        ],
-                    }
-                ],
-            },
-            admin=True,
+        faults = (
+            {"kind": "error", "method": "tools/call", "target": "echo", "code": -32050, "count": 1},
+            {"kind": "delay", "method": "tools/list", "delay": "400ms"},
+            {"kind": "drop", "method": "prompts/list"},
         )
+        proxy = await start_proxy(nursery, fault_doc(f"127.0.0.1:{upstream}", *faults, name="ws"), admin=True)
         url = f"ws://127.0.0.1:{proxy.port()}/"
         async with trio_websocket.open_websocket_url(url, subprotocols=["mcp"]) as ws:
 
@@ -471,23 +445,9 @@ async def test_the_tap_shows_an_injected_fault_marked_and_its_answer(nursery) ->
 
     with trio.fail_after(30):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
-        proxy = await start_proxy(
-            nursery,
-            {
-                "admin": {"token": TOKEN},
-                "faults": {"enabled": True},
-                "route": [
-                    {
-                        "name": "mcp",
-                        "listen": "127.0.0.1:0",
-                        "upstream": f"127.0.0.1:{upstream}",
-                        "health_interval": 0,
-                        "fault": [{"kind": "error", "name": "flaky", "target": "search", "code": -32000}],
-                    }
-                ],
-            },
-            admin=True,
-        )
+        fault = {"kind": "error", "name": "flaky", "target": "search", "code": -32000}
+        doc = {**fault_doc(f"127.0.0.1:{upstream}", fault, name="mcp"), "admin": {"token": TOKEN}}
+        proxy = await start_proxy(nursery, doc, admin=True)
         stream, exchange, head = await _tap(proxy.admin_port, "?route=mcp")
         assert head.status_code == 200
         reply = await request(
@@ -579,22 +539,9 @@ async def test_a_gated_route_gets_its_faults_after_the_gate(nursery) -> None:
     with trio.fail_after(30):
         upstream = await nursery.start(serve_http, "127.0.0.1", 0)
         token = "GatedFaultT0ken0123456789abc"
+        fault = {"kind": "error", "target": "search", "code": -32011}
         proxy = await start_proxy(
-            nursery,
-            {
-                "faults": {"enabled": True},
-                "route": [
-                    {
-                        "name": "mcp",
-                        "listen": "127.0.0.1:0",
-                        "upstream": f"127.0.0.1:{upstream}",
-                        "health_interval": 0,
-                        "gate": "token",
-                        "gate_token": token,
-                        "fault": [{"kind": "error", "target": "search", "code": -32011}],
-                    }
-                ],
-            },
+            nursery, fault_doc(f"127.0.0.1:{upstream}", fault, name="mcp", gate="token", gate_token=token)
         )
         body = call(9, "search")[call(9, "search").index(b"\r\n\r\n") + 4 :]
         headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]

@@ -13,7 +13,7 @@ from mcp_sidecar.demo.servers import serve_echo
 from mcp_sidecar.faults.tcp import Ending, Shaper
 from mcp_sidecar.net.http import request
 
-from ..conftest import start_proxy, wait_until
+from ..conftest import fault_doc, start_proxy, wait_until
 
 
 def specs(*tables):
@@ -77,20 +77,7 @@ def test_timeout_lets_nothing_through() -> None:
 
 async def faulty(nursery, *faults, protocol: str = "tcp"):
     echo = await nursery.start(serve_echo, "127.0.0.1", 0)
-    doc = {
-        "faults": {"enabled": True},
-        "route": [
-            {
-                "name": "r",
-                "listen": "127.0.0.1:0",
-                "upstream": f"127.0.0.1:{echo}",
-                "health_interval": 0,
-                "protocol": protocol,
-                "fault": list(faults),
-            }
-        ],
-    }
-    return await start_proxy(nursery, doc, admin=True)
+    return await start_proxy(nursery, fault_doc(f"127.0.0.1:{echo}", *faults, protocol=protocol), admin=True)
 
 
 async def read_until_end(stream: trio.SocketStream) -> tuple[bytes, str]:

@@ -34,7 +34,7 @@ from ..net.gate import RequestGate
 from ..net.tcpinfo import TCP_CLOSE, TCP_CLOSE_WAIT, tcp_state
 from ..observe.connection import Sniff, sniff_request
 from .faulthooks import RequestHook, ResponseHook
-from .faultpump import ConnectionFaults, FaultEnded, fault_pump, plan_connection
+from .faultpump import ConnectionFaults, FaultEnded, deliver_reply, fault_pump, plan_connection
 from .idle import IDLE_TASK, idle_watch
 from .legs import RawLeg
 from .observation import Mode, Observation
@@ -274,12 +274,7 @@ async def _first_through_faults(
             if observe is not None:
                 observe.feed(memoryview(action.data))
         elif isinstance(action, Reply):
-            try:
-                await cleg.send_all(action.data)
-            except LegFailed as exc:
-                raise LegFailed("src", exc.error) from None
-            if answer_observer is not None:
-                answer_observer(action)
+            await deliver_reply(cleg, action, answer_observer)
 
 
 def _fault_hooks(
@@ -291,15 +286,9 @@ def _fault_hooks(
 
     async def answer(reply: Reply) -> None:
         try:
-            await cleg.send_all(reply.data)
+            await deliver_reply(cleg, reply, answer_observer)
         except LegFailed:
-            return
-        if answer_observer is not None:
-            answer_observer(reply)
-        if reply.inject is not None:  # (2024-11-05: the error goes on the session's stream)
-            stream, event = reply.inject
-            if stream.handle is not None:
-                await stream.handle.inject(event)
+            pass  # (the client left: its connection ends by itself)
 
     def end(kind: str) -> None:
         conn.end = End.FAULT

@@ -38,7 +38,6 @@ import trio
 from ..errors import RemoteError
 from ..faults.actions import Close, Reply, Send, Wait
 from ..faults.book import ActiveFault, FaultBook
-from ..faults.http import chunk
 from ..faults.legacy import LegacyStreams
 from ..faults.mcp import ResponseSide
 from ..faults.requests import RequestSide
@@ -48,6 +47,7 @@ from ..net.gate import Close as GateClose
 from ..net.gate import Forward, RequestGate
 from ..net.gate import Reply as GateReply
 from ..observe.tap import shown_method
+from .faulthooks import StreamWriter
 from .pump import ChunkObserver, Flow, GateClosed, Leg, LegFailed
 from .state import Connection
 
@@ -202,22 +202,17 @@ async def _admitted(gate: RequestGate, data: bytes, src: Leg) -> bytes:
     return bytes(passed)
 
 
-class _StreamWriter:
-    """A 2024-11-05 stream's client side, for another connection's fault to
-    write an event on (between two of the stream's own: the lock)."""
-
-    def __init__(self, leg: Leg, chunked: bool, observe: ChunkObserver | None) -> None:
-        self.lock = trio.Lock()
-        self.leg = leg
-        self.chunked = chunked
-        self.observe = observe
-
-    async def inject(self, event: bytes) -> None:
-        async with self.lock:
-            data = chunk(event) if self.chunked else event
-            await self.leg.send_all(data)
-            if self.observe is not None:
-                self.observe.feed(memoryview(data))
+async def deliver_reply(client: Leg, reply: Reply, answer_observer: Callable[[Reply], None] | None) -> None:
+    """A reply in the server's place: to the client (the source of the
+    request: ``LegFailed("src")``), then observed, then (2024-11-05) its
+    error event written on the session's stream."""
+    await _reply(client, reply.data)
+    if answer_observer is not None:
+        answer_observer(reply)
+    if reply.inject is not None:
+        stream, event = reply.inject
+        if stream.handle is not None:
+            await stream.handle.inject(event)
 
 
 async def _in_order(
@@ -229,8 +224,8 @@ async def _in_order(
     answer_observer: Callable[[Reply], None] | None,
     gate: RequestGate | None,
 ) -> None:
-    """The MCP faults' path: read, decide, send, in one task (a held answer holds its direction)."""
-    writer: _StreamWriter | None = None
+    """The MCP faults' path on a gated route: read, decide, send, in one task
+    (a held answer holds its direction)."""
     try:
         while True:
             data = await _receive(src)
@@ -242,27 +237,21 @@ async def _in_order(
                 if gate.tunnel:
                     gate = None
             actions = transform.feed(data) if transform is not None else [Send(data)]
-            if writer is None and isinstance(transform, ResponseSide) and transform.stream is not None:
-                writer = transform.stream.handle = _StreamWriter(dst, transform.stream_chunked, observe)
+            if isinstance(transform, ResponseSide) and transform.stream is not None and transform.stream.handle is None:
+                transform.stream.handle = StreamWriter(dst, flow, transform.stream_chunked, _observer_of(observe))
             for action in actions:
                 if isinstance(action, Send):
-                    if writer is not None:
-                        async with writer.lock:
-                            await dst.send_all(action.data)
-                    else:
+                    flow.tail = True  # (another connection's event waits for the whole chunk)
+                    try:
                         await dst.send_all(action.data)
+                    finally:
+                        flow.tail = False
                     if observe is not None and observe.feed(memoryview(action.data)) is False:
                         observe = None
                 elif isinstance(action, Reply):
                     # (HTTP/1.1 clients wait for an answer before the next request:
                     # nothing of ours can overtake an answer of the server's)
-                    await _reply(src, action.data)
-                    if answer_observer is not None:
-                        answer_observer(action)
-                    if action.inject is not None:  # (2024-11-05: the error goes on the session's stream)
-                        stream, event = action.inject
-                        if stream.handle is not None:
-                            await stream.handle.inject(event)
+                    await deliver_reply(src, action, answer_observer)
                 elif isinstance(action, Wait):
                     await trio.sleep(action.seconds)
                 else:
@@ -308,12 +297,18 @@ async def _shaped(
                     if isinstance(action, Send):
                         await send.send((now, action.data))
                     elif isinstance(action, Reply):
-                        await _reply(src, action.data)
-                        if answer_observer is not None:
-                            answer_observer(action)
+                        await deliver_reply(src, action, answer_observer)
                     else:
                         await send.send((now, action))
         # (the writer ends at the channel's end and half-closes dst)
+
+
+def _observer_of(observe: ChunkObserver | None) -> Callable[[bytes], None]:
+    def observed(data: bytes) -> None:
+        if observe is not None:
+            observe.feed(memoryview(data))
+
+    return observed
 
 
 async def _receive(src: Leg) -> bytes:
