@@ -370,26 +370,33 @@ def _connect(port: int) -> socket.socket:
     return s
 
 
-def rtt(f: Forwarder, _: argparse.Namespace) -> dict[str, float]:
+def roundtrips(port: int, count: int, skip: int = 0) -> list[float]:
+    """64-byte ping-pongs on one connection: each one's time in microseconds
+    (the first ``skip`` left out: warm-up), sorted."""
     msg = b"m" * 64
     samples = []
-    with _connect(f.ports["echo"]) as s:
-        for i in range(3200):
+    with _connect(port) as s:
+        for i in range(count):
             t0 = time.perf_counter_ns()
             s.sendall(msg)
             got = 0
             while got < 64:
                 got += len(s.recv(64 - got))
-            if i >= 200:
+            if i >= skip:
                 samples.append((time.perf_counter_ns() - t0) / 1000)
     samples.sort()
+    return samples
+
+
+def rtt(f: Forwarder, _: argparse.Namespace) -> dict[str, float]:
+    samples = roundtrips(f.ports["echo"], 3200, skip=200)
     return {"rtt_p50_us": samples[len(samples) // 2], "rtt_p99_us": samples[int(len(samples) * 0.99)]}
 
 
-def upload(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
-    nbytes = args.bulk_mib << 20
-    block = memoryview(b"\xa5" * (1 << 20))
-    with _connect(f.ports["sink"]) as s:
+def upload_seconds(port: int, nbytes: int, block_bytes: int = 1 << 20) -> float:
+    """``nbytes`` sent to the sink, until it says it has them all: the time taken."""
+    block = memoryview(b"\xa5" * block_bytes)
+    with _connect(port) as s:
         t0 = time.perf_counter()
         left = nbytes
         while left > 0:
@@ -400,7 +407,12 @@ def upload(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
             got += s.recv(8 - len(got))
         elapsed = time.perf_counter() - t0
     assert int.from_bytes(got, "big") == nbytes
-    return {"upload_MBps": nbytes / elapsed / 1e6}
+    return elapsed
+
+
+def upload(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
+    nbytes = args.bulk_mib << 20
+    return {"upload_MBps": nbytes / upload_seconds(f.ports["sink"], nbytes) / 1e6}
 
 
 def bidir(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:

@@ -22,41 +22,15 @@ Usage: scripts/bench faults [--rounds N] [--seconds S]
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import time
 
-from compare import Upstreams, _connect, _wrk, mcp_call, prepare, start_sidecar
+from compare import Upstreams, _wrk, mcp_call, prepare, roundtrips, start_sidecar, upload_seconds
 
 
-def _p50_rtt(port: int, n: int = 40) -> float:
-    msg = b"m" * 64
-    samples = []
-    with _connect(port) as s:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            s.sendall(msg)
-            got = 0
-            while got < 64:
-                got += len(s.recv(64 - got))
-            samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def _upload_rate(port: int, nbytes: int) -> float:
-    block = memoryview(b"\xa5" * 65536)
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        t0 = time.perf_counter()
-        left = nbytes
-        while left > 0:
-            left -= s.send(block[: min(len(block), left)])
-        s.shutdown(socket.SHUT_WR)
-        got = b""
-        while len(got) < 8:
-            got += s.recv(8 - len(got))
-        elapsed = time.perf_counter() - t0
-    assert int.from_bytes(got, "big") == nbytes
-    return nbytes / elapsed
+def _p50_rtt_s(port: int) -> float:
+    samples = roundtrips(port, 40)
+    return samples[len(samples) // 2] / 1e6
 
 
 def main() -> None:
@@ -100,9 +74,9 @@ def main() -> None:
         calls: dict[str, list[float]] = {f.name: [] for f in compared}
         rps: dict[str, list[float]] = {f.name: [] for f in compared}
         for r in range(args.rounds):
-            base = _p50_rtt(shaped.ports["echo"])
-            added.append(_p50_rtt(shaped.ports["echo-lag"]) - base)
-            rates.append(_upload_rate(shaped.ports["sink-slow"], 4 << 20))
+            base = _p50_rtt_s(shaped.ports["echo"])
+            added.append(_p50_rtt_s(shaped.ports["echo-lag"]) - base)
+            rates.append((4 << 20) / upload_seconds(shaped.ports["sink-slow"], 4 << 20, 65536))
             for f in compared[r % 3 :] + compared[: r % 3]:
                 calls[f.name].append(mcp_call(f, args)["mcp_call_p50_us"])
                 rps[f.name].append(_wrk(f, args, 50, "/mcp", False, args.post_script))

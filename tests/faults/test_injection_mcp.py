@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from mcp_sidecar.config.faults import parse_fault
 from mcp_sidecar.faults.actions import Close, Reply, Send, Wait
-from mcp_sidecar.faults.book import ActiveFault, FaultBook
+from mcp_sidecar.faults.book import FaultBook
 from mcp_sidecar.faults.mcp import ResponseSide
 from mcp_sidecar.faults.requests import RequestSide
 from mcp_sidecar.net.http import request
@@ -434,7 +434,6 @@ async def test_faults_are_refused_while_disabled(nursery) -> None:
         listed = json.loads((await request("127.0.0.1", proxy.admin_port, "/api/faults")).body)
         assert listed == {"enabled": False, "faults": [], "injected": {}}
         assert proxy.route("r").faults is None  # no book: no connection can take a fault's path
-        assert ActiveFault  # (imported for the type of what the book returns)
 
 
 async def test_the_tap_shows_an_injected_fault_marked_and_its_answer(nursery) -> None:

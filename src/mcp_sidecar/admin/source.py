@@ -20,7 +20,7 @@ import trio
 from prometheus_client.core import Metric
 
 from .. import logs
-from ..config.faults import FaultError, parse_fault
+from ..config.faults import FaultError, runtime_fault
 from ..config.model import ProxyConfig
 from ..forward import faultcontrol
 from ..forward.proxy import Proxy
@@ -179,16 +179,10 @@ class LocalSource:
     def add_fault(self, table: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not self.config.faults_enabled:
             return 409, {"error": str(faultcontrol.FaultsOff())}
-        if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
-            taken = {f["name"] for f in self.faults()["faults"] if f["route"] == table["route"]}
-            n = 1
-            while f"{table.get('kind')}-{n}" in taken:
-                n += 1
-            table = {**table, "name": f"{table.get('kind')}-{n}"}
         try:
-            spec = parse_fault(table)
+            spec = runtime_fault(table, self._fault_names)
         except FaultError as exc:
-            return 400, {"error": f"{exc.key}: {exc}" if exc.key else str(exc)}
+            return 400, {"error": exc.said}
         try:
             faultcontrol.add(self.proxy.routes, spec)
         except faultcontrol.NoSuchFault as exc:
@@ -196,6 +190,9 @@ class LocalSource:
         except faultcontrol.FaultLimit as exc:
             return 409, {"error": str(exc)}
         return 201, {"fault": spec.as_json(), "message": f"fault {spec.name} on route {spec.route}: {spec.describe()}"}
+
+    def _fault_names(self, route: str) -> set[str]:
+        return {f["name"] for f in self.faults()["faults"] if f["route"] == route}
 
     def remove_fault(self, route: str, name: str) -> str | None:
         try:

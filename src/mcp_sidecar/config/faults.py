@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -326,6 +327,11 @@ class FaultError(ValueError):
         self.key = key
         super().__init__(message)
 
+    @property
+    def said(self) -> str:
+        """The error as the API and proxyctl say it: ``key: message``."""
+        return f"{self.key}: {self}" if self.key else str(self)
+
 
 def fault_keys(kind: FaultKind) -> tuple[str, ...]:
     """Every key a fault of ``kind`` takes (besides ``kind`` and ``route``)."""
@@ -381,6 +387,21 @@ def parse_fault(table: dict[str, Any], *, route: str = "", default_name: str = "
     if not spec.name:
         spec = FaultSpec(**{**values, "name": default_name or str(kind)})
     return spec
+
+
+def runtime_fault(table: Any, taken: Callable[[str], set[str]]) -> FaultSpec:
+    """A fault added at run time (the API's JSON, proxyctl's options), read by
+    ``parse_fault``; without a name it is named ``KIND-N``, N the first number
+    not ``taken(route)``.  Raises ``FaultError``."""
+    if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
+        kind = table.get("kind")
+        base = kind if isinstance(kind, str) and kind.isidentifier() else "fault"
+        names = taken(table["route"])
+        n = 1
+        while f"{base}-{n}" in names:
+            n += 1
+        table = {**table, "name": f"{base}-{n}"}
+    return parse_fault(table)
 
 
 def route_faults(source: str, prefix: str, route: str, raw: Any) -> tuple[FaultSpec, ...]:

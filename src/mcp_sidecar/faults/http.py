@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from ..observe.sse import Comment, SseEvent, SseParser
+
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
@@ -27,9 +29,9 @@ MAX_EVENT_BYTES = 1024 * 1024
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 
 
-LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*\r\n", re.I)
-CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.I)
-UPGRADE = re.compile(rb"\r\nupgrade:", re.I)
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)[ \t]*\r\n", re.I)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.I)
+_UPGRADE = re.compile(rb"\r\nupgrade:", re.I)
 _EVENT_STREAM = re.compile(rb"\r\ncontent-type:[ \t]*text/event-stream", re.I)
 
 
@@ -49,16 +51,16 @@ class Head:
 
     @property
     def chunked(self) -> bool:
-        return CHUNKED.search(self.raw) is not None
+        return _CHUNKED.search(self.raw) is not None
 
     @property
     def length(self) -> int | None:
-        match = LENGTH.search(self.raw)
+        match = _LENGTH.search(self.raw)
         return int(match.group(1)) if match is not None else None
 
     @property
     def upgrade(self) -> bool:
-        return UPGRADE.search(self.raw) is not None
+        return _UPGRADE.search(self.raw) is not None
 
     @property
     def event_stream(self) -> bool:
@@ -169,10 +171,18 @@ class EventSplitter:
         return out
 
 
+def read_event(event: bytes) -> tuple[SseEvent | None, bool]:
+    """One whole event (as EventSplitter cuts them), read by the observers' own
+    parser: the event it dispatches (None: none), and whether it is comment
+    lines only (a keepalive: ``: ping``)."""
+    items = SseParser().feed(event)
+    dispatched = next((item for item in items if isinstance(item, SseEvent)), None)
+    return dispatched, dispatched is None and any(isinstance(item, Comment) for item in items)
+
+
 def is_comment_only(event: bytes) -> bool:
-    """An event of comment lines only (a keepalive: ``: ping``)."""
-    lines = [line for line in re.split(rb"\r\n|\r|\n", event) if line]
-    return bool(lines) and all(line.startswith(b":") for line in lines)
+    """An event of comment lines only (a keepalive)."""
+    return read_event(event)[1]
 
 
 def json_response(status: int, reason: str, body: bytes, extra: tuple[str, ...] = ()) -> bytes:

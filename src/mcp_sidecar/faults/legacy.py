@@ -21,16 +21,15 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections import OrderedDict
 from typing import Any
 
 from .book import ActiveFault
+from .http import read_event
 
 #: Streams a route remembers (the oldest forgotten beyond).
 MAX_STREAMS = 1024
-_FIELD = re.compile(rb"^(event|data):[ ]?(.*)$", re.M)
 
 
 def session_in_target(target: str) -> str | None:
@@ -44,20 +43,16 @@ def session_in_target(target: str) -> str | None:
 
 def endpoint_session(event: bytes) -> str | None:
     """The session an ``event: endpoint`` names (its data is the POST URL)."""
-    fields = dict(_FIELD.findall(event.replace(b"\r\n", b"\n")))
-    if fields.get(b"event", b"").strip() != b"endpoint":
+    parsed, _ = read_event(event)
+    if parsed is None or parsed.event != "endpoint":
         return None
-    return session_in_target(fields.get(b"data", b"").strip().decode("utf-8", "replace"))
+    return session_in_target(parsed.data.strip())
 
 
 def event_data(event: bytes) -> bytes | None:
     """A ``message`` event's data (None for other events)."""
-    fields = _FIELD.findall(event.replace(b"\r\n", b"\n"))
-    kinds = [value.strip() for name, value in fields if name == b"event"]
-    if kinds and kinds[-1] != b"message":
-        return None
-    data = [value for name, value in fields if name == b"data"]
-    return b"\n".join(data) if data else None
+    parsed, _ = read_event(event)
+    return parsed.data.encode() if parsed is not None and parsed.event == "message" else None
 
 
 def message_event(body: bytes) -> bytes:

@@ -19,20 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config.faults import FaultKind
+from ..observe.websocket import unmask
 from .actions import Action, Close, Decide, Reply, Send, Wait, error_body, id_key, message_of_any, target_of
 from .book import ActiveFault
 from .http import MAX_BODY_BYTES
 
 _TEXT = 0x1
 _FIN = 0x80
-
-
-def _unmask(payload: bytes, key: bytes) -> bytes:
-    if not payload:
-        return payload
-    n = len(payload)
-    mask = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
 
 
 def server_text_frame(payload: bytes) -> bytes:
@@ -90,7 +83,7 @@ class Frames:
             raw = bytes(buffer[: key_end + n])
             del buffer[: key_end + n]
             payload = raw[key_end:]
-            out.append((raw, _unmask(payload, raw[pos:key_end]) if masked else payload))
+            out.append((raw, unmask(payload, raw[pos:key_end]) if masked else payload))
         return out
 
 

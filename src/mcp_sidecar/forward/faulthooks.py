@@ -55,13 +55,11 @@ class RequestHook:
                 rest = self.real.feed(data)
                 return rest if isinstance(rest, bytes) else b""
             return b""
-        out = bytearray()
-        for action in self.requests.feed(bytes(data)):
-            if isinstance(action, Send):
-                out += action.data
-            elif isinstance(action, Reply):
+        actions = self.requests.feed(bytes(data))
+        for action in actions:
+            if isinstance(action, Reply):
                 self.answered(action)
-        forwarded = bytes(out)
+        forwarded = b"".join([action.data for action in actions if isinstance(action, Send)])
         if forwarded and self.real is not None and self.real.feed(memoryview(forwarded)) is False:
             self.real = None
         return forwarded

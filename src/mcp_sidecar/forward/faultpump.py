@@ -15,8 +15,8 @@ Rules this module keeps:
   channel of at most ``QUEUED_CHUNKS`` chunks of at most ``legs.READ_BYTES``:
   latency delays each chunk from its arrival without holding the reader
   back, and a direction holds at most ``QUEUED_CHUNKS * legs.READ_BYTES``
-  bytes (1 MiB).  With MCP faults only, one task reads, decides and sends
-  (a held answer holds its direction, as the server's slowness would).
+  bytes (1 MiB).  With MCP faults on a gated route, one task reads, decides
+  and sends (a held answer holds its direction, as the server's slowness would).
 * What is sent is what is observed (the observer sees the client's view):
   a reply the fault gives in the server's place is observed as the server's
   answer, a dropped response is never seen.
@@ -73,8 +73,6 @@ class ConnectionFaults:
     shaping: ConnectionShaping | None
     requests: RequestSide | None
     responses: ResponseSide | None
-    #: Told of each fault injected (the connection's list, the log, the tap).
-    injected: Callable[..., None]
 
 
 def plan_connection(
@@ -140,7 +138,7 @@ def plan_connection(
             return fault
 
         requests = RequestSide(decide, responses, lambda body: book.may_match(trio.current_time(), body), legacy)
-    return ConnectionFaults(shaping, requests, responses, injected)
+    return ConnectionFaults(shaping, requests, responses)
 
 
 async def _sleep_until(at: float) -> None:
@@ -187,19 +185,38 @@ def _one(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-async def _admitted(gate: RequestGate, data: bytes, src: Leg) -> bytes:
-    """What the access gate lets through of ``data`` (its replies sent, its refusals raised)."""
-    passed = bytearray()
-    for gated in gate.feed(data):
-        if isinstance(gated, Forward):
-            passed += gated.data
-        elif isinstance(gated, GateReply):
-            await _reply(src, gated.data)
-            if gated.close:
-                raise GateClosed(gated.reason, replied=True)
-        elif isinstance(gated, GateClose):
-            raise GateClosed(gated.reason, replied=False)
-    return bytes(passed)
+class _Source:
+    """A direction's source: its bytes as they come (counted in its ``Flow``),
+    through the access gate while it stands (its replies sent, its refusals
+    raised)."""
+
+    def __init__(self, leg: Leg, flow: Flow, gate: RequestGate | None) -> None:
+        self.leg = leg
+        self.flow = flow
+        self.gate = gate
+
+    async def read(self) -> bytes | None:
+        """The next bytes to act on (b"": the gate kept them all); None at EOF."""
+        data = await _receive(self.leg)
+        self.flow.bytes += len(data)
+        if not data:
+            return None
+        gate = self.gate
+        if gate is None:
+            return data
+        passed = bytearray()
+        for gated in gate.feed(data):
+            if isinstance(gated, Forward):
+                passed += gated.data
+            elif isinstance(gated, GateReply):
+                await _reply(self.leg, gated.data)
+                if gated.close:
+                    raise GateClosed(gated.reason, replied=True)
+            elif isinstance(gated, GateClose):
+                raise GateClosed(gated.reason, replied=False)
+        if gate.tunnel:
+            self.gate = None
+        return bytes(passed)
 
 
 async def deliver_reply(client: Leg, reply: Reply, answer_observer: Callable[[Reply], None] | None) -> None:
@@ -226,16 +243,9 @@ async def _in_order(
 ) -> None:
     """The MCP faults' path on a gated route: read, decide, send, in one task
     (a held answer holds its direction)."""
+    source = _Source(src, flow, gate)
     try:
-        while True:
-            data = await _receive(src)
-            flow.bytes += len(data)
-            if not data:
-                break
-            if gate is not None:
-                data = await _admitted(gate, data, src)
-                if gate.tunnel:
-                    gate = None
+        while (data := await source.read()) is not None:
             actions = transform.feed(data) if transform is not None else [Send(data)]
             if isinstance(transform, ResponseSide) and transform.stream is not None and transform.stream.handle is None:
                 transform.stream.handle = StreamWriter(dst, flow, transform.stream_chunked, _observer_of(observe))
@@ -277,21 +287,14 @@ async def _shaped(
 ) -> None:
     """TCP faults: a reader (this task) and a writer joined by a bounded channel."""
     send, receive = trio.open_memory_channel[tuple[float, object]](QUEUED_CHUNKS)
+    source = _Source(src, flow, gate)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_writer, receive, dst, flow, shaper, observe)
         async with send:
-            while True:
-                data = await _receive(src)
+            while (data := await source.read()) is not None:
                 now = trio.current_time()
-                flow.bytes += len(data)
                 if not data:
-                    break
-                if gate is not None:
-                    data = await _admitted(gate, data, src)
-                    if gate.tunnel:
-                        gate = None
-                    if not data:
-                        continue
+                    continue
                 actions = transform.feed(data) if transform is not None else [Send(data)]
                 for action in actions:
                     if isinstance(action, Send):

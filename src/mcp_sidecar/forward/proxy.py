@@ -278,11 +278,12 @@ class Proxy:
                     return  # the supervisor shut the listening socket down: a stop
                 raise
             csock.setblocking(False)
+            elsewhere = rt.open_elsewhere()  # (read once: the limit and the route's peak)
             if rt.unusable is not None:
                 self._reject(rt, csock, addr, "route_unusable", detail=rt.unusable)
             elif not rt.allows(addr[0]):
                 self._reject(rt, csock, addr, "not_allowed")
-            elif rt.active + rt.refusing + rt.open_elsewhere() >= max_connections and not rt.shed_unadmitted():
+            elif rt.active + rt.refusing + elsewhere >= max_connections and not rt.shed_unadmitted():
                 # (refusals hold a descriptor too; an unauthenticated client is shed for the newcomer)
                 self._reject(rt, csock, addr, "max_connections", limit=max_connections)
             elif not self.descriptors.allows(sum(r.active + r.refusing for r in self.routes), Pipe.open):
@@ -305,7 +306,7 @@ class Proxy:
             elif rt.faults is not None and (down := rt.faults.refuse_connection(trio.current_time())) is not None:
                 self._reject(rt, csock, addr, "fault", fault=down.spec.name)  # the route "down": a reset at once
             else:
-                rt.opened()
+                rt.opened(elsewhere)
                 conns.start_soon(serve_connection, rt, csock, format_sockaddr(addr), name=_CONNECTION_TASK)
             burst += 1
             if burst >= ACCEPTS_PER_CHECKPOINT:

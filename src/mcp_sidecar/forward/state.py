@@ -315,16 +315,16 @@ class RouteState:
         """The route's connections open in the other workers (max_connections holds for all)."""
         return self.shared.others(self.shared_index) if self.shared is not None else 0
 
-    def opened(self) -> None:
-        """An accepted client will be served (its Connection follows)."""
+    def opened(self, elsewhere: int = 0) -> None:
+        """An accepted client will be served (its Connection follows);
+        ``elsewhere``: the route's connections open in the other workers, as
+        the accept loop read them for max_connections (the peak counts them)."""
         self.active += 1
         self.total += 1
-        now_open = self.active
         if self.shared is not None:
             self.shared.publish(self.shared_index, self.active)
-            now_open = self.shared.total(self.shared_index)
-        if now_open > self.peak:
-            self.peak = now_open
+        if self.active + elsewhere > self.peak:
+            self.peak = self.active + elsewhere
 
     def register(self, conn: Connection, now: float) -> None:
         """The served connection's record.  An unobserved route's connections

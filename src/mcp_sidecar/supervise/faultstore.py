@@ -49,17 +49,13 @@ class FaultStore:
             self.suppressed.add((spec.route, spec.name))  # (replaced by the operator's)
         return None
 
-    def free_name(self, config: ProxyConfig, route: str, kind: Any) -> str:
-        """A name for an unnamed fault: its kind and the first number not taken on the route."""
+    def names(self, config: ProxyConfig, route: str) -> set[str]:
+        """The fault names taken on ``route``: its runtime faults' and its configured ones'."""
         taken = {n for (r, n) in self.runtime if r == route}
         for r in config.routes:
             if r.name == route:
                 taken |= {f.name for f in r.faults}
-        base = str(kind) if isinstance(kind, str) and kind.isidentifier() else "fault"
-        n = 1
-        while f"{base}-{n}" in taken:
-            n += 1
-        return f"{base}-{n}"
+        return taken
 
     def remove(self, config: ProxyConfig, route: str, name: str, wall: float) -> str | None:
         if not config.faults_enabled:

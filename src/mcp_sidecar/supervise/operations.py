@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from .. import logs
-from ..config.faults import FaultError, parse_fault
+from ..config.faults import FaultError, runtime_fault
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
@@ -211,13 +211,12 @@ class SupervisorOperations(SupervisorReporting):
         if action == "list":
             return {"ok": True}
         if action == "add":
-            table = request.get("fault")
-            if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
-                table = {**table, "name": self.fault_store.free_name(self.config, table["route"], table.get("kind"))}
             try:
-                spec = parse_fault(table or {})
+                spec = runtime_fault(
+                    request.get("fault") or {}, lambda route: self.fault_store.names(self.config, route)
+                )
             except FaultError as exc:
-                return {"ok": False, "error": f"{exc.key}: {exc}" if exc.key else str(exc), "usage": True}
+                return {"ok": False, "error": exc.said, "usage": True}
             refused = self.fault_add(spec)
             if refused is not None:
                 return {"ok": False, "error": refused}

@@ -28,7 +28,7 @@ from .. import __version__
 from ..admin.collector import supervision_families
 from ..admin.history import RouteSample, Sampler
 from ..admin.status import supervision_problems
-from ..config.faults import FaultError, FaultSpec, parse_fault
+from ..config.faults import FaultError, FaultSpec, runtime_fault
 from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
@@ -187,15 +187,10 @@ class SupervisedView:
     def add_fault(self, table: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if not self.config.faults_enabled:
             return 409, {"error": str(FaultsOff())}
-        if isinstance(table, dict) and "name" not in table and isinstance(table.get("route"), str):
-            table = {
-                **table,
-                "name": self.supervisor.fault_store.free_name(self.config, table["route"], table.get("kind")),
-            }
         try:
-            spec = parse_fault(table)
+            spec = runtime_fault(table, lambda route: self.supervisor.fault_store.names(self.config, route))
         except FaultError as exc:
-            return 400, {"error": f"{exc.key}: {exc}" if exc.key else str(exc)}
+            return 400, {"error": exc.said}
         refused = self.supervisor.fault_add(spec)
         if refused is not None:
             return (404 if refused.startswith("no route") else 409), {"error": refused}
