@@ -6,6 +6,7 @@ Everything binds loopback port 0.  Every I/O test body runs under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,6 +325,29 @@ def proxy_process():
     yield start
     for p in started:
         p.kill()
+
+
+@contextlib.contextmanager
+def sdk_server_process(**env: str) -> Iterator[int]:
+    """The official SDK's server (tests/mcp_sdk/server.py) in a subprocess, with
+    these environment variables: its port once it listens; stopped after."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.mcp_sdk.server", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "ready" once it listens (or EOF if it died)
+        assert line.strip() == "ready", f"the SDK server did not start: {line!r}"
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def run_proxyctl(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ LAYERS = [
     ("admin",),
     ("supervise",),
     ("demo",),
+    ("replay",),
     ("cli",),
     ("__main__",),
 ]

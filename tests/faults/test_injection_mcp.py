@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from mcp_sidecar.faults.mcp import ResponseSide
 from mcp_sidecar.faults.requests import RequestSide
 from mcp_sidecar.net.http import request
 
-from ..conftest import ROOT, fault_doc, free_port, start_proxy
+from ..conftest import ROOT, fault_doc, sdk_server_process, start_proxy
 
 MODERN = "2026-07-28"
 HANDSHAKE = "2025-11-25"
@@ -221,22 +219,9 @@ def test_websocket_frames_answered_held_dropped_or_cut_by_id(cuts: list[int]) ->
 @pytest.fixture(scope="module")
 def sdk_server(tmp_path_factory) -> Iterator[tuple[int, Path]]:
     """The SDK's server in a subprocess, logging every tool call that reaches it."""
-    port = free_port()
     log = tmp_path_factory.mktemp("sdk") / "reached.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.mcp_sdk.server", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "SDK_SERVER_LOG": str(log)},
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    with sdk_server_process(SDK_SERVER_LOG=str(log)) as port:
         yield port, log
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def drive(url: str, mode: str, timeout_s: float, *calls: str) -> dict[str, Any]:

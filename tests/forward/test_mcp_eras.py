@@ -18,7 +18,7 @@ import trio
 from mcp_sidecar.admin.status import mcp_view
 from mcp_sidecar.net.http import request
 
-from ..conftest import ROOT, free_port, route_doc, start_proxy, wait_until
+from ..conftest import ROOT, route_doc, sdk_server_process, start_proxy, wait_until
 from .test_observation import sample
 
 #: Sessions per era in the counting test.
@@ -30,22 +30,8 @@ HANDSHAKE = "2025-11-25"
 @pytest.fixture(scope="module")
 def sdk_server() -> Iterator[int]:
     """The SDK's server (tests/mcp_sdk/server.py) in a subprocess: its port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.mcp_sdk.server", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "ready" once it listens (or EOF if it died)
-        assert line.strip() == "ready", f"the SDK server did not start: {line!r}"
+    with sdk_server_process() as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def drive(url: str, mode: str, sessions: int) -> dict[str, Any]:

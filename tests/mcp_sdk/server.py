@@ -4,7 +4,7 @@ subprocess: ``python -m tests.mcp_sdk.server PORT``).
 One endpoint (``/mcp``) serves streamable HTTP in both eras (2025-11-25
 sessions with initialize, 2026-07-28 stateless requests); ``/sse`` and
 ``/messages/`` serve the 2024-11-05 HTTP+SSE transport.  Prints ``ready``
-once it listens.
+once it listens.  ``SDK_ECHO_CHANGED=1``: the variant whose ``echo`` shouts.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ def _reached(what: str) -> None:
             f.write(what + "\n")
 
 
+#: The variant with one tool changed (replay's test): echo shouts.
+CHANGED = os.environ.get("SDK_ECHO_CHANGED") == "1"
+
+
 @server.tool()
 def echo(text: str) -> str:
     _reached(f"echo {text}")
-    return text
+    return text.upper() if CHANGED else text
 
 
 @server.tool()

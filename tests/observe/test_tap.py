@@ -43,6 +43,7 @@ def test_a_request_and_its_response() -> None:
     req = record({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo"}})
     assert req == {
         "t": 1_700_000_000.5,
+        "mono": 0.0,
         "route": "r",
         "direction": "client_to_upstream",
         "kind": "request",
@@ -51,6 +52,7 @@ def test_a_request_and_its_response() -> None:
         "transport": "http",
         "session": req["session"],
         "size": 99,
+        "era": "streamable-http-2025",
         "params": '{"name": "echo"}',
         "truncated": False,
     }  # the peer's bytes, as sent
@@ -253,3 +255,66 @@ def test_a_secret_under_a_secret_name_never_shows_whatever_the_shape_and_the_cut
     )
     assert not _leaks(rec["params"], _MARK)
     assert len(rec["params"].encode()) <= max_bytes
+
+
+def test_the_era_and_the_http_facts_a_recording_keeps() -> None:
+    from mcp_sidecar.observe.events import Exchange
+    from mcp_sidecar.observe.tap import era
+
+    assert [
+        era(t, v) for t, v in [("http", None), ("http", "2025-11-25"), ("http", "2026-07-28"), ("http", "2027-01-01")]
+    ] == [
+        "streamable-http-2025",
+        "streamable-http-2025",
+        "streamable-http-2026",
+        "streamable-http-2026",
+    ]
+    assert [era(t, "2026-07-28") for t in ("legacy-sse", "websocket", "inspector-v2")] == [
+        "2024-11-05-sse",
+        "websocket",
+        "inspector-v2",
+    ]
+    exchange = Exchange("POST", "/mcp", 200, session="secret-session", mcp_method="tools/call")
+    exchange.protocol_version, exchange.mcp_name, exchange.last_event_id = "2026-07-28", "x?token=abc123def456", "7"
+    value = {"jsonrpc": "2.0", "method": "notifications/progress"}
+    (m,) = decode(json.dumps(value).encode())
+    rec = tap_record(
+        "r",
+        "upstream",
+        m,
+        at_unix=1.0,
+        at_mono=5.25,
+        transport="http",
+        session=None,
+        size=1,
+        method=None,
+        answered=None,
+        client="10.0.0.7:5555",
+        exchange=exchange,
+    )
+    assert rec["era"] == "streamable-http-2026"  # a notification: the request's header says
+    assert rec["mono"] == 5.25 and rec["client"].startswith("c-") and "10.0.0.7" not in json.dumps(rec)
+    assert rec["http"] == {
+        "method": "POST",
+        "path": "/mcp",
+        "status": 200,
+        "headers": {
+            "mcp-session-id": rec["http"]["headers"]["mcp-session-id"],
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call",
+            "mcp-name": "x?token=REDACTED",
+            "last-event-id": "7",
+        },
+    }
+    assert rec["http"]["headers"]["mcp-session-id"].startswith("s-") and "secret-session" not in json.dumps(rec)
+
+
+def test_a_filter_by_target_and_the_body_bound_it_asks() -> None:
+    from mcp_sidecar.observe.tap import AnyOf
+
+    wanted = TapFilter("r", "tools/call", "echo", 65536)
+    assert wanted.wants({"route": "r", "method": "tools/call", "target": "echo"})
+    assert not wanted.wants({"route": "r", "method": "tools/call", "target": "slow"})
+    assert not wanted.wants({"route": "r", "method": "tools/call"})
+    assert AnyOf((TapFilter(), wanted, TapFilter(max_bytes=100))).max_bytes == 65536
+    assert AnyOf((TapFilter(),)).max_bytes is None

@@ -52,10 +52,12 @@ from .. import __version__, logs
 from ..config.model import AdminConfig
 from ..config.render import effective_document
 from ..forward.proxy import Proxy
+from ..forward.recorder import route_summary
 from ..forward.state import OPERATOR_ACTIONS
 from ..forward.tap import TapBusy
 from ..logs import log
 from ..net.http import RequestLimits, RequestRejected, ServerConnection
+from ..observe.recording import queue_for
 from ..observe.tap import MAX_METHOD_CHARS, TapFilter
 from ..redact import redact_target
 from .access import AdminAccess, Refusal
@@ -75,6 +77,8 @@ MAX_ADMIN_CONNECTIONS = 128
 MAX_PER_CLIENT = 32
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
+#: The most of each body a tap (a recording) may ask for.
+MAX_TAP_BODY_BYTES = 16 * 1024 * 1024
 FIRST_REQUEST_TIMEOUT_S = 5.0
 HEAD_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 10.0
@@ -230,7 +234,7 @@ class AdminServer(FaultHandlers):
                 # forwards a message from now on shows it (a supervisor's workers
                 # have applied the subscription before they report).
                 await self.source.settle()
-                await stream_tap(http, reply, self.source.taps)
+                await stream_tap(http, reply, self.source.taps, self._tap_about())
                 return
             await self._send(http, reply, head_only=request.method == b"HEAD")
             slot.busy = False
@@ -364,7 +368,8 @@ class AdminServer(FaultHandlers):
         return _Reply(200, _line(self.history.as_json(route)), "application/json")
 
     def _tap(self, ask: _Ask) -> _Reply | TapStream:
-        """``?route=R&method=M&limit=N&duration=S``: subscribe, then stream."""
+        """``?route=R&method=M&target=T&max_bytes=B&limit=N&duration=S``:
+        subscribe, then stream (``max_bytes``: of each body, for a recording)."""
         route, refusal = self._route_param(ask.query)
         if refusal is not None:
             return refusal
@@ -372,19 +377,35 @@ class AdminServer(FaultHandlers):
         method = params.get("method", [None])[0]
         if method is not None and (not method or len(method) > MAX_METHOD_CHARS or not method.isprintable()):
             return _json(400, {"error": f"method must be 1 to {MAX_METHOD_CHARS} printable characters"})
+        target = params.get("target", [None])[0]
+        if target is not None and (not target or len(target) > MAX_METHOD_CHARS or not target.isprintable()):
+            return _json(400, {"error": f"target must be 1 to {MAX_METHOD_CHARS} printable characters"})
         try:
             limit = int(params["limit"][0]) if "limit" in params else None
             duration = float(params["duration"][0]) if "duration" in params else None
+            max_bytes = int(params["max_bytes"][0]) if "max_bytes" in params else None
         except ValueError:
-            return _json(400, {"error": "limit must be an integer and duration a number of seconds"})
+            return _json(400, {"error": "limit and max_bytes must be integers and duration a number of seconds"})
         if (limit is not None and limit < 1) or (duration is not None and not duration > 0):
             return _json(400, {"error": "limit and duration must be positive"})
+        if max_bytes is not None and not 64 <= max_bytes <= MAX_TAP_BODY_BYTES:
+            return _json(400, {"error": f"max_bytes must be 64 to {MAX_TAP_BODY_BYTES}"})
+        queue = self.source.config.observe.tap_queue
+        if max_bytes is not None:  # (bounded in bytes: larger bodies, fewer of them)
+            queue = min(queue, queue_for(max_bytes))
         try:
-            subscriber = self.source.taps.subscribe(TapFilter(route, method), self.source.config.observe.tap_queue)
+            subscriber = self.source.taps.subscribe(TapFilter(route, method, target, max_bytes), queue)
         except TapBusy as exc:
             return _json(503, {"error": str(exc)}, [("retry-after", "5")])
-        log(logger, logging.INFO, "admin.tap", route=route, method=method)
+        log(logger, logging.INFO, "admin.tap", route=route, method=method, target=target, max_bytes=max_bytes)
         return TapStream(subscriber, limit, duration)
+
+    def _tap_about(self) -> dict[str, Any]:
+        """What a tap's first line says of the sidecar (a recording's header)."""
+        return {
+            "sidecar": __version__,
+            "routes": {route.name: route_summary(route) for route in self.source.config.routes},
+        }
 
     def _drain(self, ask: _Ask) -> _Reply:
         log(logger, logging.INFO, "admin.drain")

@@ -2,7 +2,8 @@
 
 Rules this module keeps:
 
-* The stream starts with a line saying what is tapped; then messages as they
+* The stream starts with a line saying what is tapped (and the sidecar's
+  version, the routes' settings, its clocks: a recording's header); then messages as they
   come, written in batches (``TAP_FLUSH_S``: one send per batch under load,
   not one per message); a heartbeat line when there is nothing to say
   (``TAP_HEARTBEAT_S``: a client that went away is noticed); a line saying
@@ -55,7 +56,7 @@ def _record_line(record: dict[str, Any]) -> bytes:
     return _encode_record(record) + b"\n"
 
 
-async def stream_tap(http: ServerConnection, tap: TapStream, hub: TapHub) -> None:
+async def stream_tap(http: ServerConnection, tap: TapStream, hub: TapHub, about: dict[str, Any]) -> None:
     """Stream the subscriber's messages as JSON lines until the client
     goes (or the limit or duration is reached); always unsubscribes."""
     subscriber = tap.subscriber
@@ -79,7 +80,12 @@ async def stream_tap(http: ServerConnection, tap: TapStream, hub: TapHub) -> Non
                         "tap": {
                             "route": f.route,
                             "method": f.method,
+                            "target": f.target,
+                            "max_bytes": f.max_bytes,
                             "queue": subscriber.send.statistics().max_buffer_size,
+                            "started_unix": round(time.time(), 6),
+                            "started_mono": round(time.monotonic(), 6),
+                            **about,
                         }
                     }
                 )

@@ -22,6 +22,8 @@ from .demo import demo
 from .faults import fault
 from .ls import ls
 from .manage import reload, restart, status, stop
+from .record import record
+from .replay import replay
 from .run import run
 from .runtime import log_level, route
 from .tap import tap
@@ -57,7 +59,25 @@ def cli(global_state_dir: str | None, global_admin: str | None) -> None:
         os.environ[ADMIN_ENV] = global_admin
 
 
-for command in (run, demo, config, check, status, restart, reload, stop, route, log_level, fault, ls, top, tap, url):
+for command in (
+    run,
+    demo,
+    config,
+    check,
+    status,
+    restart,
+    reload,
+    stop,
+    route,
+    log_level,
+    fault,
+    ls,
+    top,
+    tap,
+    record,
+    replay,
+    url,
+):
     cli.add_command(command)
 
 

@@ -82,6 +82,12 @@ MAX_HISTORY_POINTS = 2000
 #: many messages a subscriber's queue holds before it drops (counted).
 DEFAULT_TAP_MAX_BYTES = 2048
 DEFAULT_TAP_QUEUE = 1000
+#: [observe] record: each route's recording files are rotated at this size
+#: (bytes) and at most this many kept: 8 x 64 MiB = 512 MiB per route at most.
+DEFAULT_RECORD_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_RECORD_MAX_FILES = 8
+#: Bytes of each message's params/result/error a recording keeps (more is cut, marked).
+DEFAULT_RECORD_BODY_BYTES = 64 * 1024
 PROTOCOLS = ("auto", "tcp", "http")
 #: How the supervisor starts workers: forked from a pre-imported fork server
 #: (shared memory, ~10 ms), or exec'd as new interpreters (~0.3 s, ~24 MiB each).

@@ -42,6 +42,9 @@ from .defaults import (
     DEFAULT_MCP_TARGET_LIMIT,
     DEFAULT_OBSERVE_CPU_SHARE,
     DEFAULT_OBSERVE_MEMORY_BYTES,
+    DEFAULT_RECORD_BODY_BYTES,
+    DEFAULT_RECORD_MAX_BYTES,
+    DEFAULT_RECORD_MAX_FILES,
     DEFAULT_REQUEST_LOG_RATE,
     DEFAULT_REQUEST_LOG_SAMPLE,
     DEFAULT_RESTART_BACKOFF_INITIAL_S,
@@ -206,6 +209,19 @@ SETTING_GROUPS = {
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    """``[observe] record``: the routes whose MCP conversations are recorded
+    to files (forward/recorder.py), and the bounds of those files."""
+
+    dir: str
+    max_bytes: int = DEFAULT_RECORD_MAX_BYTES
+    max_files: int = DEFAULT_RECORD_MAX_FILES
+    max_body_bytes: int = DEFAULT_RECORD_BODY_BYTES
+    #: Route names; empty: every route that observes (protocol other than tcp).
+    routes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ObserveConfig:
     """The operator's views of observation: history and tap bounds."""
 
@@ -216,6 +232,8 @@ class ObserveConfig:
     tap_max_bytes: int = DEFAULT_TAP_MAX_BYTES
     #: Messages a tap subscriber's queue holds before it drops.
     tap_queue: int = DEFAULT_TAP_QUEUE
+    #: Recording to files (None: nothing is recorded unless proxyctl record asks).
+    record: RecordConfig | None = None
 
 
 @dataclass(frozen=True)

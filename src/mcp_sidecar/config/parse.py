@@ -42,133 +42,31 @@ from ..errors import ConfigError
 from .addresses import NONLOOPBACK, AddressSyntaxError, HostPort, parse_forward, parse_hostport
 from .defaults import (
     ADMIN_TOKEN_ENV,
-    CONNECTION_LOGS,
     DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_HEARTBEAT_TIMEOUT_S,
     GATE_TOKEN_ENV,
-    GATES,
-    HEALTH_CHECKS,
-    MAX_BUFFER_BYTES,
     MAX_HISTORY_POINTS,
-    MIN_BUFFER_BYTES,
-    PROTOCOLS,
     ROUTE_NAME_RE,
-    WORKER_SPAWNS,
 )
 from .faults import route_faults
-from .model import AdminConfig, ObserveConfig, ProxyConfig, RouteConfig, RouteSettings, SupervisorConfig
+from .keys import (
+    ADMIN_KEYS,
+    FAULTS_KEYS,
+    OBSERVE_KEYS,
+    PROXY_KEYS,
+    RECORD_KEYS,
+    ROUTE_KEYS,
+    SETTING_KEYS,
+    SUPERVISOR_KEYS,
+    TOP_KEYS,
+)
+from .model import AdminConfig, ObserveConfig, ProxyConfig, RecordConfig, RouteConfig, RouteSettings, SupervisorConfig
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
 from .tls import TlsSettingsError, load_material
 from .values import (
-    boolean,
-    choice,
-    cpu_share,
-    file_path,
     format_duration,
-    fraction,
-    host_names,
-    int_in,
-    networks,
-    parse_admin_listen,
-    parse_duration,
-    positive_duration,
     secret_token,
-    server_name,
-    short_text,
-    size_at_least,
-    url_path,
-    webhook_url,
-    worker_count,
 )
-
-#: TOML key -> (RouteSettings attribute, parser); ``group.attribute`` for the
-#: grouped settings (model.SETTING_GROUPS): the keys stay flat.
-SETTING_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "connect_timeout": ("connect_timeout_s", positive_duration),
-    "connect_retry_window": ("connect_retry_window_s", parse_duration),
-    "idle_timeout": ("idle_timeout_s", parse_duration),
-    "max_connections": ("max_connections", int_in(1, 1_000_000)),
-    "buffer_size": ("buffer_bytes", int_in(MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)),
-    "tcp_keepalive": ("tcp_keepalive_s", parse_duration),
-    "user_timeout": ("user_timeout_s", parse_duration),
-    "splice": ("splice", boolean),
-    "required": ("required", boolean),
-    "protected_by": ("protected_by", short_text),
-    "health_interval": ("health.interval_s", parse_duration),
-    "health_interval_max": ("health.interval_max_s", positive_duration),
-    "health_timeout": ("health.timeout_s", positive_duration),
-    "health_rise": ("health.rise", int_in(1, 100)),
-    "health_fall": ("health.fall", int_in(1, 100)),
-    "health_check": ("health.check", choice(HEALTH_CHECKS)),
-    "health_path": ("health.path", url_path),
-    "protocol": ("protocol", choice(PROTOCOLS)),
-    "mcp_request_timeout": ("observe.mcp_request_timeout_s", positive_duration),
-    "target_label_limit": ("observe.target_label_limit", int_in(0, 10_000)),
-    "target_label_resources": ("observe.target_label_resources", boolean),
-    "ws_ping_interval": ("ws_ping_interval_s", parse_duration),
-    "ws_ping_timeout": ("ws_ping_timeout_s", positive_duration),
-    "sse_keepalive": ("sse_keepalive_s", parse_duration),
-    "breaker_failures": ("breaker.failures", int_in(0, 1000)),
-    "breaker_open": ("breaker.open_s", positive_duration),
-    "max_connecting": ("max_connecting", int_in(1, 100_000)),
-    "connection_log": ("connection_log", choice(CONNECTION_LOGS)),
-    "connection_log_every": ("connection_log_every", int_in(1, 1_000_000)),
-    "tls_cert": ("tls.cert", file_path),
-    "tls_key": ("tls.key", file_path),
-    "tls_client_ca": ("tls.client_ca", file_path),
-    "upstream_tls": ("upstream_tls.enabled", boolean),
-    "upstream_tls_ca": ("upstream_tls.ca", file_path),
-    "upstream_tls_name": ("upstream_tls.name", server_name),
-    "upstream_tls_verify": ("upstream_tls.verify", boolean),
-    "gate": ("gate.mode", choice(GATES)),
-    "gate_token": ("gate.token", secret_token),
-    "gate_head_timeout": ("gate.head_timeout_s", positive_duration),
-    "tls_handshake_timeout": ("tls.handshake_timeout_s", positive_duration),
-    "allow": ("allow", networks),
-    "request_log": ("observe.request_log", boolean),
-    "request_log_sample": ("observe.request_log_sample", fraction),
-    "request_log_rate": ("observe.request_log_rate", int_in(1, 100_000)),
-}
-#: [observe]: the request log keys set every route's default (beneath
-#: [defaults]); the others bound the history and the tap.
-_ROUTE_DEFAULTS_IN_OBSERVE = ("request_log", "request_log_sample", "request_log_rate")
-OBSERVE_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    **{k: SETTING_KEYS[k] for k in _ROUTE_DEFAULTS_IN_OBSERVE},
-    "history": ("history_s", parse_duration),
-    "history_interval": ("history_interval_s", positive_duration),
-    "tap_max_bytes": ("tap_max_bytes", int_in(64, 1024 * 1024)),
-    "tap_queue": ("tap_queue", int_in(1, 100_000)),
-}
-PROXY_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "workers": ("workers", worker_count),
-    "drain_timeout": ("drain_timeout_s", parse_duration),
-    "tcp_stats_interval": ("tcp_stats_interval_s", positive_duration),
-    "observe_cpu_share": ("observe_cpu_share", cpu_share),
-    "observe_memory": ("observe_memory_bytes", size_at_least(1024 * 1024)),
-    "dangerously_expose_unprotected": ("dangerously_expose_unprotected", boolean),
-}
-ADMIN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "listen": ("listen", parse_admin_listen),
-    "token": ("token", secret_token),
-    "open_on_loopback": ("open_on_loopback", boolean),
-    "hosts": ("hosts", host_names),
-}
-SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "heartbeat_interval": ("heartbeat_interval_s", positive_duration),
-    "heartbeat_timeout": ("heartbeat_timeout_s", positive_duration),
-    "stable_after": ("stable_after_s", parse_duration),
-    "restart_backoff_initial": ("restart_backoff_initial_s", parse_duration),
-    "restart_backoff_max": ("restart_backoff_max_s", parse_duration),
-    "standby": ("standby", boolean),
-    "worker_spawn": ("worker_spawn", choice(WORKER_SPAWNS)),
-    "alert_threshold": ("alert_threshold", int_in(1, 1000)),
-    "alert_window": ("alert_window_s", positive_duration),
-    "alert_min_interval": ("alert_min_interval_s", parse_duration),
-    "alert_webhook": ("alert_webhook", webhook_url),
-}
-_ROUTE_KEYS = {"name", "listen", "upstream", "fault", *SETTING_KEYS}
-_TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe", "faults"}
-FAULTS_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {"enabled": ("faults_enabled", boolean)}
 
 
 def _section(
@@ -192,6 +90,15 @@ def _parse_values(
             except ValueError as exc:
                 raise ConfigError(source, f"{prefix}{key}", str(exc)) from None
     return values
+
+
+def _record_config(source: str, value: Any) -> RecordConfig:
+    """``[observe] record = { dir = ..., ... }``: a bad key or value names its field."""
+    table = _table(source, "observe.record", value)
+    _check_keys(source, "observe.record.", table, set(RECORD_KEYS))
+    if "dir" not in table:
+        raise ConfigError(source, "observe.record.dir", "required: the directory the recordings go to")
+    return RecordConfig(**_parse_values(source, "observe.record.", table, RECORD_KEYS))
 
 
 def _table(source: str, fieldname: str, value: Any) -> dict[str, Any]:
@@ -244,7 +151,7 @@ def _parse_listen(source: str, fieldname: str, value: Any) -> tuple[HostPort, ..
 
 def _build_route(source: str, index: int, table: dict[str, Any], defaults: RouteSettings) -> RouteConfig:
     prefix = f"route[{index}]."
-    _check_keys(source, prefix, table, _ROUTE_KEYS)
+    _check_keys(source, prefix, table, ROUTE_KEYS)
     for required in ("listen", "upstream"):
         if required not in table:
             raise ConfigError(source, f"{prefix}{required}", "missing (required)")
@@ -360,7 +267,7 @@ def build_config(
     from ``os.environ`` here).
     """
     document = document or {}
-    _check_keys(source, "", document, _TOP_KEYS)
+    _check_keys(source, "", document, TOP_KEYS)
     proxy_values = _section(source, "proxy", document, PROXY_KEYS)
     if dangerously_expose_unprotected:
         proxy_values["dangerously_expose_unprotected"] = True
@@ -380,6 +287,8 @@ def build_config(
 
     observe_values = _section(source, "observe", document, OBSERVE_KEYS)
     route_defaults = {k: observe_values.pop(k) for k in list(observe_values) if k.startswith("observe.")}
+    if "record" in observe_values:
+        observe_values["record"] = _record_config(source, observe_values["record"])
     observe = ObserveConfig(**observe_values)
     if observe.history_s and observe.history_interval_s < 1.0:
         raise ConfigError(source, "observe.history_interval", "must be at least 1s")
@@ -446,6 +355,12 @@ def build_config(
             refuse_exposure(profile, routes)
 
     _check_routes(source, routes)
+    record = proxy_values["observe"].record
+    if record is not None:
+        names = {route.name for route in routes}
+        for name in record.routes:
+            if name not in names:
+                raise ConfigError(source, "observe.record.routes", f"no route named {name!r}")
     if not proxy_values.get("faults_enabled"):
         for index, route in enumerate(routes, start=1):
             if route.faults:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from .keys import OBSERVE_KEYS, RECORD_KEYS, SETTING_KEYS, SUPERVISOR_KEYS
 from .model import ProxyConfig, RouteSettings
-from .parse import OBSERVE_KEYS, SETTING_KEYS, SUPERVISOR_KEYS
 from .values import format_duration, format_size
 
 
@@ -73,6 +73,12 @@ def render_toml(config: ProxyConfig) -> str:
     attr_to_key = {attr: key for key, (attr, _) in OBSERVE_KEYS.items()}
     for f in fields(config.observe):
         value = getattr(config.observe, f.name)
+        if f.name == "record":
+            if value is not None:  # an inline table, every key shown
+                keys = {attr: key for key, (attr, _) in RECORD_KEYS.items()}
+                parts = [f"{keys[g.name]} = {_toml_value(getattr(value, g.name))}" for g in fields(value)]
+                lines.append("record = { " + ", ".join(parts) + " }")
+            continue
         shown = format_duration(value) if f.name.endswith("_s") else value
         lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
     lines.append("")

@@ -198,6 +198,14 @@ def host_names(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def route_names(value: Any) -> tuple[str, ...]:
+    """A list of route names (checked against the routes once they are built)."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) and item for item in items):
+        raise ValueError(f'expected route names such as ["mcp"], got {value!r}')
+    return tuple(items)
+
+
 def file_path(value: Any) -> str:
     """A path to a file that must be readable (checked when the route is built)."""
     if not isinstance(value, str) or not value.strip():

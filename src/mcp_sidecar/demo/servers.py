@@ -15,7 +15,9 @@ HTTP endpoints::
                       a text/event-stream of N events, S seconds apart
     POST /mcp         MCP streamable HTTP (2025-03-26 .. 2025-11-25):
                       initialize, ping, tools/list, tools/call (echo, and
-                      slow: progress notifications, then the result); JSON
+                      slow: progress notifications, then the result; with
+                      "buffered": true they are held and written at once,
+                      as behind a buffering intermediary); JSON
                       reply, or SSE when the client accepts only
                       text/event-stream (and always for slow).  And the
                       2026-07-28 revision on the same endpoint (modern.py):
@@ -32,6 +34,7 @@ frames with subprotocol ``mcp``, anything else echoed.
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -123,6 +126,8 @@ class _Http:
         self.stream = stream
         self.server = ServerConnection(stream, _LIMITS)
         self.sessions = sessions
+        #: The variant whose ``echo`` shouts (replay's "one tool changed").
+        self.changed = False
 
     async def send(self, *events: h11.Event) -> None:
         await self.server.send(*events)
@@ -224,8 +229,16 @@ def progress_notifications(message: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def mcp_answer(message: dict[str, Any]) -> dict[str, Any] | None:
-    """The demo server's JSON-RPC answer to one message (None for notifications)."""
+def buffered(message: dict[str, Any]) -> bool:
+    """``slow`` called with ``"buffered": true``: its events are held and written
+    together at the end (what a buffering proxy in front of a server does)."""
+    params = message.get("params") or {}
+    return bool((params.get("arguments") or {}).get("buffered")) if isinstance(params, dict) else False
+
+
+def mcp_answer(message: dict[str, Any], changed: bool = False) -> dict[str, Any] | None:
+    """The demo server's JSON-RPC answer to one message (None for notifications).
+    ``changed``: the variant whose ``echo`` shouts (replay's "one tool changed")."""
     if "id" not in message or "method" not in message:
         return None
     rid, method = message["id"], message["method"]
@@ -244,7 +257,7 @@ def mcp_answer(message: dict[str, Any]) -> dict[str, Any] | None:
         result = {"tools": DEMO_TOOLS}
     elif method == "tools/call" and params.get("name") == "echo":
         text = str((params.get("arguments") or {}).get("text", ""))
-        result = {"content": [{"type": "text", "text": text}]}
+        result = {"content": [{"type": "text", "text": text.upper() if changed else text}]}
     elif method == "tools/call" and params.get("name") == "slow":
         result = {"content": [{"type": "text", "text": "done"}]}
     else:
@@ -271,7 +284,7 @@ async def _mcp_http(http: _Http, request: h11.Request, body: bytes) -> None:
             await listen_stream(http, message)
             return
     messages = message if isinstance(message, list) else [message]
-    answers = [a for m in messages if isinstance(m, dict) and (a := mcp_answer(m)) is not None]
+    answers = [a for m in messages if isinstance(m, dict) and (a := mcp_answer(m, http.changed)) is not None]
     if not answers:
         await http.simple(202, b"")
         return
@@ -288,10 +301,16 @@ async def _mcp_http(http: _Http, request: h11.Request, body: bytes) -> None:
                 status_code=200, headers=[("content-type", "text/event-stream"), ("cache-control", "no-cache"), *extra]
             )
         )
-        for note in progress:
-            await http.send(h11.Data(data=b"event: message\r\ndata: " + json.dumps(note).encode() + b"\r\n\r\n"))
+        events = [b"event: message\r\ndata: " + json.dumps(note).encode() + b"\r\n\r\n" for note in progress]
+        last = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
+        if any(buffered(m) for m in messages if isinstance(m, dict)):  # all held, then written at once
+            await trio.sleep(SLOW_STEP_S * len(events))
+            await http.send(h11.Data(data=b"".join([*events, last])), h11.EndOfMessage())
+            return
+        for event in events:
+            await http.send(h11.Data(data=event))
             await trio.sleep(SLOW_STEP_S)
-        await http.send(h11.Data(data=b"event: message\r\ndata: " + payload + b"\r\n\r\n"), h11.EndOfMessage())
+        await http.send(h11.Data(data=last), h11.EndOfMessage())
     elif "text/event-stream" in accept and "application/json" not in accept:
         data = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
         await http.send(
@@ -365,12 +384,12 @@ async def _legacy_post(http: _Http, session: str, body: bytes) -> None:
         if isinstance(m, dict):
             for note in progress_notifications(m):
                 await stream.send(note)
-            answer = mcp_answer(m)
+            answer = mcp_answer(m, http.changed)
             if answer is not None:
                 await stream.send(answer)
 
 
-async def ws_handler(request: Any) -> None:  # (a trio_websocket.WebSocketRequest)
+async def ws_handler(request: Any, changed: bool = False) -> None:  # (a trio_websocket.WebSocketRequest)
     """Accept (with subprotocol mcp when offered); answer JSON-RPC, echo the rest."""
     import trio_websocket
 
@@ -383,7 +402,7 @@ async def ws_handler(request: Any) -> None:  # (a trio_websocket.WebSocketReques
             if isinstance(message, str):
                 try:
                     parsed = json.loads(message)
-                    answer = mcp_answer(parsed) if isinstance(parsed, dict) else None
+                    answer = mcp_answer(parsed, changed) if isinstance(parsed, dict) else None
                 except ValueError:
                     pass
                 if answer is None and not (message.startswith("{") and "jsonrpc" in message):
@@ -393,26 +412,38 @@ async def ws_handler(request: Any) -> None:  # (a trio_websocket.WebSocketReques
                 await ws.send_message(message)
                 continue
             if answer is not None:
-                for note in progress_notifications(parsed):
+                notes = progress_notifications(parsed)
+                if buffered(parsed):  # held, then sent together
+                    await trio.sleep(SLOW_STEP_S * len(notes))
+                for note in notes:
                     await ws.send_message(json.dumps(note))
-                    await trio.sleep(SLOW_STEP_S)
+                    if not buffered(parsed):
+                        await trio.sleep(SLOW_STEP_S)
                 await ws.send_message(json.dumps(answer))
     except trio_websocket.ConnectionClosed:
         pass
 
 
 async def serve_ws(
-    host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    changed: bool = False,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     import trio_websocket
 
+    handler = functools.partial(ws_handler, changed=changed)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(trio_websocket.serve_websocket, ws_handler, host, port, None)
+        server = await nursery.start(trio_websocket.serve_websocket, handler, host, port, None)
         task_status.started(server.port)
 
 
-async def http_handler(stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel[dict[str, Any]]]) -> None:
+async def http_handler(
+    stream: trio.SocketStream, sessions: dict[str, trio.MemorySendChannel[dict[str, Any]]], changed: bool = False
+) -> None:
     http = _Http(stream, sessions)
+    http.changed = changed
     try:
         async with stream:
             while True:
@@ -433,12 +464,17 @@ async def http_handler(stream: trio.SocketStream, sessions: dict[str, trio.Memor
 
 
 async def serve_http(
-    host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    changed: bool = False,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The demo HTTP service; each server has its own legacy-transport sessions."""
+    """The demo HTTP service; each server has its own legacy-transport sessions.
+    ``changed``: the variant whose ``echo`` tool shouts (for replay's tests)."""
     sessions: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
 
     async def handler(stream: trio.SocketStream) -> None:
-        await http_handler(stream, sessions)
+        await http_handler(stream, sessions, changed)
 
     await _serve(handler, host, port, task_status)

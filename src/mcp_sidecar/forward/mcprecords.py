@@ -154,7 +154,7 @@ class McpRecords:
             self._outcomes(outcomes, now, exchange, scope)
         if route.taps:
             shown = scope if session is not None or transport == "ws" else None
-            self._tap(origin, message, shown, transport_name, size, label, outcomes, version, target)
+            self._tap(origin, message, shown, transport_name, size, label, outcomes, version, target, exchange)
 
     def _labels(self, label: str, facts: ParamFacts, exchange: Exchange | None, scope: str) -> tuple[str, str]:
         """A request's version and target labels; its conformance, on streamable HTTP."""
@@ -219,6 +219,7 @@ class McpRecords:
         outcomes: list[McpOutcome],
         version: str | None,
         target: str,
+        exchange: Exchange | None,
     ) -> None:
         """Somebody taps this route: hand them the message (never blocks)."""
         route = self.route
@@ -233,9 +234,12 @@ class McpRecords:
             size=size,
             method=label,
             answered=answered,
-            max_bytes=route.tap_max_bytes,
+            max_bytes=route.tap_bound,
             protocol_version=version,
             target=target,
+            at_mono=time.monotonic(),
+            client=self.client,
+            exchange=exchange,
         )
         for subscriber in route.taps:
             subscriber.offer(record)

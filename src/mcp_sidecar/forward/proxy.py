@@ -143,6 +143,7 @@ class Proxy:
                         if s.observe.request_log
                         else None,
                         tap_max_bytes=config.observe.tap_max_bytes,
+                        tap_bound=config.observe.tap_max_bytes,
                         targets=TargetLabels(s.observe.target_label_limit),
                         target_resources=s.observe.target_label_resources,
                         relay=StatsRelay(route.name) if cooperation.relay_stats else None,

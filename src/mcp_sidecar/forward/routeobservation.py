@@ -91,6 +91,9 @@ class RouteObservation:
     #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
     taps: tuple[Any, ...] = ()
     tap_max_bytes: int = DEFAULT_MAX_BYTES
+    #: The bound records are cut at now: ``tap_max_bytes``, or more while a
+    #: subscriber (a recording) asks for more (forward/tap.py sets it).
+    tap_bound: int = DEFAULT_MAX_BYTES
     #: Called with a connection's id once it turns out to be long-lived
     #: (state.py counts its reconnect then); one per route, not per connection.
     stream_opened: Callable[[int], None] | None = None

@@ -90,6 +90,8 @@ class TapHub:
     def _rebuild(self) -> None:
         for route in self.routes:
             route.taps = tuple(s for s in self.subscribers if s.filter.wants_route(route.route))
+            asked = [s.filter.max_bytes for s in route.taps if s.filter.max_bytes is not None]
+            route.tap_bound = max([route.tap_max_bytes, *asked])
         if self.on_change is not None:
             self.on_change(self.subscribers)
 

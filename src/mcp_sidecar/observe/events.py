@@ -58,6 +58,8 @@ class Exchange:
     #: (the 2024-11-05 transport's ``GET``), ``get`` (streamable HTTP's
     #: standalone ``GET``), ``inspector-v2`` (its events); None otherwise.
     stream: str | None = None
+    #: The request's ``Last-Event-ID`` (a stream resumed), bounded in length.
+    last_event_id: str | None = None
 
 
 @dataclass(slots=True)

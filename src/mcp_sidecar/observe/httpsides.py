@@ -35,10 +35,10 @@ _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 HEAD_END = b"\r\n\r\n"
 #: The lengths of the header names read (content-type 12, mcp-session-id 14,
 #: mcp-method 10, mcp-name 8, mcp-protocol-version 20, upgrade 7, connection
-#: 10, traceparent 11; in responses content-type, mcp-session-id,
+#: 10, traceparent 11, last-event-id 13; in responses content-type, mcp-session-id,
 #: content-length 14 and transfer-encoding 17): any other header is passed
 #: over without lower-casing its name.
-_REQUEST_HEADER_LENGTHS = frozenset({7, 8, 10, 11, 12, 14, 20})
+_REQUEST_HEADER_LENGTHS = frozenset({7, 8, 10, 11, 12, 13, 14, 20})
 _RESPONSE_HEADER_LENGTHS = frozenset({12, 14, 17})
 #: Longest MCP header value kept (Mcp-Name, MCP-Protocol-Version): longer ones are cut.
 MAX_MCP_HEADER_CHARS = 1024
@@ -128,6 +128,7 @@ class RequestSide:
     __slots__ = (
         "connection",
         "ctype",
+        "last_event_id",
         "mcp_method",
         "mcp_name",
         "o",
@@ -146,6 +147,7 @@ class RequestSide:
         self.mcp_method: str | None = None
         self.mcp_name: str | None = None
         self.protocol_version: str | None = None
+        self.last_event_id: str | None = None
         self.upgrade: bytes | None = None
         self.connection: bytes | None = None
         self.trace: str | None = None
@@ -155,7 +157,7 @@ class RequestSide:
             raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
         self.url = b""
         self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
-        self.mcp_name = self.protocol_version = None
+        self.mcp_name = self.protocol_version = self.last_event_id = None
         self.o._client_in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -181,6 +183,8 @@ class RequestSide:
             self.connection = value.lower()
         elif name == b"traceparent":
             self.trace = trace_id(value)
+        elif name == b"last-event-id":
+            self.last_event_id = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
 
     def on_headers_complete(self) -> None:
         o = self.o
@@ -208,6 +212,7 @@ class RequestSide:
         )
         exchange.protocol_version = self.protocol_version
         exchange.mcp_name = self.mcp_name
+        exchange.last_event_id = self.last_event_id
         v2 = is_inspector_v2(target)
         if legacy or v2:
             exchange.transport = "inspector-v2" if v2 else "legacy"

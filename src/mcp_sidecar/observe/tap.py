@@ -8,8 +8,15 @@ Rules this module keeps:
   first (``redact.redact_json``: the decoded value is walked, so no cut can
   leave half a secret), then cut to ``max_bytes`` (``truncated`` says so).
   The session is its hash; ids are truncated.
-* Filters are a route name and a method (its name, or its metrics label:
-  ``other``); a response matches the method of the request it answers.
+* Filters are a route name, a method (its name, or its metrics label:
+  ``other``) and a target (tool, prompt or resource label); a response
+  matches the method and target of the request it answers.  A subscriber
+  may ask for more of each body than ``tap_max_bytes`` (a recording:
+  ``max_bytes``); the route's records are then cut at the largest bound
+  its subscribers asked for.
+* A record carries what a recording keeps (observe/recording.py): the
+  monotonic time, the era, the client (hashed), and for HTTP the exchange's
+  method, path label, status and the MCP headers (the session's hashed).
 * A request or notification shows its own method name, escaped and cut to
   ``MAX_METHOD_CHARS`` (``label`` then says how the metrics count it).
 """
@@ -21,10 +28,10 @@ from typing import Any
 
 import msgspec
 
-from ..redact import redact_json
-from .events import McpOutcome
+from ..redact import redact_json, redact_text
+from .events import Exchange, McpOutcome
 from .jsonrpc import UNSET, Envelope
-from .mcpstats import session_ref
+from .mcpstats import client_ref, session_ref
 from .requestlog import outcome_kind, request_id_text
 
 #: How much of params/result/error a record shows by default.
@@ -34,17 +41,22 @@ DIRECTIONS = {"client": "client_to_upstream", "upstream": "upstream_to_client"}
 
 @dataclass(frozen=True, slots=True)
 class TapFilter:
-    """What one subscriber wants: a route (None: all) and a method label (None: all)."""
+    """What one subscriber wants: a route, a method (its name or label) and a
+    target (None: all), and how much of each body (None: the route's bound)."""
 
     route: str | None = None
     method: str | None = None
+    target: str | None = None
+    max_bytes: int | None = None
 
     def wants_route(self, route: str) -> bool:
         return self.route is None or self.route == route
 
     def wants(self, record: dict[str, Any]) -> bool:
-        return self.wants_route(record["route"]) and (
-            self.method is None or record["method"] == self.method or record.get("label") == self.method
+        return (
+            self.wants_route(record["route"])
+            and (self.method is None or record["method"] == self.method or record.get("label") == self.method)
+            and (self.target is None or record.get("target") == self.target)
         )
 
 
@@ -73,6 +85,55 @@ class AnyOf:
     def wants(self, record: dict[str, Any]) -> bool:
         return any(f.wants(record) for f in self.filters)
 
+    @property
+    def max_bytes(self) -> int | None:
+        wanted = [f.max_bytes for f in self.filters if f.max_bytes is not None]
+        return max(wanted) if wanted else None
+
+
+#: The era of each transport label (observe/connection.py's); streamable
+#: HTTP's depends on the protocol version (``era``).
+_ERAS = {"legacy-sse": "2024-11-05-sse", "websocket": "websocket", "inspector-v2": "inspector-v2"}
+#: Streamable HTTP without sessions or initialize: this revision on.
+STATELESS_VERSION = "2026-07-28"
+
+
+def era(transport: str, protocol_version: str | None) -> str:
+    """Which MCP era a message belongs to: ``2024-11-05-sse`` (HTTP+SSE),
+    ``streamable-http-2025`` (2025-03-26 .. 2025-11-25), ``streamable-http-2026``
+    (2026-07-28 and later: stateless), ``websocket``, ``inspector-v2``."""
+    known = _ERAS.get(transport)
+    if known is not None:
+        return known
+    if protocol_version is not None and protocol_version[:4].isdigit() and protocol_version >= STATELESS_VERSION:
+        return "streamable-http-2026"
+    return "streamable-http-2025"
+
+
+def http_facts(exchange: Exchange, origin: str) -> dict[str, Any]:
+    """What a recording keeps of the HTTP exchange that carried a message:
+    method, path label, status (on the answer's side) and the MCP headers
+    the request sent (``Mcp-Session-Id`` hashed)."""
+    headers: dict[str, str] = {}
+    if exchange.session is not None:
+        headers["mcp-session-id"] = session_ref(exchange.session)
+    headers.update(
+        (name, redact_text(value))
+        for name, value in (
+            ("mcp-protocol-version", exchange.protocol_version),
+            ("mcp-method", exchange.mcp_method),
+            ("mcp-name", exchange.mcp_name),
+            ("last-event-id", exchange.last_event_id),
+        )
+        if value is not None
+    )
+    return {
+        "method": exchange.method,
+        "path": exchange.path,
+        "status": exchange.status if origin == "upstream" else None,
+        "headers": headers,
+    }
+
 
 def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:
     raw = redact_json(bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value))
@@ -94,6 +155,9 @@ def tap_record(
     max_bytes: int = DEFAULT_MAX_BYTES,
     protocol_version: str | None = None,
     target: str = "",
+    at_mono: float = 0.0,
+    client: str = "",
+    exchange: Exchange | None = None,
 ) -> dict[str, Any]:
     """One message as the tap streams it.  ``method`` is the message's own
     label (requests, notifications); ``answered`` the outcome a response
@@ -106,6 +170,7 @@ def tap_record(
         kind = "response"
     record: dict[str, Any] = {
         "t": round(at_unix, 6),
+        "mono": round(at_mono, 6),
         "route": route,
         "direction": DIRECTIONS[origin],
         "kind": kind,
@@ -126,6 +191,14 @@ def tap_record(
         protocol_version, target = answered.protocol_version, answered.target
     if protocol_version is not None:
         record["protocol_version"] = protocol_version
+    # (a notification has no version of its own: the HTTP request that carried it says it)
+    record["era"] = era(
+        transport, protocol_version if protocol_version is not None or exchange is None else exchange.protocol_version
+    )
+    if client:
+        record["client"] = client_ref(client)
+    if exchange is not None:
+        record["http"] = http_facts(exchange, origin)
     if target:
         record["target"] = target
     if answered is not None:

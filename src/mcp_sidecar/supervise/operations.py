@@ -159,6 +159,9 @@ class SupervisorOperations(SupervisorReporting):
                     elif worker.role in (Role.STANDBY, Role.STARTING):
                         await self._retire(worker, KillReason.RELOAD)
                 admin_changed = new_sockets.admin is not current.admin or new_config.admin != self.config.admin
+                record_changed = new_config.observe.record != self.config.observe.record or (
+                    new_config.observe.record is not None and new_config.routes != self.config.routes
+                )
                 self.slots.close_fd()
                 self.sockets, self.config, self.target, self.slots = new_sockets, new_config, new_target, new_slots
                 self.central.reconfigure(new_config)
@@ -169,6 +172,8 @@ class SupervisorOperations(SupervisorReporting):
                 self.checks.reconfigure(new_config, self._nursery)
                 if admin_changed:
                     self._restart_admin()
+                if record_changed:
+                    self._restart_recorders()
                 current.close_unshared(new_sockets)
                 for _ in range(replaced):  # (per worker replaced, as a restart counts)
                     self._count_restart(cause)

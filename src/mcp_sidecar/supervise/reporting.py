@@ -29,6 +29,7 @@ import trio
 from .. import logs
 from ..admin.server import AdminServer
 from ..config.faults import FaultSpec
+from ..forward.recorder import run_recorders
 from ..forward.state import OPERATOR_ACTIONS
 from ..logs import log
 from .central import CentralMcp
@@ -76,6 +77,7 @@ class SupervisorReporting(WorkerLifecycle):
     view: SupervisedView
     _pending: dict[int, _Pending]
     _admin_scope: trio.CancelScope | None
+    _record_scope: trio.CancelScope | None
     log_level: str
     #: route -> (state, since unix): what operators set, until enabled again.
     route_controls: dict[str, tuple[str, float]]
@@ -92,6 +94,7 @@ class SupervisorReporting(WorkerLifecycle):
         self._pending = {}
         self._query_ids = itertools.count(1)
         self._admin_scope = None
+        self._record_scope = None
         self.route_controls = {}
         self.fault_store = FaultStore()
 
@@ -272,6 +275,18 @@ class SupervisorReporting(WorkerLifecycle):
                     await trio.sleep(ADMIN_RESTART_S)
             if scope.cancelled_caught:
                 continue  # (a reload: the new socket or settings)
+
+    async def _record(self) -> None:
+        """The configured recordings ([observe] record), from every worker's
+        messages (the view's tap hub); started again after a reload that changed them."""
+        while True:
+            with trio.CancelScope() as scope:
+                self._record_scope = scope
+                await run_recorders(self.config, self.view.taps)
+
+    def _restart_recorders(self) -> None:
+        if self._record_scope is not None:
+            self._record_scope.cancel()
 
     def _restart_admin(self) -> None:
         if self._admin_scope is not None:

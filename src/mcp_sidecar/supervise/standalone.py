@@ -16,6 +16,7 @@ import trio
 from ..admin.server import AdminServer
 from ..config.model import ProxyConfig
 from ..forward.proxy import Proxy
+from ..forward.recorder import run_recorders
 from ..logs import log
 from ..net.listeners import Sockets
 
@@ -45,6 +46,7 @@ async def run_worker(
     admin = AdminServer(proxy, sockets.admin, config.admin) if sockets.admin is not None else None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, proxy)
+        nursery.start_soon(run_recorders, config, proxy.taps)
         if admin is not None:
             await nursery.start(admin.serve)
         await nursery.start(proxy.serve)

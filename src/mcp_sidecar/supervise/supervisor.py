@@ -185,6 +185,7 @@ class Supervisor(SupervisorOperations):
                 await nursery.start(self.checks.run)
                 nursery.start_soon(self._sweep_books)
                 nursery.start_soon(self._serve_admin)
+                nursery.start_soon(self._record)
                 nursery.start_soon(self._manage)
                 await self._stop_requested.wait()
                 await self._shutdown()

@@ -6,7 +6,8 @@ Rules this module keeps:
 * One subscription in the worker's hub for all of the supervisor's tap
   clients (``AnyOf`` their filters, sent as ``TapOn``); none while nobody
   taps, so an untapped worker builds no tap record.
-* Bounded: the subscription's queue holds ``RELAY_QUEUE`` records; beyond,
+* Bounded: the subscription's queue holds ``RELAY_QUEUE`` records (fewer
+  while a recording asks for larger bodies: ``recording.queue_for``); beyond,
   records are dropped and the count goes with the next batch (the clients'
   ``dropped`` includes them).  A batch holds at most ``BATCH_RECORDS`` and
   waits at most ``BATCH_WAIT_S`` after its first record.
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 from ..forward.tap import TapHub, TapSubscriber
+from ..observe.recording import queue_for
 from ..observe.tap import AnyOf
 from .channel import Channel, ChannelClosed
 from .messages import TapBatch
@@ -45,7 +47,11 @@ class TapRelay:
             self.hub.unsubscribe(self.subscriber)
             self.subscriber = None
         if filters:
-            self.subscriber = self.hub.subscribe(AnyOf(tuple(filters)), RELAY_QUEUE)
+            wanted = AnyOf(tuple(filters))
+            bound = wanted.max_bytes  # (a recording's bodies: fewer of them fit the same bytes)
+            self.subscriber = self.hub.subscribe(
+                wanted, RELAY_QUEUE if bound is None else min(RELAY_QUEUE, queue_for(bound))
+            )
         self._changed.set()
 
     async def run(self) -> None:

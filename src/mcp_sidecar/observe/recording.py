@@ -1,0 +1,221 @@
+"""A recording of MCP conversations: JSON Lines, one decoded message a line (sans-io).
+
+Rules this module keeps:
+
+* A recording file is self-contained: its first line is a header
+  (``type: header``: the schema and its version, the sidecar's version, when it
+  started, what was asked for and the recorded routes' settings); then one
+  ``type: message`` line per MCP message, in the order the sidecar saw them,
+  and a ``type: dropped`` line wherever messages were lost (the recorder read
+  too slowly: the buffer is bounded, forwarding never waits).
+* A message line is a tap record (observe/tap.py) in the recording's shape:
+  the time as an offset from the header's (monotonic, seconds) and the wall
+  clock, ``params``/``result``/``error`` as JSON values -- redacted exactly as
+  the tap redacts -- or, when cut at ``max_body_bytes`` (``truncated``), the
+  cut JSON text as a string.
+* The schema (docs/recording.schema.json) is versioned: a reader refuses a
+  newer version, a foreign file and a broken line, naming the file and the
+  line (``RecordingError``); it never guesses.
+* No I/O here: lines in, lines out.  The writer (forward/recorder.py) and
+  the readers (``proxyctl replay``, ``--to-har``) do the files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ..errors import EXIT_USAGE, LocalError
+
+SCHEMA = "mcp-sidecar-recording"
+SCHEMA_VERSION = 1
+#: Bytes of each message's params/result/error a recording keeps by default.
+DEFAULT_BODY_BYTES = 64 * 1024
+#: What a recording's buffer may hold (messages x their body bound): the
+#: recorder's queue is this over the body bound, at least ``MIN_QUEUE``.
+BUFFER_BYTES = 16 * 1024 * 1024
+MIN_QUEUE = 64
+MAX_QUEUE = 4096
+
+#: The fields a message line carries from the tap record, in this order.
+_FIELDS = (
+    "route",
+    "direction",
+    "kind",
+    "method",
+    "label",
+    "id",
+    "era",
+    "transport",
+    "protocol_version",
+    "session",
+    "client",
+    "http",
+    "target",
+    "size",
+    "latency_ms",
+    "outcome",
+)
+_BODIES = ("params", "result", "error")
+_encode = msgspec.json.Encoder().encode
+
+
+def queue_for(body_bytes: int) -> int:
+    """How many messages a recording's buffer holds at this body bound."""
+    return max(MIN_QUEUE, min(MAX_QUEUE, BUFFER_BYTES // max(1, body_bytes)))
+
+
+class RecordingError(LocalError):
+    """A recording that cannot be read: names the file and the line (exit 2: bad input)."""
+
+    exit_code = EXIT_USAGE
+
+
+def header(
+    *,
+    sidecar: str,
+    wanted: dict[str, Any],
+    routes: dict[str, dict[str, Any]],
+    max_body_bytes: int,
+    started_unix: float,
+    started_mono: float,
+) -> dict[str, Any]:
+    """The first line of a recording file."""
+    return {
+        "type": "header",
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "sidecar": sidecar,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started_unix))
+        + f".{int(started_unix * 1e6) % 1000000:06d}Z",
+        "started_unix": round(started_unix, 6),
+        "started_mono": round(started_mono, 6),
+        "filter": wanted,
+        "max_body_bytes": max_body_bytes,
+        "routes": routes,
+    }
+
+
+def header_line(head: dict[str, Any]) -> bytes:
+    return _encode(head) + b"\n"
+
+
+def message_line(record: dict[str, Any], seq: int, started_mono: float) -> bytes:
+    """A tap record as a recording's message line (no parse: a body that
+    was not cut is JSON already, embedded as it is)."""
+    line: dict[str, Any] = {
+        "type": "message",
+        "seq": seq,
+        "t": round(record.get("mono", started_mono) - started_mono, 6),
+        "wall": record["t"],
+    }
+    for name in _FIELDS:
+        if name in record:
+            line[name] = record[name]
+    truncated = bool(record.get("truncated"))
+    for name in _BODIES:
+        value = record.get(name)
+        if value is not None:
+            line[name] = value if truncated else msgspec.Raw(value.encode())
+    line["truncated"] = truncated
+    return _encode(line) + b"\n"
+
+
+def dropped_line(count: int, total: int, t: float) -> bytes:
+    return _encode({"type": "dropped", "count": count, "total": total, "t": round(t, 6)}) + b"\n"
+
+
+@dataclass
+class Recording:
+    """A recording read back: its header and its lines (messages and drops)."""
+
+    path: str
+    head: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+
+
+def read_recording(path: str, lines: Iterable[bytes]) -> Recording:
+    """Parse a recording; ``RecordingError`` names the file and the line
+    of anything that is not one (foreign, newer, broken, cut short)."""
+    recording: Recording | None = None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            if recording is None:
+                raise RecordingError(f"{path}:{number}: not an mcp-sidecar recording (not JSON Lines)") from None
+            cut = "" if raw.endswith(b"\n") else " (the file is cut short)"
+            raise RecordingError(f"{path}:{number}: not a JSON line{cut}") from None
+        if not isinstance(line, dict):
+            raise RecordingError(f"{path}:{number}: not a JSON object")
+        kind = line.get("type")
+        if recording is None:
+            if kind != "header" or line.get("schema") != SCHEMA:
+                raise RecordingError(f"{path}:{number}: not an mcp-sidecar recording (no header line)")
+            version = line.get("version")
+            if not isinstance(version, int) or version > SCHEMA_VERSION:
+                raise RecordingError(
+                    f"{path}:{number}: recording schema version {version!r} is newer than this proxyctl reads"
+                    f" ({SCHEMA_VERSION})"
+                )
+            recording = Recording(path, line)
+        elif kind == "message":
+            for name in ("seq", "t", "route", "direction", "kind"):
+                if name not in line:
+                    raise RecordingError(f"{path}:{number}: message line without {name!r}")
+            recording.messages.append(line)
+        elif kind == "dropped":
+            recording.dropped += int(line.get("count") or 0)
+        elif kind == "header":
+            continue  # (files joined with cat: the later header says the same)
+        else:
+            raise RecordingError(f"{path}:{number}: unknown line type {kind!r}")
+    if recording is None:
+        raise RecordingError(f"{path}: empty: not an mcp-sidecar recording")
+    return recording
+
+
+class AnswerIndex:
+    """A recording's answers, for the requests that asked them: a request
+    takes the first answer recorded after it with its id, in its session
+    (its connection, for a WebSocket), else from its client (an
+    ``initialize`` has no session until its answer names one; 2026-07-28
+    has none).  Ids repeat across sessions and clients, and a client may
+    reuse one once answered: each answer is taken once."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.by_session: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        self.by_client: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        self.taken: set[int] = set()
+        for message in messages:
+            if message["direction"] == "upstream_to_client" and message["kind"] in ("response", "error"):
+                if message.get("session") is not None:
+                    self.by_session.setdefault(_session_key(message), []).append(message)
+                self.by_client.setdefault(_client_key(message), []).append(message)
+
+    def take(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        candidates = []
+        if request.get("session") is not None:
+            candidates.append(self.by_session.get(_session_key(request)) or [])
+        candidates.append(self.by_client.get(_client_key(request)) or [])
+        for queue in candidates:
+            for answer in queue:
+                if answer["seq"] > request["seq"] and answer["seq"] not in self.taken:
+                    self.taken.add(answer["seq"])
+                    return answer
+        return None
+
+
+def _session_key(message: dict[str, Any]) -> tuple[Any, ...]:
+    return (message["route"], message.get("session"), message.get("id"))
+
+
+def _client_key(message: dict[str, Any]) -> tuple[Any, ...]:
+    return (message["route"], message.get("client"), message.get("id"))
