@@ -337,12 +337,21 @@ def _secure_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
 
 
 def _view_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
-    """The default sidecar without history, with the request log, and tapped."""
+    """The default sidecar without history, with the request log, tapped, and
+    recording every route to files ([observe] record, its defaults)."""
     quiet = start_sidecar("sidecar-nohistory", up, work, "auto", pin, extra=["[observe]", 'history = "0s"', ""])
     logged = start_sidecar("sidecar-reqlog", up, work, "auto", pin, extra=["[observe]", "request_log = true", ""])
     tapped = start_sidecar("sidecar-tapped", up, work, "auto", pin)
     threading.Thread(target=_read_tap, args=(tapped.admin,), daemon=True).start()  # type: ignore[attr-defined]
-    return [quiet, logged, tapped]
+    recording = start_sidecar(
+        "sidecar-recording",
+        up,
+        work,
+        "auto",
+        pin,
+        extra=["[observe]", f'record = {{ dir = "{work / "recordings"}" }}', ""],
+    )
+    return [quiet, logged, tapped, recording]
 
 
 def _read_tap(admin: str) -> None:
@@ -705,7 +714,7 @@ def main() -> None:
     parser.add_argument(
         "--views",
         action="store_true",
-        help="Also measure the default sidecar without history, with the request log, and tapped.",
+        help="Also measure the default sidecar without history, with the request log, tapped, and recording.",
     )
     parser.add_argument(
         "--baseline",

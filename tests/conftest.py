@@ -457,19 +457,24 @@ def write_config(
     proxy: dict[str, Any] | None = None,
     admin: dict[str, Any] | None = None,
     faults: dict[str, Any] | None = None,
+    observe: dict[str, Any] | None = None,
 ) -> Path:
-    """A TOML config file from plain dicts (strings, numbers, booleans); a
-    route's ``fault`` list becomes its ``[[route.fault]]`` tables."""
+    """A TOML config file from plain dicts (strings, numbers, booleans, lists,
+    inline tables); a route's ``fault`` list becomes its ``[[route.fault]]`` tables."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, (int, float)):
             return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["[admin]", 'listen = "127.0.0.1:0"', *(f"{k} = {value(v)}" for k, v in (admin or {}).items()), ""]
-    for section, table in (("supervisor", supervisor), ("proxy", proxy), ("faults", faults)):
+    for section, table in (("supervisor", supervisor), ("proxy", proxy), ("faults", faults), ("observe", observe)):
         if table:
             lines.append(f"[{section}]")
             lines += [f"{k} = {value(v)}" for k, v in table.items()]
@@ -531,10 +536,11 @@ def supervised(proxy_process, tmp_path):
         env: dict[str, str] | None = None,
         admin: dict[str, Any] | None = None,
         faults: dict[str, Any] | None = None,
+        observe: dict[str, Any] | None = None,
         **popen: Any,
     ) -> Supervised:
         config = write_config(
-            tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy, admin, faults
+            tmp_path / "sidecar.toml", routes, {**FAST_SUPERVISOR, **(supervisor or {})}, proxy, admin, faults, observe
         )
         directory = state_dir or tmp_path / "state"
         proc = proxy_process(

@@ -118,3 +118,30 @@ def test_redact_string_shortcut_changes_nothing(text: str, secret: str) -> None:
             continue  # (JSON inside a string is walked as JSON: tests/observe/test_tap.py)
         assert redact_string(sample) == full(sample)
         assert scrub(sample) == _scrub_patterns(sample)
+
+
+_NAMES = st.sampled_from(
+    ["name", "text", "arguments", "apiKey", "api_key", "p-i-n", "PIN", "token", "progressToken", "x", "Sig", "data"]
+)
+_STRINGS = st.one_of(
+    st.sampled_from(["hi", "echo", "Bearer abcdefgh", "a=b", "sk-0123456789abcdefghij", "pass: x", "é", '{"key":1}']),
+    st.text(max_size=12),
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _STRINGS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_NAMES | st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON)
+@example({"a": "x\ny", "p\nin": 1})
+def test_the_json_shortcut_skips_only_what_has_nothing_to_remove(value) -> None:
+    """redact_json's shortcut (no decode when the text cannot hold a secret) is exact:
+    whenever it skips, walking the decoded value would have changed nothing."""
+    from mcp_sidecar.redact import _json_may_hold, redact_json, redact_value
+
+    for raw in (json.dumps(value).encode(), json.dumps(value, ensure_ascii=False).encode()):
+        if not _json_may_hold(raw):
+            assert redact_value(value) == (value, False)
+            assert redact_json(raw) == raw

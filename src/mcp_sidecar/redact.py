@@ -297,9 +297,59 @@ def redact_value(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
+#: Every secret member name, lower-cased and stripped of punctuation, contains one of these.
+_NAME_HINTS = tuple(h.encode() for h in sorted(_minimal({*_SECRET_NAMES, *_SECRET_PARTS})))
+_STRING_HINTS_BYTES = tuple(h.encode() for h in _STRING_HINTS)
+#: Bytes that are not lower-case letters or digits: deleted to squeeze a text the
+#: way ``secret_name`` squeezes a member name (``bytes.translate``: 4x a regex sub).
+_NOT_ALNUM = bytes(c for c in range(256) if not (48 <= c <= 57 or 97 <= c <= 122))
+
+
+def _trie_pattern(words: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One regular expression matching any of ``words``, as a trie (``a(?:kia|uth)``):
+    one character test per position instead of one per word."""
+    trie: dict[Any, Any] = {}
+    for word in words:
+        node = trie
+        for byte in word:
+            node = node.setdefault(byte, {})
+        node[None] = True
+
+    def emit(node: dict[Any, Any]) -> bytes:
+        keys = sorted(k for k in node if k is not None)
+        if not keys:
+            return b""
+        alternatives = [re.escape(bytes([k])) + emit(node[k]) for k in keys]
+        body = alternatives[0] if len(alternatives) == 1 else b"(?:" + b"|".join(alternatives) + b")"
+        return b"(?:" + body + b")?" if None in node else body
+
+    return re.compile(emit(trie))
+
+
+_STRING_HINTS_RE = _trie_pattern(_STRING_HINTS_BYTES)
+_NAME_HINTS_RE = _trie_pattern(_NAME_HINTS)
+
+
+def _json_may_hold(raw: bytes) -> bool:
+    """Whether ``redact_value`` could change anything in this JSON text; False
+    is exact, not a guess: with no escape and no non-ASCII byte, every member
+    name and string is in the text as decoded, so a secret name (its letters
+    and digits) or a string hint would be found in the text too."""
+    if not raw.isascii() or b"\\" in raw:
+        return True
+    lowered = raw.lower()
+    return (
+        _STRING_HINTS_RE.search(lowered) is not None
+        or _NAME_HINTS_RE.search(lowered.translate(None, _NOT_ALNUM)) is not None
+    )
+
+
 def redact_json(raw: bytes) -> bytes:
     """JSON text a peer sent, redacted (``redact_value``); the bytes as they
-    came when there was nothing to remove."""
+    came when there was nothing to remove (known from the text alone when it
+    can be: ``_json_may_hold``)."""
+    if not _json_may_hold(raw):
+        return raw
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:

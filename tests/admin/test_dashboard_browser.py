@@ -180,6 +180,19 @@ async def test_dashboard_idle_traffic_and_upstream_down(nursery, tmp_path: Path)
         assert re.search(
             r'data-method="tools/call"><td>mcp-http</td><td>tools/call</td><td class="num">8</td>', methods
         )
+        # Who was slow: a stacked bar per method, its four parts' means adding up to the latency.
+        bar = re.search(
+            r'data-method="tools/call"><td>mcp-http</td>.*?<span class="split" data-split="([^"]+)">'
+            r'<span class="split-bar">((?:<span class="part-\w+"[^>]*></span>){4})</span>',
+            methods,
+            re.S,
+        )
+        assert bar is not None, methods
+        network, server, transfer, client = (float(v) for v in bar.group(1).split(","))
+        assert server > 10 * (network + transfer + client)  # the demo's slow tool: the server's time
+        assert "slow-client answers 0; upstream SSE bursts 0" in re.search(
+            r'<div id="mcp-facts"[^>]*>(.*?)</div>', dom
+        ).group(1)
         targets = _rows(dom, "targets")  # which tool was called, per route
         assert re.search(
             r'data-target="echo"><td>mcp-http</td><td>tools/call</td><td>echo</td><td class="num">4</td>', targets

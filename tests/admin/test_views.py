@@ -211,7 +211,16 @@ async def test_tap_streams_messages_redacted_and_costs_nothing_when_gone(nursery
             ).encode(),
         )
         first, request_rec, response_rec = await _lines(exchange, 3)
-        assert first == {"tap": {"route": "r", "method": "tools/call", "queue": 1000}}
+        about = first["tap"]
+        assert {k: about[k] for k in ("route", "method", "target", "max_bytes", "queue")} == {
+            "route": "r",
+            "method": "tools/call",
+            "target": None,
+            "max_bytes": None,
+            "queue": 1000,
+        }
+        # What a recording's header needs: the sidecar's version, the routes' settings, the clocks.
+        assert about["sidecar"] and set(about["routes"]) == {"r", "ws"} and about["started_mono"] > 0
         assert (request_rec["kind"], request_rec["method"], request_rec["id"], request_rec["direction"]) == (
             "request",
             "tools/call",
@@ -271,7 +280,7 @@ async def test_tap_limits_and_bad_queries(nursery) -> None:
             assert head.status_code == status, query
         stream, exchange, head = await _tap(proxy.admin_port, "?duration=0.2", token=None)
         lines = await _lines(exchange, 99)  # ends by itself after 0.2 s
-        assert lines == [{"tap": {"route": None, "method": None, "queue": 1000}}]
+        assert len(lines) == 1 and (lines[0]["tap"]["route"], lines[0]["tap"]["queue"]) == (None, 1000)
         assert exchange.conn.their_state.__name__ in ("DONE", "MUST_CLOSE")
         await stream.aclose()
 

@@ -57,6 +57,7 @@ def test_the_line_names_what_happened_without_secrets() -> None:
         "request_bytes": 120,
         "response_bytes": 80,
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "split_ms": None,  # (who was slow: set by the worker when the answer came where its request went)
     }
     assert secret_session not in repr(line) and line["session"].startswith("s-")
     timeout = request_line("r", McpOutcome("ping", "timeout", None, "upstream", "http", 7, "conn:3"))
@@ -73,3 +74,8 @@ def test_the_line_names_what_happened_without_secrets() -> None:
 def test_a_string_id_is_redacted_as_the_tap_redacts() -> None:
     line = request_line("r", McpOutcome("ping", "ok", 0.001, "client", "http", "req-sk-0123456789abcdefghij-1"))
     assert line["id"] == "req-REDACTED"  # (the shape ran to the end of the key-like run)
+
+
+def test_the_line_says_who_was_slow() -> None:
+    outcome = McpOutcome("tools/call", "ok", 0.25, "client", parts=(0.001, 0.2, 0.04, 0.0095))
+    assert request_line("r", outcome)["split_ms"] == {"network": 1.0, "server": 200.0, "transfer": 40.0, "client": 9.5}

@@ -14,7 +14,7 @@ from mcp_sidecar.net.http import ClientExchange, request
 from mcp_sidecar.observe.sse import SseEvent, SseParser
 
 from ..admin.test_views import _lines, _tap
-from ..conftest import connect, echo_roundtrip, free_port, receive_all, receive_exactly
+from ..conftest import connect, echo_roundtrip, free_port, receive_all, receive_exactly, wait_until
 from .test_supervisor import echo_route, wait_status
 
 
@@ -41,7 +41,7 @@ def sample(metrics: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def two_workers(nursery, supervised, *routes_extra, admin=None, **route_settings):
+async def two_workers(nursery, supervised, *routes_extra, admin=None, observe=None, **route_settings):
     echo_port = await nursery.start(serve_echo, "127.0.0.1", 0)
     sup = await trio.to_thread.run_sync(
         lambda: supervised(
@@ -49,6 +49,7 @@ async def two_workers(nursery, supervised, *routes_extra, admin=None, **route_se
             {},
             {"workers": 2, "drain_timeout": "60s"},
             admin=admin,
+            observe=observe,
         )
     )
     status = await wait_status(sup, lambda s: len(s["workers"]) == 2 and s["standby"] is not None)
@@ -259,6 +260,44 @@ async def test_the_tap_shows_every_workers_messages(nursery, supervised) -> None
             records = await _lines(exchange, 2 * len(ids))
         assert sorted(r["id"] for r in records if r["kind"] == "request") == ids
         assert sorted(r["id"] for r in records if r["kind"] == "response") == ids
+
+
+async def test_a_configured_recording_holds_every_workers_messages(nursery, supervised, tmp_path) -> None:
+    """[observe] record under a supervisor: one file set for the route, written
+    by the supervisor from both workers' relays, each line whole and in order."""
+    with trio.fail_after(60):
+        http_port = await nursery.start(serve_http, "127.0.0.1", 0)
+        route = {"name": "mcp", "listen": "127.0.0.1:0", "upstream": f"127.0.0.1:{http_port}", "health_interval": 0}
+        directory = tmp_path / "recordings"
+        sup, _, _ = await two_workers(
+            nursery, supervised, route, observe={"record": {"dir": str(directory), "routes": ["mcp"]}}
+        )
+        port = await trio.to_thread.run_sync(sup.port, "mcp")
+        headers = [("content-type", "application/json"), ("accept", "application/json")]
+        ids = list(range(1, 11))
+        for i in ids:  # each on a new connection: both workers forward some
+            body = {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}
+            await request("127.0.0.1", port, "/mcp", method="POST", headers=headers, body=json.dumps(body).encode())
+
+        def lines() -> list[dict]:
+            return [
+                json.loads(line) for p in sorted(directory.glob("mcp-*.jsonl")) for line in p.read_text().splitlines()
+            ]
+
+        await wait_until(lambda: len([line for line in lines() if line["type"] == "message"]) == 2 * len(ids))
+        recorded = lines()
+        assert [p.name.startswith("mcp-") for p in directory.iterdir()] == [
+            True
+        ]  # one file, the echo route not recorded
+        assert recorded[0]["type"] == "header" and recorded[0]["routes"]["mcp"]["upstreams"] == [
+            f"127.0.0.1:{http_port}"
+        ]
+        messages = recorded[1:]
+        assert [m["seq"] for m in messages] == list(range(1, 2 * len(ids) + 1))
+        assert sorted(m["id"] for m in messages if m["kind"] == "request") == ids
+        assert sorted(m["id"] for m in messages if m["kind"] == "response") == ids
+        metrics = await admin_text(sup, "/metrics")  # (the recording is a tap subscriber of the supervisor's)
+        assert sample(metrics, "mcp_sidecar_tap_subscribers") == 1
 
 
 async def test_each_worker_has_its_own_circuit_breaker(nursery, supervised) -> None:

@@ -56,8 +56,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/tap",
-        "?route=R&method=M&limit=N&duration=S",
-        "a live stream of MCP messages, one JSON line each",
+        "?route=R&method=M&target=T&max_bytes=B&limit=N&duration=S",
+        "a live stream of MCP messages, one JSON line each (proxyctl tap, proxyctl record)",
         "_tap",
         guarded=True,
     ),

@@ -329,6 +329,8 @@ def mcp_view(proxy: Proxy, now: float, route: str | None = None) -> dict[str, An
                 "streams_open": observation.streams.total_open,
                 "streams": observation.streams.as_json(),
                 "conformance": dict(sorted(observation.conformance.items())),
+                "slow_client_answers": observation.slow_answers,
+                "sse_bursts": observation.sse_bursts,
                 "targets_capped": observation.targets.capped,
                 "target_limit": observation.targets.limit,
                 "mcp_connections": observation.mcp_connections,

@@ -28,6 +28,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..observe.slowness import PARTS
 from .adminapi import admin_option, get_json, resolve_admin, token_option
 from .options import reports_errors, resolve_state_dir, state_dir_option
 
@@ -43,6 +44,13 @@ _STATE_STYLE = {
     "draining": "yellow",
     "not_listening": "bold red",
 }
+
+
+def _split(split: dict[str, Any] | None) -> str:
+    """Who was slow, each part's mean in ms (network/server/transfer/client)."""
+    if not split:
+        return "-"
+    return "/".join(f"{split[part]['mean_ms']:.1f}" for part in PARTS)
 
 
 def _ms(value: float | None) -> str:
@@ -106,7 +114,19 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
         )
 
     methods = Table(title=f"MCP methods (last {mcp['window_s']:.0f} s)", title_justify="left")
-    for column in ("route", "method", "requests", "req/s", "err/s", "errors", "p50", "p95", "p99", "in flight"):
+    for column in (
+        "route",
+        "method",
+        "requests",
+        "req/s",
+        "err/s",
+        "errors",
+        "p50",
+        "p95",
+        "p99",
+        "in flight",
+        "slow: net/srv/xfer/cli",
+    ):
         methods.add_column(column, justify="left" if column in ("route", "method", "errors") else "right")
     rows = [(r["route"], name, m) for r in mcp["routes"] for name, m in r["methods"].items()]
     rows.sort(key=lambda row: (-row[2]["rate_per_s"], -row[2]["requests"]))
@@ -123,9 +143,10 @@ def render(status: dict[str, Any], mcp: dict[str, Any], connections: dict[str, A
             _ms(m["p95_ms"]),
             _ms(m["p99_ms"]),
             str(m["in_flight"]),
+            _split(m.get("split")),
         )
     if not rows:
-        methods.add_row("-", "no MCP requests seen yet", *[""] * 8)
+        methods.add_row("-", "no MCP requests seen yet", *[""] * 9)
     sessions = sum(r["sessions_open"] for r in mcp["routes"])
     clients = sum(r.get("clients_active", 0) for r in mcp["routes"])
 

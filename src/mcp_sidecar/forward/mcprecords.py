@@ -14,15 +14,23 @@ Rules this module keeps:
   (observe/mcpmeta.py); a request over streamable HTTP is checked against its
   revision's header rules in passing (``mcp_conformance_total``).
 * The tap is offered a record only while somebody taps the route.
+* Who was slow: an answer seen on the connection its request came by is
+  split (observe/slowness.py) from this connection's legs -- their RTTs
+  (read at most once a second), the pump's wait for the client since the
+  previous answer, and the client's unacknowledged bytes (asked of the
+  kernel only after a large answer or a wait).  Answers correlated by the
+  supervisor (two connections in two workers) are not split.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from ..net.tcpinfo import delivery_rate, read_tcp_info, unacked_bytes
 from ..observe.connection import transport_label
 from ..observe.events import Exchange, McpOutcome
 from ..observe.jsonrpc import UNSET, Envelope, ParamFacts, decode, params_facts
@@ -40,20 +48,40 @@ from ..observe.mcpmeta import (
     version_label,
 )
 from ..observe.quality import Quality
+from ..observe.slowness import SLOW_CLIENT_S, LatencySplit, split_latency
 from ..observe.tap import tap_record
+from .drainwatch import WATCH_BYTES
 from .routeobservation import RouteObservation
 
 _NONE_YET: Mapping[str, int] = MappingProxyType({})
 #: Transports whose request and answer travel on two connections (correlated
 #: by the supervisor when several workers share the route).
 REMOTE_TRANSPORTS = frozenset({"legacy-sse", "inspector-v2"})
+#: A connection's RTTs are read again after this long (seconds): "at that moment".
+RTT_REFRESH_S = 1.0
+#: Answers at least this large (bytes) have the client's queue read at their end.
+LARGE_ANSWER_BYTES = 16 * 1024
 
 
 class McpRecords:
     """One connection's MCP: whether it carried any, its messages by how they
     travelled, its own session key, and the requests awaiting a first byte."""
 
-    __slots__ = ("awaiting_first_byte", "client", "conn_id", "messages", "quality", "route", "scope", "seen")
+    __slots__ = (
+        "awaiting_first_byte",
+        "blocked_mark",
+        "client",
+        "conn_id",
+        "legs",
+        "messages",
+        "quality",
+        "route",
+        "rtts",
+        "rtts_at",
+        "scope",
+        "seen",
+        "slow_answers",
+    )
 
     def __init__(self, route: RouteObservation, conn_id: int, client: str, quality: Quality) -> None:
         self.route = route
@@ -68,6 +96,16 @@ class McpRecords:
         self.scope = f"conn:{conn_id}"
         #: Requests of the HTTP exchange under way (label, when): timed to the response's first byte.
         self.awaiting_first_byte: list[tuple[str, float]] = []
+        #: The connection (its sockets and flows: state.Connection), for the
+        #: latency split; None when built alone (tests of the sink).
+        self.legs: Any = None
+        #: The answer direction's backpressure already charged to an answer.
+        self.blocked_mark = 0.0
+        #: Both legs' RTT (client, upstream), read at most every RTT_REFRESH_S.
+        self.rtts = (0.0, 0.0)
+        self.rtts_at = -RTT_REFRESH_S
+        #: Answers the client was slow to take (slowness.SLOW_CLIENT_S).
+        self.slow_answers = 0
 
     def saw(self) -> None:
         if not self.seen:
@@ -83,6 +121,7 @@ class McpRecords:
             self.awaiting_first_byte.clear()
 
     def close(self) -> None:
+        self.legs = None  # (the connection refers to this record: no cycle outlives it)
         if self.seen:
             self.route.mcp_connections -= 1
         # A WebSocket's session is its connection: it ends with it.
@@ -114,6 +153,7 @@ class McpRecords:
         trace: str | None,
         http: bool,
         exchange: Exchange | None = None,
+        began: float | None = None,
     ) -> None:
         """A JSON-RPC message: counted, labelled, correlated (requests with
         their answers: outcomes, latencies, the request log), shown to the tap."""
@@ -151,7 +191,7 @@ class McpRecords:
                 origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target
             )
         if outcomes:
-            self._outcomes(outcomes, now, exchange, scope)
+            self._outcomes(outcomes, now, exchange, scope, began, size)
         if route.taps:
             shown = scope if session is not None or transport == "ws" else None
             self._tap(origin, message, shown, transport_name, size, label, outcomes, version, target, exchange)
@@ -180,9 +220,18 @@ class McpRecords:
                 route.nonconforming(kind)
         return version, target
 
-    def _outcomes(self, outcomes: list[McpOutcome], now: float, exchange: Exchange | None, scope: str) -> None:
+    def _outcomes(
+        self,
+        outcomes: list[McpOutcome],
+        now: float,
+        exchange: Exchange | None,
+        scope: str,
+        began: float | None = None,
+        size: int = 0,
+    ) -> None:
         route = self.route
         quality = self.quality
+        reported = []
         for outcome in outcomes:
             if outcome.duration_s is not None and outcome.status != "cancelled":
                 quality.latency(outcome.duration_s, "mcp")
@@ -190,7 +239,74 @@ class McpRecords:
             if outcome.negotiated is not None:  # an initialize answered: the session's version from now on
                 key = exchange.session if exchange is not None and exchange.session is not None else scope
                 route.negotiated(key, outcome.negotiated)
-        route.outcomes(outcomes, now)
+            if (
+                self.legs is not None
+                and outcome.origin == "client"
+                and outcome.duration_s is not None
+                and outcome.status != "cancelled"
+                and self._split(outcome, outcome.duration_s, now, began, size)
+            ):
+                continue  # reported once the client took it (drainwatch.py)
+            reported.append(outcome)
+        if reported:
+            route.outcomes(reported, now)
+
+    def _split(self, outcome: McpOutcome, duration: float, now: float, began: float | None, size: int) -> bool:
+        """Who was slow on this answer (observe/slowness.py), from this connection's
+        legs: the client's backpressure since the last answer, what it has yet
+        to take (asked of the kernel only when it may matter: a large answer,
+        or one the pump had to wait for), both legs' RTT.  True when the
+        answer is reported later, once the client took it (drainwatch.py)."""
+        conn = self.legs
+        flow = conn.u2c
+        blocked = flow.blocked_s - self.blocked_mark
+        self.blocked_mark = flow.blocked_s
+        if now - self.rtts_at >= RTT_REFRESH_S:
+            self.rtts_at = now
+            client_info, upstream_info = read_tcp_info(conn.csock), read_tcp_info(conn.usock)
+            self.rtts = (
+                client_info.rtt_s if client_info is not None else 0.0,
+                upstream_info.rtt_s if upstream_info is not None else 0.0,
+            )
+        first_byte = None if began is None else began - (now - duration)
+        queued = unacked_bytes(conn.csock) if blocked > 0 or size >= LARGE_ANSWER_BYTES else 0
+        route = self.route
+        if queued >= WATCH_BYTES and route.drains is not None:
+
+            def taken(seconds: float, at: float) -> None:
+                self._report(
+                    outcome,
+                    split_latency(
+                        duration, first_byte, blocked_s=blocked, rtt_client_s=self.rtts[0], rtt_upstream_s=self.rtts[1]
+                    ),
+                    seconds,
+                    at,
+                )
+
+            if route.drains.watch(conn.csock, queued, now, taken):
+                return True
+        parts = split_latency(
+            duration,
+            first_byte,
+            blocked_s=blocked,
+            rtt_client_s=self.rtts[0],
+            rtt_upstream_s=self.rtts[1],
+            queued_bytes=queued,
+            delivery_rate=delivery_rate(conn.csock) if queued else 0.0,
+        )
+        self._judge(outcome, parts)
+        return False
+
+    def _report(self, outcome: McpOutcome, parts: LatencySplit, taken_s: float, now: float) -> None:
+        """A watched answer was taken ``taken_s`` after its last byte: reported now."""
+        self._judge(outcome, replace(parts, client=parts.client + taken_s))
+        self.route.outcomes([outcome], now)
+
+    def _judge(self, outcome: McpOutcome, parts: LatencySplit) -> None:
+        outcome.parts = parts.as_tuple()
+        if parts.client >= SLOW_CLIENT_S:
+            self.slow_answers += 1
+            self.route.slow_answer()
 
     def exchange_done(self, exchange: Exchange, status: int, now: float) -> None:
         """An HTTP exchange completed: a notification's answer checked (202),

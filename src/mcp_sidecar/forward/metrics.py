@@ -324,6 +324,28 @@ class Metrics:
             buckets=(*CONNECT_BUCKETS_S, 30.0, 60.0, 300.0),
             registry=instruments,
         )
+        self.mcp_part = Histogram(
+            "mcp_sidecar_mcp_latency_part_seconds",
+            "Who was slow: each MCP request's latency split into part network (both legs' RTT), server "
+            "(forwarded upstream to the answer's first byte, less the upstream RTT), transfer (first to last "
+            "byte) and client (the proxy waiting for the client to take the answer, and what it had yet to take).",
+            ["route", "method", "target", "part"],
+            buckets=(*CONNECT_BUCKETS_S, 30.0, 60.0, 300.0),
+            registry=instruments,
+        )
+        self.mcp_slow_client = Counter(
+            "mcp_sidecar_mcp_slow_client_answers",
+            "MCP answers whose client part was 100 ms or more: the client fell behind.",
+            ["route"],
+            registry=instruments,
+        )
+        self.sse_bursts = Counter(
+            "mcp_sidecar_sse_bursts",
+            "Upstream event streams' bursts: 3 or more events arriving together (within 5 ms) after a silence "
+            "of 50 ms or more -- something on the upstream side held them back (a buffering intermediary).",
+            ["route"],
+            registry=instruments,
+        )
         self.mcp_conformance = Counter(
             "mcp_conformance",
             "MCP requests and answers that break their protocol revision's transport rules, by kind "

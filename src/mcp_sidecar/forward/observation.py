@@ -343,13 +343,15 @@ class Observation:
     def _on_response_started(self, event: ResponseStarted, now: float) -> None:
         ex = event.exchange
         self.records.first_byte(now)  # MCP time to first response byte
-        if ex.content_type == "text/event-stream" and self.on_event_stream is not None:
-            self.on_event_stream()
+        if ex.content_type == "text/event-stream":
+            traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
+            traffic.stream_began(now)  # (bursts: the silence before the first events counts from here)
+            if self.on_event_stream is not None:
+                self.on_event_stream()
         kind = ex.stream
         if kind is not None:  # a long-lived event stream: a gauge, not a latency
             self._stream.open(kind, ex, now)
-            traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
-            traffic.sse_started = now
+            self.traffic.sse_started = now  # type: ignore[union-attr]  # (a record once HTTP: _begin_http)
             self._long_lived()
             if kind == "listen":  # the request is answered: the stream is its answer
                 self.records.stream_answered(ex, now)
@@ -379,7 +381,8 @@ class Observation:
 
     def _on_sse(self, event: SseSeen, now: float) -> None:
         traffic: Any = self.traffic  # (a record once HTTP: _begin_http)
-        traffic.event(event.at, event.keepalive)
+        if traffic.event(event.at, event.keepalive):
+            self.route.sse_burst()
         if not event.keepalive:
             self.route.child(self.route.metrics.sse_events).inc()
         self.protocol = "sse"
@@ -395,6 +398,7 @@ class Observation:
             event.trace,
             self.observer.mode is _HTTP,
             event.exchange,
+            event.began,
         )
 
     def _on_body_too_large(self, event: BodyTooLarge, now: float) -> None:

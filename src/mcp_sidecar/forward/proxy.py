@@ -44,6 +44,7 @@ from ..observe.mcpmeta import TargetLabels
 from ..observe.requestlog import RequestLogPolicy
 from . import faultcontrol, memtrim
 from .connection import serve_connection
+from .drainwatch import DrainWatch
 from .limits import SharedCounts
 from .metrics import Metrics
 from .observation import RouteObservation
@@ -109,6 +110,8 @@ class Proxy:
         self.observe_memory = MemoryBudget(config.observe_memory_bytes)
         #: One queue of chunks to observe, drained once per scheduler pass.
         self.observe_queue = ObservationQueue()
+        #: Large answers on their way to slow clients (who was slow's client part).
+        self.drains = DrainWatch()
         self.exhaustion = LocalExhaustion()
         self.descriptors = DescriptorBudget.for_this_process()
         for route in config.routes:
@@ -139,6 +142,7 @@ class Proxy:
                         budget=self.observe_budget,
                         memory=self.observe_memory,
                         queue=self.observe_queue,
+                        drains=self.drains,
                         request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
                         if s.observe.request_log
                         else None,
@@ -378,6 +382,7 @@ class Proxy:
             async with trio.open_nursery() as observing:
                 # Outlives the connections (each drains it as it closes), then cancelled.
                 observing.start_soon(self.observe_queue.run)
+                observing.start_soon(self.drains.run)
                 await self._serve_connections(task_status)
                 observing.cancel_scope.cancel()
         finally:

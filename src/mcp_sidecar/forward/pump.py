@@ -98,10 +98,13 @@ class Leg(Protocol):
 class Flow:
     """Per-direction counters, read by introspection and the idle watcher."""
 
-    __slots__ = ("bytes", "eof", "spliced", "tail")
+    __slots__ = ("blocked_s", "bytes", "eof", "spliced", "tail")
 
     def __init__(self) -> None:
         self.bytes = 0
+        #: Seconds spent waiting for the destination to take bytes (its send
+        #: buffer full: backpressure), timed only when it happens.
+        self.blocked_s = 0.0
         #: Of ``bytes``, those moved by splice(2) (never copied through Python).
         self.spliced = 0
         self.eof = False
@@ -253,6 +256,7 @@ async def pump(
     send = dst.send
     sock = src.sock
     wait_readable = trio.lowlevel.wait_readable
+    current_time = trio.current_time
     full = len(scratch)
     streak = 0
     drained = False
@@ -316,7 +320,9 @@ async def pump(
                             observe = None
                         if sent < len(out):
                             flow.tail = True
+                            blocked = current_time()
                             await _send_tail(dst, bytes(out[sent:]))
+                            flow.blocked_s += current_time() - blocked
                             flow.tail = False
                             streak = 0
                         elif dst.pending:

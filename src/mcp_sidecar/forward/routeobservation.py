@@ -27,7 +27,9 @@ from ..observe.mcp import McpTracker
 from ..observe.mcpmeta import TargetLabels
 from ..observe.mcpstats import McpStats
 from ..observe.requestlog import RequestLogPolicy, request_line
+from ..observe.slowness import PARTS
 from ..observe.tap import DEFAULT_MAX_BYTES
+from .drainwatch import DrainWatch
 from .mcpstreams import RouteStreams
 from .metrics import Metrics
 from .observequeue import ObservationQueue
@@ -53,6 +55,9 @@ class RouteObservation:
     #: The worker's batch of chunks to observe (observequeue.py); None when
     #: built alone: each chunk is observed as it is fed.
     queue: ObservationQueue | None = None
+    #: The worker's large answers on their way to slow clients (drainwatch.py);
+    #: None when built alone: reported at once, with the kernel's estimate.
+    drains: DrainWatch | None = None
     #: Seconds spent observing this route's chunks; connections shed over the budget.
     observe_s: float = 0.0
     shed: int = 0
@@ -62,6 +67,9 @@ class RouteObservation:
     bugs: int = 0
     #: JSON bodies past the observer's bound: counted, not parsed.
     bodies_too_large: int = 0
+    #: Answers the client was slow to take; upstream event streams' bursts (observe/slowness.py).
+    slow_answers: int = 0
+    sse_bursts: int = 0
     #: Open connections that carried MCP (kept here as they change, so that a
     #: scrape never walks the connections).
     mcp_connections: int = 0
@@ -130,9 +138,32 @@ class RouteObservation:
             self.child(metrics.mcp_requests, method, outcome.status, transport, version, target).inc()
             if outcome.duration_s is not None and outcome.status != "cancelled":
                 self.child(metrics.mcp_duration, method, transport, version, target).observe(outcome.duration_s)
+            parts = outcome.parts
+            if parts is not None:
+                self.observe_parts(method, target, parts)
             stats.outcome(outcome, now)
             if policy is not None and policy.admit(now):
                 log(logger, logging.INFO, "mcp.request", unlimited=True, **request_line(self.route, outcome))
+
+    def observe_parts(self, method: str, target: str, parts: tuple[float, float, float, float]) -> None:
+        """Who was slow on one request: a histogram per part (children cached per method and target)."""
+        key = ("parts", method, target)
+        children = self._children.get(key)
+        if children is None:
+            metric = self.metrics.mcp_part
+            children = self._children[key] = tuple(metric.labels(self.route, method, target, part) for part in PARTS)
+        for child, seconds in zip(children, parts, strict=True):
+            child.observe(seconds)
+
+    def slow_answer(self) -> None:
+        """An answer the client was slow to take (mcprecords.py)."""
+        self.slow_answers += 1
+        self.child(self.metrics.mcp_slow_client).inc()
+
+    def sse_burst(self) -> None:
+        """An upstream event stream let several events through at once (observation.py)."""
+        self.sse_bursts += 1
+        self.child(self.metrics.sse_bursts).inc()
 
     def session_version(self, key: str) -> str | None:
         return self.session_versions.get(key)

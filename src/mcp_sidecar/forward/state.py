@@ -225,6 +225,12 @@ class Connection:
             "tcp": tcp,
             "tls": self.tls,
             "faults": self.faults,
+            # The client falling behind: the pump waited this long for it to take
+            # bytes, and this many MCP answers took it 100 ms or more (observe/slowness.py).
+            "slow_client": {
+                "blocked_s": round(self.u2c.blocked_s, 3),
+                "answers": self.observation.records.slow_answers if self.observation is not None else 0,
+            },
             "quality": self.quality.report(self.reconnects),
             "observed": self.observation.facts(now) if self.observation is not None else None,
         }
@@ -348,6 +354,7 @@ class RouteState:
             client=conn.client,
             keepalive=settings.ws_ping_interval_s > 0,
         )
+        observation.records.legs = conn  # (who was slow: its sockets and flows)
         return observation
 
     def _stream_opened_by_id(self, conn_id: int) -> None:

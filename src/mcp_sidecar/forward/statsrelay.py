@@ -62,6 +62,7 @@ class StatsRelay:
                 outcome.transport,
                 outcome.protocol_version,
                 outcome.target,
+                outcome.parts,
             )
         )
 

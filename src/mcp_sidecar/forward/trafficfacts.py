@@ -16,10 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..observe.events import Exchange
+from ..observe.slowness import BurstDetector
 
 
 class TrafficFacts:
     __slots__ = (
+        "bursts",
         "exchanges",
         "last",
         "sse_events",
@@ -41,19 +43,32 @@ class TrafficFacts:
         self.sse_max_gap_s = 0.0
         self.sse_started: float | None = None
         self.sse_last_at: float | None = None
+        #: The upstream's event streams, watched for bursts (observe/slowness.py).
+        self.bursts: BurstDetector | None = None
 
     def exchange_done(self, exchange: Exchange) -> None:
         self.exchanges += 1
         self.last = exchange
 
-    def event(self, at: float, keepalive: bool) -> None:
-        if keepalive:
-            self.sse_keepalives += 1
-        else:
-            self.sse_events += 1
+    def stream_began(self, at: float) -> None:
+        """An event-stream response began (its headers arrived)."""
+        if self.bursts is None:
+            self.bursts = BurstDetector()
+        self.bursts.start(at)
+
+    def event(self, at: float, keepalive: bool) -> bool:
+        """An event (or a keepalive comment) arrived; True when it makes a burst."""
         if self.sse_last_at is not None:
             self.sse_max_gap_s = max(self.sse_max_gap_s, at - self.sse_last_at)
         self.sse_last_at = at
+        if keepalive:
+            self.sse_keepalives += 1
+            return False
+        self.sse_events += 1
+        bursts = self.bursts
+        if bursts is None:
+            bursts = self.bursts = BurstDetector()
+        return bursts.event(at)
 
     def forget(self) -> None:
         self.last = None
@@ -73,6 +88,8 @@ class TrafficFacts:
                 "max_gap_s": round(self.sse_max_gap_s, 3),
                 "since_last_s": None if self.sse_last_at is None else round(now - self.sse_last_at, 3),
                 "stream_s": None if self.sse_started is None else round(now - self.sse_started, 3),
+                # Events the upstream's side let through together after a silence (observe/slowness.py).
+                "bursts": 0 if self.bursts is None else self.bursts.bursts,
             }
         return facts
 

@@ -60,6 +60,8 @@ class Exchange:
     stream: str | None = None
     #: The request's ``Last-Event-ID`` (a stream resumed), bounded in length.
     last_event_id: str | None = None
+    #: The MCP headers as a recording keeps them (tap.http_facts), once worked out.
+    recorded_headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +106,8 @@ class JsonRpcSeen:
     trace: str | None = None
     #: The HTTP exchange that carried it (its MCP headers), if any.
     exchange: Exchange | None = None
+    #: When its first byte arrived (an event or a body spanning chunks); None: at ``at``.
+    began: float | None = None
 
 
 @dataclass(slots=True)
@@ -292,3 +296,6 @@ class McpOutcome:
     #: A method outside the spec (``method`` is then ``other``): its own name, cut
     #: to 128 characters, for the tap only (never a label).
     name: str | None = None
+    #: Who was slow (observe/slowness.py): network, server, transfer and client
+    #: seconds, when the answer was seen where its request was (None otherwise).
+    parts: tuple[float, float, float, float] | None = None

@@ -86,7 +86,7 @@ __all__ = [
     "Upgraded",
     "jsonrpc_messages",
 ]
-from .sse import Comment, SseError, SseEvent, SseParser
+from .sse import Comment, SseError, SseParser
 
 
 class HttpObserver:
@@ -321,13 +321,10 @@ class HttpObserver:
                 # exchange (a server refusing at once, e.g. a foreign Host):
                 # it answers the exchange's one request.
                 messages = [answering(messages[0], current.request_ids[0])]
-            size = len(buffer)
+            # (a body's first byte: its head's, as the body usually comes with it)
+            seen = (current.request_session, transport, len(buffer), None, exchange, exchange.headers_at)
             for message in messages:
-                self._out.append(
-                    JsonRpcSeen(
-                        "upstream", message, self._now, current.request_session, transport, size, None, exchange
-                    )
-                )
+                self._out.append(JsonRpcSeen("upstream", message, self._now, *seen))
             self._done_with(buffer)
         current.response_json = None
         self._queue.popleft()
@@ -367,19 +364,24 @@ class HttpObserver:
 
     def _sse(self, current: Current, data: bytes) -> None:
         out = self._out
+        now = self._now
+        began = current.sse_began if current.sse_began is not None else now
         try:
-            assert current.sse is not None
-            events = current.sse.feed(data)
+            sse = current.sse
+            assert sse is not None
+            events = sse.feed(data)
         except SseError:
             current.sse = None
             return
+        # (an event still assembled began in this chunk if one ended here, else when it began)
+        current.sse_began = None if sse.at_boundary else (now if events else began)
         for event in events:
+            event_began, began = began, now  # (the events after the first began in this chunk)
             if isinstance(event, Comment):
-                out.append(SseSeen("comment", self._now, keepalive=True))
+                out.append(SseSeen("comment", now, keepalive=True))
                 continue
-            assert isinstance(event, SseEvent)
             current.exchange.sse_events += 1
-            out.append(SseSeen(event.event, self._now))
+            out.append(SseSeen(event.event, now))
             if event.event == "endpoint":
                 announced = endpoint_session(event.data)
                 if announced is not None:
@@ -397,10 +399,9 @@ class HttpObserver:
                 )
                 exchange = current.exchange
                 waiting = current.request_ids
+                seen = (session, transport, len(data), None, exchange, event_began)
                 for message in messages:
-                    out.append(
-                        JsonRpcSeen("upstream", message, self._now, session, transport, len(data), None, exchange)
-                    )
+                    out.append(JsonRpcSeen("upstream", message, now, *seen))
                     if waiting and message.method is UNSET and message.id in waiting:
                         waiting.remove(message.id)
                         if not waiting:  # every request of the POST answered on its stream

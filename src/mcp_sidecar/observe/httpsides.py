@@ -81,6 +81,7 @@ class Current:
         "request_session",
         "response_json",
         "sse",
+        "sse_began",
         "switch",
         "trace",
         "upgrade",
@@ -103,6 +104,8 @@ class Current:
         self.request_session = session
         self.response_json: bytearray | None = None
         self.sse: SseParser | None = None
+        #: When the event being assembled began (None: between events).
+        self.sse_began: float | None = None
         self.informational = False
         #: An Inspector v2 API exchange: its JSON-RPC is inside v2's envelope.
         self.v2 = False

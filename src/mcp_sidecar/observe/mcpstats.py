@@ -30,12 +30,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict, deque
 from typing import Any
 
 from .events import McpOutcome
 from .quality import quantile
+from .slowness import PARTS
 
 #: The sliding window of the quantiles and rates, seconds.
 WINDOW_S = 60.0
@@ -48,6 +50,7 @@ SESSION_IDLE_S = 600.0
 TRANSPORTS = ("legacy-sse", "http", "websocket", "inspector-v2")
 
 
+@functools.lru_cache(maxsize=4096)
 def session_ref(key: str) -> str:
     """What may be shown of a session key: a hash, unless it is one of the
     tracker's own connection-scoped keys."""
@@ -56,6 +59,7 @@ def session_ref(key: str) -> str:
     return "s-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
+@functools.lru_cache(maxsize=4096)
 def client_ref(address: str) -> str:
     """A client as shown: its peer's host, hashed (the port is the connection's, not the client's)."""
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
@@ -87,7 +91,7 @@ class MethodStats:
     """One method's (or one transport's) outcomes: totals since start and a
     window of recent ones."""
 
-    __slots__ = ("errors", "outcomes", "recent", "requests", "transports")
+    __slots__ = ("errors", "outcomes", "parts", "recent", "requests", "transports")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -98,6 +102,8 @@ class MethodStats:
         self.transports: dict[str, int] = {}
         #: (time, latency or None, ok)
         self.recent: deque[tuple[float, float | None, bool]] = deque(maxlen=MAX_SAMPLES)
+        #: (time, network, server, transfer, client): who was slow, for the requests split.
+        self.parts: deque[tuple[float, float, float, float, float]] | None = None
 
     def add(self, outcome: McpOutcome, now: float) -> None:
         self.requests += 1
@@ -111,6 +117,29 @@ class MethodStats:
         self.transports[outcome.transport] = self.transports.get(outcome.transport, 0) + 1
         latency = outcome.duration_s if status != "cancelled" else None
         self.recent.append((now, latency, status == "ok"))
+        parts = outcome.parts
+        if parts is not None:
+            if self.parts is None:
+                self.parts = deque(maxlen=MAX_SAMPLES)
+            self.parts.append((now, *parts))
+
+    def split(self, now: float, span_s: float = WINDOW_S) -> dict[str, Any] | None:
+        """Who was slow over the window: each part's mean (they add up to the
+        mean latency as the client saw it) and p95, in ms; None if nothing was split."""
+        if not self.parts:
+            return None
+        since = now - span_s
+        recent = [p for p in self.parts if p[0] >= since]
+        if not recent:
+            return None
+        out: dict[str, Any] = {"requests": len(recent)}
+        for index, name in enumerate(PARTS, start=1):
+            values = sorted(p[index] for p in recent)
+            out[name] = {
+                "mean_ms": round(sum(values) / len(values) * 1000, 3),
+                "p95_ms": round(quantile(values, 0.95) * 1000, 3),
+            }
+        return out
 
     def window(self, now: float, span_s: float = WINDOW_S) -> tuple[int, int, list[float], float]:
         """Outcomes within the last ``span_s``: count, failures, latencies, and
@@ -145,6 +174,7 @@ class MethodStats:
             "in_flight": in_flight,
             "window_s": WINDOW_S,
             **latency_summary(latencies),
+            "split": self.split(now),
         }
 
 

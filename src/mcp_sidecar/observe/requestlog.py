@@ -20,6 +20,7 @@ from typing import Any
 from ..redact import redact_string
 from .events import McpOutcome
 from .mcpstats import session_ref
+from .slowness import PARTS
 
 #: Longest request id written (ids are the peer's choice).
 MAX_ID_CHARS = 64
@@ -99,4 +100,8 @@ def request_line(route: str, outcome: McpOutcome) -> dict[str, Any]:
         "request_bytes": outcome.request_bytes,
         "response_bytes": outcome.response_bytes,
         "trace_id": outcome.trace,
+        # Who was slow (observe/slowness.py), when the answer came where its request went.
+        "split_ms": None
+        if outcome.parts is None
+        else dict(zip(PARTS, (round(p * 1000, 3) for p in outcome.parts), strict=True)),
     }

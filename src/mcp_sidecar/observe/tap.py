@@ -28,9 +28,11 @@ from typing import Any
 
 import msgspec
 
-from ..redact import redact_json, redact_text
+from ..redact import redact_json, redact_string
 from .events import Exchange, McpOutcome
 from .jsonrpc import UNSET, Envelope
+from .mcp import SPEC_METHODS
+from .mcpmeta import KNOWN_VERSIONS
 from .mcpstats import client_ref, session_ref
 from .requestlog import outcome_kind, request_id_text
 
@@ -113,26 +115,35 @@ def era(transport: str, protocol_version: str | None) -> str:
 def http_facts(exchange: Exchange, origin: str) -> dict[str, Any]:
     """What a recording keeps of the HTTP exchange that carried a message:
     method, path label, status (on the answer's side) and the MCP headers
-    the request sent (``Mcp-Session-Id`` hashed)."""
-    headers: dict[str, str] = {}
+    the request sent (``Mcp-Session-Id`` hashed; a peer's free text redacted,
+    a spec method or a released version kept as it is).  The headers are
+    worked out once per exchange (its request and its answers share them);
+    the session's is added each time (an ``initialize`` answer names one)."""
+    headers = exchange.recorded_headers
+    if headers is None:
+        headers = exchange.recorded_headers = _recorded_headers(exchange)
     if exchange.session is not None:
-        headers["mcp-session-id"] = session_ref(exchange.session)
-    headers.update(
-        (name, redact_text(value))
-        for name, value in (
-            ("mcp-protocol-version", exchange.protocol_version),
-            ("mcp-method", exchange.mcp_method),
-            ("mcp-name", exchange.mcp_name),
-            ("last-event-id", exchange.last_event_id),
-        )
-        if value is not None
-    )
+        headers = {"mcp-session-id": session_ref(exchange.session), **headers}
     return {
         "method": exchange.method,
         "path": exchange.path,
         "status": exchange.status if origin == "upstream" else None,
         "headers": headers,
     }
+
+
+def _recorded_headers(exchange: Exchange) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    version, method = exchange.protocol_version, exchange.mcp_method
+    if version is not None:
+        headers["mcp-protocol-version"] = version if version in KNOWN_VERSIONS else redact_string(version)
+    if method is not None:
+        headers["mcp-method"] = method if method in SPEC_METHODS else redact_string(method)
+    if exchange.mcp_name is not None:
+        headers["mcp-name"] = redact_string(exchange.mcp_name)
+    if exchange.last_event_id is not None:
+        headers["last-event-id"] = redact_string(exchange.last_event_id)
+    return headers
 
 
 def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:

@@ -68,9 +68,12 @@ class RouteBooks:
             stats.touch_session(key, client, transport, at, requests, last_method, version)
         for address, transport, at, requests, last_method, version in delta.clients:
             stats.touch_client(address, transport, at, requests, last_method, version)
-        for at, method, status, duration, transport, version, target in delta.outcomes:
+        for at, method, status, duration, transport, version, target, parts in delta.outcomes:
             stats.outcome(
-                McpOutcome(method, status, duration, "client", transport, protocol_version=version, target=target), at
+                McpOutcome(
+                    method, status, duration, "client", transport, protocol_version=version, target=target, parts=parts
+                ),
+                at,
             )
         self.in_flight[worker] = dict(delta.in_flight)
         if delta.request_log is not None:

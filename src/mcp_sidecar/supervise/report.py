@@ -74,6 +74,8 @@ def worker_report(proxy: Proxy) -> WorkerSnapshot:
                     "progress_notifications": observation.tracker.progress,
                     "streams": observation.streams.as_json(),
                     "conformance": dict(observation.conformance),
+                    "slow_client_answers": observation.slow_answers,
+                    "sse_bursts": observation.sse_bursts,
                     "targets_capped": observation.targets.capped,
                     "target_limit": observation.targets.limit,
                     "mcp_connections": observation.mcp_connections,

@@ -44,7 +44,7 @@ from .report import plain_families
 from .workers import Role, Worker
 
 #: The MCP figures of a route that count up (kept from exited workers).
-_CUMULATIVE_EXTRAS = ("progress_notifications", "conformance")
+_CUMULATIVE_EXTRAS = ("progress_notifications", "conformance", "slow_client_answers", "sse_bursts")
 
 
 class Supervised(Protocol):
@@ -249,6 +249,8 @@ class SupervisedView:
                     "streams_open": sum(streams.get("open", {}).values()),
                     "streams": streams,
                     "conformance": dict(sorted((mine.get("conformance") or {}).items())),
+                    "slow_client_answers": mine.get("slow_client_answers", 0),
+                    "sse_bursts": mine.get("sse_bursts", 0),
                     "targets_capped": mine.get("targets_capped", 0),
                     "target_limit": limits.get(name),
                     "mcp_connections": mine.get("mcp_connections", 0),

@@ -37,6 +37,23 @@ function row(cells, cls) {
   }
   return tr;
 }
+// Who was slow: a stacked bar of each part's mean (they add up to the mean latency), with the figures.
+const PARTS = ["network", "server", "transfer", "client"];
+function splitBar(split) {
+  if (!split) return "-";
+  const total = PARTS.reduce((sum, p) => sum + split[p].mean_ms, 0);
+  const box = el("span", undefined, "split");
+  const bar = el("span", undefined, "split-bar");
+  for (const p of PARTS) {
+    const seg = el("span", undefined, "part-" + p);
+    seg.style.width = (total > 0 ? (100 * split[p].mean_ms / total) : 0).toFixed(1) + "%";
+    seg.title = p + " " + ms(split[p].mean_ms) + " (p95 " + ms(split[p].p95_ms) + ")";
+    bar.append(seg);
+  }
+  box.append(bar, el("span", PARTS.map(p => p[0] + " " + ms(split[p].mean_ms)).join(" · "), "split-text"));
+  box.dataset.split = PARTS.map(p => split[p].mean_ms).join(",");
+  return box;
+}
 function fill(tableId, rows, emptyText, width) {
   const body = document.querySelector("#" + tableId + " tbody");
   body.replaceChildren();
@@ -193,7 +210,8 @@ function drawMcp(mcp) {
     const streams = Object.entries(r.streams.open);
     facts.push(r.route + ": versions " + counts(r.protocol_versions) + "; streams open " +
       (streams.length ? streams.map(([k, n]) => k + " " + n).join(", ") : "0") +
-      "; conformance " + counts(r.conformance) + (r.targets_capped ? "; targets capped " + r.targets_capped : ""));
+      "; conformance " + counts(r.conformance) + (r.targets_capped ? "; targets capped " + r.targets_capped : "") +
+      "; slow-client answers " + r.slow_client_answers + "; upstream SSE bursts " + r.sse_bursts);
     for (const [method, byTarget] of Object.entries(r.targets)) {
       for (const [target, t] of Object.entries(byTarget)) {
         const tr = row([r.route, method, target, t.requests, num(t.rate_per_s), num(t.errors_per_s), counts(t.outcomes),
@@ -209,7 +227,8 @@ function drawMcp(mcp) {
     }
     for (const [name, m] of Object.entries(r.methods)) {
       const tr = row([r.route, name, m.requests, num(m.rate_per_s), num(m.errors_per_s), counts(m.errors),
-        counts(m.outcomes), ms(m.p50_ms), ms(m.p95_ms), ms(m.p99_ms), m.in_flight, counts(m.transports)]);
+        counts(m.outcomes), ms(m.p50_ms), ms(m.p95_ms), ms(m.p99_ms), m.in_flight, counts(m.transports),
+        splitBar(m.split)]);
       tr.dataset.method = name;
       methods.push(tr);
     }
@@ -225,7 +244,7 @@ function drawMcp(mcp) {
     }
   }
   document.getElementById("mcp-facts").textContent = facts.join(" — ");
-  fill("methods", methods, "no MCP requests seen yet", 12);
+  fill("methods", methods, "no MCP requests seen yet", 13);
   fill("targets", targets, "no tool, prompt or resource called yet", 10);
   fill("transports", transports, "no MCP traffic yet", 7);
   fill("sessions", sessions.slice(0, 100), "no MCP session open", 9);
