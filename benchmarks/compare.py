@@ -115,6 +115,7 @@ http {{
         listen 127.0.0.1:{self.ports["http"]} backlog=4096 reuseport;
         location /1k {{ default_type text/plain; return 200 "{ONE_KB.decode()}"; }}
         location /mcp {{ default_type application/json; return 200 '{MCP_REPLY}'; }}
+        location /v1/traces {{ default_type application/x-protobuf; return 200 ""; }}
     }}
 }}
 """)
@@ -337,12 +338,17 @@ def _secure_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
 
 
 def _view_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
-    """The default sidecar without history, with the request log, tapped, and
-    recording every route to files ([observe] record, its defaults)."""
+    """The default sidecar without history, with the request log, tapped,
+    recording every route to files ([observe] record, its defaults), and
+    exporting a span per MCP request ([otel])."""
     quiet = start_sidecar("sidecar-nohistory", up, work, "auto", pin, extra=["[observe]", 'history = "0s"', ""])
     logged = start_sidecar("sidecar-reqlog", up, work, "auto", pin, extra=["[observe]", "request_log = true", ""])
     tapped = start_sidecar("sidecar-tapped", up, work, "auto", pin)
-    threading.Thread(target=_read_tap, args=(tapped.admin,), daemon=True).start()  # type: ignore[attr-defined]
+    threading.Thread(
+        target=_read_tap,
+        args=(tapped.admin, tapped.state_dir),  # type: ignore[attr-defined]
+        daemon=True,
+    ).start()
     recording = start_sidecar(
         "sidecar-recording",
         up,
@@ -351,15 +357,30 @@ def _view_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
         pin,
         extra=["[observe]", f'record = {{ dir = "{work / "recordings"}" }}', ""],
     )
-    return [quiet, logged, tapped, recording]
+    # Every MCP request a span, 100 % sampled, to an OTLP "collector" that takes them (nginx).
+    traced = start_sidecar(
+        "sidecar-otel", up, work, "auto", pin, extra=["[otel]", f'endpoint = "http://127.0.0.1:{up.ports["http"]}"', ""]
+    )
+    return [quiet, logged, tapped, recording, traced]
 
 
-def _read_tap(admin: str) -> None:
+def _read_tap(admin: str, state_dir: str) -> None:
     """A tap client that keeps up: reads the stream and discards it (as
-    ``proxyctl tap > /dev/null`` would), until the sidecar stops."""
+    ``proxyctl tap > /dev/null`` would), until the sidecar stops.  With the
+    admin token the sidecar generated (without it the tap answers 401, and
+    nothing would be tapped: what this benchmark measured before)."""
     host, port = admin.rsplit(":", 1)
+    token_file = Path(state_dir) / f"admin-{port}.token"
+    for _ in range(100):  # (written once the admin endpoint listens)
+        if token_file.exists():
+            break
+        time.sleep(0.05)
+    token = token_file.read_text().strip()
     with socket.create_connection((host, int(port))) as s:
-        s.sendall(f"GET /api/tap HTTP/1.1\r\nHost: {admin}\r\n\r\n".encode())
+        s.sendall(f"GET /api/tap HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        head = s.recv(1 << 16)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"the tap refused: {head[:60]!r}")
         while s.recv(1 << 16):
             pass
 

@@ -139,5 +139,5 @@ SUPERVISOR_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "alert_webhook": ("alert_webhook", webhook_url),
 }
 ROUTE_KEYS = {"name", "listen", "upstream", "fault", *SETTING_KEYS}
-TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe", "faults"}
+TOP_KEYS = {"proxy", "defaults", "route", "admin", "supervisor", "observe", "faults", "otel"}
 FAULTS_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {"enabled": ("faults_enabled", boolean)}

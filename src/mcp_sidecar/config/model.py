@@ -59,6 +59,7 @@ from .defaults import (
     DEFAULT_USER_TIMEOUT_S,
 )
 from .faults import FaultSpec
+from .otel import OtelConfig
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,8 @@ class ProxyConfig:
     faults_enabled: bool = False
     admin: AdminConfig = field(default_factory=AdminConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    #: OpenTelemetry: every observed MCP request as a span (off unless an endpoint is set).
+    otel: OtelConfig = field(default_factory=OtelConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     profile: str | None = None
     source: str = "<defaults>"

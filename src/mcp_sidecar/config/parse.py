@@ -61,6 +61,7 @@ from .keys import (
     TOP_KEYS,
 )
 from .model import AdminConfig, ObserveConfig, ProxyConfig, RecordConfig, RouteConfig, RouteSettings, SupervisorConfig
+from .otel import otel_config
 from .profiles import DEFAULT_PROFILE, PROFILE_RISKS, PROFILES, gate_by_default, refuse_exposure
 from .tls import TlsSettingsError, load_material
 from .values import (
@@ -300,6 +301,7 @@ def build_config(
             f"({format_duration(MAX_HISTORY_POINTS * observe.history_interval_s)})",
         )
     proxy_values["observe"] = observe
+    proxy_values["otel"] = otel_config(source, _table(source, "otel", document.get("otel", {})), environment.variables)
     proxy_values.update(_section(source, "faults", document, FAULTS_KEYS))
 
     defaults_table = _table(source, "defaults", document.get("defaults", {}))

@@ -94,6 +94,23 @@ def render_toml(config: ProxyConfig) -> str:
         lines.append(f"{attr_to_key[f.name]} = {_toml_value(shown)}")
     lines.append("")
     lines += ["[faults]", f"enabled = {_toml_value(config.faults_enabled)}", ""]
+    otel = config.otel
+    if otel.enabled:  # (off: nothing to say; the OTEL_* variables were read already)
+        attributes = ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in otel.resource_attributes)
+        lines += [
+            "[otel]",
+            f"traces_endpoint = {_toml_value(otel.traces_endpoint)}",
+            f"service_name = {_toml_value(otel.service_name)}",
+            f"resource_attributes = {{ {attributes} }}" if attributes else "resource_attributes = {}",
+            f"sampler = {_toml_value(otel.sampler)}",
+            f"sampler_arg = {_toml_value(otel.sampler_arg)}",
+            f"queue_spans = {otel.queue_spans}",
+            f"batch_spans = {otel.batch_spans}",
+            f"export_timeout = {_toml_value(format_duration(otel.export_timeout_s))}",
+        ]
+        if otel.headers:
+            lines.append(f"# headers are set (not shown): {', '.join(k for k, _ in otel.headers)}")
+        lines.append("")
     for route in config.routes:
         lines.append("[[route]]")
         lines.append(f"name = {_toml_value(route.name)}")

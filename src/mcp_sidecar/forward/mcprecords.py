@@ -35,7 +35,7 @@ from ..observe.connection import transport_label
 from ..observe.events import Exchange, McpOutcome
 from ..observe.jsonrpc import UNSET, Envelope, ParamFacts, decode, params_facts
 from ..observe.mcp import method_label
-from ..observe.mcphttp import trace_id
+from ..observe.mcphttp import trace_context
 from ..observe.mcpmeta import (
     TARGET_METHODS,
     UNKNOWN,
@@ -174,7 +174,7 @@ class McpRecords:
                 facts = params_facts(message)
                 version, target = self._labels(label, facts, exchange, scope)
                 if trace is None and facts.meta is not None and isinstance(facts.meta.traceparent, str):
-                    trace = trace_id(facts.meta.traceparent.encode("latin-1", "replace"))
+                    trace = trace_context(facts.meta.traceparent.encode("latin-1", "replace"))
                 if origin == "client" and http:
                     self.awaiting_first_byte.append((label, now))
         transport_name = transport_label(transport)

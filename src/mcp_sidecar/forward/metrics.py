@@ -346,6 +346,25 @@ class Metrics:
             ["route"],
             registry=instruments,
         )
+        self.otel_exported = Counter(
+            "mcp_sidecar_otel_spans_exported",
+            "OpenTelemetry spans a collector accepted ([otel]).",
+            [],
+            registry=instruments,
+        )
+        self.otel_dropped = Counter(
+            "mcp_sidecar_otel_spans_dropped",
+            "OpenTelemetry spans dropped: the queue was full ([otel] queue_spans), or the collector did not take "
+            "them after the retries.",
+            [],
+            registry=instruments,
+        )
+        self.otel_failures = Counter(
+            "mcp_sidecar_otel_export_failures",
+            "OTLP export requests that failed after their retries (their spans are counted as dropped).",
+            [],
+            registry=instruments,
+        )
         self.mcp_conformance = Counter(
             "mcp_conformance",
             "MCP requests and answers that break their protocol revision's transport rules, by kind "

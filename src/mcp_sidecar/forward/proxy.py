@@ -49,6 +49,7 @@ from .limits import SharedCounts
 from .metrics import Metrics
 from .observation import RouteObservation
 from .observequeue import ObservationQueue
+from .otelexport import Tracer
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
 from .state import Connection, RouteControl, RouteState
@@ -112,6 +113,8 @@ class Proxy:
         self.observe_queue = ObservationQueue()
         #: Large answers on their way to slow clients (who was slow's client part).
         self.drains = DrainWatch()
+        #: Every observed MCP request as an OpenTelemetry span; None while [otel] is off.
+        self.tracer = Tracer(config.otel, self.metrics) if config.otel.enabled else None
         self.exhaustion = LocalExhaustion()
         self.descriptors = DescriptorBudget.for_this_process()
         for route in config.routes:
@@ -143,6 +146,7 @@ class Proxy:
                         memory=self.observe_memory,
                         queue=self.observe_queue,
                         drains=self.drains,
+                        tracer=self.tracer,
                         request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
                         if s.observe.request_log
                         else None,
@@ -383,6 +387,8 @@ class Proxy:
                 # Outlives the connections (each drains it as it closes), then cancelled.
                 observing.start_soon(self.observe_queue.run)
                 observing.start_soon(self.drains.run)
+                if self.tracer is not None:
+                    observing.start_soon(self.tracer.run)
                 await self._serve_connections(task_status)
                 observing.cancel_scope.cancel()
         finally:

@@ -33,6 +33,7 @@ from .drainwatch import DrainWatch
 from .mcpstreams import RouteStreams
 from .metrics import Metrics
 from .observequeue import ObservationQueue
+from .otelexport import Tracer
 from .statsrelay import StatsRelay
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class RouteObservation:
     correlate_remotely: bool = False
     #: The request log's sampling and rate cap; None while it is off.
     request_log: RequestLogPolicy | None = None
+    #: The worker's OpenTelemetry spans (otelexport.py); None while [otel] is off.
+    tracer: Tracer | None = None
     #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
     taps: tuple[Any, ...] = ()
     tap_max_bytes: int = DEFAULT_MAX_BYTES
@@ -127,8 +130,10 @@ class RouteObservation:
 
     def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
         """What came of requests: metrics, the operator's figures, the request log."""
-        stats, policy, metrics = self.sink, self.request_log, self.metrics
+        stats, policy, metrics, tracer = self.sink, self.request_log, self.metrics, self.tracer
         for outcome in outcomes:
+            if tracer is not None:
+                tracer.outcome(self.route, outcome)
             method, transport, version, target = (
                 outcome.method,
                 outcome.transport,

@@ -102,7 +102,7 @@ class JsonRpcSeen:
     transport: str
     #: Bytes of the body, event or frame that carried it (a batch's messages share it).
     size: int = 0
-    #: The W3C trace id of the request's ``traceparent`` header, if it had one.
+    #: The request's W3C ``traceparent`` header (mcphttp.trace_context), if it had one.
     trace: str | None = None
     #: The HTTP exchange that carried it (its MCP headers), if any.
     exchange: Exchange | None = None

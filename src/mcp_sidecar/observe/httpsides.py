@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import ObserverError
 from .events import Exchange, JsonRpcSeen
 from .jsonrpc import UNSET
-from .mcphttp import body_messages, is_inspector_v2, legacy_session, path_label, trace_id
+from .mcphttp import body_messages, is_inspector_v2, legacy_session, path_label, trace_context
 from .sse import SseParser
 
 MAX_JSON_BYTES = 1024 * 1024
@@ -185,7 +185,7 @@ class RequestSide:
         elif name == b"connection":
             self.connection = value.lower()
         elif name == b"traceparent":
-            self.trace = trace_id(value)
+            self.trace = trace_context(value)
         elif name == b"last-event-id":
             self.last_event_id = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
 

@@ -105,6 +105,22 @@ def trace_id(traceparent: bytes) -> str | None:
     return value.decode("ascii")
 
 
+def trace_context(traceparent: bytes) -> str | None:
+    """A W3C ``traceparent`` whose trace id is valid, lower-cased and bounded
+    (the request's trace context: its trace id for the request log, its span
+    id and flags for a span's parent), or None."""
+    if trace_id(traceparent) is None:
+        return None
+    return traceparent.strip()[:128].lower().decode("ascii", "replace")
+
+
+def trace_id_of(trace: str | None) -> str | None:
+    """The trace id of what ``trace_context`` kept (or of a bare trace id)."""
+    if trace is None or len(trace) == 32:
+        return trace
+    return trace[3:35]
+
+
 def body_messages(body: bytes | bytearray, *, v2: bool, legacy: bool) -> tuple[str | None, list[Envelope], str]:
     """A JSON body's messages: (the session v2's envelope names, the
     messages, how they travelled)."""

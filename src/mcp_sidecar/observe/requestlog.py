@@ -19,6 +19,7 @@ from typing import Any
 
 from ..redact import redact_string
 from .events import McpOutcome
+from .mcphttp import trace_id_of
 from .mcpstats import session_ref
 from .slowness import PARTS
 
@@ -99,7 +100,7 @@ def request_line(route: str, outcome: McpOutcome) -> dict[str, Any]:
         "latency_ms": None if outcome.duration_s is None else round(outcome.duration_s * 1000, 3),
         "request_bytes": outcome.request_bytes,
         "response_bytes": outcome.response_bytes,
-        "trace_id": outcome.trace,
+        "trace_id": trace_id_of(outcome.trace),
         # Who was slow (observe/slowness.py), when the answer came where its request went.
         "split_ms": None
         if outcome.parts is None
