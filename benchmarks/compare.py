@@ -657,12 +657,22 @@ def mcp_cpu(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     admin = f.admin  # type: ignore[attr-defined]
     observed0 = _metric(admin, "mcp_requests_total")
     shed0 = _metric(admin, "mcp_sidecar_observer_shed_total")
+    spans0 = _metric(admin, "mcp_sidecar_otel_spans_exported_total")
+    dropped0 = _metric(admin, "mcp_sidecar_otel_spans_dropped_total")
     cpu0, t0 = _cpu_s(pids), time.monotonic()
     rate = _wrk(f, args, 8, "/mcp", False, args.post_script)
     cpu1, t1 = _cpu_s(pids), time.monotonic()
     requests = rate * args.seconds
     observed = _metric(admin, "mcp_requests_total") - observed0
+    spans: dict[str, float] = {}
+    if f.name.endswith("otel"):  # (the last batch goes within a second: counted after it)
+        time.sleep(1.5)
+        spans = {
+            "otel_exported_share": (_metric(admin, "mcp_sidecar_otel_spans_exported_total") - spans0) / requests,
+            "otel_dropped": _metric(admin, "mcp_sidecar_otel_spans_dropped_total") - dropped0,
+        }
     return {
+        **spans,
         "mcp_rps": rate,
         "mcp_vcpu_per_1k_rps": (cpu1 - cpu0) / requests * 1000,
         "mcp_observed_share": observed / requests if requests else 0.0,
