@@ -373,3 +373,44 @@ async def test_official_sdk_sessions_replay_against_the_sdk_server(nursery, tmp_
             assert {d["target"] for d in report["differing"]} == {"echo"}
             paths = {x["path"] for d in report["differing"] for x in d["differences"]}
             assert "$.result.content[0].text" in paths
+
+
+async def test_a_recording_whose_directory_cannot_be_made_stops_and_says_so(nursery, tmp_path) -> None:
+    """A disk that fails stops the recording (logged once), never forwarding."""
+    import io
+
+    from mcp_sidecar import logs
+    from mcp_sidecar.forward.recorder import run_recorders
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    out = io.StringIO()
+    logs.configure("json", "info", stream=out)
+    try:
+        with trio.fail_after(30):
+            proxy, _, _ = await _demo_proxy(nursery)
+            config = build_config_with_record(proxy, blocker / "rec")
+            done = trio.Event()
+
+            async def record() -> None:
+                await run_recorders(config, proxy.proxy.taps)
+                done.set()
+
+            nursery.start_soon(record)
+            await wait_until(lambda: proxy.route("r").observation.taps != ())
+            got = await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))  # forwarded as ever
+            assert got == {"streamable_http": 3, "websocket": 3, "http_sse": 2}
+            await done.wait()  # every recorder ended at its first write
+            assert proxy.route("r").observation.taps == () and proxy.route("ws").observation.taps == ()
+    finally:
+        logs.configure("text", "warning")
+    failures = [json.loads(line) for line in out.getvalue().splitlines() if '"record.failed"' in line]
+    assert sorted(f["route"] for f in failures) == ["r", "ws"]
+
+
+def build_config_with_record(proxy, directory: Path):
+    from dataclasses import replace
+
+    from mcp_sidecar.config.model import RecordConfig
+
+    return replace(proxy.config, observe=replace(proxy.config.observe, record=RecordConfig(dir=str(directory))))

@@ -283,6 +283,8 @@ class SupervisorReporting(WorkerLifecycle):
             with trio.CancelScope() as scope:
                 self._record_scope = scope
                 await run_recorders(self.config, self.view.taps)
+                # A recorder that stopped (its disk failed, logged) stays stopped until a reload.
+                await trio.sleep_forever()
 
     def _restart_recorders(self) -> None:
         if self._record_scope is not None:
