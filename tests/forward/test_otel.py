@@ -119,6 +119,7 @@ async def test_every_transport_and_era_gives_spans_parented_to_the_callers_conte
     with trio.fail_after(30):
         receiver = await start_receiver(nursery)
         proxy = await mcp_proxy(nursery, receiver.port, service_name="sidecar-under-test")
+        ws_upstream = int(proxy.config.routes[1].upstreams[0].port)
         await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))
         await drive_mcp_modern("127.0.0.1", proxy.port("r"))
         # 2025 HTTP: 4 requests; WebSocket: 3; legacy SSE: 2; 2026: 5 (listen included)
@@ -149,6 +150,7 @@ async def test_every_transport_and_era_gives_spans_parented_to_the_callers_conte
     assert attributes["mcp.session.id"].startswith("conn:") and attributes["jsonrpc.request.id"] == "2"
     assert attributes["network.transport"] == "tcp" and attributes["network.protocol.name"] == "websocket"
     assert attributes["mcp.protocol.version"] == "2025-06-18" and attributes["mcp_sidecar.route"] == "ws"
+    assert attributes["server.address"] == "127.0.0.1" and attributes["server.port"] == ws_upstream
     assert {f"mcp_sidecar.latency.{p}_ms" for p in ("network", "server", "transfer", "client")} <= set(attributes)
     # Without a traceparent: a root span of its own trace.
     (discover,) = [s for s in spans if s["name"] == "server/discover"]

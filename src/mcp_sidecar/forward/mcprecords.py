@@ -239,6 +239,8 @@ class McpRecords:
             if outcome.negotiated is not None:  # an initialize answered: the session's version from now on
                 key = exchange.session if exchange is not None and exchange.session is not None else scope
                 route.negotiated(key, outcome.negotiated)
+            if self.legs is not None:
+                outcome.upstream = self.legs.upstream
             if (
                 self.legs is not None
                 and outcome.origin == "client"

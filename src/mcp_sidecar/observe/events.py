@@ -299,3 +299,5 @@ class McpOutcome:
     #: Who was slow (observe/slowness.py): network, server, transfer and client
     #: seconds, when the answer was seen where its request was (None otherwise).
     parts: tuple[float, float, float, float] | None = None
+    #: The upstream that answered (host:port), where the answer came on its request's connection.
+    upstream: str | None = None

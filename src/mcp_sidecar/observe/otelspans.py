@@ -11,7 +11,8 @@ Rules this module keeps:
   ``mcp.session.id`` (hashed, as everywhere the sidecar shows one),
   ``mcp.protocol.version``, ``jsonrpc.request.id``, ``network.transport``,
   ``network.protocol.name``, ``error.type`` and ``rpc.response.status_code``
-  (a JSON-RPC error's code); plus the sidecar's own ``mcp_sidecar.*``: the
+  (a JSON-RPC error's code), ``server.address``/``server.port`` (the upstream
+  that answered); plus the sidecar's own ``mcp_sidecar.*``: the
   route, the era, the transport label, and who was slow.  Targets are the
   route's capped labels (``other`` past the cap): bounded like the metrics.
 * The parent is the caller's ``traceparent`` (HTTP header or
@@ -134,6 +135,10 @@ def mcp_attributes(route: str, outcome: McpOutcome) -> tuple[dict[str, Any], int
     attributes["mcp_sidecar.era"] = era
     if outcome.request_id is not None and not isinstance(outcome.request_id, bool):
         attributes["jsonrpc.request.id"] = str(outcome.request_id)[:64]
+    host, _, port = (outcome.upstream or "").rpartition(":")
+    if host and port.isdigit():  # (an intermediary's peer in the conventions: the server it forwarded to)
+        attributes["server.address"] = host.strip("[]")
+        attributes["server.port"] = int(port)
     if outcome.parts is not None:
         for part, seconds in zip(PARTS, outcome.parts, strict=True):
             attributes[f"mcp_sidecar.latency.{part}_ms"] = round(seconds * 1000, 3)
