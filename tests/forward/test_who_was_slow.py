@@ -118,7 +118,7 @@ async def test_a_client_that_falls_behind_is_named(nursery) -> None:
 
         await one_call(proxy, upstream, answers_and_looks, trio.SocketStream(sock), read_after=0.5)
         # (on loopback the kernel's send buffer took the whole answer: the pump never waited, the client did)
-        assert seen["detail"]["answers"] == 1 and seen["detail"]["blocked_s"] >= 0
+        assert seen["detail"]["answers"] == 1
         split = mcp_view(proxy.proxy, trio.current_time())["routes"][0]
         assert split["slow_client_answers"] == 1
         client = split["methods"]["tools/call"]["split"]["client"]

@@ -16,7 +16,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import urllib.parse
 from pathlib import Path
@@ -29,6 +28,7 @@ import trio
 from .. import __version__
 from ..config.values import parse_duration
 from ..errors import EXIT_FAILURE
+from ..forward.recorder import open_private
 from ..observe.har import to_har
 from ..observe.recording import (
     DEFAULT_BODY_BYTES,
@@ -52,11 +52,6 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if not seconds > 0:
         raise click.BadParameter("must be positive")
     return seconds
-
-
-def _private(path: Path) -> IO[bytes]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    return os.fdopen(fd, "wb")
 
 
 @click.command()
@@ -124,7 +119,7 @@ def record(
         if v is not None
     }
     path = "/api/tap?" + urllib.parse.urlencode(query)
-    sink = _private(output)
+    sink = open_private(output)
     state = {"messages": 0, "dropped": 0}
     try:
         ended = trio.run(_record, admin, path, token, sink, max_body_bytes, state)
@@ -192,6 +187,6 @@ def _export_har(source: Path, output: Path) -> None:
         raise click.BadParameter(f"{source}: {exc.strerror}", param_hint="--to-har") from None
     recording = read_recording(str(source), raw.splitlines(keepends=True))
     document = to_har(recording, __version__)
-    with _private(output) as sink:
+    with open_private(output) as sink:
         sink.write(json.dumps(document, indent=1).encode() + b"\n")
     click.echo(f"proxyctl record: {len(document['log']['entries'])} HAR entries written to {output}", err=True)

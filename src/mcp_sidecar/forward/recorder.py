@@ -44,6 +44,11 @@ FLUSH_S = 0.1
 BATCH = 1024
 
 
+def open_private(path: Path) -> IO[bytes]:
+    """A recording file, new or emptied, the owner's only (0600: it holds tool arguments)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
 class RotatingFiles:
     """One route's recording files: the open one, rotated by size, the oldest
     deleted past ``max_files``.  Plain blocking file I/O (the page cache)."""
@@ -76,8 +81,7 @@ class RotatingFiles:
         self._counter += 1
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.path = self.directory / f"{self.stem}-{stamp}-{self._counter:04d}.jsonl"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # (tool arguments: the owner's only)
-        self.file = os.fdopen(fd, "wb")
+        self.file = open_private(self.path)
         first = self.head()
         self.file.write(first)
         self.size = self.head_bytes = len(first)

@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urljoin
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import h11
 import trio
@@ -80,9 +80,9 @@ async def _connect(url: SplitResult) -> trio.abc.Stream:
         raise ServerAbsent(f"{url.geturl()}: nothing answers ({exc.strerror or exc})") from None
 
 
-def _target(url: SplitResult, path: str | None = None) -> str:
-    path = path if path is not None else (url.path or "/")
-    return path + (f"?{url.query}" if url.query and path == (url.path or "/") else "")
+def _target(url: SplitResult) -> str:
+    """The request target of ``url``: its path and query."""
+    return (url.path or "/") + (f"?{url.query}" if url.query else "")
 
 
 class StreamableHttp:
@@ -271,15 +271,16 @@ class LegacySse:
 
     async def _post(self, message: dict[str, Any]) -> None:
         assert self.endpoint is not None
-        from urllib.parse import urlsplit
-
         target = urlsplit(self.endpoint)
         stream = await _connect(target)
         async with stream:
             exchange = ClientExchange(stream)
-            path = target.path + (f"?{target.query}" if target.query else "")
             await exchange.send(
-                target.netloc, path, "POST", json.dumps(message).encode(), [("content-type", "application/json")]
+                target.netloc,
+                _target(target),
+                "POST",
+                json.dumps(message).encode(),
+                [("content-type", "application/json")],
             )
             await exchange.read()
 

@@ -137,8 +137,16 @@ def _find(
         alias = session_alias.get((message["route"], session))
         if alias is not None:
             return alias
-        return by_key.get(f"{message['route']}|{session}")
-    return by_key.get(f"{message['route']}|client:{message.get('client')}")
+        return by_key.get(_session_key(message["route"], session))
+    return by_key.get(_client_key(message["route"], message.get("client")))
+
+
+def _session_key(route: str, session: Any) -> str:
+    return f"{route}|{session}"
+
+
+def _client_key(route: str, client: Any) -> str:
+    return f"{route}|client:{client}"
 
 
 def _conversation(
@@ -169,9 +177,9 @@ def _conversation(
         if waiting is not None and era == waiting.era:
             session_alias[(route, session)] = waiting
             return waiting
-        key = f"{route}|{session}"
+        key = _session_key(route, session)
         return by_key.get(key) or new(key)
-    key = f"{route}|client:{client}"
+    key = _client_key(route, client)
     return by_key.get(key) or new(key)
 
 
