@@ -38,8 +38,13 @@ with the access gate (``sidecar-gate``; wrk sends the bearer token).
 
 With ``--views``, the cost of the operator's views: the default sidecar
 without its history (``sidecar-nohistory``, ``[observe] history = 0``), with
-the MCP request log on (``sidecar-reqlog``; its default rate cap) and with a
-``proxyctl tap`` client reading every MCP message (``sidecar-tapped``).
+the MCP request log on (``sidecar-reqlog``; its default rate cap), with a
+``proxyctl tap`` client reading every MCP message (``sidecar-tapped``),
+recording (``sidecar-recording``) and exporting every MCP request as a span
+to a collector that takes them (``sidecar-otel``), that accepts and never
+answers (``sidecar-otel-blackhole``) or that refuses connections
+(``sidecar-otel-refused``); ``mcp-cpu`` reports the tree's memory after its
+load (``pss_MB_after_mcp``).
 
 Usage: scripts/bench [--rounds N] [--seconds S] [--only NAMES] [--workloads NAMES] [--tls] [--views]
                     [--baseline SRC_DIR]
@@ -357,11 +362,36 @@ def _view_sidecars(up: Upstreams, work: Path, pin: bool) -> list[Forwarder]:
         pin,
         extra=["[observe]", f'record = {{ dir = "{work / "recordings"}" }}', ""],
     )
-    # Every MCP request a span, 100 % sampled, to an OTLP "collector" that takes them (nginx).
+    # Every MCP request a span, 100 % sampled, to an OTLP "collector" that takes them (nginx),
+    # to one that accepts and never answers, and to a port where nothing listens.
     traced = start_sidecar(
         "sidecar-otel", up, work, "auto", pin, extra=["[otel]", f'endpoint = "http://127.0.0.1:{up.ports["http"]}"', ""]
     )
-    return [quiet, logged, tapped, recording, traced]
+    blackholed = start_sidecar(
+        "sidecar-otel-blackhole", up, work, "auto", pin, extra=["[otel]", f'endpoint = "{_blackhole()}"', ""]
+    )
+    refused = start_sidecar(
+        "sidecar-otel-refused",
+        up,
+        work,
+        "auto",
+        pin,
+        extra=["[otel]", f'endpoint = "http://127.0.0.1:{free_port()}"', ""],
+    )
+    return [quiet, logged, tapped, recording, traced, blackholed, refused]
+
+
+def _blackhole() -> str:
+    """A collector that accepts every connection and never reads or answers (daemon thread)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def hold() -> None:
+        while True:
+            held.append(listener.accept()[0])
+
+    threading.Thread(target=hold, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 def _read_tap(admin: str, state_dir: str) -> None:
@@ -665,12 +695,14 @@ def mcp_cpu(f: Forwarder, args: argparse.Namespace) -> dict[str, float]:
     requests = rate * args.seconds
     observed = _metric(admin, "mcp_requests_total") - observed0
     spans: dict[str, float] = {}
-    if f.name.endswith("otel"):  # (the last batch goes within a second: counted after it)
+    if "otel" in f.name:  # (the last batch goes within a second: counted after it)
         time.sleep(1.5)
         spans = {
             "otel_exported_share": (_metric(admin, "mcp_sidecar_otel_spans_exported_total") - spans0) / requests,
             "otel_dropped": _metric(admin, "mcp_sidecar_otel_spans_dropped_total") - dropped0,
         }
+    # The tree's memory once the load is over (a collector that does not take spans must not grow it).
+    spans["pss_MB_after_mcp"] = pss_kib(tree_pids(f.root_pids)) / 1024
     return {
         **spans,
         "mcp_rps": rate,

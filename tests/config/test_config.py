@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -297,6 +298,21 @@ def test_render_round_trips_with_defaults_filled(tmp_path: Path) -> None:
     again = build_config(document, source="rendered")
     assert again.routes == original.routes
     assert again.drain_timeout_s == original.drain_timeout_s
+
+
+def test_render_round_trips_the_otel_settings_without_their_headers() -> None:
+    route = {"name": "a", "listen": "127.0.0.1:1", "upstream": "127.0.0.1:2"}
+    for otel in (
+        {"endpoint": "http://c:4318", "headers": "x-key=SECRET1", "notifications": True, "metrics": True},
+        {"metrics": True, "metrics_endpoint": "http://m:4318/v1/metrics", "metrics_interval": "15s"},
+    ):
+        original = build_config({"otel": otel, "route": [route]})
+        text = render_toml(original)
+        assert "SECRET1" not in text
+        again = build_config(tomllib.loads(text), source="rendered")
+        assert dataclasses.replace(again.otel, headers=(), metrics_headers=()) == dataclasses.replace(
+            original.otel, headers=(), metrics_headers=()
+        )
 
 
 def test_forwards_on_one_port_get_distinct_names_and_can_be_named() -> None:

@@ -5,17 +5,13 @@ that refuses, is down or never answers, and the configuration's checks."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-import h11
 import pytest
 import trio
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from mcp_sidecar.config.otel import otel_config
 from mcp_sidecar.config.parse import Environment, build_config
@@ -25,74 +21,8 @@ from mcp_sidecar.errors import ConfigError
 from mcp_sidecar.observe.otelspans import Sampler, parse_traceparent
 
 from ..conftest import free_port, start_proxy, wait_until
+from ..otlp import start_receiver
 from .test_mcp_eras import mcp_post
-
-
-@dataclass
-class Receiver:
-    """An OTLP/HTTP receiver: what it was sent, and how it answers."""
-
-    port: int = 0
-    requests: int = 0
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    spans: list[dict[str, Any]] = field(default_factory=list)
-    #: Statuses to answer, in order (then 200); None: accept and never answer.
-    statuses: deque = field(default_factory=deque)
-    blackhole: bool = False
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        body = b""
-        async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                    continue
-                if isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-            self.requests += 1
-            if self.blackhole:
-                await trio.sleep_forever()
-            status = self.statuses.popleft() if self.statuses else 200
-            if status == 200:
-                self.take(body)
-            await stream.send_all(
-                conn.send(h11.Response(status_code=status, headers=[("content-length", "0")]))
-                + conn.send(h11.EndOfMessage())
-            )
-
-    def take(self, body: bytes) -> None:
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in request.resource_spans:
-            self.resources.append({kv.key: _value(kv.value) for kv in resource_spans.resource.attributes})
-            for scope in resource_spans.scope_spans:
-                for span in scope.spans:
-                    self.spans.append(
-                        {
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_span_id": span.parent_span_id.hex(),
-                            "kind": span.kind,
-                            "duration_ms": (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
-                            "status": span.status.code,
-                            "attributes": {kv.key: _value(kv.value) for kv in span.attributes},
-                        }
-                    )
-
-
-def _value(value: Any) -> Any:
-    return getattr(value, value.WhichOneof("value"))
-
-
-async def start_receiver(nursery: trio.Nursery, **settings: Any) -> Receiver:
-    receiver = Receiver(**settings)
-    listeners = await nursery.start(functools.partial(trio.serve_tcp, receiver.handle, 0, host="127.0.0.1"))
-    receiver.port = listeners[0].socket.getsockname()[1]
-    return receiver
 
 
 async def mcp_proxy(nursery, receiver_port: int, **otel: Any):
@@ -289,3 +219,39 @@ async def test_config_validate_names_a_bad_variable_in_one_line(tmp_path) -> Non
     said = bad.stderr.decode().strip()
     assert bad.returncode == 2 and "\n" not in said and said.startswith("proxyctl: error: $OTEL_TRACES_SAMPLER: ")
     assert good.returncode == 0
+
+
+def test_the_metrics_and_notification_settings_are_checked() -> None:
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    assert otel_config("t.toml", {}, base).metrics_endpoint is None  # metrics only when asked
+    on = otel_config("t.toml", {}, {**base, "OTEL_METRICS_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "15000"})
+    assert (on.metrics_endpoint, on.metrics_interval_s) == ("http://collector:4318/v1/metrics", 15.0)
+    own = otel_config(
+        "t.toml",
+        {"metrics": True, "metrics_endpoint": "https://m:4318/custom", "metrics_interval": "30s"},
+        {**base, "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "k=v"},
+    )
+    assert (own.metrics_endpoint, own.metrics_interval_s, own.metrics_headers) == (
+        "https://m:4318/custom",
+        30.0,
+        (("k", "v"),),
+    )
+    assert own.headers == ()  # (the metrics' own headers are theirs)
+    only_metrics = otel_config("t.toml", {"metrics": True}, {**base, "OTEL_TRACES_EXPORTER": "none"})
+    assert not only_metrics.enabled and only_metrics.metrics_enabled
+    assert not otel_config("t.toml", {"metrics": True}, {**base, "OTEL_SDK_DISABLED": "true"}).metrics_enabled
+    assert otel_config("t.toml", {"notifications": True}, base).notifications
+    for table, variables, where in (
+        ({"metrics": True}, {}, "t.toml: otel.metrics: metrics are asked for but no endpoint"),
+        ({"metrics": "yes"}, base, "t.toml: otel.metrics: expected true or false"),
+        ({"metrics_interval": "10ms"}, base, "t.toml: otel.metrics_interval: must be at least 1s"),
+        ({"notifications": 1}, base, "t.toml: otel.notifications"),
+        ({}, {**base, "OTEL_METRICS_EXPORTER": "prometheus"}, "$OTEL_METRICS_EXPORTER: expected otlp or none"),
+        ({}, {**base, "OTEL_TRACES_EXPORTER": "zipkin"}, "$OTEL_TRACES_EXPORTER: expected otlp or none"),
+        ({}, {**base, "OTEL_METRIC_EXPORT_INTERVAL": "soon"}, "$OTEL_METRIC_EXPORT_INTERVAL: expected milliseconds"),
+        ({}, {**base, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}, "$OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"),
+        ({"metrics_endpoint": "nope"}, base, "t.toml: otel.metrics_endpoint"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            otel_config("t.toml", table, variables)
+        assert str(caught.value).startswith(where), str(caught.value)

@@ -11,6 +11,11 @@ Rules this module keeps:
 * Every value is checked here, at start and by ``config validate``: a bad
   one is a ``ConfigError`` naming the key (``otel.sampler``) or the variable
   (``$OTEL_TRACES_SAMPLER``), never a crash later or a silent no-op.
+* Traces and metrics are two signals: traces on with an endpoint (unless
+  ``OTEL_TRACES_EXPORTER=none``), metrics only when asked (``[otel] metrics
+  = true`` or ``OTEL_METRICS_EXPORTER=otlp``: the Prometheus endpoint is the
+  default way to them).  A signal's own endpoint is taken as it is; the base
+  endpoint gets ``/v1/traces`` or ``/v1/metrics`` appended.
 * OTLP over HTTP with protobuf only (``OTEL_EXPORTER_OTLP_PROTOCOL`` may say
   ``http/protobuf``; ``grpc`` is refused, said why: it would need a gRPC stack).
 """
@@ -41,6 +46,9 @@ DEFAULT_QUEUE_SPANS = 2048
 DEFAULT_BATCH_SPANS = 512
 DEFAULT_EXPORT_TIMEOUT_S = 10.0
 TRACES_PATH = "/v1/traces"
+METRICS_PATH = "/v1/metrics"
+#: How often the metrics are exported (the SDKs' default of OTEL_METRIC_EXPORT_INTERVAL), seconds.
+DEFAULT_METRICS_INTERVAL_S = 60.0
 #: Resource attributes from the Kubernetes downward API's variables (the last one set wins).
 _KUBERNETES = (
     ("k8s.pod.name", "POD_NAME"),
@@ -65,14 +73,25 @@ class OtelConfig:
     queue_spans: int = DEFAULT_QUEUE_SPANS
     batch_spans: int = DEFAULT_BATCH_SPANS
     export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
+    #: Notifications are spans too (opt-in: a busy server sends many).
+    notifications: bool = False
+    #: Where the metrics go (None: no OTLP metrics) and their headers and period.
+    metrics_endpoint: str | None = None
+    metrics_headers: tuple[tuple[str, str], ...] = ()
+    metrics_interval_s: float = DEFAULT_METRICS_INTERVAL_S
 
     @property
     def enabled(self) -> bool:
+        """Spans are exported."""
         return self.traces_endpoint is not None
 
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.metrics_endpoint is not None
 
-def _endpoint(value: Any, where: tuple[str, str], *, base: bool) -> str:
-    """An http(s) URL; a base endpoint gets ``/v1/traces`` appended (the spec's rule)."""
+
+def _endpoint(value: Any, where: tuple[str, str], *, path: str = "") -> str:
+    """An http(s) URL; a base endpoint gets the signal's ``path`` appended (the spec's rule)."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(*where, f"expected an http:// or https:// URL, got {value!r}")
     url = urllib.parse.urlsplit(value.strip())
@@ -82,8 +101,8 @@ def _endpoint(value: Any, where: tuple[str, str], *, base: bool) -> str:
         url.port  # noqa: B018  (raises on a bad port)
     except ValueError:
         raise ConfigError(*where, f"bad port in {value!r}") from None
-    if base:
-        return value.strip().rstrip("/") + TRACES_PATH
+    if path:
+        return value.strip().rstrip("/") + path
     return value.strip()
 
 
@@ -145,6 +164,10 @@ _KEYS = {
     "queue_spans",
     "batch_spans",
     "export_timeout",
+    "notifications",
+    "metrics",
+    "metrics_endpoint",
+    "metrics_interval",
 }
 
 
@@ -160,34 +183,48 @@ def otel_config(source: str, table: Mapping[str, Any], env: Mapping[str, str]) -
     def var(name: str) -> tuple[str, str]:
         return (f"${name}", "")
 
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    if protocol and protocol.strip() != "http/protobuf":
-        name = (
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-            if env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            else "OTEL_EXPORTER_OTLP_PROTOCOL"
-        )
-        raise ConfigError(*var(name), f"only http/protobuf is supported (OTLP over HTTP), got {protocol!r}")
+    for name in (
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    ):
+        protocol = env.get(name)
+        if protocol and protocol.strip() != "http/protobuf":
+            raise ConfigError(*var(name), f"only http/protobuf is supported (OTLP over HTTP), got {protocol!r}")
     values: dict[str, Any] = {}
-    if "traces_endpoint" in table:
-        values["traces_endpoint"] = _endpoint(table["traces_endpoint"], file("traces_endpoint"), base=False)
-    elif "endpoint" in table:
-        values["traces_endpoint"] = _endpoint(table["endpoint"], file("endpoint"), base=True)
-    elif env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        values["traces_endpoint"] = _endpoint(
-            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), base=False
-        )
+    base: tuple[Any, tuple[str, str]] | None = None
+    if "endpoint" in table:
+        base = (table["endpoint"], file("endpoint"))
     elif env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        values["traces_endpoint"] = _endpoint(
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"], var("OTEL_EXPORTER_OTLP_ENDPOINT"), base=True
-        )
-    headers: tuple[tuple[str, str], ...] = ()
-    for name in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
-        if env.get(name):
-            headers = (*headers, *_pairs(env[name], var(name), "headers"))
+        base = (env["OTEL_EXPORTER_OTLP_ENDPOINT"], var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    values["traces_endpoint"] = _signal_endpoint(
+        source, table, env, base, "traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", TRACES_PATH
+    )
+    exporter = (env.get("OTEL_TRACES_EXPORTER") or "").strip()
+    if exporter not in ("", "otlp", "none"):
+        raise ConfigError(*var("OTEL_TRACES_EXPORTER"), f"expected otlp or none, got {exporter!r}")
+    if exporter == "none":
+        values["traces_endpoint"] = None
+    general = (
+        _pairs(env["OTEL_EXPORTER_OTLP_HEADERS"], var("OTEL_EXPORTER_OTLP_HEADERS"), "headers")
+        if env.get("OTEL_EXPORTER_OTLP_HEADERS")
+        else ()
+    )
+    headers, metrics_headers = general, general
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+        headers = (*headers, *_pairs(env[name], var(name), "headers"))
+    if env.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS"):
+        name = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
+        metrics_headers = (*metrics_headers, *_pairs(env[name], var(name), "headers"))
     if "headers" in table:
-        headers = _pairs(table["headers"], file("headers"), "headers")
-    values["headers"] = headers
+        headers = metrics_headers = _pairs(table["headers"], file("headers"), "headers")
+    values["headers"], values["metrics_headers"] = headers, metrics_headers
+    _metrics(source, table, env, base, values)
+    if "notifications" in table:
+        if not isinstance(table["notifications"], bool):
+            raise ConfigError(*file("notifications"), f"expected true or false, got {table['notifications']!r}")
+        values["notifications"] = table["notifications"]
     if "service_name" in table:
         if not isinstance(table["service_name"], str) or not table["service_name"].strip():
             raise ConfigError(*file("service_name"), f"expected a name, got {table['service_name']!r}")
@@ -227,5 +264,72 @@ def otel_config(source: str, table: Mapping[str, Any], env: Mapping[str, str]) -
             raise ConfigError(*file("export_timeout"), "must be positive")
         values["export_timeout_s"] = timeout
     if _truthy(env.get("OTEL_SDK_DISABLED", "")):
-        values["traces_endpoint"] = None
+        values["traces_endpoint"] = values["metrics_endpoint"] = None
     return OtelConfig(**values)
+
+
+def _signal_endpoint(
+    source: str,
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    base: tuple[Any, tuple[str, str]] | None,
+    key: str,
+    variable: str,
+    path: str,
+) -> str | None:
+    """A signal's URL: the file's own key, else its variable, else the base endpoint's."""
+    if key in table:
+        return _endpoint(table[key], (source, f"otel.{key}"), path="")
+    if env.get(variable):
+        return _endpoint(env[variable], (f"${variable}", ""), path="")
+    if base is not None:
+        return _endpoint(base[0], base[1], path=path)
+    return None
+
+
+def _metrics(
+    source: str,
+    table: Mapping[str, Any],
+    env: Mapping[str, str],
+    base: tuple[Any, tuple[str, str]] | None,
+    values: dict[str, Any],
+) -> None:
+    """The OTLP metrics: asked for, where to, how often."""
+    exporter = (env.get("OTEL_METRICS_EXPORTER") or "").strip()
+    if exporter not in ("", "otlp", "none"):
+        raise ConfigError("$OTEL_METRICS_EXPORTER", "", f"expected otlp or none, got {exporter!r}")
+    asked = exporter == "otlp"
+    if "metrics" in table:
+        if not isinstance(table["metrics"], bool):
+            raise ConfigError(source, "otel.metrics", f"expected true or false, got {table['metrics']!r}")
+        asked = table["metrics"]
+    endpoint = _signal_endpoint(
+        source, table, env, base, "metrics_endpoint", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", METRICS_PATH
+    )
+    if asked and endpoint is None:
+        raise ConfigError(
+            source,
+            "otel.metrics",
+            "metrics are asked for but no endpoint is set (otel.endpoint or otel.metrics_endpoint)",
+        )
+    values["metrics_endpoint"] = endpoint if asked else None
+    if "metrics_interval" in table:
+        try:
+            interval = parse_duration(table["metrics_interval"])
+        except ValueError as exc:
+            raise ConfigError(source, "otel.metrics_interval", str(exc)) from None
+        if not interval >= 1:
+            raise ConfigError(source, "otel.metrics_interval", "must be at least 1s")
+        values["metrics_interval_s"] = interval
+    elif env.get("OTEL_METRIC_EXPORT_INTERVAL"):
+        try:
+            milliseconds = int(env["OTEL_METRIC_EXPORT_INTERVAL"].strip())
+        except ValueError:
+            milliseconds = 0
+        if milliseconds < 1000:
+            raise ConfigError(
+                "$OTEL_METRIC_EXPORT_INTERVAL",
+                "",
+                f"expected milliseconds, at least 1000, got {env['OTEL_METRIC_EXPORT_INTERVAL']!r}",
+            )
+        values["metrics_interval_s"] = milliseconds / 1000

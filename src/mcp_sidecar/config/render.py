@@ -95,11 +95,12 @@ def render_toml(config: ProxyConfig) -> str:
     lines.append("")
     lines += ["[faults]", f"enabled = {_toml_value(config.faults_enabled)}", ""]
     otel = config.otel
-    if otel.enabled:  # (off: nothing to say; the OTEL_* variables were read already)
+    if otel.enabled or otel.metrics_enabled:  # (off: nothing to say; the OTEL_* variables were read already)
         attributes = ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in otel.resource_attributes)
+        lines.append("[otel]")
+        if otel.traces_endpoint is not None:
+            lines.append(f"traces_endpoint = {_toml_value(otel.traces_endpoint)}")
         lines += [
-            "[otel]",
-            f"traces_endpoint = {_toml_value(otel.traces_endpoint)}",
             f"service_name = {_toml_value(otel.service_name)}",
             f"resource_attributes = {{ {attributes} }}" if attributes else "resource_attributes = {}",
             f"sampler = {_toml_value(otel.sampler)}",
@@ -107,9 +108,15 @@ def render_toml(config: ProxyConfig) -> str:
             f"queue_spans = {otel.queue_spans}",
             f"batch_spans = {otel.batch_spans}",
             f"export_timeout = {_toml_value(format_duration(otel.export_timeout_s))}",
+            f"notifications = {_toml_value(otel.notifications)}",
+            f"metrics = {_toml_value(otel.metrics_enabled)}",
         ]
-        if otel.headers:
-            lines.append(f"# headers are set (not shown): {', '.join(k for k, _ in otel.headers)}")
+        if otel.metrics_endpoint is not None:
+            lines.append(f"metrics_endpoint = {_toml_value(otel.metrics_endpoint)}")
+            lines.append(f"metrics_interval = {_toml_value(format_duration(otel.metrics_interval_s))}")
+        for what, headers in (("headers", otel.headers), ("metrics' headers", otel.metrics_headers)):
+            if headers:
+                lines.append(f"# {what} are set (not shown): {', '.join(k for k, _ in headers)}")
         lines.append("")
     for route in config.routes:
         lines.append("[[route]]")

@@ -35,7 +35,7 @@ from ..observe.connection import transport_label
 from ..observe.events import Exchange, McpOutcome
 from ..observe.jsonrpc import UNSET, Envelope, ParamFacts, decode, params_facts
 from ..observe.mcp import method_label
-from ..observe.mcphttp import trace_context
+from ..observe.mcphttp import meta_trace
 from ..observe.mcpmeta import (
     TARGET_METHODS,
     UNKNOWN,
@@ -51,6 +51,8 @@ from ..observe.quality import Quality
 from ..observe.slowness import SLOW_CLIENT_S, LatencySplit, split_latency
 from ..observe.tap import tap_record
 from .drainwatch import WATCH_BYTES
+from .mcpstreams import stream_end
+from .otelexport import Tracer
 from .routeobservation import RouteObservation
 
 _NONE_YET: Mapping[str, int] = MappingProxyType({})
@@ -130,7 +132,8 @@ class McpRecords:
     def notification(self, side: str, payload: bytes, progress: bool, now: float) -> None:
         """A WebSocket notification the observer did not decode (nothing to correlate)."""
         route = self.route
-        if route.taps:  # somebody taps: the tap shows it, so it is decoded after all
+        if route.taps or (route.tracer is not None and route.tracer.config.notifications):
+            # Somebody taps, or notifications are spans: it is decoded after all.
             for message in decode(payload):
                 self.message(side, message, now, None, "ws", len(payload), None, False)
             return
@@ -141,6 +144,10 @@ class McpRecords:
         counts["ws"] = counts.get("ws", 0) + 1
         if progress:
             route.tracker.progress += 1
+            if route.tracer is not None:  # its request's span gets an event: it is read after all
+                for message in decode(payload):
+                    facts = params_facts(message)
+                    route.tracer.progress(route.route, self.scope, facts.progressToken, facts.progress, facts.total)
 
     def message(
         self,
@@ -173,16 +180,22 @@ class McpRecords:
             if is_request:
                 facts = params_facts(message)
                 version, target = self._labels(label, facts, exchange, scope)
-                if trace is None and facts.meta is not None and isinstance(facts.meta.traceparent, str):
-                    trace = trace_context(facts.meta.traceparent.encode("latin-1", "replace"))
+                if trace is None and facts.meta is not None:
+                    trace = meta_trace(facts.meta)
                 if origin == "client" and http:
                     self.awaiting_first_byte.append((label, now))
         transport_name = transport_label(transport)
+        remote = route.correlate_remotely and transport_name in REMOTE_TRANSPORTS and route.relay is not None
+        if route.tracer is not None and label is not None:
+            if not is_request:
+                self._trace_notification(route.tracer, label, origin, message, scope, transport, session, trace, remote)
+            elif not remote:  # (the supervisor makes the spans of what it correlates)
+                self._trace_progress_token(route.tracer, facts, message.id, scope)
         if session is not None or transport == "ws":
             route.sink.message(scope, self.client, transport_name, now, label if is_request else None, version)
         else:
             route.sink.client(self.client, transport_name, now, label if is_request else None, version)
-        if route.correlate_remotely and transport_name in REMOTE_TRANSPORTS and route.relay is not None:
+        if remote and route.relay is not None:
             # Its two connections may be in two workers: the supervisor correlates it.
             route.relay.correlate(origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target)
             outcomes = []
@@ -318,6 +331,50 @@ class McpRecords:
         if exchange.mcp_method and not exchange.jsonrpc_requests and exchange.method == "POST":
             # 2026-07-28: the Mcp-Method header labels a request whose body was not parsed.
             self.route.outcomes([header_outcome(self.route, exchange, status, now)], now)
+
+    def exchange_cut(self, exchange: Exchange, connection_end: tuple[str | None, str | None]) -> None:
+        """An HTTP exchange cut short (``connection_end``: the connection's end
+        and the side that closed first): while tracing, the requests it still
+        owed an answer get a span event."""
+        tracer = self.route.tracer
+        if tracer is None or not exchange.request_ids:
+            return
+        end, first_eof = connection_end
+        abandoned = end == "client_reset" or (end in ("closed", None) and first_eof == "client")
+        scope = exchange.session if exchange.session is not None else self.scope
+        for request_id in exchange.request_ids:
+            if self.route.tracker.awaits(scope, request_id):
+                tracer.stream_ended(self.route.route, scope, request_id, stream_end(end, first_eof), abandoned)
+
+    def _trace_progress_token(self, tracer: Tracer, facts: ParamFacts, request_id: Any, scope: str) -> None:
+        """A request, while tracing: the token its progress notifications will name."""
+        meta = facts.meta
+        if meta is not None and meta.progressToken is not None:
+            tracer.request(self.route.route, scope, request_id, meta.progressToken)
+
+    def _trace_notification(
+        self,
+        tracer: Tracer,
+        label: str,
+        origin: str,
+        message: Envelope,
+        scope: str,
+        transport: str,
+        session: str | None,
+        trace: str | None,
+        remote: bool,
+    ) -> None:
+        """A notification, while tracing: progress is its request's event; a span if asked."""
+        facts = None
+        if label == "notifications/progress" and not remote:
+            facts = params_facts(message)
+            tracer.progress(self.route.route, scope, facts.progressToken, facts.progress, facts.total)
+        if tracer.config.notifications:
+            if trace is None:
+                trace = meta_trace((facts or params_facts(message)).meta)
+            version = self.route.session_version(scope)
+            shown = scope if session is not None or transport == "ws" else None
+            tracer.notification(self.route.route, label, origin, transport_label(transport), shown, version, trace)
 
     def stream_answered(self, exchange: Exchange, now: float) -> None:
         """A ``subscriptions/listen`` was answered by a stream: the request is done."""

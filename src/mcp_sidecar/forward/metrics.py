@@ -361,8 +361,9 @@ class Metrics:
         )
         self.otel_failures = Counter(
             "mcp_sidecar_otel_export_failures",
-            "OTLP export requests that failed after their retries (their spans are counted as dropped).",
-            [],
+            "OTLP export requests that failed after their retries, by signal (traces: their spans are counted "
+            "as dropped; metrics: sent again whole at the next period).",
+            ["signal"],
             registry=instruments,
         )
         self.mcp_conformance = Counter(

@@ -205,10 +205,9 @@ class Observation:
             bug(self.observer, self.route, self.conn_id, exc)
         self._stream.end(stream_end(end, first_eof), now)  # (if the observer gave up before its end)
         self.records.close()
-        if (
-            observer.http is not None and observer.http.stream_session is not None
-        ):  # the legacy stream that announced it
-            self.route.sink.end_session(observer.http.stream_session)
+        legacy_session = observer.http.stream_session if observer.http is not None else None
+        if legacy_session is not None:  # the legacy stream that announced it
+            self.route.sink.end_session(legacy_session)
         observer.stop(Mode.CLOSED)
         observer.release("client", b"")
         observer.release("upstream", b"")
@@ -361,6 +360,7 @@ class Observation:
         route = self.route
         self._stream.exchange_done(ex, stream_end(*self._end), now)
         if ex.aborted:  # counted apart: not a response, not an error of the upstream
+            self.records.exchange_cut(ex, self._end)
             route.child(route.metrics.http_duration, "aborted").observe((ex.ended or now) - ex.started)
             return
         route.child(route.metrics.http_duration, "complete").observe((ex.ended or now) - ex.started)

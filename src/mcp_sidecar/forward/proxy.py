@@ -50,6 +50,7 @@ from .metrics import Metrics
 from .observation import RouteObservation
 from .observequeue import ObservationQueue
 from .otelexport import Tracer
+from .otelmetrics import MetricsExporter
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
 from .state import Connection, RouteControl, RouteState
@@ -115,6 +116,8 @@ class Proxy:
         self.drains = DrainWatch()
         #: Every observed MCP request as an OpenTelemetry span; None while [otel] is off.
         self.tracer = Tracer(config.otel, self.metrics) if config.otel.enabled else None
+        #: The OTLP metrics ([otel] metrics); None while off.
+        self.otel_metrics = MetricsExporter(config.otel, self.metrics) if config.otel.metrics_enabled else None
         self.exhaustion = LocalExhaustion()
         self.descriptors = DescriptorBudget.for_this_process()
         for route in config.routes:
@@ -147,6 +150,7 @@ class Proxy:
                         queue=self.observe_queue,
                         drains=self.drains,
                         tracer=self.tracer,
+                        otel_metrics=self.otel_metrics,
                         request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
                         if s.observe.request_log
                         else None,
@@ -389,6 +393,8 @@ class Proxy:
                 observing.start_soon(self.drains.run)
                 if self.tracer is not None:
                     observing.start_soon(self.tracer.run)
+                if self.otel_metrics is not None:
+                    observing.start_soon(self.otel_metrics.run)
                 await self._serve_connections(task_status)
                 observing.cancel_scope.cancel()
         finally:

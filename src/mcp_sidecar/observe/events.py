@@ -62,6 +62,8 @@ class Exchange:
     last_event_id: str | None = None
     #: The MCP headers as a recording keeps them (tap.http_facts), once worked out.
     recorded_headers: dict[str, str] | None = None
+    #: The ids of the JSON-RPC requests in the body, as the observer found them.
+    request_ids: list[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -301,3 +303,5 @@ class McpOutcome:
     parts: tuple[float, float, float, float] | None = None
     #: The upstream that answered (host:port), where the answer came on its request's connection.
     upstream: str | None = None
+    #: A request that got no answer (``timeout``): how long it was waited for (its span's length).
+    waited_s: float | None = None

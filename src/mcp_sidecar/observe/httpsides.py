@@ -35,7 +35,7 @@ _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 HEAD_END = b"\r\n\r\n"
 #: The lengths of the header names read (content-type 12, mcp-session-id 14,
 #: mcp-method 10, mcp-name 8, mcp-protocol-version 20, upgrade 7, connection
-#: 10, traceparent 11, last-event-id 13; in responses content-type, mcp-session-id,
+#: 10, tracestate 10, traceparent 11, last-event-id 13; in responses content-type, mcp-session-id,
 #: content-length 14 and transfer-encoding 17): any other header is passed
 #: over without lower-casing its name.
 _REQUEST_HEADER_LENGTHS = frozenset({7, 8, 10, 11, 12, 13, 14, 20})
@@ -111,11 +111,12 @@ class Current:
         self.v2 = False
         #: The legacy HTTP+SSE transport: the session was named by ``?sessionId=``.
         self.legacy = False
-        #: The trace id of the request's ``traceparent`` header.
+        #: The request's trace context headers (mcphttp.trace_context), if valid.
         self.trace: str | None = None
         #: The ids of the JSON-RPC requests in the body (an error with a null
         #: id answers the one request of its exchange).
         self.request_ids: list[Any] = []
+        exchange.request_ids = self.request_ids
         #: The response's body runs until the upstream closes (neither
         #: Content-Length nor chunked): its end is the upstream's EOF.
         self.close_delimited = False
@@ -137,7 +138,8 @@ class RequestSide:
         "o",
         "protocol_version",
         "session",
-        "trace",
+        "traceparent",
+        "tracestate",
         "upgrade",
         "url",
     )
@@ -153,14 +155,16 @@ class RequestSide:
         self.last_event_id: str | None = None
         self.upgrade: bytes | None = None
         self.connection: bytes | None = None
-        self.trace: str | None = None
+        #: The W3C trace context headers (observe/mcphttp.trace_context reads them once the head is in).
+        self.traceparent: bytes | None = None
+        self.tracestate: bytes | None = None
 
     def on_message_begin(self) -> None:
         if len(self.o._queue) >= MAX_PIPELINE:
             raise HttpObserverError(f"more than {MAX_PIPELINE} requests unanswered")
         self.url = b""
-        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.trace = None
-        self.mcp_name = self.protocol_version = self.last_event_id = None
+        self.ctype = self.session = self.mcp_method = self.upgrade = self.connection = self.traceparent = None
+        self.mcp_name = self.protocol_version = self.last_event_id = self.tracestate = None
         self.o._client_in_head = True
 
     def on_url(self, url: bytes) -> None:
@@ -185,7 +189,9 @@ class RequestSide:
         elif name == b"connection":
             self.connection = value.lower()
         elif name == b"traceparent":
-            self.trace = trace_context(value)
+            self.traceparent = value
+        elif name == b"tracestate":
+            self.tracestate = value
         elif name == b"last-event-id":
             self.last_event_id = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
 
@@ -230,7 +236,8 @@ class RequestSide:
         if v2:
             current.v2 = True
         current.legacy = legacy
-        current.trace = self.trace
+        if self.traceparent is not None:
+            current.trace = trace_context(self.traceparent, self.tracestate)
         o._queue.append(current)
         o._last_request = current
 

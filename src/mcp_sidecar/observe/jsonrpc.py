@@ -65,18 +65,26 @@ class MetaFacts(msgspec.Struct):
 
     protocol_version: Any = msgspec.field(default=None, name="io.modelcontextprotocol/protocolVersion")
     traceparent: Any = None
+    tracestate: Any = None
+    #: The token the request's progress notifications will name.
+    progressToken: Any = None
 
 
 class ParamFacts(msgspec.Struct):
     """What the observers read of a request's ``params``: the tool or prompt
     (``name``) or resource (``uri``) it is about, the version an
-    ``initialize`` asks for, the request a cancellation names, and ``_meta``
-    (the 2026-07-28 protocol version, a ``traceparent``)."""
+    ``initialize`` asks for, the request a cancellation names, a progress
+    notification's figures, and ``_meta`` (the 2026-07-28 protocol version,
+    the trace context, a progress token)."""
 
     name: Any = None
     uri: Any = None
     protocolVersion: Any = None
     requestId: Any = None
+    #: A ``notifications/progress``: the request it is about (its token), how far, of how much.
+    progressToken: Any = None
+    progress: Any = None
+    total: Any = None
     #: (A ``_meta`` that is not an object makes the whole record empty: not MCP.)
     meta: MetaFacts | None = msgspec.field(default=None, name="_meta")
 

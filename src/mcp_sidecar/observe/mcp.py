@@ -87,7 +87,7 @@ def method_label(method: Any) -> str:
     return method if isinstance(method, str) and method in SPEC_METHODS else "other"
 
 
-def _id_key(value: Any) -> int | str | None:
+def request_key(value: Any) -> int | str | None:
     """A request id as a dict key: 1 and "1" are different requests; true,
     floats, null and objects are no ids at all (so a notification)."""
     if type(value) is int:  # (not bool: true is no id)
@@ -181,14 +181,14 @@ class McpTracker:
             message = from_mapping(message)
         out: list[McpOutcome] = []
         method = message.method
-        mid = _id_key(message.id)
+        mid = request_key(message.id)
         if method is not UNSET:
             label = method_label(method)
             if mid is None:  # a notification
                 if label == "notifications/progress":
                     self.progress += 1
                 elif label == "notifications/cancelled":
-                    named = _id_key(message.param("requestId"))
+                    named = request_key(message.param("requestId"))
                     pending = self._pending.pop((session, origin, named), None) if named is not None else None
                     if pending is not None:
                         out.append(pending.outcome("cancelled", now - pending.sent))
@@ -226,10 +226,15 @@ class McpTracker:
         )
         return out
 
+    def awaits(self, session: str, request_id: Any) -> bool:
+        """Whether the client's request ``request_id`` still awaits its answer."""
+        key = request_key(request_id)
+        return key is not None and (session, "client", key) in self._pending
+
     def answered_by_stream(self, session: str, request_id: Any, now: float) -> list[McpOutcome]:
         """The client's request ``request_id`` was answered by a stream that
         opened now (a ``subscriptions/listen``): ``ok``, timed to now."""
-        key = _id_key(request_id)
+        key = request_key(request_id)
         pending = self._pending.pop((session, "client", key), None) if key is not None else None
         return [] if pending is None else [pending.outcome("ok", now - pending.sent)]
 
@@ -242,5 +247,7 @@ class McpTracker:
             del self._pending[key]
             if pending.method in STREAM_METHODS:
                 continue  # a long stream is not a timed-out request
-            out.append(pending.outcome("timeout", None))
+            timed_out = pending.outcome("timeout", None)
+            timed_out.waited_s = now - pending.sent
+            out.append(timed_out)
         return out

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from .jsonrpc import Envelope, decode, decode_v2
+from .jsonrpc import Envelope, MetaFacts, decode, decode_v2
 
 KNOWN_PATHS = (
     "/",
@@ -105,13 +105,33 @@ def trace_id(traceparent: bytes) -> str | None:
     return value.decode("ascii")
 
 
-def trace_context(traceparent: bytes) -> str | None:
+#: A ``tracestate`` kept with its ``traceparent``: the W3C limit (32 members, 512 characters).
+MAX_TRACESTATE_CHARS = 512
+
+
+def trace_context(traceparent: bytes, tracestate: bytes | None = None) -> str | None:
     """A W3C ``traceparent`` whose trace id is valid, lower-cased and bounded
     (the request's trace context: its trace id for the request log, its span
-    id and flags for a span's parent), or None."""
+    id and flags for a span's parent), then, after one space, its
+    ``tracestate`` (bounded; a traceparent holds no space), or None."""
     if trace_id(traceparent) is None:
         return None
-    return traceparent.strip()[:128].lower().decode("ascii", "replace")
+    context = traceparent.strip()[:128].lower().decode("ascii", "replace")
+    if tracestate:
+        state = tracestate.strip()[:MAX_TRACESTATE_CHARS].decode("ascii", "replace")
+        if state.isprintable():
+            context += " " + state
+    return context
+
+
+def meta_trace(meta: MetaFacts | None) -> str | None:
+    """The trace context a message carries in ``params._meta`` (as ``trace_context`` keeps it)."""
+    if meta is None or not isinstance(meta.traceparent, str):
+        return None
+    state = meta.tracestate if isinstance(meta.tracestate, str) else None
+    return trace_context(
+        meta.traceparent.encode("latin-1", "replace"), state.encode("latin-1", "replace") if state is not None else None
+    )
 
 
 def trace_id_of(trace: str | None) -> str | None:

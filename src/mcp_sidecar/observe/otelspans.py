@@ -16,16 +16,24 @@ Rules this module keeps:
   route, the era, the transport label, and who was slow.  Targets are the
   route's capped labels (``other`` past the cap): bounded like the metrics.
 * The parent is the caller's ``traceparent`` (HTTP header or
-  ``params._meta``): its trace id and span id; without one the span is a
+  ``params._meta``): its trace id and span id, and its ``tracestate`` is
+  the span's (W3C: an intermediary passes it on); without one the span is a
   root with a new trace id.  Its ``sampled`` flag decides for the
   parent-based samplers; ``traceidratio`` decides on the trace id alone, so
   every hop that uses it agrees.
+* A ``tools/call`` also says ``gen_ai.operation.name = execute_tool`` (the
+  conventions' GenAI operation).  Notifications (opt-in) are spans of no
+  duration named after their method, with the direction they travelled.
+* Span events (``SpanEvent``) are bounded per span (``MAX_SPAN_EVENTS``;
+  past it they are counted in ``dropped_events``, as OTLP has it).
 * No clock, no randomness of its own: the caller passes the times and the
   ids; nothing here imports protobuf (the exporter encodes).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +43,9 @@ from .slowness import PARTS
 
 #: Span kinds as OTLP numbers them: the sidecar receives the request from the client.
 SPAN_KIND_SERVER = 2
-STATUS_OK, STATUS_ERROR = 1, 2
+#: Events a span keeps (progress notifications, its stream's end); more are counted, not kept.
+MAX_SPAN_EVENTS = 32
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 _TARGET_ATTRIBUTES = {
     "tools/call": "gen_ai.tool.name",
     "prompts/get": "gen_ai.prompt.name",
@@ -54,11 +64,34 @@ class TraceParent:
     sampled: bool
 
 
+def split_trace(trace: str | None) -> tuple[TraceParent | None, str]:
+    """What observe/mcphttp.trace_context kept: the parent, and its ``tracestate`` ("" if none)."""
+    if not trace:
+        return None, ""
+    traceparent, _, tracestate = trace.partition(" ")
+    parent = parse_traceparent(traceparent)
+    return parent, tracestate if parent is not None else ""
+
+
 def parse_traceparent(value: str | None) -> TraceParent | None:
     """``00-<32 hex>-<16 hex>-<2 hex>`` (a later version's extra fields ignored),
     or None: malformed, all-zero ids, version ff."""
     if not value:
         return None
+    if len(value) == 55 and value.startswith("00-") and value[35] == "-" and value[52] == "-":
+        try:  # (the common case, version 00: fixed places)
+            trace_id, span_id, flags = bytes.fromhex(value[3:35]), bytes.fromhex(value[36:52]), int(value[53:], 16)
+        except ValueError:
+            return None
+        if (
+            len(trace_id) != 16
+            or len(span_id) != 8
+            or not any(trace_id)
+            or not any(span_id)
+            or not value[53:].isalnum()
+        ):
+            return None
+        return TraceParent(trace_id, span_id, bool(flags & 1))
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
         return None
@@ -94,6 +127,15 @@ class Sampler:
         return int.from_bytes(trace_id[8:], "big") < self.bound
 
 
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    """Something that happened to a request while it was under way (Unix nanoseconds)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any]
+
+
 @dataclass(slots=True)
 class SpanData:
     """One span, ready to encode: ids, name, times (Unix nanoseconds), attributes, status."""
@@ -107,47 +149,121 @@ class SpanData:
     attributes: dict[str, Any]
     status_code: int
     status_message: str = ""
+    trace_state: str = ""
+    events: tuple[SpanEvent, ...] = ()
+    dropped_events: int = 0
+    #: Attributes it shares with other spans (one dictionary, encoded once: otlpwire.py).
+    shared: Mapping[str, Any] | None = None
 
 
 def span_name(outcome: McpOutcome) -> str:
     return f"{outcome.method} {outcome.target}" if outcome.target else outcome.method
 
 
-def mcp_attributes(route: str, outcome: McpOutcome) -> tuple[dict[str, Any], int, str]:
-    """The span's attributes, its status code and message, from what came of the request."""
-    attributes: dict[str, Any] = {
-        "mcp.method.name": outcome.method,
-        "network.transport": "tcp",
-        "network.protocol.name": _PROTOCOL_NAMES.get(outcome.transport, "http"),
-        "mcp_sidecar.route": route,
-        "mcp_sidecar.transport": outcome.transport,
-    }
-    target_key = _TARGET_ATTRIBUTES.get(outcome.method)
-    if target_key is not None and outcome.target:
-        attributes[target_key] = outcome.target
+def mcp_attributes(route: str, outcome: McpOutcome) -> tuple[dict[str, Any], dict[str, Any], int, str]:
+    """The span's attributes -- those its labels share with other requests
+    (``static_attributes``: one dictionary for all of them, never changed), and
+    its own -- its status code and message, from what came of the request."""
+    shared, code, message = static_attributes(*labels_of(route, outcome))
+    own: dict[str, Any] = {}
     if outcome.session is not None:
-        attributes["mcp.session.id"] = session_ref(outcome.session)
-    if outcome.protocol_version not in ("unknown", ""):
-        attributes["mcp.protocol.version"] = outcome.protocol_version
-    era = _ERAS.get(outcome.transport)
-    if era is None:
-        era = "streamable-http-2026" if outcome.protocol_version == "2026-07-28" else "streamable-http-2025"
-    attributes["mcp_sidecar.era"] = era
+        own["mcp.session.id"] = session_ref(outcome.session)
     if outcome.request_id is not None and not isinstance(outcome.request_id, bool):
-        attributes["jsonrpc.request.id"] = str(outcome.request_id)[:64]
-    host, _, port = (outcome.upstream or "").rpartition(":")
+        own["jsonrpc.request.id"] = str(outcome.request_id)[:64]
+    if outcome.parts is not None:
+        for name, seconds in zip(_PART_NAMES, outcome.parts, strict=True):
+            own[name] = round(seconds * 1000, 3)
+    return shared, own, code, message
+
+
+_PART_NAMES = tuple(f"mcp_sidecar.latency.{part}_ms" for part in PARTS)
+
+
+def labels_of(route: str, outcome: McpOutcome) -> tuple[str, str, str, str, str, str | None, str]:
+    """What ``static_attributes`` is computed from: the request's bounded labels."""
+    return (
+        route,
+        outcome.method,
+        outcome.target,
+        outcome.transport,
+        outcome.protocol_version,
+        outcome.upstream,
+        outcome.status,
+    )
+
+
+def _common(route: str, method: str, transport: str) -> dict[str, Any]:
+    """Attributes of every span: the method, the network, the route."""
+    return {
+        "mcp.method.name": method,
+        "network.transport": "tcp",
+        "network.protocol.name": _PROTOCOL_NAMES.get(transport, "http"),
+        "mcp_sidecar.route": route,
+        "mcp_sidecar.transport": transport,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def static_attributes(
+    route: str, method: str, target: str, transport: str, version: str, upstream: str | None, status: str
+) -> tuple[dict[str, Any], int, str]:
+    """The attributes every request of these labels shares (bounded labels: cached;
+    the dictionary returned is shared, never to be changed), its status and message."""
+    attributes = _common(route, method, transport)
+    target_key = _TARGET_ATTRIBUTES.get(method)
+    if target_key is not None and target:
+        attributes[target_key] = target
+    if method == "tools/call":
+        attributes["gen_ai.operation.name"] = "execute_tool"
+    if version not in ("unknown", ""):
+        attributes["mcp.protocol.version"] = version
+    attributes["mcp_sidecar.era"] = era_of(transport, version)
+    host, _, port = (upstream or "").rpartition(":")
     if host and port.isdigit():  # (an intermediary's peer in the conventions: the server it forwarded to)
         attributes["server.address"] = host.strip("[]")
         attributes["server.port"] = int(port)
-    if outcome.parts is not None:
-        for part, seconds in zip(PARTS, outcome.parts, strict=True):
-            attributes[f"mcp_sidecar.latency.{part}_ms"] = round(seconds * 1000, 3)
-    status = outcome.status
     if status == "ok":
         return attributes, STATUS_OK, ""
-    if status in ("tool_error", "timeout", "cancelled", "other_error"):
-        attributes["error.type"] = status
-    else:  # a JSON-RPC error code
-        attributes["error.type"] = status
+    attributes["error.type"] = status
+    if status not in ("tool_error", "timeout", "cancelled", "other_error"):  # a JSON-RPC error code
         attributes["rpc.response.status_code"] = status
     return attributes, STATUS_ERROR, status
+
+
+def era_of(transport: str, protocol_version: str) -> str:
+    """The era a message travelled in, from its transport label and protocol version."""
+    era = _ERAS.get(transport)
+    if era is None:
+        era = "streamable-http-2026" if protocol_version == "2026-07-28" else "streamable-http-2025"
+    return era
+
+
+def notification_attributes(
+    route: str, method: str, origin: str, transport: str, session: str | None, version: str | None
+) -> dict[str, Any]:
+    """A notification's span attributes (``origin``: the side that sent it)."""
+    attributes = _common(route, method, transport)
+    attributes["mcp_sidecar.direction"] = "client_to_server" if origin == "client" else "server_to_client"
+    attributes["mcp_sidecar.era"] = era_of(transport, version or "")
+    if session is not None:
+        attributes["mcp.session.id"] = session_ref(session)
+    if version and version != "unknown":
+        attributes["mcp.protocol.version"] = version
+    return attributes
+
+
+def progress_event(progress: Any, total: Any, time_ns: int) -> SpanEvent:
+    """A ``notifications/progress`` about the span's request."""
+    attributes: dict[str, Any] = {}
+    for key, value in (("mcp_sidecar.progress", progress), ("mcp_sidecar.progress.total", total)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attributes[key] = float(value)
+    return SpanEvent("mcp.progress", time_ns, attributes)
+
+
+def stream_end_event(end: str, abandoned: bool, time_ns: int) -> SpanEvent:
+    """The request's own response stream ended before its answer: the client
+    left (``abandoned``: it closed or reset its side) or the server's side or
+    the proxy ended it (``cut``); ``end`` says how (mcpstreams.StreamEnd)."""
+    name = "mcp_sidecar.stream.abandoned" if abandoned else "mcp_sidecar.stream.cut"
+    return SpanEvent(name, time_ns, {"mcp_sidecar.stream.end": end})

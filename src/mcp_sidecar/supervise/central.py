@@ -14,6 +14,8 @@ Rules this module keeps:
   its own: ``mcp_requests_total`` and ``mcp_response_duration_seconds`` in
   this process's instruments (merged with the workers'), the request log,
   the figures; timeouts are swept here.
+* Their spans and OTLP metrics (``[otel]``) are this process's to export:
+  the same exporters as a worker's, ended at the answer's own time.
 * Their messages are correlated in the order they were forwarded, whichever
   worker reported them first: a message waits until every serving worker
   has reported past its time (``at_unix`` of their reports), so an answer
@@ -29,7 +31,10 @@ import logging
 from typing import Any
 
 from ..config.model import ProxyConfig, RouteConfig
+from ..config.otel import OtelConfig
 from ..forward.metrics import Metrics
+from ..forward.otelexport import Tracer
+from ..forward.otelmetrics import MetricsExporter
 from ..logs import log
 from ..observe.events import McpOutcome
 from ..observe.mcp import McpTracker
@@ -43,12 +48,22 @@ logger = logging.getLogger("mcp_sidecar.forward.observation")
 MAX_WAITING = 100_000
 
 
+class OtelSinks:
+    """The supervisor's OpenTelemetry exporters (None while off), replaced on a reload that changes ``[otel]``."""
+
+    def __init__(self, config: OtelConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.tracer = Tracer(config, metrics) if config.enabled else None
+        self.metrics = MetricsExporter(config, metrics) if config.metrics_enabled else None
+
+
 class RouteBooks:
     """One route's MCP figures, merged from every worker."""
 
-    def __init__(self, route: RouteConfig, metrics: Metrics) -> None:
+    def __init__(self, route: RouteConfig, metrics: Metrics, otel: OtelSinks) -> None:
         self.name = route.name
         self.metrics = metrics
+        self.otel = otel
         self.stats = McpStats()
         self.tracker = McpTracker(route.settings.observe.mcp_request_timeout_s)
         observe = route.settings.observe
@@ -86,8 +101,13 @@ class RouteBooks:
 
     def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
         """What the correlation here completed: counted as a worker counts its own."""
+        otel = self.otel
         for outcome in outcomes:
             route = self.name
+            if otel.tracer is not None:
+                otel.tracer.outcome(route, outcome, end_unix=now)
+            if otel.metrics is not None:
+                otel.metrics.outcome(route, outcome)
             labels = (
                 route,
                 outcome.method,
@@ -126,16 +146,24 @@ class CentralMcp:
 
     def __init__(self, config: ProxyConfig) -> None:
         self.metrics = Metrics()
-        self.routes: dict[str, RouteBooks] = {r.name: RouteBooks(r, self.metrics) for r in config.routes}
+        self.otel = OtelSinks(config.otel, self.metrics)
+        self.routes: dict[str, RouteBooks] = {r.name: RouteBooks(r, self.metrics, self.otel) for r in config.routes}
         #: (at_unix, order, route, message): waiting for every worker to report past it.
         self._waiting: list[tuple[float, int, str, tuple[Any, ...]]] = []
         self._order = itertools.count()
         #: worker id -> when its latest report was built.
         self._reported: dict[int, float] = {}
 
-    def reconfigure(self, config: ProxyConfig) -> None:
-        """A reload: kept routes keep their books, new ones start empty."""
-        self.routes = {r.name: self.routes.get(r.name) or RouteBooks(r, self.metrics) for r in config.routes}
+    def reconfigure(self, config: ProxyConfig) -> bool:
+        """A reload: kept routes keep their books, new ones start empty.  True
+        when ``[otel]`` changed (the exporters are new: their tasks start again)."""
+        changed = config.otel != self.otel.config
+        if changed:
+            self.otel = OtelSinks(config.otel, self.metrics)
+            for books in self.routes.values():
+                books.otel = self.otel
+        self.routes = {r.name: self.routes.get(r.name) or RouteBooks(r, self.metrics, self.otel) for r in config.routes}
+        return changed
 
     def apply(self, worker: int, deltas: tuple[McpDelta, ...], at_unix: float) -> None:
         """A serving worker's report (built at ``at_unix``)."""

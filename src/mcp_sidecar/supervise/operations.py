@@ -164,7 +164,8 @@ class SupervisorOperations(SupervisorReporting):
                 )
                 self.slots.close_fd()
                 self.sockets, self.config, self.target, self.slots = new_sockets, new_config, new_target, new_slots
-                self.central.reconfigure(new_config)
+                if self.central.reconfigure(new_config):
+                    self._restart_otel()
                 self._prune_controls()
                 self.fault_store.reloaded(self.config)
                 self._faults_changed()  # (the new workers were told the old suppressions when they started)

@@ -78,6 +78,7 @@ class SupervisorReporting(WorkerLifecycle):
     _pending: dict[int, _Pending]
     _admin_scope: trio.CancelScope | None
     _record_scope: trio.CancelScope | None
+    _otel_scope: trio.CancelScope | None
     log_level: str
     #: route -> (state, since unix): what operators set, until enabled again.
     route_controls: dict[str, tuple[str, float]]
@@ -95,6 +96,7 @@ class SupervisorReporting(WorkerLifecycle):
         self._query_ids = itertools.count(1)
         self._admin_scope = None
         self._record_scope = None
+        self._otel_scope = None
         self.route_controls = {}
         self.fault_store = FaultStore()
 
@@ -285,6 +287,24 @@ class SupervisorReporting(WorkerLifecycle):
                 await run_recorders(self.config, self.view.taps)
                 # A recorder that stopped (its disk failed, logged) stays stopped until a reload.
                 await trio.sleep_forever()
+
+    async def _export_otel(self) -> None:
+        """The supervisor's OpenTelemetry exporters (the requests it
+        correlated); started again after a reload that changed ``[otel]``."""
+        while True:
+            with trio.CancelScope() as scope:
+                self._otel_scope = scope
+                async with trio.open_nursery() as nursery:
+                    otel = self.central.otel
+                    if otel.tracer is not None:
+                        nursery.start_soon(otel.tracer.run)
+                    if otel.metrics is not None:
+                        nursery.start_soon(otel.metrics.run)
+                    await trio.sleep_forever()
+
+    def _restart_otel(self) -> None:
+        if self._otel_scope is not None:
+            self._otel_scope.cancel()
 
     def _restart_recorders(self) -> None:
         if self._record_scope is not None:

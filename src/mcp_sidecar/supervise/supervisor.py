@@ -186,6 +186,7 @@ class Supervisor(SupervisorOperations):
                 nursery.start_soon(self._sweep_books)
                 nursery.start_soon(self._serve_admin)
                 nursery.start_soon(self._record)
+                nursery.start_soon(self._export_otel)
                 nursery.start_soon(self._manage)
                 await self._stop_requested.wait()
                 await self._shutdown()
