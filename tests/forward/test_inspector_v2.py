@@ -29,6 +29,19 @@ def metric(proxy, name: str, **labels) -> float:
     )
 
 
+async def open_events(port: int, session: str, token: str, extra: str = "") -> tuple[trio.SocketStream, bytearray]:
+    """The session's event stream (GET /api/mcp/events), opened as a browser does; its head read."""
+    stream = await connect(port)
+    await stream.send_all(
+        f"GET /api/mcp/events?sessionId={session} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"{extra}{TOKEN_HEADER}: Bearer {token}\r\n\r\n".encode()
+    )
+    received = bytearray()
+    while b"\r\n\r\n" not in received:
+        received += await stream.receive_some(4096)
+    return stream, received
+
+
 async def test_the_gate_closes_the_command_execution_path(nursery) -> None:
     """The v2 attack: load the page, read the embedded token, POST a command
     with no Origin.  Behind the gate, neither the page nor the API answer."""
@@ -91,14 +104,7 @@ async def test_a_browser_session_through_the_gate_is_observed(nursery) -> None:
             ).body
         )["sessionId"]
         # The event stream, as a browser holds it open.
-        stream = await connect(port)
-        await stream.send_all(
-            f"GET /api/mcp/events?sessionId={session} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Cookie: {cookie[1]}\r\n{TOKEN_HEADER}: Bearer {app.token}\r\n\r\n".encode()
-        )
-        received = bytearray()
-        while b"\r\n\r\n" not in received:
-            received += await stream.receive_some(4096)
+        stream, received = await open_events(port, session, app.token, f"Cookie: {cookie[1]}\r\n")
         call = {
             "jsonrpc": "2.0",
             "id": 1,

@@ -16,8 +16,9 @@ from mcp_sidecar.demo.servers import serve_http
 from mcp_sidecar.net.http import request
 from mcp_sidecar.observe.otelhistograms import BOUNDS_S
 
-from ..conftest import connect, route_doc, start_proxy, wait_until
+from ..conftest import route_doc, start_proxy, wait_until
 from ..otlp import start_receiver
+from .test_inspector_v2 import open_events
 from .test_mcp_eras import mcp_post
 from .test_otel import call, mcp_proxy
 
@@ -189,14 +190,7 @@ async def test_an_inspector_v2_session_gives_spans_with_its_progress(nursery) ->
             "127.0.0.1", port, "/api/mcp/connect", method="POST", body=b'{"config":{"command":"s"}}', headers=api
         )
         session = json.loads(connected.body)["sessionId"]
-        stream = await connect(port)
-        await stream.send_all(
-            f"GET /api/mcp/events?sessionId={session} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"{TOKEN_HEADER}: Bearer {app.token}\r\n\r\n".encode()
-        )
-        received = bytearray()
-        while b"\r\n\r\n" not in received:
-            received += await stream.receive_some(4096)
+        stream, _ = await open_events(port, session, app.token)
         call = {
             "jsonrpc": "2.0",
             "id": 1,
