@@ -13,6 +13,9 @@ Rules this module keeps:
   it past ``max_bytes``; at most ``max_files`` are kept (the oldest deleted):
   the route's recordings never take more than ``max_bytes x max_files``
   (a single line larger than a file gets a file of its own).
+* Under a supervisor the workers encode each message's line
+  (``recording.message_body``) and relay the bytes; the supervisor numbers
+  them in the order they arrive (``numbered_line``) and writes them.
 * Lines are written in batches (one write per ``FLUSH_S`` under load), to the
   page cache: a batch is a few KiB to a few MiB, written in microseconds to
   milliseconds; a disk that fails stops this recorder (logged once), never the worker.
@@ -32,7 +35,7 @@ import trio
 from .. import __version__
 from ..config.model import ProxyConfig, RouteConfig
 from ..logs import log
-from ..observe.recording import dropped_line, header, header_line, message_line, queue_for
+from ..observe.recording import dropped_line, header, header_line, message_line, numbered_line, queue_for
 from ..observe.tap import TapFilter
 from .tap import TapBusy, TapHub
 
@@ -118,12 +121,14 @@ async def record_route(
     files: RotatingFiles,
     max_body_bytes: int,
     started_mono: float,
+    lines: bool = False,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Record ``route`` into ``files`` until cancelled (always unsubscribes)."""
+    """Record ``route`` into ``files`` until cancelled (always unsubscribes);
+    ``lines``: from workers that encode the lines (a supervisor's hub)."""
     try:
-        subscriber = hub.subscribe(TapFilter(route, max_bytes=max_body_bytes), queue_for(max_body_bytes))
+        subscriber = hub.subscribe(TapFilter(route, max_bytes=max_body_bytes, lines=lines), queue_for(max_body_bytes))
     except TapBusy as exc:
         log(logger, logging.ERROR, "record.refused", route=route, error=str(exc))
         task_status.started()
@@ -140,17 +145,21 @@ async def record_route(
                     batch.append(subscriber.receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            lines = []
+            out: list[bytes] = []
             if subscriber.dropped != reported:
-                lines.append(
+                out.append(
                     dropped_line(subscriber.dropped - reported, subscriber.dropped, time.monotonic() - started_mono)
                 )
                 reported = subscriber.dropped
-            for record in batch:
+            for item in batch:
                 seq += 1
-                lines.append(message_line(record, seq, started_mono))
+                if type(item) is tuple:  # (encoded by a worker: a supervisor's recording)
+                    mono, body = item
+                    out.append(numbered_line(body, seq, round(mono - started_mono, 6)))
+                else:
+                    out.append(message_line(item, seq, started_mono))
             try:
-                files.write(lines)
+                files.write(out)
             except OSError as exc:
                 log(logger, logging.ERROR, "record.failed", route=route, error=str(exc))
                 return
@@ -207,9 +216,10 @@ def recorded_routes(config: ProxyConfig) -> list[RouteConfig]:
     return [r for r in config.routes if r.settings.protocol != "tcp"]
 
 
-async def run_recorders(config: ProxyConfig, hub: TapHub) -> None:
+async def run_recorders(config: ProxyConfig, hub: TapHub, lines: bool = False) -> None:
     """The configured recordings, one per route, until cancelled (a reload
-    cancels and starts them again with the new settings: new files)."""
+    cancels and starts them again with the new settings: new files);
+    ``lines``: the hub is a supervisor's, fed by workers that encode the lines."""
     record = config.observe.record
     routes = recorded_routes(config)
     if record is None or not routes:
@@ -229,4 +239,4 @@ async def run_recorders(config: ProxyConfig, hub: TapHub) -> None:
                 started_unix=started_unix,
                 started_mono=started_mono,
             )
-            await nursery.start(record_route, hub, route.name, files, record.max_body_bytes, started_mono)
+            await nursery.start(record_route, hub, route.name, files, record.max_body_bytes, started_mono, lines)

@@ -9,6 +9,9 @@ Rules this module keeps:
   that does not fit is dropped for that subscriber and counted
   (``dropped``, and ``mcp_sidecar_tap_dropped_total``); forwarding never
   waits for a reader.
+* A recording under a supervisor (a ``lines`` filter) gets its messages as
+  the bytes its workers encoded (``offer_line``), never as records: no
+  record crosses the channel for it, nothing is encoded twice.
 * Subscribing is the admin endpoint's business (it owns the receiving end
   and unsubscribes when its client goes); this module never blocks.
 """
@@ -39,15 +42,24 @@ class TapSubscriber:
 
     def __init__(self, tap_filter: TapFilter | AnyOf, queue: int) -> None:
         self.filter = tap_filter
-        self.send, self.receive = trio.open_memory_channel[dict[str, Any]](queue)
+        #: Records (dicts), or for a ``lines`` filter (mono, encoded body) pairs.
+        self.send, self.receive = trio.open_memory_channel[Any](queue)
         self.dropped = 0
         self.delivered = 0
 
     def offer(self, record: dict[str, Any]) -> None:
-        if not self.filter.wants(record):
+        if self.filter.lines or not self.filter.wants(record):
             return
+        self._put(record)
+
+    def offer_line(self, route: str, mono: float, body: bytes) -> None:
+        """A message a worker encoded for a recording (its filter applied there)."""
+        if self.filter.lines and self.filter.wants_route(route):
+            self._put((mono, body))
+
+    def _put(self, item: Any) -> None:
         try:
-            self.send.send_nowait(record)
+            self.send.send_nowait(item)
             self.delivered += 1
         except trio.WouldBlock:
             self.dropped += 1
@@ -99,3 +111,8 @@ class TapHub:
         """A record from elsewhere (a worker's relay): to every subscriber that wants it."""
         for subscriber in self.subscribers:
             subscriber.offer(record)
+
+    def offer_line(self, route: str, mono: float, body: bytes) -> None:
+        """A recording's line from a worker's relay: to the recordings of its route."""
+        for subscriber in self.subscribers:
+            subscriber.offer_line(route, mono, body)

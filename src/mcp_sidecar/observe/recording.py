@@ -107,12 +107,13 @@ def header_line(head: dict[str, Any]) -> bytes:
 def message_line(record: dict[str, Any], seq: int, started_mono: float) -> bytes:
     """A tap record as a recording's message line (no parse: a body that
     was not cut is JSON already, embedded as it is)."""
-    line: dict[str, Any] = {
-        "type": "message",
-        "seq": seq,
-        "t": round(record.get("mono", started_mono) - started_mono, 6),
-        "wall": record["t"],
-    }
+    return numbered_line(message_body(record), seq, round(record.get("mono", started_mono) - started_mono, 6))
+
+
+def message_body(record: dict[str, Any]) -> bytes:
+    """A message line without its place in the file (``type``, ``seq``, ``t``):
+    what a supervised worker encodes and relays (``numbered_line`` completes it)."""
+    line: dict[str, Any] = {"wall": record["t"]}
     for name in _FIELDS:
         if name in record:
             line[name] = record[name]
@@ -122,7 +123,12 @@ def message_line(record: dict[str, Any], seq: int, started_mono: float) -> bytes
         if value is not None:
             line[name] = value if truncated else msgspec.Raw(value.encode())
     line["truncated"] = truncated
-    return _encode(line) + b"\n"
+    return _encode(line)
+
+
+def numbered_line(body: bytes, seq: int, t: float) -> bytes:
+    """``message_body``'s bytes as the ``seq``-th line, ``t`` seconds into the recording."""
+    return b'{"type":"message","seq":' + str(seq).encode() + b',"t":' + _encode(t) + b"," + body[1:] + b"\n"
 
 
 def dropped_line(count: int, total: int, t: float) -> bytes:

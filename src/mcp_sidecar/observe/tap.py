@@ -50,6 +50,9 @@ class TapFilter:
     method: str | None = None
     target: str | None = None
     max_bytes: int | None = None
+    #: A supervisor's recording: its workers relay the messages it wants as
+    #: encoded lines (recording.message_body), not as records.
+    lines: bool = False
 
     def wants_route(self, route: str) -> bool:
         return self.route is None or self.route == route
@@ -80,6 +83,8 @@ class AnyOf:
     """What several subscribers want together (a worker relaying for its supervisor's)."""
 
     filters: tuple[TapFilter, ...]
+    #: (records, never lines: the relay encodes the lines its filters want)
+    lines = False
 
     def wants_route(self, route: str) -> bool:
         return any(f.wants_route(route) for f in self.filters)

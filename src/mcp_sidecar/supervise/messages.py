@@ -270,10 +270,12 @@ class TapOn:
 
 @dataclass(frozen=True, slots=True)
 class TapBatch:
-    """MCP messages for the supervisor's tap subscribers, and how many the relay dropped."""
+    """MCP messages for the supervisor's tap subscribers, and how many the relay
+    dropped; for its recordings, the messages' lines encoded (route, mono, body)."""
 
     records: tuple[dict[str, Any], ...]
     dropped: int = 0
+    lines: tuple[tuple[str, float, bytes], ...] = ()
 
 
 #: What the supervisor sends.

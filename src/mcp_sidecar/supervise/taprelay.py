@@ -6,6 +6,9 @@ Rules this module keeps:
 * One subscription in the worker's hub for all of the supervisor's tap
   clients (``AnyOf`` their filters, sent as ``TapOn``); none while nobody
   taps, so an untapped worker builds no tap record.
+* A recording's messages (a ``lines`` filter) cross as their encoded lines
+  (``recording.message_body``: the supervisor only numbers and writes
+  them), the tap clients' as records.
 * Bounded: the subscription's queue holds ``RELAY_QUEUE`` records (fewer
   while a recording asks for larger bodies: ``recording.queue_for``); beyond,
   records are dropped and the count goes with the next batch (the clients'
@@ -20,7 +23,7 @@ from typing import Any
 import trio
 
 from ..forward.tap import TapHub, TapSubscriber
-from ..observe.recording import queue_for
+from ..observe.recording import message_body, queue_for
 from ..observe.tap import AnyOf
 from .channel import Channel, ChannelClosed
 from .messages import TapBatch
@@ -40,12 +43,17 @@ class TapRelay:
         self.subscriber: TapSubscriber | None = None
         self._changed = trio.Event()
         self._reported_dropped = 0
+        #: The recordings' filters (their messages go as encoded lines) and the others'.
+        self.line_filters: tuple[Any, ...] = ()
+        self.record_filters: tuple[Any, ...] = ()
 
     def want(self, filters: tuple[Any, ...]) -> None:
         """What the supervisor's clients want now (nothing: stop relaying)."""
         if self.subscriber is not None:
             self.hub.unsubscribe(self.subscriber)
             self.subscriber = None
+        self.line_filters = tuple(f for f in filters if f.lines)
+        self.record_filters = tuple(f for f in filters if not f.lines)
         if filters:
             wanted = AnyOf(tuple(filters))
             bound = wanted.max_bytes  # (a recording's bodies: fewer of them fit the same bytes)
@@ -86,8 +94,22 @@ class TapRelay:
                         break
                 dropped = self.hub.dropped - self._reported_dropped
                 self._reported_dropped += dropped
-                await self.channel.send(TapBatch(tuple(records), dropped))
+                await self.channel.send(self._batch(records, dropped))
                 if ended:
                     return
         except trio.EndOfChannel:
             return
+
+    def _batch(self, records: list[dict[str, Any]], dropped: int) -> TapBatch:
+        """The records for the taps, the recordings' as lines (encoded once, here)."""
+        line_filters, record_filters = self.line_filters, self.record_filters
+        if not line_filters:
+            return TapBatch(tuple(records), dropped)
+        lines = []
+        kept = []
+        for record in records:
+            if any(f.wants(record) for f in line_filters):
+                lines.append((record["route"], record.get("mono", 0.0), message_body(record)))
+            if record_filters and any(f.wants(record) for f in record_filters):
+                kept.append(record)
+        return TapBatch(tuple(kept), dropped, tuple(lines))
