@@ -149,6 +149,31 @@ def _ratio(value: Any, where: tuple[str, str]) -> float:
     return ratio
 
 
+def _flag(value: Any, where: tuple[str, str]) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(*where, f"expected true or false, got {value!r}")
+    return value
+
+
+def _duration(value: Any, where: tuple[str, str], why: str, *, least: float = 0.0) -> float:
+    """A positive duration of at least ``least`` seconds, else ``why``."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(*where, str(exc)) from None
+    if not (seconds > 0 and seconds >= least):
+        raise ConfigError(*where, why)
+    return seconds
+
+
+def _exporter(env: Mapping[str, str], name: str) -> str:
+    """``OTEL_TRACES_EXPORTER`` or ``OTEL_METRICS_EXPORTER``: otlp, none, or unset ("")."""
+    exporter = (env.get(name) or "").strip()
+    if exporter not in ("", "otlp", "none"):
+        raise ConfigError(f"${name}", "", f"expected otlp or none, got {exporter!r}")
+    return exporter
+
+
 def _truthy(value: str) -> bool:
     return value.strip().lower() == "true"
 
@@ -200,31 +225,21 @@ def otel_config(source: str, table: Mapping[str, Any], env: Mapping[str, str]) -
     values["traces_endpoint"] = _signal_endpoint(
         source, table, env, base, "traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", TRACES_PATH
     )
-    exporter = (env.get("OTEL_TRACES_EXPORTER") or "").strip()
-    if exporter not in ("", "otlp", "none"):
-        raise ConfigError(*var("OTEL_TRACES_EXPORTER"), f"expected otlp or none, got {exporter!r}")
-    if exporter == "none":
+    if _exporter(env, "OTEL_TRACES_EXPORTER") == "none":
         values["traces_endpoint"] = None
-    general = (
-        _pairs(env["OTEL_EXPORTER_OTLP_HEADERS"], var("OTEL_EXPORTER_OTLP_HEADERS"), "headers")
-        if env.get("OTEL_EXPORTER_OTLP_HEADERS")
-        else ()
-    )
-    headers, metrics_headers = general, general
-    if env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
-        name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
-        headers = (*headers, *_pairs(env[name], var(name), "headers"))
-    if env.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS"):
-        name = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
-        metrics_headers = (*metrics_headers, *_pairs(env[name], var(name), "headers"))
+
+    def variable_headers(name: str) -> tuple[tuple[str, str], ...]:
+        return _pairs(env[name], var(name), "headers") if env.get(name) else ()
+
+    general = variable_headers("OTEL_EXPORTER_OTLP_HEADERS")
+    headers = (*general, *variable_headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS"))
+    metrics_headers = (*general, *variable_headers("OTEL_EXPORTER_OTLP_METRICS_HEADERS"))
     if "headers" in table:
         headers = metrics_headers = _pairs(table["headers"], file("headers"), "headers")
     values["headers"], values["metrics_headers"] = headers, metrics_headers
     _metrics(source, table, env, base, values)
     if "notifications" in table:
-        if not isinstance(table["notifications"], bool):
-            raise ConfigError(*file("notifications"), f"expected true or false, got {table['notifications']!r}")
-        values["notifications"] = table["notifications"]
+        values["notifications"] = _flag(table["notifications"], file("notifications"))
     if "service_name" in table:
         if not isinstance(table["service_name"], str) or not table["service_name"].strip():
             raise ConfigError(*file("service_name"), f"expected a name, got {table['service_name']!r}")
@@ -256,13 +271,7 @@ def otel_config(source: str, table: Mapping[str, Any], env: Mapping[str, str]) -
                 raise ConfigError(*file(key), f"expected an integer from {low} to {high}, got {value!r}")
             values[key] = value
     if "export_timeout" in table:
-        try:
-            timeout = parse_duration(table["export_timeout"])
-        except ValueError as exc:
-            raise ConfigError(*file("export_timeout"), str(exc)) from None
-        if not timeout > 0:
-            raise ConfigError(*file("export_timeout"), "must be positive")
-        values["export_timeout_s"] = timeout
+        values["export_timeout_s"] = _duration(table["export_timeout"], file("export_timeout"), "must be positive")
     if _truthy(env.get("OTEL_SDK_DISABLED", "")):
         values["traces_endpoint"] = values["metrics_endpoint"] = None
     return OtelConfig(**values)
@@ -295,14 +304,9 @@ def _metrics(
     values: dict[str, Any],
 ) -> None:
     """The OTLP metrics: asked for, where to, how often."""
-    exporter = (env.get("OTEL_METRICS_EXPORTER") or "").strip()
-    if exporter not in ("", "otlp", "none"):
-        raise ConfigError("$OTEL_METRICS_EXPORTER", "", f"expected otlp or none, got {exporter!r}")
-    asked = exporter == "otlp"
+    asked = _exporter(env, "OTEL_METRICS_EXPORTER") == "otlp"
     if "metrics" in table:
-        if not isinstance(table["metrics"], bool):
-            raise ConfigError(source, "otel.metrics", f"expected true or false, got {table['metrics']!r}")
-        asked = table["metrics"]
+        asked = _flag(table["metrics"], (source, "otel.metrics"))
     endpoint = _signal_endpoint(
         source, table, env, base, "metrics_endpoint", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", METRICS_PATH
     )
@@ -314,13 +318,8 @@ def _metrics(
         )
     values["metrics_endpoint"] = endpoint if asked else None
     if "metrics_interval" in table:
-        try:
-            interval = parse_duration(table["metrics_interval"])
-        except ValueError as exc:
-            raise ConfigError(source, "otel.metrics_interval", str(exc)) from None
-        if not interval >= 1:
-            raise ConfigError(source, "otel.metrics_interval", "must be at least 1s")
-        values["metrics_interval_s"] = interval
+        where = (source, "otel.metrics_interval")
+        values["metrics_interval_s"] = _duration(table["metrics_interval"], where, "must be at least 1s", least=1.0)
     elif env.get("OTEL_METRIC_EXPORT_INTERVAL"):
         try:
             milliseconds = int(env["OTEL_METRIC_EXPORT_INTERVAL"].strip())

@@ -132,8 +132,9 @@ class McpRecords:
     def notification(self, side: str, payload: bytes, progress: bool, now: float) -> None:
         """A WebSocket notification the observer did not decode (nothing to correlate)."""
         route = self.route
-        if route.taps or (route.tracer is not None and route.tracer.config.notifications):
-            # Somebody taps, or notifications are spans: it is decoded after all.
+        tracer = route.tracer
+        if route.taps or (tracer is not None and (progress or tracer.config.notifications)):
+            # Somebody taps, or it is a span or its request's span event: it is decoded after all.
             for message in decode(payload):
                 self.message(side, message, now, None, "ws", len(payload), None, False)
             return
@@ -144,10 +145,6 @@ class McpRecords:
         counts["ws"] = counts.get("ws", 0) + 1
         if progress:
             route.tracker.progress += 1
-            if route.tracer is not None:  # its request's span gets an event: it is read after all
-                for message in decode(payload):
-                    facts = params_facts(message)
-                    route.tracer.progress(route.route, self.scope, facts.progressToken, facts.progress, facts.total)
 
     def message(
         self,
@@ -185,7 +182,8 @@ class McpRecords:
                 if origin == "client" and http:
                     self.awaiting_first_byte.append((label, now))
         transport_name = transport_label(transport)
-        remote = route.correlate_remotely and transport_name in REMOTE_TRANSPORTS and route.relay is not None
+        relay = route.relay if route.correlate_remotely and transport_name in REMOTE_TRANSPORTS else None
+        remote = relay is not None
         if route.tracer is not None and label is not None:
             if not is_request:
                 self._trace_notification(route.tracer, label, origin, message, scope, transport, session, trace, remote)
@@ -195,9 +193,9 @@ class McpRecords:
             route.sink.message(scope, self.client, transport_name, now, label if is_request else None, version)
         else:
             route.sink.client(self.client, transport_name, now, label if is_request else None, version)
-        if remote and route.relay is not None:
+        if relay is not None:
             # Its two connections may be in two workers: the supervisor correlates it.
-            route.relay.correlate(origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target)
+            relay.correlate(origin, message, now, scope, transport_name, size, trace, version or UNKNOWN, target)
             outcomes = []
         else:
             outcomes = route.tracker.message(

@@ -118,27 +118,21 @@ class Tracer:
         duration = outcome.duration_s if outcome.duration_s is not None else outcome.waited_s
         if duration is None:  # (a request pushed out of the bounded book: nothing to time)
             return
-        parent, state = split_trace(outcome.trace)
-        trace_id = parent.trace_id if parent is not None else self._id(128)
-        if not self.sampler.sampled(trace_id, parent):
-            return
-        if len(self.pending) >= self.config.queue_spans:  # (before anything is built)
-            self._drop(1)
+        context = self._context(outcome.trace)
+        if context is None:
             return
         end = time.time_ns() if end_unix is None else int(end_unix * 1e9)
         shared, own, code, message = mcp_attributes(route, outcome)
         self._queue(
             SpanData(
-                trace_id,
-                self._id(64),
-                parent.span_id if parent is not None else b"",
+                *context[:3],
                 span_name(outcome),
                 end - int(duration * 1e9),
                 end,
                 own,
                 code,
                 message,
-                state,
+                context[3],
                 tuple(events.events) if events is not None else (),
                 events.dropped if events is not None else 0,
                 shared,
@@ -156,26 +150,24 @@ class Tracer:
         trace: str | None,
     ) -> None:
         """A notification seen (only when ``[otel] notifications`` asks): a span of no duration."""
-        parent, state = split_trace(trace)
-        trace_id = parent.trace_id if parent is not None else self._id(128)
-        if not self.sampler.sampled(trace_id, parent):
+        context = self._context(trace)
+        if context is None:
             return
         now = time.time_ns()
         attributes = notification_attributes(route, method, origin, transport, session, version)
-        self._queue(
-            SpanData(
-                trace_id,
-                self._id(64),
-                parent.span_id if parent is not None else b"",
-                method,
-                now,
-                now,
-                attributes,
-                STATUS_UNSET,
-                "",
-                state,
-            )
-        )
+        self._queue(SpanData(*context[:3], method, now, now, attributes, STATUS_UNSET, "", context[3]))
+
+    def _context(self, trace: str | None) -> tuple[bytes, bytes, bytes, str] | None:
+        """A new span's trace id, span id, parent span id and trace state, or
+        None: not sampled, or no room in the queue (dropped, counted)."""
+        parent, state = split_trace(trace)
+        trace_id = parent.trace_id if parent is not None else self._id(128)
+        if not self.sampler.sampled(trace_id, parent):
+            return None
+        if len(self.pending) >= self.config.queue_spans:  # (before anything is built)
+            self._drop(1)
+            return None
+        return trace_id, self._id(64), parent.span_id if parent is not None else b"", state
 
     def request(self, route: str, session: str, request_id: Any, progress_token: Any) -> None:
         """A request that asked for progress: its notifications will name ``progress_token``."""
@@ -214,9 +206,7 @@ class Tracer:
             book.dropped += 1
 
     def _queue(self, span: SpanData) -> None:
-        if len(self.pending) >= self.config.queue_spans:
-            self._drop(1)
-            return
+        """A span ``_context`` made room for."""
         self.pending.append(span)
         wakeup = self._wakeup
         if wakeup is not None:

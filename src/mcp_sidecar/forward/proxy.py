@@ -49,8 +49,7 @@ from .limits import SharedCounts
 from .metrics import Metrics
 from .observation import RouteObservation
 from .observequeue import ObservationQueue
-from .otelexport import Tracer
-from .otelmetrics import MetricsExporter
+from .otelsinks import otel_sinks
 from .pump import Pipe, ScratchBuffer
 from .refuse import refuse
 from .state import Connection, RouteControl, RouteState
@@ -114,10 +113,9 @@ class Proxy:
         self.observe_queue = ObservationQueue()
         #: Large answers on their way to slow clients (who was slow's client part).
         self.drains = DrainWatch()
-        #: Every observed MCP request as an OpenTelemetry span; None while [otel] is off.
-        self.tracer = Tracer(config.otel, self.metrics) if config.otel.enabled else None
-        #: The OTLP metrics ([otel] metrics); None while off.
-        self.otel_metrics = MetricsExporter(config.otel, self.metrics) if config.otel.metrics_enabled else None
+        #: Every observed MCP request as an OpenTelemetry span and duration; None while [otel] is off.
+        self.otel = otel_sinks(config.otel, self.metrics)
+        self.tracer = self.otel.tracer if self.otel is not None else None
         self.exhaustion = LocalExhaustion()
         self.descriptors = DescriptorBudget.for_this_process()
         for route in config.routes:
@@ -150,7 +148,7 @@ class Proxy:
                         queue=self.observe_queue,
                         drains=self.drains,
                         tracer=self.tracer,
-                        otel_metrics=self.otel_metrics,
+                        otel=self.otel,
                         request_log=RequestLogPolicy(s.observe.request_log_sample, s.observe.request_log_rate)
                         if s.observe.request_log
                         else None,
@@ -391,10 +389,8 @@ class Proxy:
                 # Outlives the connections (each drains it as it closes), then cancelled.
                 observing.start_soon(self.observe_queue.run)
                 observing.start_soon(self.drains.run)
-                if self.tracer is not None:
-                    observing.start_soon(self.tracer.run)
-                if self.otel_metrics is not None:
-                    observing.start_soon(self.otel_metrics.run)
+                if self.otel is not None:
+                    observing.start_soon(self.otel.run)
                 await self._serve_connections(task_status)
                 observing.cancel_scope.cancel()
         finally:

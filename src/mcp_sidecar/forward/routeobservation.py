@@ -34,7 +34,7 @@ from .mcpstreams import RouteStreams
 from .metrics import Metrics
 from .observequeue import ObservationQueue
 from .otelexport import Tracer
-from .otelmetrics import MetricsExporter
+from .otelsinks import OtelSinks
 from .statsrelay import StatsRelay
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,8 @@ class RouteObservation:
     request_log: RequestLogPolicy | None = None
     #: The worker's OpenTelemetry spans (otelexport.py); None while [otel] is off.
     tracer: Tracer | None = None
-    #: The worker's OTLP metrics (otelmetrics.py); None while off.
-    otel_metrics: MetricsExporter | None = None
+    #: The worker's OpenTelemetry exporters (otelsinks.py), fed every outcome; None while [otel] is off.
+    otel: OtelSinks | None = None
     #: The tap's subscribers that want this route (forward/tap.py); empty: nobody taps.
     taps: tuple[Any, ...] = ()
     tap_max_bytes: int = DEFAULT_MAX_BYTES
@@ -133,18 +133,10 @@ class RouteObservation:
 
     def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
         """What came of requests: metrics, the operator's figures, the request log."""
-        stats, policy, metrics, tracer, otel_metrics = (
-            self.sink,
-            self.request_log,
-            self.metrics,
-            self.tracer,
-            self.otel_metrics,
-        )
+        stats, policy, metrics, otel = self.sink, self.request_log, self.metrics, self.otel
         for outcome in outcomes:
-            if tracer is not None:
-                tracer.outcome(self.route, outcome)
-            if otel_metrics is not None:
-                otel_metrics.outcome(self.route, outcome)
+            if otel is not None:
+                otel.outcome(self.route, outcome)
             method, transport, version, target = (
                 outcome.method,
                 outcome.transport,

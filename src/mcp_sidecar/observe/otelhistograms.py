@@ -89,7 +89,8 @@ class OperationDurations:
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
         self.points: dict[tuple[tuple[str, Any], ...], HistogramPoint] = {}
-        #: Requests recorded since the last export (nothing new: nothing sent).
+        #: Requests recorded since the last export that went through (a stopping
+        #: process sends its figures once more only if there are some).
         self.fresh = 0
 
     def outcome(self, route: str, outcome: McpOutcome) -> None:

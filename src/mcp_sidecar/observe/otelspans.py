@@ -33,6 +33,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,38 +74,23 @@ def split_trace(trace: str | None) -> tuple[TraceParent | None, str]:
     return parent, tracestate if parent is not None else ""
 
 
+#: ``version-traceid-parentid-flags``, lower or upper case hex; a later version may add fields.
+_TRACEPARENT = re.compile(r"([0-9a-fA-F]{2})-([0-9a-fA-F]{32})-([0-9a-fA-F]{16})-([0-9a-fA-F]{2})(-.*)?")
+
+
 def parse_traceparent(value: str | None) -> TraceParent | None:
     """``00-<32 hex>-<16 hex>-<2 hex>`` (a later version's extra fields ignored),
     or None: malformed, all-zero ids, version ff."""
-    if not value:
+    match = _TRACEPARENT.fullmatch(value.strip()) if value else None
+    if match is None:
         return None
-    if len(value) == 55 and value.startswith("00-") and value[35] == "-" and value[52] == "-":
-        try:  # (the common case, version 00: fixed places)
-            trace_id, span_id, flags = bytes.fromhex(value[3:35]), bytes.fromhex(value[36:52]), int(value[53:], 16)
-        except ValueError:
-            return None
-        if (
-            len(trace_id) != 16
-            or len(span_id) != 8
-            or not any(trace_id)
-            or not any(span_id)
-            or not value[53:].isalnum()
-        ):
-            return None
-        return TraceParent(trace_id, span_id, bool(flags & 1))
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+    version, trace, span, flags, extra = match.groups()
+    if version.lower() == "ff" or (version == "00" and extra is not None):
         return None
-    if parts[0].lower() == "ff" or (parts[0] == "00" and len(parts) != 4):
-        return None
-    try:
-        trace_id, span_id, flags = bytes.fromhex(parts[1]), bytes.fromhex(parts[2]), int(parts[3], 16)
-        int(parts[0], 16)
-    except ValueError:
-        return None
+    trace_id, span_id = bytes.fromhex(trace), bytes.fromhex(span)
     if not any(trace_id) or not any(span_id):
         return None
-    return TraceParent(trace_id, span_id, bool(flags & 1))
+    return TraceParent(trace_id, span_id, bool(int(flags, 16) & 1))
 
 
 class Sampler:

@@ -147,10 +147,14 @@ def _event(event: SpanEvent) -> bytes:
 
 def export_request(spans: list[SpanData], resource: dict[str, str], scope: tuple[str, str]) -> bytes:
     """The serialized request: one resource, one scope (name, version), the spans."""
+    return _envelope(resource, scope, b"".join([_field(2, _span(span)) for span in spans]))
+
+
+def _envelope(resource: dict[str, str], scope: tuple[str, str], items: bytes) -> bytes:
+    """An export request around ``items`` (field 2 of the scope's message): one
+    resource (field 1 of each ``Resource*``), one scope (name, version)."""
     scope_bytes = _field(1, scope[0].encode()) + _field(2, scope[1].encode())
-    scope_spans = _field(1, scope_bytes) + b"".join([_field(2, _span(span)) for span in spans])
-    resource_spans = _field(1, _key_values(1, dict(resource))) + _field(2, scope_spans)
-    return _field(1, resource_spans)
+    return _field(1, _field(1, _key_values(1, resource)) + _field(2, _field(1, scope_bytes) + items))
 
 
 _AGGREGATION_CUMULATIVE = 2
@@ -188,7 +192,4 @@ def export_metrics_request(
     histogram += b"\x10" + _varint(_AGGREGATION_CUMULATIVE)  # aggregation_temporality = 2
     name, description, unit = metric
     body = _field(1, name.encode()) + _field(2, description.encode()) + _field(3, unit.encode()) + _field(9, histogram)
-    scope_bytes = _field(1, scope[0].encode()) + _field(2, scope[1].encode())
-    scope_metrics = _field(1, scope_bytes) + _field(2, body)
-    resource_metrics = _field(1, _key_values(1, dict(resource))) + _field(2, scope_metrics)
-    return _field(1, resource_metrics)
+    return _envelope(resource, scope, _field(2, body))

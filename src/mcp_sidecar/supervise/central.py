@@ -18,9 +18,10 @@ Rules this module keeps:
   the same exporters as a worker's, ended at the answer's own time.
 * Their messages are correlated in the order they were forwarded, whichever
   worker reported them first: a message waits until every serving worker
-  has reported past its time (``at_unix`` of their reports), so an answer
-  relayed by one worker is never matched before the request another worker
-  forwarded earlier.  At most ``MAX_WAITING`` wait; beyond, the oldest go.
+  (from the moment it is told to serve: ``joined``) has reported past its
+  time (``at_unix`` of their reports), so an answer relayed by one worker is
+  never matched before the request another worker forwarded earlier.  At
+  most ``MAX_WAITING`` wait; beyond, the oldest go.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ import logging
 from typing import Any
 
 from ..config.model import ProxyConfig, RouteConfig
-from ..config.otel import OtelConfig
 from ..forward.metrics import Metrics
-from ..forward.otelexport import Tracer
-from ..forward.otelmetrics import MetricsExporter
+from ..forward.otelsinks import OtelSinks
 from ..logs import log
 from ..observe.events import McpOutcome
 from ..observe.mcp import McpTracker
@@ -46,15 +45,6 @@ logger = logging.getLogger("mcp_sidecar.forward.observation")
 
 #: Messages of the correlated transports waiting for every worker's report.
 MAX_WAITING = 100_000
-
-
-class OtelSinks:
-    """The supervisor's OpenTelemetry exporters (None while off), replaced on a reload that changes ``[otel]``."""
-
-    def __init__(self, config: OtelConfig, metrics: Metrics) -> None:
-        self.config = config
-        self.tracer = Tracer(config, metrics) if config.enabled else None
-        self.metrics = MetricsExporter(config, metrics) if config.metrics_enabled else None
 
 
 class RouteBooks:
@@ -104,10 +94,7 @@ class RouteBooks:
         otel = self.otel
         for outcome in outcomes:
             route = self.name
-            if otel.tracer is not None:
-                otel.tracer.outcome(route, outcome, end_unix=now)
-            if otel.metrics is not None:
-                otel.metrics.outcome(route, outcome)
+            otel.outcome(route, outcome, end_unix=now)
             labels = (
                 route,
                 outcome.method,
@@ -176,6 +163,13 @@ class CentralMcp:
         if deltas:
             self._reported[worker] = at_unix
         self._release()
+
+    def joined(self, worker: int, at_unix: float) -> None:
+        """A worker starts serving now: nothing it forwards is older, so messages
+        wait for its reports past this time too (it has made none yet: without
+        this, an answer another worker relayed could be matched before this
+        worker's report of its request arrived, and be lost)."""
+        self._reported.setdefault(worker, at_unix)
 
     def forget(self, worker: int) -> None:
         """A worker exited: it reports nothing more (its last report is in)."""

@@ -94,6 +94,9 @@ class WorkerLifecycle:
     def _tapped(self, message: TapBatch) -> None:
         raise NotImplementedError
 
+    def _activating(self, worker: Worker) -> None:
+        raise NotImplementedError
+
     def _started_serving(self, worker: Worker) -> None:
         raise NotImplementedError
 
@@ -329,6 +332,7 @@ class WorkerLifecycle:
             self.standby = None
         worker.role = Role.ACTIVE
         self._send_facts()
+        self._activating(worker)
         if not await self._send(worker, Activate()):
             return False
         if not await until(worker, worker.serving, STARTUP_TIMEOUT_S):

@@ -165,6 +165,10 @@ class SupervisorReporting(WorkerLifecycle):
         for worker in self._alive():
             self.tell(worker, update)
 
+    def _activating(self, worker: Worker) -> None:
+        """A worker is about to serve: the correlation waits for its reports from now on."""
+        self.central.joined(worker.id, time.time())
+
     def _started_serving(self, worker: Worker) -> None:
         """A worker now serves: what it must know that came before."""
         if self.view.taps.subscribers:
@@ -296,13 +300,8 @@ class SupervisorReporting(WorkerLifecycle):
         while True:
             with trio.CancelScope() as scope:
                 self._otel_scope = scope
-                async with trio.open_nursery() as nursery:
-                    otel = self.central.otel
-                    if otel.tracer is not None:
-                        nursery.start_soon(otel.tracer.run)
-                    if otel.metrics is not None:
-                        nursery.start_soon(otel.metrics.run)
-                    await trio.sleep_forever()
+                await self.central.otel.run()
+                await trio.sleep_forever()
 
     def _restart_otel(self) -> None:
         if self._otel_scope is not None:
