@@ -40,6 +40,43 @@ def test_cancelling_request_zero():
     assert t.pending == 0
 
 
+def test_an_answer_before_its_request_is_no_answer_by_default():
+    t = McpTracker()
+    assert outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"result":{}}', 1.0) == []
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"method":"ping"}', 1.1) == []
+    assert t.pending == 1
+
+
+def test_a_held_early_answer_completes_its_request_timed_zero_then_is_gone():
+    t = McpTracker(early_answer_s=5.0)
+    answer = '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}'
+    assert outcomes(t, "upstream", answer, 10.0) == []
+    # the request, stamped 1 ms after its answer (another process's clock), is answered at once
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"method":"ping"}', 10.001) == [
+        ("ping", "-32601", 0.0, "client")
+    ]
+    assert t.pending == 0
+    # consumed: the same id again waits for its own answer
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"method":"ping"}', 11.0) == []
+    assert t.pending == 1
+
+
+def test_held_early_answers_are_swept_after_their_time_and_bounded(monkeypatch):
+    import mcp_sidecar.observe.mcp as mcp
+
+    t = McpTracker(early_answer_s=5.0)
+    outcomes(t, "upstream", '{"jsonrpc":"2.0","id":1,"result":{}}', 10.0)
+    t.sweep(14.9)
+    t.sweep(15.0)  # held 5 s: dropped
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"method":"ping"}', 15.1) == []
+    assert t.pending == 1
+    monkeypatch.setattr(mcp, "MAX_EARLY", 3)
+    for i in range(10, 15):
+        outcomes(t, "upstream", f'{{"jsonrpc":"2.0","id":{i},"result":{{}}}}', 20.0)
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":11,"method":"ping"}', 20.1) == []  # the oldest went
+    assert outcomes(t, "client", '{"jsonrpc":"2.0","id":12,"method":"ping"}', 20.1) == [("ping", "ok", 0.0, "client")]
+
+
 def test_a_boolean_or_float_id_is_not_a_request_id():
     t = McpTracker()
     for bad in ("true", "1.5", "null", "{}"):

@@ -25,6 +25,12 @@ Rules this module keeps:
 * Labels are bounded: methods outside the spec's list are ``other``.
 * At most ``max_pending`` requests are tracked; beyond that the oldest is
   dropped as ``timeout`` (a client flooding ids cannot grow memory).
+* An answer before its request is no answer -- except where messages of two
+  processes meet (the supervisor's correlation, ``early_answer_s`` > 0): there
+  a worker can read its clock for a request it forwarded after another worker
+  relayed the answer (it was preempted between its ``send`` and its clock), so
+  the answer is held for ``early_answer_s`` (at most ``MAX_EARLY`` of them) and
+  completes the request when it comes, timed 0 if the clocks say less.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ KNOWN_ERROR_CODES = frozenset(
 #: Requests that open a long-lived stream: answered when it opens, then a gauge.
 STREAM_METHODS = frozenset({"subscriptions/listen"})
 MAX_PENDING = 10_000
+#: Answers held for a request not seen yet (``early_answer_s`` > 0 only).
+MAX_EARLY = 1_000
 
 
 def method_label(method: Any) -> str:
@@ -144,10 +152,13 @@ class McpTracker:
     """One route's JSON-RPC requests awaiting their response, and what came
     of each (``McpOutcome``); bounded, sans-io (times passed in)."""
 
-    def __init__(self, timeout_s: float = 300.0, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, timeout_s: float = 300.0, max_pending: int = MAX_PENDING, early_answer_s: float = 0.0) -> None:
         self.timeout_s = timeout_s
         self.max_pending = max_pending
+        self.early_answer_s = early_answer_s
         self._pending: OrderedDict[tuple[str, str, int | str], _Pending] = OrderedDict()
+        #: (session, requester, id) -> an answer before its request: (origin, message, at, size).
+        self._early: OrderedDict[tuple[str, str, int | str], tuple[str, Envelope, float, int]] = OrderedDict()
         self.progress = 0
 
     @property
@@ -194,18 +205,27 @@ class McpTracker:
                         out.append(pending.outcome("cancelled", now - pending.sent))
                 return out
             name = message.method[:128] if label == "other" and isinstance(message.method, str) else None
-            self._pending[(session, origin, mid)] = _Pending(
+            key = (session, origin, mid)
+            self._pending[key] = _Pending(
                 label, now, origin, transport, message.id, session, size, trace, version, target, name
             )
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)
                 out.append(dropped.outcome("timeout", None))
+            early = self._early.pop(key, None) if self._early else None
+            if early is not None:
+                answerer, answer, answered_at, answer_size = early
+                out += self.message(answerer, answer, max(answered_at, now), session, transport, answer_size)
             return out
         if mid is None or (message.result is UNSET and message.error is UNSET):
             return out
         requester = "client" if origin == "upstream" else "upstream"
         pending = self._pending.pop((session, requester, mid), None)
         if pending is None:
+            if self.early_answer_s > 0:
+                self._early[(session, requester, mid)] = (origin, message, now, size)
+                if len(self._early) > MAX_EARLY:
+                    self._early.popitem(last=False)
             return out
         code = None
         negotiated = None
@@ -239,7 +259,11 @@ class McpTracker:
         return [] if pending is None else [pending.outcome("ok", now - pending.sent)]
 
     def sweep(self, now: float) -> list[McpOutcome]:
-        """Requests that got no response within timeout_s."""
+        """Requests that got no response within timeout_s (and answers held
+        longer than ``early_answer_s`` for a request that never came: dropped)."""
+        early = self._early
+        while early and now - next(iter(early.values()))[2] >= self.early_answer_s:
+            early.popitem(last=False)
         out: list[McpOutcome] = []
         for key, pending in list(self._pending.items()):
             if now - pending.sent < self.timeout_s:

@@ -22,6 +22,11 @@ Rules this module keeps:
   time (``at_unix`` of their reports), so an answer relayed by one worker is
   never matched before the request another worker forwarded earlier.  At
   most ``MAX_WAITING`` wait; beyond, the oldest go.
+* Forwarding order is not clock order across processes: a worker reads its
+  clock after the kernel took a request, and may be preempted in between
+  while another worker relays the answer.  So an answer whose request is not
+  here yet is held (``EARLY_ANSWER_S``, observe/mcp.py) and completes the
+  request when its report comes.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ logger = logging.getLogger("mcp_sidecar.forward.observation")
 
 #: Messages of the correlated transports waiting for every worker's report.
 MAX_WAITING = 100_000
+#: How long an answer waits for a request reported after it: its worker
+#: reports every heartbeat, or is replaced after the heartbeat timeout.
+EARLY_ANSWER_S = 10.0
 
 
 class RouteBooks:
@@ -55,7 +63,7 @@ class RouteBooks:
         self.metrics = metrics
         self.otel = otel
         self.stats = McpStats()
-        self.tracker = McpTracker(route.settings.observe.mcp_request_timeout_s)
+        self.tracker = McpTracker(route.settings.observe.mcp_request_timeout_s, early_answer_s=EARLY_ANSWER_S)
         observe = route.settings.observe
         self.request_log = (
             RequestLogPolicy(observe.request_log_sample, observe.request_log_rate) if observe.request_log else None
