@@ -275,8 +275,8 @@ async def test_configured_recordings_rotate_and_stay_within_their_bounds(nursery
             },
         )
         nursery.start_soon(run_recorders, proxy.config, proxy.proxy.taps)
-        await wait_until(lambda: proxy.route("r").observation.taps != ())
-        assert proxy.route("plain").observation.taps == ()  # an unobserved route is not recorded
+        await wait_until(lambda: proxy.route("r").observation.recorders != ())
+        assert proxy.route("plain").observation.recorders == ()  # an unobserved route is not recorded
         for _ in range(60):
             await drive_mcp_modern("127.0.0.1", proxy.port("r"))
         await wait_until(lambda: len(list(directory.glob("r-*.jsonl"))) == 3 and _settled(directory))
@@ -397,7 +397,7 @@ async def test_a_recording_whose_directory_cannot_be_made_stops_and_says_so(nurs
                 done.set()
 
             nursery.start_soon(record)
-            await wait_until(lambda: proxy.route("r").observation.taps != ())
+            await wait_until(lambda: proxy.route("r").observation.recorders != ())
             got = await drive_mcp("127.0.0.1", proxy.port("r"), proxy.port("ws"))  # forwarded as ever
             assert got == {"streamable_http": 3, "websocket": 3, "http_sse": 2}
             await done.wait()  # every recorder ended at its first write

@@ -13,7 +13,9 @@ Rules this module keeps:
 * Each request is labelled with its protocol version and its target
   (observe/mcpmeta.py); a request over streamable HTTP is checked against its
   revision's header rules in passing (``mcp_conformance_total``).
-* The tap is offered a record only while somebody taps the route.
+* The tap is offered a record only while somebody taps the route; a
+  recording gets the message's line (one encode, shared by the route's
+  recordings) only while one records it.
 * Who was slow: an answer seen on the connection its request came by is
   split (observe/slowness.py) from this connection's legs -- their RTTs
   (read at most once a second), the pump's wait for the client since the
@@ -48,8 +50,9 @@ from ..observe.mcpmeta import (
     version_label,
 )
 from ..observe.quality import Quality
+from ..observe.recording import line_body
 from ..observe.slowness import SLOW_CLIENT_S, LatencySplit, split_latency
-from ..observe.tap import tap_record
+from ..observe.tap import shown_names, tap_record
 from .drainwatch import WATCH_BYTES
 from .mcpstreams import stream_end
 from .otelexport import Tracer
@@ -133,8 +136,8 @@ class McpRecords:
         """A WebSocket notification the observer did not decode (nothing to correlate)."""
         route = self.route
         tracer = route.tracer
-        if route.taps or (tracer is not None and (progress or tracer.config.notifications)):
-            # Somebody taps, or it is a span or its request's span event: it is decoded after all.
+        if route.taps or route.recorders or (tracer is not None and (progress or tracer.config.notifications)):
+            # Somebody taps or records, or it is a span or its request's span event: it is decoded after all.
             for message in decode(payload):
                 self.message(side, message, now, None, "ws", len(payload), None, False)
             return
@@ -203,9 +206,24 @@ class McpRecords:
             )
         if outcomes:
             self._outcomes(outcomes, now, exchange, scope, began, size)
-        if route.taps:
-            shown = scope if session is not None or transport == "ws" else None
-            self._tap(origin, message, shown, transport_name, size, label, outcomes, version, target, exchange)
+        if route.taps or route.recorders:
+            # What the tap and a recording show of it (observe/tap.py's ``tap_record`` arguments).
+            shown: dict[str, Any] = {
+                "at_unix": time.time(),
+                "transport": transport_name,
+                "session": scope if session is not None or transport == "ws" else None,
+                "size": size,
+                "method": label,
+                "answered": outcomes[0] if outcomes and message.method is UNSET else None,
+                "protocol_version": version,
+                "target": target,
+                "client": self.client,
+                "exchange": exchange,
+            }
+            if route.taps:
+                self._tap(origin, message, shown)
+            if route.recorders:
+                self._record(origin, message, shown)
 
     def _labels(self, label: str, facts: ParamFacts, exchange: Exchange | None, scope: str) -> tuple[str, str]:
         """A request's version and target labels; its conformance, on streamable HTTP."""
@@ -381,41 +399,27 @@ class McpRecords:
         if outcomes:
             self._outcomes(outcomes, now, exchange, scope)
 
-    def _tap(
-        self,
-        origin: str,
-        message: Envelope,
-        session: str | None,
-        transport: str,
-        size: int,
-        label: str | None,
-        outcomes: list[McpOutcome],
-        version: str | None,
-        target: str,
-        exchange: Exchange | None,
-    ) -> None:
-        """Somebody taps this route: hand them the message (never blocks)."""
+    def _tap(self, origin: str, message: Envelope, shown: dict[str, Any]) -> None:
+        """Somebody taps this route: hand them the message's record (never blocks)."""
         route = self.route
-        answered = outcomes[0] if outcomes and message.method is UNSET else None
-        record = tap_record(
-            route.route,
-            origin,
-            message,
-            at_unix=time.time(),
-            transport=transport,
-            session=session,
-            size=size,
-            method=label,
-            answered=answered,
-            max_bytes=route.tap_bound,
-            protocol_version=version,
-            target=target,
-            at_mono=time.monotonic(),
-            client=self.client,
-            exchange=exchange,
-        )
+        record = tap_record(route.route, origin, message, max_bytes=route.tap_bound, at_mono=time.monotonic(), **shown)
         for subscriber in route.taps:
             subscriber.offer(record)
+
+    def _record(self, origin: str, message: Envelope, shown: dict[str, Any]) -> None:
+        """Somebody records this route: the message's line, encoded once for
+        every recording that wants it (never blocks)."""
+        route = self.route
+        answered = shown["answered"]
+        method, label = shown_names(message, shown["method"], answered)
+        target = answered.target if answered is not None else shown["target"]
+        line = None
+        for recorder in route.recorders:
+            if recorder.filter.wants_message(route.route, method, label, target):
+                if line is None:
+                    body = line_body(route.route, origin, message, max_bytes=route.record_bound, **shown)
+                    line = (route.route, time.monotonic(), method, label, target, body)
+                recorder.put(line)
 
 
 def header_outcome(route: RouteObservation, exchange: Exchange, status: int, now: float) -> McpOutcome:

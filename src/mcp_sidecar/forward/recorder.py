@@ -6,15 +6,17 @@ Rules this module keeps:
   a recording is configured or asked for, a route nobody records builds no
   record, and forwarding never waits for the disk -- a full buffer drops
   messages, counted (``dropped`` lines in the file, ``mcp_sidecar_tap_dropped_total``).
-* Its buffer is bounded in bytes: the queue holds
-  ``recording.queue_for(max_body_bytes)`` messages (16 MiB over the body bound).
+* Its buffer is bounded in bytes: at most ``recording.BUFFER_BYTES`` of
+  lines wait (a line's size is known when it is encoded); each write takes
+  all that waits.
 * Files are per route, rotated by size: ``DIR/ROUTE-YYYYMMDDTHHMMSSZ-NNNN.jsonl``,
   each opened with the header line, a new one once the next line would take
   it past ``max_bytes``; at most ``max_files`` are kept (the oldest deleted):
   the route's recordings never take more than ``max_bytes x max_files``
   (a single line larger than a file gets a file of its own).
-* Under a supervisor the workers encode each message's line
-  (``recording.message_body``) and relay the bytes; the supervisor numbers
+* A recorder gets each message as its line's bytes (``recording.line_body``,
+  encoded where the message was observed: in this process, or under a
+  supervisor in the worker that forwarded it, relayed as bytes); it numbers
   them in the order they arrive (``numbered_line``) and writes them.
 * Lines are written in batches (one write per ``FLUSH_S`` under load), to the
   page cache: a batch is a few KiB to a few MiB, written in microseconds to
@@ -35,7 +37,7 @@ import trio
 from .. import __version__
 from ..config.model import ProxyConfig, RouteConfig
 from ..logs import log
-from ..observe.recording import dropped_line, header, header_line, message_line, numbered_line, queue_for
+from ..observe.recording import BUFFER_BYTES, dropped_line, header, header_line, numbered_line
 from ..observe.tap import TapFilter
 from .tap import TapBusy, TapHub
 
@@ -43,8 +45,6 @@ logger = logging.getLogger(__name__)
 
 #: A recorder writes what gathered over this long in one write.
 FLUSH_S = 0.1
-#: At most this many messages per write.
-BATCH = 1024
 
 
 def open_private(path: Path) -> IO[bytes]:
@@ -121,14 +121,13 @@ async def record_route(
     files: RotatingFiles,
     max_body_bytes: int,
     started_mono: float,
-    lines: bool = False,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Record ``route`` into ``files`` until cancelled (always unsubscribes);
-    ``lines``: from workers that encode the lines (a supervisor's hub)."""
+    """Record ``route`` into ``files`` until cancelled (always unsubscribes)."""
     try:
-        subscriber = hub.subscribe(TapFilter(route, max_bytes=max_body_bytes, lines=lines), queue_for(max_body_bytes))
+        wanted = TapFilter(route, max_bytes=max_body_bytes, lines=True)
+        recorder = hub.subscribe_lines(wanted, BUFFER_BYTES)
     except TapBusy as exc:
         log(logger, logging.ERROR, "record.refused", route=route, error=str(exc))
         task_status.started()
@@ -138,26 +137,15 @@ async def record_route(
     seq = reported = 0
     try:
         while True:
-            batch: list[Any] = [await subscriber.receive.receive()]
+            await recorder.wait()
             await trio.sleep(FLUSH_S)
-            while len(batch) < BATCH:
-                try:
-                    batch.append(subscriber.receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
             out: list[bytes] = []
-            if subscriber.dropped != reported:
-                out.append(
-                    dropped_line(subscriber.dropped - reported, subscriber.dropped, time.monotonic() - started_mono)
-                )
-                reported = subscriber.dropped
-            for item in batch:
+            if recorder.dropped != reported:
+                out.append(dropped_line(recorder.dropped - reported, recorder.dropped, time.monotonic() - started_mono))
+                reported = recorder.dropped
+            for _, mono, _, _, _, body in recorder.take(BUFFER_BYTES):
                 seq += 1
-                if type(item) is tuple:  # (encoded by a worker: a supervisor's recording)
-                    mono, body = item
-                    out.append(numbered_line(body, seq, round(mono - started_mono, 6)))
-                else:
-                    out.append(message_line(item, seq, started_mono))
+                out.append(numbered_line(body, seq, round(mono - started_mono, 6)))
             try:
                 files.write(out)
             except OSError as exc:
@@ -166,7 +154,7 @@ async def record_route(
     except trio.EndOfChannel:
         pass
     finally:
-        hub.unsubscribe(subscriber)
+        hub.unsubscribe(recorder)
         files.close()
 
 
@@ -216,10 +204,9 @@ def recorded_routes(config: ProxyConfig) -> list[RouteConfig]:
     return [r for r in config.routes if r.settings.protocol != "tcp"]
 
 
-async def run_recorders(config: ProxyConfig, hub: TapHub, lines: bool = False) -> None:
+async def run_recorders(config: ProxyConfig, hub: TapHub) -> None:
     """The configured recordings, one per route, until cancelled (a reload
-    cancels and starts them again with the new settings: new files);
-    ``lines``: the hub is a supervisor's, fed by workers that encode the lines."""
+    cancels and starts them again with the new settings: new files)."""
     record = config.observe.record
     routes = recorded_routes(config)
     if record is None or not routes:
@@ -239,4 +226,4 @@ async def run_recorders(config: ProxyConfig, hub: TapHub, lines: bool = False) -
                 started_unix=started_unix,
                 started_mono=started_mono,
             )
-            await nursery.start(record_route, hub, route.name, files, record.max_body_bytes, started_mono, lines)
+            await nursery.start(record_route, hub, route.name, files, record.max_body_bytes, started_mono)

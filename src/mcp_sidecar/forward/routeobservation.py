@@ -108,6 +108,10 @@ class RouteObservation:
     #: The bound records are cut at now: ``tap_max_bytes``, or more while a
     #: subscriber (a recording) asks for more (forward/tap.py sets it).
     tap_bound: int = DEFAULT_MAX_BYTES
+    #: The recordings that want this route (forward/tap.py's LineSubscriber); empty: none.
+    recorders: tuple[Any, ...] = ()
+    #: The bound a recording's bodies are cut at (the largest its recordings asked for).
+    record_bound: int = DEFAULT_MAX_BYTES
     #: Called with a connection's id once it turns out to be long-lived
     #: (state.py counts its reconnect then); one per route, not per connection.
     stream_opened: Callable[[int], None] | None = None

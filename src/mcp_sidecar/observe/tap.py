@@ -50,18 +50,22 @@ class TapFilter:
     method: str | None = None
     target: str | None = None
     max_bytes: int | None = None
-    #: A supervisor's recording: its workers relay the messages it wants as
-    #: encoded lines (recording.message_body), not as records.
+    #: A recording: it gets the messages it wants as their encoded lines
+    #: (recording.line_body; forward/tap.py's LineSubscriber), not as records.
     lines: bool = False
 
     def wants_route(self, route: str) -> bool:
         return self.route is None or self.route == route
 
     def wants(self, record: dict[str, Any]) -> bool:
+        return self.wants_message(record["route"], record["method"], record.get("label"), record.get("target"))
+
+    def wants_message(self, route: str, method: str | None, label: str | None, target: str | None) -> bool:
+        """A message of ``route`` shown as ``method`` (counted as ``label``), for ``target``."""
         return (
-            self.wants_route(record["route"])
-            and (self.method is None or record["method"] == self.method or record.get("label") == self.method)
-            and (self.target is None or record.get("target") == self.target)
+            self.wants_route(route)
+            and (self.method is None or method == self.method or label == self.method)
+            and (self.target is None or target == self.target)
         )
 
 
@@ -91,6 +95,9 @@ class AnyOf:
 
     def wants(self, record: dict[str, Any]) -> bool:
         return any(f.wants(record) for f in self.filters)
+
+    def wants_message(self, route: str, method: str | None, label: str | None, target: str | None) -> bool:
+        return any(f.wants_message(route, method, label, target) for f in self.filters)
 
     @property
     def max_bytes(self) -> int | None:
@@ -151,10 +158,33 @@ def _recorded_headers(exchange: Exchange) -> dict[str, str]:
     return headers
 
 
+def shown_body(value: Any) -> bytes:
+    """A message's params, result or error as JSON text, redacted."""
+    return redact_json(bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value))
+
+
 def _shown(value: Any, max_bytes: int) -> tuple[str, bool]:
-    raw = redact_json(bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value))
-    cut = len(raw) > max_bytes
-    return raw[:max_bytes].decode("utf-8", "ignore"), cut
+    raw = shown_body(value)
+    return raw[:max_bytes].decode("utf-8", "ignore"), len(raw) > max_bytes
+
+
+def message_kind(message: Envelope) -> str:
+    if message.method is not UNSET:
+        return "request" if message.id is not UNSET else "notification"
+    return "error" if message.error is not UNSET else "response"
+
+
+def shown_names(message: Envelope, method: str | None, answered: McpOutcome | None) -> tuple[str | None, str | None]:
+    """A record's ``method`` and ``label``: the message's own name (or, for an
+    answer, its request's), and how the metrics count it when that differs
+    (``other`` for a method outside the spec; None when the same)."""
+    counted = method if method is not None else (answered.method if answered is not None else None)
+    own = message.method if isinstance(message.method, str) else (answered.name if answered is not None else None)
+    if own is not None:
+        name = shown_method(own)
+        if name != counted:
+            return name, counted
+    return counted, None
 
 
 def tap_record(
@@ -178,31 +208,21 @@ def tap_record(
     """One message as the tap streams it.  ``method`` is the message's own
     label (requests, notifications); ``answered`` the outcome a response
     completed (its method and latency), if the request was seen."""
-    if message.method is not UNSET:
-        kind = "request" if message.id is not UNSET else "notification"
-    elif message.error is not UNSET:
-        kind = "error"
-    else:
-        kind = "response"
+    shown, label = shown_names(message, method, answered)
     record: dict[str, Any] = {
         "t": round(at_unix, 6),
         "mono": round(at_mono, 6),
         "route": route,
         "direction": DIRECTIONS[origin],
-        "kind": kind,
-        "method": method if method is not None else (answered.method if answered is not None else None),
-        # (a request's or notification's own name; "method" above is the metrics' label until replaced)
+        "kind": message_kind(message),
+        "method": shown,
         "id": request_id_text(message.id) if message.id is not UNSET else None,
         "transport": transport,
         "session": None if session is None else session_ref(session),
         "size": size,
     }
-    own = message.method if isinstance(message.method, str) else (answered.name if answered is not None else None)
-    if own is not None:
-        name = shown_method(own)
-        if name != record["method"]:
-            record["label"] = record["method"]  # (how the metrics count it: "other" for a method outside the spec)
-            record["method"] = name
+    if label is not None:
+        record["label"] = label
     if answered is not None:  # a response: the labels its request was counted under
         protocol_version, target = answered.protocol_version, answered.target
     if protocol_version is not None:

@@ -271,11 +271,11 @@ class TapOn:
 @dataclass(frozen=True, slots=True)
 class TapBatch:
     """MCP messages for the supervisor's tap subscribers, and how many the relay
-    dropped; for its recordings, the messages' lines encoded (route, mono, body)."""
+    dropped; for its recordings, the messages' lines encoded (observe/recording.py's ``Line``)."""
 
     records: tuple[dict[str, Any], ...]
     dropped: int = 0
-    lines: tuple[tuple[str, float, bytes], ...] = ()
+    lines: tuple[tuple[str, float, str | None, str | None, str, bytes], ...] = ()
 
 
 #: What the supervisor sends.

@@ -157,8 +157,8 @@ class SupervisorReporting(WorkerLifecycle):
         taps = self.view.taps
         for record in message.records:
             taps.offer(record)
-        for route, mono, body in message.lines:
-            taps.offer_line(route, mono, body)
+        if message.lines:
+            taps.offer_lines(message.lines)
         taps.dropped_gone += message.dropped
 
     def _health_changed(self, update: HealthUpdate) -> None:
@@ -290,7 +290,7 @@ class SupervisorReporting(WorkerLifecycle):
         while True:
             with trio.CancelScope() as scope:
                 self._record_scope = scope
-                await run_recorders(self.config, self.view.taps, lines=True)
+                await run_recorders(self.config, self.view.taps)
                 # A recorder that stopped (its disk failed, logged) stays stopped until a reload.
                 await trio.sleep_forever()
 

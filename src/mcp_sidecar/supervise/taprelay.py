@@ -1,19 +1,21 @@
 """A supervised worker's tap: the MCP messages its supervisor's tap clients
-want, relayed in batches over the channel.
+and recordings want, relayed in batches over the channel.
 
 Rules this module keeps:
 
 * One subscription in the worker's hub for all of the supervisor's tap
-  clients (``AnyOf`` their filters, sent as ``TapOn``); none while nobody
-  taps, so an untapped worker builds no tap record.
-* A recording's messages (a ``lines`` filter) cross as their encoded lines
-  (``recording.message_body``: the supervisor only numbers and writes
-  them), the tap clients' as records.
-* Bounded: the subscription's queue holds ``RELAY_QUEUE`` records (fewer
-  while a recording asks for larger bodies: ``recording.queue_for``); beyond,
-  records are dropped and the count goes with the next batch (the clients'
-  ``dropped`` includes them).  A batch holds at most ``BATCH_RECORDS`` and
-  waits at most ``BATCH_WAIT_S`` after its first record.
+  clients (``AnyOf`` their filters, sent as ``TapOn``) and one for all of its
+  recordings (its ``lines`` filters); none while nobody taps or records, so
+  an untapped worker builds no record and encodes no line.
+* A recording's messages cross as their encoded lines (``Line``: the
+  worker's ``McpRecords`` encoded them; the supervisor only numbers and
+  writes them), the tap clients' as records.
+* Bounded: the records' queue holds ``RELAY_QUEUE`` records, the lines'
+  ``recording.BUFFER_BYTES`` bytes; beyond, messages are dropped and the
+  count goes with the next batch (the clients' ``dropped`` includes them).
+  A batch waits at most ``BATCH_WAIT_S`` after its first message and holds
+  at most ``BATCH_RECORDS`` records or ``BATCH_BYTES`` of lines (all that
+  waits goes, in as many batches as it takes).
 """
 
 from __future__ import annotations
@@ -22,94 +24,90 @@ from typing import Any
 
 import trio
 
-from ..forward.tap import TapHub, TapSubscriber
-from ..observe.recording import message_body, queue_for
+from ..forward.tap import LineSubscriber, TapHub, TapSubscriber
+from ..observe.recording import BUFFER_BYTES
 from ..observe.tap import AnyOf
 from .channel import Channel, ChannelClosed
 from .messages import TapBatch
 
 RELAY_QUEUE = 4096
 BATCH_RECORDS = 256
-#: A record waits at most this long for others to share its message.
+BATCH_BYTES = 1024 * 1024
+#: A message waits at most this long for others to share its batch.
 BATCH_WAIT_S = 0.02
 
 
 class TapRelay:
-    """The worker's one subscription on behalf of its supervisor's tap clients."""
+    """The worker's subscriptions on behalf of its supervisor's tap clients and recordings."""
 
     def __init__(self, hub: TapHub, channel: Channel) -> None:
         self.hub = hub
         self.channel = channel
         self.subscriber: TapSubscriber | None = None
+        self.recorder: LineSubscriber | None = None
         self._changed = trio.Event()
         self._reported_dropped = 0
-        #: The recordings' filters (their messages go as encoded lines) and the others'.
-        self.line_filters: tuple[Any, ...] = ()
-        self.record_filters: tuple[Any, ...] = ()
 
     def want(self, filters: tuple[Any, ...]) -> None:
         """What the supervisor's clients want now (nothing: stop relaying)."""
-        if self.subscriber is not None:
-            self.hub.unsubscribe(self.subscriber)
-            self.subscriber = None
-        self.line_filters = tuple(f for f in filters if f.lines)
-        self.record_filters = tuple(f for f in filters if not f.lines)
-        if filters:
-            wanted = AnyOf(tuple(filters))
-            bound = wanted.max_bytes  # (a recording's bodies: fewer of them fit the same bytes)
-            self.subscriber = self.hub.subscribe(
-                wanted, RELAY_QUEUE if bound is None else min(RELAY_QUEUE, queue_for(bound))
-            )
+        for old in (self.subscriber, self.recorder):
+            if old is not None:
+                self.hub.unsubscribe(old)
+        self.subscriber = self.recorder = None
+        records = tuple(f for f in filters if not f.lines)
+        lines = tuple(f for f in filters if f.lines)
+        if records:
+            self.subscriber = self.hub.subscribe(AnyOf(records), RELAY_QUEUE)
+        if lines:
+            self.recorder = self.hub.subscribe_lines(AnyOf(lines), BUFFER_BYTES)
         self._changed.set()
 
     async def run(self) -> None:
+        """Relay what the subscriptions of the moment gather, until the channel
+        closes.  A change closes them (``want``): their relays send what they
+        held and end (never cancelled in the middle of a message), then the
+        new ones start."""
         try:
             while True:
-                subscriber = self.subscriber
-                if subscriber is None:
+                async with trio.open_nursery() as nursery:
+                    if self.subscriber is not None:
+                        nursery.start_soon(self._relay_records, self.subscriber)
+                    if self.recorder is not None:
+                        nursery.start_soon(self._relay_lines, self.recorder)
                     await self._changed.wait()
                     self._changed = trio.Event()
-                    continue
-                await self._relay(subscriber)
-        except ChannelClosed:
+        except* ChannelClosed:
             pass
 
-    async def _relay(self, subscriber: TapSubscriber) -> None:
-        """Batches from one subscription, until it is replaced: after a first
-        record, what gathers over ``BATCH_WAIT_S`` is taken without waiting
-        (one wakeup per batch, not one per record)."""
+    def _dropped(self) -> int:
+        dropped = self.hub.dropped - self._reported_dropped
+        self._reported_dropped += dropped
+        return dropped
+
+    async def _relay_records(self, subscriber: TapSubscriber) -> None:
+        """Batches of records: after a first one, what gathers over
+        ``BATCH_WAIT_S`` is taken without waiting (one wakeup per batch)."""
         receive = subscriber.receive
         try:
             while True:
                 records = [await receive.receive()]
                 await trio.sleep(BATCH_WAIT_S)
-                ended = False
                 while len(records) < BATCH_RECORDS:
                     try:
                         records.append(receive.receive_nowait())
                     except trio.WouldBlock:
                         break
-                    except trio.EndOfChannel:
-                        ended = True
-                        break
-                dropped = self.hub.dropped - self._reported_dropped
-                self._reported_dropped += dropped
-                await self.channel.send(self._batch(records, dropped))
-                if ended:
-                    return
+                await self.channel.send(TapBatch(tuple(records), self._dropped()))
         except trio.EndOfChannel:
             return
 
-    def _batch(self, records: list[dict[str, Any]], dropped: int) -> TapBatch:
-        """The records for the taps, the recordings' as lines (encoded once, here)."""
-        line_filters, record_filters = self.line_filters, self.record_filters
-        if not line_filters:
-            return TapBatch(tuple(records), dropped)
-        lines = []
-        kept = []
-        for record in records:
-            if any(f.wants(record) for f in line_filters):
-                lines.append((record["route"], record.get("mono", 0.0), message_body(record)))
-            if record_filters and any(f.wants(record) for f in record_filters):
-                kept.append(record)
-        return TapBatch(tuple(kept), dropped, tuple(lines))
+    async def _relay_lines(self, recorder: LineSubscriber) -> None:
+        """Batches of lines, the same way; all that waits goes."""
+        try:
+            while True:
+                await recorder.wait()
+                await trio.sleep(BATCH_WAIT_S)
+                while recorder.lines:
+                    await self.channel.send(TapBatch((), self._dropped(), tuple(recorder.take(BATCH_BYTES))))
+        except trio.EndOfChannel:
+            return

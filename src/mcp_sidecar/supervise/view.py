@@ -33,7 +33,7 @@ from ..config.model import ProxyConfig
 from ..config.profiles import exposure_warnings
 from ..config.tls import certificate_warnings
 from ..forward.faultcontrol import FaultsOff
-from ..forward.tap import TapHub, TapSubscriber
+from ..forward.tap import LineSubscriber, TapHub, TapSubscriber
 from ..observe.mcpstats import WINDOW_S
 from .aggregate import Retired, RetiredRoutes, add_up, merge_families, merge_routes
 from .central import CentralMcp
@@ -112,7 +112,7 @@ class SupervisedView:
         """What a worker must relay now (sent to each one that starts serving)."""
         return TapOn(tuple(s.filter for s in self.taps.subscribers))
 
-    def _taps_changed(self, subscribers: list[TapSubscriber]) -> None:
+    def _taps_changed(self, subscribers: list[TapSubscriber | LineSubscriber]) -> None:
         message = self.tap_message()
         for worker in self._reporting():
             self.supervisor.tell(worker, message)
