@@ -12,6 +12,7 @@ import trio
 from mcp_sidecar.demo.servers import serve_echo, serve_http
 from mcp_sidecar.net.http import ClientExchange, request
 from mcp_sidecar.observe.sse import SseEvent, SseParser
+from mcp_sidecar.supervise.taprelay import BATCH_BYTES
 
 from ..admin.test_views import _lines, _tap
 from ..conftest import connect, echo_roundtrip, free_port, receive_all, receive_exactly, wait_until
@@ -262,6 +263,10 @@ async def test_the_tap_shows_every_workers_messages(nursery, supervised) -> None
         assert sorted(r["id"] for r in records if r["kind"] == "response") == ids
 
 
+#: Messages in one body: more lines than one relay batch holds.
+BURST = 6000
+
+
 async def test_a_configured_recording_holds_every_workers_messages(nursery, supervised, tmp_path) -> None:
     """[observe] record under a supervisor: one file set for the route, written
     by the supervisor from both workers' relays, each line whole and in order."""
@@ -298,6 +303,15 @@ async def test_a_configured_recording_holds_every_workers_messages(nursery, supe
         assert sorted(m["id"] for m in messages if m["kind"] == "response") == ids
         metrics = await admin_text(sup, "/metrics")  # (the recording is a tap subscriber of the supervisor's)
         assert sample(metrics, "mcp_sidecar_tap_subscribers") == 1
+        # A burst observed at once (its lines take more than one relay batch: BATCH_BYTES) is recorded whole.
+        burst = [{"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}} for n in range(BURST)]
+        await request("127.0.0.1", port, "/mcp", method="POST", headers=headers, body=json.dumps(burst).encode())
+        await wait_until(lambda: sum(line.get("count", 1) for line in lines()[1:]) >= 2 * len(ids) + BURST)
+        messages = lines()[1:]
+        assert {m["type"] for m in messages} == {"message"}  # no "dropped" line
+        assert [m["seq"] for m in messages] == list(range(1, 2 * len(ids) + BURST + 1))
+        assert [m["params"]["n"] for m in messages if m.get("method") == "notifications/message"] == list(range(BURST))
+        assert sum(len(json.dumps(m)) for m in messages) > BATCH_BYTES
 
 
 async def test_each_worker_has_its_own_circuit_breaker(nursery, supervised) -> None:
