@@ -21,7 +21,10 @@ BURST = 2000
 
 
 def _messages(directory: Path) -> list[dict]:
-    lines = [json.loads(raw) for path in sorted(directory.glob("*.jsonl")) for raw in path.read_bytes().splitlines()]
+    """The whole lines so far (the recorder may be writing the last one)."""
+    lines = [
+        json.loads(raw) for path in sorted(directory.glob("*.jsonl")) for raw in path.read_bytes().split(b"\n")[:-1]
+    ]
     return [line for line in lines if line["type"] != "header"]
 
 

@@ -285,8 +285,11 @@ async def test_a_configured_recording_holds_every_workers_messages(nursery, supe
             await request("127.0.0.1", port, "/mcp", method="POST", headers=headers, body=json.dumps(body).encode())
 
         def lines() -> list[dict]:
+            """The whole lines so far (the supervisor may be writing the last one)."""
             return [
-                json.loads(line) for p in sorted(directory.glob("mcp-*.jsonl")) for line in p.read_text().splitlines()
+                json.loads(line)
+                for p in sorted(directory.glob("mcp-*.jsonl"))
+                for line in p.read_bytes().split(b"\n")[:-1]
             ]
 
         await wait_until(lambda: len([line for line in lines() if line["type"] == "message"]) == 2 * len(ids))
