@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mcp_sidecar.observe.events import Exchange, McpOutcome
 from mcp_sidecar.observe.jsonrpc import decode
 from mcp_sidecar.observe.recording import line_body, message_body
-from mcp_sidecar.observe.tap import tap_record
+from mcp_sidecar.observe.tap import shown_names, tap_record
 
 _json = st.recursive(
     st.one_of(
@@ -121,3 +121,5 @@ def test_a_line_built_from_the_message_is_the_line_its_tap_record_makes(
     if exchange is not None:
         exchange.recorded_headers = None  # (worked out again, as on a new exchange)
     assert line_body("r", origin, message, **args) == expected
+    names = shown_names(message, method, answered)  # (what the caller passes when it has them)
+    assert line_body("r", origin, message, names=names, **args) == expected

@@ -411,13 +411,13 @@ class McpRecords:
         every recording that wants it (never blocks)."""
         route = self.route
         answered = shown["answered"]
-        method, label = shown_names(message, shown["method"], answered)
+        names = method, label = shown_names(message, shown["method"], answered)
         target = answered.target if answered is not None else shown["target"]
         line = None
         for recorder in route.recorders:
             if recorder.filter.wants_message(route.route, method, label, target):
                 if line is None:
-                    body = line_body(route.route, origin, message, max_bytes=route.record_bound, **shown)
+                    body = line_body(route.route, origin, message, max_bytes=route.record_bound, names=names, **shown)
                     line = (route.route, time.monotonic(), method, label, target, body)
                 recorder.put(line)
 

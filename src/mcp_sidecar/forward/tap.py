@@ -187,7 +187,7 @@ class TapHub:
             if isinstance(subscriber, TapSubscriber):
                 subscriber.offer(record)
 
-    def offer_lines(self, lines: tuple[Line, ...] | list[Line]) -> None:
+    def offer_lines(self, lines: tuple[Line, ...]) -> None:
         """Recordings' lines from a worker's relay: to the recordings that want them."""
         recorders = [s for s in self.subscribers if isinstance(s, LineSubscriber)]
         for line in lines:

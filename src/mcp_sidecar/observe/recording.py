@@ -40,8 +40,9 @@ SCHEMA = "mcp-sidecar-recording"
 SCHEMA_VERSION = 1
 #: Bytes of each message's params/result/error a recording keeps by default.
 DEFAULT_BODY_BYTES = 64 * 1024
-#: What a recording's buffer may hold (messages x their body bound): the
-#: recorder's queue is this over the body bound, at least ``MIN_QUEUE``.
+#: What a recording's buffers hold at most: bytes of encoded lines (forward/tap.py's
+#: LineSubscriber).  A tap client asking for larger bodies (``proxyctl record``
+#: through the admin tap) gets a queue of this over its body bound (``queue_for``).
 BUFFER_BYTES = 16 * 1024 * 1024
 MIN_QUEUE = 64
 MAX_QUEUE = 4096
@@ -74,7 +75,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def queue_for(body_bytes: int) -> int:
-    """How many messages a recording's buffer holds at this body bound."""
+    """How many records a tap client's queue holds at this body bound."""
     return max(MIN_QUEUE, min(MAX_QUEUE, BUFFER_BYTES // max(1, body_bytes)))
 
 
@@ -151,12 +152,14 @@ def line_body(
     target: str = "",
     client: str = "",
     exchange: Exchange | None = None,
+    names: tuple[str | None, str | None] | None = None,
 ) -> bytes:
     """``message_body(tap_record(...))`` with the same arguments, built
     straight from the message: what a recording costs per message (no record
-    dict, no second dict; tested byte for byte against that composition)."""
+    dict, no second dict; tested byte for byte against that composition).
+    ``names``: ``shown_names``'s answer, when the caller has it already."""
     encode = _encode
-    shown, label = shown_names(message, method, answered)
+    shown, label = names if names is not None else shown_names(message, method, answered)
     parts = [
         b'{"wall":',
         encode(round(at_unix, 6)),

@@ -43,6 +43,7 @@ from typing import Any
 from ..admin.status import RouteStatus
 from ..config.faults import FaultSpec
 from ..config.model import ProxyConfig
+from ..observe.recording import Line
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +276,7 @@ class TapBatch:
 
     records: tuple[dict[str, Any], ...]
     dropped: int = 0
-    lines: tuple[tuple[str, float, str | None, str | None, str, bytes], ...] = ()
+    lines: tuple[Line, ...] = ()
 
 
 #: What the supervisor sends.
