@@ -31,7 +31,12 @@ import trio
 from ..errors import RemoteError
 
 _LEN = struct.Struct("!I")
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The largest frame either end reads (a bound on what a confused peer can
+#: make it hold).  Room for the largest message a worker relays in one
+#: batch (taprelay.py): a batch's 1 MiB and one message more, whose body is
+#: cut at most at 16 MiB (a tap's ``max_bytes``, a recording's
+#: ``max_body_bytes``) and may grow to twice that as a recording's escaped text.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ChannelClosed(RemoteError):

@@ -10,12 +10,19 @@ Rules this module keeps:
 * A recording's messages cross as their encoded lines (``Line``: the
   worker's ``McpRecords`` encoded them; the supervisor only numbers and
   writes them), the tap clients' as records.
-* Bounded: the records' queue holds ``RELAY_QUEUE`` records, the lines'
-  ``recording.BUFFER_BYTES`` bytes; beyond, messages are dropped and the
-  count goes with the next batch (the clients' ``dropped`` includes them).
-  A batch waits at most ``BATCH_WAIT_S`` after its first message and holds
-  at most ``BATCH_RECORDS`` records or ``BATCH_BYTES`` of lines (all that
-  waits goes, in as many batches as it takes).
+* Bounded: the records' queue holds ``RELAY_QUEUE`` records, fewer when
+  their bodies may be large (``recording.queue_for`` the largest bound a
+  filter asks or a route cuts at: what a tap client's own queue holds), the
+  lines' ``recording.BUFFER_BYTES`` bytes; beyond, messages are dropped and
+  the count goes with the next batch (the clients' ``dropped`` includes them).
+* Every batch fits in one channel frame (``channel.MAX_MESSAGE_BYTES``,
+  which the supervisor enforces by closing the channel: a frame over it
+  would cost the worker): it waits at most ``BATCH_WAIT_S`` after its first
+  message and holds at most ``BATCH_RECORDS`` records or ``BATCH_BYTES`` of
+  their bodies (or of lines), and one message more (a record's body is cut
+  at its bound, at most 16 MiB; a line's escaped text at most twice that,
+  and a line never more than the recordings' buffer); all that waits goes,
+  in as many batches as it takes.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any
 import trio
 
 from ..forward.tap import LineSubscriber, TapHub, TapSubscriber
-from ..observe.recording import BUFFER_BYTES
+from ..observe.recording import BUFFER_BYTES, queue_for
 from ..observe.tap import AnyOf
 from .channel import Channel, ChannelClosed
 from .messages import TapBatch
@@ -57,10 +64,16 @@ class TapRelay:
         records = tuple(f for f in filters if not f.lines)
         lines = tuple(f for f in filters if f.lines)
         if records:
-            self.subscriber = self.hub.subscribe(AnyOf(records), RELAY_QUEUE)
+            self.subscriber = self.hub.subscribe(AnyOf(records), self._queue(records))
         if lines:
             self.recorder = self.hub.subscribe_lines(AnyOf(lines), BUFFER_BYTES)
         self._changed.set()
+
+    def _queue(self, filters: tuple[Any, ...]) -> int:
+        """Records the relay may hold: as many as a tap client's queue holds
+        at the largest body bound of the moment (asked, or a route's own)."""
+        bound = max([*(route.tap_max_bytes for route in self.hub.routes), *(f.max_bytes or 0 for f in filters)])
+        return min(RELAY_QUEUE, queue_for(bound)) if bound else RELAY_QUEUE
 
     async def run(self) -> None:
         """Relay what the subscriptions of the moment gather, until the channel
@@ -86,20 +99,35 @@ class TapRelay:
 
     async def _relay_records(self, subscriber: TapSubscriber) -> None:
         """Batches of records: after a first one, what gathers over
-        ``BATCH_WAIT_S`` is taken without waiting (one wakeup per batch)."""
+        ``BATCH_WAIT_S`` is taken without waiting (one wakeup per batch), in
+        batches bounded in number and in bytes; what was taken is sent even
+        when the subscription closes meanwhile."""
         receive = subscriber.receive
         try:
-            while True:
-                records = [await receive.receive()]
-                await trio.sleep(BATCH_WAIT_S)
-                while len(records) < BATCH_RECORDS:
-                    try:
-                        records.append(receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self.channel.send(TapBatch(tuple(records), self._dropped()))
+            record: dict[str, Any] | None = await receive.receive()
         except trio.EndOfChannel:
             return
+        while record is not None:
+            await trio.sleep(BATCH_WAIT_S)
+            ended = False
+            while record is not None:
+                records: list[dict[str, Any]] = []
+                size = 0
+                while record is not None and len(records) < BATCH_RECORDS and size < BATCH_BYTES:
+                    records.append(record)
+                    size += _body_bytes(record)
+                    try:
+                        record = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        record = None
+                    except trio.EndOfChannel:
+                        record, ended = None, True
+                await self.channel.send(TapBatch(tuple(records), self._dropped()))
+            if not ended:
+                try:
+                    record = await receive.receive()
+                except trio.EndOfChannel:
+                    return
 
     async def _relay_lines(self, recorder: LineSubscriber) -> None:
         """Batches of lines, the same way; all that waits goes."""
@@ -111,3 +139,9 @@ class TapRelay:
                     await self.channel.send(TapBatch((), self._dropped(), tuple(recorder.take(BATCH_BYTES))))
         except trio.EndOfChannel:
             return
+
+
+def _body_bytes(record: dict[str, Any]) -> int:
+    """A record's bodies, the bulk of its frame, in characters (at most 4
+    bytes each in the frame: the frame's bound allows for that)."""
+    return sum(len(record.get(name) or "") for name in ("params", "result", "error"))
