@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import tracemalloc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mcp_sidecar.observe.jsonrpc import decode
-from mcp_sidecar.observe.mcp import McpTracker
+from mcp_sidecar.observe.mcp import MAX_ID_KEY_CHARS, McpTracker, bounded_id
 
 
 def msg(text: str):
@@ -124,3 +127,50 @@ def test_every_request_is_answered_by_its_own_id(ids):
         got = outcomes(t, "upstream", json.dumps({"jsonrpc": "2.0", "id": rid, "result": {}}), 100.0)
         assert got == [("ping", "ok", 100.0 - i, "client")]
     assert t.pending == 0
+
+
+def test_a_long_string_id_is_held_by_its_digest_and_still_matches():
+    """Regression: an id is the peer's string, as long as an observed body
+    (1 MiB): each pending request held it twice (its key and the outcome's
+    id), so MAX_PENDING requests never answered could hold 20 GiB.  Past
+    MAX_ID_KEY_CHARS an id is held as its digest: matched as before, bounded."""
+    t = McpTracker()
+    ids = ["x" * (256 * 1024) + str(n) for n in range(40)]  # (the same long prefix: the digests differ)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n, long_id in enumerate(ids):
+            t.message("client", msg(json.dumps({"jsonrpc": "2.0", "id": long_id, "method": "tools/call"})), n, "c1")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert t.pending == len(ids)
+    assert held < 200 * 1024  # (the old code: 20 MiB)
+    answer = json.dumps({"jsonrpc": "2.0", "id": ids[7], "result": {}})
+    (outcome,) = t.message("upstream", msg(answer), 50.0, "c1")
+    assert (outcome.method, outcome.status, outcome.duration_s) == ("tools/call", "ok", 43.0)
+    assert outcome.request_id == bounded_id(ids[7]) and len(outcome.request_id) <= MAX_ID_KEY_CHARS
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": ids[8]}}
+    assert outcomes(t, "client", json.dumps(cancel), 51.0) == [("tools/call", "cancelled", 43.0, "client")]
+    assert t.pending == len(ids) - 2
+
+
+@given(st.text(max_size=3 * MAX_ID_KEY_CHARS))
+def test_a_bounded_id_is_short_stable_and_itself_when_short(text):
+    bounded = bounded_id(text)
+    assert len(bounded) <= MAX_ID_KEY_CHARS
+    assert bounded_id(bounded) == bounded
+    assert (bounded == text) == (len(text) <= MAX_ID_KEY_CHARS)
+
+
+def test_an_error_code_of_any_json_type_is_an_error_not_a_crash():
+    """Regression: a list or object code raised TypeError (unhashable) in the
+    lookup of the known codes: a worker's observer gave up on the connection,
+    and the supervisor's correlation of a legacy SSE session failed with it."""
+    for code in ("[1]", '{"a":1}', '"-32601"', "1.5", "true", "null"):
+        t = McpTracker()
+        outcomes(t, "client", '{"jsonrpc":"2.0","id":1,"method":"ping"}', 1.0)
+        answer = '{"jsonrpc":"2.0","id":1,"error":{"code":%s,"message":"x"}}' % code  # noqa: UP031
+        (outcome,) = t.message("upstream", msg(answer), 2.0, "c1")
+        assert (outcome.method, outcome.status, outcome.duration_s) == ("ping", "other_error", 1.0)
+        assert outcome.error_code is None

@@ -27,6 +27,7 @@ import trio
 
 from ..observe.events import McpOutcome
 from ..observe.jsonrpc import UNSET, Envelope, result_facts
+from ..observe.mcp import bounded_id
 
 MAX_OUTCOMES = 50_000
 MAX_KEYS = 10_000
@@ -130,19 +131,42 @@ def _fold(
 
 
 def reduced(message: Envelope) -> dict[str, Any]:
-    """What correlating a message needs: its id, method, error, a cancellation's
-    target, and of a result only whether a tool failed and which version an
-    initialize chose."""
+    """What correlating a message needs: its id, method, error code, a
+    cancellation's target, and of a result only whether a tool failed and
+    which version an initialize chose -- each bounded (the peer's values may be
+    as long as a body, and a second's report must fit in a channel frame),
+    and each correlated by the supervisor as the worker would have: ids as
+    ``bounded_id``, names cut past any spec method's length, other types as null."""
     out: dict[str, Any] = {"jsonrpc": "2.0"}
     if message.id is not UNSET:
-        out["id"] = message.id
+        out["id"] = _id(message.id)
     if message.method is not UNSET:
-        out["method"] = message.method
-        if message.method == "notifications/cancelled":
-            out["params"] = {"requestId": message.param("requestId")}
+        method = message.method
+        out["method"] = method[:MAX_NAME_CHARS] if isinstance(method, str) else None
+        if method == "notifications/cancelled":
+            out["params"] = {"requestId": _id(message.param("requestId"))}
     if message.error is not UNSET:
-        out["error"] = {"code": message.error_code}
+        code = message.error_code
+        out["error"] = {"code": code if type(code) is int else None}
     if message.result is not UNSET:
         facts = result_facts(message)
-        out["result"] = {"isError": facts.isError, "protocolVersion": facts.protocolVersion}
+        version = facts.protocolVersion
+        out["result"] = {
+            "isError": facts.isError is True,
+            # (a version is a label: a long or odd one is ``other`` here as there)
+            "protocolVersion": version if version is None or _short_text(version) else "",
+        }
     return out
+
+
+#: Names longer than any spec method are cut to this (still no spec method: labelled ``other``).
+MAX_NAME_CHARS = 128
+
+
+def _id(value: Any) -> Any:
+    """A relayed id: a number or a bounded string; anything else is no id either way."""
+    return bounded_id(value) if type(value) is int or isinstance(value, str) else None
+
+
+def _short_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_NAME_CHARS

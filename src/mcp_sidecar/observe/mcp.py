@@ -24,7 +24,12 @@ Rules this module keeps:
   server chose (``McpOutcome.negotiated``).
 * Labels are bounded: methods outside the spec's list are ``other``.
 * At most ``max_pending`` requests are tracked; beyond that the oldest is
-  dropped as ``timeout`` (a client flooding ids cannot grow memory).
+  dropped as ``timeout`` (a client flooding ids cannot grow memory).  An id
+  is the peer's string, as long as a body: past ``MAX_ID_KEY_CHARS`` it is
+  held as its digest (``bounded_id``: the same for the same id, so its
+  answer still matches), so a pending request holds a few hundred bytes.
+* Anything a peer sends may be any JSON value (an error ``code`` that is a
+  list): nothing here hashes or compares one before checking its type.
 * An answer before its request is no answer -- except where messages of two
   processes meet (the supervisor's correlation, ``early_answer_s`` > 0): there
   a worker can read its clock for a request it forwarded after another worker
@@ -35,6 +40,7 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -95,13 +101,26 @@ def method_label(method: Any) -> str:
     return method if isinstance(method, str) and method in SPEC_METHODS else "other"
 
 
+#: Characters of a string id held as they are; a longer one is held as its digest.
+MAX_ID_KEY_CHARS = 128
+
+
+def bounded_id(value: Any) -> Any:
+    """An id as held (and relayed): a string longer than ``MAX_ID_KEY_CHARS``
+    as its digest, anything else as it is.  Idempotent; a peer could choose a
+    short id equal to a long one's digest, and mislabel only its own requests."""
+    if isinstance(value, str) and len(value) > MAX_ID_KEY_CHARS:
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value
+
+
 def request_key(value: Any) -> int | str | None:
     """A request id as a dict key: 1 and "1" are different requests; true,
     floats, null and objects are no ids at all (so a notification)."""
     if type(value) is int:  # (not bool: true is no id)
         return int(value)
     if isinstance(value, str):
-        return "s:" + value
+        return "s:" + (value if len(value) <= MAX_ID_KEY_CHARS else bounded_id(value))
     return None
 
 
@@ -207,7 +226,7 @@ class McpTracker:
             name = message.method[:128] if label == "other" and isinstance(message.method, str) else None
             key = (session, origin, mid)
             self._pending[key] = _Pending(
-                label, now, origin, transport, message.id, session, size, trace, version, target, name
+                label, now, origin, transport, bounded_id(message.id), session, size, trace, version, target, name
             )
             while len(self._pending) > self.max_pending:
                 _, dropped = self._pending.popitem(last=False)
@@ -231,9 +250,9 @@ class McpTracker:
         negotiated = None
         if message.error is not UNSET:
             code = message.error_code
-            status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
             if type(code) is not int:
                 code = None
+            status = str(code) if code in KNOWN_ERROR_CODES else "other_error"
         else:
             status = "ok"
             if pending.method == "tools/call":

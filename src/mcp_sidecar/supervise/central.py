@@ -38,6 +38,7 @@ from typing import Any
 
 from ..config.model import ProxyConfig, RouteConfig
 from ..forward.metrics import Metrics
+from ..forward.observation import STRICT
 from ..forward.otelsinks import OtelSinks
 from ..logs import log
 from ..observe.events import McpOutcome
@@ -48,6 +49,8 @@ from .messages import McpDelta
 
 logger = logging.getLogger("mcp_sidecar.forward.observation")
 
+#: Kinds of defect logged already (once each, with the traceback).
+_BUGS_LOGGED: set[str] = set()
 #: Messages of the correlated transports waiting for every worker's report.
 MAX_WAITING = 100_000
 #: How long an answer waits for a request reported after it: its worker
@@ -93,9 +96,23 @@ class RouteBooks:
             self.request_logs[worker] = delta.request_log
 
     def correlate(self, remote: tuple[Any, ...]) -> None:
-        """One message of a transport spanning connections, in forwarding order."""
+        """One message of a transport spanning connections, in forwarding order.
+        Fail open, as a worker's observer: a defect here loses the message,
+        counted and logged, never the supervisor (it holds every listening socket)."""
         origin, message, at, session, transport, size, trace, version, target = remote
-        self.outcomes(self.tracker.message(origin, message, at, session, transport, size, trace, version, target), at)
+        try:
+            outcomes = self.tracker.message(origin, message, at, session, transport, size, trace, version, target)
+        except Exception as exc:
+            if STRICT:
+                raise
+            self.metrics.observer_errors.labels(self.name, "mcp").inc()
+            kind = type(exc).__name__
+            if kind not in _BUGS_LOGGED:
+                _BUGS_LOGGED.add(kind)
+                fields = {"route": self.name, "protocol": "mcp", "error": kind, "where": "supervisor"}
+                logger.exception("observer.bug", extra={"sidecar_fields": fields})
+            return
+        self.outcomes(outcomes, at)
 
     def outcomes(self, outcomes: list[McpOutcome], now: float) -> None:
         """What the correlation here completed: counted as a worker counts its own."""
