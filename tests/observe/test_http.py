@@ -23,7 +23,7 @@ from mcp_sidecar.observe.http import (
     Tunneled,
     Upgraded,
 )
-from mcp_sidecar.observe.jsonrpc import to_mapping
+from mcp_sidecar.observe.jsonrpc import MAX_ID_KEY_CHARS, bounded_text, to_mapping
 from mcp_sidecar.observe.mcp import McpTracker, method_label
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
@@ -314,3 +314,58 @@ def test_a_json_body_over_the_bound_is_counted_not_parsed() -> None:
     )
     assert [type(e).__name__ for e in events] == ["ResponseStarted", "JsonRpcSeen", "ExchangeDone"]
     assert events[2].exchange.request_bytes == len(body) and events[2].exchange.jsonrpc_requests == 0
+
+
+def test_a_long_session_id_is_held_as_its_digest_on_every_transport() -> None:
+    """Regression: a session id is the peer's text, as long as a head (64 KiB)
+    or a body: held as it came, it keyed the route's sessions (10,000 of them:
+    640 MiB) and went into every second's report to the supervisor, which a
+    client sending distinct long ids made larger than the channel's frame (the
+    worker was lost).  Past MAX_ID_KEY_CHARS it is held as its digest; the
+    request and its answer still share it."""
+    long = "S" * (60 * 1024)
+    held = bounded_text(long)
+    assert held.startswith("sha256:") and len(held) <= MAX_ID_KEY_CHARS
+    call = b'{"jsonrpc":"2.0","id":7,"method":"tools/list"}'
+    reply = b'{"jsonrpc":"2.0","id":7,"result":{"tools":[]}}'
+    # Streamable HTTP: the request's Mcp-Session-Id, the answer's.
+    streamable = [
+        (
+            "client",
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nMcp-Session-Id: %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (long.encode(), len(call), call),
+        ),
+        (
+            "upstream",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (long.encode(), len(reply), reply),
+        ),
+    ]
+    events = run(streamable, [[] for _ in streamable])
+    assert [e[3] for e in events if e[0] == "jsonrpc"] == [held, held]
+    assert [e[7] for e in events if e[0] == "exchange"] == [held]
+    # The 2024-11-05 transport: the endpoint event's ?sessionId= and the POST's.
+    endpoint = b"event: endpoint\ndata: /message?sessionId=%s\n\n" % long.encode()
+    legacy = [
+        ("client", b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"),
+        ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n" + endpoint),
+    ]
+    assert [e for e in run(legacy, [[] for _ in legacy]) if e[0] == "endpoint"] == [("endpoint", held)]
+    post = [
+        (
+            "client",
+            b"POST /message?sessionId=%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (long.encode(), len(call), call),
+        ),
+    ]
+    assert [e[3] for e in run(post, [[]]) if e[0] == "jsonrpc"] == [held]
+    # The Inspector v2 API's envelope.
+    envelope = json.dumps({"sessionId": long, "message": json.loads(call)}).encode()
+    v2 = [
+        (
+            "client",
+            b"POST /api/mcp/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(envelope), envelope),
+        ),
+    ]
+    assert [e[3] for e in run(v2, [[]]) if e[0] == "jsonrpc"] == [held]

@@ -8,8 +8,8 @@ import tracemalloc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcp_sidecar.observe.jsonrpc import decode
-from mcp_sidecar.observe.mcp import MAX_ID_KEY_CHARS, McpTracker, bounded_id
+from mcp_sidecar.observe.jsonrpc import MAX_ID_KEY_CHARS, bounded_id, decode
+from mcp_sidecar.observe.mcp import McpTracker
 
 
 def msg(text: str):

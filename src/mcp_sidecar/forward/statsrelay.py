@@ -26,8 +26,7 @@ from typing import Any
 import trio
 
 from ..observe.events import McpOutcome
-from ..observe.jsonrpc import UNSET, Envelope, result_facts
-from ..observe.mcp import bounded_id
+from ..observe.jsonrpc import UNSET, Envelope, bounded_id, result_facts
 
 MAX_OUTCOMES = 50_000
 MAX_KEYS = 10_000

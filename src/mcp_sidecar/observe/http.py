@@ -68,7 +68,7 @@ from .httpsides import (
     describe_fault,
     keepalive_insert,
 )
-from .jsonrpc import UNSET, answering
+from .jsonrpc import UNSET, answering, bounded_text
 from .mcphttp import body_messages, endpoint_session, event_messages, jsonrpc_messages
 
 __all__ = [
@@ -295,7 +295,7 @@ class HttpObserver:
         exchange.status = status
         exchange.headers_at = self._now
         if session is not None and not exchange.session:
-            exchange.session = session.decode("latin-1")
+            exchange.session = bounded_text(session.decode("latin-1"))
         content_type = ctype.split(b";", 1)[0].strip().lower().decode("latin-1") if ctype else ""
         exchange.content_type = content_type
         if content_type == "text/event-stream":

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ObserverError
 from .events import Exchange, JsonRpcSeen
-from .jsonrpc import UNSET
+from .jsonrpc import UNSET, bounded_text
 from .mcphttp import body_messages, is_inspector_v2, legacy_session, path_label, trace_context
 from .sse import SseParser
 
@@ -177,7 +177,7 @@ class RequestSide:
         if name == b"content-type":
             self.ctype = value
         elif name == b"mcp-session-id":
-            self.session = value.decode("latin-1")
+            self.session = bounded_text(value.decode("latin-1"))
         elif name == b"mcp-method":
             self.mcp_method = value[:MAX_MCP_HEADER_CHARS].decode("latin-1")
         elif name == b"mcp-name":

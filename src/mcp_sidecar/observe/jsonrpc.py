@@ -18,15 +18,38 @@ Rules this module keeps:
 * The MCP Inspector v2 wraps messages in its own API envelope
   (``decode_v2``): the wrapper is decoded the same way, its inner message
   through the same envelope decoder.
+* What a peer names things by (a string id, a session id) is held bounded:
+  past ``MAX_ID_KEY_CHARS``, as its digest (``bounded_text``), the same for
+  the same text, so whatever it correlates still matches.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
 
 UNSET = msgspec.UNSET
+
+
+#: Characters of a string id held as they are; a longer one is held as its digest.
+MAX_ID_KEY_CHARS = 128
+
+
+def bounded_text(value: str) -> str:
+    """A peer's id or session id as held, matched and relayed: itself up to
+    ``MAX_ID_KEY_CHARS``, else its digest (the same for the same text, so what
+    it correlates still matches).  Idempotent; a peer could choose a short id
+    equal to a long one's digest, and mislabel only its own messages."""
+    if len(value) > MAX_ID_KEY_CHARS:
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value
+
+
+def bounded_id(value: Any) -> Any:
+    """A JSON-RPC id as held: a string as ``bounded_text``, anything else as it is."""
+    return bounded_text(value) if isinstance(value, str) else value
 
 
 class Envelope(msgspec.Struct, frozen=True):
@@ -186,7 +209,7 @@ def decode_v2(body: bytes | bytearray | memoryview) -> tuple[str | None, list[En
         wrapper = _V2.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None, []
-    session = wrapper.sessionId if isinstance(wrapper.sessionId, str) else None
+    session = bounded_text(wrapper.sessionId) if isinstance(wrapper.sessionId, str) else None
     inner = (
         wrapper.message
         if wrapper.message is not UNSET

@@ -40,13 +40,12 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from .events import McpOutcome
-from .jsonrpc import UNSET, Envelope, from_mapping, result_facts
+from .jsonrpc import MAX_ID_KEY_CHARS, UNSET, Envelope, bounded_id, bounded_text, from_mapping, result_facts
 from .mcpmeta import version_label
 
 SPEC_METHODS = frozenset(
@@ -101,26 +100,13 @@ def method_label(method: Any) -> str:
     return method if isinstance(method, str) and method in SPEC_METHODS else "other"
 
 
-#: Characters of a string id held as they are; a longer one is held as its digest.
-MAX_ID_KEY_CHARS = 128
-
-
-def bounded_id(value: Any) -> Any:
-    """An id as held (and relayed): a string longer than ``MAX_ID_KEY_CHARS``
-    as its digest, anything else as it is.  Idempotent; a peer could choose a
-    short id equal to a long one's digest, and mislabel only its own requests."""
-    if isinstance(value, str) and len(value) > MAX_ID_KEY_CHARS:
-        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
-    return value
-
-
 def request_key(value: Any) -> int | str | None:
     """A request id as a dict key: 1 and "1" are different requests; true,
     floats, null and objects are no ids at all (so a notification)."""
     if type(value) is int:  # (not bool: true is no id)
         return int(value)
     if isinstance(value, str):
-        return "s:" + (value if len(value) <= MAX_ID_KEY_CHARS else bounded_id(value))
+        return "s:" + (value if len(value) <= MAX_ID_KEY_CHARS else bounded_text(value))
     return None
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from .jsonrpc import Envelope, MetaFacts, decode, decode_v2
+from .jsonrpc import Envelope, MetaFacts, bounded_text, decode, decode_v2
 
 KNOWN_PATHS = (
     "/",
@@ -77,7 +77,7 @@ def _named_session(query: str) -> str | None:
     for name in LEGACY_SESSION_PARAMS:
         found = values.get(name)
         if found:
-            return found[0]
+            return bounded_text(found[0])
     return None
 
 
