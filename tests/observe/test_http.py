@@ -369,3 +369,17 @@ def test_a_long_session_id_is_held_as_its_digest_on_every_transport() -> None:
         ),
     ]
     assert [e[3] for e in run(v2, [[]]) if e[0] == "jsonrpc"] == [held]
+
+
+def test_the_path_label_cache_holds_short_targets_only(monkeypatch) -> None:
+    """Regression: the cache kept any target a peer sent, up to 1024 of them
+    as long as a head (64 MiB held for good); now only short ones."""
+    from mcp_sidecar.observe import mcphttp
+
+    monkeypatch.setattr(mcphttp, "_PATH_LABELS", {})
+    long = b"/mcp?" + b"q" * (60 * 1024)
+    assert mcphttp.path_label(long) == "/mcp"
+    assert mcphttp.path_label(b"/message?sessionId=1") == "/message"
+    assert mcphttp.path_label(long + b"x") == "/mcp"
+    assert list(mcphttp._PATH_LABELS) == [b"/message?sessionId=1"]
+    assert sum(len(k) for k in mcphttp._PATH_LABELS) <= mcphttp._CACHE_BOUND * mcphttp._CACHED_TARGET_BYTES

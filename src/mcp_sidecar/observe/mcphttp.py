@@ -45,8 +45,10 @@ KNOWN_PATHS = (
 #: Inspector v2 paths whose bodies or event streams carry its envelope around JSON-RPC.
 V2_PATHS = (b"/api/mcp/send", b"/api/mcp/events")
 _PATH_LABELS: dict[bytes, str] = {}
-#: Path labels remembered (bounded: peers choose them).
+#: Path labels remembered, for targets up to ``_CACHED_TARGET_BYTES`` (bounded in
+#: number and in size: peers choose them, as long as a head).
 _CACHE_BOUND = 1024
+_CACHED_TARGET_BYTES = 256
 
 
 def path_label(target: bytes) -> str:
@@ -56,7 +58,7 @@ def path_label(target: bytes) -> str:
         return label
     path = target.split(b"?", 1)[0].decode("latin-1")
     label = path if path in KNOWN_PATHS else "/api" if path.startswith("/api/") else "other"
-    if len(_PATH_LABELS) < _CACHE_BOUND:
+    if len(_PATH_LABELS) < _CACHE_BOUND and len(target) <= _CACHED_TARGET_BYTES:
         _PATH_LABELS[target] = label
     return label
 
