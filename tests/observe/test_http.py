@@ -383,3 +383,16 @@ def test_the_path_label_cache_holds_short_targets_only(monkeypatch) -> None:
     assert mcphttp.path_label(long + b"x") == "/mcp"
     assert list(mcphttp._PATH_LABELS) == [b"/message?sessionId=1"]
     assert sum(len(k) for k in mcphttp._PATH_LABELS) <= mcphttp._CACHE_BOUND * mcphttp._CACHED_TARGET_BYTES
+
+
+def test_a_response_media_type_is_kept_to_its_longest_legal_length() -> None:
+    """The upstream's Content-Type may be as long as a head: what the
+    connection's facts keep (and /api/connections lists, up to 1000 a page)
+    is at most a legal media type's 255 characters."""
+    ctype = b"application/" + b"x" * (60 * 1024)
+    script = [
+        ("client", b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("upstream", b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"; charset=utf-8\r\nContent-Length: 0\r\n\r\n"),
+    ]
+    (done,) = [e for e in run(script, [[], []]) if e[0] == "exchange"]
+    assert done[6] == ctype[:255].decode()

@@ -30,6 +30,9 @@ MAX_PIPELINE = 64
 #: Bytes a paused side may hold: the client's after an upgrade proposal (until
 #: its answer), the upstream's before the request they answer.
 MAX_BUFFERED_BYTES = 64 * 1024
+#: Bytes of a response's Content-Type kept: the peer's header may be as long as a
+#: head, a legal ``type/subtype`` is at most 127 + 1 + 127 (RFC 6838).
+MAX_MEDIA_TYPE = 255
 KNOWN_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 _METHOD_LABELS = {m.encode(): m for m in KNOWN_METHODS}
 HEAD_END = b"\r\n\r\n"
@@ -299,7 +302,7 @@ class ResponseSide:
             return
         name = name.lower()
         if name == b"content-type":
-            self.ctype = value
+            self.ctype = value[:MAX_MEDIA_TYPE]
         elif name == b"mcp-session-id":
             self.session = value
         elif name == b"content-length":
@@ -359,7 +362,7 @@ class HeadOnly:
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-type":
-            self.ctype = value
+            self.ctype = value[:MAX_MEDIA_TYPE]
         elif name == b"mcp-session-id":
             self.session = value
 
