@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import pickle
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mcp_sidecar.config.parse import build_config
 from mcp_sidecar.forward.statsrelay import reduced
 from mcp_sidecar.observe.jsonrpc import decode
-from mcp_sidecar.supervise.central import CentralMcp
+from mcp_sidecar.observe.mcp import McpTracker
+from mcp_sidecar.observe.requestlog import outcome_kind
+from mcp_sidecar.supervise.central import EARLY_ANSWER_S, CentralMcp
 from mcp_sidecar.supervise.messages import McpDelta
 
 
@@ -117,3 +122,46 @@ def test_a_defect_in_the_supervisors_correlation_loses_the_message_not_the_super
     central.apply(1, (McpDelta("r", remote=report),), 101.0)
     assert books.stats.methods["ping"].outcomes == {"ok": 1}
     assert books.metrics.observer_errors.labels("r", "mcp").value == 1
+
+
+#: Any JSON value, small.
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        # (ids mostly from a few, so that answers meet their requests)
+        "id": st.integers(0, 1) | st.sampled_from(["a"]) | JSON,
+        "method": JSON | st.sampled_from(["initialize", "tools/call", "notifications/cancelled", "ping"]),
+        "params": JSON | st.fixed_dictionaries({}, optional={"requestId": JSON | st.integers(0, 3), "name": JSON}),
+        "result": JSON | st.fixed_dictionaries({}, optional={"isError": JSON, "protocolVersion": JSON}),
+        "error": st.fixed_dictionaries({"code": JSON, "message": JSON}) | JSON,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["client", "upstream"]), FIELDS), min_size=2, max_size=8))
+def test_any_json_in_any_member_is_correlated_by_a_worker_and_by_the_supervisor(messages) -> None:
+    """Whatever JSON a peer puts in a message's members, neither a worker's
+    tracker nor the supervisor's (fed what the worker relays) raises, and the
+    supervisor completes the requests the worker completes."""
+    config = build_config({"route": [{"name": "r", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}]})
+    central = CentralMcp(config)
+    central.joined(1, 100.0)
+    worker = McpTracker(early_answer_s=EARLY_ANSWER_S)  # (the supervisor's rule for answers seen first)
+    completed = []
+    report = []
+    for n, (origin, fields) in enumerate(messages):
+        for message in decode(json.dumps({"jsonrpc": "2.0", **fields}).encode()):
+            completed += [(o.method, o.status) for o in worker.message(origin, message, 100.0 + n, "s1")]
+            report.append(remote(origin, reduced(message), 100.0 + n))
+    central.apply(1, (McpDelta("r", remote=tuple(report)),), 200.0)
+    books = central.routes["r"]
+    counted = sorted(
+        (m, s) for m, stats in books.stats.methods.items() for s, k in stats.outcomes.items() for _ in range(k)
+    )
+    assert counted == sorted((m, outcome_kind(s)) for m, s in completed)
