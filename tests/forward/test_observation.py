@@ -387,3 +387,82 @@ def sample_route_errors(route) -> float:
         route.metrics.registry.get_sample_value("mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "http"})
         or 0.0
     )
+
+
+#: Any JSON value, small.
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+_METHODS = st.sampled_from(["initialize", "tools/call", "notifications/cancelled", "notifications/progress"])
+_OPTIONAL = {
+    "id": st.integers(0, 1) | _JSON,
+    "method": _METHODS | _JSON,
+    "params": st.fixed_dictionaries(
+        {}, optional={"name": _JSON, "requestId": _JSON, "protocolVersion": _JSON, "_meta": _JSON}
+    )
+    | _JSON,
+    "result": st.fixed_dictionaries({}, optional={"isError": _JSON, "protocolVersion": _JSON}) | _JSON,
+    "error": st.fixed_dictionaries({"code": _JSON, "message": _JSON}) | _JSON,
+}
+_MEMBERS = st.fixed_dictionaries({}, optional=_OPTIONAL)
+
+#: Mostly requests and answers that meet (ids 0 and 1), with any JSON in their other members.
+_ASKED = (
+    st.fixed_dictionaries(
+        {"id": st.integers(0, 1), "method": _METHODS}, optional={k: _OPTIONAL[k] for k in ("params", "result", "error")}
+    )
+    | _MEMBERS
+)
+_ANSWERED = (
+    st.fixed_dictionaries({"id": st.integers(0, 1)}, optional={k: _OPTIONAL[k] for k in ("result", "error")}) | _MEMBERS
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ASKED, min_size=1, max_size=4), st.lists(_ANSWERED, min_size=1, max_size=4))
+def test_any_json_in_any_member_is_observed_tapped_and_recorded_without_a_defect(asked, answered) -> None:
+    """A POST of messages whose members hold any JSON, and a JSON answer of
+    the same: the whole sink (correlation, metrics, the tap's record, a
+    recording's line) takes them; under the test suite (STRICT) a defect of
+    ours would raise here."""
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
+    from mcp_sidecar.forward.tap import TapHub
+    from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
+    from mcp_sidecar.observe.tap import TapFilter
+
+    route = RouteObservation("r", Metrics(), McpTracker())
+    hub = TapHub([route])
+    tap = hub.subscribe(TapFilter("r"), 100)
+    recording = hub.subscribe_lines(TapFilter("r", lines=True), 1 << 20)
+    observation = Observation(route, 1, Quality(), "http", clock=lambda: 0.0)
+    body = json.dumps([{"jsonrpc": "2.0", **m} for m in asked]).encode()
+    reply = json.dumps([{"jsonrpc": "2.0", **m} for m in answered]).encode()
+    observation.client_direction.feed(
+        memoryview(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+    )
+    observation.upstream_direction.feed(
+        memoryview(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
+        )
+    )
+    assert observation.mode != "failed" and route.bugs == 0
+    records = []
+    while True:
+        try:
+            records.append(tap.receive.receive_nowait())
+        except trio.WouldBlock:
+            break
+    lines = recording.take(1 << 20)
+    assert len(records) == len(lines) >= len(asked)  # (every member a request may hold is read)
+    assert all(isinstance(json.loads(line[5]), dict) for line in lines)
