@@ -466,3 +466,25 @@ def test_any_json_in_any_member_is_observed_tapped_and_recorded_without_a_defect
     lines = recording.take(1 << 20)
     assert len(records) == len(lines) >= len(asked)  # (every member a request may hold is read)
     assert all(isinstance(json.loads(line[5]), dict) for line in lines)
+
+
+def test_the_requests_awaiting_their_first_response_byte_are_bounded() -> None:
+    """Regression: every request a client posted was kept until its response
+    began (a 1 MiB batch is 25,000 requests, 64 bodies may be pipelined: 1.6
+    million per connection, ~150 MB).  Now the first MAX_AWAITING_FIRST_BYTE
+    are timed; the rest are still counted and correlated."""
+    from mcp_sidecar.forward.mcprecords import MAX_AWAITING_FIRST_BYTE
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
+    from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
+
+    route = RouteObservation("r", Metrics(), McpTracker())
+    observation = Observation(route, 1, Quality(), "http", clock=lambda: 0.0)
+    batch = json.dumps([{"jsonrpc": "2.0", "id": n, "method": "ping"} for n in range(5000)]).encode()
+    head = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    observation.client_direction.feed(memoryview(head % len(batch) + batch))
+    assert len(observation.records.awaiting_first_byte) == MAX_AWAITING_FIRST_BYTE
+    assert route.tracker.pending == 5000
+    observation.upstream_direction.feed(memoryview(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"))
+    assert observation.records.awaiting_first_byte == []

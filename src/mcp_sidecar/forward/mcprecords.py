@@ -16,6 +16,9 @@ Rules this module keeps:
 * The tap is offered a record only while somebody taps the route; a
   recording gets the message's line (one encode, shared by the route's
   recordings) only while one records it.
+* A request posted is timed to its response's first byte; at most
+  ``MAX_AWAITING_FIRST_BYTE`` per connection are (a 1 MiB batch holds
+  25,000 requests, 64 of them may be pipelined: the rest go untimed).
 * Who was slow: an answer seen on the connection its request came by is
   split (observe/slowness.py) from this connection's legs -- their RTTs
   (read at most once a second), the pump's wait for the client since the
@@ -66,6 +69,8 @@ REMOTE_TRANSPORTS = frozenset({"legacy-sse", "inspector-v2"})
 RTT_REFRESH_S = 1.0
 #: Answers at least this large (bytes) have the client's queue read at their end.
 LARGE_ANSWER_BYTES = 16 * 1024
+#: Requests of one connection timed to their response's first byte at a time.
+MAX_AWAITING_FIRST_BYTE = 256
 
 
 class McpRecords:
@@ -182,7 +187,7 @@ class McpRecords:
                 version, target = self._labels(label, facts, exchange, scope)
                 if trace is None and facts.meta is not None:
                     trace = meta_trace(facts.meta)
-                if origin == "client" and http:
+                if origin == "client" and http and len(self.awaiting_first_byte) < MAX_AWAITING_FIRST_BYTE:
                     self.awaiting_first_byte.append((label, now))
         transport_name = transport_label(transport)
         relay = route.relay if route.correlate_remotely and transport_name in REMOTE_TRANSPORTS else None
