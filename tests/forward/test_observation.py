@@ -431,18 +431,7 @@ def test_any_json_in_any_member_is_observed_tapped_and_recorded_without_a_defect
     the same: the whole sink (correlation, metrics, the tap's record, a
     recording's line) takes them; under the test suite (STRICT) a defect of
     ours would raise here."""
-    from mcp_sidecar.forward.metrics import Metrics
-    from mcp_sidecar.forward.observation import Observation, RouteObservation
-    from mcp_sidecar.forward.tap import TapHub
-    from mcp_sidecar.observe.mcp import McpTracker
-    from mcp_sidecar.observe.quality import Quality
-    from mcp_sidecar.observe.tap import TapFilter
-
-    route = RouteObservation("r", Metrics(), McpTracker())
-    hub = TapHub([route])
-    tap = hub.subscribe(TapFilter("r"), 100)
-    recording = hub.subscribe_lines(TapFilter("r", lines=True), 1 << 20)
-    observation = Observation(route, 1, Quality(), "http", clock=lambda: 0.0)
+    route, observation, tap, recording = _sink_with_tap_and_recording()
     body = json.dumps([{"jsonrpc": "2.0", **m} for m in asked]).encode()
     reply = json.dumps([{"jsonrpc": "2.0", **m} for m in answered]).encode()
     observation.client_direction.feed(
@@ -488,3 +477,63 @@ def test_the_requests_awaiting_their_first_response_byte_are_bounded() -> None:
     assert route.tracker.pending == 5000
     observation.upstream_direction.feed(memoryview(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"))
     assert observation.records.awaiting_first_byte == []
+
+
+def _sink_with_tap_and_recording():
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
+    from mcp_sidecar.forward.tap import TapHub
+    from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
+    from mcp_sidecar.observe.tap import TapFilter
+
+    route = RouteObservation("r", Metrics(), McpTracker())
+    hub = TapHub([route])
+    tap = hub.subscribe(TapFilter("r"), 100)
+    recording = hub.subscribe_lines(TapFilter("r", lines=True), 1 << 20)
+    return route, Observation(route, 1, Quality(), "http", clock=lambda: 0.0), tap, recording
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_ASKED, min_size=1, max_size=4), st.lists(_ANSWERED, min_size=1, max_size=4))
+def test_any_json_in_any_member_over_a_websocket_and_an_event_stream_is_observed_without_a_defect(
+    asked, answered
+) -> None:
+    """The same over MCP's other two carriers: text frames of a WebSocket (the
+    client's masked), and the events of a POST answered by an event stream."""
+    from wsproto.connection import Connection as WsConnection
+    from wsproto.connection import ConnectionType
+    from wsproto.events import TextMessage
+
+    client, server = WsConnection(ConnectionType.CLIENT), WsConnection(ConnectionType.SERVER)
+    route, observation, _tap, recording = _sink_with_tap_and_recording()
+    observation.client_direction.feed(
+        memoryview(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    )
+    observation.upstream_direction.feed(
+        memoryview(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    )
+    for m in asked:
+        observation.client_direction.feed(memoryview(client.send(TextMessage(json.dumps({"jsonrpc": "2.0", **m})))))
+    for m in answered:
+        observation.upstream_direction.feed(memoryview(server.send(TextMessage(json.dumps({"jsonrpc": "2.0", **m})))))
+    assert observation.mode != "failed" and route.bugs == 0
+    assert len(recording.take(1 << 20)) == len(asked) + len(answered)
+
+    route, observation, _tap, recording = _sink_with_tap_and_recording()
+    body = json.dumps([{"jsonrpc": "2.0", **m} for m in asked]).encode()
+    events = b"".join(b"event: message\ndata: %s\n\n" % json.dumps({"jsonrpc": "2.0", **m}).encode() for m in answered)
+    observation.client_direction.feed(
+        memoryview(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+    )
+    observation.upstream_direction.feed(
+        memoryview(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(events), events)
+        )
+    )
+    assert observation.mode != "failed" and route.bugs == 0
+    assert len(recording.take(1 << 20)) == len(asked) + len(answered)
