@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import strategies as st
 
 #: Observer bugs raise instead of being counted, here and in every proxy the
 #: tests start as a subprocess (forward/observation.py); set before the
@@ -663,3 +664,31 @@ def second_host():
     finally:
         subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
         subprocess.run(["ip", "link", "del", host_if], timeout=10, capture_output=True)
+
+
+# --- what a peer may put in a message (Hypothesis) ------------------------------------------
+
+#: Any small JSON value (no NaN or infinity: JSON has neither).
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+#: Methods whose handling reads more of a message (a name, a cancelled request, a version, progress).
+TELLING_METHODS = st.sampled_from(["initialize", "tools/call", "notifications/cancelled", "notifications/progress"])
+#: A JSON-RPC message's members: each any JSON, or a value that means something
+#: (ids mostly 0 and 1, so that answers meet their requests).
+MESSAGE_MEMBERS = {
+    "id": st.integers(0, 1) | ANY_JSON,
+    "method": TELLING_METHODS | ANY_JSON,
+    "params": st.fixed_dictionaries(
+        {}, optional={"name": ANY_JSON, "requestId": ANY_JSON, "protocolVersion": ANY_JSON, "_meta": ANY_JSON}
+    )
+    | ANY_JSON,
+    "result": st.fixed_dictionaries({}, optional={"isError": ANY_JSON, "protocolVersion": ANY_JSON}) | ANY_JSON,
+    "error": st.fixed_dictionaries({"code": ANY_JSON, "message": ANY_JSON}) | ANY_JSON,
+}

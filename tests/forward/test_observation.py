@@ -16,7 +16,17 @@ from mcp_sidecar.forward.observation import Mode
 from mcp_sidecar.forward.pump import HAVE_SPLICE
 from mcp_sidecar.net.http import request
 
-from ..conftest import connect, echo_roundtrip, receive_all, receive_exactly, route_doc, start_proxy, wait_until
+from ..conftest import (
+    MESSAGE_MEMBERS,
+    TELLING_METHODS,
+    connect,
+    echo_roundtrip,
+    receive_all,
+    receive_exactly,
+    route_doc,
+    start_proxy,
+    wait_until,
+)
 
 
 def sample(proxy, name: str, **labels) -> float:
@@ -389,38 +399,18 @@ def sample_route_errors(route) -> float:
     )
 
 
-#: Any JSON value, small.
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6,
-)
-_METHODS = st.sampled_from(["initialize", "tools/call", "notifications/cancelled", "notifications/progress"])
-_OPTIONAL = {
-    "id": st.integers(0, 1) | _JSON,
-    "method": _METHODS | _JSON,
-    "params": st.fixed_dictionaries(
-        {}, optional={"name": _JSON, "requestId": _JSON, "protocolVersion": _JSON, "_meta": _JSON}
-    )
-    | _JSON,
-    "result": st.fixed_dictionaries({}, optional={"isError": _JSON, "protocolVersion": _JSON}) | _JSON,
-    "error": st.fixed_dictionaries({"code": _JSON, "message": _JSON}) | _JSON,
-}
-_MEMBERS = st.fixed_dictionaries({}, optional=_OPTIONAL)
-
+_MEMBERS = st.fixed_dictionaries({}, optional=MESSAGE_MEMBERS)
 #: Mostly requests and answers that meet (ids 0 and 1), with any JSON in their other members.
 _ASKED = (
     st.fixed_dictionaries(
-        {"id": st.integers(0, 1), "method": _METHODS}, optional={k: _OPTIONAL[k] for k in ("params", "result", "error")}
+        {"id": st.integers(0, 1), "method": TELLING_METHODS},
+        optional={k: MESSAGE_MEMBERS[k] for k in ("params", "result", "error")},
     )
     | _MEMBERS
 )
 _ANSWERED = (
-    st.fixed_dictionaries({"id": st.integers(0, 1)}, optional={k: _OPTIONAL[k] for k in ("result", "error")}) | _MEMBERS
+    st.fixed_dictionaries({"id": st.integers(0, 1)}, optional={k: MESSAGE_MEMBERS[k] for k in ("result", "error")})
+    | _MEMBERS
 )
 
 

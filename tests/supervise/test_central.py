@@ -17,6 +17,8 @@ from mcp_sidecar.observe.requestlog import outcome_kind
 from mcp_sidecar.supervise.central import EARLY_ANSWER_S, CentralMcp
 from mcp_sidecar.supervise.messages import McpDelta
 
+from ..conftest import MESSAGE_MEMBERS
+
 
 def remote(origin: str, message: dict, at: float) -> tuple:
     return (origin, message, at, "s1", "legacy-sse", 10, None, "2024-11-05", "")
@@ -124,27 +126,7 @@ def test_a_defect_in_the_supervisors_correlation_loses_the_message_not_the_super
     assert books.metrics.observer_errors.labels("r", "mcp").value == 1
 
 
-#: Any JSON value, small.
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6,
-)
-FIELDS = st.fixed_dictionaries(
-    {},
-    optional={
-        # (ids mostly from a few, so that answers meet their requests)
-        "id": st.integers(0, 1) | st.sampled_from(["a"]) | JSON,
-        "method": JSON | st.sampled_from(["initialize", "tools/call", "notifications/cancelled", "ping"]),
-        "params": JSON | st.fixed_dictionaries({}, optional={"requestId": JSON | st.integers(0, 3), "name": JSON}),
-        "result": JSON | st.fixed_dictionaries({}, optional={"isError": JSON, "protocolVersion": JSON}),
-        "error": st.fixed_dictionaries({"code": JSON, "message": JSON}) | JSON,
-    },
-)
+FIELDS = st.fixed_dictionaries({}, optional=MESSAGE_MEMBERS)
 
 
 @settings(max_examples=300, deadline=None)

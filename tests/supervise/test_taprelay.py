@@ -12,9 +12,11 @@ import trio
 import trio.testing
 
 from mcp_sidecar.admin.server import MAX_TAP_BODY_BYTES
+from mcp_sidecar.forward.metrics import Metrics
 from mcp_sidecar.forward.observation import RouteObservation
 from mcp_sidecar.forward.tap import TapHub
 from mcp_sidecar.observe.jsonrpc import decode
+from mcp_sidecar.observe.mcp import McpTracker
 from mcp_sidecar.observe.recording import BUFFER_BYTES, queue_for
 from mcp_sidecar.observe.tap import TapFilter, tap_record
 from mcp_sidecar.supervise.channel import MAX_MESSAGE_BYTES, Channel
@@ -163,8 +165,8 @@ def test_the_relays_queue_is_bounded_by_the_bodies_it_may_hold() -> None:
     assert relay.subscriber is not None
     assert relay.subscriber.send.statistics().max_buffer_size == queue_for(MIB) < RELAY_QUEUE
     # Small bodies, the routes' own bound: the whole queue.
-    route = RouteObservation.__new__(RouteObservation)
-    route.route, route.tap_max_bytes = "mcp", 2048
+    route = RouteObservation("mcp", Metrics(), McpTracker())
+    assert route.tap_max_bytes == 2048
     hub.routes = [route]
     relay.want((TapFilter(method="ping"),))
     assert relay.subscriber.send.statistics().max_buffer_size == RELAY_QUEUE

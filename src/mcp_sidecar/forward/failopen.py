@@ -19,6 +19,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ..logs import log
 from ..observe.connection import ConnectionObserver, Mode
@@ -86,12 +87,17 @@ def bug(observer: ConnectionObserver, route: RouteObservation, conn_id: int, exc
     traceback."""
     protocol = observer.mode
     route.bugs += 1
-    kind = type(exc).__name__
-    if kind not in _BUGS_LOGGED:
-        _BUGS_LOGGED.add(kind)
-        fields = {"route": route.route, "conn": conn_id, "protocol": protocol, "error": kind}
-        logger.error("observer.bug", exc_info=exc, extra={"sidecar_fields": fields})
+    log_bug(exc, route=route.route, conn=conn_id, protocol=protocol)
     try:
         observer.stop(Mode.FAILED)
     except Exception:  # the defect may be in stop itself
         observer.mode = Mode.FAILED
+
+
+def log_bug(exc: Exception, **fields: Any) -> None:
+    """A defect of ours: the first of each kind is logged with its traceback
+    (``observer.bug``), the rest only counted by the caller."""
+    kind = type(exc).__name__
+    if kind not in _BUGS_LOGGED:
+        _BUGS_LOGGED.add(kind)
+        logger.error("observer.bug", exc_info=exc, extra={"sidecar_fields": {**fields, "error": kind}})

@@ -27,6 +27,7 @@ import trio
 
 from ..observe.events import McpOutcome
 from ..observe.jsonrpc import UNSET, Envelope, bounded_id, result_facts
+from ..observe.mcp import MAX_NAME_CHARS
 
 MAX_OUTCOMES = 50_000
 MAX_KEYS = 10_000
@@ -156,10 +157,6 @@ def reduced(message: Envelope) -> dict[str, Any]:
             "protocolVersion": version if version is None or _short_text(version) else "",
         }
     return out
-
-
-#: Names longer than any spec method are cut to this (still no spec method: labelled ``other``).
-MAX_NAME_CHARS = 128
 
 
 def _id(value: Any) -> Any:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import McpOutcome
-from .jsonrpc import MAX_ID_KEY_CHARS, UNSET, Envelope, bounded_id, bounded_text, from_mapping, result_facts
+from .jsonrpc import UNSET, Envelope, bounded_id, bounded_text, from_mapping, result_facts
 from .mcpmeta import version_label
 
 SPEC_METHODS = frozenset(
@@ -92,6 +92,8 @@ KNOWN_ERROR_CODES = frozenset(
 #: Requests that open a long-lived stream: answered when it opens, then a gauge.
 STREAM_METHODS = frozenset({"subscriptions/listen"})
 MAX_PENDING = 10_000
+#: Characters of a method's own name kept when it is outside the spec (longer than any spec method).
+MAX_NAME_CHARS = 128
 #: Answers held for a request not seen yet (``early_answer_s`` > 0 only).
 MAX_EARLY = 1_000
 
@@ -106,7 +108,7 @@ def request_key(value: Any) -> int | str | None:
     if type(value) is int:  # (not bool: true is no id)
         return int(value)
     if isinstance(value, str):
-        return "s:" + (value if len(value) <= MAX_ID_KEY_CHARS else bounded_text(value))
+        return "s:" + bounded_text(value)
     return None
 
 
@@ -209,7 +211,7 @@ class McpTracker:
                     if pending is not None:
                         out.append(pending.outcome("cancelled", now - pending.sent))
                 return out
-            name = message.method[:128] if label == "other" and isinstance(message.method, str) else None
+            name = message.method[:MAX_NAME_CHARS] if label == "other" and isinstance(message.method, str) else None
             key = (session, origin, mid)
             self._pending[key] = _Pending(
                 label, now, origin, transport, bounded_id(message.id), session, size, trace, version, target, name

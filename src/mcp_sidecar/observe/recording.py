@@ -34,7 +34,7 @@ from .events import Exchange, McpOutcome
 from .jsonrpc import UNSET, Envelope
 from .mcpstats import client_ref, session_ref
 from .requestlog import outcome_kind, request_id_text
-from .tap import DIRECTIONS, era, http_facts, message_kind, shown_body, shown_names
+from .tap import BODIES, DIRECTIONS, era, http_facts, message_kind, shown_body, shown_names
 
 SCHEMA = "mcp-sidecar-recording"
 SCHEMA_VERSION = 1
@@ -66,7 +66,6 @@ _FIELDS = (
     "latency_ms",
     "outcome",
 )
-_BODIES = ("params", "result", "error")
 #: A message's line on its way to a recording: (route, monotonic time, method
 #: as shown, label when counted otherwise, target, ``line_body``'s bytes); the
 #: names are what filters test (``TapFilter.wants_message``).
@@ -128,7 +127,7 @@ def message_body(record: dict[str, Any]) -> bytes:
         if name in record:
             line[name] = record[name]
     truncated = bool(record.get("truncated"))
-    for name in _BODIES:
+    for name in BODIES:
         value = record.get(name)
         if value is not None:
             line[name] = value if truncated else msgspec.Raw(value.encode())

@@ -38,6 +38,8 @@ from .requestlog import outcome_kind, request_id_text
 
 #: How much of params/result/error a record shows by default.
 DEFAULT_MAX_BYTES = 2048
+#: A record's members that carry the message's bodies (JSON text, redacted, cut at the bound).
+BODIES = ("params", "result", "error")
 DIRECTIONS = {"client": "client_to_upstream", "upstream": "upstream_to_client"}
 
 
@@ -241,7 +243,7 @@ def tap_record(
         record["latency_ms"] = None if answered.duration_s is None else round(answered.duration_s * 1000, 3)
         record["outcome"] = outcome_kind(answered.status)
     truncated = False
-    for name in ("params", "result", "error"):
+    for name in BODIES:
         value = getattr(message, name)
         if value is not UNSET:
             record[name], cut = _shown(value, max_bytes)

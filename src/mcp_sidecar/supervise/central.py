@@ -37,6 +37,7 @@ import logging
 from typing import Any
 
 from ..config.model import ProxyConfig, RouteConfig
+from ..forward.failopen import log_bug
 from ..forward.metrics import Metrics
 from ..forward.observation import STRICT
 from ..forward.otelsinks import OtelSinks
@@ -49,8 +50,6 @@ from .messages import McpDelta
 
 logger = logging.getLogger("mcp_sidecar.forward.observation")
 
-#: Kinds of defect logged already (once each, with the traceback).
-_BUGS_LOGGED: set[str] = set()
 #: Messages of the correlated transports waiting for every worker's report.
 MAX_WAITING = 100_000
 #: How long an answer waits for a request reported after it: its worker
@@ -106,11 +105,7 @@ class RouteBooks:
             if STRICT:
                 raise
             self.metrics.observer_errors.labels(self.name, "mcp").inc()
-            kind = type(exc).__name__
-            if kind not in _BUGS_LOGGED:
-                _BUGS_LOGGED.add(kind)
-                fields = {"route": self.name, "protocol": "mcp", "error": kind, "where": "supervisor"}
-                logger.exception("observer.bug", extra={"sidecar_fields": fields})
+            log_bug(exc, route=self.name, protocol="mcp", where="supervisor")
             return
         self.outcomes(outcomes, at)
 

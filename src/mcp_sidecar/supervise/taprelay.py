@@ -27,13 +27,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import trio
 
 from ..forward.tap import LineSubscriber, TapHub, TapSubscriber
 from ..observe.recording import BUFFER_BYTES, queue_for
-from ..observe.tap import AnyOf
+from ..observe.tap import BODIES, AnyOf
 from .channel import Channel, ChannelClosed
 from .messages import TapBatch
 
@@ -104,30 +105,19 @@ class TapRelay:
         when the subscription closes meanwhile."""
         receive = subscriber.receive
         try:
-            record: dict[str, Any] | None = await receive.receive()
-        except trio.EndOfChannel:
-            return
-        while record is not None:
-            await trio.sleep(BATCH_WAIT_S)
-            ended = False
-            while record is not None:
-                records: list[dict[str, Any]] = []
-                size = 0
-                while record is not None and len(records) < BATCH_RECORDS and size < BATCH_BYTES:
+            while True:
+                first = await receive.receive()
+                await trio.sleep(BATCH_WAIT_S)
+                records, size = [first], _body_bytes(first)
+                for record in _waiting(receive):
+                    if len(records) >= BATCH_RECORDS or size >= BATCH_BYTES:
+                        await self.channel.send(TapBatch(tuple(records), self._dropped()))
+                        records, size = [], 0
                     records.append(record)
                     size += _body_bytes(record)
-                    try:
-                        record = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        record = None
-                    except trio.EndOfChannel:
-                        record, ended = None, True
                 await self.channel.send(TapBatch(tuple(records), self._dropped()))
-            if not ended:
-                try:
-                    record = await receive.receive()
-                except trio.EndOfChannel:
-                    return
+        except trio.EndOfChannel:
+            return
 
     async def _relay_lines(self, recorder: LineSubscriber) -> None:
         """Batches of lines, the same way; all that waits goes."""
@@ -144,4 +134,13 @@ class TapRelay:
 def _body_bytes(record: dict[str, Any]) -> int:
     """A record's bodies, the bulk of its frame, in characters (at most 4
     bytes each in the frame: the frame's bound allows for that)."""
-    return sum(len(record.get(name) or "") for name in ("params", "result", "error"))
+    return sum(len(record.get(name) or "") for name in BODIES)
+
+
+def _waiting(receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The records waiting now, oldest first (none more once the queue is closed)."""
+    while True:
+        try:
+            yield receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
