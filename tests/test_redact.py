@@ -145,3 +145,15 @@ def test_the_json_shortcut_skips_only_what_has_nothing_to_remove(value) -> None:
         if not _json_may_hold(raw):
             assert redact_value(value) == (value, False)
             assert redact_json(raw) == raw
+
+
+def test_every_hint_is_looked_for_in_a_json_text() -> None:
+    """The shortcut looks for the string hints made of letters and digits in
+    the squeezed text and the others as written: no hint is left out, in a
+    value or a member name, in any case, with text around it."""
+    from mcp_sidecar.redact import _NAME_HINTS, _STRING_HINTS, _json_may_hold
+
+    for hint in (*_STRING_HINTS, *_NAME_HINTS):
+        for text in (hint, hint.upper(), f"x{hint}y", f"a b {hint}."):
+            assert _json_may_hold(json.dumps({"v": text}).encode()), text
+            assert _json_may_hold(json.dumps({text: 1}).encode()), text

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -298,36 +299,30 @@ def redact_value(value: Any) -> tuple[Any, bool]:
 
 
 #: Every secret member name, lower-cased and stripped of punctuation, contains one of these.
-_NAME_HINTS = tuple(h.encode() for h in sorted(_minimal({*_SECRET_NAMES, *_SECRET_PARTS})))
-_STRING_HINTS_BYTES = tuple(h.encode() for h in _STRING_HINTS)
+_NAME_HINTS = _minimal({*_SECRET_NAMES, *_SECRET_PARTS})
+#: The hints ``_json_may_hold`` looks for in a text squeezed to its letters and
+#: digits (the member names' and the string hints made of letters and digits
+#: only: a text that holds one as written holds it squeezed too), and those it
+#: looks for as written (with punctuation: ``://``, ``sk-``, ...).
+_SQUEEZED_HINTS = tuple(sorted(_minimal({*_NAME_HINTS, *(h for h in _STRING_HINTS if h.isalnum())})))
+_WRITTEN_HINTS = ("\\", *sorted(h for h in _STRING_HINTS if not h.isalnum()))
 #: Bytes that are not lower-case letters or digits: deleted to squeeze a text the
 #: way ``secret_name`` squeezes a member name (``bytes.translate``: 4x a regex sub).
 _NOT_ALNUM = bytes(c for c in range(256) if not (48 <= c <= 57 or 97 <= c <= 122))
 
 
-def _trie_pattern(words: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    """One regular expression matching any of ``words``, as a trie (``a(?:kia|uth)``):
-    one character test per position instead of one per word."""
-    trie: dict[Any, Any] = {}
-    for word in words:
-        node = trie
-        for byte in word:
-            node = node.setdefault(byte, {})
-        node[None] = True
-
-    def emit(node: dict[Any, Any]) -> bytes:
-        keys = sorted(k for k in node if k is not None)
-        if not keys:
-            return b""
-        alternatives = [re.escape(bytes([k])) + emit(node[k]) for k in keys]
-        body = alternatives[0] if len(alternatives) == 1 else b"(?:" + b"|".join(alternatives) + b")"
-        return b"(?:" + body + b")?" if None in node else body
-
-    return re.compile(emit(trie))
+def _contains_any(hints: tuple[str, ...]) -> Callable[[str], bool]:
+    """A test of whether a text contains one of ``hints``, as one chain of
+    ``in`` (generated from the hints, which are this module's constants): about
+    50 ns a hint on a message's text, where a regular expression of the same
+    alternatives takes 40-80 ns a character, and ``any(map(...))`` 100 ns a hint."""
+    chain = " or ".join(f"{hint!r} in text" for hint in hints)
+    test: Callable[[str], bool] = eval(f"lambda text: {chain}")  # (the literals of this module only)
+    return test
 
 
-_STRING_HINTS_RE = _trie_pattern(_STRING_HINTS_BYTES)
-_NAME_HINTS_RE = _trie_pattern(_NAME_HINTS)
+_holds_written_hint = _contains_any(_WRITTEN_HINTS)
+_holds_squeezed_hint = _contains_any(_SQUEEZED_HINTS)
 
 
 def _json_may_hold(raw: bytes) -> bool:
@@ -335,12 +330,11 @@ def _json_may_hold(raw: bytes) -> bool:
     is exact, not a guess: with no escape and no non-ASCII byte, every member
     name and string is in the text as decoded, so a secret name (its letters
     and digits) or a string hint would be found in the text too."""
-    if not raw.isascii() or b"\\" in raw:
+    if not raw.isascii():
         return True
     lowered = raw.lower()
-    return (
-        _STRING_HINTS_RE.search(lowered) is not None
-        or _NAME_HINTS_RE.search(lowered.translate(None, _NOT_ALNUM)) is not None
+    return _holds_written_hint(lowered.decode("ascii")) or _holds_squeezed_hint(
+        lowered.translate(None, _NOT_ALNUM).decode("ascii")
     )
 
 
