@@ -70,3 +70,113 @@ def test_a_recordings_buffer_is_bounded_in_bytes_and_counts_what_it_dropped() ->
     assert [line[1] for line in recorder.take(100)] == [1.0, 2.0] and recorder.held == 0
     hub.unsubscribe(recorder)
     assert hub.dropped == 2  # (a total: the gone recording's drops stay counted)
+
+
+def _observed(recording_bytes: int = 1 << 24):
+    """An HTTP connection's observation with a recording of its route."""
+    from mcp_sidecar.forward.metrics import Metrics
+    from mcp_sidecar.forward.observation import Observation, RouteObservation
+    from mcp_sidecar.observe.mcp import McpTracker
+    from mcp_sidecar.observe.quality import Quality
+
+    route = RouteObservation("r", Metrics(), McpTracker())
+    recording = TapHub([route]).subscribe_lines(TapFilter("r", lines=True), recording_bytes)
+    return route, Observation(route, 1, Quality(), "http", clock=lambda: 0.0), recording
+
+
+def _post(observation, messages: list[dict], reply: bytes, reply_headers: bytes = b"") -> None:
+    body = json.dumps(messages).encode()
+    observation.client_direction.feed(
+        memoryview(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+    )
+    observation.upstream_direction.feed(
+        memoryview(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (reply_headers, len(reply), reply)
+        )
+    )
+
+
+def test_a_line_built_later_shows_the_exchange_as_it_was_when_its_message_was_seen() -> None:
+    """A message's line is built when the recording takes its batch, after the
+    exchange moved on: the ``initialize`` request's line must not show the
+    session its answer named (the request did not send one); the answer's does."""
+    _, observation, recording = _observed()
+    _post(
+        observation,
+        [{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}],
+        b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25"}}',
+        b"Mcp-Session-Id: abc123\r\n",
+    )
+    assert len(recording.waiting) == 2 and recording.lines == []  # (nothing built on the forwarding's path)
+    request_line, answer_line = (json.loads(line[5]) for line in recording.take(1 << 20))
+    assert request_line["kind"] == "request" and "mcp-session-id" not in request_line["http"]["headers"]
+    assert answer_line["kind"] == "response" and answer_line["http"]["headers"]["mcp-session-id"].startswith("s-")
+
+
+def test_messages_waiting_for_their_lines_hold_a_bounded_number_of_bytes(monkeypatch) -> None:
+    """A message waiting for its line keeps its carrier alive (a batch's
+    messages share one body and are each counted with it): past
+    WAITING_LIMIT_BYTES the lines are built there and then, and nothing is lost."""
+    from mcp_sidecar.forward import tap
+
+    monkeypatch.setattr(tap, "WAITING_LIMIT_BYTES", 64 * 1024)
+    _, observation, recording = _observed()
+    batch = [{"jsonrpc": "2.0", "method": "notifications/message", "params": {"n": n}} for n in range(300)]
+    _post(observation, batch, b"")
+    assert recording.waiting_bytes <= 64 * 1024 and len(recording.lines) > 0  # (built in passing)
+    assert [json.loads(line[5])["params"]["n"] for line in recording.take(1 << 24)] == list(range(300))
+    assert recording.dropped == 0 and recording.held == 0
+
+
+def test_a_line_that_cannot_be_built_is_counted_and_the_others_recorded(monkeypatch) -> None:
+    """A defect of ours while building a line loses that message only:
+    counted as the observer's MCP errors, logged once; under the test suite
+    (STRICT) it would raise."""
+    from mcp_sidecar.forward import tap
+
+    real = tap.line_body
+
+    def broken(route, origin, message, *args, **kwargs):
+        if message.id == 2:
+            raise RuntimeError("a defect")
+        return real(route, origin, message, *args, **kwargs)
+
+    monkeypatch.setattr(tap, "line_body", broken)
+    monkeypatch.setattr(tap, "STRICT", False)
+    route, observation, recording = _observed()
+    _post(observation, [{"jsonrpc": "2.0", "id": n, "method": "ping"} for n in (1, 2, 3)], b"[]")
+    assert [json.loads(line[5])["id"] for line in recording.take(1 << 20)] == [1, 3]
+    errors = route.metrics.registry.get_sample_value(
+        "mcp_sidecar_observer_errors_total", {"route": "r", "protocol": "mcp"}
+    )
+    assert errors == 1 and recording.delivered == 2
+
+
+async def test_a_batch_is_built_in_steps_with_the_forwarding_served_between() -> None:
+    """The relay or the recorder builds what waits BUILD_STEP lines at a
+    time: another task runs between two steps (a batch of a few hundred
+    lines is milliseconds of work the event loop must not be held for)."""
+    from mcp_sidecar.forward.tap import BUILD_STEP
+
+    _, observation, recording = _observed()
+    _post(observation, [{"jsonrpc": "2.0", "method": "notifications/message"}] * (3 * BUILD_STEP), b"")
+    seen: list[int] = []
+    building = True
+
+    async def forwarding() -> None:
+        while building:
+            seen.append(len(recording.lines))
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forwarding)
+            await trio.lowlevel.checkpoint()
+            await recording.build_waiting()
+            building = False
+    assert len(recording.lines) == 3 * BUILD_STEP and recording.waiting == []
+    assert any(0 < n < 3 * BUILD_STEP for n in seen)  # (served while the batch was half built)

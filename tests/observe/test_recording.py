@@ -104,22 +104,21 @@ def test_a_line_built_from_the_message_is_the_line_its_tap_record_makes(
         method = "other"
     if "method" in value:
         answered = None  # (only an answer completes a request)
-    args = {
+    shown = {
         "at_unix": at,
         "transport": transport,
         "session": session,
         "size": 123,
         "method": method,
         "answered": answered,
-        "max_bytes": max_bytes,
         "protocol_version": version,
         "target": target,
         "client": client,
         "exchange": exchange,
     }
-    expected = message_body(tap_record("r", origin, message, **args))
+    expected = message_body(tap_record("r", origin, message, max_bytes=max_bytes, **shown))
     if exchange is not None:
         exchange.recorded_headers = None  # (worked out again, as on a new exchange)
-    assert line_body("r", origin, message, **args) == expected
+    assert line_body("r", origin, message, shown, max_bytes=max_bytes) == expected
     names = shown_names(message, method, answered)  # (what the caller passes when it has them)
-    assert line_body("r", origin, message, names=names, **args) == expected
+    assert line_body("r", origin, message, shown, max_bytes=max_bytes, names=names) == expected

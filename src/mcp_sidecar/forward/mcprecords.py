@@ -14,8 +14,9 @@ Rules this module keeps:
   (observe/mcpmeta.py); a request over streamable HTTP is checked against its
   revision's header rules in passing (``mcp_conformance_total``).
 * The tap is offered a record only while somebody taps the route; a
-  recording gets the message's line (one encode, shared by the route's
-  recordings) only while one records it.
+  recording gets what the message's line is made of (shared by the route's
+  recordings, built in the recording's batch: forward/tap.py) only while
+  one records it.
 * A request posted is timed to its response's first byte; at most
   ``MAX_AWAITING_FIRST_BYTE`` per connection are (a 1 MiB batch holds
   25,000 requests, 64 of them may be pipelined: the rest go untimed).
@@ -53,13 +54,12 @@ from ..observe.mcpmeta import (
     version_label,
 )
 from ..observe.quality import Quality
-from ..observe.recording import line_body
 from ..observe.slowness import SLOW_CLIENT_S, LatencySplit, split_latency
 from ..observe.tap import shown_names, tap_record
 from .drainwatch import WATCH_BYTES
 from .mcpstreams import stream_end
 from .otelexport import Tracer
-from .routeobservation import RouteObservation
+from .routeobservation import RouteObservation, Waiting
 
 _NONE_YET: Mapping[str, int] = MappingProxyType({})
 #: Transports whose request and answer travel on two connections (correlated
@@ -412,19 +412,38 @@ class McpRecords:
             subscriber.offer(record)
 
     def _record(self, origin: str, message: Envelope, shown: dict[str, Any]) -> None:
-        """Somebody records this route: the message's line, encoded once for
-        every recording that wants it (never blocks)."""
+        """Somebody records this route: what the message's line is made of,
+        shared by the route's recordings, built when one takes it (never blocks).
+        Only a recording that asked for a method or a target needs the
+        message's names now."""
         route = self.route
+        exchange = shown["exchange"]
+        at_mono = time.monotonic()
+        if route.record_all:
+            everything: Waiting = (
+                route,
+                origin,
+                message,
+                shown,
+                at_mono,
+                route.record_bound,
+                None,
+                _session_of(exchange),
+            )
+            for recorder in route.recorders:
+                recorder.put_waiting(everything)
+            return
         answered = shown["answered"]
         names = method, label = shown_names(message, shown["method"], answered)
         target = answered.target if answered is not None else shown["target"]
-        line = None
+        waiting = (route, origin, message, shown, at_mono, route.record_bound, names, _session_of(exchange))
         for recorder in route.recorders:
             if recorder.filter.wants_message(route.route, method, label, target):
-                if line is None:
-                    body = line_body(route.route, origin, message, max_bytes=route.record_bound, names=names, **shown)
-                    line = (route.route, time.monotonic(), method, label, target, body)
-                recorder.put(line)
+                recorder.put_waiting(waiting)
+
+
+def _session_of(exchange: Exchange | None) -> str | None:
+    return None if exchange is None else exchange.session
 
 
 def header_outcome(route: RouteObservation, exchange: Exchange, status: int, now: float) -> McpOutcome:

@@ -139,6 +139,7 @@ async def record_route(
         while True:
             await recorder.wait()
             await trio.sleep(FLUSH_S)
+            await recorder.build_waiting()
             out: list[bytes] = []
             if recorder.dropped != reported:
                 out.append(dropped_line(recorder.dropped - reported, recorder.dropped, time.monotonic() - started_mono))

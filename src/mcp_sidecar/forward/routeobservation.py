@@ -23,6 +23,7 @@ from ..config.defaults import DEFAULT_MCP_TARGET_LIMIT
 from ..logs import log
 from ..observe.budget import UNBOUNDED, MemoryBudget, ObservationBudget
 from ..observe.events import McpOutcome
+from ..observe.jsonrpc import Envelope
 from ..observe.mcp import McpTracker
 from ..observe.mcpmeta import TargetLabels
 from ..observe.mcpstats import McpStats
@@ -41,6 +42,22 @@ logger = logging.getLogger(__name__)
 
 #: Sessions (and connections) whose negotiated version is remembered.
 MAX_SESSION_VERSIONS = 10_000
+
+
+#: A message whose line is built when taken: its route, origin, message, the
+#: facts ``line_body`` shows (McpRecords' ``shown``), its monotonic time, the
+#: body bound, its shown names (None: worked out when built) and its
+#: exchange's session when it was seen.
+Waiting = tuple[
+    "RouteObservation",
+    str,
+    Envelope,
+    dict[str, Any],
+    float,
+    int,
+    "tuple[str | None, str | None] | None",
+    str | None,
+]
 
 
 @dataclass
@@ -110,6 +127,9 @@ class RouteObservation:
     tap_bound: int = DEFAULT_MAX_BYTES
     #: The recordings that want this route (forward/tap.py's LineSubscriber); empty: none.
     recorders: tuple[Any, ...] = ()
+    #: Every one of ``recorders`` records all of this route (no method or
+    #: target asked): a message's line goes to each without a test.
+    record_all: bool = False
     #: The bound a recording's bodies are cut at (the largest its recordings asked for).
     record_bound: int = DEFAULT_MAX_BYTES
     #: Called with a connection's id once it turns out to be long-lived

@@ -51,7 +51,6 @@ TRANSPORTS = ("legacy-sse", "http", "websocket", "inspector-v2")
 
 
 @functools.lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=4096)
 def session_ref(key: str) -> str:
     """What may be shown of a session key: a hash, unless it is one of the
     tracker's own connection-scoped keys."""

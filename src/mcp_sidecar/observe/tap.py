@@ -62,6 +62,10 @@ class TapFilter:
     def wants(self, record: dict[str, Any]) -> bool:
         return self.wants_message(record["route"], record["method"], record.get("label"), record.get("target"))
 
+    def wants_all_of(self, route: str) -> bool:
+        """Every message of ``route`` (no method or target asked)."""
+        return self.wants_route(route) and self.method is None and self.target is None
+
     def wants_message(self, route: str, method: str | None, label: str | None, target: str | None) -> bool:
         """A message of ``route`` shown as ``method`` (counted as ``label``), for ``target``."""
         return (
@@ -98,6 +102,9 @@ class AnyOf:
     def wants(self, record: dict[str, Any]) -> bool:
         return any(f.wants(record) for f in self.filters)
 
+    def wants_all_of(self, route: str) -> bool:
+        return any(f.wants_all_of(route) for f in self.filters)
+
     def wants_message(self, route: str, method: str | None, label: str | None, target: str | None) -> bool:
         return any(f.wants_message(route, method, label, target) for f in self.filters)
 
@@ -126,18 +133,19 @@ def era(transport: str, protocol_version: str | None) -> str:
     return "streamable-http-2025"
 
 
-def http_facts(exchange: Exchange, origin: str) -> dict[str, Any]:
+def http_facts(exchange: Exchange, origin: str, session: str | None) -> dict[str, Any]:
     """What a recording keeps of the HTTP exchange that carried a message:
     method, path label, status (on the answer's side) and the MCP headers
     the request sent (``Mcp-Session-Id`` hashed; a peer's free text redacted,
     a spec method or a released version kept as it is).  The headers are
     worked out once per exchange (its request and its answers share them);
-    the session's is added each time (an ``initialize`` answer names one)."""
+    the session's is added each time: ``session``, the exchange's when the
+    message was seen (an ``initialize`` answer names one)."""
     headers = exchange.recorded_headers
     if headers is None:
         headers = exchange.recorded_headers = _recorded_headers(exchange)
-    if exchange.session is not None:
-        headers = {"mcp-session-id": session_ref(exchange.session), **headers}
+    if session is not None:
+        headers = {"mcp-session-id": session_ref(session), **headers}
     return {
         "method": exchange.method,
         "path": exchange.path,
@@ -212,7 +220,7 @@ def tap_record(
     completed (its method and latency), if the request was seen."""
     shown, label = shown_names(message, method, answered)
     record: dict[str, Any] = {
-        "t": round(at_unix, 6),
+        "t": at_unix,
         "mono": round(at_mono, 6),
         "route": route,
         "direction": DIRECTIONS[origin],
@@ -236,7 +244,7 @@ def tap_record(
     if client:
         record["client"] = client_ref(client)
     if exchange is not None:
-        record["http"] = http_facts(exchange, origin)
+        record["http"] = http_facts(exchange, origin, exchange.session)
     if target:
         record["target"] = target
     if answered is not None:

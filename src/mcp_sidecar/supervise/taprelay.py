@@ -7,8 +7,9 @@ Rules this module keeps:
   clients (``AnyOf`` their filters, sent as ``TapOn``) and one for all of its
   recordings (its ``lines`` filters); none while nobody taps or records, so
   an untapped worker builds no record and encodes no line.
-* A recording's messages cross as their encoded lines (``Line``: the
-  worker's ``McpRecords`` encoded them; the supervisor only numbers and
+* A recording's messages cross as their encoded lines (``Line``: built
+  here, from what the worker's ``McpRecords`` kept of each message, a step
+  at a time, the forwarding served between; the supervisor only numbers and
   writes them), the tap clients' as records.
 * Bounded: the records' queue holds ``RELAY_QUEUE`` records, fewer when
   their bodies may be large (``recording.queue_for`` the largest bound a
@@ -120,12 +121,15 @@ class TapRelay:
             return
 
     async def _relay_lines(self, recorder: LineSubscriber) -> None:
-        """Batches of lines, the same way; all that waits goes."""
+        """Batches of lines, the same way; all that waits goes.  The lines of
+        what waits are built a step at a time, the forwarding served in
+        between (a batch may be a few milliseconds of building)."""
         try:
             while True:
                 await recorder.wait()
                 await trio.sleep(BATCH_WAIT_S)
-                while recorder.lines:
+                await recorder.build_waiting()
+                while recorder.any_waiting():
                     await self.channel.send(TapBatch((), self._dropped(), tuple(recorder.take(BATCH_BYTES))))
         except trio.EndOfChannel:
             return
