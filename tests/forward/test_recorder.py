@@ -180,3 +180,33 @@ async def test_a_batch_is_built_in_steps_with_the_forwarding_served_between() ->
             building = False
     assert len(recording.lines) == 3 * BUILD_STEP and recording.waiting == []
     assert any(0 < n < 3 * BUILD_STEP for n in seen)  # (served while the batch was half built)
+
+
+def test_a_pretty_printed_message_is_recorded_on_one_line() -> None:
+    """Regression: a body's JSON text went into the line as the peer wrote it,
+    line breaks included, so a pretty-printed request or answer split its line
+    and the file no longer read back (``proxyctl replay``: "not a JSON line")."""
+    from mcp_sidecar.observe.recording import header, header_line, numbered_line, read_recording
+
+    _, observation, recording = _observed()
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "echo", "arguments": {"t": "a\nb"}}}
+    body = json.dumps(call, indent=2).encode()
+    observation.client_direction.feed(
+        memoryview(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+    )
+    reply = b'{\r\n "jsonrpc": "2.0",\r\n "id": 7,\r\n "result": {"content": []}\r\n}'
+    observation.upstream_direction.feed(
+        memoryview(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
+        )
+    )
+    head = header(sidecar="t", wanted={}, routes={}, max_body_bytes=1 << 16, started_unix=0.0, started_mono=0.0)
+    lines = [header_line(head)] + [
+        numbered_line(line[5], seq, 0.0) for seq, line in enumerate(recording.take(1 << 20), start=1)
+    ]
+    read = read_recording("rec.jsonl", b"".join(lines).splitlines(keepends=True))
+    assert [m["kind"] for m in read.messages] == ["request", "response"]
+    assert read.messages[0]["params"] == call["params"] and read.messages[1]["result"] == {"content": []}

@@ -90,11 +90,14 @@ _answers = st.one_of(
     _exchanges,
     st.floats(1e9, 2e9),
     st.booleans(),
+    st.sampled_from([None, 2, "\r\n"]),
 )
 def test_a_line_built_from_the_message_is_the_line_its_tap_record_makes(
-    value, origin, transport, session, answered, max_bytes, version, target, client, exchange, at, ascii_only
+    value, origin, transport, session, answered, max_bytes, version, target, client, exchange, at, ascii_only, indent
 ) -> None:
-    (message,) = decode(json.dumps(value, ensure_ascii=ascii_only).encode())
+    """... and one line of JSON whatever line breaks the peer's text had
+    (pretty-printed: ``indent``)."""
+    (message,) = decode(json.dumps(value, ensure_ascii=ascii_only, indent=indent).encode())
     method = (
         value.get("method")
         if isinstance(value.get("method"), str) and value["method"] in ("tools/call", "ping")
@@ -120,5 +123,6 @@ def test_a_line_built_from_the_message_is_the_line_its_tap_record_makes(
     if exchange is not None:
         exchange.recorded_headers = None  # (worked out again, as on a new exchange)
     assert line_body("r", origin, message, shown, max_bytes=max_bytes) == expected
+    assert b"\n" not in expected and b"\r" not in expected and json.loads(expected)["route"] == "r"
     names = shown_names(message, method, answered)  # (what the caller passes when it has them)
     assert line_body("r", origin, message, shown, max_bytes=max_bytes, names=names) == expected

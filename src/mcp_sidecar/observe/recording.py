@@ -118,6 +118,17 @@ def message_line(record: dict[str, Any], seq: int, started_mono: float) -> bytes
     return numbered_line(message_body(record), seq, round(record.get("mono", started_mono) - started_mono, 6))
 
 
+def one_line(text: bytes) -> bytes:
+    """JSON text on one line: a line break in JSON text can only be whitespace
+    between its tokens (inside a string it is escaped), so each becomes a
+    space and the value is the same.  A peer's pretty-printed body would
+    otherwise break the recording's lines (JSON Lines)."""
+    return text.translate(_LINE_BREAKS_TO_SPACES)
+
+
+_LINE_BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+
+
 def message_body(record: dict[str, Any]) -> bytes:
     """A message line without its place in the file (``type``, ``seq``, ``t``):
     what a supervised worker encodes and relays (``numbered_line`` completes it)."""
@@ -129,7 +140,7 @@ def message_body(record: dict[str, Any]) -> bytes:
     for name in BODIES:
         value = record.get(name)
         if value is not None:
-            line[name] = value if truncated else msgspec.Raw(value.encode())
+            line[name] = value if truncated else msgspec.Raw(one_line(value.encode()))
     line["truncated"] = truncated
     return _encode(line)
 
@@ -204,7 +215,7 @@ def line_body(
             bodies[index] = (
                 raw[:max_bytes].decode("utf-8", "ignore")
                 if truncated
-                else msgspec.Raw(raw if raw.isascii() else raw.decode("utf-8", "ignore").encode())
+                else msgspec.Raw(one_line(raw if raw.isascii() else raw.decode("utf-8", "ignore").encode()))
             )
     return _encode(
         _MessageLine(
