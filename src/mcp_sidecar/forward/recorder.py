@@ -146,7 +146,7 @@ async def record_route(
                 reported = recorder.dropped
             for _, mono, _, _, _, body in recorder.take(BUFFER_BYTES):
                 seq += 1
-                out.append(numbered_line(body, seq, round(mono - started_mono, 6)))
+                out.append(numbered_line(body, seq, mono - started_mono))
             try:
                 files.write(out)
             except OSError as exc:

@@ -115,7 +115,7 @@ def header_line(head: dict[str, Any]) -> bytes:
 def message_line(record: dict[str, Any], seq: int, started_mono: float) -> bytes:
     """A tap record as a recording's message line (no parse: a body that
     was not cut is JSON already, embedded as it is)."""
-    return numbered_line(message_body(record), seq, round(record.get("mono", started_mono) - started_mono, 6))
+    return numbered_line(message_body(record), seq, record.get("mono", started_mono) - started_mono)
 
 
 def one_line(text: bytes) -> bytes:
@@ -247,8 +247,10 @@ def line_body(
 
 
 def numbered_line(body: bytes, seq: int, t: float) -> bytes:
-    """``message_body``'s bytes as the ``seq``-th line, ``t`` seconds into the recording."""
-    return b'{"type":"message","seq":' + str(seq).encode() + b',"t":' + _encode(t) + b"," + body[1:] + b"\n"
+    """``message_body``'s bytes as the ``seq``-th line, ``t`` seconds into the
+    recording (to the microsecond: one ``%`` in C, half the cost of rounding
+    and encoding the float apart)."""
+    return b'{"type":"message","seq":%d,"t":%.6f,%b\n' % (seq, t, body[1:])
 
 
 def dropped_line(count: int, total: int, t: float) -> bytes:
