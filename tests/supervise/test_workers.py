@@ -94,6 +94,32 @@ async def test_every_worker_serves_and_the_view_adds_them_up(nursery, supervised
         assert len(text["workers"]) == 2
 
 
+async def test_a_burst_of_connections_is_shared_out_among_the_workers(nursery, supervised) -> None:
+    """Regression: on the one listening socket they share, the first worker
+    awake took every connection waiting (8 of 8, or 7 of 8, measured with wrk's
+    8 connections): with long-lived MCP connections one core served them all.
+    A worker that holds more than an even share of the route's connections
+    now leaves a new one to the others for a moment (BALANCE_WAIT_S)."""
+    with trio.fail_after(60):
+        sup, status, port = await two_workers(nursery, supervised)
+        serving = {w["id"] for w in status["workers"]}
+        for _ in range(3):
+            held = [await connect(port) for _ in range(8)]  # (all in the backlog before a worker wakes)
+            try:
+                for i, stream in enumerate(held):
+                    await stream.send_all(b"%d" % i)
+                    assert await receive_exactly(stream, 1) == b"%d" % i
+                page = await admin_json(sup, "/api/connections?limit=100")
+                per_worker = [sum(c["worker"] == w for c in page["connections"]) for w in serving]
+                assert sum(per_worker) == 8 and min(per_worker) >= 2, per_worker
+            finally:
+                for stream in held:
+                    await stream.aclose()
+            with trio.fail_after(10):
+                while (await admin_json(sup, "/api/connections?limit=100"))["count"]:
+                    await trio.sleep(0.05)
+
+
 async def test_counters_and_history_survive_restart_reload_and_a_crash(nursery, supervised) -> None:
     with trio.fail_after(90):
         sup, _, port = await two_workers(nursery, supervised)

@@ -64,6 +64,13 @@ OPERATOR_RETRY_AFTER_S = 30
 ACCEPTS_PER_CHECKPOINT = 64
 #: Pause after EMFILE/ENFILE/ENOBUFS before accepting again (as trio does).
 ACCEPT_RESOURCE_BACKOFF_S = 0.1
+#: How long a worker holding more than an even share of a route's connections
+#: leaves a new one to the other workers before taking it itself; after
+#: ``BALANCE_IN_VAIN`` such waits in a row that none took (stopped, or busy),
+#: how long it then accepts without leaving any.
+BALANCE_WAIT_S = 0.003
+BALANCE_IN_VAIN = 2
+BALANCE_QUIET_S = 0.05
 #: A constant task name (trio would format one per connection).
 _CONNECTION_TASK = "mcp_sidecar.forward.connection.serve_connection"
 
@@ -259,10 +266,30 @@ class Proxy:
             self._conn_scope.cancel()
 
     async def _accept_loop(self, rt: RouteState, lsock: socket.socket, conns: trio.Nursery) -> None:
+        """Accept the route's clients.  Several workers share the listening
+        socket and each is woken for every client: the first awake would take
+        a whole burst (8 of 8 measured: long-lived connections then all on one
+        core), so a worker holding more than an even share of the route's
+        connections, and one more, leaves the next to the others for
+        ``BALANCE_WAIT_S``, and takes it itself if none did; after
+        ``BALANCE_IN_VAIN`` of those in a row (the others are stopped or busy)
+        it accepts without leaving any for ``BALANCE_QUIET_S``: a client waits
+        a few milliseconds at most, and accepting is never held to one client
+        a wait."""
         accept = lsock.accept
         max_connections = rt.config.settings.max_connections
-        burst = 0
+        workers = self.cooperation.workers if rt.shared is not None else 1
+        burst = in_vain = 0
+        quiet_until = 0.0
         while True:
+            deferred = False
+            if (
+                workers > 1
+                and rt.active * workers > rt.active + rt.open_elsewhere() + workers  # (more than even + 1)
+                and trio.current_time() >= quiet_until
+            ):
+                await trio.sleep(BALANCE_WAIT_S)
+                deferred = True
             try:
                 csock, addr = accept()
             except BlockingIOError:
@@ -288,6 +315,13 @@ class Proxy:
                 if exc.errno == errno.EINVAL:
                     return  # the supervisor shut the listening socket down: a stop
                 raise
+            if deferred:  # (left to the others, and none took it)
+                in_vain += 1
+                if in_vain >= BALANCE_IN_VAIN:
+                    in_vain = 0
+                    quiet_until = trio.current_time() + BALANCE_QUIET_S
+            else:
+                in_vain = 0
             csock.setblocking(False)
             elsewhere = rt.open_elsewhere()  # (read once: the limit and the route's peak)
             if rt.unusable is not None:
