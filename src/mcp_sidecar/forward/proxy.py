@@ -70,7 +70,7 @@ ACCEPT_RESOURCE_BACKOFF_S = 0.1
 #: how long it then accepts without leaving any.
 BALANCE_WAIT_S = 0.003
 BALANCE_IN_VAIN = 2
-BALANCE_QUIET_S = 0.05
+BALANCE_QUIET_S = 0.5
 #: A constant task name (trio would format one per connection).
 _CONNECTION_TASK = "mcp_sidecar.forward.connection.serve_connection"
 
