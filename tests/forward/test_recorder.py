@@ -72,15 +72,15 @@ def test_a_recordings_buffer_is_bounded_in_bytes_and_counts_what_it_dropped() ->
     assert hub.dropped == 2  # (a total: the gone recording's drops stay counted)
 
 
-def _observed(recording_bytes: int = 1 << 24):
-    """An HTTP connection's observation with a recording of its route."""
+def _observed(recording_bytes: int = 1 << 24, method: str | None = None):
+    """An HTTP connection's observation with a recording of its route (of one method's messages)."""
     from mcp_sidecar.forward.metrics import Metrics
     from mcp_sidecar.forward.observation import Observation, RouteObservation
     from mcp_sidecar.observe.mcp import McpTracker
     from mcp_sidecar.observe.quality import Quality
 
     route = RouteObservation("r", Metrics(), McpTracker())
-    recording = TapHub([route]).subscribe_lines(TapFilter("r", lines=True), recording_bytes)
+    recording = TapHub([route]).subscribe_lines(TapFilter("r", method=method, lines=True), recording_bytes)
     return route, Observation(route, 1, Quality(), "http", clock=lambda: 0.0), recording
 
 
@@ -210,3 +210,12 @@ def test_a_pretty_printed_message_is_recorded_on_one_line() -> None:
     read = read_recording("rec.jsonl", b"".join(lines).splitlines(keepends=True))
     assert [m["kind"] for m in read.messages] == ["request", "response"]
     assert read.messages[0]["params"] == call["params"] and read.messages[1]["result"] == {"content": []}
+
+
+def test_a_recording_of_one_method_gets_its_requests_and_their_answers_only() -> None:
+    route, observation, recording = _observed(method="ping")
+    assert not route.record_all  # (the names are worked out as the message is seen, to filter)
+    asked = [{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]
+    _post(observation, asked, b'[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}]')
+    lines = [json.loads(line[5]) for line in recording.take(1 << 20)]
+    assert [(m["kind"], m["id"], m["method"]) for m in lines] == [("request", 1, "ping"), ("response", 1, "ping")]

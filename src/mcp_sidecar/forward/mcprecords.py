@@ -418,32 +418,17 @@ class McpRecords:
         message's names now."""
         route = self.route
         exchange = shown["exchange"]
-        at_mono = time.monotonic()
-        if route.record_all:
-            everything: Waiting = (
-                route,
-                origin,
-                message,
-                shown,
-                at_mono,
-                route.record_bound,
-                None,
-                _session_of(exchange),
-            )
-            for recorder in route.recorders:
-                recorder.put_waiting(everything)
-            return
-        answered = shown["answered"]
-        names = method, label = shown_names(message, shown["method"], answered)
-        target = answered.target if answered is not None else shown["target"]
-        waiting = (route, origin, message, shown, at_mono, route.record_bound, names, _session_of(exchange))
+        names: tuple[str | None, str | None] | None = None
+        target = ""
+        if not route.record_all:
+            answered = shown["answered"]
+            names = shown_names(message, shown["method"], answered)
+            target = answered.target if answered is not None else shown["target"]
+        session = None if exchange is None else exchange.session
+        waiting: Waiting = (route, origin, message, shown, time.monotonic(), route.record_bound, names, session)
         for recorder in route.recorders:
-            if recorder.filter.wants_message(route.route, method, label, target):
+            if names is None or recorder.filter.wants_message(route.route, names[0], names[1], target):
                 recorder.put_waiting(waiting)
-
-
-def _session_of(exchange: Exchange | None) -> str | None:
-    return None if exchange is None else exchange.session
 
 
 def header_outcome(route: RouteObservation, exchange: Exchange, status: int, now: float) -> McpOutcome:

@@ -54,7 +54,7 @@ WAITING_BYTES = 1024
 #: messages share their body and are counted each: more than they hold),
 #: the lines are built there and then: what waits holds no more than this.
 WAITING_LIMIT_BYTES = 4 * 1024 * 1024
-#: Lines a taker builds between two checkpoints (``LineSubscriber.build``;
+#: Lines a taker builds between two checkpoints (``LineSubscriber.build_waiting``;
 #: a few hundred microseconds of work), so that forwarding is served between.
 BUILD_STEP = 64
 
