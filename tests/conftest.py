@@ -355,6 +355,22 @@ def run_proxyctl(*args: str, timeout: float = 30.0) -> subprocess.CompletedProce
     return subprocess.run([*PROXYCTL, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def feed_json_exchange(observation: Any, body: bytes, reply: bytes, reply_headers: bytes = b"") -> None:
+    """Feed a connection's observation a JSON POST to /mcp and its JSON answer, as the wire carries them."""
+    observation.client_direction.feed(
+        memoryview(
+            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+    )
+    observation.upstream_direction.feed(
+        memoryview(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (reply_headers, len(reply), reply)
+        )
+    )
+
+
 async def wait_until(predicate, interval: float = 0.005) -> None:
     """Poll ``predicate`` -- only for state that has no event to await
     (e.g. a counter inside the proxy); the caller bounds it with fail_after."""

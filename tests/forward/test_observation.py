@@ -21,6 +21,7 @@ from ..conftest import (
     TELLING_METHODS,
     connect,
     echo_roundtrip,
+    feed_json_exchange,
     receive_all,
     receive_exactly,
     route_doc,
@@ -424,17 +425,7 @@ def test_any_json_in_any_member_is_observed_tapped_and_recorded_without_a_defect
     route, observation, tap, recording = _sink_with_tap_and_recording()
     body = json.dumps([{"jsonrpc": "2.0", **m} for m in asked]).encode()
     reply = json.dumps([{"jsonrpc": "2.0", **m} for m in answered]).encode()
-    observation.client_direction.feed(
-        memoryview(
-            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
-        )
-    )
-    observation.upstream_direction.feed(
-        memoryview(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
-        )
-    )
+    feed_json_exchange(observation, body, reply)
     assert observation.mode != "failed" and route.bugs == 0
     records = []
     while True:

@@ -15,7 +15,7 @@ from mcp_sidecar.forward.tap import TapHub
 from mcp_sidecar.net.http import request
 from mcp_sidecar.observe.tap import TapFilter
 
-from ..conftest import start_proxy, wait_until
+from ..conftest import feed_json_exchange, start_proxy, wait_until
 
 BURST = 2000
 
@@ -85,19 +85,7 @@ def _observed(recording_bytes: int = 1 << 24, method: str | None = None):
 
 
 def _post(observation, messages: list[dict], reply: bytes, reply_headers: bytes = b"") -> None:
-    body = json.dumps(messages).encode()
-    observation.client_direction.feed(
-        memoryview(
-            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
-        )
-    )
-    observation.upstream_direction.feed(
-        memoryview(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
-            % (reply_headers, len(reply), reply)
-        )
-    )
+    feed_json_exchange(observation, json.dumps(messages).encode(), reply, reply_headers)
 
 
 def test_a_line_built_later_shows_the_exchange_as_it_was_when_its_message_was_seen() -> None:
@@ -190,19 +178,8 @@ def test_a_pretty_printed_message_is_recorded_on_one_line() -> None:
 
     _, observation, recording = _observed()
     call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "echo", "arguments": {"t": "a\nb"}}}
-    body = json.dumps(call, indent=2).encode()
-    observation.client_direction.feed(
-        memoryview(
-            b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
-        )
-    )
     reply = b'{\r\n "jsonrpc": "2.0",\r\n "id": 7,\r\n "result": {"content": []}\r\n}'
-    observation.upstream_direction.feed(
-        memoryview(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
-        )
-    )
+    feed_json_exchange(observation, json.dumps(call, indent=2).encode(), reply)
     head = header(sidecar="t", wanted={}, routes={}, max_body_bytes=1 << 16, started_unix=0.0, started_mono=0.0)
     lines = [header_line(head)] + [
         numbered_line(line[5], seq, 0.0) for seq, line in enumerate(recording.take(1 << 20), start=1)

@@ -283,13 +283,15 @@ class Proxy:
         quiet_until = 0.0
         while True:
             deferred = False
+            elsewhere = rt.open_elsewhere()  # (read once: the balance, the limit and the route's peak)
             if (
                 workers > 1
-                and rt.active * workers > rt.active + rt.open_elsewhere() + workers  # (more than even + 1)
+                and rt.active * workers > rt.active + elsewhere + workers  # (more than even + 1)
                 and trio.current_time() >= quiet_until
             ):
                 await trio.sleep(BALANCE_WAIT_S)
                 deferred = True
+                elsewhere = rt.open_elsewhere()
             try:
                 csock, addr = accept()
             except BlockingIOError:
@@ -323,7 +325,6 @@ class Proxy:
             else:
                 in_vain = 0
             csock.setblocking(False)
-            elsewhere = rt.open_elsewhere()  # (read once: the limit and the route's peak)
             if rt.unusable is not None:
                 self._reject(rt, csock, addr, "route_unusable", detail=rt.unusable)
             elif not rt.allows(addr[0]):

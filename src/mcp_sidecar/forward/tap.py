@@ -124,28 +124,26 @@ class LineSubscriber:
 
     def put(self, line: Line) -> None:
         """A line built elsewhere (a worker's, relayed); dropped when full, never blocks."""
-        size = len(line[5])
-        if self.held + size > self.limit_bytes:
-            self.dropped += 1
-            return
-        self.lines.append(line)
-        self.held += size
-        self._arrived()
+        self.put_many([line])
 
     def put_many(self, lines: list[Line]) -> None:
-        """Lines built elsewhere, in order: ``put`` each, in one step when all fit."""
+        """Lines built elsewhere, in order, in one step; each that does not fit is dropped."""
+        first = not self.any_waiting()
         size = sum([len(line[5]) for line in lines])
-        if self.held + size > self.limit_bytes:
+        if self.held + size > self.limit_bytes:  # (not all fit: one at a time)
+            fitting = []
             for line in lines:
-                self.put(line)
-            return
-        if lines:
-            first = not self.lines and not self.waiting
-            self.lines += lines
-            self.held += size
-            self.delivered += len(lines)
-            if first:
-                self._wakeup.set()
+                if self.held + len(line[5]) > self.limit_bytes:
+                    self.dropped += 1
+                else:
+                    fitting.append(line)
+                    self.held += len(line[5])
+            lines, size = fitting, 0
+        self.lines += lines
+        self.held += size
+        self.delivered += len(lines)
+        if first and lines:
+            self._wakeup.set()
 
     def put_waiting(self, waiting: Waiting) -> None:
         """A message whose line ``take`` builds; dropped when full, never blocks."""
@@ -156,20 +154,14 @@ class LineSubscriber:
             if self.held + size > self.limit_bytes:
                 self.dropped += 1
                 return
-        waiting_now = self.waiting
-        first = not waiting_now and not self.lines
-        waiting_now.append(waiting)
+        first = not self.waiting and not self.lines  # (``any_waiting``, inline: once per message)
+        self.waiting.append(waiting)
         self.held += size
         self.waiting_bytes += size
         self.delivered += 1
         if self.waiting_bytes > WAITING_LIMIT_BYTES:
             self._build()
         if first:
-            self._wakeup.set()
-
-    def _arrived(self) -> None:
-        self.delivered += 1
-        if len(self.lines) + len(self.waiting) == 1:
             self._wakeup.set()
 
     async def build_waiting(self) -> None:
